@@ -1,0 +1,111 @@
+/*
+ * backend_cpu.c - the CPU backend: NCHW float32 tensors in 64-byte aligned host memory, kernels
+ * in ops_*.c, a thread pool of its own (OpenBLAS is linked in its single-threaded build).
+ */
+#include "cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void cpu_destroy(dp_backend *b) {
+    dp_cpu *cpu = (dp_cpu *)b;
+    dp_pool_destroy(cpu->pool);
+    free(cpu);
+}
+
+static size_t cpu_tensor_bytes(dp_backend *b, int n, int c, int h, int w) {
+    (void)b;
+    size_t s = (size_t)n * c * h * w * sizeof(float);
+    return (s + 63) & ~(size_t)63;
+}
+
+static disopt_status cpu_alloc(dp_backend *b, size_t bytes, void **out) {
+    (void)b;
+    size_t sz = (bytes + 63) & ~(size_t)63;
+    if (sz == 0) sz = 64;
+    void *p = aligned_alloc(64, sz);
+    if (!p) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "cpu: cannot allocate %zu bytes", bytes);
+    *out = p;
+    return DISOPT_OK;
+}
+
+static void cpu_free(dp_backend *b, void *p) {
+    (void)b;
+    free(p);
+}
+
+static disopt_status cpu_upload(dp_backend *b, const dp_tview *dst, const float *src) {
+    (void)b;
+    memcpy(dst->data, src, (size_t)dst->n * dst->c * dst->h * dst->w * sizeof(float));
+    return DISOPT_OK;
+}
+
+static disopt_status cpu_download(dp_backend *b, float *dst, const dp_tview *src) {
+    (void)b;
+    memcpy(dst, src->data, (size_t)src->n * src->c * src->h * src->w * sizeof(float));
+    return DISOPT_OK;
+}
+
+static disopt_status cpu_prepare(dp_backend *b, dp_node *node) {
+    (void)b;
+    node->bk = NULL; /* the CPU kernels use the folded OIHW weights as they are */
+    return DISOPT_OK;
+}
+
+static void cpu_release(dp_backend *b, dp_node *node) {
+    (void)b;
+    node->bk = NULL;
+}
+
+static size_t cpu_workspace(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out) {
+    if (node->op == DP_OP_CONV) return dp_cpu_conv_workspace((dp_cpu *)b, node, &ins[0], out);
+    return 0;
+}
+
+static disopt_status cpu_run(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out, void *ws,
+                             size_t ws_bytes) {
+    dp_cpu *cpu = (dp_cpu *)b;
+    switch (node->op) {
+    case DP_OP_CONV:
+        return dp_cpu_conv(cpu, node, &ins[0], out, ws, ws_bytes);
+    case DP_OP_UPSAMPLE:
+        return dp_cpu_upsample(cpu, node, &ins[0], out);
+    case DP_OP_BN:
+    case DP_OP_ACT:
+    case DP_OP_GAP:
+    case DP_OP_SCALE_CH:
+    case DP_OP_SCSE:
+    case DP_OP_ADD:
+    case DP_OP_CONCAT:
+    case DP_OP_BROADCAST:
+    case DP_OP_SOFTMAX:
+        return dp_cpu_eltwise(cpu, node, ins, out);
+    default:
+        return dp_error(DISOPT_ERR_UNSUPPORTED, "cpu: op %d not supported", (int)node->op);
+    }
+}
+
+static disopt_status cpu_sync(dp_backend *b) {
+    (void)b;
+    return DISOPT_OK;
+}
+
+static const dp_backend_vtable CPU_VT = {
+    "cpu", cpu_destroy, cpu_tensor_bytes, cpu_alloc, cpu_free, cpu_upload, cpu_download,
+    cpu_prepare, cpu_release, cpu_workspace, cpu_run, cpu_sync,
+};
+
+disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_backend **out) {
+    dp_cpu *cpu = calloc(1, sizeof *cpu);
+    if (!cpu) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "cpu backend: out of memory");
+    cpu->base.vt = &CPU_VT;
+    cpu->base.engine = e;
+    cpu->nthreads = nthreads < 1 ? 1 : nthreads;
+    disopt_status s = dp_pool_create(cpu->nthreads, &cpu->pool);
+    if (s != DISOPT_OK) {
+        free(cpu);
+        return s;
+    }
+    *out = &cpu->base;
+    return DISOPT_OK;
+}

@@ -1,0 +1,33 @@
+/*
+ * cpu.h - the CPU backend's kernels.
+ * Conventions for every file in core/cpu/:
+ *  - tensors are float32, NCHW, contiguous; views carry the logical shape (dp_tview);
+ *  - conv weights are OIHW (PyTorch's layout) with BN already folded in, bias may be NULL;
+ *  - kernels split work into tasks run on the backend's dp_pool; a task writes a disjoint part
+ *    of the output, so results do not depend on the thread count;
+ *  - no allocation inside kernels: scratch comes from the plan's workspace.
+ */
+#ifndef DISOPT_CPU_H
+#define DISOPT_CPU_H
+
+#include "../internal.h"
+
+typedef struct dp_cpu {
+    dp_backend base;
+    dp_pool *pool;
+    int nthreads;
+} dp_cpu;
+
+/* columns of the im2col panel a conv task works on */
+#define DP_CPU_COLS 512
+
+size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out);
+disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,
+                          size_t ws_bytes);
+disopt_status dp_cpu_eltwise(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out);
+disopt_status dp_cpu_upsample(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out);
+
+/* activation over a contiguous run */
+void dp_cpu_act(dp_act act, float *x, size_t n);
+
+#endif

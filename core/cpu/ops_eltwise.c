@@ -1,0 +1,168 @@
+/*
+ * ops_eltwise.c - elementwise and channel ops on the CPU (conventions: see cpu.h):
+ * activations, inference BN, global average pool, SE channel scale, SCSE combine, add,
+ * channel concat, 1x1 -> HxW broadcast, channel softmax. One task per (image, channel) plane
+ * (or per image for softmax), so every op is parallel and deterministic.
+ */
+#include "cpu.h"
+
+#include <math.h>
+#include <string.h>
+
+void dp_cpu_act(dp_act act, float *x, size_t n) {
+    switch (act) {
+    case DP_ACT_NONE:
+        break;
+    case DP_ACT_RELU:
+        for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : (x[i] == x[i] ? 0.0f : x[i]);
+        break;
+    case DP_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++) x[i] = 1.0f / (1.0f + expf(-x[i]));
+        break;
+    case DP_ACT_SWISH: /* x * sigmoid(x), as efficientnet_pytorch's MemoryEfficientSwish */
+        for (size_t i = 0; i < n; i++) x[i] = x[i] * (1.0f / (1.0f + expf(-x[i])));
+        break;
+    }
+}
+
+typedef struct {
+    const dp_node *node;
+    const dp_tview *ins, *out;
+} elt_job;
+
+static float *plane(const dp_tview *t, int n, int c) {
+    return (float *)t->data + ((size_t)n * t->c + c) * (size_t)t->h * t->w;
+}
+
+static void elt_task(void *ctx, int task, int thread) {
+    const elt_job *j = ctx;
+    const dp_node *node = j->node;
+    const dp_tview *a = &j->ins[0], *o = j->out;
+    (void)thread;
+    if (node->op == DP_OP_SOFTMAX) { /* task = image */
+        int n = task, C = a->c;
+        size_t HW = (size_t)a->h * a->w;
+        const float *x = (const float *)a->data + (size_t)n * C * HW;
+        float *y = (float *)o->data + (size_t)n * C * HW;
+        for (size_t p = 0; p < HW; p++) {
+            float m = x[p];
+            for (int c = 1; c < C; c++) m = fmaxf(m, x[c * HW + p]);
+            float s = 0.0f;
+            for (int c = 0; c < C; c++) {
+                float e = expf(x[c * HW + p] - m);
+                y[c * HW + p] = e;
+                s += e;
+            }
+            for (int c = 0; c < C; c++) y[c * HW + p] /= s;
+        }
+        return;
+    }
+    int n = task / o->c, c = task % o->c;
+    size_t HW = (size_t)o->h * o->w;
+    float *y = plane(o, n, c);
+    switch (node->op) {
+    case DP_OP_ACT:
+        memcpy(y, plane(a, n, c), HW * sizeof(float));
+        dp_cpu_act(node->act, y, HW);
+        break;
+    case DP_OP_BN: { /* fw = per-channel scale, fb = shift (prepared from the BN keys) */
+        const float *x = plane(a, n, c);
+        float s = node->fw[c], t = node->fb[c];
+        for (size_t i = 0; i < HW; i++) y[i] = x[i] * s + t;
+        dp_cpu_act(node->act, y, HW);
+        break;
+    }
+    case DP_OP_GAP: {
+        const float *x = plane(a, n, c);
+        size_t ahw = (size_t)a->h * a->w;
+        double s = 0.0;
+        for (size_t i = 0; i < ahw; i++) s += x[i];
+        y[0] = (float)(s / (double)ahw);
+        break;
+    }
+    case DP_OP_SCALE_CH: {
+        const float *x = plane(a, n, c);
+        float s = plane(&j->ins[1], n, c)[0];
+        for (size_t i = 0; i < HW; i++) y[i] = s * x[i];
+        break;
+    }
+    case DP_OP_SCSE: { /* x * cSE + x * sSE */
+        const float *x = plane(a, n, c);
+        float cs = plane(&j->ins[1], n, c)[0];
+        const float *ss = plane(&j->ins[2], n, 0);
+        for (size_t i = 0; i < HW; i++) y[i] = x[i] * cs + x[i] * ss[i];
+        break;
+    }
+    case DP_OP_ADD: {
+        const float *x0 = plane(a, n, c), *x1 = plane(&j->ins[1], n, c);
+        for (size_t i = 0; i < HW; i++) y[i] = x0[i] + x1[i];
+        break;
+    }
+    case DP_OP_CONCAT: {
+        int cc = c;
+        for (int k = 0; k < node->n_in; k++) {
+            if (cc < j->ins[k].c) {
+                memcpy(y, plane(&j->ins[k], n, cc), HW * sizeof(float));
+                break;
+            }
+            cc -= j->ins[k].c;
+        }
+        break;
+    }
+    case DP_OP_BROADCAST: {
+        float v = plane(a, n, c)[0];
+        for (size_t i = 0; i < HW; i++) y[i] = v;
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+disopt_status dp_cpu_eltwise(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out) {
+    elt_job j = {node, ins, out};
+    if (node->op == DP_OP_BN && (!node->fw || !node->fb))
+        return dp_error(DISOPT_ERR_INTERNAL, "bn: parameters not prepared");
+    int tasks = node->op == DP_OP_SOFTMAX ? out->n : out->n * out->c;
+    dp_pool_run(cpu->pool, tasks, elt_task, &j);
+    return DISOPT_OK;
+}
+
+/* ---------------------------------------------------------------- bilinear, align_corners=True */
+typedef struct {
+    const dp_tview *in, *out;
+} up_job;
+
+static void up_task(void *ctx, int task, int thread) {
+    const up_job *j = ctx;
+    (void)thread;
+    int n = task / j->out->c, c = task % j->out->c;
+    int H = j->in->h, W = j->in->w, OH = j->out->h, OW = j->out->w;
+    const float *x = plane(j->in, n, c);
+    float *y = plane(j->out, n, c);
+    /* PyTorch: scale = (in - 1) / (out - 1) in float, src = scale * dst */
+    float sh = OH > 1 ? (float)(H - 1) / (float)(OH - 1) : 0.0f;
+    float sw = OW > 1 ? (float)(W - 1) / (float)(OW - 1) : 0.0f;
+    for (int oh = 0; oh < OH; oh++) {
+        float fh = sh * (float)oh;
+        int h0 = (int)fh;
+        int h1 = h0 < H - 1 ? h0 + 1 : H - 1;
+        float lh1 = fh - (float)h0, lh0 = 1.0f - lh1;
+        const float *r0 = x + (size_t)h0 * W, *r1 = x + (size_t)h1 * W;
+        float *yr = y + (size_t)oh * OW;
+        for (int ow = 0; ow < OW; ow++) {
+            float fw = sw * (float)ow;
+            int w0 = (int)fw;
+            int w1 = w0 < W - 1 ? w0 + 1 : W - 1;
+            float lw1 = fw - (float)w0, lw0 = 1.0f - lw1;
+            yr[ow] = lh0 * (lw0 * r0[w0] + lw1 * r0[w1]) + lh1 * (lw0 * r1[w0] + lw1 * r1[w1]);
+        }
+    }
+}
+
+disopt_status dp_cpu_upsample(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out) {
+    up_job j = {in, out};
+    (void)node;
+    dp_pool_run(cpu->pool, out->n * out->c, up_task, &j);
+    return DISOPT_OK;
+}

@@ -1,0 +1,130 @@
+/*
+ * pool.c - a small fork-join thread pool, one per CPU backend (no global state).
+ * dp_pool_run hands out task indices through an atomic counter; the calling thread works too.
+ */
+#include "../internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+struct dp_pool {
+    int n;                  /* workers including the caller */
+    pthread_t *threads;     /* n - 1 */
+    int nstarted;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    unsigned long generation;
+    int quit;
+    /* the job */
+    dp_task_fn fn;
+    void *ctx;
+    int ntasks;
+    atomic_int next;
+    int active;             /* workers still inside the current job */
+};
+
+typedef struct {
+    dp_pool *p;
+    int id;
+} dp_worker_arg;
+
+static void dp_pool_work(dp_pool *p, int thread) {
+    for (;;) {
+        int t = atomic_fetch_add(&p->next, 1);
+        if (t >= p->ntasks) break;
+        p->fn(p->ctx, t, thread);
+    }
+}
+
+static void *dp_worker(void *arg) {
+    dp_worker_arg a = *(dp_worker_arg *)arg;
+    dp_pool *p = a.p;
+    unsigned long seen = 0;
+    free(arg);
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->quit && p->generation == seen) pthread_cond_wait(&p->cv_work, &p->mu);
+        if (p->quit) break;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        dp_pool_work(p, a.id);
+        pthread_mutex_lock(&p->mu);
+        if (--p->active == 0) pthread_cond_signal(&p->cv_done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+disopt_status dp_pool_create(int nthreads, dp_pool **out) {
+    dp_pool *p;
+    if (nthreads < 1) nthreads = 1;
+    p = calloc(1, sizeof *p);
+    if (!p) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "thread pool: out of memory");
+    p->n = nthreads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv_work, NULL);
+    pthread_cond_init(&p->cv_done, NULL);
+    atomic_init(&p->next, 0);
+    if (nthreads > 1) {
+        p->threads = calloc((size_t)nthreads - 1, sizeof *p->threads);
+        if (!p->threads) {
+            dp_pool_destroy(p);
+            return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "thread pool: out of memory");
+        }
+        for (int i = 0; i < nthreads - 1; i++) {
+            dp_worker_arg *a = malloc(sizeof *a);
+            if (!a) {
+                dp_pool_destroy(p);
+                return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "thread pool: out of memory");
+            }
+            a->p = p;
+            a->id = i + 1;
+            if (pthread_create(&p->threads[i], NULL, dp_worker, a) != 0) {
+                free(a);
+                dp_pool_destroy(p);
+                return dp_error(DISOPT_ERR_BACKEND, "thread pool: cannot start thread %d of %d", i + 2, nthreads);
+            }
+            p->nstarted++;
+        }
+    }
+    *out = p;
+    return DISOPT_OK;
+}
+
+void dp_pool_destroy(dp_pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->nstarted; i++) pthread_join(p->threads[i], NULL);
+    free(p->threads);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv_work);
+    pthread_cond_destroy(&p->cv_done);
+    free(p);
+}
+
+int dp_pool_size(const dp_pool *p) { return p ? p->n : 1; }
+
+void dp_pool_run(dp_pool *p, int ntasks, dp_task_fn fn, void *ctx) {
+    if (ntasks <= 0) return;
+    if (!p || p->nstarted == 0 || ntasks == 1) {
+        for (int t = 0; t < ntasks; t++) fn(ctx, t, 0);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->ntasks = ntasks;
+    atomic_store(&p->next, 0);
+    p->active = p->nstarted;
+    p->generation++;
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    dp_pool_work(p, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->active > 0) pthread_cond_wait(&p->cv_done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}

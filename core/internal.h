@@ -1,0 +1,173 @@
+/*
+ * internal.h - shared internals of libdisopt (not installed).
+ */
+#ifndef DISOPT_INTERNAL_H
+#define DISOPT_INTERNAL_H
+
+#include "disopt.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define DP_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define DP_PRINTF(a, b)
+#endif
+
+/* Sets the thread-local message and returns s, so that `return dp_error(...)` reads naturally. */
+disopt_status dp_error(disopt_status s, const char *fmt, ...) DP_PRINTF(2, 3);
+/* Prepends context to the current message: "context: previous message". Returns s. */
+disopt_status dp_error_prefix(disopt_status s, const char *fmt, ...) DP_PRINTF(2, 3);
+
+void dp_log(const disopt_engine *e, disopt_log_level level, const char *fmt, ...) DP_PRINTF(3, 4);
+
+#define DP_TRY(expr)                                                                                          \
+    do {                                                                                                      \
+        disopt_status dp_try_s_ = (expr);                                                                     \
+        if (dp_try_s_ != DISOPT_OK) return dp_try_s_;                                                         \
+    } while (0)
+
+/* Overflow-checked size arithmetic. Return 0 on overflow. */
+int dp_mul_size(size_t a, size_t b, size_t *out);
+
+/* ---------------------------------------------------------------- thread pool */
+typedef struct dp_pool dp_pool;
+typedef void (*dp_task_fn)(void *ctx, int task, int thread);
+disopt_status dp_pool_create(int nthreads, dp_pool **out);
+void dp_pool_destroy(dp_pool *p);
+int dp_pool_size(const dp_pool *p);
+/* Runs fn(ctx, t, thread) for t in [0, ntasks) on the pool (the caller participates). Blocks until done. */
+void dp_pool_run(dp_pool *p, int ntasks, dp_task_fn fn, void *ctx);
+
+/* ---------------------------------------------------------------- graph */
+typedef enum dp_op {
+    DP_OP_CONV = 0,  /* in[0] -> out; weights; optional bias; fused activation */
+    DP_OP_BN,        /* standalone inference batch norm (per-channel scale/shift): only when not folded */
+    DP_OP_ACT,       /* elementwise activation */
+    DP_OP_GAP,       /* global average pool: N,C,H,W -> N,C,1,1 */
+    DP_OP_SCALE_CH,  /* out = in[0] * in[1] (in[1]: N,C,1,1) */
+    DP_OP_SCSE,      /* out = x*c + x*s with x=in[0], c=in[1] (N,C,1,1), s=in[2] (N,1,H,W) */
+    DP_OP_ADD,       /* out = in[0] + in[1] */
+    DP_OP_CONCAT,    /* channel concat of in[0..n_in) */
+    DP_OP_UPSAMPLE,  /* bilinear, align_corners=True, integer scale factor */
+    DP_OP_BROADCAST, /* N,C,1,1 -> N,C,H,W with H,W of in[1] (ASPP pooling's 1x1 "resize") */
+    DP_OP_SOFTMAX,   /* softmax over channels */
+    DP_OP_COUNT
+} dp_op;
+
+typedef enum dp_act { DP_ACT_NONE = 0, DP_ACT_RELU, DP_ACT_SWISH, DP_ACT_SIGMOID } dp_act;
+
+#define DP_MAX_IN 6
+
+typedef struct dp_conv_params {
+    int cin, cout, kh, kw, sh, sw, dh, dw, groups;
+    int pt, pb, pl, pr; /* zero padding top, bottom, left, right (symmetric or static-same) */
+} dp_conv_params;
+
+typedef struct dp_node {
+    dp_op op;
+    int in[DP_MAX_IN];
+    int n_in;
+    int out;
+    dp_act act;         /* fused activation (conv) or the activation (ACT) */
+    dp_conv_params conv;
+    int w_key, b_key;   /* param indices (conv weight / conv bias), -1 when absent */
+    int bn_key;         /* index of BN weight key (bias, mean, var follow), -1 when absent */
+    float bn_eps;
+    int scale;          /* upsample factor */
+    /* Folded parameters (host, float32): weight as OIHW, bias (cout) or NULL. Owned by the model. */
+    float *fw, *fb;
+    void *bk;           /* backend's prepared form of the node (packed weights, descriptors) */
+} dp_node;
+
+typedef struct dp_tensor {
+    char name[32];      /* non-empty for tappable/named tensors */
+    int c;
+    int hdiv, wdiv;     /* spatial size relative to the input: h = H * hmul / hdiv ... set at plan time */
+    int h, w;           /* at plan time */
+    int producer;       /* node index, -1 for the graph input */
+} dp_tensor;
+
+typedef struct dp_param {
+    char *key;
+    disopt_key_kind kind;
+    int ndim;
+    int64_t shape[4];
+    int64_t numel;
+    float *data;        /* host float32, loaded */
+    int loaded;
+    int used;           /* referenced by the forward pass (conv_head and bn1 are not) */
+} dp_param;
+
+typedef struct dp_graph {
+    dp_node *nodes;
+    int n_nodes, cap_nodes;
+    dp_tensor *tensors;
+    int n_tensors, cap_tensors;
+    dp_param *params;
+    int n_params, cap_params;
+    int input;          /* tensor id of the input */
+    int out_fused, out_sar, out_rgb; /* tensor ids; -1 when absent */
+    int in_channels, num_classes;
+} dp_graph;
+
+disopt_status dp_graph_build(const disopt_model_config *cfg, dp_graph *g);
+void dp_graph_free(dp_graph *g);
+int dp_graph_find_param(const dp_graph *g, const char *key);
+int dp_graph_find_tensor(const dp_graph *g, const char *name);
+/* Computes every tensor's h, w for an input of H x W; fails if the graph cannot run at that size. */
+disopt_status dp_graph_shapes(dp_graph *g, int H, int W);
+
+/* ---------------------------------------------------------------- backend interface */
+typedef struct dp_backend dp_backend;
+
+/* A view of a tensor as the backend sees it: logical shape + backend memory. */
+typedef struct dp_tview {
+    int n, c, h, w;
+    void *data;         /* backend memory (for the CPU: float* NCHW) */
+} dp_tview;
+
+typedef struct dp_backend_vtable {
+    const char *name;
+    void (*destroy)(dp_backend *b);
+    /* Bytes a tensor of this logical shape occupies in the backend's layout. */
+    size_t (*tensor_bytes)(dp_backend *b, int n, int c, int h, int w);
+    disopt_status (*alloc)(dp_backend *b, size_t bytes, void **out);
+    void (*free)(dp_backend *b, void *p);
+    /* Host NCHW float32 <-> backend tensor. */
+    disopt_status (*upload)(dp_backend *b, const dp_tview *dst, const float *src_nchw);
+    disopt_status (*download)(dp_backend *b, float *dst_nchw, const dp_tview *src);
+    /* Prepares a node's constant data (folded weights in node->fw/fb) for execution: node->bk. */
+    disopt_status (*prepare_node)(dp_backend *b, dp_node *node);
+    void (*release_node)(dp_backend *b, dp_node *node);
+    /* Scratch bytes the node needs when run at these shapes. */
+    size_t (*workspace_bytes)(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out);
+    /* Runs one node. ins[i] for i < node->n_in. */
+    disopt_status (*run_node)(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out,
+                              void *workspace, size_t workspace_bytes);
+    disopt_status (*synchronize)(dp_backend *b);
+} dp_backend_vtable;
+
+struct dp_backend {
+    const dp_backend_vtable *vt;
+    const disopt_engine *engine;
+};
+
+disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_backend **out);
+
+/* Engine internals. */
+struct disopt_engine {
+    disopt_engine_options opt;
+    int nthreads;
+    dp_backend *backend;
+};
+
+/* ---------------------------------------------------------------- half floats */
+float dp_f16_to_f32(uint16_t h);
+float dp_bf16_to_f32(uint16_t h);
+uint16_t dp_f32_to_f16(float f);
+uint16_t dp_f32_to_bf16(float f);
+
+#endif
