@@ -99,11 +99,12 @@ static void static_same_pad(int k, int stride, int image_size, int pad[4]) {
 
 static void sym_pad(int p, int pad[4]) { pad[0] = pad[1] = pad[2] = pad[3] = p; }
 
-static int conv_simple(gb_ctx *b, int x, const char *name, int cout, int k, int pad, int bias, const char *bn,
-                       float eps, dp_act act) {
+static int conv_dil(gb_ctx *b, int x, const char *name, int cout, int k, int pad, int dil, int bias, const char *bn,
+                    float eps, dp_act act) {
     gb_conv_spec s;
     memset(&s, 0, sizeof s);
     s.cout = cout;
+    s.dilation = dil;
     s.k = k;
     sym_pad(pad, s.pad);
     s.bias = bias;
@@ -113,16 +114,22 @@ static int conv_simple(gb_ctx *b, int x, const char *name, int cout, int k, int 
     return gb_conv(b, x, name, &s);
 }
 
+static int conv_simple(gb_ctx *b, int x, const char *name, int cout, int k, int pad, int bias, const char *bn,
+                       float eps, dp_act act) {
+    return conv_dil(b, x, name, cout, k, pad, 1, bias, bn, eps, act);
+}
+
 static int mbconv(gb_ctx *b, int x, const char *prefix, const mb_block *bl, int dilated, int image_size) {
     char n1[256], n2[256];
     const float eps = 1e-3f;
     int inp = x;
     int oup = bl->in * bl->expand;
+    int dil = dilated ? 2 : 1; /* make_dilated sets dilation 2 on every conv of the stage, 1x1 ones too */
     gb_conv_spec s;
     if (bl->expand != 1) {
         snprintf(n1, sizeof n1, "%s_expand_conv", prefix);
         snprintf(n2, sizeof n2, "%s_bn0", prefix);
-        x = conv_simple(b, x, n1, oup, 1, 0, 0, n2, eps, DP_ACT_SWISH);
+        x = conv_dil(b, x, n1, oup, 1, 0, dil, 0, n2, eps, DP_ACT_SWISH);
     }
     memset(&s, 0, sizeof s);
     s.cout = oup;
@@ -148,13 +155,13 @@ static int mbconv(gb_ctx *b, int x, const char *prefix, const mb_block *bl, int 
     if (nsq < 1) nsq = 1;
     int g = gb_gap(b, x);
     snprintf(n1, sizeof n1, "%s_se_reduce", prefix);
-    g = conv_simple(b, g, n1, nsq, 1, 0, 1, NULL, 0, DP_ACT_SWISH);
+    g = conv_dil(b, g, n1, nsq, 1, 0, dil, 1, NULL, 0, DP_ACT_SWISH);
     snprintf(n1, sizeof n1, "%s_se_expand", prefix);
-    g = conv_simple(b, g, n1, oup, 1, 0, 1, NULL, 0, DP_ACT_SIGMOID);
+    g = conv_dil(b, g, n1, oup, 1, 0, dil, 1, NULL, 0, DP_ACT_SIGMOID);
     x = gb_simple(b, DP_OP_SCALE_CH, x, g, -1, oup);
     snprintf(n1, sizeof n1, "%s_project_conv", prefix);
     snprintf(n2, sizeof n2, "%s_bn2", prefix);
-    x = conv_simple(b, x, n1, bl->out, 1, 0, 0, n2, eps, DP_ACT_NONE);
+    x = conv_dil(b, x, n1, bl->out, 1, 0, dil, 0, n2, eps, DP_ACT_NONE);
     if (bl->residual) x = gb_simple(b, DP_OP_ADD, x, inp, -1, bl->out);
     return x;
 }
