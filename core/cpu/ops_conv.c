@@ -122,10 +122,11 @@ static void gemm_task(void *ctx, int task, int thread) {
 
 static int is_depthwise(const dp_conv_params *c) { return c->groups > 1 && c->groups == c->cin && c->groups == c->cout; }
 
-static int conv_cols(const dp_cpu *cpu, int tasks_other, int P) {
-    /* enough column blocks to feed every thread, but panels of at least 64 pixels */
+static int conv_cols(int tasks_other, int P) {
+    /* enough column blocks to feed up to 32 threads, with panels of at least 64 pixels. The split
+     * depends on the shape only, never on the thread count, so results are the same at any count. */
     int cols = DP_CPU_COLS;
-    while (cols > 64 && (long)tasks_other * ((P + cols - 1) / cols) < 2L * cpu->nthreads) cols /= 2;
+    while (cols > 64 && (long)tasks_other * ((P + cols - 1) / cols) < 32L) cols /= 2;
     return cols;
 }
 
@@ -155,7 +156,7 @@ disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, 
         return DISOPT_OK;
     }
     int P = out->h * out->w;
-    j.cols = conv_cols(cpu, in->n * c->groups, P);
+    j.cols = conv_cols(in->n * c->groups, P);
     j.col_blocks = (P + j.cols - 1) / j.cols;
     size_t need = dp_cpu_conv_workspace(cpu, node, in, out);
     if (need > 0) {

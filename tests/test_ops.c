@@ -1,0 +1,304 @@
+/* test_ops.c - every CPU op against a naive double-precision reference, on fresh random inputs
+ * with poisoned outputs, at 1 and 3 threads (results must be bitwise identical across thread counts). */
+#include "test_util.h"
+#include "internal.h"
+
+#include <math.h>
+
+static tu_rng g_rng;
+
+typedef struct {
+    dp_backend *be;
+} fixture;
+
+static float *alloc_poisoned(size_t n) {
+    float *p = malloc(n * sizeof(float) + 64);
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
+
+static double act_ref(dp_act a, double x) {
+    switch (a) {
+    case DP_ACT_RELU: return x > 0 ? x : 0;
+    case DP_ACT_SIGMOID: return 1.0 / (1.0 + exp(-x));
+    case DP_ACT_SWISH: return x / (1.0 + exp(-x));
+    default: return x;
+    }
+}
+
+/* normalised max error: max|a-b| / max|b| */
+static double nerr(const float *a, const double *b, size_t n) {
+    double m = 0, e = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs(b[i]) > m) m = fabs(b[i]);
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= e)) e = d; /* NaN (an unwritten output) wins */
+    }
+    return e / (m > 0 ? m : 1);
+}
+
+static disopt_status run(int nthreads, dp_node *node, dp_tview *ins, dp_tview *out) {
+    dp_backend *be;
+    disopt_status s = dp_backend_cpu_create(NULL, nthreads, &be);
+    if (s) return s;
+    void *ws = NULL;
+    size_t wsb = be->vt->workspace_bytes(be, node, ins, out);
+    if (wsb) ws = malloc(wsb);
+    s = be->vt->prepare_node(be, node);
+    if (!s) s = be->vt->run_node(be, node, ins, out, ws, wsb);
+    be->vt->release_node(be, node);
+    free(ws);
+    be->vt->destroy(be);
+    return s;
+}
+
+typedef struct {
+    int n, cin, cout, h, w, k, s, d, g, pt, pb, pl, pr, bias;
+    dp_act act;
+} conv_case;
+
+static void check_conv(const conv_case *cc) {
+    dp_node node;
+    memset(&node, 0, sizeof node);
+    node.op = DP_OP_CONV;
+    node.n_in = 1;
+    node.act = cc->act;
+    dp_conv_params *c = &node.conv;
+    *c = (dp_conv_params){cc->cin, cc->cout, cc->k, cc->k, cc->s, cc->s, cc->d, cc->d, cc->g, cc->pt, cc->pb, cc->pl, cc->pr};
+    int cin_g = cc->cin / cc->g, cout_g = cc->cout / cc->g;
+    int oh = (cc->h + cc->pt + cc->pb - cc->d * (cc->k - 1) - 1) / cc->s + 1;
+    int ow = (cc->w + cc->pl + cc->pr - cc->d * (cc->k - 1) - 1) / cc->s + 1;
+    size_t nin = (size_t)cc->n * cc->cin * cc->h * cc->w, nout = (size_t)cc->n * cc->cout * oh * ow;
+    size_t nw = (size_t)cc->cout * cin_g * cc->k * cc->k;
+    float *x = malloc(nin * 4), *wt = malloc(nw * 4), *bias = cc->bias ? malloc((size_t)cc->cout * 4) : NULL;
+    tu_fill(&g_rng, x, nin, -2.0f, 2.0f);
+    tu_fill(&g_rng, wt, nw, -0.5f, 0.5f);
+    if (bias) tu_fill(&g_rng, bias, (size_t)cc->cout, -1.0f, 1.0f);
+    node.fw = wt;
+    node.fb = bias;
+    double *ref = malloc(nout * sizeof(double));
+    for (int n = 0; n < cc->n; n++)
+        for (int o = 0; o < cc->cout; o++) {
+            int g = o / cout_g;
+            for (int y = 0; y < oh; y++)
+                for (int xo = 0; xo < ow; xo++) {
+                    double acc = bias ? bias[o] : 0.0;
+                    for (int ci = 0; ci < cin_g; ci++)
+                        for (int ki = 0; ki < cc->k; ki++)
+                            for (int kj = 0; kj < cc->k; kj++) {
+                                int ih = y * cc->s - cc->pt + ki * cc->d, iw = xo * cc->s - cc->pl + kj * cc->d;
+                                if (ih < 0 || ih >= cc->h || iw < 0 || iw >= cc->w) continue;
+                                acc += (double)wt[((size_t)o * cin_g + ci) * cc->k * cc->k + ki * cc->k + kj] *
+                                       x[(((size_t)n * cc->cin + g * cin_g + ci) * cc->h + ih) * cc->w + iw];
+                            }
+                    ref[(((size_t)n * cc->cout + o) * oh + y) * ow + xo] = act_ref(cc->act, acc);
+                }
+        }
+    float *out1 = alloc_poisoned(nout), *out3 = alloc_poisoned(nout);
+    dp_tview in = {cc->n, cc->cin, cc->h, cc->w, x};
+    dp_tview o1 = {cc->n, cc->cout, oh, ow, out1}, o3 = {cc->n, cc->cout, oh, ow, out3};
+    assert_int_equal(run(1, &node, &in, &o1), DISOPT_OK);
+    assert_int_equal(run(3, &node, &in, &o3), DISOPT_OK);
+    double e = nerr(out1, ref, nout);
+    if (!(e < 2e-6))
+        fail_msg("conv n%d %d->%d %dx%d k%d s%d d%d g%d pad t%d b%d l%d r%d: error %g", cc->n, cc->cin, cc->cout,
+                 cc->h, cc->w, cc->k, cc->s, cc->d, cc->g, cc->pt, cc->pb, cc->pl, cc->pr, e);
+    assert_memory_equal(out1, out3, nout * 4);
+    free(x); free(wt); free(bias); free(ref); free(out1); free(out3);
+}
+
+static void test_conv(void **state) {
+    (void)state;
+    const conv_case cases[] = {
+        /* n cin cout h w k s d g pt pb pl pr bias act */
+        {2, 4, 8, 17, 13, 3, 2, 1, 1, 0, 1, 0, 1, 0, DP_ACT_SWISH},       /* EfficientNet stem: static (0,1,0,1) */
+        {1, 6, 6, 16, 16, 5, 2, 1, 6, 1, 2, 1, 2, 1, DP_ACT_SWISH},       /* depthwise 5x5/s2, static (1,2,1,2) */
+        {2, 12, 12, 9, 11, 3, 1, 1, 12, 1, 1, 1, 1, 1, DP_ACT_RELU},      /* depthwise 3x3 */
+        {1, 8, 8, 12, 12, 5, 1, 2, 8, 4, 4, 4, 4, 1, DP_ACT_SWISH},       /* dilated depthwise (stage 5) */
+        {1, 8, 8, 8, 8, 3, 1, 12, 8, 12, 12, 12, 12, 0, DP_ACT_NONE},     /* ASPP rate 12 on a small map */
+        {1, 8, 8, 6, 6, 3, 1, 36, 8, 36, 36, 36, 36, 0, DP_ACT_NONE},     /* rate 36: centre tap only */
+        {3, 40, 24, 20, 33, 1, 1, 1, 1, 0, 0, 0, 0, 0, DP_ACT_NONE},      /* 1x1 (direct GEMM) */
+        {1, 40, 24, 21, 21, 1, 1, 2, 1, 0, 0, 0, 0, 1, DP_ACT_SIGMOID},   /* 1x1 with dilation 2 */
+        {2, 16, 10, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, DP_ACT_SWISH},       /* SE reduce on a 1x1 map */
+        {1, 32, 2, 24, 24, 3, 1, 1, 1, 1, 1, 1, 1, 1, DP_ACT_NONE},       /* student head 3x3 */
+        {1, 12, 8, 10, 10, 3, 1, 1, 4, 1, 1, 1, 1, 1, DP_ACT_RELU},       /* grouped, not depthwise */
+        {1, 6, 9, 15, 15, 3, 2, 2, 3, 2, 1, 0, 2, 1, DP_ACT_RELU},        /* grouped, strided, dilated, asymmetric */
+        {1, 3, 5, 40, 40, 3, 1, 1, 1, 1, 1, 1, 1, 0, DP_ACT_RELU},        /* > one column panel */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_conv(&cases[i]);
+}
+
+static void test_upsample(void **state) {
+    (void)state;
+    const int shapes[][3] = {{4, 5, 4}, {1, 1, 4}, {8, 8, 4}, {3, 7, 2}};
+    for (size_t s = 0; s < 4; s++) {
+        int H = shapes[s][0], W = shapes[s][1], f = shapes[s][2], N = 2, C = 3;
+        int OH = H * f, OW = W * f;
+        size_t nin = (size_t)N * C * H * W, nout = (size_t)N * C * OH * OW;
+        float *x = malloc(nin * 4), *y1 = alloc_poisoned(nout), *y3 = alloc_poisoned(nout);
+        double *ref = malloc(nout * 8);
+        tu_fill(&g_rng, x, nin, -3, 3);
+        for (int p = 0; p < N * C; p++)
+            for (int i = 0; i < OH; i++)
+                for (int j = 0; j < OW; j++) {
+                    double sy = OH > 1 ? (double)i * (H - 1) / (OH - 1) : 0, sx = OW > 1 ? (double)j * (W - 1) / (OW - 1) : 0;
+                    int y0 = (int)floor(sy), x0 = (int)floor(sx);
+                    int y1i = y0 + 1 < H ? y0 + 1 : H - 1, x1i = x0 + 1 < W ? x0 + 1 : W - 1;
+                    double ly = sy - y0, lx = sx - x0;
+                    const float *X = x + (size_t)p * H * W;
+                    ref[((size_t)p * OH + i) * OW + j] = (1 - ly) * ((1 - lx) * X[y0 * W + x0] + lx * X[y0 * W + x1i]) +
+                                                         ly * ((1 - lx) * X[y1i * W + x0] + lx * X[y1i * W + x1i]);
+                }
+        dp_node node;
+        memset(&node, 0, sizeof node);
+        node.op = DP_OP_UPSAMPLE;
+        node.n_in = 1;
+        node.scale = f;
+        dp_tview in = {N, C, H, W, x}, o1 = {N, C, OH, OW, y1}, o3 = {N, C, OH, OW, y3};
+        assert_int_equal(run(1, &node, &in, &o1), DISOPT_OK);
+        assert_int_equal(run(3, &node, &in, &o3), DISOPT_OK);
+        assert_true(nerr(y1, ref, nout) < 1e-6);
+        assert_memory_equal(y1, y3, nout * 4);
+        /* align_corners=True keeps the corners exactly */
+        assert_true(y1[0] == x[0]);
+        assert_true(y1[OW - 1] == x[W - 1]);
+        free(x); free(y1); free(y3); free(ref);
+    }
+}
+
+/* elementwise/channel ops: builds inputs of given shapes and checks against a reference lambda-by-switch */
+static void check_elt(dp_op op, dp_act act, int nin_t, const int shapes[][4], const int oshape[4]) {
+    float *in[DP_MAX_IN] = {0};
+    dp_tview ins[DP_MAX_IN];
+    for (int k = 0; k < nin_t; k++) {
+        size_t n = (size_t)shapes[k][0] * shapes[k][1] * shapes[k][2] * shapes[k][3];
+        in[k] = malloc(n * 4);
+        tu_fill(&g_rng, in[k], n, -4, 4);
+        ins[k] = (dp_tview){shapes[k][0], shapes[k][1], shapes[k][2], shapes[k][3], in[k]};
+    }
+    int N = oshape[0], C = oshape[1], H = oshape[2], W = oshape[3];
+    size_t nout = (size_t)N * C * H * W, HW = (size_t)H * W;
+    double *ref = malloc(nout * 8);
+    float *bnw = NULL, *bnb = NULL;
+    if (op == DP_OP_BN) {
+        bnw = malloc((size_t)C * 4);
+        bnb = malloc((size_t)C * 4);
+        tu_fill(&g_rng, bnw, (size_t)C, 0.5f, 1.5f);
+        tu_fill(&g_rng, bnb, (size_t)C, -1, 1);
+    }
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (size_t p = 0; p < HW; p++) {
+                size_t o = ((size_t)n * C + c) * HW + p;
+                const float *a = in[0];
+                size_t ai = ((size_t)n * shapes[0][1] + c) * (size_t)shapes[0][2] * shapes[0][3];
+                double v = 0;
+                switch (op) {
+                case DP_OP_ACT: v = act_ref(act, a[ai + p]); break;
+                case DP_OP_BN: v = act_ref(act, (double)a[ai + p] * bnw[c] + bnb[c]); break;
+                case DP_OP_GAP: {
+                    size_t ahw = (size_t)shapes[0][2] * shapes[0][3];
+                    for (size_t q = 0; q < ahw; q++) v += a[ai + q];
+                    v /= (double)ahw;
+                    break;
+                }
+                case DP_OP_SCALE_CH: v = (double)a[ai + p] * in[1][(size_t)n * C + c]; break;
+                case DP_OP_SCSE:
+                    v = (double)a[ai + p] * in[1][(size_t)n * C + c] + (double)a[ai + p] * in[2][(size_t)n * HW + p];
+                    break;
+                case DP_OP_ADD: v = (double)a[ai + p] + in[1][ai + p]; break;
+                case DP_OP_BROADCAST: v = a[(size_t)n * C + c]; break;
+                case DP_OP_CONCAT: {
+                    int cc = c, k = 0;
+                    while (cc >= shapes[k][1]) cc -= shapes[k++][1];
+                    v = in[k][((size_t)n * shapes[k][1] + cc) * HW + p];
+                    break;
+                }
+                case DP_OP_SOFTMAX: {
+                    double m = -INFINITY, s = 0;
+                    for (int q = 0; q < C; q++) m = fmax(m, a[((size_t)n * C + q) * HW + p]);
+                    for (int q = 0; q < C; q++) s += exp(a[((size_t)n * C + q) * HW + p] - m);
+                    v = exp(a[ai + p] - m) / s;
+                    break;
+                }
+                default: fail();
+                }
+                ref[o] = v;
+            }
+    dp_node node;
+    memset(&node, 0, sizeof node);
+    node.op = op;
+    node.act = act;
+    node.n_in = nin_t;
+    node.fw = bnw;
+    node.fb = bnb;
+    float *y1 = alloc_poisoned(nout), *y3 = alloc_poisoned(nout);
+    dp_tview o1 = {N, C, H, W, y1}, o3 = {N, C, H, W, y3};
+    assert_int_equal(run(1, &node, ins, &o1), DISOPT_OK);
+    assert_int_equal(run(3, &node, ins, &o3), DISOPT_OK);
+    double e = nerr(y1, ref, nout);
+    if (!(e < 1e-6)) fail_msg("op %d act %d: error %g", (int)op, (int)act, e);
+    assert_memory_equal(y1, y3, nout * 4);
+    for (int k = 0; k < nin_t; k++) free(in[k]);
+    free(ref); free(y1); free(y3); free(bnw); free(bnb);
+}
+
+static void test_eltwise(void **state) {
+    (void)state;
+    const int s1[][4] = {{2, 5, 7, 9}};
+    const int o1[4] = {2, 5, 7, 9};
+    for (int a = DP_ACT_NONE; a <= DP_ACT_SIGMOID; a++) {
+        check_elt(DP_OP_ACT, (dp_act)a, 1, s1, o1);
+        check_elt(DP_OP_BN, (dp_act)a, 1, s1, o1);
+    }
+    const int og[4] = {2, 5, 1, 1};
+    check_elt(DP_OP_GAP, DP_ACT_NONE, 1, s1, og);
+    const int ssc[][4] = {{2, 5, 7, 9}, {2, 5, 1, 1}};
+    check_elt(DP_OP_SCALE_CH, DP_ACT_NONE, 2, ssc, o1);
+    const int sse[][4] = {{2, 5, 7, 9}, {2, 5, 1, 1}, {2, 1, 7, 9}};
+    check_elt(DP_OP_SCSE, DP_ACT_NONE, 3, sse, o1);
+    const int sad[][4] = {{2, 5, 7, 9}, {2, 5, 7, 9}};
+    check_elt(DP_OP_ADD, DP_ACT_NONE, 2, sad, o1);
+    const int sbc[][4] = {{2, 5, 1, 1}, {2, 3, 7, 9}};
+    check_elt(DP_OP_BROADCAST, DP_ACT_NONE, 2, sbc, o1);
+    const int scat[][4] = {{2, 3, 7, 9}, {2, 1, 7, 9}, {2, 4, 7, 9}, {2, 2, 7, 9}, {2, 3, 7, 9}};
+    const int ocat[4] = {2, 13, 7, 9};
+    check_elt(DP_OP_CONCAT, DP_ACT_NONE, 5, scat, ocat);
+    const int ssm[][4] = {{3, 2, 6, 5}};
+    const int osm[4] = {3, 2, 6, 5};
+    check_elt(DP_OP_SOFTMAX, DP_ACT_NONE, 1, ssm, osm);
+    const int ssm7[][4] = {{1, 7, 4, 4}};
+    const int osm7[4] = {1, 7, 4, 4};
+    check_elt(DP_OP_SOFTMAX, DP_ACT_NONE, 1, ssm7, osm7);
+}
+
+static void count_task(void *ctx, int t, int th) {
+    (void)th;
+    int *hits = ctx;
+    __atomic_fetch_add(&hits[t], 1, __ATOMIC_RELAXED);
+}
+
+static void test_pool(void **state) {
+    (void)state;
+    /* the pool runs every task exactly once, for many sizes and thread counts */
+    for (int nt = 1; nt <= 5; nt++) {
+        dp_pool *p;
+        assert_int_equal(dp_pool_create(nt, &p), DISOPT_OK);
+        for (int tasks = 0; tasks < 50; tasks += 7) {
+            int *hits = calloc((size_t)tasks + 1, sizeof *hits);
+            dp_pool_run(p, tasks, count_task, hits);
+            for (int t = 0; t < tasks; t++) assert_int_equal(hits[t], 1);
+            free(hits);
+        }
+        dp_pool_destroy(p);
+    }
+}
+
+int main(void) {
+    g_rng = tu_rng_fresh();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv), cmocka_unit_test(test_upsample), cmocka_unit_test(test_eltwise),
+        cmocka_unit_test(test_pool),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
