@@ -416,7 +416,8 @@ disopt_status disopt_st_writer_add(disopt_st_writer *w, const char *name, disopt
                                    const int64_t *shape, const float *data) {
     if (!w || !name || (!shape && ndim > 0) || !data)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "writer_add: NULL argument");
-    if (dtype != DISOPT_DTYPE_F32 && dtype != DISOPT_DTYPE_F16 && dtype != DISOPT_DTYPE_BF16)
+    if (dtype != DISOPT_DTYPE_F32 && dtype != DISOPT_DTYPE_F16 && dtype != DISOPT_DTYPE_BF16 &&
+        dtype != DISOPT_DTYPE_I64)
         return dp_error(DISOPT_ERR_UNSUPPORTED, "writer_add: dtype %s cannot be written", dtype_name(dtype));
     if (ndim < 0 || ndim > DISOPT_MAX_DIMS) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "writer_add: bad ndim");
     if (strcmp(name, "__metadata__") == 0) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "reserved tensor name");
@@ -449,10 +450,14 @@ disopt_status disopt_st_writer_add(disopt_st_writer *w, const char *name, disopt
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     for (size_t i = 0; i < numel; i++) {
-        uint32_t u;
+        uint64_t u;
         unsigned char *p = t->bytes + i * (size_t)es;
         if (dtype == DISOPT_DTYPE_F32) {
-            memcpy(&u, &data[i], 4);
+            uint32_t u32;
+            memcpy(&u32, &data[i], 4);
+            u = u32;
+        } else if (dtype == DISOPT_DTYPE_I64) {
+            u = (uint64_t)(int64_t)data[i];
         } else {
             u = dtype == DISOPT_DTYPE_F16 ? dp_f32_to_f16(data[i]) : dp_f32_to_bf16(data[i]);
         }

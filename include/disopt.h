@@ -204,7 +204,8 @@ typedef struct disopt_st_writer disopt_st_writer;
 DISOPT_API disopt_status disopt_st_writer_create(disopt_st_writer **out);
 DISOPT_API void disopt_st_writer_destroy(disopt_st_writer *w);
 DISOPT_API disopt_status disopt_st_writer_set_metadata(disopt_st_writer *w, const char *key, const char *value);
-/* data is float32; it is stored as dtype (F32, F16 or BF16, round to nearest even). The data is copied. */
+/* data is float32; it is stored as dtype (F32, F16 or BF16 rounded to nearest even, or I64 for counters).
+ * The data is copied. */
 DISOPT_API disopt_status disopt_st_writer_add(disopt_st_writer *w, const char *name, disopt_dtype dtype, int ndim,
                                               const int64_t *shape, const float *data);
 /* Writes atomically (temporary file + rename). */

@@ -67,10 +67,19 @@ static inline float tu_bn_value(disopt_key_kind k, int64_t i) {
     }
 }
 
-/* Writes a full model file of cfg with dwgen conv weights and tu_bn_value BN.
- * skip: a key to leave out (or NULL); extra: a key to add (or NULL); dtype for weights. */
-static inline disopt_status tu_write_model(const char *path, const char *cfgname, const char *skip,
-                                           const char *extra, disopt_dtype dtype, const char *prefix) {
+/* Options of tu_write_model. Zero-initialised means: F32 weights, no metadata, nothing odd. */
+typedef struct {
+    const char *skip;       /* a key to leave out */
+    const char *extra;      /* an unknown key to add */
+    const char *reshape;    /* a key to write with one more output channel */
+    const char *prefix;     /* prepended to every key ("module.") */
+    disopt_dtype dtype;     /* weights' dtype (F32, F16, BF16) */
+    int with_counts;        /* write num_batches_tracked as I64 scalars */
+    const char *md_key[4], *md_value[4];
+} tu_model_opts;
+
+/* Writes a full model file of cfgname with dwgen conv weights and tu_bn_value BN. */
+static inline disopt_status tu_write_model(const char *path, const char *cfgname, const tu_model_opts *o) {
     disopt_model_config cfg;
     disopt_keylist *kl;
     disopt_st_writer *w;
@@ -85,8 +94,14 @@ static inline disopt_status tu_write_model(const char *path, const char *cfgname
         int64_t sh[4];
         char full[300];
         disopt_keylist_at(kl, i, &name, &k, &nd, sh);
-        if (k == DISOPT_KEY_BN_COUNT) continue;
-        if (skip && strcmp(skip, name) == 0) continue;
+        snprintf(full, sizeof full, "%s%s", o->prefix ? o->prefix : "", name);
+        if (o->skip && strcmp(o->skip, name) == 0) continue;
+        if (k == DISOPT_KEY_BN_COUNT) {
+            float count = 1234.0f;
+            if (o->with_counts) s = disopt_st_writer_add(w, full, DISOPT_DTYPE_I64, 0, sh, &count);
+            continue;
+        }
+        if (o->reshape && strcmp(o->reshape, name) == 0) sh[0] += 1;
         int64_t n = 1;
         for (int d = 0; d < nd; d++) n *= sh[d];
         float *v = malloc((size_t)n * sizeof(float));
@@ -96,15 +111,15 @@ static inline disopt_status tu_write_model(const char *path, const char *cfgname
             disopt_dwgen_conv_bias(name, n, v);
         else
             for (int64_t j = 0; j < n; j++) v[j] = tu_bn_value(k, j);
-        snprintf(full, sizeof full, "%s%s", prefix ? prefix : "", name);
-        s = disopt_st_writer_add(w, full, dtype, nd, sh, v);
+        s = disopt_st_writer_add(w, full, o->dtype, nd, sh, v);
         free(v);
     }
-    if (s == DISOPT_OK && extra) {
+    if (s == DISOPT_OK && o->extra) {
         float one = 1.0f;
         int64_t sh1 = 1;
-        s = disopt_st_writer_add(w, extra, DISOPT_DTYPE_F32, 1, &sh1, &one);
+        s = disopt_st_writer_add(w, o->extra, DISOPT_DTYPE_F32, 1, &sh1, &one);
     }
+    for (int i = 0; s == DISOPT_OK && i < 4 && o->md_key[i]; i++) s = disopt_st_writer_set_metadata(w, o->md_key[i], o->md_value[i]);
     if (s == DISOPT_OK) s = disopt_st_writer_save(w, path);
     disopt_st_writer_destroy(w);
     disopt_keylist_destroy(kl);
