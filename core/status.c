@@ -46,7 +46,14 @@ disopt_status dp_error_prefix(disopt_status s, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
-    snprintf(dp_msg, sizeof dp_msg, "%s: %s", head, prev);
+    /* "head: prev", silently truncated to the buffer */
+    size_t hl = strlen(head), pl = strlen(prev);
+    if (hl > sizeof dp_msg - 3) hl = sizeof dp_msg - 3;
+    memcpy(dp_msg, head, hl);
+    memcpy(dp_msg + hl, ": ", 2);
+    if (pl > sizeof dp_msg - hl - 3) pl = sizeof dp_msg - hl - 3;
+    memcpy(dp_msg + hl + 2, prev, pl);
+    dp_msg[hl + 2 + pl] = '\0';
     return s;
 }
 

@@ -2,15 +2,15 @@
  * ops_conv.c - 2-D convolution on the CPU (conventions: see cpu.h).
  *  - depthwise (groups == cin == cout): direct kernel, one task per (image, channel); each kernel
  *    tap is accumulated over a whole output row, so stride-1 inner loops are contiguous;
- *  - everything else: GEMM through BLAS (cblas_sgemm, OpenBLAS's single-threaded build, threads
- *    are ours). 1x1/stride 1/no padding convs multiply the input directly; others go through an
+ *  - everything else: GEMM through BLIS (bli_sgemm, its single-threaded build: the threads are
+ *    ours). 1x1/stride 1/no padding convs multiply the input directly; others go through an
  *    im2col panel of DP_CPU_COLS output pixels per task in the task thread's workspace slice.
  * Padding is explicit (pt, pb, pl, pr), which covers symmetric and EfficientNet's static
  * asymmetric "same" padding; dilation and stride are per axis.
  */
 #include "cpu.h"
 
-#include <cblas.h>
+#include <blis.h>
 #include <string.h>
 
 typedef struct {
@@ -20,6 +20,13 @@ typedef struct {
     size_t ws_per_thread; /* floats */
     int col_blocks, cols;
 } conv_job;
+
+/* C[m x n] = A[m x k] * B[k x n], all row-major with leading dimensions lda, ldb, ldc */
+static void sgemm_rm(int m, int n, int k, const float *A, int lda, const float *B, int ldb, float *Cm, int ldc) {
+    float one = 1.0f, zero = 0.0f;
+    bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &one, (float *)A, lda, 1, (float *)B, ldb, 1, &zero, Cm,
+              ldc, 1);
+}
 
 static void conv_epilogue(const dp_node *node, float *y, size_t n, float bias) {
     if (bias != 0.0f)
@@ -108,13 +115,11 @@ static void gemm_task(void *ctx, int task, int thread) {
     const float *A = node->fw + (size_t)g * cout_g * K;
     int direct = c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && !c->pt && !c->pb && !c->pl && !c->pr;
     if (direct) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout_g, ncols, K, 1.0f, A, K, X + p0, H * W, 0.0f,
-                    Y + p0, P);
+        sgemm_rm(cout_g, ncols, K, A, K, X + p0, H * W, Y + p0, P);
     } else {
         float *col = j->ws + (size_t)thread * j->ws_per_thread;
         im2col(c, X, cin_g, H, W, OW, p0, ncols, col);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout_g, ncols, K, 1.0f, A, K, col, ncols, 0.0f,
-                    Y + p0, P);
+        sgemm_rm(cout_g, ncols, K, A, K, col, ncols, Y + p0, P);
     }
     for (int o = 0; o < cout_g; o++)
         conv_epilogue(node, Y + (size_t)o * P + p0, (size_t)ncols, node->fb ? node->fb[g * cout_g + o] : 0.0f);
