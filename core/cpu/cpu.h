@@ -18,6 +18,13 @@ typedef struct dp_cpu {
     int nthreads;
 } dp_cpu;
 
+/* Hot loops are compiled for AVX-512, AVX2+FMA and baseline x86-64, chosen at load time (ifunc). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DISOPT_NO_CLONES)
+#define DP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DP_CLONES
+#endif
+
 /* columns of the im2col panel a conv task works on */
 #define DP_CPU_COLS 512
 

@@ -28,14 +28,14 @@ static void sgemm_rm(int m, int n, int k, const float *A, int lda, const float *
               ldc, 1);
 }
 
-static void conv_epilogue(const dp_node *node, float *y, size_t n, float bias) {
+DP_CLONES static void conv_epilogue(const dp_node *node, float *y, size_t n, float bias) {
     if (bias != 0.0f)
         for (size_t i = 0; i < n; i++) y[i] += bias;
     dp_cpu_act(node->act, y, n);
 }
 
 /* ---------------------------------------------------------------- depthwise */
-static void dw_task(void *ctx, int task, int thread) {
+DP_CLONES static void dw_task(void *ctx, int task, int thread) {
     const conv_job *j = ctx;
     const dp_node *node = j->node;
     const dp_conv_params *c = &node->conv;
@@ -73,7 +73,7 @@ static void dw_task(void *ctx, int task, int thread) {
 }
 
 /* ---------------------------------------------------------------- GEMM path */
-static void im2col(const dp_conv_params *c, const float *X, int cin_g, int H, int W, int OW, int p0, int ncols,
+DP_CLONES static void im2col(const dp_conv_params *c, const float *X, int cin_g, int H, int W, int OW, int p0, int ncols,
                    float *col) {
     /* col: (cin_g*kh*kw) x ncols, row-major; pixel p0+j of the output plane */
     int r = 0;
