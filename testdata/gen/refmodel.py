@@ -13,8 +13,6 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
-
 import dwgen
 
 REPO = Path(__file__).resolve().parents[2]
@@ -321,6 +319,3 @@ def cpu_model_name():
 def np_f32(t):
     return t.detach().cpu().float().numpy()
 
-
-__all__ = [n for n in dir() if not n.startswith("_")]
-np  # keep the import (used by callers through refmodel.np)
