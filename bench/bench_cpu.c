@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "Usage: bench_cpu MODEL [-size N] [-batch N] [-runs N] [-threads a,b,c] [-all-heads]\n");
         return 1;
     }
-    int size = 512, batch = 1, runs = 5, all_heads = 0;
+    int size = 512, batch = 1, runs = 5, all_heads = 0, profile = 0;
     char threads_s[256] = "1,2,0";
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "-size") && i + 1 < argc) size = atoi(argv[++i]);
@@ -34,6 +34,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-runs") && i + 1 < argc) runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-threads") && i + 1 < argc) snprintf(threads_s, sizeof threads_s, "%s", argv[++i]);
         else if (!strcmp(argv[i], "-all-heads")) all_heads = 1;
+        else if (!strcmp(argv[i], "-profile")) profile = 1;
     }
     if (runs < 1 || runs > 1000) runs = 5;
     size_t per = (size_t)4 * size * size;
@@ -78,6 +79,13 @@ int main(int argc, char **argv) {
                 return 1;
             }
             if (r >= 0) t[r] = (now() - t0) / batch;
+        }
+        if (profile) { /* one more run, timed per op */
+            char rep[4096];
+            disopt_model_set_profiling(m, 1);
+            if (disopt_model_infer(m, x, batch, 4, size, size, &o) != DISOPT_OK) return 1;
+            disopt_model_profile_report(m, rep, sizeof rep);
+            printf("# per-op profile, %d threads:\n%s", disopt_engine_num_threads(e), rep);
         }
         qsort(t, (size_t)runs, sizeof *t, cmp);
         double med = t[runs / 2];

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     char *key, *value;
@@ -22,8 +23,13 @@ typedef struct dp_plan {
     size_t ws_bytes;
 } dp_plan;
 
+enum { PROF_CONV1X1, PROF_CONV_DW, PROF_CONV_KXK, PROF_CONV_1PX, PROF_OTHER, PROF_N = PROF_OTHER + DP_OP_COUNT };
+
 struct disopt_model {
     disopt_engine *engine;
+    int profiling;
+    double prof_s[PROF_N], prof_flop[PROF_N];
+    long prof_calls[PROF_N];
     dp_graph g;
     disopt_model_info info;
     md_entry *md;
@@ -563,6 +569,54 @@ disopt_status disopt_model_tap_shape(const disopt_model *m, const char *name, in
     return s;
 }
 
+/* ---------------------------------------------------------------- profiling */
+static int prof_category(const dp_node *n, const dp_tview *out) {
+    if (n->op != DP_OP_CONV) return PROF_OTHER + (int)n->op;
+    const dp_conv_params *c = &n->conv;
+    if (out->h == 1 && out->w == 1) return PROF_CONV_1PX;
+    if (c->groups > 1 && c->groups == c->cin && c->groups == c->cout) return PROF_CONV_DW;
+    if (c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1) return PROF_CONV1X1;
+    return PROF_CONV_KXK;
+}
+
+static double node_flops(const dp_node *n, const dp_tview *out) {
+    if (n->op != DP_OP_CONV) return 0.0;
+    const dp_conv_params *c = &n->conv;
+    return 2.0 * out->n * out->c * out->h * out->w * (double)(c->cin / c->groups) * c->kh * c->kw;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void disopt_model_set_profiling(disopt_model *m, int on) {
+    if (m) m->profiling = on;
+}
+
+disopt_status disopt_model_profile_report(disopt_model *m, char *buf, size_t len) {
+    static const char *names[PROF_OTHER] = {"conv 1x1", "conv depthwise", "conv kxk (im2col)", "conv on 1x1 maps"};
+    static const char *ops[DP_OP_COUNT] = {"conv", "batchnorm", "activation", "global avg pool", "SE scale",
+                                           "SCSE", "add", "concat", "upsample x4", "broadcast", "softmax"};
+    if (!m || !buf || len == 0) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "profile_report: bad argument");
+    double total = 0;
+    for (int i = 0; i < PROF_N; i++) total += m->prof_s[i];
+    size_t o = (size_t)snprintf(buf, len, "%-20s %6s %10s %6s %9s\n", "op", "calls", "seconds", "share", "GFLOP/s");
+    for (int i = 0; i < PROF_N && o < len; i++) {
+        if (m->prof_calls[i] == 0) continue;
+        const char *nm = i < PROF_OTHER ? names[i] : ops[i - PROF_OTHER];
+        o += (size_t)snprintf(buf + o, len - o, "%-20s %6ld %10.4f %5.1f%% %9.2f\n", nm, m->prof_calls[i], m->prof_s[i],
+                              total > 0 ? 100.0 * m->prof_s[i] / total : 0.0,
+                              m->prof_s[i] > 0 ? m->prof_flop[i] / m->prof_s[i] / 1e9 : 0.0);
+    }
+    if (o < len) snprintf(buf + o, len - o, "%-20s %6s %10.4f\n", "total", "", total);
+    memset(m->prof_s, 0, sizeof m->prof_s);
+    memset(m->prof_flop, 0, sizeof m->prof_flop);
+    memset(m->prof_calls, 0, sizeof m->prof_calls);
+    return DISOPT_OK;
+}
+
 /* ---------------------------------------------------------------- inference */
 disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int c, int h, int w,
                                  const disopt_outputs *o) {
@@ -621,7 +675,15 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
         if (!want[nd->out]) continue;
         dp_tview ins[DP_MAX_IN], out = view_of(m, nd->out);
         for (int k = 0; k < nd->n_in; k++) ins[k] = view_of(m, nd->in[k]);
+        double t0 = m->profiling ? now_s() : 0.0;
         s = be->vt->run_node(be, nd, ins, &out, m->plan.ws, m->plan.ws_bytes);
+        if (m->profiling && s == DISOPT_OK) {
+            s = be->vt->synchronize(be);
+            int cat = prof_category(nd, &out);
+            m->prof_s[cat] += now_s() - t0;
+            m->prof_flop[cat] += node_flops(nd, &out);
+            m->prof_calls[cat]++;
+        }
     }
     if (s == DISOPT_OK) s = be->vt->synchronize(be);
     for (int i = 0; s == DISOPT_OK && i < o->num_taps; i++) {

@@ -162,6 +162,12 @@ DISOPT_API disopt_status disopt_model_infer(disopt_model *model, const float *in
 DISOPT_API disopt_status disopt_model_tap_shape(const disopt_model *model, const char *name, int n, int h,
                                                 int w, int shape_nchw[4]);
 
+/* Per-op timing for benchmarks. While on, every inference adds each node's wall time (the
+ * backend is synchronised after each node, which costs a little on GPUs). */
+DISOPT_API void disopt_model_set_profiling(disopt_model *model, int on);
+/* Writes a text table of time and GFLOP/s per op category since the last report, then resets. */
+DISOPT_API disopt_status disopt_model_profile_report(disopt_model *model, char *buf, size_t len);
+
 /* ---------------------------------------------------------------- safetensors */
 typedef enum disopt_dtype {
     DISOPT_DTYPE_F32 = 0,

@@ -124,6 +124,14 @@ static void test_conv(void **state) {
         {1, 12, 8, 10, 10, 3, 1, 1, 4, 1, 1, 1, 1, 1, DP_ACT_RELU},       /* grouped, not depthwise */
         {1, 6, 9, 15, 15, 3, 2, 2, 3, 2, 1, 0, 2, 1, DP_ACT_RELU},        /* grouped, strided, dilated, asymmetric */
         {1, 3, 5, 40, 40, 3, 1, 1, 1, 1, 1, 1, 1, 0, DP_ACT_RELU},        /* > one column panel */
+        {1, 8, 40, 48, 48, 1, 1, 1, 1, 0, 0, 0, 0, 1, DP_ACT_SWISH},      /* 1x1, several panels */
+        {2, 16, 300, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1, DP_ACT_NONE},       /* 1x1, output channels split */
+        {1, 4, 7, 50, 47, 3, 1, 1, 1, 1, 1, 1, 1, 1, DP_ACT_SWISH},       /* 3x3 im2col, several panels */
+        {1, 3, 3, 70, 90, 3, 1, 1, 3, 1, 1, 1, 1, 1, DP_ACT_SWISH},       /* depthwise, larger plane */
+        {1, 2, 2, 64, 66, 5, 2, 1, 2, 1, 2, 1, 2, 1, DP_ACT_SWISH},       /* depthwise 5x5/s2, larger plane */
+        {1, 2, 2, 33, 40, 3, 2, 1, 2, 0, 1, 0, 1, 1, DP_ACT_NONE},        /* depthwise 3x3/s2 static pad */
+        {1, 2, 2, 40, 40, 5, 1, 2, 2, 4, 4, 4, 4, 0, DP_ACT_NONE},        /* depthwise 5x5 dilation 2 */
+        {1, 2, 2, 20, 20, 7, 1, 1, 2, 3, 3, 3, 3, 0, DP_ACT_NONE},        /* depthwise, generic kernel */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_conv(&cases[i]);
 }

@@ -26,7 +26,7 @@ typedef struct dp_cpu {
 #endif
 
 /* columns of the im2col panel a conv task works on */
-#define DP_CPU_COLS 512
+#define DP_CPU_COLS 1024
 
 size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out);
 disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,

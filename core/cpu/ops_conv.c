@@ -19,6 +19,7 @@ typedef struct {
     float *ws;
     size_t ws_per_thread; /* floats */
     int col_blocks, cols;
+    int m_blocks, m_rows; /* output channels of a group split into m_blocks blocks of m_rows */
 } conv_job;
 
 /* C[m x n] = A[m x k] * B[k x n], all row-major with leading dimensions lda, ldb, ldc */
@@ -35,41 +36,85 @@ DP_CLONES static void conv_epilogue(const dp_node *node, float *y, size_t n, flo
 }
 
 /* ---------------------------------------------------------------- depthwise */
-DP_CLONES static void dw_task(void *ctx, int task, int thread) {
+/* Each task copies its input plane into a zero-bordered scratch plane (the thread's workspace
+ * slice), so the inner loops need no bounds checks; 3x3 and 5x5 kernels are unrolled so that a
+ * vector of outputs is summed in registers over all taps. */
+#define DW_ROW3(R, W0)                                                                                             \
+    ((W0)[0] * (R)[o] + (W0)[1] * (R)[o + dw] + (W0)[2] * (R)[o + 2 * dw])
+#define DW_ROW5(R, W0)                                                                                             \
+    ((W0)[0] * (R)[o] + (W0)[1] * (R)[o + dw] + (W0)[2] * (R)[o + 2 * dw] + (W0)[3] * (R)[o + 3 * dw] +            \
+     (W0)[4] * (R)[o + 4 * dw])
+
+DP_CLONES static void dw_rows(const dp_conv_params *c, const float *restrict Xp, int Wp, const float *restrict wt,
+                              float b, float *restrict Y, int OH, int OW, dp_act act) {
+    const int sh = c->sh, sw = c->sw, dh = c->dh, dw = c->dw, kh = c->kh, kw = c->kw;
+    for (int oh = 0; oh < OH; oh++) {
+        float *restrict yr = Y + (size_t)oh * OW;
+        const float *restrict base = Xp + (size_t)oh * sh * Wp;
+        if (kh == 3 && kw == 3) {
+            const float *restrict r0 = base, *restrict r1 = base + (size_t)dh * Wp, *restrict r2 = base + (size_t)2 * dh * Wp;
+            if (sw == 1) {
+                for (int o = 0; o < OW; o++) yr[o] = b + DW_ROW3(r0, wt) + DW_ROW3(r1, wt + 3) + DW_ROW3(r2, wt + 6);
+            } else {
+                for (int ow = 0; ow < OW; ow++) {
+                    int o = ow * sw;
+                    yr[ow] = b + DW_ROW3(r0, wt) + DW_ROW3(r1, wt + 3) + DW_ROW3(r2, wt + 6);
+                }
+            }
+        } else if (kh == 5 && kw == 5) {
+            const float *restrict r0 = base, *restrict r1 = base + (size_t)dh * Wp,
+                                 *restrict r2 = base + (size_t)2 * dh * Wp, *restrict r3 = base + (size_t)3 * dh * Wp,
+                                 *restrict r4 = base + (size_t)4 * dh * Wp;
+            if (sw == 1) {
+                for (int o = 0; o < OW; o++)
+                    yr[o] = b + DW_ROW5(r0, wt) + DW_ROW5(r1, wt + 5) + DW_ROW5(r2, wt + 10) + DW_ROW5(r3, wt + 15) +
+                            DW_ROW5(r4, wt + 20);
+            } else {
+                for (int ow = 0; ow < OW; ow++) {
+                    int o = ow * sw;
+                    yr[ow] = b + DW_ROW5(r0, wt) + DW_ROW5(r1, wt + 5) + DW_ROW5(r2, wt + 10) + DW_ROW5(r3, wt + 15) +
+                             DW_ROW5(r4, wt + 20);
+                }
+            }
+        } else { /* any other kernel: tap by tap over the row */
+            for (int ow = 0; ow < OW; ow++) yr[ow] = b;
+            for (int ki = 0; ki < kh; ki++)
+                for (int kj = 0; kj < kw; kj++) {
+                    const float *xr = base + (size_t)ki * dh * Wp + kj * dw;
+                    float wv = wt[ki * kw + kj];
+                    for (int ow = 0; ow < OW; ow++) yr[ow] += wv * xr[ow * sw];
+                }
+        }
+        dp_cpu_act(act, yr, (size_t)OW);
+    }
+}
+
+static size_t dw_plane_floats(const dp_conv_params *c, int H, int W) {
+    return (size_t)(H + c->pt + c->pb) * (size_t)(W + c->pl + c->pr);
+}
+
+static void dw_task(void *ctx, int task, int thread) {
     const conv_job *j = ctx;
     const dp_node *node = j->node;
     const dp_conv_params *c = &node->conv;
-    (void)thread;
     int C = j->in->c;
     int n = task / C, ch = task % C;
     int H = j->in->h, W = j->in->w, OH = j->out->h, OW = j->out->w;
+    int Hp = H + c->pt + c->pb, Wp = W + c->pl + c->pr;
     const float *X = (const float *)j->in->data + ((size_t)n * C + ch) * H * W;
     float *Y = (float *)j->out->data + ((size_t)n * C + ch) * OH * OW;
-    const float *wt = node->fw + (size_t)ch * c->kh * c->kw;
-    float b = node->fb ? node->fb[ch] : 0.0f;
-    for (int oh = 0; oh < OH; oh++) {
-        float *row = Y + (size_t)oh * OW;
-        for (int ow = 0; ow < OW; ow++) row[ow] = b;
-        for (int ki = 0; ki < c->kh; ki++) {
-            int ih = oh * c->sh - c->pt + ki * c->dh;
-            if (ih < 0 || ih >= H) continue;
-            const float *xr = X + (size_t)ih * W;
-            for (int kj = 0; kj < c->kw; kj++) {
-                float wv = wt[ki * c->kw + kj];
-                int off = kj * c->dw - c->pl;
-                int lo = off < 0 ? (-off + c->sw - 1) / c->sw : 0;
-                int hi = (W - 1 - off) >= 0 ? (W - 1 - off) / c->sw + 1 : 0;
-                if (hi > OW) hi = OW;
-                if (c->sw == 1) {
-                    const float *xs = xr + off;
-                    for (int ow = lo; ow < hi; ow++) row[ow] += wv * xs[ow];
-                } else {
-                    for (int ow = lo; ow < hi; ow++) row[ow] += wv * xr[ow * c->sw + off];
-                }
-            }
-        }
-        dp_cpu_act(node->act, row, (size_t)OW);
+    float *Xp = j->ws + (size_t)thread * j->ws_per_thread;
+    /* zero only the border, copy the interior */
+    memset(Xp, 0, (size_t)c->pt * Wp * sizeof(float));
+    for (int h = 0; h < H; h++) {
+        float *row = Xp + (size_t)(h + c->pt) * Wp;
+        memset(row, 0, (size_t)c->pl * sizeof(float));
+        memcpy(row + c->pl, X + (size_t)h * W, (size_t)W * sizeof(float));
+        memset(row + c->pl + W, 0, (size_t)c->pr * sizeof(float));
     }
+    memset(Xp + (size_t)(H + c->pt) * Wp, 0, (size_t)c->pb * Wp * sizeof(float));
+    (void)Hp;
+    dw_rows(c, Xp, Wp, node->fw + (size_t)ch * c->kh * c->kw, node->fb ? node->fb[ch] : 0.0f, Y, OH, OW, node->act);
 }
 
 /* ---------------------------------------------------------------- GEMM path */
@@ -101,45 +146,60 @@ static void gemm_task(void *ctx, int task, int thread) {
     const dp_node *node = j->node;
     const dp_conv_params *c = &node->conv;
     int G = c->groups;
-    int cb = task % j->col_blocks;
-    int rest = task / j->col_blocks;
+    int mb = task % j->m_blocks;
+    int cb = (task / j->m_blocks) % j->col_blocks;
+    int rest = task / j->m_blocks / j->col_blocks;
     int g = rest % G, n = rest / G;
     int H = j->in->h, W = j->in->w, OW = j->out->w;
     int P = j->out->h * OW;
     int p0 = cb * j->cols;
     int ncols = P - p0 < j->cols ? P - p0 : j->cols;
     int cin_g = c->cin / G, cout_g = c->cout / G;
+    int m0 = mb * j->m_rows, rows = cout_g - m0 < j->m_rows ? cout_g - m0 : j->m_rows;
+    if (rows <= 0) return;
     int K = cin_g * c->kh * c->kw;
     const float *X = (const float *)j->in->data + ((size_t)n * c->cin + (size_t)g * cin_g) * H * W;
-    float *Y = (float *)j->out->data + ((size_t)n * c->cout + (size_t)g * cout_g) * P;
-    const float *A = node->fw + (size_t)g * cout_g * K;
+    float *Y = (float *)j->out->data + ((size_t)n * c->cout + (size_t)g * cout_g + m0) * P;
+    const float *A = node->fw + ((size_t)g * cout_g + m0) * K;
     int direct = c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && !c->pt && !c->pb && !c->pl && !c->pr;
     if (direct) {
-        sgemm_rm(cout_g, ncols, K, A, K, X + p0, H * W, Y + p0, P);
+        sgemm_rm(rows, ncols, K, A, K, X + p0, H * W, Y + p0, P);
     } else {
         float *col = j->ws + (size_t)thread * j->ws_per_thread;
         im2col(c, X, cin_g, H, W, OW, p0, ncols, col);
-        sgemm_rm(cout_g, ncols, K, A, K, col, ncols, Y + p0, P);
+        sgemm_rm(rows, ncols, K, A, K, col, ncols, Y + p0, P);
     }
-    for (int o = 0; o < cout_g; o++)
-        conv_epilogue(node, Y + (size_t)o * P + p0, (size_t)ncols, node->fb ? node->fb[g * cout_g + o] : 0.0f);
+    for (int o = 0; o < rows; o++)
+        conv_epilogue(node, Y + (size_t)o * P + p0, (size_t)ncols, node->fb ? node->fb[g * cout_g + m0 + o] : 0.0f);
 }
 
 static int is_depthwise(const dp_conv_params *c) { return c->groups > 1 && c->groups == c->cin && c->groups == c->cout; }
 
-static int conv_cols(int tasks_other, int P) {
-    /* enough column blocks to feed up to 32 threads, with panels of at least 64 pixels. The split
-     * depends on the shape only, never on the thread count, so results are the same at any count. */
+/* Work split of a GEMM conv. Column panels are DP_CPU_COLS pixels, at least 256: narrower panels
+ * of a large plane make BLIS slow (strided B rows alias in the cache; measured 12 instead of 32
+ * GFLOP/s at 512 columns of a 128x128 plane, bench/bench_gemm). When panels give fewer than 32
+ * tasks, the output channels are split too, in blocks of 16 rows or more. The split depends on the
+ * shape only, never on the thread count, so results are the same at any count. */
+#define DP_MIN_TASKS 32
+static void conv_split(conv_job *j, int tasks_other, int P, int M) {
     int cols = DP_CPU_COLS;
-    while (cols > 64 && (long)tasks_other * ((P + cols - 1) / cols) < 32L) cols /= 2;
-    return cols;
+    while (cols > 256 && (long)tasks_other * ((P + cols - 1) / cols) < DP_MIN_TASKS) cols /= 2;
+    j->cols = cols;
+    j->col_blocks = (P + cols - 1) / cols;
+    long t = (long)tasks_other * j->col_blocks;
+    int mblocks = 1;
+    if (0 && t < DP_MIN_TASKS) mblocks = (int)((DP_MIN_TASKS + t - 1) / t);
+    int rows = (M + mblocks - 1) / mblocks;
+    rows = (rows + 15) / 16 * 16;
+    if (rows < 16) rows = 16;
+    j->m_rows = rows;
+    j->m_blocks = (M + rows - 1) / rows;
 }
 
 size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out) {
     const dp_conv_params *c = &node->conv;
-    (void)in;
     (void)out;
-    if (is_depthwise(c)) return 0;
+    if (is_depthwise(c)) return dw_plane_floats(c, in->h, in->w) * sizeof(float) * (size_t)cpu->nthreads;
     if (c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && !c->pt && !c->pb && !c->pl && !c->pr) return 0;
     size_t K = (size_t)(c->cin / c->groups) * c->kh * c->kw;
     return K * DP_CPU_COLS * sizeof(float) * (size_t)cpu->nthreads;
@@ -157,18 +217,21 @@ disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, 
         return dp_error(DISOPT_ERR_INTERNAL, "conv: channel mismatch (%d->%d, node %d->%d)", in->c, out->c, c->cin,
                         c->cout);
     if (is_depthwise(c)) {
+        size_t need = dp_cpu_conv_workspace(cpu, node, in, out);
+        if (!ws || ws_bytes < need) return dp_error(DISOPT_ERR_INTERNAL, "conv: workspace too small");
+        j.ws = ws;
+        j.ws_per_thread = need / sizeof(float) / (size_t)cpu->nthreads;
         dp_pool_run(cpu->pool, in->n * in->c, dw_task, &j);
         return DISOPT_OK;
     }
     int P = out->h * out->w;
-    j.cols = conv_cols(in->n * c->groups, P);
-    j.col_blocks = (P + j.cols - 1) / j.cols;
+    conv_split(&j, in->n * c->groups, P, c->cout / c->groups);
     size_t need = dp_cpu_conv_workspace(cpu, node, in, out);
     if (need > 0) {
         if (!ws || ws_bytes < need) return dp_error(DISOPT_ERR_INTERNAL, "conv: workspace too small");
         j.ws = ws;
         j.ws_per_thread = need / sizeof(float) / (size_t)cpu->nthreads;
     }
-    dp_pool_run(cpu->pool, in->n * c->groups * j.col_blocks, gemm_task, &j);
+    dp_pool_run(cpu->pool, in->n * c->groups * j.col_blocks * j.m_blocks, gemm_task, &j);
     return DISOPT_OK;
 }
