@@ -26,10 +26,7 @@ void dp_graph_free(dp_graph *g) {
         free(g->params[i].key);
         free(g->params[i].data);
     }
-    for (int i = 0; i < g->n_nodes; i++) {
-        free(g->nodes[i].fw);
-        free(g->nodes[i].fb);
-    }
+    free(g->warena);
     free(g->params);
     free(g->nodes);
     free(g->tensors);

@@ -77,7 +77,7 @@ typedef struct dp_node {
     int bn_key;         /* index of BN weight key (bias, mean, var follow), -1 when absent */
     float bn_eps;
     int scale;          /* upsample factor */
-    /* Folded parameters (host, float32): weight as OIHW, bias (cout) or NULL. Owned by the model. */
+    /* Folded parameters (host, float32): weight as OIHW, bias (cout) or NULL; in the graph's warena. */
     float *fw, *fb;
     void *bk;           /* backend's prepared form of the node (packed weights, descriptors) */
 } dp_node;
@@ -111,6 +111,8 @@ typedef struct dp_graph {
     int input;          /* tensor id of the input */
     int out_fused, out_sar, out_rgb; /* tensor ids; -1 when absent */
     int in_channels, num_classes;
+    float *warena;      /* the model's arena: every node's folded weights and biases (fw/fb point here) */
+    size_t warena_floats;
 } dp_graph;
 
 disopt_status dp_graph_build(const disopt_model_config *cfg, dp_graph *g);

@@ -230,18 +230,40 @@ static disopt_status load_params(disopt_model *m, disopt_st *st) {
     return DISOPT_OK;
 }
 
+static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Sizes the model arena and points every conv node's fw/fb into it (64-byte aligned slices). */
+static disopt_status weight_arena(dp_graph *g) {
+    size_t total = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const dp_node *n = &g->nodes[i];
+        if (n->op != DP_OP_CONV) continue;
+        total += align16((size_t)g->params[n->w_key].numel);
+        if (n->b_key >= 0 || n->bn_key >= 0) total += align16((size_t)n->conv.cout);
+    }
+    g->warena = aligned_alloc(64, total * sizeof(float) + 64);
+    if (!g->warena) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory for %zu MB of weights", total >> 18);
+    g->warena_floats = total;
+    size_t off = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        dp_node *n = &g->nodes[i];
+        if (n->op != DP_OP_CONV) continue;
+        n->fw = g->warena + off;
+        off += align16((size_t)g->params[n->w_key].numel);
+        if (n->b_key >= 0 || n->bn_key >= 0) {
+            n->fb = g->warena + off;
+            off += align16((size_t)n->conv.cout);
+        }
+    }
+    return DISOPT_OK;
+}
+
 /* Folds BN into conv weights: w' = w * g/sqrt(v+eps), b' = (b - mean) * g/sqrt(v+eps) + beta. */
 static disopt_status fold_node(dp_graph *g, dp_node *n) {
     if (n->op != DP_OP_CONV) return DISOPT_OK;
     const dp_param *w = &g->params[n->w_key];
     int cout = n->conv.cout;
     size_t per = (size_t)(w->numel / cout);
-    n->fw = malloc((size_t)w->numel * sizeof(float));
-    if (!n->fw) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
-    if (n->b_key >= 0 || n->bn_key >= 0) {
-        n->fb = malloc((size_t)cout * sizeof(float));
-        if (!n->fb) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
-    }
     for (int o = 0; o < cout; o++) {
         double scale = 1.0, shift = n->b_key >= 0 ? g->params[n->b_key].data[o] : 0.0;
         if (n->bn_key >= 0) {
@@ -382,6 +404,7 @@ static disopt_status model_from_st(disopt_engine *e, disopt_st *st, disopt_model
         }
     }
     if (s == DISOPT_OK) s = fill_info(m);
+    if (s == DISOPT_OK) s = weight_arena(&m->g);
     for (int i = 0; s == DISOPT_OK && i < m->g.n_nodes; i++) s = fold_node(&m->g, &m->g.nodes[i]);
     if (s == DISOPT_OK) { /* the folded copies are all inference needs */
         for (int i = 0; i < m->g.n_params; i++) {
