@@ -90,6 +90,13 @@ static disopt_status cpu_sync(dp_backend *b) {
     return DISOPT_OK;
 }
 
+static int env_int(const char *name, int def, int lo, int hi) {
+    const char *v = getenv(name);
+    if (!v || !*v) return def;
+    int x = atoi(v);
+    return x < lo ? lo : (x > hi ? hi : x);
+}
+
 static const dp_backend_vtable CPU_VT = {
     "cpu", cpu_destroy, cpu_tensor_bytes, cpu_alloc, cpu_free, cpu_upload, cpu_download,
     cpu_prepare, cpu_release, cpu_workspace, cpu_run, cpu_sync,
@@ -101,6 +108,9 @@ disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_bac
     cpu->base.vt = &CPU_VT;
     cpu->base.engine = e;
     cpu->nthreads = nthreads < 1 ? 1 : nthreads;
+    cpu->gemm_cols = env_int("DISOPT_CPU_COLS", 1024, 64, DP_CPU_COLS_MAX);
+    cpu->gemm_min_cols = env_int("DISOPT_CPU_MIN_COLS", 256, 64, DP_CPU_COLS_MAX);
+    cpu->gemm_min_tasks = env_int("DISOPT_CPU_MIN_TASKS", 32, 1, 4096);
     disopt_status s = dp_pool_create(cpu->nthreads, &cpu->pool);
     if (s != DISOPT_OK) {
         free(cpu);

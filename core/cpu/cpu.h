@@ -16,6 +16,9 @@ typedef struct dp_cpu {
     dp_backend base;
     dp_pool *pool;
     int nthreads;
+    /* GEMM work split (shape-only, see ops_conv.c). Defaults; for benchmarking they can be set
+     * through DISOPT_CPU_COLS, DISOPT_CPU_MIN_COLS, DISOPT_CPU_MIN_TASKS (read at creation). */
+    int gemm_cols, gemm_min_cols, gemm_min_tasks;
 } dp_cpu;
 
 /* Hot loops are compiled for AVX-512, AVX2+FMA and baseline x86-64, chosen at load time (ifunc). */
@@ -25,8 +28,8 @@ typedef struct dp_cpu {
 #define DP_CLONES
 #endif
 
-/* columns of the im2col panel a conv task works on */
-#define DP_CPU_COLS 1024
+/* largest GEMM column panel (pixels) a conv task works on; sizes the im2col workspace */
+#define DP_CPU_COLS_MAX 4096
 
 size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out);
 disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,

@@ -4,7 +4,7 @@
  *    tap is accumulated over a whole output row, so stride-1 inner loops are contiguous;
  *  - everything else: GEMM through BLIS (bli_sgemm, its single-threaded build: the threads are
  *    ours). 1x1/stride 1/no padding convs multiply the input directly; others go through an
- *    im2col panel of DP_CPU_COLS output pixels per task in the task thread's workspace slice.
+ *    im2col panel of up to gemm_cols output pixels per task in the task thread's workspace slice.
  * Padding is explicit (pt, pb, pl, pr), which covers symmetric and EfficientNet's static
  * asymmetric "same" padding; dilation and stride are per axis.
  */
@@ -175,20 +175,20 @@ static void gemm_task(void *ctx, int task, int thread) {
 
 static int is_depthwise(const dp_conv_params *c) { return c->groups > 1 && c->groups == c->cin && c->groups == c->cout; }
 
-/* Work split of a GEMM conv. Column panels are DP_CPU_COLS pixels, at least 256: narrower panels
+/* Work split of a GEMM conv. Column panels are gemm_cols pixels, at least gemm_min_cols: narrower panels
  * of a large plane make BLIS slow (strided B rows alias in the cache; measured 12 instead of 32
  * GFLOP/s at 512 columns of a 128x128 plane, bench/bench_gemm). When panels give fewer than 32
  * tasks, the output channels are split too, in blocks of 16 rows or more. The split depends on the
- * shape only, never on the thread count, so results are the same at any count. */
-#define DP_MIN_TASKS 32
-static void conv_split(conv_job *j, int tasks_other, int P, int M) {
-    int cols = DP_CPU_COLS;
-    while (cols > 256 && (long)tasks_other * ((P + cols - 1) / cols) < DP_MIN_TASKS) cols /= 2;
+ * shape only, never on the thread count, so results are the same at any count. The defaults
+ * (1024, 256, 32) are set in backend_cpu.c. */
+static void conv_split(const dp_cpu *cpu, conv_job *j, int tasks_other, int P, int M) {
+    int cols = cpu->gemm_cols, min_tasks = cpu->gemm_min_tasks;
+    while (cols > cpu->gemm_min_cols && (long)tasks_other * ((P + cols - 1) / cols) < min_tasks) cols /= 2;
     j->cols = cols;
     j->col_blocks = (P + cols - 1) / cols;
     long t = (long)tasks_other * j->col_blocks;
     int mblocks = 1;
-    if (0 && t < DP_MIN_TASKS) mblocks = (int)((DP_MIN_TASKS + t - 1) / t);
+    if (t < min_tasks) mblocks = (int)((min_tasks + t - 1) / t);
     int rows = (M + mblocks - 1) / mblocks;
     rows = (rows + 15) / 16 * 16;
     if (rows < 16) rows = 16;
@@ -202,7 +202,7 @@ size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tv
     if (is_depthwise(c)) return dw_plane_floats(c, in->h, in->w) * sizeof(float) * (size_t)cpu->nthreads;
     if (c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && !c->pt && !c->pb && !c->pl && !c->pr) return 0;
     size_t K = (size_t)(c->cin / c->groups) * c->kh * c->kw;
-    return K * DP_CPU_COLS * sizeof(float) * (size_t)cpu->nthreads;
+    return K * (size_t)cpu->gemm_cols * sizeof(float) * (size_t)cpu->nthreads;
 }
 
 disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,
@@ -225,7 +225,7 @@ disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, 
         return DISOPT_OK;
     }
     int P = out->h * out->w;
-    conv_split(&j, in->n * c->groups, P, c->cout / c->groups);
+    conv_split(cpu, &j, in->n * c->groups, P, c->cout / c->groups);
     size_t need = dp_cpu_conv_workspace(cpu, node, in, out);
     if (need > 0) {
         if (!ws || ws_bytes < need) return dp_error(DISOPT_ERR_INTERNAL, "conv: workspace too small");
