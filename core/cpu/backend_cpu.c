@@ -110,7 +110,7 @@ disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_bac
     cpu->nthreads = nthreads < 1 ? 1 : nthreads;
     cpu->gemm_cols = env_int("DISOPT_CPU_COLS", 1024, 64, DP_CPU_COLS_MAX);
     cpu->gemm_min_cols = env_int("DISOPT_CPU_MIN_COLS", 256, 64, DP_CPU_COLS_MAX);
-    cpu->gemm_min_tasks = env_int("DISOPT_CPU_MIN_TASKS", 32, 1, 4096);
+    cpu->gemm_min_tasks = env_int("DISOPT_CPU_MIN_TASKS", 64, 1, 4096);
     disopt_status s = dp_pool_create(cpu->nthreads, &cpu->pool);
     if (s != DISOPT_OK) {
         free(cpu);

@@ -177,10 +177,10 @@ static int is_depthwise(const dp_conv_params *c) { return c->groups > 1 && c->gr
 
 /* Work split of a GEMM conv. Column panels are gemm_cols pixels, at least gemm_min_cols: narrower panels
  * of a large plane make BLIS slow (strided B rows alias in the cache; measured 12 instead of 32
- * GFLOP/s at 512 columns of a 128x128 plane, bench/bench_gemm). When panels give fewer than 32
+ * GFLOP/s at 512 columns of a 128x128 plane, bench/bench_gemm). When panels give fewer than 64
  * tasks, the output channels are split too, in blocks of 16 rows or more. The split depends on the
  * shape only, never on the thread count, so results are the same at any count. The defaults
- * (1024, 256, 32) are set in backend_cpu.c. */
+ * (1024, 256, 64: best of six settings measured on the 16-core GPU machine) are set in backend_cpu.c. */
 static void conv_split(const dp_cpu *cpu, conv_job *j, int tasks_other, int P, int M) {
     int cols = cpu->gemm_cols, min_tasks = cpu->gemm_min_tasks;
     while (cols > cpu->gemm_min_cols && (long)tasks_other * ((P + cols - 1) / cols) < min_tasks) cols /= 2;
