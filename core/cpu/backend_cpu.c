@@ -46,14 +46,23 @@ static disopt_status cpu_download(dp_backend *b, float *dst, const dp_tview *src
     return DISOPT_OK;
 }
 
+/* 1x1 convs that run on our own GEMM get their weights packed once here; every other node uses
+ * the folded OIHW weights as they are. */
 static disopt_status cpu_prepare(dp_backend *b, dp_node *node) {
-    (void)b;
-    node->bk = NULL; /* the CPU kernels use the folded OIHW weights as they are */
+    dp_cpu *cpu = (dp_cpu *)b;
+    node->bk = NULL;
+    if (cpu->isa == DP_ISA_BLAS || !dp_cpu_conv_is_direct(node)) return DISOPT_OK;
+    int mr = dp_gemm_mr(cpu->isa), M = node->conv.cout, K = node->conv.cin;
+    float *ap = aligned_alloc(64, (dp_gemm_packed_a_floats(M, K, mr) * sizeof(float) + 63) & ~(size_t)63);
+    if (!ap) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "cpu: out of memory packing weights");
+    dp_gemm_pack_a(node->fw, M, K, mr, ap);
+    node->bk = ap;
     return DISOPT_OK;
 }
 
 static void cpu_release(dp_backend *b, dp_node *node) {
     (void)b;
+    free(node->bk);
     node->bk = NULL;
 }
 
@@ -108,6 +117,10 @@ disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_bac
     cpu->base.vt = &CPU_VT;
     cpu->base.engine = e;
     cpu->nthreads = nthreads < 1 ? 1 : nthreads;
+    cpu->isa = dp_gemm_isa_detect();
+    const char *isa = getenv("DISOPT_CPU_ISA");
+    if (isa && strcmp(isa, "blas") == 0) cpu->isa = DP_ISA_BLAS;
+    if (isa && strcmp(isa, "avx2") == 0 && cpu->isa >= DP_ISA_AVX2) cpu->isa = DP_ISA_AVX2;
     cpu->gemm_cols = env_int("DISOPT_CPU_COLS", 1024, 64, DP_CPU_COLS_MAX);
     cpu->gemm_min_cols = env_int("DISOPT_CPU_MIN_COLS", 256, 64, DP_CPU_COLS_MAX);
     cpu->gemm_min_tasks = env_int("DISOPT_CPU_MIN_TASKS", 64, 1, 4096);

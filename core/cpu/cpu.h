@@ -12,10 +12,14 @@
 
 #include "../internal.h"
 
+/* which GEMM runs the 1x1 convolutions */
+enum { DP_ISA_BLAS = 0, DP_ISA_AVX2 = 1, DP_ISA_AVX512 = 2 };
+
 typedef struct dp_cpu {
     dp_backend base;
     dp_pool *pool;
     int nthreads;
+    int isa; /* DP_ISA_*: detected at creation; DISOPT_CPU_ISA=blas|avx2|avx512 overrides (benchmarks, tests) */
     /* GEMM work split (shape-only, see ops_conv.c). Defaults; for benchmarking they can be set
      * through DISOPT_CPU_COLS, DISOPT_CPU_MIN_COLS, DISOPT_CPU_MIN_TASKS (read at creation). */
     int gemm_cols, gemm_min_cols, gemm_min_tasks;
@@ -36,6 +40,15 @@ disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, 
                           size_t ws_bytes);
 disopt_status dp_cpu_eltwise(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out);
 disopt_status dp_cpu_upsample(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out);
+
+/* gemm_kernels.c */
+int dp_gemm_isa_detect(void);
+int dp_gemm_mr(int isa);
+int dp_gemm_nr(int isa);
+size_t dp_gemm_packed_a_floats(int M, int K, int mr);
+void dp_gemm_pack_a(const float *A, int M, int K, int mr, float *Ap);
+void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp);
+int dp_cpu_conv_is_direct(const dp_node *node);
 
 /* activation over a contiguous run */
 void dp_cpu_act(dp_act act, float *x, size_t n);

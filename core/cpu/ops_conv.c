@@ -14,6 +14,7 @@
 #include <string.h>
 
 typedef struct {
+    const dp_cpu *cpu;
     const dp_node *node;
     const dp_tview *in, *out;
     float *ws;
@@ -161,8 +162,13 @@ static void gemm_task(void *ctx, int task, int thread) {
     const float *X = (const float *)j->in->data + ((size_t)n * c->cin + (size_t)g * cin_g) * H * W;
     float *Y = (float *)j->out->data + ((size_t)n * c->cout + (size_t)g * cout_g + m0) * P;
     const float *A = node->fw + ((size_t)g * cout_g + m0) * K;
-    int direct = c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && !c->pt && !c->pb && !c->pl && !c->pr;
-    if (direct) {
+    if (node->bk) { /* our GEMM on weights packed at load (1x1 convs, AVX2/AVX-512) */
+        const dp_cpu *cpu = j->cpu;
+        int mr = dp_gemm_mr(cpu->isa);
+        const float *Ap = (const float *)node->bk + (size_t)(m0 / mr) * K * mr;
+        float *Bp = j->ws + (size_t)thread * j->ws_per_thread;
+        dp_gemm_run(cpu->isa, rows, ncols, K, Ap, X + p0, H * W, Y + p0, P, Bp);
+    } else if (dp_cpu_conv_is_direct(node)) {
         sgemm_rm(rows, ncols, K, A, K, X + p0, H * W, Y + p0, P);
     } else {
         float *col = j->ws + (size_t)thread * j->ws_per_thread;
@@ -171,6 +177,12 @@ static void gemm_task(void *ctx, int task, int thread) {
     }
     for (int o = 0; o < rows; o++)
         conv_epilogue(node, Y + (size_t)o * P + p0, (size_t)ncols, node->fb ? node->fb[g * cout_g + m0 + o] : 0.0f);
+}
+
+int dp_cpu_conv_is_direct(const dp_node *node) {
+    const dp_conv_params *c = &node->conv;
+    return node->op == DP_OP_CONV && c->groups == 1 && c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 &&
+           !c->pt && !c->pb && !c->pl && !c->pr;
 }
 
 static int is_depthwise(const dp_conv_params *c) { return c->groups > 1 && c->groups == c->cin && c->groups == c->cout; }
@@ -190,8 +202,8 @@ static void conv_split(const dp_cpu *cpu, conv_job *j, int tasks_other, int P, i
     int mblocks = 1;
     if (t < min_tasks) mblocks = (int)((min_tasks + t - 1) / t);
     int rows = (M + mblocks - 1) / mblocks;
-    rows = (rows + 15) / 16 * 16;
-    if (rows < 16) rows = 16;
+    int unit = cpu->isa != DP_ISA_BLAS ? dp_gemm_mr(cpu->isa) * 2 : 16; /* whole micro-tile slivers */
+    rows = (rows + unit - 1) / unit * unit;
     j->m_rows = rows;
     j->m_blocks = (M + rows - 1) / rows;
 }
@@ -200,7 +212,10 @@ size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tv
     const dp_conv_params *c = &node->conv;
     (void)out;
     if (is_depthwise(c)) return dw_plane_floats(c, in->h, in->w) * sizeof(float) * (size_t)cpu->nthreads;
-    if (c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && !c->pt && !c->pb && !c->pl && !c->pr) return 0;
+    if (dp_cpu_conv_is_direct(node)) /* the B panel of our GEMM, or nothing for BLAS */
+        return cpu->isa == DP_ISA_BLAS ? 0
+                                       : (size_t)c->cin * (size_t)(cpu->gemm_cols + dp_gemm_nr(cpu->isa)) *
+                                             sizeof(float) * (size_t)cpu->nthreads;
     size_t K = (size_t)(c->cin / c->groups) * c->kh * c->kw;
     return K * (size_t)cpu->gemm_cols * sizeof(float) * (size_t)cpu->nthreads;
 }
@@ -210,6 +225,7 @@ disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, 
     const dp_conv_params *c = &node->conv;
     conv_job j;
     memset(&j, 0, sizeof j);
+    j.cpu = cpu;
     j.node = node;
     j.in = in;
     j.out = out;
