@@ -136,7 +136,9 @@ static void test_conv(void **state) {
         {2, 16, 300, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1, DP_ACT_NONE},       /* 1x1, output channels split */
         {1, 37, 29, 13, 11, 1, 1, 1, 1, 0, 0, 0, 0, 1, DP_ACT_SWISH},     /* 1x1, ragged M, N and K */
         {1, 300, 7, 1, 3, 1, 1, 1, 1, 0, 0, 0, 0, 0, DP_ACT_NONE},        /* 1x1, long K, tiny N */
-        {1, 4, 7, 50, 47, 3, 1, 1, 1, 1, 1, 1, 1, 1, DP_ACT_SWISH},       /* 3x3 im2col, several panels */
+        {1, 4, 7, 50, 47, 3, 1, 1, 1, 1, 1, 1, 1, 1, DP_ACT_SWISH},       /* 3x3, few outputs (direct) */
+        {1, 4, 40, 70, 66, 3, 2, 1, 1, 0, 1, 0, 1, 0, DP_ACT_SWISH},      /* stem-like im2col GEMM, panels */
+        {1, 30, 20, 9, 9, 5, 1, 2, 1, 4, 4, 4, 4, 1, DP_ACT_RELU},        /* im2col GEMM, long K, dilated */
         {1, 3, 3, 70, 90, 3, 1, 1, 3, 1, 1, 1, 1, 1, DP_ACT_SWISH},       /* depthwise, larger plane */
         {1, 2, 2, 64, 66, 5, 2, 1, 2, 1, 2, 1, 2, 1, DP_ACT_SWISH},       /* depthwise 5x5/s2, larger plane */
         {1, 2, 2, 33, 40, 3, 2, 1, 2, 0, 1, 0, 1, 1, DP_ACT_NONE},        /* depthwise 3x3/s2 static pad */

@@ -46,13 +46,15 @@ static disopt_status cpu_download(dp_backend *b, float *dst, const dp_tview *src
     return DISOPT_OK;
 }
 
-/* 1x1 convs that run on our own GEMM get their weights packed once here; every other node uses
- * the folded OIHW weights as they are. */
+/* Dense convs (groups 1) that run on our own GEMM get their weights packed once here; depthwise
+ * and the rest use the folded OIHW weights as they are. */
 static disopt_status cpu_prepare(dp_backend *b, dp_node *node) {
     dp_cpu *cpu = (dp_cpu *)b;
     node->bk = NULL;
-    if (cpu->isa == DP_ISA_BLAS || !dp_cpu_conv_is_direct(node)) return DISOPT_OK;
-    int mr = dp_gemm_mr(cpu->isa), M = node->conv.cout, K = node->conv.cin;
+    const dp_conv_params *c = &node->conv;
+    if (cpu->isa == DP_ISA_BLAS || node->op != DP_OP_CONV || c->groups != 1) return DISOPT_OK;
+    if (c->cout <= 8 && !(c->kh == 1 && c->kw == 1)) return DISOPT_OK; /* direct few-output kernel */
+    int mr = dp_gemm_mr(cpu->isa), M = c->cout, K = c->cin * c->kh * c->kw;
     float *ap = aligned_alloc(64, (dp_gemm_packed_a_floats(M, K, mr) * sizeof(float) + 63) & ~(size_t)63);
     if (!ap) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "cpu: out of memory packing weights");
     dp_gemm_pack_a(node->fw, M, K, mr, ap);

@@ -36,7 +36,7 @@ void dp_gemm_pack_a(const float *A, int M, int K, int mr, float *Ap) {
 #define NR512 32
 
 __attribute__((target("avx512f,fma"))) static void gemm512(int M, int N, int K, const float *Ap, const float *B,
-                                                            int ldb, float *C, int ldc, float *Bp) {
+                                                           int ldb, float *C, int ldc, float *Bp) {
     for (int k = 0; k < K; k++) {
         const float *src = B + (size_t)k * ldb;
         for (int n0 = 0; n0 < N; n0 += NR512) {
@@ -48,39 +48,46 @@ __attribute__((target("avx512f,fma"))) static void gemm512(int M, int N, int K, 
             _mm512_store_ps(dst + 16, _mm512_maskz_loadu_ps(m1, src + n0 + 16));
         }
     }
-    for (int n0 = 0; n0 < N; n0 += NR512) {
-        const int nr = N - n0 < NR512 ? N - n0 : NR512;
-        const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
-        const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : (nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0);
-        const float *bs = Bp + (size_t)(n0 / NR512) * K * NR512;
-        for (int mb = 0; mb * MR512 < M; mb++) {
-            const float *a = Ap + (size_t)mb * K * MR512;
-            __m512 c[MR512][2];
+    /* rows in blocks: with a short K the C stores dominate, and a few rows at a time keep them local */
+    const int slivers = (M + MR512 - 1) / MR512, per_block = K <= 64 ? 4 : slivers;
+    for (int mb0 = 0; mb0 < slivers; mb0 += per_block) {
+        const int mb1 = mb0 + per_block < slivers ? mb0 + per_block : slivers;
+        for (int n0 = 0; n0 < N; n0 += NR512) {
+            const int nr = N - n0 < NR512 ? N - n0 : NR512;
+            const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
+            const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : (nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0);
+            const float *bs = Bp + (size_t)(n0 / NR512) * K * NR512;
+            for (int mb = mb0; mb < mb1; mb++) {
+                const float *a = Ap + (size_t)mb * K * MR512;
+                __m512 c[MR512][2];
 #pragma GCC unroll 12
-            for (int i = 0; i < MR512; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
-            for (int k = 0; k < K; k++) {
-                const __m512 b0 = _mm512_load_ps(bs + (size_t)k * NR512);
-                const __m512 b1 = _mm512_load_ps(bs + (size_t)k * NR512 + 16);
-                const float *ak = a + (size_t)k * MR512;
+                for (int i = 0; i < MR512; i++)
+                    c[i][0] = c[i][1] = _mm512_setzero_ps();
+                for (int k = 0; k < K; k++) {
+                    const __m512 b0 = _mm512_load_ps(bs + (size_t)k * NR512);
+                    const __m512 b1 = _mm512_load_ps(bs + (size_t)k * NR512 + 16);
+                    const float *ak = a + (size_t)k * MR512;
+#pragma GCC unroll 12
+                    for (int i = 0; i < MR512; i++) {
+                        const __m512 ai = _mm512_set1_ps(ak[i]);
+                        c[i][0] = _mm512_fmadd_ps(ai, b0, c[i][0]);
+                        c[i][1] = _mm512_fmadd_ps(ai, b1, c[i][1]);
+                    }
+                }
+                /* constant-index stores keep c[][] in registers (a variable index would spill it) */
+                const int rows = M - mb * MR512 < MR512 ? M - mb * MR512 : MR512;
 #pragma GCC unroll 12
                 for (int i = 0; i < MR512; i++) {
-                    const __m512 ai = _mm512_set1_ps(ak[i]);
-                    c[i][0] = _mm512_fmadd_ps(ai, b0, c[i][0]);
-                    c[i][1] = _mm512_fmadd_ps(ai, b1, c[i][1]);
-                }
-            }
-            /* constant-index stores keep c[][] in registers (a variable index would spill it) */
-            const int rows = M - mb * MR512 < MR512 ? M - mb * MR512 : MR512;
-#pragma GCC unroll 12
-            for (int i = 0; i < MR512; i++) {
-                if (i < rows) {
-                    float *dst = C + (size_t)(mb * MR512 + i) * ldc + n0;
-                    _mm512_mask_storeu_ps(dst, m0, c[i][0]);
-                    if (m1) _mm512_mask_storeu_ps(dst + 16, m1, c[i][1]);
+                    if (i < rows) {
+                        float *dst = C + (size_t)(mb * MR512 + i) * ldc + n0;
+                        _mm512_mask_storeu_ps(dst, m0, c[i][0]);
+                        if (m1)
+                            _mm512_mask_storeu_ps(dst + 16, m1, c[i][1]);
+                    }
                 }
             }
         }
-    }
+    } /* row blocks */
 }
 
 #define MR256 6
@@ -92,7 +99,7 @@ __attribute__((target("avx2,fma"))) static __m256i mask8(int n) {
 }
 
 __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, const float *Ap, const float *B, int ldb,
-                                                         float *C, int ldc, float *Bp) {
+                                                        float *C, int ldc, float *Bp) {
     for (int k = 0; k < K; k++) {
         const float *src = B + (size_t)k * ldb;
         for (int n0 = 0; n0 < N; n0 += NR256) {
@@ -103,52 +110,62 @@ __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, con
                 _mm256_store_ps(dst + 8, _mm256_loadu_ps(src + n0 + 8));
             } else {
                 _mm256_store_ps(dst, _mm256_maskload_ps(src + n0, mask8(nr)));
-                _mm256_store_ps(dst + 8, nr > 8 ? _mm256_maskload_ps(src + n0 + 8, mask8(nr - 8)) : _mm256_setzero_ps());
+                _mm256_store_ps(dst + 8,
+                                nr > 8 ? _mm256_maskload_ps(src + n0 + 8, mask8(nr - 8)) : _mm256_setzero_ps());
             }
         }
     }
-    for (int n0 = 0; n0 < N; n0 += NR256) {
-        const int nr = N - n0 < NR256 ? N - n0 : NR256;
-        const __m256i m0 = mask8(nr), m1 = mask8(nr - 8);
-        const float *bs = Bp + (size_t)(n0 / NR256) * K * NR256;
-        for (int mb = 0; mb * MR256 < M; mb++) {
-            const float *a = Ap + (size_t)mb * K * MR256;
-            __m256 c[MR256][2];
+    /* rows in blocks: with a short K the C stores dominate, and a few rows at a time keep them local */
+    const int slivers = (M + MR256 - 1) / MR256, per_block = K <= 64 ? 4 : slivers;
+    for (int mb0 = 0; mb0 < slivers; mb0 += per_block) {
+        const int mb1 = mb0 + per_block < slivers ? mb0 + per_block : slivers;
+        for (int n0 = 0; n0 < N; n0 += NR256) {
+            const int nr = N - n0 < NR256 ? N - n0 : NR256;
+            const __m256i m0 = mask8(nr), m1 = mask8(nr - 8);
+            const float *bs = Bp + (size_t)(n0 / NR256) * K * NR256;
+            for (int mb = mb0; mb < mb1; mb++) {
+                const float *a = Ap + (size_t)mb * K * MR256;
+                __m256 c[MR256][2];
 #pragma GCC unroll 6
-            for (int i = 0; i < MR256; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
-            for (int k = 0; k < K; k++) {
-                const __m256 b0 = _mm256_load_ps(bs + (size_t)k * NR256);
-                const __m256 b1 = _mm256_load_ps(bs + (size_t)k * NR256 + 8);
-                const float *ak = a + (size_t)k * MR256;
+                for (int i = 0; i < MR256; i++)
+                    c[i][0] = c[i][1] = _mm256_setzero_ps();
+                for (int k = 0; k < K; k++) {
+                    const __m256 b0 = _mm256_load_ps(bs + (size_t)k * NR256);
+                    const __m256 b1 = _mm256_load_ps(bs + (size_t)k * NR256 + 8);
+                    const float *ak = a + (size_t)k * MR256;
+#pragma GCC unroll 6
+                    for (int i = 0; i < MR256; i++) {
+                        const __m256 ai = _mm256_broadcast_ss(ak + i);
+                        c[i][0] = _mm256_fmadd_ps(ai, b0, c[i][0]);
+                        c[i][1] = _mm256_fmadd_ps(ai, b1, c[i][1]);
+                    }
+                }
+                const int rows = M - mb * MR256 < MR256 ? M - mb * MR256 : MR256;
 #pragma GCC unroll 6
                 for (int i = 0; i < MR256; i++) {
-                    const __m256 ai = _mm256_broadcast_ss(ak + i);
-                    c[i][0] = _mm256_fmadd_ps(ai, b0, c[i][0]);
-                    c[i][1] = _mm256_fmadd_ps(ai, b1, c[i][1]);
-                }
-            }
-            const int rows = M - mb * MR256 < MR256 ? M - mb * MR256 : MR256;
-#pragma GCC unroll 6
-            for (int i = 0; i < MR256; i++) {
-                if (i < rows) {
-                    float *dst = C + (size_t)(mb * MR256 + i) * ldc + n0;
-                    if (nr == NR256) {
-                        _mm256_storeu_ps(dst, c[i][0]);
-                        _mm256_storeu_ps(dst + 8, c[i][1]);
-                    } else {
-                        _mm256_maskstore_ps(dst, m0, c[i][0]);
-                        if (nr > 8) _mm256_maskstore_ps(dst + 8, m1, c[i][1]);
+                    if (i < rows) {
+                        float *dst = C + (size_t)(mb * MR256 + i) * ldc + n0;
+                        if (nr == NR256) {
+                            _mm256_storeu_ps(dst, c[i][0]);
+                            _mm256_storeu_ps(dst + 8, c[i][1]);
+                        } else {
+                            _mm256_maskstore_ps(dst, m0, c[i][0]);
+                            if (nr > 8)
+                                _mm256_maskstore_ps(dst + 8, m1, c[i][1]);
+                        }
                     }
                 }
             }
         }
-    }
+    } /* row blocks */
 }
 
 int dp_gemm_isa_detect(void) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return DP_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return DP_ISA_AVX2;
+    if (__builtin_cpu_supports("avx512f"))
+        return DP_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return DP_ISA_AVX2;
     return DP_ISA_BLAS;
 }
 

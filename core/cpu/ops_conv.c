@@ -118,6 +118,57 @@ static void dw_task(void *ctx, int task, int thread) {
     dw_rows(c, Xp, Wp, node->fw + (size_t)ch * c->kh * c->kw, node->fb ? node->fb[ch] : 0.0f, Y, OH, OW, node->act);
 }
 
+/* ---------------------------------------------------------------- few output channels */
+/* Dense kxk convs with at most DP_FEW_COUT outputs (the segmentation heads: 256 -> 2, 3x3): im2col
+ * would write K = 2304 rows for 2 rows of work, so each task sums its output rows directly, tap by
+ * tap over whole rows (vectorised; padding handled by the valid column range). */
+#define DP_FEW_COUT 8
+#define DP_FEW_ROWS 8
+
+DP_CLONES static void few_task(void *ctx, int task, int thread) {
+    const conv_job *j = ctx;
+    const dp_node *node = j->node;
+    const dp_conv_params *c = &node->conv;
+    (void)thread;
+    const int H = j->in->h, W = j->in->w, OH = j->out->h, OW = j->out->w, C = c->cin;
+    const int rblocks = (OH + DP_FEW_ROWS - 1) / DP_FEW_ROWS;
+    const int rb = task % rblocks, o = (task / rblocks) % c->cout, n = task / rblocks / c->cout;
+    const int oh0 = rb * DP_FEW_ROWS, oh1 = oh0 + DP_FEW_ROWS < OH ? oh0 + DP_FEW_ROWS : OH;
+    const float *X = (const float *)j->in->data + (size_t)n * C * H * W;
+    float *Y = (float *)j->out->data + ((size_t)n * c->cout + o) * OH * OW;
+    const float b = node->fb ? node->fb[o] : 0.0f;
+    for (int oh = oh0; oh < oh1; oh++) {
+        float *restrict row = Y + (size_t)oh * OW;
+        for (int ow = 0; ow < OW; ow++) row[ow] = b;
+        for (int ci = 0; ci < C; ci++) {
+            const float *wt = node->fw + ((size_t)o * C + ci) * c->kh * c->kw;
+            const float *Xc = X + (size_t)ci * H * W;
+            for (int ki = 0; ki < c->kh; ki++) {
+                int ih = oh * c->sh - c->pt + ki * c->dh;
+                if (ih < 0 || ih >= H) continue;
+                const float *restrict xr = Xc + (size_t)ih * W;
+                for (int kj = 0; kj < c->kw; kj++) {
+                    float wv = wt[ki * c->kw + kj];
+                    int off = kj * c->dw - c->pl;
+                    int lo = off < 0 ? (-off + c->sw - 1) / c->sw : 0;
+                    int hi = (W - 1 - off) >= 0 ? (W - 1 - off) / c->sw + 1 : 0;
+                    if (hi > OW) hi = OW;
+                    if (c->sw == 1)
+                        for (int ow = lo; ow < hi; ow++) row[ow] += wv * xr[ow + off];
+                    else
+                        for (int ow = lo; ow < hi; ow++) row[ow] += wv * xr[ow * c->sw + off];
+                }
+            }
+        }
+        dp_cpu_act(node->act, row, (size_t)OW);
+    }
+}
+
+static int is_few(const dp_node *node) {
+    const dp_conv_params *c = &node->conv;
+    return c->groups == 1 && c->cout <= DP_FEW_COUT && !(c->kh == 1 && c->kw == 1) && node->conv.cin > 1;
+}
+
 /* ---------------------------------------------------------------- GEMM path */
 DP_CLONES static void im2col(const dp_conv_params *c, const float *X, int cin_g, int H, int W, int OW, int p0, int ncols,
                    float *col) {
@@ -162,7 +213,7 @@ static void gemm_task(void *ctx, int task, int thread) {
     const float *X = (const float *)j->in->data + ((size_t)n * c->cin + (size_t)g * cin_g) * H * W;
     float *Y = (float *)j->out->data + ((size_t)n * c->cout + (size_t)g * cout_g + m0) * P;
     const float *A = node->fw + ((size_t)g * cout_g + m0) * K;
-    if (node->bk) { /* our GEMM on weights packed at load (1x1 convs, AVX2/AVX-512) */
+    if (node->bk && dp_cpu_conv_is_direct(node)) { /* our GEMM on weights packed at load (AVX2/AVX-512) */
         const dp_cpu *cpu = j->cpu;
         int mr = dp_gemm_mr(cpu->isa);
         const float *Ap = (const float *)node->bk + (size_t)(m0 / mr) * K * mr;
@@ -173,7 +224,14 @@ static void gemm_task(void *ctx, int task, int thread) {
     } else {
         float *col = j->ws + (size_t)thread * j->ws_per_thread;
         im2col(c, X, cin_g, H, W, OW, p0, ncols, col);
-        sgemm_rm(rows, ncols, K, A, K, col, ncols, Y + p0, P);
+        if (node->bk) {
+            const dp_cpu *cpu = j->cpu;
+            int mr = dp_gemm_mr(cpu->isa);
+            const float *Ap = (const float *)node->bk + (size_t)(m0 / mr) * K * mr;
+            dp_gemm_run(cpu->isa, rows, ncols, K, Ap, col, ncols, Y + p0, P, col + (size_t)K * j->cols);
+        } else {
+            sgemm_rm(rows, ncols, K, A, K, col, ncols, Y + p0, P);
+        }
     }
     for (int o = 0; o < rows; o++)
         conv_epilogue(node, Y + (size_t)o * P + p0, (size_t)ncols, node->fb ? node->fb[g * cout_g + m0 + o] : 0.0f);
@@ -193,9 +251,16 @@ static int is_depthwise(const dp_conv_params *c) { return c->groups > 1 && c->gr
  * tasks, the output channels are split too, in blocks of 16 rows or more. The split depends on the
  * shape only, never on the thread count, so results are the same at any count. The defaults
  * (1024, 256, 64: best of six settings measured on the 16-core GPU machine) are set in backend_cpu.c. */
-static void conv_split(const dp_cpu *cpu, conv_job *j, int tasks_other, int P, int M) {
-    int cols = cpu->gemm_cols, min_tasks = cpu->gemm_min_tasks;
-    while (cols > cpu->gemm_min_cols && (long)tasks_other * ((P + cols - 1) / cols) < min_tasks) cols /= 2;
+/* im2col convs: panels of at most 1M floats (K x cols) per thread */
+static int im2col_cols(const dp_cpu *cpu, int K) {
+    int cols = (1 << 20) / K / 64 * 64;
+    if (cols < 64) cols = 64;
+    return cols < cpu->gemm_cols ? cols : cpu->gemm_cols;
+}
+
+static void conv_split(const dp_cpu *cpu, conv_job *j, int tasks_other, int P, int M, int max_cols) {
+    int cols = max_cols, min_tasks = cpu->gemm_min_tasks;
+    while (cols > cpu->gemm_min_cols && cols > 64 && (long)tasks_other * ((P + cols - 1) / cols) < min_tasks) cols /= 2;
     j->cols = cols;
     j->col_blocks = (P + cols - 1) / cols;
     long t = (long)tasks_other * j->col_blocks;
@@ -216,8 +281,12 @@ size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tv
         return cpu->isa == DP_ISA_BLAS ? 0
                                        : (size_t)c->cin * (size_t)(cpu->gemm_cols + dp_gemm_nr(cpu->isa)) *
                                              sizeof(float) * (size_t)cpu->nthreads;
+    if (is_few(node)) return 0;
     size_t K = (size_t)(c->cin / c->groups) * c->kh * c->kw;
-    return K * (size_t)cpu->gemm_cols * sizeof(float) * (size_t)cpu->nthreads;
+    size_t cols = (size_t)im2col_cols(cpu, (int)K);
+    size_t per = K * cols; /* the im2col panel */
+    if (cpu->isa != DP_ISA_BLAS && c->groups == 1) per += K * (cols + (size_t)dp_gemm_nr(cpu->isa)); /* + its packed copy */
+    return per * sizeof(float) * (size_t)cpu->nthreads;
 }
 
 disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,
@@ -240,8 +309,14 @@ disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, 
         dp_pool_run(cpu->pool, in->n * in->c, dw_task, &j);
         return DISOPT_OK;
     }
+    if (is_few(node)) {
+        dp_pool_run(cpu->pool, in->n * c->cout * ((out->h + DP_FEW_ROWS - 1) / DP_FEW_ROWS), few_task, &j);
+        return DISOPT_OK;
+    }
     int P = out->h * out->w;
-    conv_split(cpu, &j, in->n * c->groups, P, c->cout / c->groups);
+    int K = (c->cin / c->groups) * c->kh * c->kw;
+    conv_split(cpu, &j, in->n * c->groups, P, c->cout / c->groups,
+               dp_cpu_conv_is_direct(node) ? cpu->gemm_cols : im2col_cols(cpu, K));
     size_t need = dp_cpu_conv_workspace(cpu, node, in, out);
     if (need > 0) {
         if (!ws || ws_bytes < need) return dp_error(DISOPT_ERR_INTERNAL, "conv: workspace too small");
