@@ -5,6 +5,7 @@
  */
 #include "disopt.h"
 
+#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-profile")) profile = 1;
     }
     if (runs < 1 || runs > 1000) runs = 5;
+    if (getenv("DISOPT_BENCH_FTZ")) { /* experiment: flush subnormals (threads inherit the setting) */
+        _mm_setcsr(_mm_getcsr() | 0x8040);
+        printf("# FTZ+DAZ on\n");
+    }
     size_t per = (size_t)4 * size * size;
     float *x = malloc(per * batch * sizeof(float));
     float *lg = malloc((size_t)batch * 2 * size * size * sizeof(float));
@@ -81,7 +86,7 @@ int main(int argc, char **argv) {
             if (r >= 0) t[r] = (now() - t0) / batch;
         }
         if (profile) { /* one more run, timed per op */
-            char rep[4096];
+            char rep[8192];
             disopt_model_set_profiling(m, 1);
             if (disopt_model_infer(m, x, batch, 4, size, size, &o) != DISOPT_OK) return 1;
             disopt_model_profile_report(m, rep, sizeof rep);

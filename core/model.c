@@ -30,6 +30,7 @@ struct disopt_model {
     int profiling;
     double prof_s[PROF_N], prof_flop[PROF_N];
     long prof_calls[PROF_N];
+    double *prof_node; /* per node, when profiling */
     dp_graph g;
     disopt_model_info info;
     md_entry *md;
@@ -380,6 +381,7 @@ void disopt_model_destroy(disopt_model *m) {
     }
     dp_graph_free(&m->g);
     md_free(m);
+    free(m->prof_node);
     free(m);
 }
 
@@ -615,7 +617,9 @@ static double now_s(void) {
 }
 
 void disopt_model_set_profiling(disopt_model *m, int on) {
-    if (m) m->profiling = on;
+    if (!m) return;
+    m->profiling = on;
+    if (on && !m->prof_node) m->prof_node = calloc((size_t)m->g.n_nodes, sizeof *m->prof_node);
 }
 
 disopt_status disopt_model_profile_report(disopt_model *m, char *buf, size_t len) {
@@ -633,7 +637,21 @@ disopt_status disopt_model_profile_report(disopt_model *m, char *buf, size_t len
                               total > 0 ? 100.0 * m->prof_s[i] / total : 0.0,
                               m->prof_s[i] > 0 ? m->prof_flop[i] / m->prof_s[i] / 1e9 : 0.0);
     }
-    if (o < len) snprintf(buf + o, len - o, "%-20s %6s %10.4f\n", "total", "", total);
+    if (o < len) o += (size_t)snprintf(buf + o, len - o, "%-20s %6s %10.4f\n", "total", "", total);
+    /* the ten slowest nodes */
+    for (int r = 0; m->prof_node && r < 10 && o < len; r++) {
+        int best = -1;
+        for (int i = 0; i < m->g.n_nodes; i++)
+            if (m->prof_node[i] > 0 && (best < 0 || m->prof_node[i] > m->prof_node[best])) best = i;
+        if (best < 0) break;
+        const dp_node *n = &m->g.nodes[best];
+        const dp_tensor *ti = &m->g.tensors[n->in[0]], *to = &m->g.tensors[n->out];
+        o += (size_t)snprintf(buf + o, len - o, "  %8.4f s  %-40.40s %dx%dx%d -> %dx%dx%d k%d g%d\n", m->prof_node[best],
+                              n->op == DP_OP_CONV ? m->g.params[n->w_key].key : ops[n->op], ti->c, ti->h, ti->w, to->c,
+                              to->h, to->w, n->conv.kh, n->conv.groups);
+        m->prof_node[best] = -m->prof_node[best];
+    }
+    if (m->prof_node) memset(m->prof_node, 0, (size_t)m->g.n_nodes * sizeof *m->prof_node);
     memset(m->prof_s, 0, sizeof m->prof_s);
     memset(m->prof_flop, 0, sizeof m->prof_flop);
     memset(m->prof_calls, 0, sizeof m->prof_calls);
@@ -703,7 +721,9 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
         if (m->profiling && s == DISOPT_OK) {
             s = be->vt->synchronize(be);
             int cat = prof_category(nd, &out);
-            m->prof_s[cat] += now_s() - t0;
+            double dt = now_s() - t0;
+            m->prof_s[cat] += dt;
+            if (m->prof_node) m->prof_node[i] += dt;
             m->prof_flop[cat] += node_flops(nd, &out);
             m->prof_calls[cat]++;
         }

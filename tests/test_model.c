@@ -3,6 +3,9 @@
 #include "test_util.h"
 
 #include <math.h>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 static char g_path[256];
 static disopt_engine *g_engine;
@@ -241,8 +244,14 @@ static void test_threads_and_batch(void **s) {
     assert_int_equal(disopt_model_load(e1, g_path, &m1), DISOPT_OK);
     assert_int_equal(disopt_model_load(e4, g_path, &m4), DISOPT_OK);
     disopt_outputs o1 = {b1, NULL, NULL, NULL, NULL, 0}, o4 = {b4, NULL, NULL, NULL, NULL, 0};
+#if defined(__x86_64__)
+    unsigned csr = _mm_getcsr(); /* kernels flush subnormals, but the caller's FP state must come back */
+#endif
     assert_int_equal(disopt_model_infer(m1, x, N, 4, H, W, &o1), DISOPT_OK);
     assert_int_equal(disopt_model_infer(m4, x, N, 4, H, W, &o4), DISOPT_OK);
+#if defined(__x86_64__)
+    assert_int_equal(_mm_getcsr(), csr);
+#endif
     assert_memory_equal(b1, b4, N * nl * 4);
     for (int b = 0; b < N; b++) {
         disopt_outputs oo = {one, NULL, NULL, NULL, NULL, 0};
