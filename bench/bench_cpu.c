@@ -5,7 +5,6 @@
  */
 #include "disopt.h"
 
-#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,10 +37,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-profile")) profile = 1;
     }
     if (runs < 1 || runs > 1000) runs = 5;
-    if (getenv("DISOPT_BENCH_FTZ")) { /* experiment: flush subnormals (threads inherit the setting) */
-        _mm_setcsr(_mm_getcsr() | 0x8040);
-        printf("# FTZ+DAZ on\n");
-    }
+
     size_t per = (size_t)4 * size * size;
     float *x = malloc(per * batch * sizeof(float));
     float *lg = malloc((size_t)batch * 2 * size * size * sizeof(float));
