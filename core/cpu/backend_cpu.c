@@ -70,6 +70,7 @@ static void cpu_release(dp_backend *b, dp_node *node) {
 
 static size_t cpu_workspace(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out) {
     if (node->op == DP_OP_CONV) return dp_cpu_conv_workspace((dp_cpu *)b, node, &ins[0], out);
+    if (node->op == DP_OP_UPSAMPLE) return dp_cpu_upsample_workspace(((dp_cpu *)b)->nthreads, &ins[0], out);
     return 0;
 }
 
@@ -80,7 +81,7 @@ static disopt_status cpu_run(dp_backend *b, const dp_node *node, const dp_tview 
     case DP_OP_CONV:
         return dp_cpu_conv(cpu, node, &ins[0], out, ws, ws_bytes);
     case DP_OP_UPSAMPLE:
-        return dp_cpu_upsample(cpu, node, &ins[0], out);
+        return dp_cpu_upsample(cpu, node, &ins[0], out, ws, ws_bytes);
     case DP_OP_BN:
     case DP_OP_ACT:
     case DP_OP_GAP:

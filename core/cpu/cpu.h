@@ -39,7 +39,9 @@ size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tv
 disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,
                           size_t ws_bytes);
 disopt_status dp_cpu_eltwise(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out);
-disopt_status dp_cpu_upsample(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out);
+disopt_status dp_cpu_upsample(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,
+                              size_t ws_bytes);
+size_t dp_cpu_upsample_workspace(int nthreads, const dp_tview *in, const dp_tview *out);
 
 /* gemm_kernels.c */
 int dp_gemm_isa_detect(void);

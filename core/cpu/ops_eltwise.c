@@ -97,8 +97,12 @@ DP_CLONES static void elt_task(void *ctx, int task, int thread) {
     case DP_OP_GAP: {
         const float *x = plane(a, n, c);
         size_t ahw = (size_t)a->h * a->w;
-        double s = 0.0;
-        for (size_t i = 0; i < ahw; i++) s += x[i];
+        double part[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* 8 independent partial sums, in double */
+        size_t i = 0;
+        for (; i + 8 <= ahw; i += 8)
+            for (int q = 0; q < 8; q++) part[q] += x[i + q];
+        for (; i < ahw; i++) part[0] += x[i];
+        double s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
         y[0] = (float)(s / (double)ahw);
         break;
     }
@@ -151,40 +155,59 @@ disopt_status dp_cpu_eltwise(dp_cpu *cpu, const dp_node *node, const dp_tview *i
 }
 
 /* ---------------------------------------------------------------- bilinear, align_corners=True */
+/* Two passes, in PyTorch's order of operations: every input row is first interpolated along x
+ * (lw0 * x[w0] + lw1 * x[w1]) into the task's scratch rows, then each output row blends two of
+ * them along y (lh0 * r0 + lh1 * r1). Source positions are computed in float as PyTorch does:
+ * scale = (in - 1) / (out - 1), src = scale * dst. */
 typedef struct {
     const dp_tview *in, *out;
+    float *ws;
+    size_t ws_per_thread;
 } up_job;
+
+size_t dp_cpu_upsample_workspace(int nthreads, const dp_tview *in, const dp_tview *out) {
+    return ((size_t)in->h * out->w + 3 * (size_t)out->w + 16) * sizeof(float) * (size_t)nthreads;
+}
 
 DP_CLONES static void up_task(void *ctx, int task, int thread) {
     const up_job *j = ctx;
-    (void)thread;
     int n = task / j->out->c, c = task % j->out->c;
     int H = j->in->h, W = j->in->w, OH = j->out->h, OW = j->out->w;
     const float *x = plane(j->in, n, c);
     float *y = plane(j->out, n, c);
-    /* PyTorch: scale = (in - 1) / (out - 1) in float, src = scale * dst */
+    float *tmp = j->ws + (size_t)thread * j->ws_per_thread;
+    float *lw1 = tmp + (size_t)H * OW;
+    int *w0 = (int *)(lw1 + OW), *w1 = w0 + OW;
     float sh = OH > 1 ? (float)(H - 1) / (float)(OH - 1) : 0.0f;
     float sw = OW > 1 ? (float)(W - 1) / (float)(OW - 1) : 0.0f;
+    for (int ow = 0; ow < OW; ow++) {
+        float fw = sw * (float)ow;
+        w0[ow] = (int)fw;
+        w1[ow] = w0[ow] < W - 1 ? w0[ow] + 1 : W - 1;
+        lw1[ow] = fw - (float)w0[ow];
+    }
+    for (int h = 0; h < H; h++) {
+        const float *xr = x + (size_t)h * W;
+        float *tr = tmp + (size_t)h * OW;
+        for (int ow = 0; ow < OW; ow++) tr[ow] = (1.0f - lw1[ow]) * xr[w0[ow]] + lw1[ow] * xr[w1[ow]];
+    }
     for (int oh = 0; oh < OH; oh++) {
         float fh = sh * (float)oh;
         int h0 = (int)fh;
         int h1 = h0 < H - 1 ? h0 + 1 : H - 1;
         float lh1 = fh - (float)h0, lh0 = 1.0f - lh1;
-        const float *r0 = x + (size_t)h0 * W, *r1 = x + (size_t)h1 * W;
-        float *yr = y + (size_t)oh * OW;
-        for (int ow = 0; ow < OW; ow++) {
-            float fw = sw * (float)ow;
-            int w0 = (int)fw;
-            int w1 = w0 < W - 1 ? w0 + 1 : W - 1;
-            float lw1 = fw - (float)w0, lw0 = 1.0f - lw1;
-            yr[ow] = lh0 * (lw0 * r0[w0] + lw1 * r0[w1]) + lh1 * (lw0 * r1[w0] + lw1 * r1[w1]);
-        }
+        const float *restrict r0 = tmp + (size_t)h0 * OW, *restrict r1 = tmp + (size_t)h1 * OW;
+        float *restrict yr = y + (size_t)oh * OW;
+        for (int ow = 0; ow < OW; ow++) yr[ow] = lh0 * r0[ow] + lh1 * r1[ow];
     }
 }
 
-disopt_status dp_cpu_upsample(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out) {
-    up_job j = {in, out};
+disopt_status dp_cpu_upsample(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,
+                              size_t ws_bytes) {
     (void)node;
+    size_t need = dp_cpu_upsample_workspace(cpu->nthreads, in, out);
+    if (!ws || ws_bytes < need) return dp_error(DISOPT_ERR_INTERNAL, "upsample: workspace too small");
+    up_job j = {in, out, ws, need / sizeof(float) / (size_t)cpu->nthreads};
     dp_pool_run(cpu->pool, out->n * out->c, up_task, &j);
     return DISOPT_OK;
 }
