@@ -85,8 +85,7 @@ typedef struct dp_node {
 typedef struct dp_tensor {
     char name[32];      /* non-empty for tappable/named tensors */
     int c;
-    int hdiv, wdiv;     /* spatial size relative to the input: h = H * hmul / hdiv ... set at plan time */
-    int h, w;           /* at plan time */
+    int h, w;           /* set by dp_graph_shapes for the planned input size */
     int producer;       /* node index, -1 for the graph input */
 } dp_tensor;
 
