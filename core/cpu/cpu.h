@@ -49,7 +49,8 @@ int dp_gemm_mr(int isa);
 int dp_gemm_nr(int isa);
 size_t dp_gemm_packed_a_floats(int M, int K, int mr);
 void dp_gemm_pack_a(const float *A, int M, int K, int mr, float *Ap);
-void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp);
+void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp,
+                 const float *bias, dp_act act);
 int dp_cpu_conv_is_direct(const dp_node *node);
 
 /* activation over a contiguous run */

@@ -12,6 +12,8 @@
  *  - Each C element is one FMA chain over k = 0..K-1: the result does not depend on how M and N
  *    are split among tasks, so results are the same at any thread count.
  *  - MR x NR = 12 x 32 (AVX-512: 24 zmm accumulators) and 6 x 16 (AVX2: 12 ymm accumulators).
+ *  - The conv's bias and activation are applied to the accumulators before the one store, so the
+ *    output is written once (no second pass over it).
  */
 #include "cpu.h"
 
@@ -32,11 +34,80 @@ void dp_gemm_pack_a(const float *A, int M, int K, int mr, float *Ap) {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
+/* bias + activation on a register, the same operations in the same order as dp_cpu_act's scalar
+ * code (ops_eltwise.c: Cephes expf clamped to [-87.3, 80], no FMA contraction) */
+#define EXP_POLY(V, MUL, ADD, SET)                                                                                     \
+    ADD(MUL(ADD(MUL(ADD(MUL(ADD(MUL(ADD(MUL(SET(1.9875691500E-4f), V), SET(1.3981999507E-3f)), V),                     \
+                                SET(8.3334519073E-3f)),                                                                \
+                            V),                                                                                        \
+                        SET(4.1665795894E-2f)),                                                                        \
+                    V),                                                                                                \
+                SET(1.6666665459E-1f)),                                                                                \
+            V),                                                                                                        \
+        SET(5.0000001201E-1f))
+
+__attribute__((target("avx512f,fma"))) static inline __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    x = _mm512_min_ps(x, _mm512_set1_ps(80.0f));
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(fx, _mm512_set1_ps(0.693359375f)));
+    r = _mm512_add_ps(r, _mm512_mul_ps(fx, _mm512_set1_ps(2.12194440e-4f)));
+    __m512 z = _mm512_mul_ps(r, r);
+    __m512 y = EXP_POLY(r, _mm512_mul_ps, _mm512_add_ps, _mm512_set1_ps);
+    y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(y, z), r), _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+__attribute__((target("avx512f,fma"))) static inline __m512 act512(__m512 v, dp_act act) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    switch (act) {
+    case DP_ACT_RELU:
+        return _mm512_max_ps(v, _mm512_setzero_ps());
+    case DP_ACT_SIGMOID:
+        return _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+    case DP_ACT_SWISH:
+        return _mm512_mul_ps(v, _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), v)))));
+    default:
+        return v;
+    }
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 exp256(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    x = _mm256_min_ps(x, _mm256_set1_ps(80.0f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(0.693359375f)));
+    r = _mm256_add_ps(r, _mm256_mul_ps(fx, _mm256_set1_ps(2.12194440e-4f)));
+    __m256 z = _mm256_mul_ps(r, r);
+    __m256 y = EXP_POLY(r, _mm256_mul_ps, _mm256_add_ps, _mm256_set1_ps);
+    y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, z), r), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 act256(__m256 v, dp_act act) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    switch (act) {
+    case DP_ACT_RELU:
+        return _mm256_max_ps(v, _mm256_setzero_ps());
+    case DP_ACT_SIGMOID:
+        return _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+    case DP_ACT_SWISH:
+        return _mm256_mul_ps(v, _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), v)))));
+    default:
+        return v;
+    }
+}
+
 #define MR512 12
 #define NR512 32
 
 __attribute__((target("avx512f,fma"))) static void gemm512(int M, int N, int K, const float *Ap, const float *B,
-                                                           int ldb, float *C, int ldc, float *Bp) {
+                                                           int ldb, float *C, int ldc, float *Bp, const float *bias,
+                                                           dp_act act) {
     for (int k = 0; k < K; k++) {
         const float *src = B + (size_t)k * ldb;
         for (int n0 = 0; n0 < N; n0 += NR512) {
@@ -80,9 +151,15 @@ __attribute__((target("avx512f,fma"))) static void gemm512(int M, int N, int K, 
                 for (int i = 0; i < MR512; i++) {
                     if (i < rows) {
                         float *dst = C + (size_t)(mb * MR512 + i) * ldc + n0;
-                        _mm512_mask_storeu_ps(dst, m0, c[i][0]);
+                        __m512 v0 = c[i][0], v1 = c[i][1];
+                        if (bias) {
+                            const __m512 b = _mm512_set1_ps(bias[mb * MR512 + i]);
+                            v0 = _mm512_add_ps(v0, b);
+                            v1 = _mm512_add_ps(v1, b);
+                        }
+                        _mm512_mask_storeu_ps(dst, m0, act512(v0, act));
                         if (m1)
-                            _mm512_mask_storeu_ps(dst + 16, m1, c[i][1]);
+                            _mm512_mask_storeu_ps(dst + 16, m1, act512(v1, act));
                     }
                 }
             }
@@ -99,7 +176,7 @@ __attribute__((target("avx2,fma"))) static __m256i mask8(int n) {
 }
 
 __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, const float *Ap, const float *B, int ldb,
-                                                        float *C, int ldc, float *Bp) {
+                                                        float *C, int ldc, float *Bp, const float *bias, dp_act act) {
     for (int k = 0; k < K; k++) {
         const float *src = B + (size_t)k * ldb;
         for (int n0 = 0; n0 < N; n0 += NR256) {
@@ -145,13 +222,21 @@ __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, con
                 for (int i = 0; i < MR256; i++) {
                     if (i < rows) {
                         float *dst = C + (size_t)(mb * MR256 + i) * ldc + n0;
+                        __m256 v0 = c[i][0], v1 = c[i][1];
+                        if (bias) {
+                            const __m256 b = _mm256_set1_ps(bias[mb * MR256 + i]);
+                            v0 = _mm256_add_ps(v0, b);
+                            v1 = _mm256_add_ps(v1, b);
+                        }
+                        v0 = act256(v0, act);
+                        v1 = act256(v1, act);
                         if (nr == NR256) {
-                            _mm256_storeu_ps(dst, c[i][0]);
-                            _mm256_storeu_ps(dst + 8, c[i][1]);
+                            _mm256_storeu_ps(dst, v0);
+                            _mm256_storeu_ps(dst + 8, v1);
                         } else {
-                            _mm256_maskstore_ps(dst, m0, c[i][0]);
+                            _mm256_maskstore_ps(dst, m0, v0);
                             if (nr > 8)
-                                _mm256_maskstore_ps(dst + 8, m1, c[i][1]);
+                                _mm256_maskstore_ps(dst + 8, m1, v1);
                         }
                     }
                 }
@@ -169,17 +254,20 @@ int dp_gemm_isa_detect(void) {
     return DP_ISA_BLAS;
 }
 
-void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp) {
+void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp,
+                 const float *bias, dp_act act) {
     if (isa == DP_ISA_AVX512)
-        gemm512(M, N, K, Ap, B, ldb, C, ldc, Bp);
+        gemm512(M, N, K, Ap, B, ldb, C, ldc, Bp, bias, act);
     else
-        gemm256(M, N, K, Ap, B, ldb, C, ldc, Bp);
+        gemm256(M, N, K, Ap, B, ldb, C, ldc, Bp, bias, act);
 }
 
 #else /* not x86-64 GCC: the BLAS path only */
 int dp_gemm_isa_detect(void) { return DP_ISA_BLAS; }
-void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp) {
-    (void)isa, (void)M, (void)N, (void)K, (void)Ap, (void)B, (void)ldb, (void)C, (void)ldc, (void)Bp;
+void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp,
+                 const float *bias, dp_act act) {
+    (void)isa, (void)M, (void)N, (void)K, (void)Ap, (void)B, (void)ldb, (void)C, (void)ldc, (void)Bp, (void)bias,
+        (void)act;
 }
 #endif
 

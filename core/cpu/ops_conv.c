@@ -218,7 +218,9 @@ static void gemm_task(void *ctx, int task, int thread) {
         int mr = dp_gemm_mr(cpu->isa);
         const float *Ap = (const float *)node->bk + (size_t)(m0 / mr) * K * mr;
         float *Bp = j->ws + (size_t)thread * j->ws_per_thread;
-        dp_gemm_run(cpu->isa, rows, ncols, K, Ap, X + p0, H * W, Y + p0, P, Bp);
+        dp_gemm_run(cpu->isa, rows, ncols, K, Ap, X + p0, H * W, Y + p0, P, Bp, node->fb ? node->fb + g * cout_g + m0 : NULL,
+                    node->act);
+        return; /* bias and activation done in the kernel */
     } else if (dp_cpu_conv_is_direct(node)) {
         sgemm_rm(rows, ncols, K, A, K, X + p0, H * W, Y + p0, P);
     } else {
@@ -228,7 +230,9 @@ static void gemm_task(void *ctx, int task, int thread) {
             const dp_cpu *cpu = j->cpu;
             int mr = dp_gemm_mr(cpu->isa);
             const float *Ap = (const float *)node->bk + (size_t)(m0 / mr) * K * mr;
-            dp_gemm_run(cpu->isa, rows, ncols, K, Ap, col, ncols, Y + p0, P, col + (size_t)K * j->cols);
+            dp_gemm_run(cpu->isa, rows, ncols, K, Ap, col, ncols, Y + p0, P, col + (size_t)K * j->cols,
+                        node->fb ? node->fb + g * cout_g + m0 : NULL, node->act);
+            return;
         } else {
             sgemm_rm(rows, ncols, K, A, K, col, ncols, Y + p0, P);
         }
