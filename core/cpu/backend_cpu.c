@@ -125,7 +125,9 @@ disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_bac
     if (isa && strcmp(isa, "blas") == 0) cpu->isa = DP_ISA_BLAS;
     if (isa && strcmp(isa, "avx2") == 0 && cpu->isa >= DP_ISA_AVX2) cpu->isa = DP_ISA_AVX2;
     cpu->gemm_cols = env_int("DISOPT_CPU_COLS", 1024, 64, DP_CPU_COLS_MAX);
-    cpu->gemm_min_cols = env_int("DISOPT_CPU_MIN_COLS", 256, 64, DP_CPU_COLS_MAX);
+    /* BLIS needs wide panels (aliasing of plane-strided rows); our kernels pack B and prefer narrow
+     * panels to splitting rows, which would pack B again for every row block (measured) */
+    cpu->gemm_min_cols = env_int("DISOPT_CPU_MIN_COLS", cpu->isa == DP_ISA_BLAS ? 256 : 64, 64, DP_CPU_COLS_MAX);
     cpu->gemm_min_tasks = env_int("DISOPT_CPU_MIN_TASKS", 64, 1, 4096);
     disopt_status s = dp_pool_create(cpu->nthreads, &cpu->pool);
     if (s != DISOPT_OK) {

@@ -5,10 +5,13 @@
  *  - C[M x N] = A[M x K] * B[K x N], row-major. A is the conv weight, packed once at load into
  *    slivers of MR rows (dp_gemm_pack_a: Ap[(block * K + k) * MR + i], rows past M are zero);
  *    B is the input plane (K channel rows of ldb pixels), C the output plane (ldc pixels).
- *  - The task's whole column block of B is first copied, row by row (contiguous, prefetch-friendly
- *    reads), into K x NR strips (the caller's workspace, 64-byte aligned, K x N floats); every
- *    MR x NR micro-tile of a strip then reads it contiguously. Copying strip by strip instead reads
- *    B with a stride of a whole plane and ran at half the speed (measured on AVX2).
+ *  - K is taken in blocks of KC. For each block, the task's whole column block of B is copied, row
+ *    by row (contiguous, prefetch-friendly reads), into KC x NR strips (the caller's workspace,
+ *    64-byte aligned); every MR x NR micro-tile of a strip then reads it from L1, and A's KC columns
+ *    stay in L2. Copying strip by strip instead reads B with a stride of a whole plane and ran at
+ *    half the speed; without K blocks, K = 2304 ran at half the speed (both measured on AVX2).
+ *    Later K blocks continue each accumulator from C, which is exact, so the FMA chain per element
+ *    is the same as without blocking.
  *  - Each C element is one FMA chain over k = 0..K-1: the result does not depend on how M and N
  *    are split among tasks, so results are the same at any thread count.
  *  - MR x NR = 12 x 32 (AVX-512: 24 zmm accumulators) and 6 x 16 (AVX2: 12 ymm accumulators).
@@ -102,69 +105,86 @@ __attribute__((target("avx2,fma"))) static inline __m256 act256(__m256 v, dp_act
     }
 }
 
+#define KC 256 /* K block */
 #define MR512 12
 #define NR512 32
 
 __attribute__((target("avx512f,fma"))) static void gemm512(int M, int N, int K, const float *Ap, const float *B,
                                                            int ldb, float *C, int ldc, float *Bp, const float *bias,
                                                            dp_act act) {
-    for (int k = 0; k < K; k++) {
-        const float *src = B + (size_t)k * ldb;
-        for (int n0 = 0; n0 < N; n0 += NR512) {
-            const int nr = N - n0 < NR512 ? N - n0 : NR512;
-            const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
-            const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : (nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0);
-            float *dst = Bp + ((size_t)(n0 / NR512) * K + k) * NR512;
-            _mm512_store_ps(dst, _mm512_maskz_loadu_ps(m0, src + n0));
-            _mm512_store_ps(dst + 16, _mm512_maskz_loadu_ps(m1, src + n0 + 16));
-        }
-    }
+    const int slivers = (M + MR512 - 1) / MR512;
     /* rows in blocks: with a short K the C stores dominate, and a few rows at a time keep them local */
-    const int slivers = (M + MR512 - 1) / MR512, per_block = K <= 64 ? 4 : slivers;
-    for (int mb0 = 0; mb0 < slivers; mb0 += per_block) {
-        const int mb1 = mb0 + per_block < slivers ? mb0 + per_block : slivers;
-        for (int n0 = 0; n0 < N; n0 += NR512) {
-            const int nr = N - n0 < NR512 ? N - n0 : NR512;
-            const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
-            const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : (nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0);
-            const float *bs = Bp + (size_t)(n0 / NR512) * K * NR512;
-            for (int mb = mb0; mb < mb1; mb++) {
-                const float *a = Ap + (size_t)mb * K * MR512;
-                __m512 c[MR512][2];
-#pragma GCC unroll 12
-                for (int i = 0; i < MR512; i++)
-                    c[i][0] = c[i][1] = _mm512_setzero_ps();
-                for (int k = 0; k < K; k++) {
-                    const __m512 b0 = _mm512_load_ps(bs + (size_t)k * NR512);
-                    const __m512 b1 = _mm512_load_ps(bs + (size_t)k * NR512 + 16);
-                    const float *ak = a + (size_t)k * MR512;
+    const int per_block = K <= 64 ? 4 : slivers;
+    for (int k0 = 0; k0 < K; k0 += KC) { /* K in blocks: A's KC columns stay in L2, a B strip in L1 */
+        const int kc = K - k0 < KC ? K - k0 : KC, last = k0 + kc == K;
+        for (int k = 0; k < kc; k++) {
+            const float *src = B + (size_t)(k0 + k) * ldb;
+            for (int n0 = 0; n0 < N; n0 += NR512) {
+                const int nr = N - n0 < NR512 ? N - n0 : NR512;
+                const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
+                const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : (nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0);
+                float *dst = Bp + ((size_t)(n0 / NR512) * kc + k) * NR512;
+                _mm512_store_ps(dst, _mm512_maskz_loadu_ps(m0, src + n0));
+                _mm512_store_ps(dst + 16, _mm512_maskz_loadu_ps(m1, src + n0 + 16));
+            }
+        }
+        for (int mb0 = 0; mb0 < slivers; mb0 += per_block) {
+            const int mb1 = mb0 + per_block < slivers ? mb0 + per_block : slivers;
+            for (int n0 = 0; n0 < N; n0 += NR512) {
+                const int nr = N - n0 < NR512 ? N - n0 : NR512;
+                const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
+                const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : (nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0);
+                const float *bs = Bp + (size_t)(n0 / NR512) * kc * NR512;
+                for (int mb = mb0; mb < mb1; mb++) {
+                    const float *a = Ap + ((size_t)mb * K + k0) * MR512;
+                    const int rows = M - mb * MR512 < MR512 ? M - mb * MR512 : MR512;
+                    __m512 c[MR512][2];
+                    /* continue the chain from C (exact: a float stored and reloaded is the same float) */
 #pragma GCC unroll 12
                     for (int i = 0; i < MR512; i++) {
-                        const __m512 ai = _mm512_set1_ps(ak[i]);
-                        c[i][0] = _mm512_fmadd_ps(ai, b0, c[i][0]);
-                        c[i][1] = _mm512_fmadd_ps(ai, b1, c[i][1]);
-                    }
-                }
-                /* constant-index stores keep c[][] in registers (a variable index would spill it) */
-                const int rows = M - mb * MR512 < MR512 ? M - mb * MR512 : MR512;
-#pragma GCC unroll 12
-                for (int i = 0; i < MR512; i++) {
-                    if (i < rows) {
-                        float *dst = C + (size_t)(mb * MR512 + i) * ldc + n0;
-                        __m512 v0 = c[i][0], v1 = c[i][1];
-                        if (bias) {
-                            const __m512 b = _mm512_set1_ps(bias[mb * MR512 + i]);
-                            v0 = _mm512_add_ps(v0, b);
-                            v1 = _mm512_add_ps(v1, b);
+                        if (k0 > 0 && i < rows) {
+                            const float *cr = C + (size_t)(mb * MR512 + i) * ldc + n0;
+                            c[i][0] = _mm512_maskz_loadu_ps(m0, cr);
+                            c[i][1] = _mm512_maskz_loadu_ps(m1, cr + 16);
+                        } else {
+                            c[i][0] = c[i][1] = _mm512_setzero_ps();
                         }
-                        _mm512_mask_storeu_ps(dst, m0, act512(v0, act));
-                        if (m1)
-                            _mm512_mask_storeu_ps(dst + 16, m1, act512(v1, act));
+                    }
+                    for (int k = 0; k < kc; k++) {
+                        const __m512 b0 = _mm512_load_ps(bs + (size_t)k * NR512);
+                        const __m512 b1 = _mm512_load_ps(bs + (size_t)k * NR512 + 16);
+                        const float *ak = a + (size_t)k * MR512;
+#pragma GCC unroll 12
+                        for (int i = 0; i < MR512; i++) {
+                            const __m512 ai = _mm512_set1_ps(ak[i]);
+                            c[i][0] = _mm512_fmadd_ps(ai, b0, c[i][0]);
+                            c[i][1] = _mm512_fmadd_ps(ai, b1, c[i][1]);
+                        }
+                    }
+                    /* constant-index stores keep c[][] in registers (a variable index would spill it) */
+#pragma GCC unroll 12
+                    for (int i = 0; i < MR512; i++) {
+                        if (i < rows) {
+                            float *dst = C + (size_t)(mb * MR512 + i) * ldc + n0;
+                            __m512 v0 = c[i][0], v1 = c[i][1];
+                            if (last) {
+                                if (bias) {
+                                    const __m512 bb = _mm512_set1_ps(bias[mb * MR512 + i]);
+                                    v0 = _mm512_add_ps(v0, bb);
+                                    v1 = _mm512_add_ps(v1, bb);
+                                }
+                                v0 = act512(v0, act);
+                                v1 = act512(v1, act);
+                            }
+                            _mm512_mask_storeu_ps(dst, m0, v0);
+                            if (m1)
+                                _mm512_mask_storeu_ps(dst + 16, m1, v1);
+                        }
                     }
                 }
             }
         }
-    } /* row blocks */
+    }
 }
 
 #define MR256 6
@@ -177,72 +197,84 @@ __attribute__((target("avx2,fma"))) static __m256i mask8(int n) {
 
 __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, const float *Ap, const float *B, int ldb,
                                                         float *C, int ldc, float *Bp, const float *bias, dp_act act) {
-    for (int k = 0; k < K; k++) {
-        const float *src = B + (size_t)k * ldb;
-        for (int n0 = 0; n0 < N; n0 += NR256) {
-            const int nr = N - n0 < NR256 ? N - n0 : NR256;
-            float *dst = Bp + ((size_t)(n0 / NR256) * K + k) * NR256;
-            if (nr == NR256) {
-                _mm256_store_ps(dst, _mm256_loadu_ps(src + n0));
-                _mm256_store_ps(dst + 8, _mm256_loadu_ps(src + n0 + 8));
-            } else {
-                _mm256_store_ps(dst, _mm256_maskload_ps(src + n0, mask8(nr)));
-                _mm256_store_ps(dst + 8,
-                                nr > 8 ? _mm256_maskload_ps(src + n0 + 8, mask8(nr - 8)) : _mm256_setzero_ps());
+    const int slivers = (M + MR256 - 1) / MR256;
+    const int per_block = K <= 64 ? 4 : slivers;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        const int kc = K - k0 < KC ? K - k0 : KC, last = k0 + kc == K;
+        for (int k = 0; k < kc; k++) {
+            const float *src = B + (size_t)(k0 + k) * ldb;
+            for (int n0 = 0; n0 < N; n0 += NR256) {
+                const int nr = N - n0 < NR256 ? N - n0 : NR256;
+                float *dst = Bp + ((size_t)(n0 / NR256) * kc + k) * NR256;
+                if (nr == NR256) {
+                    _mm256_store_ps(dst, _mm256_loadu_ps(src + n0));
+                    _mm256_store_ps(dst + 8, _mm256_loadu_ps(src + n0 + 8));
+                } else {
+                    _mm256_store_ps(dst, _mm256_maskload_ps(src + n0, mask8(nr)));
+                    _mm256_store_ps(dst + 8,
+                                    nr > 8 ? _mm256_maskload_ps(src + n0 + 8, mask8(nr - 8)) : _mm256_setzero_ps());
+                }
+            }
+        }
+        for (int mb0 = 0; mb0 < slivers; mb0 += per_block) {
+            const int mb1 = mb0 + per_block < slivers ? mb0 + per_block : slivers;
+            for (int n0 = 0; n0 < N; n0 += NR256) {
+                const int nr = N - n0 < NR256 ? N - n0 : NR256;
+                const __m256i m0 = mask8(nr), m1 = mask8(nr - 8);
+                const float *bs = Bp + (size_t)(n0 / NR256) * kc * NR256;
+                for (int mb = mb0; mb < mb1; mb++) {
+                    const float *a = Ap + ((size_t)mb * K + k0) * MR256;
+                    const int rows = M - mb * MR256 < MR256 ? M - mb * MR256 : MR256;
+                    __m256 c[MR256][2];
+#pragma GCC unroll 6
+                    for (int i = 0; i < MR256; i++) {
+                        if (k0 > 0 && i < rows) {
+                            const float *cr = C + (size_t)(mb * MR256 + i) * ldc + n0;
+                            c[i][0] = _mm256_maskload_ps(cr, m0);
+                            c[i][1] = _mm256_maskload_ps(cr + 8, m1);
+                        } else {
+                            c[i][0] = c[i][1] = _mm256_setzero_ps();
+                        }
+                    }
+                    for (int k = 0; k < kc; k++) {
+                        const __m256 b0 = _mm256_load_ps(bs + (size_t)k * NR256);
+                        const __m256 b1 = _mm256_load_ps(bs + (size_t)k * NR256 + 8);
+                        const float *ak = a + (size_t)k * MR256;
+#pragma GCC unroll 6
+                        for (int i = 0; i < MR256; i++) {
+                            const __m256 ai = _mm256_broadcast_ss(ak + i);
+                            c[i][0] = _mm256_fmadd_ps(ai, b0, c[i][0]);
+                            c[i][1] = _mm256_fmadd_ps(ai, b1, c[i][1]);
+                        }
+                    }
+#pragma GCC unroll 6
+                    for (int i = 0; i < MR256; i++) {
+                        if (i < rows) {
+                            float *dst = C + (size_t)(mb * MR256 + i) * ldc + n0;
+                            __m256 v0 = c[i][0], v1 = c[i][1];
+                            if (last) {
+                                if (bias) {
+                                    const __m256 bb = _mm256_set1_ps(bias[mb * MR256 + i]);
+                                    v0 = _mm256_add_ps(v0, bb);
+                                    v1 = _mm256_add_ps(v1, bb);
+                                }
+                                v0 = act256(v0, act);
+                                v1 = act256(v1, act);
+                            }
+                            if (nr == NR256) {
+                                _mm256_storeu_ps(dst, v0);
+                                _mm256_storeu_ps(dst + 8, v1);
+                            } else {
+                                _mm256_maskstore_ps(dst, m0, v0);
+                                if (nr > 8)
+                                    _mm256_maskstore_ps(dst + 8, m1, v1);
+                            }
+                        }
+                    }
+                }
             }
         }
     }
-    /* rows in blocks: with a short K the C stores dominate, and a few rows at a time keep them local */
-    const int slivers = (M + MR256 - 1) / MR256, per_block = K <= 64 ? 4 : slivers;
-    for (int mb0 = 0; mb0 < slivers; mb0 += per_block) {
-        const int mb1 = mb0 + per_block < slivers ? mb0 + per_block : slivers;
-        for (int n0 = 0; n0 < N; n0 += NR256) {
-            const int nr = N - n0 < NR256 ? N - n0 : NR256;
-            const __m256i m0 = mask8(nr), m1 = mask8(nr - 8);
-            const float *bs = Bp + (size_t)(n0 / NR256) * K * NR256;
-            for (int mb = mb0; mb < mb1; mb++) {
-                const float *a = Ap + (size_t)mb * K * MR256;
-                __m256 c[MR256][2];
-#pragma GCC unroll 6
-                for (int i = 0; i < MR256; i++)
-                    c[i][0] = c[i][1] = _mm256_setzero_ps();
-                for (int k = 0; k < K; k++) {
-                    const __m256 b0 = _mm256_load_ps(bs + (size_t)k * NR256);
-                    const __m256 b1 = _mm256_load_ps(bs + (size_t)k * NR256 + 8);
-                    const float *ak = a + (size_t)k * MR256;
-#pragma GCC unroll 6
-                    for (int i = 0; i < MR256; i++) {
-                        const __m256 ai = _mm256_broadcast_ss(ak + i);
-                        c[i][0] = _mm256_fmadd_ps(ai, b0, c[i][0]);
-                        c[i][1] = _mm256_fmadd_ps(ai, b1, c[i][1]);
-                    }
-                }
-                const int rows = M - mb * MR256 < MR256 ? M - mb * MR256 : MR256;
-#pragma GCC unroll 6
-                for (int i = 0; i < MR256; i++) {
-                    if (i < rows) {
-                        float *dst = C + (size_t)(mb * MR256 + i) * ldc + n0;
-                        __m256 v0 = c[i][0], v1 = c[i][1];
-                        if (bias) {
-                            const __m256 b = _mm256_set1_ps(bias[mb * MR256 + i]);
-                            v0 = _mm256_add_ps(v0, b);
-                            v1 = _mm256_add_ps(v1, b);
-                        }
-                        v0 = act256(v0, act);
-                        v1 = act256(v1, act);
-                        if (nr == NR256) {
-                            _mm256_storeu_ps(dst, v0);
-                            _mm256_storeu_ps(dst + 8, v1);
-                        } else {
-                            _mm256_maskstore_ps(dst, m0, v0);
-                            if (nr > 8)
-                                _mm256_maskstore_ps(dst + 8, m1, v1);
-                        }
-                    }
-                }
-            }
-        }
-    } /* row blocks */
 }
 
 int dp_gemm_isa_detect(void) {
