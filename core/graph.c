@@ -140,6 +140,10 @@ int gb_conv(gb_ctx *b, int x, const char *conv, const gb_conv_spec *s) {
     n.op = DP_OP_CONV;
     n.in[0] = x;
     n.n_in = 1;
+    if (s->has_scale) {
+        n.in[1] = s->scale_t;
+        n.n_in = 2;
+    }
     n.act = s->act;
     n.conv.cin = cin;
     n.conv.cout = s->cout;

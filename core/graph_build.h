@@ -17,6 +17,8 @@ typedef struct gb_conv_spec {
     int pad[4];        /* left, right, top, bottom (PyTorch ZeroPad2d order) */
     int bias;          /* conv has its own bias key */
     const char *bn;    /* BN module prefix to fold, or NULL */
+    int has_scale;     /* the input is first multiplied per channel by tensor scale_t (N,C,1,1): the SE gate */
+    int scale_t;
     float bn_eps;
     dp_act act;
 } gb_conv_spec;

@@ -43,7 +43,8 @@ void dp_pool_run(dp_pool *p, int ntasks, dp_task_fn fn, void *ctx);
 
 /* ---------------------------------------------------------------- graph */
 typedef enum dp_op {
-    DP_OP_CONV = 0,  /* in[0] -> out; weights; optional bias; fused activation */
+    DP_OP_CONV = 0,  /* in[0] -> out; weights; optional bias; fused activation; optional in[1] (N,C,1,1):
+                      * in[0] is multiplied per channel by it first (the SE gate folded into the next conv) */
     DP_OP_BN,        /* standalone inference batch norm (per-channel scale/shift): only when not folded */
     DP_OP_ACT,       /* elementwise activation */
     DP_OP_GAP,       /* global average pool: N,C,H,W -> N,C,1,1 */

@@ -158,10 +158,20 @@ static int mbconv(gb_ctx *b, int x, const char *prefix, const mb_block *bl, int 
     g = conv_dil(b, g, n1, nsq, 1, 0, dil, 1, NULL, 0, DP_ACT_SWISH);
     snprintf(n1, sizeof n1, "%s_se_expand", prefix);
     g = conv_dil(b, g, n1, oup, 1, 0, dil, 1, NULL, 0, DP_ACT_SIGMOID);
-    x = gb_simple(b, DP_OP_SCALE_CH, x, g, -1, oup);
+    /* x * gate goes straight into the projection: the conv multiplies each input channel by the gate
+     * as it reads it, the same float product PyTorch forms, without writing the scaled tensor */
     snprintf(n1, sizeof n1, "%s_project_conv", prefix);
     snprintf(n2, sizeof n2, "%s_bn2", prefix);
-    x = conv_dil(b, x, n1, bl->out, 1, 0, dil, 0, n2, eps, DP_ACT_NONE);
+    memset(&s, 0, sizeof s);
+    s.cout = bl->out;
+    s.k = 1;
+    s.dilation = dil;
+    s.bn = n2;
+    s.bn_eps = eps;
+    s.act = DP_ACT_NONE;
+    s.has_scale = 1;
+    s.scale_t = g;
+    x = gb_conv(b, x, n1, &s);
     if (bl->residual) x = gb_simple(b, DP_OP_ADD, x, inp, -1, bl->out);
     return x;
 }

@@ -148,6 +148,50 @@ static void test_conv(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_conv(&cases[i]);
 }
 
+/* a dense 1x1 conv whose input is first scaled per (image, channel): the SE gate folded in */
+static void test_conv_input_scale(void **state) {
+    (void)state;
+    const int N = 2, C = 40, M = 30, H = 17, W = 61;
+    size_t nin = (size_t)N * C * H * W, nout = (size_t)N * M * H * W;
+    float *x = malloc(nin * 4), *sc = malloc((size_t)N * C * 4), *wt = malloc((size_t)M * C * 4), *b = malloc((size_t)M * 4);
+    tu_fill(&g_rng, x, nin, -2, 2);
+    tu_fill(&g_rng, sc, (size_t)N * C, 0, 1);
+    tu_fill(&g_rng, wt, (size_t)M * C, -0.5f, 0.5f);
+    tu_fill(&g_rng, b, (size_t)M, -1, 1);
+    double *ref = malloc(nout * sizeof(double));
+    for (int n = 0; n < N; n++)
+        for (int m = 0; m < M; m++)
+            for (int p = 0; p < H * W; p++) {
+                double acc = b[m];
+                for (int k = 0; k < C; k++) acc += (double)wt[m * C + k] * (x[((size_t)n * C + k) * H * W + p] * sc[n * C + k]);
+                ref[((size_t)n * M + m) * H * W + p] = act_ref(DP_ACT_SWISH, acc);
+            }
+    dp_node node;
+    memset(&node, 0, sizeof node);
+    node.op = DP_OP_CONV;
+    node.n_in = 2;
+    node.act = DP_ACT_SWISH;
+    node.conv = (dp_conv_params){C, M, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0};
+    node.fw = wt;
+    node.fb = b;
+    static const char *isas[3] = {"blas", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        setenv("DISOPT_CPU_ISA", isas[i], 1);
+        float *y1 = alloc_poisoned(nout), *y3 = alloc_poisoned(nout);
+        dp_tview ins[2] = {{N, C, H, W, x}, {N, C, 1, 1, sc}};
+        dp_tview o1 = {N, M, H, W, y1}, o3 = {N, M, H, W, y3};
+        assert_int_equal(run(1, &node, ins, &o1), DISOPT_OK);
+        assert_int_equal(run(3, &node, ins, &o3), DISOPT_OK);
+        double e = nerr(y1, ref, nout);
+        if (!(e < 2e-6)) fail_msg("scaled 1x1 conv (%s): error %g", isas[i], e);
+        assert_memory_equal(y1, y3, nout * 4);
+        free(y1);
+        free(y3);
+    }
+    unsetenv("DISOPT_CPU_ISA");
+    free(x); free(sc); free(wt); free(b); free(ref);
+}
+
 static void test_upsample(void **state) {
     (void)state;
     const int shapes[][3] = {{4, 5, 4}, {1, 1, 4}, {8, 8, 4}, {3, 7, 2}};
@@ -318,7 +362,7 @@ static void test_pool(void **state) {
 int main(void) {
     g_rng = tu_rng_fresh();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conv), cmocka_unit_test(test_upsample), cmocka_unit_test(test_eltwise),
+        cmocka_unit_test(test_conv), cmocka_unit_test(test_conv_input_scale), cmocka_unit_test(test_upsample), cmocka_unit_test(test_eltwise),
         cmocka_unit_test(test_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

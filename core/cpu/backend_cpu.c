@@ -79,7 +79,7 @@ static disopt_status cpu_run(dp_backend *b, const dp_node *node, const dp_tview 
     dp_cpu *cpu = (dp_cpu *)b;
     switch (node->op) {
     case DP_OP_CONV:
-        return dp_cpu_conv(cpu, node, &ins[0], out, ws, ws_bytes);
+        return dp_cpu_conv(cpu, node, ins, out, ws, ws_bytes);
     case DP_OP_UPSAMPLE:
         return dp_cpu_upsample(cpu, node, &ins[0], out, ws, ws_bytes);
     case DP_OP_BN:

@@ -36,7 +36,8 @@ typedef struct dp_cpu {
 #define DP_CPU_COLS_MAX 4096
 
 size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out);
-disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,
+/* ins[0]: input; ins[1] when node->n_in == 2: per-channel input scale (1x1 dense convs only) */
+disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out, void *ws,
                           size_t ws_bytes);
 disopt_status dp_cpu_eltwise(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out);
 disopt_status dp_cpu_upsample(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,
@@ -49,8 +50,9 @@ int dp_gemm_mr(int isa);
 int dp_gemm_nr(int isa);
 size_t dp_gemm_packed_a_floats(int M, int K, int mr);
 void dp_gemm_pack_a(const float *A, int M, int K, int mr, float *Ap);
+/* kscale (or NULL): B's row k is multiplied by kscale[k] as it is packed */
 void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp,
-                 const float *bias, dp_act act);
+                 const float *bias, dp_act act, const float *kscale);
 int dp_cpu_conv_is_direct(const dp_node *node);
 
 /* activation over a contiguous run */

@@ -111,7 +111,7 @@ __attribute__((target("avx2,fma"))) static inline __m256 act256(__m256 v, dp_act
 
 __attribute__((target("avx512f,fma"))) static void gemm512(int M, int N, int K, const float *Ap, const float *B,
                                                            int ldb, float *C, int ldc, float *Bp, const float *bias,
-                                                           dp_act act) {
+                                                           dp_act act, const float *kscale) {
     const int slivers = (M + MR512 - 1) / MR512;
     /* rows in blocks: with a short K the C stores dominate, and a few rows at a time keep them local */
     const int per_block = K <= 64 ? 4 : slivers;
@@ -124,8 +124,14 @@ __attribute__((target("avx512f,fma"))) static void gemm512(int M, int N, int K, 
                 const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
                 const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : (nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0);
                 float *dst = Bp + ((size_t)(n0 / NR512) * kc + k) * NR512;
-                _mm512_store_ps(dst, _mm512_maskz_loadu_ps(m0, src + n0));
-                _mm512_store_ps(dst + 16, _mm512_maskz_loadu_ps(m1, src + n0 + 16));
+                __m512 v0 = _mm512_maskz_loadu_ps(m0, src + n0), v1 = _mm512_maskz_loadu_ps(m1, src + n0 + 16);
+                if (kscale) {
+                    const __m512 sc = _mm512_set1_ps(kscale[k0 + k]);
+                    v0 = _mm512_mul_ps(v0, sc);
+                    v1 = _mm512_mul_ps(v1, sc);
+                }
+                _mm512_store_ps(dst, v0);
+                _mm512_store_ps(dst + 16, v1);
             }
         }
         for (int mb0 = 0; mb0 < slivers; mb0 += per_block) {
@@ -196,7 +202,8 @@ __attribute__((target("avx2,fma"))) static __m256i mask8(int n) {
 }
 
 __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, const float *Ap, const float *B, int ldb,
-                                                        float *C, int ldc, float *Bp, const float *bias, dp_act act) {
+                                                        float *C, int ldc, float *Bp, const float *bias, dp_act act,
+                                                        const float *kscale) {
     const int slivers = (M + MR256 - 1) / MR256;
     const int per_block = K <= 64 ? 4 : slivers;
     for (int k0 = 0; k0 < K; k0 += KC) {
@@ -206,14 +213,21 @@ __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, con
             for (int n0 = 0; n0 < N; n0 += NR256) {
                 const int nr = N - n0 < NR256 ? N - n0 : NR256;
                 float *dst = Bp + ((size_t)(n0 / NR256) * kc + k) * NR256;
+                __m256 v0, v1;
                 if (nr == NR256) {
-                    _mm256_store_ps(dst, _mm256_loadu_ps(src + n0));
-                    _mm256_store_ps(dst + 8, _mm256_loadu_ps(src + n0 + 8));
+                    v0 = _mm256_loadu_ps(src + n0);
+                    v1 = _mm256_loadu_ps(src + n0 + 8);
                 } else {
-                    _mm256_store_ps(dst, _mm256_maskload_ps(src + n0, mask8(nr)));
-                    _mm256_store_ps(dst + 8,
-                                    nr > 8 ? _mm256_maskload_ps(src + n0 + 8, mask8(nr - 8)) : _mm256_setzero_ps());
+                    v0 = _mm256_maskload_ps(src + n0, mask8(nr));
+                    v1 = nr > 8 ? _mm256_maskload_ps(src + n0 + 8, mask8(nr - 8)) : _mm256_setzero_ps();
                 }
+                if (kscale) {
+                    const __m256 sc = _mm256_set1_ps(kscale[k0 + k]);
+                    v0 = _mm256_mul_ps(v0, sc);
+                    v1 = _mm256_mul_ps(v1, sc);
+                }
+                _mm256_store_ps(dst, v0);
+                _mm256_store_ps(dst + 8, v1);
             }
         }
         for (int mb0 = 0; mb0 < slivers; mb0 += per_block) {
@@ -287,19 +301,19 @@ int dp_gemm_isa_detect(void) {
 }
 
 void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp,
-                 const float *bias, dp_act act) {
+                 const float *bias, dp_act act, const float *kscale) {
     if (isa == DP_ISA_AVX512)
-        gemm512(M, N, K, Ap, B, ldb, C, ldc, Bp, bias, act);
+        gemm512(M, N, K, Ap, B, ldb, C, ldc, Bp, bias, act, kscale);
     else
-        gemm256(M, N, K, Ap, B, ldb, C, ldc, Bp, bias, act);
+        gemm256(M, N, K, Ap, B, ldb, C, ldc, Bp, bias, act, kscale);
 }
 
 #else /* not x86-64 GCC: the BLAS path only */
 int dp_gemm_isa_detect(void) { return DP_ISA_BLAS; }
 void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp,
-                 const float *bias, dp_act act) {
+                 const float *bias, dp_act act, const float *kscale) {
     (void)isa, (void)M, (void)N, (void)K, (void)Ap, (void)B, (void)ldb, (void)C, (void)ldc, (void)Bp, (void)bias,
-        (void)act;
+        (void)act, (void)kscale;
 }
 #endif
 

@@ -17,6 +17,7 @@ typedef struct {
     const dp_cpu *cpu;
     const dp_node *node;
     const dp_tview *in, *out;
+    const float *scale; /* per (image, input channel) scale of the input, or NULL */
     float *ws;
     size_t ws_per_thread; /* floats */
     int col_blocks, cols;
@@ -219,8 +220,14 @@ static void gemm_task(void *ctx, int task, int thread) {
         const float *Ap = (const float *)node->bk + (size_t)(m0 / mr) * K * mr;
         float *Bp = j->ws + (size_t)thread * j->ws_per_thread;
         dp_gemm_run(cpu->isa, rows, ncols, K, Ap, X + p0, H * W, Y + p0, P, Bp, node->fb ? node->fb + g * cout_g + m0 : NULL,
-                    node->act);
+                    node->act, j->scale ? j->scale + (size_t)n * c->cin : NULL);
         return; /* bias and activation done in the kernel */
+    } else if (dp_cpu_conv_is_direct(node) && j->scale) { /* BLAS: scale a copy of the panel first */
+        float *Bs = j->ws + (size_t)thread * j->ws_per_thread;
+        const float *sc = j->scale + (size_t)n * c->cin;
+        for (int k = 0; k < K; k++)
+            for (int q = 0; q < ncols; q++) Bs[(size_t)k * ncols + q] = X[(size_t)k * H * W + p0 + q] * sc[k];
+        sgemm_rm(rows, ncols, K, A, K, Bs, ncols, Y + p0, P);
     } else if (dp_cpu_conv_is_direct(node)) {
         sgemm_rm(rows, ncols, K, A, K, X + p0, H * W, Y + p0, P);
     } else {
@@ -231,7 +238,7 @@ static void gemm_task(void *ctx, int task, int thread) {
             int mr = dp_gemm_mr(cpu->isa);
             const float *Ap = (const float *)node->bk + (size_t)(m0 / mr) * K * mr;
             dp_gemm_run(cpu->isa, rows, ncols, K, Ap, col, ncols, Y + p0, P, col + (size_t)K * j->cols,
-                        node->fb ? node->fb + g * cout_g + m0 : NULL, node->act);
+                        node->fb ? node->fb + g * cout_g + m0 : NULL, node->act, NULL);
             return;
         } else {
             sgemm_rm(rows, ncols, K, A, K, col, ncols, Y + p0, P);
@@ -281,8 +288,8 @@ size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tv
     const dp_conv_params *c = &node->conv;
     (void)out;
     if (is_depthwise(c)) return dw_plane_floats(c, in->h, in->w) * sizeof(float) * (size_t)cpu->nthreads;
-    if (dp_cpu_conv_is_direct(node)) /* the B panel of our GEMM, or nothing for BLAS */
-        return cpu->isa == DP_ISA_BLAS ? 0
+    if (dp_cpu_conv_is_direct(node)) /* the B panel of our GEMM; for BLAS a scaled copy, if scaled */
+        return cpu->isa == DP_ISA_BLAS ? (node->n_in == 2 ? (size_t)c->cin * cpu->gemm_cols * sizeof(float) * (size_t)cpu->nthreads : 0)
                                        : (size_t)c->cin * (size_t)(cpu->gemm_cols + dp_gemm_nr(cpu->isa)) *
                                              sizeof(float) * (size_t)cpu->nthreads;
     if (is_few(node)) return 0;
@@ -293,13 +300,19 @@ size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tv
     return per * sizeof(float) * (size_t)cpu->nthreads;
 }
 
-disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,
+disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out, void *ws,
                           size_t ws_bytes) {
     const dp_conv_params *c = &node->conv;
+    const dp_tview *in = &ins[0];
     conv_job j;
     memset(&j, 0, sizeof j);
     j.cpu = cpu;
     j.node = node;
+    if (node->n_in == 2) {
+        if (!dp_cpu_conv_is_direct(node) || ins[1].c != c->cin || ins[1].h != 1 || ins[1].w != 1)
+            return dp_error(DISOPT_ERR_INTERNAL, "conv: an input scale needs a dense 1x1 conv and an N,C,1,1 scale");
+        j.scale = (const float *)ins[1].data;
+    }
     j.in = in;
     j.out = out;
     if (in->c != c->cin || out->c != c->cout)
