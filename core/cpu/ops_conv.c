@@ -47,9 +47,6 @@ DP_CLONES static void conv_epilogue(const dp_node *node, float *y, size_t n, flo
     ((W0)[0] * (R)[o] + (W0)[1] * (R)[o + dw] + (W0)[2] * (R)[o + 2 * dw] + (W0)[3] * (R)[o + 3 * dw] +            \
      (W0)[4] * (R)[o + 4 * dw])
 
-/* FMA contraction here: the tap sums become fused multiply-adds (one rounding per tap, not two) */
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=fast")
 DP_CLONES static void dw_rows(const dp_conv_params *c, const float *restrict Xp, int Wp, const float *restrict wt,
                               float b, float *restrict Y, int OH, int OW, dp_act act) {
     const int sh = c->sh, sw = c->sw, dh = c->dh, dw = c->dw, kh = c->kh, kw = c->kw;
@@ -93,7 +90,6 @@ DP_CLONES static void dw_rows(const dp_conv_params *c, const float *restrict Xp,
     }
     dp_cpu_act(act, Y, (size_t)OH * OW); /* one call per plane: rows can be as short as 8 */
 }
-#pragma GCC pop_options
 
 static size_t dw_plane_floats(const dp_conv_params *c, int H, int W) {
     return (size_t)(H + c->pt + c->pb) * (size_t)(W + c->pl + c->pr);
