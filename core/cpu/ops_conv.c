@@ -214,36 +214,33 @@ static void gemm_task(void *ctx, int task, int thread) {
     const float *X = (const float *)j->in->data + ((size_t)n * c->cin + (size_t)g * cin_g) * H * W;
     float *Y = (float *)j->out->data + ((size_t)n * c->cout + (size_t)g * cout_g + m0) * P;
     const float *A = node->fw + ((size_t)g * cout_g + m0) * K;
-    if (node->bk && dp_cpu_conv_is_direct(node)) { /* our GEMM on weights packed at load (AVX2/AVX-512) */
+    /* B: the input plane itself (1x1), a scaled copy (1x1 with an input scale, BLAS only: our kernels
+     * scale while they pack), or an im2col panel; then one GEMM */
+    float *ws = j->ws ? j->ws + (size_t)thread * j->ws_per_thread : NULL;
+    const float *kscale = j->scale ? j->scale + (size_t)n * c->cin : NULL;
+    const float *B = X + p0;
+    int ldb = H * W;
+    if (!dp_cpu_conv_is_direct(node)) {
+        im2col(c, X, cin_g, H, W, OW, p0, ncols, ws);
+        B = ws;
+        ldb = ncols;
+        ws += (size_t)K * j->cols; /* our kernel's packed copy follows the panel */
+    } else if (kscale && !node->bk) {
+        for (int k = 0; k < K; k++)
+            for (int q = 0; q < ncols; q++) ws[(size_t)k * ncols + q] = X[(size_t)k * H * W + p0 + q] * kscale[k];
+        B = ws;
+        ldb = ncols;
+        kscale = NULL;
+    }
+    if (node->bk) { /* our GEMM on weights packed at load (AVX2/AVX-512); bias and activation in its store */
         const dp_cpu *cpu = j->cpu;
         int mr = dp_gemm_mr(cpu->isa);
         const float *Ap = (const float *)node->bk + (size_t)(m0 / mr) * K * mr;
-        float *Bp = j->ws + (size_t)thread * j->ws_per_thread;
-        dp_gemm_run(cpu->isa, rows, ncols, K, Ap, X + p0, H * W, Y + p0, P, Bp, node->fb ? node->fb + g * cout_g + m0 : NULL,
-                    node->act, j->scale ? j->scale + (size_t)n * c->cin : NULL);
-        return; /* bias and activation done in the kernel */
-    } else if (dp_cpu_conv_is_direct(node) && j->scale) { /* BLAS: scale a copy of the panel first */
-        float *Bs = j->ws + (size_t)thread * j->ws_per_thread;
-        const float *sc = j->scale + (size_t)n * c->cin;
-        for (int k = 0; k < K; k++)
-            for (int q = 0; q < ncols; q++) Bs[(size_t)k * ncols + q] = X[(size_t)k * H * W + p0 + q] * sc[k];
-        sgemm_rm(rows, ncols, K, A, K, Bs, ncols, Y + p0, P);
-    } else if (dp_cpu_conv_is_direct(node)) {
-        sgemm_rm(rows, ncols, K, A, K, X + p0, H * W, Y + p0, P);
-    } else {
-        float *col = j->ws + (size_t)thread * j->ws_per_thread;
-        im2col(c, X, cin_g, H, W, OW, p0, ncols, col);
-        if (node->bk) {
-            const dp_cpu *cpu = j->cpu;
-            int mr = dp_gemm_mr(cpu->isa);
-            const float *Ap = (const float *)node->bk + (size_t)(m0 / mr) * K * mr;
-            dp_gemm_run(cpu->isa, rows, ncols, K, Ap, col, ncols, Y + p0, P, col + (size_t)K * j->cols,
-                        node->fb ? node->fb + g * cout_g + m0 : NULL, node->act, NULL);
-            return;
-        } else {
-            sgemm_rm(rows, ncols, K, A, K, col, ncols, Y + p0, P);
-        }
+        dp_gemm_run(cpu->isa, rows, ncols, K, Ap, B, ldb, Y + p0, P, ws, node->fb ? node->fb + g * cout_g + m0 : NULL,
+                    node->act, kscale);
+        return;
     }
+    sgemm_rm(rows, ncols, K, A, K, B, ldb, Y + p0, P);
     for (int o = 0; o < rows; o++)
         conv_epilogue(node, Y + (size_t)o * P + p0, (size_t)ncols, node->fb ? node->fb[g * cout_g + m0 + o] : 0.0f);
 }
@@ -256,12 +253,6 @@ int dp_cpu_conv_is_direct(const dp_node *node) {
 
 static int is_depthwise(const dp_conv_params *c) { return c->groups > 1 && c->groups == c->cin && c->groups == c->cout; }
 
-/* Work split of a GEMM conv. Column panels are gemm_cols pixels, at least gemm_min_cols: narrower panels
- * of a large plane make BLIS slow (strided B rows alias in the cache; measured 12 instead of 32
- * GFLOP/s at 512 columns of a 128x128 plane, bench/bench_gemm). When panels give fewer than 64
- * tasks, the output channels are split too, in blocks of 16 rows or more. The split depends on the
- * shape only, never on the thread count, so results are the same at any count. The defaults
- * (1024, 256, 64: best of six settings measured on the 16-core GPU machine) are set in backend_cpu.c. */
 /* im2col convs: panels of at most 1M floats (K x cols) per thread */
 static int im2col_cols(const dp_cpu *cpu, int K) {
     int cols = (1 << 20) / K / 64 * 64;
@@ -269,6 +260,13 @@ static int im2col_cols(const dp_cpu *cpu, int K) {
     return cols < cpu->gemm_cols ? cols : cpu->gemm_cols;
 }
 
+/* Work split of a GEMM conv. Column panels are gemm_cols pixels, at least gemm_min_cols: narrower panels
+ * of a large plane make BLIS slow (strided B rows alias in the cache; measured 12 instead of 32
+ * GFLOP/s at 512 columns of a 128x128 plane, bench/bench_gemm). When panels give fewer than 64
+ * tasks, the output channels are split too, in blocks of whole micro-tile slivers (16 rows for
+ * BLAS). The split depends on the shape only, never on the thread count, so results are the same at
+ * any count. The defaults
+ * (1024, 256, 64: best of six settings measured on the 16-core GPU machine) are set in backend_cpu.c. */
 static void conv_split(const dp_cpu *cpu, conv_job *j, int tasks_other, int P, int M, int max_cols) {
     int cols = max_cols, min_tasks = cpu->gemm_min_tasks;
     while (cols > cpu->gemm_min_cols && cols > 64 && (long)tasks_other * ((P + cols - 1) / cols) < min_tasks) cols /= 2;
