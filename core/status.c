@@ -22,6 +22,7 @@ const char *disopt_status_name(disopt_status s) {
     case DISOPT_ERR_OUT_OF_MEMORY: return "DISOPT_ERR_OUT_OF_MEMORY";
     case DISOPT_ERR_BACKEND: return "DISOPT_ERR_BACKEND";
     case DISOPT_ERR_INTERNAL: return "DISOPT_ERR_INTERNAL";
+    case DISOPT_ERR_CANCELLED: return "DISOPT_ERR_CANCELLED";
     }
     return "DISOPT_ERR_UNKNOWN";
 }

@@ -41,7 +41,8 @@ typedef enum disopt_status {
     DISOPT_ERR_INPUT,            /* input data is unusable (NaN/Inf, wrong channel count, size) */
     DISOPT_ERR_OUT_OF_MEMORY,
     DISOPT_ERR_BACKEND,          /* a backend (CUDA, cuDNN, BLAS, threads) reported a failure */
-    DISOPT_ERR_INTERNAL          /* a bug: please report */
+    DISOPT_ERR_INTERNAL,         /* a bug: please report */
+    DISOPT_ERR_CANCELLED         /* the caller's progress callback asked to stop */
 } disopt_status;
 
 /* Short constant name of a status, e.g. "DISOPT_ERR_SHAPE". */

@@ -1,0 +1,377 @@
+/*
+ * tiler.c - runs a model over a GDAL raster on a canonical grid of overlapping windows
+ * (see disopt_raster.h for the contract).
+ *
+ * Conventions: window (tx, ty) reads source pixels [tx*step - overlap, tx*step - overlap + tile)
+ * in x (likewise y) and keeps [overlap, overlap + step) of its own pixels. Input buffers are NCHW
+ * float32; outputs are step x step planes with NaN for nodata. All GDAL failures become
+ * DISOPT_ERR_IO with GDAL's message. The only GDAL calls are RasterIO on the source and its mask
+ * bands, so any source GDAL can open (VRT, /vsizip/, ...) works.
+ */
+#include "disopt_raster.h"
+#include "internal.h"
+
+#include <cpl_error.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct tile_slot {
+    int tx, ty;            /* -1 when empty */
+    unsigned long stamp;   /* last use, for LRU */
+    float *prob;           /* step * step */
+} tile_slot;
+
+struct disopt_tiler {
+    disopt_model *model;
+    GDALDatasetH src;
+    disopt_tiler_options o;
+    int C, W, H, step, ntx, nty;
+    int rotate;
+    int bands[DISOPT_MAX_BANDS];
+    int is_complex[DISOPT_MAX_BANDS];
+    int is_float[DISOPT_MAX_BANDS];
+    /* work buffers for one batch */
+    int cap;               /* windows the buffers hold */
+    float *x;              /* cap * C * T * T */
+    float *prob;           /* cap * T * T */
+    unsigned char *valid;  /* cap * T * T */
+    float *cbuf;           /* 2 * T * T (complex band read) */
+    unsigned char *mbuf;   /* T * T (mask read) */
+    float *out;            /* cap * step * step (cropped results) */
+    /* LRU of computed windows */
+    tile_slot *slots;
+    int nslots;
+    unsigned long clock;
+};
+
+void disopt_tiler_options_init(disopt_tiler_options *o) {
+    memset(o, 0, sizeof *o);
+    o->tile_size = 512;
+    o->overlap = 64;
+    o->batch_size = 1;
+    o->rotate180 = -1;
+    o->complex_mode = DISOPT_COMPLEX_ERROR;
+    o->cache_tiles = 16;
+}
+
+static disopt_status gdal_fail(const char *what) {
+    const char *m = CPLGetLastErrorMsg();
+    return dp_error(DISOPT_ERR_IO, "%s: %s", what, (m && *m) ? m : "GDAL reported a failure");
+}
+
+static disopt_status ensure_batch(disopt_tiler *t, int n) {
+    if (n <= t->cap) return DISOPT_OK;
+    const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size, S2 = (size_t)t->step * t->step;
+    float *x = realloc(t->x, (size_t)n * t->C * T2 * sizeof(float));
+    if (x) t->x = x;
+    float *p = realloc(t->prob, (size_t)n * T2 * sizeof(float));
+    if (p) t->prob = p;
+    unsigned char *v = realloc(t->valid, (size_t)n * T2);
+    if (v) t->valid = v;
+    float *o = realloc(t->out, (size_t)n * S2 * sizeof(float));
+    if (o) t->out = o;
+    if (!x || !p || !v || !o) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: no memory for a batch of %d windows", n);
+    t->cap = n;
+    return DISOPT_OK;
+}
+
+disopt_status disopt_tiler_create(disopt_model *model, GDALDatasetH src, const disopt_tiler_options *opt,
+                                  disopt_tiler **out) {
+    if (!out) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler: NULL output handle");
+    *out = NULL;
+    if (!model || !src) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler: NULL model or source dataset");
+    disopt_tiler_options o;
+    if (opt) o = *opt;
+    else disopt_tiler_options_init(&o);
+    if (o.tile_size < 32 || o.tile_size % 32 || o.tile_size > 8192)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "TILE_SIZE=%d: must be a multiple of 32 between 32 and 8192",
+                        o.tile_size);
+    if (o.overlap < 0) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "OVERLAP=%d: must not be negative", o.overlap);
+    if (2 * o.overlap >= o.tile_size)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "OVERLAP=%d: twice the overlap must be less than TILE_SIZE=%d",
+                        o.overlap, o.tile_size);
+    if (o.batch_size < 1 || o.batch_size > 256)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "BATCH_SIZE=%d: must be 1..256", o.batch_size);
+    if (o.cache_tiles < 1) o.cache_tiles = 1;
+
+    disopt_model_info info;
+    DP_TRY(disopt_model_get_info(model, &info));
+    const int C = info.config.in_channels, nsrc = GDALGetRasterCount(src);
+    const int W = GDALGetRasterXSize(src), H = GDALGetRasterYSize(src);
+    if (W <= 0 || H <= 0) return dp_error(DISOPT_ERR_INPUT, "the source raster is empty (%d x %d)", W, H);
+    int bands[DISOPT_MAX_BANDS];
+    if (o.num_bands == 0) {
+        if (nsrc < C)
+            return dp_error(DISOPT_ERR_INPUT,
+                            "the source has %d band%s but the model '%s' takes %d (%s%s%s%s%s%s%s): "
+                            "give BANDS=... or a source with enough bands",
+                            nsrc, nsrc == 1 ? "" : "s", info.name, C, info.band_names[0], C > 1 ? "," : "",
+                            C > 1 ? info.band_names[1] : "", C > 2 ? "," : "", C > 2 ? info.band_names[2] : "",
+                            C > 3 ? "," : "", C > 3 ? info.band_names[3] : "");
+        for (int i = 0; i < C; i++) bands[i] = i + 1;
+    } else {
+        if (o.num_bands != C)
+            return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "BANDS lists %d bands, the model '%s' takes %d",
+                            o.num_bands, info.name, C);
+        for (int i = 0; i < C; i++) {
+            if (o.bands[i] < 1 || o.bands[i] > nsrc)
+                return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "BANDS: band %d does not exist (the source has %d)",
+                                o.bands[i], nsrc);
+            bands[i] = o.bands[i];
+        }
+    }
+    disopt_tiler *t = calloc(1, sizeof *t);
+    if (!t) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+    t->model = model;
+    t->src = src;
+    t->o = o;
+    t->C = C;
+    t->W = W;
+    t->H = H;
+    t->step = o.tile_size - 2 * o.overlap;
+    t->ntx = (W + t->step - 1) / t->step;
+    t->nty = (H + t->step - 1) / t->step;
+    t->rotate = o.rotate180 < 0 ? info.rotate180 : o.rotate180;
+    disopt_status s = DISOPT_OK;
+    for (int i = 0; i < C && s == DISOPT_OK; i++) {
+        t->bands[i] = bands[i];
+        GDALDataType dt = GDALGetRasterDataType(GDALGetRasterBand(src, bands[i]));
+        t->is_complex[i] = GDALDataTypeIsComplex(dt);
+        t->is_float[i] = GDALDataTypeIsFloating(dt);
+        if (dt == GDT_Unknown)
+            s = dp_error(DISOPT_ERR_INPUT, "band %d has no numeric data type", bands[i]);
+        else if (t->is_complex[i] && o.complex_mode == DISOPT_COMPLEX_ERROR)
+            s = dp_error(DISOPT_ERR_INPUT,
+                         "band %d is complex (%s, e.g. single-look complex SAR), the model takes intensities in dB "
+                         "(SpaceNet 6 SAR-Intensity): open with COMPLEX=DB (10*log10|z|^2; also INTENSITY or "
+                         "AMPLITUDE), or put the band through the disopt_sar_db pixel function in a VRT "
+                         "(it also applies a calibration scale)",
+                         bands[i], GDALGetDataTypeName(dt));
+    }
+    const size_t T2 = (size_t)o.tile_size * o.tile_size, S2 = (size_t)t->step * t->step;
+    if (s == DISOPT_OK) {
+        t->cbuf = malloc(2 * T2 * sizeof(float));
+        t->mbuf = malloc(T2);
+        t->nslots = o.cache_tiles;
+        t->slots = calloc((size_t)t->nslots, sizeof *t->slots);
+        if (!t->cbuf || !t->mbuf || !t->slots) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+    }
+    for (int i = 0; s == DISOPT_OK && i < t->nslots; i++) {
+        t->slots[i].tx = t->slots[i].ty = -1;
+        t->slots[i].prob = malloc(S2 * sizeof(float));
+        if (!t->slots[i].prob) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the tile cache");
+    }
+    if (s == DISOPT_OK) s = ensure_batch(t, 1);
+    if (s != DISOPT_OK) {
+        disopt_tiler_destroy(t);
+        return s;
+    }
+    *out = t;
+    return DISOPT_OK;
+}
+
+void disopt_tiler_destroy(disopt_tiler *t) {
+    if (!t) return;
+    for (int i = 0; t->slots && i < t->nslots; i++) free(t->slots[i].prob);
+    free(t->slots);
+    free(t->x);
+    free(t->prob);
+    free(t->valid);
+    free(t->out);
+    free(t->cbuf);
+    free(t->mbuf);
+    free(t);
+}
+
+int disopt_tiler_step(const disopt_tiler *t) { return t ? t->step : 0; }
+
+static float complex_value(disopt_complex_mode m, float re, float im) {
+    const float i2 = re * re + im * im;
+    switch (m) {
+    case DISOPT_COMPLEX_INTENSITY: return i2;
+    case DISOPT_COMPLEX_AMPLITUDE: return sqrtf(i2);
+    default: return i2 > 0.0f ? 10.0f * log10f(i2) : NAN;
+    }
+}
+
+static void reverse_plane(float *p, size_t n) {
+    for (size_t i = 0, j = n - 1; i < j; i++, j--) {
+        float v = p[i];
+        p[i] = p[j];
+        p[j] = v;
+    }
+}
+
+/* Fills window k of the batch buffers with the source for window (tx, ty). */
+static disopt_status load_window(disopt_tiler *t, int k, int tx, int ty) {
+    const int T = t->o.tile_size;
+    const size_t T2 = (size_t)T * T;
+    const int x0 = tx * t->step - t->o.overlap, y0 = ty * t->step - t->o.overlap;
+    const int rx0 = x0 < 0 ? 0 : x0, ry0 = y0 < 0 ? 0 : y0;
+    const int rx1 = x0 + T > t->W ? t->W : x0 + T, ry1 = y0 + T > t->H ? t->H : y0 + T;
+    const int rw = rx1 - rx0, rh = ry1 - ry0;
+    float *x = t->x + (size_t)k * t->C * T2;
+    unsigned char *valid = t->valid + (size_t)k * T2;
+    memset(x, 0, (size_t)t->C * T2 * sizeof(float));
+    memset(valid, 0, T2);
+    for (int yy = 0; yy < rh; yy++) memset(valid + (size_t)(ry0 - y0 + yy) * T + (rx0 - x0), 1, (size_t)rw);
+    const size_t off = (size_t)(ry0 - y0) * T + (rx0 - x0);
+    for (int c = 0; c < t->C; c++) {
+        GDALRasterBandH b = GDALGetRasterBand(t->src, t->bands[c]);
+        float *plane = x + (size_t)c * T2;
+        if (t->is_complex[c]) {
+            if (GDALRasterIO(b, GF_Read, rx0, ry0, rw, rh, t->cbuf, rw, rh, GDT_CFloat32, 0, 0) != CE_None)
+                return gdal_fail("reading the source");
+            for (int yy = 0; yy < rh; yy++)
+                for (int xx = 0; xx < rw; xx++) {
+                    const float *z = t->cbuf + 2 * ((size_t)yy * rw + xx);
+                    plane[off + (size_t)yy * T + xx] = complex_value(t->o.complex_mode, z[0], z[1]);
+                }
+        } else if (GDALRasterIO(b, GF_Read, rx0, ry0, rw, rh, plane + off, rw, rh, GDT_Float32, sizeof(float),
+                                (GSpacing)T * sizeof(float)) != CE_None) {
+            return gdal_fail("reading the source");
+        }
+        const int flags = GDALGetMaskFlags(b);
+        if (!(flags & GMF_ALL_VALID)) {
+            if (GDALRasterIO(GDALGetMaskBand(b), GF_Read, rx0, ry0, rw, rh, t->mbuf, rw, rh, GDT_Byte, 0, 0) != CE_None)
+                return gdal_fail("reading the source's mask");
+            for (int yy = 0; yy < rh; yy++)
+                for (int xx = 0; xx < rw; xx++)
+                    if (!t->mbuf[(size_t)yy * rw + xx]) valid[off + (size_t)yy * T + xx] = 0;
+        }
+        if (t->is_float[c] || t->is_complex[c])
+            for (int yy = 0; yy < rh; yy++)
+                for (int xx = 0; xx < rw; xx++) {
+                    const size_t p = off + (size_t)yy * T + xx;
+                    if (!isfinite(plane[p])) valid[p] = 0;
+                }
+    }
+    /* a pixel that is nodata (mask) or NaN in any band is fed as raw 0 in every band (SpaceNet 6's
+     * nodata value) and is nodata in the output; pixels beyond the raster are 0 already */
+    for (int yy = 0; yy < rh; yy++)
+        for (int xx = 0; xx < rw; xx++) {
+            const size_t p = off + (size_t)yy * T + xx;
+            if (!valid[p])
+                for (int c = 0; c < t->C; c++) x[(size_t)c * T2 + p] = 0.0f;
+        }
+    if (t->rotate)
+        for (int c = 0; c < t->C; c++) reverse_plane(x + (size_t)c * T2, T2);
+    return DISOPT_OK;
+}
+
+/* Computes n windows (coordinates in txs/tys) into t->out (n planes of step x step). */
+static disopt_status compute_windows(disopt_tiler *t, int n, const int *txs, const int *tys) {
+    DP_TRY(ensure_batch(t, n));
+    const int T = t->o.tile_size, S = t->step, O = t->o.overlap;
+    const size_t T2 = (size_t)T * T, S2 = (size_t)S * S;
+    for (int k = 0; k < n; k++) DP_TRY(load_window(t, k, txs[k], tys[k]));
+    DP_TRY(disopt_model_normalize(t->model, t->x, n, T, T));
+    disopt_outputs outs;
+    memset(&outs, 0, sizeof outs);
+    outs.probability = t->prob;
+    DP_TRY(disopt_model_infer(t->model, t->x, n, t->C, T, T, &outs));
+    for (int k = 0; k < n; k++) {
+        float *p = t->prob + (size_t)k * T2;
+        if (t->rotate) reverse_plane(p, T2);
+        const unsigned char *v = t->valid + (size_t)k * T2;
+        float *o = t->out + (size_t)k * S2;
+        for (int yy = 0; yy < S; yy++)
+            for (int xx = 0; xx < S; xx++) {
+                const size_t wp = (size_t)(yy + O) * T + (xx + O);
+                o[(size_t)yy * S + xx] = v[wp] ? p[wp] : NAN;
+            }
+    }
+    return DISOPT_OK;
+}
+
+static tile_slot *cache_find(disopt_tiler *t, int tx, int ty) {
+    for (int i = 0; i < t->nslots; i++)
+        if (t->slots[i].tx == tx && t->slots[i].ty == ty) {
+            t->slots[i].stamp = ++t->clock;
+            return &t->slots[i];
+        }
+    return NULL;
+}
+
+static tile_slot *cache_victim(disopt_tiler *t) {
+    tile_slot *v = &t->slots[0];
+    for (int i = 1; i < t->nslots; i++)
+        if (t->slots[i].stamp < v->stamp) v = &t->slots[i];
+    return v;
+}
+
+disopt_status disopt_tiler_read(disopt_tiler *t, int x, int y, int w, int h, float *prob) {
+    if (!t || !prob) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler_read: NULL argument");
+    if (w <= 0 || h <= 0 || x < 0 || y < 0 || x + w > t->W || y + h > t->H)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler_read: window %d,%d %dx%d outside the %dx%d raster", x, y,
+                        w, h, t->W, t->H);
+    const int S = t->step;
+    for (int ty = y / S; ty <= (y + h - 1) / S; ty++)
+        for (int tx = x / S; tx <= (x + w - 1) / S; tx++) {
+            tile_slot *sl = cache_find(t, tx, ty);
+            if (!sl) {
+                DP_TRY(compute_windows(t, 1, &tx, &ty));
+                sl = cache_victim(t);
+                memcpy(sl->prob, t->out, (size_t)S * S * sizeof(float));
+                sl->tx = tx;
+                sl->ty = ty;
+                sl->stamp = ++t->clock;
+            }
+            /* intersection of the window's centre with the request */
+            const int cx0 = tx * S > x ? tx * S : x, cy0 = ty * S > y ? ty * S : y;
+            const int cx1 = (tx + 1) * S < x + w ? (tx + 1) * S : x + w;
+            const int cy1 = (ty + 1) * S < y + h ? (ty + 1) * S : y + h;
+            for (int yy = cy0; yy < cy1; yy++)
+                memcpy(prob + (size_t)(yy - y) * w + (cx0 - x), sl->prob + (size_t)(yy - ty * S) * S + (cx0 - tx * S),
+                       (size_t)(cx1 - cx0) * sizeof(float));
+        }
+    return DISOPT_OK;
+}
+
+disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *sink_user, GDALProgressFunc progress,
+                               void *progress_arg) {
+    if (!t || !sink) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler_run: NULL argument");
+    const int S = t->step, B = t->o.batch_size;
+    const long total = (long)t->ntx * t->nty;
+    int txs[256], tys[256];
+    float *strip = NULL;
+    DP_TRY(ensure_batch(t, B));
+    if (progress && !progress(0.0, NULL, progress_arg)) return dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
+    long done = 0;
+    for (long i = 0; i < total;) {
+        int n = 0;
+        for (; n < B && i < total; n++, i++) {
+            txs[n] = (int)(i % t->ntx);
+            tys[n] = (int)(i / t->ntx);
+        }
+        disopt_status s = compute_windows(t, n, txs, tys);
+        if (s != DISOPT_OK) {
+            free(strip);
+            return s;
+        }
+        for (int k = 0; k < n; k++) {
+            const int ox = txs[k] * S, oy = tys[k] * S;
+            const int ow = ox + S > t->W ? t->W - ox : S, oh = oy + S > t->H ? t->H - oy : S;
+            const float *src = t->out + (size_t)k * S * S;
+            if (ow != S) { /* edge window: hand over a packed w x h block */
+                if (!strip && !(strip = malloc((size_t)S * S * sizeof(float))))
+                    return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+                for (int yy = 0; yy < oh; yy++) memcpy(strip + (size_t)yy * ow, src + (size_t)yy * S, ow * sizeof(float));
+                src = strip;
+            }
+            if (sink(sink_user, ox, oy, ow, oh, src)) {
+                free(strip);
+                const char *m = CPLGetLastErrorMsg();
+                return dp_error(DISOPT_ERR_IO, "writing the result: %s", (m && *m) ? m : "the sink failed");
+            }
+        }
+        done += n;
+        if (progress && !progress((double)done / total, NULL, progress_arg)) {
+            free(strip);
+            return dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
+        }
+    }
+    free(strip);
+    return DISOPT_OK;
+}
