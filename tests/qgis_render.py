@@ -173,8 +173,9 @@ def run(args):
             im.save(os.path.join(args.out_dir, f"{n}.png"), "PNG")
 
     opaque = [int(np.count_nonzero(arr[:, :, 3])) for arr in arrays]
-    for n, c in zip(names, opaque):
-        print(f"{n}: {c} non-background pixels of {width * height}")
+    for n, c, arr in zip(names, opaque, arrays):
+        levels = len(np.unique(arr[:, :, 0][arr[:, :, 3] > 0]))  # a constant picture proves little
+        print(f"{n}: {c} non-background pixels of {width * height}, {levels} gray levels")
     blank = [n for n, c in zip(names, opaque) if c == 0]
 
     code = EXIT_SAME
