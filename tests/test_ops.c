@@ -94,8 +94,12 @@ static void check_conv(const conv_case *cc) {
                     ref[(((size_t)n * cc->cout + o) * oh + y) * ow + xo] = act_ref(cc->act, acc);
                 }
         }
-    /* every GEMM the machine can run: BLAS, our AVX2 kernel, our AVX-512 kernel */
+    /* every GEMM the machine can run: BLAS, our AVX2 kernel, our AVX-512 kernel; the direct kernels
+     * (depthwise, few outputs: scalar under "blas", vector code otherwise) must agree to the bit */
     static const char *isas[3] = {"blas", "avx2", "avx512"};
+    const int direct = (cc->g == cc->cin && cc->g == cc->cout && cc->g > 1) ||
+                       (cc->g == 1 && cc->cout <= 8 && cc->k > 1 && cc->cin > 1);
+    float *first = NULL;
     for (int i = 0; i < 3; i++) {
         setenv("DISOPT_CPU_ISA", isas[i], 1);
         float *out1 = alloc_poisoned(nout), *out3 = alloc_poisoned(nout);
@@ -108,9 +112,16 @@ static void check_conv(const conv_case *cc) {
             fail_msg("conv (%s) n%d %d->%d %dx%d k%d s%d d%d g%d pad t%d b%d l%d r%d: error %g", isas[i], cc->n, cc->cin,
                      cc->cout, cc->h, cc->w, cc->k, cc->s, cc->d, cc->g, cc->pt, cc->pb, cc->pl, cc->pr, e);
         assert_memory_equal(out1, out3, nout * 4);
-        free(out1);
+        if (direct && first && memcmp(first, out1, nout * 4) != 0)
+            fail_msg("conv (%s) n%d %d->%d %dx%d k%d s%d d%d g%d: not bitwise equal to the scalar kernel", isas[i], cc->n,
+                     cc->cin, cc->cout, cc->h, cc->w, cc->k, cc->s, cc->d, cc->g);
+        if (!first)
+            first = out1;
+        else
+            free(out1);
         free(out3);
     }
+    free(first);
     unsetenv("DISOPT_CPU_ISA");
     free(x); free(wt); free(bias); free(ref);
 }
@@ -144,6 +155,22 @@ static void test_conv(void **state) {
         {1, 2, 2, 33, 40, 3, 2, 1, 2, 0, 1, 0, 1, 1, DP_ACT_NONE},        /* depthwise 3x3/s2 static pad */
         {1, 2, 2, 40, 40, 5, 1, 2, 2, 4, 4, 4, 4, 0, DP_ACT_NONE},        /* depthwise 5x5 dilation 2 */
         {1, 2, 2, 20, 20, 7, 1, 1, 2, 3, 3, 3, 3, 0, DP_ACT_NONE},        /* depthwise, generic kernel */
+        /* the vector depthwise kernel: ring of padded rows, stride-2 phase split, ragged tails */
+        {2, 3, 3, 70, 75, 3, 2, 1, 3, 0, 1, 0, 1, 1, DP_ACT_SWISH},       /* 3x3/s2, odd width, 2 images */
+        {1, 2, 2, 41, 38, 5, 2, 1, 2, 1, 2, 1, 2, 1, DP_ACT_SIGMOID},     /* 5x5/s2, odd height */
+        {1, 2, 2, 40, 41, 5, 2, 2, 2, 4, 4, 4, 4, 1, DP_ACT_SWISH},       /* 5x5/s2 dilated: one phase only */
+        {1, 3, 3, 37, 53, 3, 1, 1, 3, 0, 2, 2, 0, 1, DP_ACT_SWISH},       /* 3x3, asymmetric padding, ragged */
+        {1, 2, 2, 9, 16, 5, 1, 3, 2, 6, 6, 6, 6, 0, DP_ACT_RELU},         /* dilation 3 on a small map */
+        {1, 2, 2, 12, 12, 3, 1, 20, 2, 20, 20, 20, 20, 1, DP_ACT_NONE},   /* taps beyond the map (zero rows) */
+        {1, 2, 2, 22, 19, 9, 1, 1, 2, 4, 4, 4, 4, 1, DP_ACT_RELU},        /* 9x9: scalar kernel on every ISA */
+        {1, 2, 2, 22, 23, 3, 3, 1, 2, 1, 1, 1, 1, 1, DP_ACT_SWISH},       /* stride 3: scalar kernel */
+        {1, 2, 2, 16, 32, 3, 1, 1, 2, 1, 1, 1, 1, 1, DP_ACT_SWISH},       /* whole vectors only */
+        /* the vector few-output kernel: both outputs of a pair from one load, channel chunks, masks */
+        {1, 40, 3, 19, 70, 3, 1, 1, 1, 1, 1, 1, 1, 1, DP_ACT_NONE},       /* odd outputs, 2 column blocks */
+        {2, 20, 2, 13, 17, 5, 1, 2, 1, 4, 3, 4, 3, 1, DP_ACT_SIGMOID},    /* 5x5 dilated, asymmetric */
+        {1, 17, 8, 10, 129, 3, 1, 1, 1, 0, 2, 2, 0, 0, DP_ACT_RELU},      /* 8 outputs, wide and ragged */
+        {1, 6, 2, 9, 9, 9, 1, 1, 1, 4, 4, 4, 4, 1, DP_ACT_NONE},          /* kw 9: scalar kernel */
+        {1, 6, 2, 15, 16, 3, 2, 1, 1, 1, 1, 1, 1, 1, DP_ACT_NONE},        /* stride 2: scalar kernel */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_conv(&cases[i]);
 }

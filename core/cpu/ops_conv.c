@@ -9,8 +9,10 @@
  * asymmetric "same" padding; dilation and stride are per axis.
  */
 #include "cpu.h"
+#include "simd.h"
 
 #include <blis.h>
+#include <stdint.h>
 #include <string.h>
 
 typedef struct {
@@ -91,8 +93,154 @@ DP_CLONES static void dw_rows(const dp_conv_params *c, const float *restrict Xp,
     dp_cpu_act(act, Y, (size_t)OH * OW); /* one call per plane: rows can be as short as 8 */
 }
 
-static size_t dw_plane_floats(const dp_conv_params *c, int H, int W) {
-    return (size_t)(H + c->pt + c->pb) * (size_t)(W + c->pl + c->pr);
+/* Vector kernels (direct_tmpl.h, once per ISA). The depthwise scratch holds the zero-padded input
+ * plane split by column phase for stride 2 (phase p holds padded columns p, p+2, ...), so that every
+ * tap of a vector of outputs is one contiguous load; rows are DW_ROW_ALIGN floats apart. */
+#define DW_MAX_TAPS 49
+#define DW_MAX_KH 7
+#define DW_MAX_KW 7
+#define DW_ROW_ALIGN 16
+#define DW_AHEAD 2 /* output rows whose input rows are padded ahead */
+#define FEW_CHUNK 16 /* input channels per pass over a few-output conv's rows */
+#define FEW_MAX_KW 7
+
+typedef struct {
+    const float *x;   /* the input plane, h x w */
+    const float *wt;  /* kh*kw taps */
+    float b;
+    float *y;         /* the output plane, oh x ow */
+    int h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, pr;
+    dp_act act;
+    int rs, span;     /* floats per phase of a slot; slots in the ring ((kh-1)*dh+1 rows) */
+    float *ring, *zero, *rowbuf; /* the thread's scratch: ring, zero row (one slot), padded row */
+    double *gap;      /* when not NULL: the 8 partial sums of the plane's outputs (needs ow % 8 == 0) */
+} dw_plane;
+
+typedef struct {
+    const float *x, *w, *bias; /* one image's input; OIHW weights; bias or NULL */
+    float *y;                  /* one image's output */
+    int C, H, W, OH, OW, cout, kh, kw, sh, dh, dw, pt, pl;
+    dp_act act;
+} few_job;
+
+/* a mod m for 0 <= a, mostly a < 2m (ring slot arithmetic without a division) */
+static inline int dw_wrap(int a, int m) { return a < m ? a : (a < 2 * m ? a - m : a % m); }
+
+#ifdef DP_HAVE_SIMD
+#define DT(name) name##_512
+#define DT_TARGET __attribute__((target("avx512f,fma")))
+#define DT_VL 16
+#define VF __m512
+#define DT_MASK __mmask16
+#define DT_SET1 _mm512_set1_ps
+#define DT_LOADU _mm512_loadu_ps
+#define DT_STOREU _mm512_storeu_ps
+#define DT_MUL _mm512_mul_ps
+#define DT_ADD _mm512_add_ps
+#define DT_ACT act512
+#define DT_FIRST(n) ((__mmask16)((1u << (n)) - 1u))
+#define DT_RANGE(lo, hi) ((__mmask16)(((1u << (hi)) - 1u) & ~((1u << (lo)) - 1u)))
+#define DT_LOADM(m, p) _mm512_maskz_loadu_ps(m, p)
+#define DT_STOREM(p, m, v) _mm512_mask_storeu_ps(p, m, v)
+#define DT_MADD(acc, m, v) _mm512_mask_add_ps(acc, m, acc, v)
+#define DT_NV 4
+#define DT_GAP_DECL __m512d gp = _mm512_setzero_pd()
+#define DT_GAP_ADD(v, full)                                                                                            \
+    do {                                                                                                               \
+        gp = _mm512_add_pd(gp, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));                                            \
+        if (full) gp = _mm512_add_pd(gp, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))); \
+    } while (0)
+#define DT_GAP_OUT(part) _mm512_storeu_pd(part, gp)
+#include "direct_tmpl.h"
+#undef DT
+#undef DT_TARGET
+#undef DT_VL
+#undef VF
+#undef DT_MASK
+#undef DT_SET1
+#undef DT_LOADU
+#undef DT_STOREU
+#undef DT_MUL
+#undef DT_ADD
+#undef DT_ACT
+#undef DT_FIRST
+#undef DT_RANGE
+#undef DT_LOADM
+#undef DT_STOREM
+#undef DT_MADD
+#undef DT_NV
+#undef DT_GAP_DECL
+#undef DT_GAP_ADD
+#undef DT_GAP_OUT
+
+#define DT(name) name##_256
+#define DT_TARGET __attribute__((target("avx2,fma")))
+#define DT_VL 8
+#define VF __m256
+#define DT_MASK __m256i
+#define DT_SET1 _mm256_set1_ps
+#define DT_LOADU _mm256_loadu_ps
+#define DT_STOREU _mm256_storeu_ps
+#define DT_MUL _mm256_mul_ps
+#define DT_ADD _mm256_add_ps
+#define DT_ACT act256
+#define DT_FIRST(n) dp_mask8(n)
+#define DT_RANGE(lo, hi) _mm256_andnot_si256(dp_mask8(lo), dp_mask8(hi))
+#define DT_LOADM(m, p) _mm256_maskload_ps(p, m)
+#define DT_STOREM(p, m, v) _mm256_maskstore_ps(p, m, v)
+#define DT_MADD(acc, m, v) _mm256_blendv_ps(acc, _mm256_add_ps(acc, v), _mm256_castsi256_ps(m))
+#define DT_NV 2
+#define DT_GAP_DECL __m256d gp0 = _mm256_setzero_pd(), gp1 = _mm256_setzero_pd()
+#define DT_GAP_ADD(v, full)                                                                                            \
+    do {                                                                                                               \
+        (void)(full);                                                                                                  \
+        gp0 = _mm256_add_pd(gp0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));                                          \
+        gp1 = _mm256_add_pd(gp1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));                                        \
+    } while (0)
+#define DT_GAP_OUT(part) (_mm256_storeu_pd(part, gp0), _mm256_storeu_pd((part) + 4, gp1))
+#include "direct_tmpl.h"
+#undef DT
+#undef DT_TARGET
+#undef DT_VL
+#undef VF
+#undef DT_MASK
+#undef DT_SET1
+#undef DT_LOADU
+#undef DT_STOREU
+#undef DT_MUL
+#undef DT_ADD
+#undef DT_ACT
+#undef DT_FIRST
+#undef DT_RANGE
+#undef DT_LOADM
+#undef DT_STOREM
+#undef DT_MADD
+#undef DT_NV
+#undef DT_GAP_DECL
+#undef DT_GAP_ADD
+#undef DT_GAP_OUT
+#endif
+
+/* does the vector depthwise kernel take this conv (else the scalar dw_rows) */
+static int dw_vector(const dp_cpu *cpu, const dp_conv_params *c) {
+#ifdef DP_HAVE_SIMD
+    return cpu->isa != DP_ISA_BLAS && (c->sw == 1 || c->sw == 2) && c->kh <= DW_MAX_KH && c->kw <= DW_MAX_KW;
+#else
+    (void)cpu, (void)c;
+    return 0;
+#endif
+}
+
+/* scratch floats per thread: the scalar path's padded plane; or the vector path's ring of padded
+ * rows ((kh-1)*dh+1+DW_AHEAD*sh slots of sw phases of *rs floats), a zero slot and one padded row */
+static size_t dw_scratch_floats(const dp_cpu *cpu, const dp_conv_params *c, int H, int W, int *rs, int *span) {
+    size_t Hp = (size_t)(H + c->pt + c->pb), Wp = (size_t)(W + c->pl + c->pr);
+    if (!dw_vector(cpu, c)) return Hp * Wp;
+    size_t r = ((Wp + (size_t)c->sw - 1) / (size_t)c->sw + DW_ROW_ALIGN - 1) / DW_ROW_ALIGN * DW_ROW_ALIGN;
+    size_t sp = (size_t)(c->kh - 1) * (size_t)c->dh + 1 + DW_AHEAD * (size_t)c->sh;
+    if (rs) *rs = (int)r;
+    if (span) *span = (int)sp;
+    return (sp + 1) * (size_t)c->sw * r + (Wp + 2 * DW_ROW_ALIGN + DW_ROW_ALIGN - 1) / DW_ROW_ALIGN * DW_ROW_ALIGN;
 }
 
 static void dw_task(void *ctx, int task, int thread) {
@@ -102,21 +250,36 @@ static void dw_task(void *ctx, int task, int thread) {
     int C = j->in->c;
     int n = task / C, ch = task % C;
     int H = j->in->h, W = j->in->w, OH = j->out->h, OW = j->out->w;
-    int Hp = H + c->pt + c->pb, Wp = W + c->pl + c->pr;
+    int Wp = W + c->pl + c->pr;
     const float *X = (const float *)j->in->data + ((size_t)n * C + ch) * H * W;
     float *Y = (float *)j->out->data + ((size_t)n * C + ch) * OH * OW;
     float *Xp = j->ws + (size_t)thread * j->ws_per_thread;
-    /* zero only the border, copy the interior */
-    memset(Xp, 0, (size_t)c->pt * Wp * sizeof(float));
-    for (int h = 0; h < H; h++) {
-        float *row = Xp + (size_t)(h + c->pt) * Wp;
-        memset(row, 0, (size_t)c->pl * sizeof(float));
-        memcpy(row + c->pl, X + (size_t)h * W, (size_t)W * sizeof(float));
-        memset(row + c->pl + W, 0, (size_t)c->pr * sizeof(float));
+    const float *wt = node->fw + (size_t)ch * c->kh * c->kw;
+    const float b = node->fb ? node->fb[ch] : 0.0f;
+    if (!dw_vector(j->cpu, c)) {
+        /* zero only the border, copy the interior */
+        memset(Xp, 0, (size_t)c->pt * Wp * sizeof(float));
+        for (int h = 0; h < H; h++) {
+            float *row = Xp + (size_t)(h + c->pt) * Wp;
+            memset(row, 0, (size_t)c->pl * sizeof(float));
+            memcpy(row + c->pl, X + (size_t)h * W, (size_t)W * sizeof(float));
+            memset(row + c->pl + W, 0, (size_t)c->pr * sizeof(float));
+        }
+        memset(Xp + (size_t)(H + c->pt) * Wp, 0, (size_t)c->pb * Wp * sizeof(float));
+        dw_rows(c, Xp, Wp, wt, b, Y, OH, OW, node->act);
+        return;
     }
-    memset(Xp + (size_t)(H + c->pt) * Wp, 0, (size_t)c->pb * Wp * sizeof(float));
-    (void)Hp;
-    dw_rows(c, Xp, Wp, node->fw + (size_t)ch * c->kh * c->kw, node->fb ? node->fb[ch] : 0.0f, Y, OH, OW, node->act);
+#ifdef DP_HAVE_SIMD
+    int rs = 0, span = 0;
+    (void)dw_scratch_floats(j->cpu, c, H, W, &rs, &span);
+    const size_t slot = (size_t)c->sw * rs;
+    dw_plane p = {X, wt, b, Y, H, W, OH, OW, c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, c->pr,
+                  node->act, rs, span, Xp, Xp + (size_t)span * slot, Xp + (size_t)(span + 1) * slot, NULL};
+    if (j->cpu->isa == DP_ISA_AVX512)
+        dw_plane_run_512(&p);
+    else
+        dw_plane_run_256(&p);
+#endif
 }
 
 /* ---------------------------------------------------------------- few output channels */
@@ -126,7 +289,7 @@ static void dw_task(void *ctx, int task, int thread) {
 #define DP_FEW_COUT 8
 #define DP_FEW_ROWS 8
 
-DP_CLONES static void few_task(void *ctx, int task, int thread) {
+DP_CLONES static void few_task_scalar(void *ctx, int task, int thread) {
     const conv_job *j = ctx;
     const dp_node *node = j->node;
     const dp_conv_params *c = &node->conv;
@@ -168,6 +331,39 @@ DP_CLONES static void few_task(void *ctx, int task, int thread) {
 static int is_few(const dp_node *node) {
     const dp_conv_params *c = &node->conv;
     return c->groups == 1 && c->cout <= DP_FEW_COUT && !(c->kh == 1 && c->kw == 1) && node->conv.cin > 1;
+}
+
+/* the vector few-output kernel: stride 1 along W; one task per (image, block of DP_FEW_ROWS rows),
+ * every output channel */
+static int few_vector(const dp_cpu *cpu, const dp_conv_params *c) {
+#ifdef DP_HAVE_SIMD
+    return cpu->isa != DP_ISA_BLAS && c->sw == 1 && c->kw <= FEW_MAX_KW;
+#else
+    (void)cpu, (void)c;
+    return 0;
+#endif
+}
+
+static void few_task_vector(void *ctx, int task, int thread) {
+    const conv_job *j = ctx;
+    const dp_node *node = j->node;
+    const dp_conv_params *c = &node->conv;
+    (void)thread;
+    const int H = j->in->h, W = j->in->w, OH = j->out->h, OW = j->out->w, C = c->cin;
+    const int rblocks = (OH + DP_FEW_ROWS - 1) / DP_FEW_ROWS;
+    const int rb = task % rblocks, n = task / rblocks;
+    const int oh0 = rb * DP_FEW_ROWS, oh1 = oh0 + DP_FEW_ROWS < OH ? oh0 + DP_FEW_ROWS : OH;
+    few_job f = {(const float *)j->in->data + (size_t)n * C * H * W, node->fw, node->fb,
+                 (float *)j->out->data + (size_t)n * c->cout * OH * OW, C, H, W, OH, OW, c->cout, c->kh, c->kw,
+                 c->sh, c->dh, c->dw, c->pt, c->pl, node->act};
+#ifdef DP_HAVE_SIMD
+    if (j->cpu->isa == DP_ISA_AVX512)
+        few_rows_512(&f, oh0, oh1);
+    else
+        few_rows_256(&f, oh0, oh1);
+#else
+    (void)f, (void)oh0, (void)oh1;
+#endif
 }
 
 /* ---------------------------------------------------------------- GEMM path */
@@ -285,7 +481,7 @@ static void conv_split(const dp_cpu *cpu, conv_job *j, int tasks_other, int P, i
 size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out) {
     const dp_conv_params *c = &node->conv;
     (void)out;
-    if (is_depthwise(c)) return dw_plane_floats(c, in->h, in->w) * sizeof(float) * (size_t)cpu->nthreads;
+    if (is_depthwise(c)) return dw_scratch_floats(cpu, c, in->h, in->w, NULL, NULL) * sizeof(float) * (size_t)cpu->nthreads;
     if (dp_cpu_conv_is_direct(node)) /* the B panel of our GEMM; for BLAS a scaled copy, if scaled */
         return cpu->isa == DP_ISA_BLAS ? (node->n_in == 2 ? (size_t)c->cin * cpu->gemm_cols * sizeof(float) * (size_t)cpu->nthreads : 0)
                                        : (size_t)c->cin * (size_t)(cpu->gemm_cols + dp_gemm_nr(cpu->isa)) *
@@ -325,7 +521,11 @@ disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *ins,
         return DISOPT_OK;
     }
     if (is_few(node)) {
-        dp_pool_run(cpu->pool, in->n * c->cout * ((out->h + DP_FEW_ROWS - 1) / DP_FEW_ROWS), few_task, &j);
+        int rblocks = (out->h + DP_FEW_ROWS - 1) / DP_FEW_ROWS;
+        if (few_vector(cpu, c))
+            dp_pool_run(cpu->pool, in->n * rblocks, few_task_vector, &j);
+        else
+            dp_pool_run(cpu->pool, in->n * c->cout * rblocks, few_task_scalar, &j);
         return DISOPT_OK;
     }
     int P = out->h * out->w;
