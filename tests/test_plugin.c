@@ -198,7 +198,8 @@ static void test_createcopy_equals_library(void **s) {
     GDALGetBlockSize(b, &bx, &by);
     assert_int_equal(bx, 64);
 
-    /* direct library inference, window by window (TILE 128, OVERLAP 32, step 64), by hand */
+    /* direct library inference, window by window (TILE 128, OVERLAP 32, step 64, the canonical
+     * grid from pixel 0), then the documented blend: linear ramps over the 64-pixel overlaps */
     disopt_engine *e;
     disopt_model *m;
     assert_int_equal(disopt_engine_create(NULL, &e), DISOPT_OK);
@@ -212,15 +213,14 @@ static void test_createcopy_equals_library(void **s) {
             GDALRasterIO(GDALGetRasterBand(src, c + 1), GF_Read, 0, 0, FW, FH, band[c], FW, FH, GDT_Float32, 0, 0),
             CE_None);
     }
-    float *x = malloc(sizeof(float) * 4 * 128 * 128), *p = malloc(sizeof(float) * 128 * 128);
-    int checked = 0, nodata = 0;
-    float lo = 1, hi = 0;
-    for (int ty = 0; ty * 64 < FH; ty++)
-        for (int tx = 0; tx * 64 < FW; tx++) {
+    enum { T = 128, O = 32, S = 64, NTX = (FW + S - 1) / S, NTY = (FH + S - 1) / S };
+    float *x = malloc(sizeof(float) * 4 * T * T), *win = malloc(sizeof(float) * NTX * NTY * T * T);
+    for (int ty = 0; ty < NTY; ty++)
+        for (int tx = 0; tx < NTX; tx++) {
             for (int c = 0; c < 4; c++)
-                for (int yy = 0; yy < 128; yy++)
-                    for (int xx = 0; xx < 128; xx++) {
-                        int sx = tx * 64 - 32 + xx, sy = ty * 64 - 32 + yy;
+                for (int yy = 0; yy < T; yy++)
+                    for (int xx = 0; xx < T; xx++) {
+                        int sx = tx * S - O + xx, sy = ty * S - O + yy;
                         float v = 0;
                         if (sx >= 0 && sy >= 0 && sx < FW && sy < FH) {
                             int bad = 0; /* nodata in any band: 0 in every band */
@@ -228,39 +228,48 @@ static void test_createcopy_equals_library(void **s) {
                                 bad |= isnan(band[k][sy * FW + sx]) || band[k][sy * FW + sx] == -9999.0f;
                             v = bad ? 0.0f : band[c][sy * FW + sx];
                         }
-                        x[(c * 128 + yy) * 128 + xx] = v;
+                        x[(c * T + yy) * T + xx] = v;
                     }
-            assert_int_equal(disopt_model_normalize(m, x, 1, 128, 128), DISOPT_OK);
-            disopt_outputs o = {NULL, p, NULL, NULL, NULL, 0};
-            assert_int_equal(disopt_model_infer(m, x, 1, 4, 128, 128, &o), DISOPT_OK);
-            for (int yy = 0; yy < 64; yy++)
-                for (int xx = 0; xx < 64; xx++) {
-                    int ox = tx * 64 + xx, oy = ty * 64 + yy;
-                    if (ox >= FW || oy >= FH) continue;
-                    int invalid = 0;
-                    for (int c = 0; c < 4; c++)
-                        invalid |= isnan(band[c][oy * FW + ox]) || band[c][oy * FW + ox] == -9999.0f;
-                    float expect = invalid ? -1.0f : p[(yy + 32) * 128 + xx + 32];
-                    if (memcmp(&expect, &out[oy * FW + ox], sizeof(float)))
-                        fprintf(stderr, "# window %d,%d pixel %d,%d: library %.9g, driver %.9g\n", tx, ty, ox, oy,
-                                expect, out[oy * FW + ox]);
-                    assert_memory_equal(&expect, &out[oy * FW + ox], sizeof(float));
-                    checked++;
-                    nodata += invalid;
-                    if (!invalid) {
-                        lo = fminf(lo, expect);
-                        hi = fmaxf(hi, expect);
-                    }
-                }
+            assert_int_equal(disopt_model_normalize(m, x, 1, T, T), DISOPT_OK);
+            disopt_outputs o = {NULL, win + (size_t)(ty * NTX + tx) * T * T, NULL, NULL, NULL, 0};
+            assert_int_equal(disopt_model_infer(m, x, 1, 4, T, T, &o), DISOPT_OK);
         }
-    fprintf(stderr, "# CreateCopy == library inference on %d pixels (%d nodata), probability %.4f..%.4f\n", checked,
-            nodata, lo, hi);
+    float ramp[T];
+    for (int u = 0; u < T; u++) ramp[u] = u < 2 * O ? (u + 0.5f) / (2 * O) : u >= T - 2 * O ? (T - u - 0.5f) / (2 * O) : 1.0f;
+    int checked = 0, nodata = 0;
+    float lo = 1, hi = 0;
+    for (int oy = 0; oy < FH; oy++)
+        for (int ox = 0; ox < FW; ox++) {
+            int invalid = 0;
+            for (int c = 0; c < 4; c++) invalid |= isnan(band[c][oy * FW + ox]) || band[c][oy * FW + ox] == -9999.0f;
+            float acc = 0, ws = 0;
+            for (int ty = 0; ty < NTY; ty++)
+                for (int tx = 0; tx < NTX; tx++) {
+                    int u = ox - (tx * S - O), v = oy - (ty * S - O);
+                    if (u < 0 || v < 0 || u >= T || v >= T) continue;
+                    float wgt = ramp[v] * ramp[u];
+                    acc += wgt * win[(size_t)(ty * NTX + tx) * T * T + v * T + u];
+                    ws += wgt;
+                }
+            float expect = invalid ? -1.0f : acc / ws;
+            if (memcmp(&expect, &out[oy * FW + ox], sizeof(float)))
+                fprintf(stderr, "# pixel %d,%d: library %.9g, driver %.9g\n", ox, oy, expect, out[oy * FW + ox]);
+            assert_memory_equal(&expect, &out[oy * FW + ox], sizeof(float));
+            checked++;
+            nodata += invalid;
+            if (!invalid) {
+                lo = fminf(lo, expect);
+                hi = fmaxf(hi, expect);
+            }
+        }
+    fprintf(stderr, "# CreateCopy == library inference + blend on %d pixels (%d nodata), probability %.4f..%.4f\n",
+            checked, nodata, lo, hi);
     assert_int_equal(checked, FW * FH);
     assert_int_equal(nodata, 150 + 120);
     assert_true(hi - lo > 0.2f); /* the scene gives varied output: the comparisons are not vacuous */
+    free(win);
     for (int c = 0; c < 4; c++) free(band[c]);
     free(x);
-    free(p);
     free(out);
     disopt_model_destroy(m);
     disopt_engine_destroy(e);

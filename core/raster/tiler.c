@@ -19,7 +19,7 @@
 typedef struct tile_slot {
     int tx, ty;            /* -1 when empty */
     unsigned long stamp;   /* last use, for LRU */
-    float *prob;           /* step * step */
+    float *prob;           /* tile * tile, NaN = nodata */
 } tile_slot;
 
 struct disopt_tiler {
@@ -38,7 +38,9 @@ struct disopt_tiler {
     unsigned char *valid;  /* cap * T * T */
     float *cbuf;           /* 2 * T * T (complex band read) */
     unsigned char *mbuf;   /* T * T (mask read) */
-    float *out;            /* cap * step * step (cropped results) */
+    float *wx;             /* T: 1-D blending weight across a window */
+    float *acc, *wsum;     /* blending accumulators of one read */
+    size_t acc_cap;
     /* LRU of computed windows */
     tile_slot *slots;
     int nslots;
@@ -62,16 +64,14 @@ static disopt_status gdal_fail(const char *what) {
 
 static disopt_status ensure_batch(disopt_tiler *t, int n) {
     if (n <= t->cap) return DISOPT_OK;
-    const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size, S2 = (size_t)t->step * t->step;
+    const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size;
     float *x = realloc(t->x, (size_t)n * t->C * T2 * sizeof(float));
     if (x) t->x = x;
     float *p = realloc(t->prob, (size_t)n * T2 * sizeof(float));
     if (p) t->prob = p;
     unsigned char *v = realloc(t->valid, (size_t)n * T2);
     if (v) t->valid = v;
-    float *o = realloc(t->out, (size_t)n * S2 * sizeof(float));
-    if (o) t->out = o;
-    if (!x || !p || !v || !o) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: no memory for a batch of %d windows", n);
+    if (!x || !p || !v) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: no memory for a batch of %d windows", n);
     t->cap = n;
     return DISOPT_OK;
 }
@@ -149,20 +149,28 @@ disopt_status disopt_tiler_create(disopt_model *model, GDALDatasetH src, const d
                          "(it also applies a calibration scale)",
                          bands[i], GDALGetDataTypeName(dt));
     }
-    const size_t T2 = (size_t)o.tile_size * o.tile_size, S2 = (size_t)t->step * t->step;
+    const size_t T2 = (size_t)o.tile_size * o.tile_size;
     if (s == DISOPT_OK) {
         t->cbuf = malloc(2 * T2 * sizeof(float));
         t->mbuf = malloc(T2);
+        t->wx = malloc((size_t)o.tile_size * sizeof(float));
         t->nslots = o.cache_tiles;
         t->slots = calloc((size_t)t->nslots, sizeof *t->slots);
-        if (!t->cbuf || !t->mbuf || !t->slots) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+        if (!t->cbuf || !t->mbuf || !t->wx || !t->slots) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
     }
     for (int i = 0; s == DISOPT_OK && i < t->nslots; i++) {
         t->slots[i].tx = t->slots[i].ty = -1;
-        t->slots[i].prob = malloc(S2 * sizeof(float));
+        t->slots[i].prob = malloc(T2 * sizeof(float));
         if (!t->slots[i].prob) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the tile cache");
     }
-    if (s == DISOPT_OK) s = ensure_batch(t, 1);
+    if (s == DISOPT_OK) {
+        /* linear ramps over the 2*overlap pixels where neighbouring windows overlap: the weights of
+         * the two windows sum to 1 there, so the blend is continuous across window borders */
+        const int T = o.tile_size, R = 2 * o.overlap;
+        for (int u = 0; u < T; u++)
+            t->wx[u] = R == 0 ? 1.0f : u < R ? (u + 0.5f) / R : u >= T - R ? (T - u - 0.5f) / R : 1.0f;
+        s = ensure_batch(t, 1);
+    }
     if (s != DISOPT_OK) {
         disopt_tiler_destroy(t);
         return s;
@@ -178,7 +186,9 @@ void disopt_tiler_destroy(disopt_tiler *t) {
     free(t->x);
     free(t->prob);
     free(t->valid);
-    free(t->out);
+    free(t->wx);
+    free(t->acc);
+    free(t->wsum);
     free(t->cbuf);
     free(t->mbuf);
     free(t);
@@ -260,30 +270,8 @@ static disopt_status load_window(disopt_tiler *t, int k, int tx, int ty) {
     return DISOPT_OK;
 }
 
-/* Computes n windows (coordinates in txs/tys) into t->out (n planes of step x step). */
-static disopt_status compute_windows(disopt_tiler *t, int n, const int *txs, const int *tys) {
-    DP_TRY(ensure_batch(t, n));
-    const int T = t->o.tile_size, S = t->step, O = t->o.overlap;
-    const size_t T2 = (size_t)T * T, S2 = (size_t)S * S;
-    for (int k = 0; k < n; k++) DP_TRY(load_window(t, k, txs[k], tys[k]));
-    DP_TRY(disopt_model_normalize(t->model, t->x, n, T, T));
-    disopt_outputs outs;
-    memset(&outs, 0, sizeof outs);
-    outs.probability = t->prob;
-    DP_TRY(disopt_model_infer(t->model, t->x, n, t->C, T, T, &outs));
-    for (int k = 0; k < n; k++) {
-        float *p = t->prob + (size_t)k * T2;
-        if (t->rotate) reverse_plane(p, T2);
-        const unsigned char *v = t->valid + (size_t)k * T2;
-        float *o = t->out + (size_t)k * S2;
-        for (int yy = 0; yy < S; yy++)
-            for (int xx = 0; xx < S; xx++) {
-                const size_t wp = (size_t)(yy + O) * T + (xx + O);
-                o[(size_t)yy * S + xx] = v[wp] ? p[wp] : NAN;
-            }
-    }
-    return DISOPT_OK;
-}
+/* Computes n windows (coordinates in txs/tys) and stores them in the window cache. */
+static disopt_status compute_windows(disopt_tiler *t, int n, const int *txs, const int *tys);
 
 static tile_slot *cache_find(disopt_tiler *t, int tx, int ty) {
     for (int i = 0; i < t->nslots; i++)
@@ -301,77 +289,158 @@ static tile_slot *cache_victim(disopt_tiler *t) {
     return v;
 }
 
+static disopt_status compute_windows(disopt_tiler *t, int n, const int *txs, const int *tys) {
+    DP_TRY(ensure_batch(t, n));
+    const int T = t->o.tile_size;
+    const size_t T2 = (size_t)T * T;
+    for (int k = 0; k < n; k++) DP_TRY(load_window(t, k, txs[k], tys[k]));
+    DP_TRY(disopt_model_normalize(t->model, t->x, n, T, T));
+    disopt_outputs outs;
+    memset(&outs, 0, sizeof outs);
+    outs.probability = t->prob;
+    DP_TRY(disopt_model_infer(t->model, t->x, n, t->C, T, T, &outs));
+    for (int k = 0; k < n; k++) {
+        float *p = t->prob + (size_t)k * T2;
+        if (t->rotate) reverse_plane(p, T2);
+        const unsigned char *v = t->valid + (size_t)k * T2;
+        tile_slot *sl = cache_victim(t);
+        for (size_t i = 0; i < T2; i++) sl->prob[i] = v[i] ? p[i] : NAN;
+        sl->tx = txs[k];
+        sl->ty = tys[k];
+        sl->stamp = ++t->clock;
+    }
+    return DISOPT_OK;
+}
+
+static int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+/* windows whose span [k*step - O, k*step - O + T) meets [a, a + len), clipped to the grid */
+static void window_range(const disopt_tiler *t, int a, int len, int n, int *k0, int *k1) {
+    const int S = t->step, O = t->o.overlap, T = t->o.tile_size;
+    int lo = floor_div(a + O - T, S) + 1, hi = floor_div(a + len - 1 + O, S);
+    *k0 = lo < 0 ? 0 : lo;
+    *k1 = hi > n - 1 ? n - 1 : hi;
+}
+
+/* Makes sure the windows in [tx0, tx1] x [ty0, ty1] are cached, computing the missing ones in
+ * batches. The cache must hold them all (callers size it). */
+static disopt_status prefetch(disopt_tiler *t, int tx0, int tx1, int ty0, int ty1) {
+    int txs[256], tys[256], n = 0;
+    const int B = t->o.batch_size < 256 ? t->o.batch_size : 256;
+    for (int ty = ty0; ty <= ty1; ty++)
+        for (int tx = tx0; tx <= tx1; tx++) {
+            if (cache_find(t, tx, ty)) continue;
+            txs[n] = tx;
+            tys[n] = ty;
+            if (++n == B) {
+                DP_TRY(compute_windows(t, n, txs, tys));
+                n = 0;
+            }
+        }
+    if (n) DP_TRY(compute_windows(t, n, txs, tys));
+    return DISOPT_OK;
+}
+
 disopt_status disopt_tiler_read(disopt_tiler *t, int x, int y, int w, int h, float *prob) {
     if (!t || !prob) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler_read: NULL argument");
     if (w <= 0 || h <= 0 || x < 0 || y < 0 || x + w > t->W || y + h > t->H)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler_read: window %d,%d %dx%d outside the %dx%d raster", x, y,
                         w, h, t->W, t->H);
-    const int S = t->step;
-    for (int ty = y / S; ty <= (y + h - 1) / S; ty++)
-        for (int tx = x / S; tx <= (x + w - 1) / S; tx++) {
+    const int S = t->step, O = t->o.overlap, T = t->o.tile_size;
+    const size_t n = (size_t)w * h;
+    if (n > t->acc_cap) {
+        float *a = realloc(t->acc, n * sizeof(float)), *ws = a ? realloc(t->wsum, n * sizeof(float)) : NULL;
+        if (a) t->acc = a;
+        if (ws) t->wsum = ws;
+        if (!a || !ws) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler_read: no memory for a %dx%d read", w, h);
+        t->acc_cap = n;
+    }
+    memset(t->acc, 0, n * sizeof(float));
+    memset(t->wsum, 0, n * sizeof(float));
+    int tx0, tx1, ty0, ty1;
+    window_range(t, x, w, t->ntx, &tx0, &tx1);
+    window_range(t, y, h, t->nty, &ty0, &ty1);
+    /* windows in a fixed order (ty, tx ascending): every reader sums each pixel identically */
+    for (int ty = ty0; ty <= ty1; ty++)
+        for (int tx = tx0; tx <= tx1; tx++) {
             tile_slot *sl = cache_find(t, tx, ty);
             if (!sl) {
                 DP_TRY(compute_windows(t, 1, &tx, &ty));
-                sl = cache_victim(t);
-                memcpy(sl->prob, t->out, (size_t)S * S * sizeof(float));
-                sl->tx = tx;
-                sl->ty = ty;
-                sl->stamp = ++t->clock;
+                sl = cache_find(t, tx, ty);
             }
-            /* intersection of the window's centre with the request */
-            const int cx0 = tx * S > x ? tx * S : x, cy0 = ty * S > y ? ty * S : y;
-            const int cx1 = (tx + 1) * S < x + w ? (tx + 1) * S : x + w;
-            const int cy1 = (ty + 1) * S < y + h ? (ty + 1) * S : y + h;
-            for (int yy = cy0; yy < cy1; yy++)
-                memcpy(prob + (size_t)(yy - y) * w + (cx0 - x), sl->prob + (size_t)(yy - ty * S) * S + (cx0 - tx * S),
-                       (size_t)(cx1 - cx0) * sizeof(float));
+            const int wx0 = tx * S - O, wy0 = ty * S - O; /* window origin in raster pixels */
+            const int cx0 = wx0 > x ? wx0 : x, cy0 = wy0 > y ? wy0 : y;
+            const int cx1 = wx0 + T < x + w ? wx0 + T : x + w, cy1 = wy0 + T < y + h ? wy0 + T : y + h;
+            for (int yy = cy0; yy < cy1; yy++) {
+                const float wy = t->wx[yy - wy0];
+                const float *p = sl->prob + (size_t)(yy - wy0) * T - wx0;
+                float *a = t->acc + (size_t)(yy - y) * w - x, *ws = t->wsum + (size_t)(yy - y) * w - x;
+                for (int xx = cx0; xx < cx1; xx++) {
+                    const float wgt = wy * t->wx[xx - wx0];
+                    a[xx] += wgt * p[xx];
+                    ws[xx] += wgt;
+                }
+            }
         }
+    for (size_t i = 0; i < n; i++) prob[i] = t->acc[i] / t->wsum[i]; /* NaN (nodata) stays NaN */
     return DISOPT_OK;
 }
+
+/* CreateCopy order: columns of BAND_CELLS output cells, each swept top to bottom, so that the
+ * windows a cell needs (its 3x3 neighbourhood) are cached at once with a cache that does not
+ * grow with the raster; the windows at a band's sides are computed twice ((K+2)/K work). */
+#define BAND_CELLS 16
 
 disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *sink_user, GDALProgressFunc progress,
                                void *progress_arg) {
     if (!t || !sink) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler_run: NULL argument");
-    const int S = t->step, B = t->o.batch_size;
+    const int S = t->step;
     const long total = (long)t->ntx * t->nty;
-    int txs[256], tys[256];
-    float *strip = NULL;
-    DP_TRY(ensure_batch(t, B));
-    if (progress && !progress(0.0, NULL, progress_arg)) return dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
+    DP_TRY(ensure_batch(t, t->o.batch_size));
+    /* the cache must hold three rows of a band's windows */
+    const int need = 3 * (BAND_CELLS + 2) + 2;
+    if (t->nslots < need) {
+        tile_slot *ns = realloc(t->slots, (size_t)need * sizeof *ns);
+        if (!ns) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the window cache");
+        t->slots = ns;
+        for (int i = t->nslots; i < need; i++) {
+            ns[i].tx = ns[i].ty = -1;
+            ns[i].stamp = 0;
+            ns[i].prob = malloc((size_t)t->o.tile_size * t->o.tile_size * sizeof(float));
+            if (!ns[i].prob) {
+                t->nslots = i;
+                return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the window cache");
+            }
+        }
+        t->nslots = need;
+    }
+    float *cell = malloc((size_t)S * S * sizeof(float));
+    if (!cell) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+    disopt_status s = DISOPT_OK;
+    if (progress && !progress(0.0, NULL, progress_arg)) s = dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
     long done = 0;
-    for (long i = 0; i < total;) {
-        int n = 0;
-        for (; n < B && i < total; n++, i++) {
-            txs[n] = (int)(i % t->ntx);
-            tys[n] = (int)(i / t->ntx);
-        }
-        disopt_status s = compute_windows(t, n, txs, tys);
-        if (s != DISOPT_OK) {
-            free(strip);
-            return s;
-        }
-        for (int k = 0; k < n; k++) {
-            const int ox = txs[k] * S, oy = tys[k] * S;
-            const int ow = ox + S > t->W ? t->W - ox : S, oh = oy + S > t->H ? t->H - oy : S;
-            const float *src = t->out + (size_t)k * S * S;
-            if (ow != S) { /* edge window: hand over a packed w x h block */
-                if (!strip && !(strip = malloc((size_t)S * S * sizeof(float))))
-                    return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
-                for (int yy = 0; yy < oh; yy++) memcpy(strip + (size_t)yy * ow, src + (size_t)yy * S, ow * sizeof(float));
-                src = strip;
+    for (int b0 = 0; s == DISOPT_OK && b0 < t->ntx; b0 += BAND_CELLS) {
+        const int b1 = b0 + BAND_CELLS < t->ntx ? b0 + BAND_CELLS : t->ntx; /* cells [b0, b1) */
+        for (int cy = 0; s == DISOPT_OK && cy < t->nty; cy++) {
+            const int oy = cy * S, oh = oy + S > t->H ? t->H - oy : S;
+            const int ox0 = b0 * S, ow_all = (b1 * S > t->W ? t->W : b1 * S) - ox0;
+            int tx0, tx1, ty0, ty1;
+            window_range(t, ox0, ow_all, t->ntx, &tx0, &tx1);
+            window_range(t, oy, oh, t->nty, &ty0, &ty1);
+            s = prefetch(t, tx0, tx1, ty0, ty1);
+            for (int cx = b0; s == DISOPT_OK && cx < b1; cx++) {
+                const int ox = cx * S, ow = ox + S > t->W ? t->W - ox : S;
+                s = disopt_tiler_read(t, ox, oy, ow, oh, cell);
+                if (s == DISOPT_OK && sink(sink_user, ox, oy, ow, oh, cell)) {
+                    const char *m = CPLGetLastErrorMsg();
+                    s = dp_error(DISOPT_ERR_IO, "writing the result: %s", (m && *m) ? m : "the sink failed");
+                }
+                done++;
             }
-            if (sink(sink_user, ox, oy, ow, oh, src)) {
-                free(strip);
-                const char *m = CPLGetLastErrorMsg();
-                return dp_error(DISOPT_ERR_IO, "writing the result: %s", (m && *m) ? m : "the sink failed");
-            }
-        }
-        done += n;
-        if (progress && !progress((double)done / total, NULL, progress_arg)) {
-            free(strip);
-            return dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
+            if (s == DISOPT_OK && progress && !progress((double)done / total, NULL, progress_arg))
+                s = dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
         }
     }
-    free(strip);
-    return DISOPT_OK;
+    free(cell);
+    return s;
 }
