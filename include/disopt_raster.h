@@ -41,7 +41,7 @@ typedef struct disopt_tiler_options {
     int bands[DISOPT_MAX_BANDS];
     int rotate180;   /* -1: as the model says; 0: no; 1: rotate each window 180 degrees (SpaceNet 6 south strips) */
     disopt_complex_mode complex_mode;
-    int cache_tiles; /* computed windows kept for lazy reads (default 16) */
+    int cache_tiles; /* computed windows kept for lazy reads (default 64) */
 } disopt_tiler_options;
 
 typedef struct disopt_tiler disopt_tiler;

@@ -61,7 +61,7 @@ static const char bld_open_options[] =
     "<OpenOptionList>" BLD_COMMON_OPTIONS
     "  <Option name='BLOCK_SIZE' type='int' description='Block size of the lazy dataset (default: the window "
     "step, TILE_SIZE - 2*OVERLAP)'/>"
-    "  <Option name='CACHE_TILES' type='int' default='16' description='Computed windows kept in memory'/>"
+    "  <Option name='CACHE_TILES' type='int' default='64' description='Computed windows kept in memory'/>"
     "</OpenOptionList>";
 
 /* our names, which are not passed on to GTiff */

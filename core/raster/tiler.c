@@ -54,7 +54,7 @@ void disopt_tiler_options_init(disopt_tiler_options *o) {
     o->batch_size = 1;
     o->rotate180 = -1;
     o->complex_mode = DISOPT_COMPLEX_ERROR;
-    o->cache_tiles = 16;
+    o->cache_tiles = 64;
 }
 
 static disopt_status gdal_fail(const char *what) {
@@ -154,7 +154,8 @@ disopt_status disopt_tiler_create(disopt_model *model, GDALDatasetH src, const d
         t->cbuf = malloc(2 * T2 * sizeof(float));
         t->mbuf = malloc(T2);
         t->wx = malloc((size_t)o.tile_size * sizeof(float));
-        t->nslots = o.cache_tiles;
+        const long nwin = (long)t->ntx * t->nty; /* never more slots than windows */
+        t->nslots = nwin < o.cache_tiles ? (int)nwin : o.cache_tiles;
         t->slots = calloc((size_t)t->nslots, sizeof *t->slots);
         if (!t->cbuf || !t->mbuf || !t->wx || !t->slots) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
     }
@@ -398,7 +399,8 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     const long total = (long)t->ntx * t->nty;
     DP_TRY(ensure_batch(t, t->o.batch_size));
     /* the cache must hold three rows of a band's windows */
-    const int need = 3 * (BAND_CELLS + 2) + 2;
+    const long nwin = (long)t->ntx * t->nty;
+    const int need = nwin < 3 * (BAND_CELLS + 2) + 2 ? (int)nwin : 3 * (BAND_CELLS + 2) + 2;
     if (t->nslots < need) {
         tile_slot *ns = realloc(t->slots, (size_t)need * sizeof *ns);
         if (!ns) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the window cache");
