@@ -150,6 +150,11 @@ typedef struct dp_backend_vtable {
     disopt_status (*run_node)(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out,
                               void *workspace, size_t workspace_bytes);
     disopt_status (*synchronize)(dp_backend *b);
+    /* Optional (NULL when not offered): runs a depthwise conv node and, in the same pass, the global
+     * average pool of its output into gap (N x C x 1 x 1), bit-identical to running the GAP node on
+     * it. The model uses it when a GAP node directly follows the conv that feeds it (the SE blocks). */
+    disopt_status (*run_conv_gap)(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out,
+                                  const dp_tview *gap, void *workspace, size_t workspace_bytes);
 } dp_backend_vtable;
 
 struct dp_backend {

@@ -478,6 +478,17 @@ typedef struct {
     int end;
 } live_block;
 
+/* Does the GAP node i + 1 run inside depthwise conv i (the backend's run_conv_gap)? It does when
+ * the backend offers it and the GAP pools exactly that conv's output (the SE blocks). */
+static int gap_fused(const disopt_model *m, int i) {
+    const dp_graph *g = &m->g;
+    if (!m->engine->backend->vt->run_conv_gap || i + 1 >= g->n_nodes) return 0;
+    const dp_node *a = &g->nodes[i], *b = &g->nodes[i + 1];
+    const dp_conv_params *c = &a->conv;
+    return a->op == DP_OP_CONV && c->groups > 1 && c->groups == c->cin && c->groups == c->cout &&
+           b->op == DP_OP_GAP && b->in[0] == a->out;
+}
+
 static disopt_status plan_build(disopt_model *m, int N, int H, int W) {
     dp_graph *g = &m->g;
     dp_backend *be = m->engine->backend;
@@ -503,6 +514,11 @@ static disopt_status plan_build(disopt_model *m, int N, int H, int W) {
     for (int i = 0; i < g->n_nodes; i++)
         for (int k = 0; k < g->nodes[i].n_in; k++)
             if (last[g->nodes[i].in[k]] < i) last[g->nodes[i].in[k]] = i;
+    /* a GAP fused into conv i is written during step i: the conv's inputs must not share its memory */
+    for (int i = 0; i < g->n_nodes; i++)
+        if (gap_fused(m, i))
+            for (int k = 0; k < g->nodes[i].n_in; k++)
+                if (last[g->nodes[i].in[k]] < i + 1) last[g->nodes[i].in[k]] = i + 1;
     /* outputs and named tensors (taps) stay alive to the end, so they can be read back */
     for (int t = 0; t < T; t++)
         if (g->tensors[t].name[0]) last[t] = g->n_nodes;
@@ -717,7 +733,13 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
         dp_tview ins[DP_MAX_IN], out = view_of(m, nd->out);
         for (int k = 0; k < nd->n_in; k++) ins[k] = view_of(m, nd->in[k]);
         double t0 = m->profiling ? now_s() : 0.0;
-        s = be->vt->run_node(be, nd, ins, &out, m->plan.ws, m->plan.ws_bytes);
+        const int fuse = gap_fused(m, i) && want[g->nodes[i + 1].out]; /* profiled as part of the conv */
+        if (fuse) {
+            dp_tview gv = view_of(m, g->nodes[i + 1].out);
+            s = be->vt->run_conv_gap(be, nd, ins, &out, &gv, m->plan.ws, m->plan.ws_bytes);
+        } else {
+            s = be->vt->run_node(be, nd, ins, &out, m->plan.ws, m->plan.ws_bytes);
+        }
         if (m->profiling && s == DISOPT_OK) {
             s = be->vt->synchronize(be);
             int cat = prof_category(nd, &out);
@@ -727,6 +749,7 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
             m->prof_flop[cat] += node_flops(nd, &out);
             m->prof_calls[cat]++;
         }
+        if (fuse) i++;
     }
     if (s == DISOPT_OK) s = be->vt->synchronize(be);
     for (int i = 0; s == DISOPT_OK && i < o->num_taps; i++) {

@@ -57,6 +57,22 @@ typedef struct {
     dp_act act;
 } conv_case;
 
+/* a depthwise conv with its output's global average pool fused in (backend run_conv_gap) */
+static disopt_status run_gap(int nthreads, dp_node *node, dp_tview *in, dp_tview *out, dp_tview *gap) {
+    dp_backend *be;
+    disopt_status s = dp_backend_cpu_create(NULL, nthreads, &be);
+    if (s) return s;
+    void *ws = NULL;
+    size_t wsb = be->vt->workspace_bytes(be, node, in, out);
+    if (wsb) ws = aligned_alloc(64, (wsb + 63) & ~(size_t)63);
+    s = be->vt->prepare_node(be, node);
+    if (!s) s = be->vt->run_conv_gap(be, node, in, out, gap, ws, wsb);
+    be->vt->release_node(be, node);
+    free(ws);
+    be->vt->destroy(be);
+    return s;
+}
+
 static void check_conv(const conv_case *cc) {
     dp_node node;
     memset(&node, 0, sizeof node);
@@ -173,6 +189,80 @@ static void test_conv(void **state) {
         {1, 6, 2, 15, 16, 3, 2, 1, 1, 1, 1, 1, 1, 1, DP_ACT_NONE},        /* stride 2: scalar kernel */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_conv(&cases[i]);
+}
+
+/* depthwise conv + pooling in one pass: the conv output is the conv's, bit for bit, and the pool is
+ * what the GAP op computes from it, bit for bit (registers when the width is a multiple of 8, else a
+ * pass over the plane), on every ISA and thread count; poisoned outputs */
+static void test_conv_gap(void **state) {
+    (void)state;
+    const conv_case cases[] = {
+        {2, 5, 5, 32, 32, 5, 1, 2, 5, 4, 4, 4, 4, 1, DP_ACT_SWISH},   /* stage 5: dilated 5x5 */
+        {1, 4, 4, 66, 64, 3, 2, 1, 4, 0, 1, 0, 1, 1, DP_ACT_SWISH},   /* 3x3/s2, width 32 out */
+        {1, 3, 3, 20, 48, 3, 1, 1, 3, 1, 1, 1, 1, 1, DP_ACT_SWISH},   /* width 48: a half vector on AVX-512 */
+        {1, 3, 3, 21, 37, 5, 1, 1, 3, 2, 2, 2, 2, 0, DP_ACT_SIGMOID}, /* width 37: pooled from the plane */
+        {1, 2, 2, 22, 19, 9, 1, 1, 2, 4, 4, 4, 4, 1, DP_ACT_RELU},    /* 9x9: the scalar kernel */
+    };
+    static const char *isas[3] = {"blas", "avx2", "avx512"};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const conv_case *cc = &cases[ci];
+        dp_node node, gnode;
+        memset(&node, 0, sizeof node);
+        node.op = DP_OP_CONV;
+        node.n_in = 1;
+        node.act = cc->act;
+        node.conv = (dp_conv_params){cc->cin, cc->cout, cc->k, cc->k, cc->s, cc->s, cc->d, cc->d, cc->g,
+                                     cc->pt, cc->pb, cc->pl, cc->pr};
+        memset(&gnode, 0, sizeof gnode);
+        gnode.op = DP_OP_GAP;
+        gnode.n_in = 1;
+        int oh = (cc->h + cc->pt + cc->pb - cc->d * (cc->k - 1) - 1) / cc->s + 1;
+        int ow = (cc->w + cc->pl + cc->pr - cc->d * (cc->k - 1) - 1) / cc->s + 1;
+        size_t nin = (size_t)cc->n * cc->cin * cc->h * cc->w, nout = (size_t)cc->n * cc->cout * oh * ow;
+        size_t ng = (size_t)cc->n * cc->cout;
+        float *x = malloc(nin * 4), *wt = malloc((size_t)cc->cout * cc->k * cc->k * 4), *b = malloc((size_t)cc->cout * 4);
+        tu_fill(&g_rng, x, nin, -2.0f, 2.0f);
+        tu_fill(&g_rng, wt, (size_t)cc->cout * cc->k * cc->k, -0.5f, 0.5f);
+        tu_fill(&g_rng, b, (size_t)cc->cout, -1.0f, 1.0f);
+        node.fw = wt;
+        node.fb = cc->bias ? b : NULL;
+        for (int i = 0; i < 3; i++) {
+            setenv("DISOPT_CPU_ISA", isas[i], 1);
+            float *y = alloc_poisoned(nout), *yg1 = alloc_poisoned(nout), *yg3 = alloc_poisoned(nout);
+            float *pool = alloc_poisoned(ng), *g1 = alloc_poisoned(ng), *g3 = alloc_poisoned(ng);
+            dp_tview in = {cc->n, cc->cin, cc->h, cc->w, x};
+            dp_tview vy = {cc->n, cc->cout, oh, ow, y}, vy1 = {cc->n, cc->cout, oh, ow, yg1},
+                     vy3 = {cc->n, cc->cout, oh, ow, yg3};
+            dp_tview vp = {cc->n, cc->cout, 1, 1, pool}, v1 = {cc->n, cc->cout, 1, 1, g1}, v3 = {cc->n, cc->cout, 1, 1, g3};
+            assert_int_equal(run(1, &node, &in, &vy), DISOPT_OK);
+            assert_int_equal(run(1, &gnode, &vy, &vp), DISOPT_OK);
+            assert_int_equal(run_gap(1, &node, &in, &vy1, &v1), DISOPT_OK);
+            assert_int_equal(run_gap(3, &node, &in, &vy3, &v3), DISOPT_OK);
+            assert_memory_equal(y, yg1, nout * 4);
+            assert_memory_equal(y, yg3, nout * 4);
+            if (memcmp(pool, g1, ng * 4) != 0 || memcmp(pool, g3, ng * 4) != 0)
+                fail_msg("conv+pool (%s) case %zu: pool differs from the GAP op", isas[i], ci);
+            /* and the pool is the mean */
+            size_t P = (size_t)oh * ow;
+            for (size_t q = 0; q < ng; q++) {
+                double m = 0;
+                for (size_t p = 0; p < P; p++) m += y[q * P + p];
+                m /= (double)P;
+                assert_true(fabs(g1[q] - m) <= 1e-6 * (1 + fabs(m)));
+            }
+            free(y); free(yg1); free(yg3); free(pool); free(g1); free(g3);
+        }
+        unsetenv("DISOPT_CPU_ISA");
+        /* anything but a depthwise conv is refused, not run */
+        dp_node dense = node;
+        dense.conv.groups = 1;
+        dense.conv.cin = 1;
+        float *y = alloc_poisoned(nout), *g = alloc_poisoned(ng);
+        dp_tview in1 = {cc->n, 1, cc->h, cc->w, x}, vy = {cc->n, cc->cout, oh, ow, y}, vg = {cc->n, cc->cout, 1, 1, g};
+        assert_int_equal(run_gap(1, &dense, &in1, &vy, &vg), DISOPT_ERR_INTERNAL);
+        free(y); free(g);
+        free(x); free(wt); free(b);
+    }
 }
 
 /* a dense 1x1 conv whose input is first scaled per (image, channel): the SE gate folded in */
@@ -389,7 +479,7 @@ static void test_pool(void **state) {
 int main(void) {
     g_rng = tu_rng_fresh();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conv), cmocka_unit_test(test_conv_input_scale), cmocka_unit_test(test_upsample), cmocka_unit_test(test_eltwise),
+        cmocka_unit_test(test_conv), cmocka_unit_test(test_conv_gap), cmocka_unit_test(test_conv_input_scale), cmocka_unit_test(test_upsample), cmocka_unit_test(test_eltwise),
         cmocka_unit_test(test_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -97,6 +97,11 @@ static disopt_status cpu_run(dp_backend *b, const dp_node *node, const dp_tview 
     }
 }
 
+static disopt_status cpu_run_conv_gap(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out,
+                                      const dp_tview *gap, void *ws, size_t ws_bytes) {
+    return dp_cpu_conv_gap((dp_cpu *)b, node, ins, out, gap, ws, ws_bytes);
+}
+
 static disopt_status cpu_sync(dp_backend *b) {
     (void)b;
     return DISOPT_OK;
@@ -111,7 +116,7 @@ static int env_int(const char *name, int def, int lo, int hi) {
 
 static const dp_backend_vtable CPU_VT = {
     "cpu", cpu_destroy, cpu_tensor_bytes, cpu_alloc, cpu_free, cpu_upload, cpu_download,
-    cpu_prepare, cpu_release, cpu_workspace, cpu_run, cpu_sync,
+    cpu_prepare, cpu_release, cpu_workspace, cpu_run, cpu_sync, cpu_run_conv_gap,
 };
 
 disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_backend **out) {

@@ -39,6 +39,9 @@ size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tv
 /* ins[0]: input; ins[1] when node->n_in == 2: per-channel input scale (1x1 dense convs only) */
 disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out, void *ws,
                           size_t ws_bytes);
+/* a depthwise conv that also writes the global average pool of its output into gap (N, C, 1, 1) */
+disopt_status dp_cpu_conv_gap(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out,
+                              const dp_tview *gap, void *ws, size_t ws_bytes);
 disopt_status dp_cpu_eltwise(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out);
 disopt_status dp_cpu_upsample(dp_cpu *cpu, const dp_node *node, const dp_tview *in, const dp_tview *out, void *ws,
                               size_t ws_bytes);
@@ -57,5 +60,11 @@ int dp_cpu_conv_is_direct(const dp_node *node);
 
 /* activation over a contiguous run */
 void dp_cpu_act(dp_act act, float *x, size_t n);
+
+/* The global average pool of one plane of n floats, as the GAP op computes it: 8 partial double
+ * sums (element i into part[i % 8], in order), combined pairwise, divided by n. dp_cpu_gap_finish
+ * does the last two steps for sums accumulated elsewhere (the depthwise kernels). */
+float dp_cpu_gap_plane(const float *x, size_t n);
+float dp_cpu_gap_finish(const double part[8], size_t n);
 
 #endif

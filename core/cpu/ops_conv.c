@@ -20,6 +20,7 @@ typedef struct {
     const dp_node *node;
     const dp_tview *in, *out;
     const float *scale; /* per (image, input channel) scale of the input, or NULL */
+    float *gap;         /* depthwise only: the global average pool of the output (N x C), or NULL */
     float *ws;
     size_t ws_per_thread; /* floats */
     int col_blocks, cols;
@@ -267,18 +268,27 @@ static void dw_task(void *ctx, int task, int thread) {
         }
         memset(Xp + (size_t)(H + c->pt) * Wp, 0, (size_t)c->pb * Wp * sizeof(float));
         dw_rows(c, Xp, Wp, wt, b, Y, OH, OW, node->act);
+        if (j->gap) j->gap[task] = dp_cpu_gap_plane(Y, (size_t)OH * OW); /* while the plane is in cache */
         return;
     }
 #ifdef DP_HAVE_SIMD
     int rs = 0, span = 0;
     (void)dw_scratch_floats(j->cpu, c, H, W, &rs, &span);
     const size_t slot = (size_t)c->sw * rs;
+    /* the pooling sums are taken from the registers when every row starts a group of 8 */
+    double part[8];
+    const int fused = j->gap && OW % 8 == 0;
     dw_plane p = {X, wt, b, Y, H, W, OH, OW, c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, c->pr,
-                  node->act, rs, span, Xp, Xp + (size_t)span * slot, Xp + (size_t)(span + 1) * slot, NULL};
+                  node->act, rs, span, Xp, Xp + (size_t)span * slot, Xp + (size_t)(span + 1) * slot,
+                  fused ? part : NULL};
     if (j->cpu->isa == DP_ISA_AVX512)
         dw_plane_run_512(&p);
     else
         dw_plane_run_256(&p);
+    if (fused)
+        j->gap[task] = dp_cpu_gap_finish(part, (size_t)OH * OW);
+    else if (j->gap)
+        j->gap[task] = dp_cpu_gap_plane(Y, (size_t)OH * OW);
 #endif
 }
 
@@ -494,14 +504,15 @@ size_t dp_cpu_conv_workspace(const dp_cpu *cpu, const dp_node *node, const dp_tv
     return per * sizeof(float) * (size_t)cpu->nthreads;
 }
 
-disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out, void *ws,
-                          size_t ws_bytes) {
+static disopt_status conv_run(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out,
+                              float *gap, void *ws, size_t ws_bytes) {
     const dp_conv_params *c = &node->conv;
     const dp_tview *in = &ins[0];
     conv_job j;
     memset(&j, 0, sizeof j);
     j.cpu = cpu;
     j.node = node;
+    j.gap = gap;
     if (node->n_in == 2) {
         if (!dp_cpu_conv_is_direct(node) || ins[1].c != c->cin || ins[1].h != 1 || ins[1].w != 1)
             return dp_error(DISOPT_ERR_INTERNAL, "conv: an input scale needs a dense 1x1 conv and an N,C,1,1 scale");
@@ -520,6 +531,7 @@ disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *ins,
         dp_pool_run(cpu->pool, in->n * in->c, dw_task, &j);
         return DISOPT_OK;
     }
+    if (gap) return dp_error(DISOPT_ERR_INTERNAL, "conv: pooling is fused into depthwise convs only");
     if (is_few(node)) {
         int rblocks = (out->h + DP_FEW_ROWS - 1) / DP_FEW_ROWS;
         if (few_vector(cpu, c))
@@ -540,4 +552,17 @@ disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *ins,
     }
     dp_pool_run(cpu->pool, in->n * c->groups * j.col_blocks * j.m_blocks, gemm_task, &j);
     return DISOPT_OK;
+}
+
+disopt_status dp_cpu_conv(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out, void *ws,
+                          size_t ws_bytes) {
+    return conv_run(cpu, node, ins, out, NULL, ws, ws_bytes);
+}
+
+disopt_status dp_cpu_conv_gap(dp_cpu *cpu, const dp_node *node, const dp_tview *ins, const dp_tview *out,
+                              const dp_tview *gap, void *ws, size_t ws_bytes) {
+    if (node->op != DP_OP_CONV || !is_depthwise(&node->conv) || gap->n != out->n || gap->c != out->c || gap->h != 1 ||
+        gap->w != 1)
+        return dp_error(DISOPT_ERR_INTERNAL, "conv+pool: needs a depthwise conv and an N,C,1,1 pool output");
+    return conv_run(cpu, node, ins, out, (float *)gap->data, ws, ws_bytes);
 }

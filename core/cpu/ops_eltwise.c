@@ -47,6 +47,20 @@ DP_CLONES void dp_cpu_act(dp_act act, float *x, size_t n) {
     }
 }
 
+float dp_cpu_gap_finish(const double part[8], size_t n) {
+    double s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    return (float)(s / (double)n);
+}
+
+DP_CLONES float dp_cpu_gap_plane(const float *x, size_t n) {
+    double part[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* 8 independent partial sums, in double */
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int q = 0; q < 8; q++) part[q] += x[i + q];
+    for (; i < n; i++) part[0] += x[i];
+    return dp_cpu_gap_finish(part, n);
+}
+
 typedef struct {
     const dp_node *node;
     const dp_tview *ins, *out;
@@ -94,18 +108,9 @@ DP_CLONES static void elt_task(void *ctx, int task, int thread) {
         dp_cpu_act(node->act, y, HW);
         break;
     }
-    case DP_OP_GAP: {
-        const float *x = plane(a, n, c);
-        size_t ahw = (size_t)a->h * a->w;
-        double part[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* 8 independent partial sums, in double */
-        size_t i = 0;
-        for (; i + 8 <= ahw; i += 8)
-            for (int q = 0; q < 8; q++) part[q] += x[i + q];
-        for (; i < ahw; i++) part[0] += x[i];
-        double s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-        y[0] = (float)(s / (double)ahw);
+    case DP_OP_GAP:
+        y[0] = dp_cpu_gap_plane(plane(a, n, c), (size_t)a->h * a->w);
         break;
-    }
     case DP_OP_SCALE_CH: {
         const float *x = plane(a, n, c);
         float s = plane(&j->ins[1], n, c)[0];
