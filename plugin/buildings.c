@@ -84,7 +84,10 @@ char *disopt_bld_creation_option_list(void) {
         if (c->eType != CXT_Element || !EQUAL(c->pszValue, "Option")) continue;
         const char *name = CPLGetXMLValue(c, "name", "");
         if (CSLFindString((CSLConstList)bld_own_names, name) >= 0) continue;
+        CPLXMLNode *next = c->psNext; /* CPLCloneXMLTree copies the siblings too: detach */
+        c->psNext = NULL;
         CPLXMLNode *copy = CPLCloneXMLTree(c);
+        c->psNext = next;
         if (last) last->psNext = copy;
         else root->psChild = copy;
         last = copy;

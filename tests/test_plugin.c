@@ -597,6 +597,10 @@ static void test_bad_inputs(void **s) {
     expect_fail(g_scene, b3, "BANDS lists 3 bands");
     const char *neg[] = {"-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "OVERLAP=-8", NULL};
     expect_fail(g_scene, neg, "OVERLAP=-8");
+    const char *t0[] = {"-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "TILE_SIZE=0", NULL};
+    expect_fail(g_scene, t0, "TILE_SIZE=0");
+    const char *th2[] = {"-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "TILE_SIZE=65536", NULL};
+    expect_fail(g_scene, th2, "TILE_SIZE=65536");
     const char *ts[] = {"-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "TILE_SIZE=100", NULL};
     expect_fail(g_scene, ts, "multiple of 32");
     const char *ov[] = {"-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "TILE_SIZE=64", "-co", "OVERLAP=32", NULL};
