@@ -3,9 +3,36 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#ifndef DISOPT_CUDA_MODULE_PATH
+#define DISOPT_CUDA_MODULE_PATH "libdisopt_cuda.so.0"
+#endif
+
+/* Loads the CUDA backend module: DISOPT_CUDA_MODULE (a path) if set, else the installed one, else
+ * the dynamic linker's search path. */
+static disopt_status cuda_create(disopt_engine *e, dp_backend **out) {
+    static const dp_cuda_host host = {DP_CUDA_ABI, dp_error, dp_log};
+    const char *cands[3] = {getenv("DISOPT_CUDA_MODULE"), DISOPT_CUDA_MODULE_PATH, "libdisopt_cuda.so.0"};
+    char why[512] = "";
+    for (int i = 0; i < 3 && !e->module; i++) {
+        if (!cands[i] || !*cands[i]) continue;
+        e->module = dlopen(cands[i], RTLD_NOW | RTLD_LOCAL);
+        if (!e->module && !why[0]) snprintf(why, sizeof why, "%s", dlerror());
+    }
+    if (!e->module)
+        return dp_error(DISOPT_ERR_UNSUPPORTED, "the CUDA backend module is not available (%s); build with the CUDA "
+                        "toolkit, or set DISOPT_CUDA_MODULE", why);
+    dp_cuda_create_fn fn;
+    void *sym = dlsym(e->module, DP_CUDA_ENTRY);
+    memcpy(&fn, &sym, sizeof fn);
+    if (!fn) return dp_error(DISOPT_ERR_UNSUPPORTED, "the CUDA backend module has no %s", DP_CUDA_ENTRY);
+    return fn(&host, e, e->opt.device, out);
+}
 
 void disopt_engine_options_init(disopt_engine_options *opt) {
     if (!opt) return;
@@ -37,13 +64,14 @@ disopt_status disopt_engine_create(const disopt_engine_options *opt, disopt_engi
         s = dp_backend_cpu_create(e, n, &e->backend);
         break;
     case DISOPT_BACKEND_CUDA:
-        s = dp_error(DISOPT_ERR_UNSUPPORTED, "the CUDA backend is not available in this build");
+        s = cuda_create(e, &e->backend);
         break;
     default:
         s = dp_error(DISOPT_ERR_INVALID_ARGUMENT, "unknown backend %d", (int)opt->backend);
         break;
     }
     if (s != DISOPT_OK) {
+        if (e->module) dlclose(e->module);
         free(e);
         return s;
     }
@@ -55,6 +83,7 @@ disopt_status disopt_engine_create(const disopt_engine_options *opt, disopt_engi
 void disopt_engine_destroy(disopt_engine *e) {
     if (!e) return;
     if (e->backend) e->backend->vt->destroy(e->backend);
+    if (e->module) dlclose(e->module);
     free(e);
 }
 

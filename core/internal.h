@@ -164,11 +164,26 @@ struct dp_backend {
 
 disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_backend **out);
 
+/* The CUDA backend lives in its own shared module (libdisopt_cuda.so, built from cuda/) that the
+ * engine dlopens when a caller asks for CUDA, so that the library and the GDAL plugin load and run
+ * on machines without the CUDA libraries. The module reports errors through the host's functions
+ * (one thread-local message, the core's). */
+#define DP_CUDA_ABI 1
+typedef struct dp_cuda_host {
+    int abi;
+    disopt_status (*error)(disopt_status s, const char *fmt, ...) DP_PRINTF(2, 3);
+    void (*log)(const disopt_engine *e, disopt_log_level level, const char *fmt, ...) DP_PRINTF(3, 4);
+} dp_cuda_host;
+#define DP_CUDA_ENTRY "disopt_cuda_backend_create"
+typedef disopt_status (*dp_cuda_create_fn)(const dp_cuda_host *host, const disopt_engine *e, int device,
+                                           dp_backend **out);
+
 /* Engine internals. */
 struct disopt_engine {
     disopt_engine_options opt;
     int nthreads;
     dp_backend *backend;
+    void *module;       /* dlopen handle of the backend's module (CUDA), or NULL */
 };
 
 /* ---------------------------------------------------------------- half floats */

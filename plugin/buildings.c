@@ -41,8 +41,8 @@
     "THRESHOLD'/>"                                                                                               \
     "  <Option name='BANDS' type='string' description='Source bands feeding the model inputs (HH,HV,VH,VV), "  \
     "comma separated, e.g. 1,2,3,4. Default: 1..N'/>"                                                            \
-    "  <Option name='DEVICE' type='string-select' default='AUTO' description='Where the network runs'>"       \
-    "    <Value>AUTO</Value><Value>CPU</Value><Value>CUDA</Value></Option>"                                      \
+    "  <Option name='DEVICE' type='string' default='AUTO' description='Where the network runs: AUTO (the first " \
+    "CUDA GPU if there is one, else the CPU), CPU, CUDA (GPU 0) or CUDA:n'/>"                                     \
     "  <Option name='TILE_SIZE' type='int' default='512' description='Network window in pixels, a multiple of " \
     "32 (the authors trained on 512)'/>"                                                                         \
     "  <Option name='OVERLAP' type='int' default='64' description='Context pixels on each side of a window; "   \
@@ -103,6 +103,7 @@ typedef struct bld_opts {
     int mask;
     double threshold;
     int device; /* 0 auto, 1 cpu, 2 cuda */
+    int gpu;    /* CUDA device ordinal */
     int num_threads;
     int block_size;
     disopt_tiler_options tiler;
@@ -162,8 +163,9 @@ static int parse_opts(CSLConstList list, bld_opts *o) {
         if (EQUAL(v, "AUTO")) o->device = 0;
         else if (EQUAL(v, "CPU")) o->device = 1;
         else if (EQUAL(v, "CUDA")) o->device = 2;
+        else if (STARTS_WITH_CI(v, "CUDA:") && parse_int("DEVICE", v + 5, 0, 1023, &o->gpu)) o->device = 2;
         else {
-            CPLError(CE_Failure, CPLE_IllegalArg, "BUILDINGS: DEVICE=%s: expected AUTO, CPU or CUDA", v);
+            CPLError(CE_Failure, CPLE_IllegalArg, "BUILDINGS: DEVICE=%s: expected AUTO, CPU, CUDA or CUDA:n", v);
             return 0;
         }
     }
@@ -221,11 +223,6 @@ static void bld_model_free(bld_model *m) {
 
 static int bld_model_load(const bld_opts *o, bld_model *m) {
     memset(m, 0, sizeof *m);
-    if (o->device == 2) {
-        CPLError(CE_Failure, CPLE_NotSupported,
-                 "BUILDINGS: DEVICE=CUDA: this build has no CUDA backend yet; use DEVICE=CPU or AUTO");
-        return 0;
-    }
     GByte *buf = NULL;
     vsi_l_offset size = 0;
     VSILFILE *fp = VSIFOpenL(o->model, "rb");
@@ -251,8 +248,19 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
     disopt_engine_options eo;
     disopt_engine_options_init(&eo);
     eo.num_threads = o->num_threads;
-    eo.backend = DISOPT_BACKEND_CPU;
+    eo.backend = o->device == 1 ? DISOPT_BACKEND_CPU : DISOPT_BACKEND_CUDA;
+    eo.device = o->gpu;
     disopt_status s = disopt_engine_create(&eo, &m->engine);
+    if (s != DISOPT_OK && o->device == 0) { /* AUTO: no usable GPU, the CPU it is */
+        CPLDebug("BUILDINGS", "DEVICE=AUTO: no CUDA backend (%s); running on the CPU", disopt_last_error());
+        eo.backend = DISOPT_BACKEND_CPU;
+        s = disopt_engine_create(&eo, &m->engine);
+    } else if (s != DISOPT_OK) {
+        CPLError(CE_Failure, CPLE_NotSupported, "BUILDINGS: DEVICE=%s: %s", o->device == 2 ? "CUDA" : "CPU",
+                 disopt_last_error());
+        VSIFree(buf);
+        return 0;
+    }
     if (s == DISOPT_OK) s = disopt_model_load_memory(m->engine, buf, (size_t)size, &m->model);
     VSIFree(buf);
     if (s == DISOPT_OK) s = disopt_model_get_info(m->model, &m->info);

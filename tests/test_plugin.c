@@ -83,7 +83,7 @@ static GDALDatasetH translate(const char *dst, GDALDatasetH src, const char *con
 static GDALDatasetH make_buildings(const char *dst, const char *src_path, const char *const *extra) {
     GDALDatasetH src = GDALOpen(src_path, GA_ReadOnly);
     assert_non_null(src);
-    const char *base[] = {"-q", "-of", "BUILDINGS", "-co", "MODEL=" DISOPT_MODEL_FILE, NULL};
+    const char *base[] = {"-q", "-of", "BUILDINGS", "-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "DEVICE=CPU", NULL};
     GDALDatasetH out = translate(dst, src, base, extra);
     GDALClose(src);
     return out;
@@ -284,7 +284,7 @@ static void test_gdal_translate_command_mask(void **s) {
     snprintf(out, sizeof out, "%s/mask.tif", g_dir);
     snprintf(cmd, sizeof cmd,
              "gdal_translate -q -of BUILDINGS -co MODEL=%s -co TILE_SIZE=128 -co OVERLAP=32 -co OUTPUT=MASK "
-             "-co THRESHOLD=0.4 -co NUM_THREADS=1 %s %s",
+             "-co THRESHOLD=0.4 -co NUM_THREADS=1 -co DEVICE=CPU %s %s",
              DISOPT_MODEL_FILE, g_scene, out);
     assert_int_equal(system(cmd), 0);
     GDALDatasetH m = GDALOpen(out, GA_ReadOnly), ref = GDALOpen(g_ref, GA_ReadOnly);
@@ -369,6 +369,7 @@ static GDALDatasetH open_lazy(const char *src, const char *const *extra_oo) {
     oo = CSLAddString(oo, "MODEL=" DISOPT_MODEL_FILE);
     oo = CSLAddString(oo, "TILE_SIZE=128");
     oo = CSLAddString(oo, "OVERLAP=32");
+    oo = CSLAddString(oo, "DEVICE=CPU");
     for (; extra_oo && *extra_oo; extra_oo++) oo = CSLAddString(oo, *extra_oo);
     GDALDatasetH ds = GDALOpenEx(name, GDAL_OF_RASTER | GDAL_OF_VERBOSE_ERROR, NULL, (const char *const *)oo, NULL);
     CSLDestroy(oo);
@@ -423,7 +424,7 @@ static void test_lazy_tiny_cache_and_tools(void **s) {
     assert_int_equal(system(cmd), 0);
     snprintf(cmd, sizeof cmd,
              "gdal_translate -q --config GDAL_CACHEMAX 1 -outsize 50%% 50%% -oo MODEL=%s -oo TILE_SIZE=128 "
-             "-oo OVERLAP=32 -oo BLOCK_SIZE=77 -oo CACHE_TILES=1 BUILDINGS:%s %s",
+             "-oo OVERLAP=32 -oo BLOCK_SIZE=77 -oo CACHE_TILES=1 -oo DEVICE=CPU BUILDINGS:%s %s",
              DISOPT_MODEL_FILE, g_scene, b);
     assert_int_equal(system(cmd), 0);
     GDALDatasetH da = GDALOpen(a, GA_ReadOnly), db = GDALOpen(b, GA_ReadOnly);
@@ -448,7 +449,7 @@ static void test_lazy_tiny_cache_and_tools(void **s) {
     FILE *f = fopen(side, "w");
     assert_non_null(f);
     fprintf(f, "{\"type\": \"disopt.buildings\", \"source\": \"%s\", \"options\": {\"MODEL\": \"%s\", "
-               "\"TILE_SIZE\": \"128\", \"OVERLAP\": \"32\", \"BLOCK_SIZE\": \"77\"}}\n",
+               "\"TILE_SIZE\": \"128\", \"OVERLAP\": \"32\", \"BLOCK_SIZE\": \"77\", \"DEVICE\": \"CPU\"}}\n",
             g_scene, DISOPT_MODEL_FILE);
     fclose(f);
     snprintf(cmd, sizeof cmd, "printf '%s' | gdallocationinfo -valonly --config GDAL_CACHEMAX 1 %s > %s", pts, side,
@@ -464,7 +465,7 @@ static void test_vrt_absolute_and_sidecar(void **s) {
     char cmd[4000], vrt[400];
     snprintf(vrt, sizeof vrt, "%s/abs.vrt", g_dir);
     snprintf(cmd, sizeof cmd,
-             "gdal_translate -q -of VRT -oo MODEL=%s -oo TILE_SIZE=128 -oo OVERLAP=32 BUILDINGS:%s %s",
+             "gdal_translate -q -of VRT -oo MODEL=%s -oo TILE_SIZE=128 -oo OVERLAP=32 -oo DEVICE=CPU BUILDINGS:%s %s",
              DISOPT_MODEL_FILE, g_scene, vrt);
     assert_int_equal(system(cmd), 0);
     GDALDatasetH ds = GDALOpen(vrt, GA_ReadOnly);
@@ -483,7 +484,8 @@ static void test_vrt_absolute_and_sidecar(void **s) {
     FILE *f = fopen(side, "w");
     assert_non_null(f);
     fprintf(f, "{\"type\": \"disopt.buildings\", \"source\": \"data/scene.tif\",\n"
-               " \"options\": {\"MODEL\": \"models/m.safetensors\", \"TILE_SIZE\": \"128\", \"OVERLAP\": \"32\"}}\n");
+               " \"options\": {\"MODEL\": \"models/m.safetensors\", \"TILE_SIZE\": \"128\", \"OVERLAP\": \"32\", "
+               "\"DEVICE\": \"CPU\"}}\n");
     fclose(f);
     snprintf(cmd, sizeof cmd, "cd %s && gdal_translate -q -of VRT scene.buildings.json buildings.vrt && "
                               "grep -q 'relativeToVRT=\"1\">scene.buildings.json' buildings.vrt && mv %s %s",
@@ -605,8 +607,10 @@ static void test_bad_inputs(void **s) {
     expect_fail(g_scene, ts, "multiple of 32");
     const char *ov[] = {"-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "TILE_SIZE=64", "-co", "OVERLAP=32", NULL};
     expect_fail(g_scene, ov, "less than half");
-    const char *cu[] = {"-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "DEVICE=CUDA", NULL};
-    expect_fail(g_scene, cu, "CUDA");
+    const char *cu[] = {"-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "DEVICE=CUDA:57", NULL};
+    expect_fail(g_scene, cu, "DEVICE=CUDA");
+    const char *cux[] = {"-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "DEVICE=GPU", NULL};
+    expect_fail(g_scene, cux, "DEVICE=GPU");
     const char *th[] = {"-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "THRESHOLD=abc", NULL};
     expect_fail(g_scene, th, "THRESHOLD=abc");
     /* a zero-size request: gdal_translate -srcwin with an empty window */
@@ -644,6 +648,43 @@ static void test_bad_inputs(void **s) {
     assert_null(GDALOpen("BUILDINGS:/nonexistent/sar.tif", GA_ReadOnly));
     CPLPopErrorHandler();
     assert_non_null(strstr(CPLGetLastErrorMsg(), "nonexistent"));
+}
+
+/* DEVICE=AUTO runs on the GPU when there is one, else on the CPU; DEVICE=CUDA fails clearly
+ * without one. Either way the result is the CPU's (bit for bit on the CPU, to fp32 rounding on
+ * the GPU). */
+static void test_device_auto_and_cuda(void **s) {
+    (void)s;
+    char out[400];
+    snprintf(out, sizeof out, "%s/auto.tif", g_dir);
+    GDALDatasetH src = GDALOpen(g_scene, GA_ReadOnly);
+    const char *a[] = {"-q", "-of", "BUILDINGS", "-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "TILE_SIZE=128", "-co",
+                       "OVERLAP=32", "-co", "DEVICE=AUTO", NULL};
+    GDALDatasetH ds = translate(out, src, a, NULL);
+    assert_non_null(ds);
+    const char *dev = GDALGetMetadataItem(ds, "DISOPT_DEVICE", NULL);
+    GDALDatasetH ref = GDALOpen(g_ref, GA_ReadOnly);
+    int w, h;
+    float *x = read_all(ref, &w, &h), *y = read_all(ds, &w, &h);
+    double md = 0;
+    for (int i = 0; i < w * h; i++) md = fmax(md, fabs((double)x[i] - y[i]));
+    fprintf(stderr, "# DEVICE=AUTO ran on %s: max |p - p_cpu| = %.3g\n", dev, md);
+    if (strcmp(dev, "cpu") == 0) {
+        assert_memory_equal(x, y, sizeof(float) * w * h);
+        CPLPushErrorHandler(CPLQuietErrorHandler);
+        const char *c[] = {"-q", "-of", "BUILDINGS", "-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "DEVICE=CUDA", NULL};
+        GDALDatasetH dc = translate(out, src, c, NULL);
+        CPLPopErrorHandler();
+        assert_null(dc);
+        assert_non_null(strstr(CPLGetLastErrorMsg(), "DEVICE=CUDA"));
+    } else {
+        assert_true(md < 1e-4);
+    }
+    free(x);
+    free(y);
+    GDALClose(ds);
+    GDALClose(ref);
+    GDALClose(src);
 }
 
 static int cancel_after(double done, const char *msg, void *arg) {
@@ -703,6 +744,7 @@ int main(void) {
         cmocka_unit_test(test_real_capella),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_cancel_leaves_nothing),
+        cmocka_unit_test(test_device_auto_and_cuda),
         cmocka_unit_test(test_option_warnings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

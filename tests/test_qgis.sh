@@ -14,7 +14,7 @@ fi
 export GDAL_DRIVER_PATH="$build/plugin" QT_QPA_PLATFORM=offscreen
 model="$build/default.safetensors"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-opts=(TILE_SIZE=128 OVERLAP=32)
+opts=(TILE_SIZE=128 OVERLAP=32 DEVICE=CPU)
 gdal_translate -q -of VRT -ot Float32 -scale -25 35 0 92 "$shared/realdata/rotterdam_capella/sar_masked.tif" "$tmp/scene.vrt"
 gdal_translate -q -of BUILDINGS -co MODEL="$model" ${opts[@]/#/-co } "$tmp/scene.vrt" "$tmp/ref.tif"
 gdal_translate -q -of VRT -oo MODEL="$model" ${opts[@]/#/-oo } "BUILDINGS:$tmp/scene.vrt" "$tmp/lazy.vrt"
@@ -23,7 +23,7 @@ cp "$tmp/scene.vrt" "$tmp/proj/scene.vrt"
 ln -s "$model" "$tmp/proj/model.safetensors"
 cat > "$tmp/proj/scene.buildings.json" <<JSON
 {"type": "disopt.buildings", "source": "scene.vrt",
- "options": {"MODEL": "model.safetensors", "TILE_SIZE": "128", "OVERLAP": "32", "BLOCK_SIZE": "77"}}
+ "options": {"MODEL": "model.safetensors", "TILE_SIZE": "128", "OVERLAP": "32", "BLOCK_SIZE": "77", "DEVICE": "CPU"}}
 JSON
 (cd "$tmp/proj" && gdal_translate -q -of VRT scene.buildings.json buildings.vrt)
 py=(/usr/bin/python3 "$here/qgis_render.py" --min 0 --max 1)
@@ -36,5 +36,5 @@ run --compare "$tmp/ref.tif" "$tmp/lazy.vrt" --size 400 ${out:+--out-dir "$out/f
 run --compare "$tmp/ref.tif" "$tmp/lazy.vrt" --size 97
 run --compare "$tmp/ref.tif" "$tmp/lazy.vrt" --size 300 --extent "$win"
 run --compare "$tmp/ref.tif" "$tmp/proj/buildings.vrt" --size 333
-run --compare "$tmp/ref.tif" "BUILDINGS:$tmp/scene.vrt|option:MODEL=$model|option:TILE_SIZE=128|option:OVERLAP=32" --size 200
+run --compare "$tmp/ref.tif" "BUILDINGS:$tmp/scene.vrt|option:MODEL=$model|option:TILE_SIZE=128|option:OVERLAP=32|option:DEVICE=CPU" --size 200
 exit $rc

@@ -1,0 +1,419 @@
+/*
+ * backend_cuda.c - the CUDA backend (core's backend vtable), built as its own shared module
+ * (libdisopt_cuda.so) that the engine dlopens. cuDNN runs the dense and grouped convolutions,
+ * our kernels (kernels.cu) the rest: depthwise convs, bias + activation, BN, SE, SCSE, concat,
+ * upsampling, softmax.
+ *
+ * Conventions:
+ *  - FP32 mode (the only one so far): float32 NCHW tensors in cudaMalloc'd memory (the model's
+ *    arenas), cuDNN restricted to FMA math (no TF32) and to the GEMM-family algorithms, so that
+ *    results equal the CPU and PyTorch fp32 to rounding.
+ *  - One stream per backend; cuDNN and every kernel run on it; synchronize() waits for it.
+ *  - Every CUDA and cuDNN return code is checked and becomes a status + message through the
+ *    host's error function; nothing aborts.
+ *  - The static asymmetric "same" padding of EfficientNet, which cuDNN cannot express, is done by
+ *    copying the input into a zero-padded workspace buffer first; the SE gate folded into a conv
+ *    (in[1]) is applied by a scaling pass into the workspace.
+ */
+#include "internal.h"
+#include "kernels.h"
+
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN256(x) (((x) + 255) & ~(size_t)255)
+#define MAX_ALGO_CACHE 8
+
+typedef struct cu_algo {
+    int n, h, w, valid;
+    cudnnConvolutionFwdAlgo_t algo;
+    size_t ws;
+} cu_algo;
+
+typedef struct cu_node {
+    float *w, *b;          /* device copies of the folded weights / bias (NULL when absent) */
+    int cudnn;             /* runs through cuDNN (dense or grouped, not depthwise) */
+    cudnnFilterDescriptor_t fdesc;
+    cudnnConvolutionDescriptor_t cdesc;
+    cu_algo cache[MAX_ALGO_CACHE];
+    int ncache;
+} cu_node;
+
+typedef struct cu_backend {
+    dp_backend base;
+    const dp_cuda_host *host;
+    int device;
+    cudaStream_t stream;
+    cudnnHandle_t cudnn;
+    cudnnTensorDescriptor_t xdesc, ydesc;
+} cu_backend;
+
+
+static disopt_status cuda_fail(const cu_backend *cb, cudaError_t e, const char *what) {
+    return cb->host->error(e == cudaErrorMemoryAllocation ? DISOPT_ERR_OUT_OF_MEMORY : DISOPT_ERR_BACKEND,
+                           "cuda: %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+static disopt_status cudnn_fail(const cu_backend *cb, cudnnStatus_t e, const char *what) {
+    return cb->host->error(e == CUDNN_STATUS_ALLOC_FAILED ? DISOPT_ERR_OUT_OF_MEMORY : DISOPT_ERR_BACKEND,
+                           "cudnn: %s: %s", what, cudnnGetErrorString(e));
+}
+
+#define CU_TRY(cb, expr, what)                                                                                \
+    do {                                                                                                      \
+        cudaError_t e_ = (expr);                                                                              \
+        if (e_ != cudaSuccess) return cuda_fail((cb), e_, (what));                                            \
+    } while (0)
+#define DNN_TRY(cb, expr, what)                                                                               \
+    do {                                                                                                      \
+        cudnnStatus_t e_ = (expr);                                                                            \
+        if (e_ != CUDNN_STATUS_SUCCESS) return cudnn_fail((cb), e_, (what));                                  \
+    } while (0)
+#define K_TRY(cb, expr, what) CU_TRY(cb, (cudaError_t)(expr), what)
+
+static void cu_destroy(dp_backend *b) {
+    cu_backend *cb = (cu_backend *)b;
+    cudaSetDevice(cb->device);
+    if (cb->xdesc) cudnnDestroyTensorDescriptor(cb->xdesc);
+    if (cb->ydesc) cudnnDestroyTensorDescriptor(cb->ydesc);
+    if (cb->cudnn) cudnnDestroy(cb->cudnn);
+    if (cb->stream) cudaStreamDestroy(cb->stream);
+    free(cb);
+}
+
+static size_t cu_tensor_bytes(dp_backend *b, int n, int c, int h, int w) {
+    (void)b;
+    return ALIGN256((size_t)n * c * h * w * sizeof(float));
+}
+
+static disopt_status cu_alloc(dp_backend *b, size_t bytes, void **out) {
+    cu_backend *cb = (cu_backend *)b;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? ALIGN256(bytes) : 256);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* clear the sticky-free error */
+        return cb->host->error(DISOPT_ERR_OUT_OF_MEMORY, "cuda: cannot allocate %zu bytes on device %d: %s", bytes,
+                               cb->device, cudaGetErrorString(e));
+    }
+    *out = p;
+    return DISOPT_OK;
+}
+
+static void cu_free(dp_backend *b, void *p) {
+    cu_backend *cb = (cu_backend *)b;
+    if (!p) return;
+    cudaSetDevice(cb->device);
+    cudaFree(p);
+}
+
+static disopt_status cu_upload(dp_backend *b, const dp_tview *dst, const float *src) {
+    cu_backend *cb = (cu_backend *)b;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    CU_TRY(cb, cudaMemcpyAsync(dst->data, src, (size_t)dst->n * dst->c * dst->h * dst->w * sizeof(float),
+                               cudaMemcpyHostToDevice, cb->stream),
+           "upload");
+    return DISOPT_OK;
+}
+
+static disopt_status cu_download(dp_backend *b, float *dst, const dp_tview *src) {
+    cu_backend *cb = (cu_backend *)b;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    CU_TRY(cb, cudaMemcpyAsync(dst, src->data, (size_t)src->n * src->c * src->h * src->w * sizeof(float),
+                               cudaMemcpyDeviceToHost, cb->stream),
+           "download");
+    CU_TRY(cb, cudaStreamSynchronize(cb->stream), "download");
+    return DISOPT_OK;
+}
+
+static int is_depthwise(const dp_conv_params *c) { return c->groups > 1 && c->groups == c->cin && c->groups == c->cout; }
+
+static void cu_release(dp_backend *b, dp_node *node) {
+    cu_backend *cb = (cu_backend *)b;
+    cu_node *cn = node->bk;
+    if (!cn) return;
+    cudaSetDevice(cb->device);
+    cudaFree(cn->w);
+    cudaFree(cn->b);
+    if (cn->fdesc) cudnnDestroyFilterDescriptor(cn->fdesc);
+    if (cn->cdesc) cudnnDestroyConvolutionDescriptor(cn->cdesc);
+    free(cn);
+    node->bk = NULL;
+}
+
+static disopt_status upload_array(cu_backend *cb, const float *src, size_t n, float **out) {
+    *out = NULL;
+    if (!src || !n) return DISOPT_OK;
+    CU_TRY(cb, cudaMalloc((void **)out, n * sizeof(float)), "weights");
+    CU_TRY(cb, cudaMemcpy(*out, src, n * sizeof(float), cudaMemcpyHostToDevice), "weights");
+    return DISOPT_OK;
+}
+
+static disopt_status cu_prepare(dp_backend *b, dp_node *node) {
+    cu_backend *cb = (cu_backend *)b;
+    node->bk = NULL;
+    if (node->op != DP_OP_CONV && node->op != DP_OP_BN) return DISOPT_OK;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    cu_node *cn = calloc(1, sizeof *cn);
+    if (!cn) return cb->host->error(DISOPT_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    node->bk = cn;
+    disopt_status s;
+    if (node->op == DP_OP_BN) { /* fw = per-channel scale, fb = shift */
+        /* (the graphs fold every BN into its conv; a standalone BN needs its channel count in conv.cin) */
+        if (!node->fw || !node->fb || node->conv.cin <= 0)
+            return cb->host->error(DISOPT_ERR_UNSUPPORTED, "cuda: standalone bn needs parameters and conv.cin");
+        int C = node->conv.cin;
+        if ((s = upload_array(cb, node->fw, (size_t)C, &cn->w)) != DISOPT_OK) return s;
+        return upload_array(cb, node->fb, (size_t)C, &cn->b);
+    }
+    const dp_conv_params *c = &node->conv;
+    size_t nw = (size_t)c->cout * (c->cin / c->groups) * c->kh * c->kw;
+    if ((s = upload_array(cb, node->fw, nw, &cn->w)) != DISOPT_OK) return s;
+    if ((s = upload_array(cb, node->fb, (size_t)c->cout, &cn->b)) != DISOPT_OK) return s;
+    cn->cudnn = !is_depthwise(c);
+    if (cn->cudnn) {
+        const int sym = c->pt == c->pb && c->pl == c->pr;
+        DNN_TRY(cb, cudnnCreateFilterDescriptor(&cn->fdesc), "filter descriptor");
+        DNN_TRY(cb, cudnnSetFilter4dDescriptor(cn->fdesc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, c->cout,
+                                               c->cin / c->groups, c->kh, c->kw),
+                "filter descriptor");
+        DNN_TRY(cb, cudnnCreateConvolutionDescriptor(&cn->cdesc), "convolution descriptor");
+        DNN_TRY(cb, cudnnSetConvolution2dDescriptor(cn->cdesc, sym ? c->pt : 0, sym ? c->pl : 0, c->sh, c->sw, c->dh,
+                                                    c->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+                "convolution descriptor");
+        DNN_TRY(cb, cudnnSetConvolutionGroupCount(cn->cdesc, c->groups), "group count");
+        DNN_TRY(cb, cudnnSetConvolutionMathType(cn->cdesc, CUDNN_FMA_MATH), "math type"); /* FP32: no TF32 */
+    }
+    return DISOPT_OK;
+}
+
+/* the conv's input as cuDNN sees it (after the explicit pad, if any) */
+static void conv_input_dims(const dp_node *node, const dp_tview *in, int *H, int *W) {
+    const dp_conv_params *c = &node->conv;
+    const int sym = c->pt == c->pb && c->pl == c->pr;
+    *H = in->h + (sym ? 0 : c->pt + c->pb);
+    *W = in->w + (sym ? 0 : c->pl + c->pr);
+}
+
+/* bytes of the gate-scaled and the padded copies of the input */
+static void conv_extra(const dp_node *node, const dp_tview *in, size_t *gate, size_t *pad) {
+    const dp_conv_params *c = &node->conv;
+    const int sym = c->pt == c->pb && c->pl == c->pr;
+    *gate = node->n_in > 1 ? ALIGN256((size_t)in->n * in->c * in->h * in->w * sizeof(float)) : 0;
+    *pad = sym ? 0 : ALIGN256((size_t)in->n * in->c * (in->h + c->pt + c->pb) * (in->w + c->pl + c->pr) * sizeof(float));
+}
+
+static int algo_ok(cudnnConvolutionFwdAlgo_t a) {
+    return a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM || a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ||
+           a == CUDNN_CONVOLUTION_FWD_ALGO_GEMM || a == CUDNN_CONVOLUTION_FWD_ALGO_DIRECT;
+}
+
+/* cuDNN's heuristics, restricted to FMA math and the GEMM family; cached per input shape */
+static disopt_status choose_algo(cu_backend *cb, cu_node *cn, const dp_node *node, const dp_tview *in,
+                                 const dp_tview *out, cu_algo **res) {
+    for (int i = 0; i < cn->ncache; i++)
+        if (cn->cache[i].valid && cn->cache[i].n == in->n && cn->cache[i].h == in->h && cn->cache[i].w == in->w) {
+            *res = &cn->cache[i];
+            return DISOPT_OK;
+        }
+    int H, W;
+    conv_input_dims(node, in, &H, &W);
+    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->xdesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, in->n, in->c, H, W), "x");
+    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->ydesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, out->n, out->c, out->h,
+                                           out->w),
+            "y");
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int got = 0;
+    DNN_TRY(cb, cudnnGetConvolutionForwardAlgorithm_v7(cb->cudnn, cb->xdesc, cn->fdesc, cn->cdesc, cb->ydesc,
+                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf),
+            "algorithm heuristics");
+    int pick = -1;
+    for (int i = 0; i < got && pick < 0; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH && algo_ok(perf[i].algo))
+            pick = i;
+    cu_algo a = {in->n, in->h, in->w, 1, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, 0};
+    if (pick >= 0) a.algo = perf[pick].algo;
+    DNN_TRY(cb, cudnnGetConvolutionForwardWorkspaceSize(cb->cudnn, cb->xdesc, cn->fdesc, cn->cdesc, cb->ydesc, a.algo,
+                                                        &a.ws),
+            "workspace size");
+    int slot = cn->ncache < MAX_ALGO_CACHE ? cn->ncache++ : 0;
+    cn->cache[slot] = a;
+    *res = &cn->cache[slot];
+    return DISOPT_OK;
+}
+
+static size_t cu_workspace(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out) {
+    cu_backend *cb = (cu_backend *)b;
+    if (node->op != DP_OP_CONV || !node->bk) return 0;
+    size_t gate, pad;
+    conv_extra(node, &ins[0], &gate, &pad);
+    cu_node *cn = node->bk;
+    size_t dnn = 0;
+    if (cn->cudnn) {
+        cu_algo *a;
+        if (choose_algo(cb, cn, node, &ins[0], out, &a) == DISOPT_OK) dnn = ALIGN256(a->ws);
+    }
+    return gate + pad + dnn;
+}
+
+static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tview *ins, const dp_tview *out, void *ws,
+                              size_t ws_bytes) {
+    const dp_conv_params *c = &node->conv;
+    cu_node *cn = node->bk;
+    if (!cn) return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: conv node not prepared");
+    const dp_tview *in = &ins[0];
+    size_t gate, pad;
+    conv_extra(node, in, &gate, &pad);
+    char *wsp = ws;
+    const float *src = in->data;
+    const size_t HW = (size_t)in->h * in->w;
+    if (gate + pad > ws_bytes) return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: conv workspace too small");
+    if (node->n_in > 1) { /* SE gate folded into this conv */
+        K_TRY(cb, dpk_scale_ch(cb->stream, (float *)wsp, src, ins[1].data, in->n, in->c, HW), "se gate");
+        src = (const float *)wsp;
+    }
+    const int act = (int)node->act;
+    if (!cn->cudnn) { /* depthwise: our kernel, padding and bias + activation included */
+        K_TRY(cb, dpk_depthwise(cb->stream, out->data, src, cn->w, cn->b, in->n, in->c, in->h, in->w, out->h, out->w,
+                                c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, act),
+              "depthwise conv");
+        return DISOPT_OK;
+    }
+    int H = in->h, W = in->w;
+    if (pad) {
+        float *pbuf = (float *)(wsp + gate);
+        K_TRY(cb, dpk_pad(cb->stream, pbuf, src, in->n, in->c, in->h, in->w, c->pt, c->pb, c->pl, c->pr), "pad");
+        src = pbuf;
+        H += c->pt + c->pb;
+        W += c->pl + c->pr;
+    }
+    cu_algo *a;
+    disopt_status s = choose_algo(cb, cn, node, in, out, &a);
+    if (s != DISOPT_OK) return s;
+    if (gate + pad + a->ws > ws_bytes) return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: conv workspace too small");
+    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->xdesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, in->n, in->c, H, W), "x");
+    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->ydesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, out->n, out->c, out->h,
+                                           out->w),
+            "y");
+    const float one = 1.0f, zero = 0.0f;
+    DNN_TRY(cb, cudnnConvolutionForward(cb->cudnn, &one, cb->xdesc, src, cn->fdesc, cn->w, cn->cdesc, a->algo,
+                                        a->ws ? wsp + gate + pad : NULL, a->ws, &zero, cb->ydesc, out->data),
+            "convolution");
+    if (cn->b || act != DPK_ACT_NONE)
+        K_TRY(cb, dpk_bias_act(cb->stream, out->data, cn->b, out->n, out->c, (size_t)out->h * out->w, act),
+              "bias + activation");
+    return DISOPT_OK;
+}
+
+static disopt_status cu_run(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out, void *ws,
+                            size_t ws_bytes) {
+    cu_backend *cb = (cu_backend *)b;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    const dp_tview *a = &ins[0];
+    const size_t HW = (size_t)out->h * out->w;
+    switch (node->op) {
+    case DP_OP_CONV:
+        return run_conv(cb, node, ins, out, ws, ws_bytes);
+    case DP_OP_BN: {
+        const cu_node *cn = node->bk;
+        if (!cn) return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: bn node not prepared");
+        K_TRY(cb, dpk_scale_shift_act(cb->stream, out->data, a->data, cn->w, cn->b, out->n, out->c, HW, (int)node->act),
+              "bn");
+        return DISOPT_OK;
+    }
+    case DP_OP_ACT:
+        CU_TRY(cb, cudaMemcpyAsync(out->data, a->data, (size_t)out->n * out->c * HW * sizeof(float),
+                                   cudaMemcpyDeviceToDevice, cb->stream),
+               "activation copy");
+        K_TRY(cb, dpk_bias_act(cb->stream, out->data, NULL, out->n, out->c, HW, (int)node->act), "activation");
+        return DISOPT_OK;
+    case DP_OP_GAP:
+        K_TRY(cb, dpk_gap(cb->stream, out->data, a->data, a->n, a->c, (size_t)a->h * a->w), "global average pool");
+        return DISOPT_OK;
+    case DP_OP_SCALE_CH:
+        K_TRY(cb, dpk_scale_ch(cb->stream, out->data, a->data, ins[1].data, out->n, out->c, HW), "channel scale");
+        return DISOPT_OK;
+    case DP_OP_SCSE:
+        K_TRY(cb, dpk_scse(cb->stream, out->data, a->data, ins[1].data, ins[2].data, out->n, out->c, HW), "scse");
+        return DISOPT_OK;
+    case DP_OP_ADD:
+        K_TRY(cb, dpk_add(cb->stream, out->data, a->data, ins[1].data, (size_t)out->n * out->c * HW), "add");
+        return DISOPT_OK;
+    case DP_OP_CONCAT: {
+        int c0 = 0;
+        for (int k = 0; k < node->n_in; k++) {
+            K_TRY(cb, dpk_concat_part(cb->stream, out->data, ins[k].data, out->n, ins[k].c, out->c, c0, HW), "concat");
+            c0 += ins[k].c;
+        }
+        return DISOPT_OK;
+    }
+    case DP_OP_BROADCAST:
+        K_TRY(cb, dpk_broadcast(cb->stream, out->data, a->data, out->n, out->c, HW), "broadcast");
+        return DISOPT_OK;
+    case DP_OP_UPSAMPLE:
+        K_TRY(cb, dpk_upsample(cb->stream, out->data, a->data, out->n, out->c, a->h, a->w, out->h, out->w), "upsample");
+        return DISOPT_OK;
+    case DP_OP_SOFTMAX:
+        K_TRY(cb, dpk_softmax(cb->stream, out->data, a->data, out->n, out->c, HW), "softmax");
+        return DISOPT_OK;
+    default:
+        return cb->host->error(DISOPT_ERR_UNSUPPORTED, "cuda: op %d not supported", (int)node->op);
+    }
+}
+
+static disopt_status cu_sync(dp_backend *b) {
+    cu_backend *cb = (cu_backend *)b;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    CU_TRY(cb, cudaStreamSynchronize(cb->stream), "synchronize");
+    return DISOPT_OK;
+}
+
+static const dp_backend_vtable CUDA_VT = {
+    "cuda", cu_destroy, cu_tensor_bytes, cu_alloc, cu_free, cu_upload, cu_download,
+    cu_prepare, cu_release, cu_workspace, cu_run, cu_sync, NULL,
+};
+
+__attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(const dp_cuda_host *host,
+                                                                                const disopt_engine *e, int device,
+                                                                                dp_backend **out) {
+    if (!host || host->abi != DP_CUDA_ABI || !out) return DISOPT_ERR_INTERNAL;
+    *out = NULL;
+    int count = 0;
+    cudaError_t ce = cudaGetDeviceCount(&count);
+    if (ce != cudaSuccess || count == 0) {
+        cudaGetLastError();
+        return host->error(DISOPT_ERR_UNSUPPORTED, "no CUDA device: %s",
+                           ce != cudaSuccess ? cudaGetErrorString(ce) : "none visible");
+    }
+    if (device < 0 || device >= count)
+        return host->error(DISOPT_ERR_INVALID_ARGUMENT, "CUDA device %d does not exist (%d visible)", device, count);
+    cu_backend *cb = calloc(1, sizeof *cb);
+    if (!cb) return host->error(DISOPT_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    cb->base.vt = &CUDA_VT;
+    cb->base.engine = e;
+    cb->host = host;
+    cb->device = device;
+    disopt_status s = DISOPT_OK;
+    struct cudaDeviceProp prop;
+    cudaError_t r = cudaSetDevice(device);
+    if (r == cudaSuccess) r = cudaGetDeviceProperties(&prop, device);
+    if (r == cudaSuccess) r = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking);
+    if (r != cudaSuccess) s = cuda_fail(cb, r, "device setup");
+    cudnnStatus_t d = CUDNN_STATUS_SUCCESS;
+    if (s == DISOPT_OK) d = cudnnCreate(&cb->cudnn);
+    if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnSetStream(cb->cudnn, cb->stream);
+    if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->xdesc);
+    if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->ydesc);
+    if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = cudnn_fail(cb, d, "cudnn setup");
+    if (s != DISOPT_OK) {
+        cu_destroy(&cb->base);
+        return s;
+    }
+    host->log(e, DISOPT_LOG_INFO, "cuda backend: device %d %s (sm_%d%d), cuDNN %zu, FP32 (FMA math, no TF32)", device,
+              prop.name, prop.major, prop.minor, cudnnGetVersion());
+    *out = &cb->base;
+    return DISOPT_OK;
+}

@@ -1,0 +1,215 @@
+/* test_cuda.c - every op of the CUDA backend against the CPU backend (itself checked against a
+ * double reference in test_ops), on fresh random inputs, with device outputs poisoned (NaN) before
+ * each run; plus engine-level behaviour (device errors, fallback). Skips cleanly where no CUDA
+ * device (or no CUDA module) is available, as in CI. */
+#include "test_util.h"
+#include "internal.h"
+
+#include <math.h>
+
+static tu_rng g_rng;
+static disopt_engine *g_cuda; /* engine holding the CUDA backend */
+
+static dp_backend *cuda_be(void) { return g_cuda->backend; }
+
+/* runs node on backend be with host inputs, returns the host output (caller frees) */
+static float *run_on(dp_backend *be, dp_node *node, const dp_tview *ins_host, int n_in, dp_tview out_shape) {
+    dp_tview ins[DP_MAX_IN], out = out_shape;
+    void *mem[DP_MAX_IN + 2] = {0};
+    for (int k = 0; k < n_in; k++) {
+        ins[k] = ins_host[k];
+        size_t b = be->vt->tensor_bytes(be, ins[k].n, ins[k].c, ins[k].h, ins[k].w);
+        assert_int_equal(be->vt->alloc(be, b, &mem[k]), DISOPT_OK);
+        ins[k].data = mem[k];
+        assert_int_equal(be->vt->upload(be, &ins[k], ins_host[k].data), DISOPT_OK);
+    }
+    size_t ob = be->vt->tensor_bytes(be, out.n, out.c, out.h, out.w), on = (size_t)out.n * out.c * out.h * out.w;
+    assert_int_equal(be->vt->alloc(be, ob, &mem[DP_MAX_IN]), DISOPT_OK);
+    out.data = mem[DP_MAX_IN];
+    float *poison = malloc(on * sizeof(float));
+    for (size_t i = 0; i < on; i++) poison[i] = NAN;
+    assert_int_equal(be->vt->upload(be, &out, poison), DISOPT_OK);
+    assert_int_equal(be->vt->prepare_node(be, node), DISOPT_OK);
+    size_t wsb = be->vt->workspace_bytes(be, node, ins, &out);
+    void *ws = NULL;
+    if (wsb) assert_int_equal(be->vt->alloc(be, wsb, &ws), DISOPT_OK);
+    disopt_status s = be->vt->run_node(be, node, ins, &out, ws, wsb);
+    if (s != DISOPT_OK) fail_msg("%s: %s", be->vt->name, disopt_last_error());
+    assert_int_equal(be->vt->synchronize(be), DISOPT_OK);
+    assert_int_equal(be->vt->download(be, poison, &out), DISOPT_OK);
+    be->vt->release_node(be, node);
+    if (ws) be->vt->free(be, ws);
+    for (int k = 0; k < DP_MAX_IN + 2; k++)
+        if (mem[k]) be->vt->free(be, mem[k]);
+    return poison;
+}
+
+static double nerr(const float *a, const float *b, size_t n) {
+    double m = 0, e = 0;
+    for (size_t i = 0; i < n; i++) {
+        m = fmax(m, fabs(b[i]));
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= e)) e = d; /* NaN (unwritten) wins */
+    }
+    return e / (m > 0 ? m : 1);
+}
+
+/* CUDA vs CPU on one node; returns the normalised error */
+static double compare(dp_node *node, dp_tview *ins, int n_in, dp_tview out, double tol, const char *what) {
+    dp_backend *cpu;
+    assert_int_equal(dp_backend_cpu_create(NULL, 2, &cpu), DISOPT_OK);
+    float *a = run_on(cpu, node, ins, n_in, out);
+    float *b = run_on(cuda_be(), node, ins, n_in, out);
+    cpu->vt->destroy(cpu);
+    size_t n = (size_t)out.n * out.c * out.h * out.w;
+    double e = nerr(b, a, n);
+    printf("# %-44s cuda vs cpu: %.3g\n", what, e);
+    if (!(e <= tol)) fail_msg("%s: cuda vs cpu error %g > %g", what, e, tol);
+    free(a);
+    free(b);
+    return e;
+}
+
+static float *rnd(size_t n, float lo, float hi) {
+    float *p = malloc(n * sizeof(float));
+    tu_fill(&g_rng, p, n, lo, hi);
+    return p;
+}
+
+static void conv_case(int n, int cin, int cout, int h, int w, int k, int s, int d, int g, int pt, int pb, int pl,
+                      int pr, int bias, dp_act act, int gate) {
+    dp_node node;
+    memset(&node, 0, sizeof node);
+    node.op = DP_OP_CONV;
+    node.act = act;
+    node.conv = (dp_conv_params){cin, cout, k, k, s, s, d, d, g, pt, pb, pl, pr};
+    node.fw = rnd((size_t)cout * (cin / g) * k * k, -0.5f, 0.5f);
+    node.fb = bias ? rnd((size_t)cout, -1, 1) : NULL;
+    int oh = (h + pt + pb - d * (k - 1) - 1) / s + 1, ow = (w + pl + pr - d * (k - 1) - 1) / s + 1;
+    dp_tview ins[2] = {{n, cin, h, w, rnd((size_t)n * cin * h * w, -2, 2)}, {n, cin, 1, 1, rnd((size_t)n * cin, 0, 1)}};
+    node.n_in = gate ? 2 : 1;
+    char what[128];
+    snprintf(what, sizeof what, "conv n%d %d->%d %dx%d k%d s%d d%d g%d pad %d%d%d%d%s", n, cin, cout, h, w, k, s, d, g,
+             pt, pb, pl, pr, gate ? " gated" : "");
+    compare(&node, ins, node.n_in, (dp_tview){n, cout, oh, ow, NULL}, 1e-5, what);
+    free(node.fw);
+    free(node.fb);
+    free(ins[0].data);
+    free(ins[1].data);
+}
+
+static void test_conv(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    conv_case(2, 16, 24, 33, 29, 1, 1, 1, 1, 0, 0, 0, 0, 1, DP_ACT_SWISH, 0);  /* 1x1, bias, swish */
+    conv_case(1, 40, 32, 20, 20, 1, 1, 1, 1, 0, 0, 0, 0, 0, DP_ACT_NONE, 1);   /* projection with SE gate */
+    conv_case(2, 4, 40, 64, 48, 3, 2, 1, 1, 0, 1, 0, 1, 1, DP_ACT_SWISH, 0);   /* stem: static asymmetric pad */
+    conv_case(1, 24, 24, 31, 37, 3, 1, 1, 24, 1, 1, 1, 1, 1, DP_ACT_SWISH, 0); /* depthwise 3x3 */
+    conv_case(2, 32, 32, 32, 32, 5, 2, 1, 32, 1, 2, 1, 2, 1, DP_ACT_SWISH, 0); /* depthwise 5x5/s2 asym */
+    conv_case(1, 48, 48, 16, 16, 3, 1, 12, 48, 12, 12, 12, 12, 0, DP_ACT_NONE, 0); /* ASPP separable, dil 12 */
+    conv_case(1, 32, 32, 12, 12, 5, 1, 2, 32, 4, 4, 4, 4, 1, DP_ACT_SWISH, 0);  /* dilated stage 5 */
+    conv_case(1, 64, 2, 40, 40, 3, 1, 1, 1, 1, 1, 1, 1, 1, DP_ACT_NONE, 0);     /* student head 3x3 -> 2 */
+    conv_case(1, 304, 256, 24, 24, 1, 1, 1, 1, 0, 0, 0, 0, 0, DP_ACT_RELU, 0); /* decoder 1x1 + ReLU */
+    conv_case(1, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, DP_ACT_SIGMOID, 0);   /* SE expand on 1x1 */
+}
+
+static void eltwise_case(dp_op op, dp_act act, int n, int c, int h, int w) {
+    dp_node node;
+    memset(&node, 0, sizeof node);
+    node.op = op;
+    node.act = act;
+    size_t nn = (size_t)n * c * h * w;
+    dp_tview ins[3] = {{n, c, h, w, rnd(nn, -6, 6)}, {n, c, h, w, rnd(nn, -2, 2)}, {n, 1, h, w, rnd((size_t)n * h * w, 0, 1)}};
+    dp_tview out = {n, c, h, w, NULL};
+    int n_in = 1;
+    const char *name = "";
+    switch (op) {
+    case DP_OP_ACT: name = act == DP_ACT_RELU ? "relu" : act == DP_ACT_SWISH ? "swish" : "sigmoid"; break;
+    case DP_OP_GAP: name = "gap"; out.h = out.w = 1; break;
+    case DP_OP_SCALE_CH: name = "scale_ch"; n_in = 2; ins[1].h = ins[1].w = 1; break;
+    case DP_OP_SCSE: name = "scse"; n_in = 3; ins[1].h = ins[1].w = 1; break;
+    case DP_OP_ADD: name = "add"; n_in = 2; break;
+    case DP_OP_CONCAT: name = "concat"; n_in = 2; ins[1].c = c / 2; out.c = c + c / 2; break;
+    case DP_OP_BROADCAST: name = "broadcast"; ins[0].h = ins[0].w = 1; n_in = 2; break;
+    case DP_OP_UPSAMPLE: name = "upsample x4"; node.scale = 4; out.h = h * 4; out.w = w * 4; break;
+    case DP_OP_SOFTMAX: name = "softmax"; break;
+    default: break;
+    }
+    node.n_in = n_in;
+    char what[96];
+    snprintf(what, sizeof what, "%s n%d c%d %dx%d", name, n, c, h, w);
+    compare(&node, ins, n_in, out, op == DP_OP_GAP || op == DP_OP_ACT || op == DP_OP_SOFTMAX ? 2e-6 : 1e-6, what);
+    for (int k = 0; k < 3; k++) free(ins[k].data);
+}
+
+static void test_eltwise(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    eltwise_case(DP_OP_ACT, DP_ACT_RELU, 2, 5, 17, 13);
+    eltwise_case(DP_OP_ACT, DP_ACT_SWISH, 2, 5, 17, 13);
+    eltwise_case(DP_OP_ACT, DP_ACT_SIGMOID, 1, 3, 64, 64);
+    eltwise_case(DP_OP_GAP, DP_ACT_NONE, 2, 7, 33, 31);
+    eltwise_case(DP_OP_SCALE_CH, DP_ACT_NONE, 2, 6, 9, 11);
+    eltwise_case(DP_OP_SCSE, DP_ACT_NONE, 2, 6, 9, 11);
+    eltwise_case(DP_OP_ADD, DP_ACT_NONE, 1, 4, 10, 10);
+    eltwise_case(DP_OP_CONCAT, DP_ACT_NONE, 2, 6, 7, 5);
+    eltwise_case(DP_OP_BROADCAST, DP_ACT_NONE, 2, 8, 13, 9);
+    eltwise_case(DP_OP_UPSAMPLE, DP_ACT_NONE, 2, 3, 16, 12);
+    eltwise_case(DP_OP_SOFTMAX, DP_ACT_NONE, 2, 2, 20, 20);
+}
+
+static void test_bad_device(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    disopt_engine_options eo;
+    disopt_engine_options_init(&eo);
+    eo.backend = DISOPT_BACKEND_CUDA;
+    eo.device = 999;
+    disopt_engine *e = NULL;
+    assert_int_equal(disopt_engine_create(&eo, &e), DISOPT_ERR_INVALID_ARGUMENT);
+    assert_null(e);
+    assert_non_null(strstr(disopt_last_error(), "999"));
+}
+
+static int setup(void **s) {
+    (void)s;
+    g_rng = tu_rng_fresh();
+    disopt_engine_options eo;
+    disopt_engine_options_init(&eo);
+    eo.backend = DISOPT_BACKEND_CUDA;
+    if (disopt_engine_create(&eo, &g_cuda) != DISOPT_OK) {
+        printf("# CUDA backend unavailable: %s\n", disopt_last_error());
+        g_cuda = NULL;
+    }
+    return 0;
+}
+
+static int teardown(void **s) {
+    (void)s;
+    disopt_engine_destroy(g_cuda);
+    return 0;
+}
+
+
+/* without a device (CI) the engine must say so cleanly */
+static void test_no_device_message(void **s) {
+    (void)s;
+    if (g_cuda) skip();
+    disopt_engine_options eo;
+    disopt_engine_options_init(&eo);
+    eo.backend = DISOPT_BACKEND_CUDA;
+    disopt_engine *e = NULL;
+    assert_int_equal(disopt_engine_create(&eo, &e), DISOPT_ERR_UNSUPPORTED);
+    assert_null(e);
+    assert_true(strstr(disopt_last_error(), "CUDA") || strstr(disopt_last_error(), "cuda"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_no_device_message),
+        cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_eltwise),
+        cmocka_unit_test(test_bad_device),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
