@@ -52,6 +52,8 @@ int main(int argc, char **argv) {
     disopt_engine_options eo;
     disopt_engine_options_init(&eo);
     eo.num_threads = argc > 3 ? atoi(argv[3]) : 0;
+    const char *be_env = getenv("DISOPT_BENCH_BACKEND"); /* "cuda": the GPU backend */
+    if (be_env && strcmp(be_env, "cuda") == 0) eo.backend = DISOPT_BACKEND_CUDA;
     disopt_engine *e;
     disopt_model *m;
     disopt_st *io;
