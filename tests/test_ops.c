@@ -2,6 +2,7 @@
  * with poisoned outputs, at 1 and 3 threads (results must be bitwise identical across thread counts). */
 #include "test_util.h"
 #include "internal.h"
+#include "cpu/simd.h"
 
 #include <math.h>
 
@@ -454,6 +455,48 @@ static void test_eltwise(void **state) {
     check_elt(DP_OP_SOFTMAX, DP_ACT_NONE, 1, ssm7, osm7);
 }
 
+/* The vector activations divide without a divide instruction (simd.h, dp_rcp512/256): the result
+ * must be the division's, bit for bit, for every float d in [1, 2^116], all of them checked. */
+#ifdef DP_HAVE_SIMD
+__attribute__((target("avx512f,fma"))) static long rcp_mismatches512(uint32_t lo, uint32_t hi) {
+    long bad = 0;
+    const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (uint32_t u = lo; u <= hi; u += 16) {
+        __m512 d = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_set1_epi32((int)u), step));
+        __m512 ref = _mm512_div_ps(_mm512_set1_ps(1.0f), d);
+        bad += __builtin_popcount(
+            _mm512_cmpneq_epi32_mask(_mm512_castps_si512(ref), _mm512_castps_si512(dp_rcp512(d))));
+    }
+    return bad;
+}
+
+__attribute__((target("avx2,fma"))) static long rcp_mismatches256(uint32_t lo, uint32_t hi) {
+    long bad = 0;
+    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (uint32_t u = lo; u <= hi; u += 8) {
+        __m256 d = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_set1_epi32((int)u), step));
+        __m256 ref = _mm256_div_ps(_mm256_set1_ps(1.0f), d);
+        bad += __builtin_popcount(
+            _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_castps_si256(ref),
+                                                                      _mm256_castps_si256(dp_rcp256(d))))) ^
+            0xff);
+    }
+    return bad;
+}
+#endif
+
+static void test_rcp(void **state) {
+    (void)state;
+#ifdef DP_HAVE_SIMD
+    const uint32_t lo = 0x3f800000u, hi = 0x79800000u; /* 1.0f and 2^116, bit patterns */
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) assert_int_equal(rcp_mismatches512(lo, hi), 0);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) assert_int_equal(rcp_mismatches256(lo, hi), 0);
+#else
+    skip();
+#endif
+}
+
 static void count_task(void *ctx, int t, int th) {
     (void)th;
     int *hits = ctx;
@@ -480,7 +523,7 @@ int main(void) {
     g_rng = tu_rng_fresh();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv), cmocka_unit_test(test_conv_gap), cmocka_unit_test(test_conv_input_scale), cmocka_unit_test(test_upsample), cmocka_unit_test(test_eltwise),
-        cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_pool), cmocka_unit_test(test_rcp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,6 +73,7 @@ DT_TARGET static inline __attribute__((always_inline)) void DT(dw_body)(const dw
     double *const gap = p->gap;
     for (size_t i = 0; i < slot; i += DT_VL) DT_STOREU(p->zero + i, DT_SET1(0.0f));
     int filled = -1; /* the input rows up to this one are in the ring */
+    int done = 0;    /* output rows before this one have their activation */
     int ih0 = -p->pt, s0 = ((ih0 % span) + span) % span; /* first input row of output row oh, its slot */
     DT_GAP_DECL;
     for (int oh = 0; oh < p->oh; oh++, ih0 += p->sh, s0 = dw_wrap(s0 + p->sh, span)) {
@@ -112,9 +113,7 @@ DT_TARGET static inline __attribute__((always_inline)) void DT(dw_body)(const dw
                 for (int kj = 1; kj < KW; kj++) r = DT_ADD(r, DT_MUL(w[ki * KW + kj], DT_LOADU(q + coff[kj])));
                 acc = DT_ADD(acc, r);
             }
-            acc = DT_ACT(acc, act);
             DT_STOREU(yr + o, acc);
-            if (gap) DT_GAP_ADD(acc, 1);
         }
         if (o < OW) {
             const DT_MASK m = DT_FIRST(OW - o);
@@ -129,9 +128,28 @@ DT_TARGET static inline __attribute__((always_inline)) void DT(dw_body)(const dw
                 for (int kj = 1; kj < KW; kj++) r = DT_ADD(r, DT_MUL(w[ki * KW + kj], DT_LOADM(m, q + coff[kj])));
                 acc = DT_ADD(acc, r);
             }
-            acc = DT_ACT(acc, act);
             DT_STOREM(yr + o, m, acc);
-            if (gap) DT_GAP_ADD(acc, 0); /* OW % 8 == 0 when gap is asked for: 8 lanes are left */
+        }
+        /* activation and pooling sums: a separate pass over each block of finished rows (still in
+         * L1), whose iterations are independent; fused into the loop above, the long exp chain
+         * left the Xeon idle at every row end of the many 32-wide planes */
+        if (oh + 1 == p->oh || (size_t)(oh + 1 - done) * OW >= DW_ACT_BLOCK) {
+            float *yb = y + (size_t)done * OW;
+            const size_t n = (size_t)(oh + 1 - done) * OW;
+            done = oh + 1;
+            if (act == DP_ACT_NONE && !gap) continue;
+            size_t i = 0;
+            for (; i + DT_VL <= n; i += DT_VL) {
+                VF v = DT_ACT(DT_LOADU(yb + i), act);
+                DT_STOREU(yb + i, v);
+                if (gap) DT_GAP_ADD(v, 1);
+            }
+            if (i < n) { /* OW % 8 == 0 when gap is asked for: then 8 lanes are left */
+                const DT_MASK m = DT_FIRST((int)(n - i));
+                VF v = DT_ACT(DT_LOADM(m, yb + i), act);
+                DT_STOREM(yb + i, m, v);
+                if (gap) DT_GAP_ADD(v, 0);
+            }
         }
     }
     if (gap) DT_GAP_OUT(gap);

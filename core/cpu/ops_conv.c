@@ -102,6 +102,7 @@ DP_CLONES static void dw_rows(const dp_conv_params *c, const float *restrict Xp,
 #define DW_MAX_KW 7
 #define DW_ROW_ALIGN 16
 #define DW_AHEAD 2 /* output rows whose input rows are padded ahead */
+#define DW_ACT_BLOCK 1024 /* outputs per activation pass (rows are whole) */
 #define FEW_CHUNK 16 /* input channels per pass over a few-output conv's rows */
 #define FEW_MAX_KW 7
 
