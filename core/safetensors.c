@@ -467,11 +467,10 @@ disopt_status disopt_st_writer_add(disopt_st_writer *w, const char *name, disopt
     return DISOPT_OK;
 }
 
-disopt_status disopt_st_writer_save(disopt_st_writer *w, const char *path) {
-    if (!w || !path) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "writer_save: NULL argument");
+/* The JSON header of the file (caller puts root). */
+static disopt_status writer_header(disopt_st_writer *w, json_object **out) {
     json_object *root = json_object_new_object();
     if (!root) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
-    disopt_status s = DISOPT_OK;
     if (json_object_object_length(w->meta) > 0) json_object_object_add(root, "__metadata__", json_object_get(w->meta));
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
@@ -486,6 +485,45 @@ disopt_status disopt_st_writer_save(disopt_st_writer *w, const char *path) {
         json_object_object_add(root, t->name, e);
         off += t->nbytes;
     }
+    *out = root;
+    return DISOPT_OK;
+}
+
+disopt_status disopt_st_writer_save_memory(disopt_st_writer *w, void **buf, size_t *size) {
+    if (!w || !buf || !size) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "writer_save_memory: NULL argument");
+    *buf = NULL;
+    *size = 0;
+    json_object *root;
+    DP_TRY(writer_header(w, &root));
+    const char *js = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
+    size_t jl = strlen(js), padded = (jl + 7) & ~(size_t)7, total = 8 + padded;
+    for (int i = 0; i < w->n; i++) total += w->t[i].nbytes;
+    unsigned char *b = malloc(total);
+    if (!b) {
+        json_object_put(root);
+        return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for a safetensors image)", total);
+    }
+    for (int k = 0; k < 8; k++) b[k] = (unsigned char)((uint64_t)padded >> (8 * k));
+    memcpy(b + 8, js, jl);
+    memset(b + 8 + jl, ' ', padded - jl);
+    size_t o = 8 + padded;
+    for (int i = 0; i < w->n; i++) {
+        if (w->t[i].nbytes) memcpy(b + o, w->t[i].bytes, w->t[i].nbytes);
+        o += w->t[i].nbytes;
+    }
+    json_object_put(root);
+    *buf = b;
+    *size = total;
+    return DISOPT_OK;
+}
+
+void disopt_free(void *p) { free(p); }
+
+disopt_status disopt_st_writer_save(disopt_st_writer *w, const char *path) {
+    if (!w || !path) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "writer_save: NULL argument");
+    json_object *root;
+    DP_TRY(writer_header(w, &root));
+    disopt_status s = DISOPT_OK;
     const char *js = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
     size_t jl = strlen(js), padded = (jl + 7) & ~(size_t)7;
     size_t plen = strlen(path) + 16;

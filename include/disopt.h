@@ -217,6 +217,10 @@ DISOPT_API disopt_status disopt_st_writer_add(disopt_st_writer *w, const char *n
                                               const int64_t *shape, const float *data);
 /* Writes atomically (temporary file + rename). */
 DISOPT_API disopt_status disopt_st_writer_save(disopt_st_writer *w, const char *path);
+/* Builds the file's bytes in memory instead; release *buf with disopt_free. */
+DISOPT_API disopt_status disopt_st_writer_save_memory(disopt_st_writer *w, void **buf, size_t *size);
+/* Releases memory the library handed out (disopt_st_writer_save_memory). */
+DISOPT_API void disopt_free(void *p);
 
 /* ---------------------------------------------------------------- deterministic weights */
 /* "dwgen-1": the deterministic pseudo-random weights shared with testdata/gen/dwgen.py.
