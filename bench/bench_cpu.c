@@ -61,6 +61,10 @@ int main(int argc, char **argv) {
         eo.num_threads = atoi(tok);
         const char *be_env = getenv("DISOPT_BENCH_BACKEND"); /* "cuda": the GPU backend */
         if (be_env && strcmp(be_env, "cuda") == 0) eo.backend = DISOPT_BACKEND_CUDA;
+        const char *pr_env = getenv("DISOPT_BENCH_PRECISION"); /* tf32, fp16, bf16 */
+        if (pr_env && strcmp(pr_env, "tf32") == 0) eo.precision = DISOPT_PRECISION_TF32;
+        if (pr_env && strcmp(pr_env, "fp16") == 0) eo.precision = DISOPT_PRECISION_FP16;
+        if (pr_env && strcmp(pr_env, "bf16") == 0) eo.precision = DISOPT_PRECISION_BF16;
         disopt_engine *e;
         disopt_model *m;
         if (disopt_engine_create(&eo, &e) || disopt_model_load(e, argv[1], &m)) {

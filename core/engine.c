@@ -59,9 +59,16 @@ disopt_status disopt_engine_create(const disopt_engine_options *opt, disopt_engi
     if (n > 1024) n = 1024;
     e->nthreads = n;
     disopt_status s;
+    if ((unsigned)opt->precision > DISOPT_PRECISION_BF16) {
+        free(e);
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "unknown precision %d", (int)opt->precision);
+    }
     switch (opt->backend) {
     case DISOPT_BACKEND_CPU:
-        s = dp_backend_cpu_create(e, n, &e->backend);
+        s = opt->precision == DISOPT_PRECISION_FP32
+                ? dp_backend_cpu_create(e, n, &e->backend)
+                : dp_error(DISOPT_ERR_UNSUPPORTED, "the CPU backend computes in FP32 only (asked: %s)",
+                           disopt_precision_name(opt->precision));
         break;
     case DISOPT_BACKEND_CUDA:
         s = cuda_create(e, &e->backend);
@@ -85,6 +92,16 @@ void disopt_engine_destroy(disopt_engine *e) {
     if (e->backend) e->backend->vt->destroy(e->backend);
     if (e->module) dlclose(e->module);
     free(e);
+}
+
+const char *disopt_precision_name(disopt_precision p) {
+    switch (p) {
+    case DISOPT_PRECISION_FP32: return "FP32";
+    case DISOPT_PRECISION_TF32: return "TF32";
+    case DISOPT_PRECISION_FP16: return "FP16";
+    case DISOPT_PRECISION_BF16: return "BF16";
+    }
+    return "?";
 }
 
 int disopt_engine_num_threads(const disopt_engine *e) { return e ? e->nthreads : 0; }

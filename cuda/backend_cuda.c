@@ -47,6 +47,7 @@ typedef struct cu_backend {
     dp_backend base;
     const dp_cuda_host *host;
     int device;
+    int tf32;              /* TF32 tensor cores allowed in the convolutions */
     cudaStream_t stream;
     cudnnHandle_t cudnn;
     cudnnTensorDescriptor_t xdesc, ydesc;
@@ -185,7 +186,8 @@ static disopt_status cu_prepare(dp_backend *b, dp_node *node) {
                                                     c->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                 "convolution descriptor");
         DNN_TRY(cb, cudnnSetConvolutionGroupCount(cn->cdesc, c->groups), "group count");
-        DNN_TRY(cb, cudnnSetConvolutionMathType(cn->cdesc, CUDNN_FMA_MATH), "math type"); /* FP32: no TF32 */
+        /* FP32: FMA only (no TF32); TF32: cuDNN's default math, tensor cores on FP32 data */
+        DNN_TRY(cb, cudnnSetConvolutionMathType(cn->cdesc, cb->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), "math type");
     }
     return DISOPT_OK;
 }
@@ -232,7 +234,9 @@ static disopt_status choose_algo(cu_backend *cb, cu_node *cn, const dp_node *nod
             "algorithm heuristics");
     int pick = -1;
     for (int i = 0; i < got && pick < 0; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH && algo_ok(perf[i].algo))
+        if (perf[i].status == CUDNN_STATUS_SUCCESS &&
+            (cb->tf32 ? perf[i].algo != CUDNN_CONVOLUTION_FWD_ALGO_FFT && perf[i].algo != CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING
+                      : perf[i].mathType == CUDNN_FMA_MATH && algo_ok(perf[i].algo)))
             pick = i;
     cu_algo a = {in->n, in->h, in->w, 1, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, 0};
     if (pick >= 0) a.algo = perf[pick].algo;
@@ -396,6 +400,13 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     cb->base.engine = e;
     cb->host = host;
     cb->device = device;
+    const disopt_precision prec = e ? e->opt.precision : DISOPT_PRECISION_FP32;
+    if (prec == DISOPT_PRECISION_FP16 || prec == DISOPT_PRECISION_BF16) {
+        free(cb);
+        return host->error(DISOPT_ERR_UNSUPPORTED, "cuda: precision %s is not implemented yet (FP32, TF32 are)",
+                           prec == DISOPT_PRECISION_FP16 ? "FP16" : "BF16");
+    }
+    cb->tf32 = prec == DISOPT_PRECISION_TF32;
     disopt_status s = DISOPT_OK;
     struct cudaDeviceProp prop;
     cudaError_t r = cudaSetDevice(device);
@@ -412,8 +423,8 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
         cu_destroy(&cb->base);
         return s;
     }
-    host->log(e, DISOPT_LOG_INFO, "cuda backend: device %d %s (sm_%d%d), cuDNN %zu, FP32 (FMA math, no TF32)", device,
-              prop.name, prop.major, prop.minor, cudnnGetVersion());
+    host->log(e, DISOPT_LOG_INFO, "cuda backend: device %d %s (sm_%d%d), cuDNN %zu, %s", device, prop.name, prop.major,
+              prop.minor, cudnnGetVersion(), cb->tf32 ? "TF32 tensor cores" : "FP32 (FMA math, no TF32)");
     *out = &cb->base;
     return DISOPT_OK;
 }

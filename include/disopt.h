@@ -70,10 +70,24 @@ typedef enum disopt_log_level {
 
 typedef void (*disopt_log_fn)(void *user, disopt_log_level level, const char *message);
 
+/* Arithmetic of the network. FP32 is IEEE float32 everywhere (what the goldens check); the others
+ * are GPU precision modes: TF32 tensor cores for the convolutions; FP16/BF16 activations and
+ * weights with float32 accumulation. The CPU backend offers FP32 only. */
+typedef enum disopt_precision {
+    DISOPT_PRECISION_FP32 = 0,
+    DISOPT_PRECISION_TF32 = 1,
+    DISOPT_PRECISION_FP16 = 2,
+    DISOPT_PRECISION_BF16 = 3
+} disopt_precision;
+
+/* "FP32", "TF32", "FP16", "BF16" */
+DISOPT_API const char *disopt_precision_name(disopt_precision p);
+
 typedef struct disopt_engine_options {
     disopt_backend_kind backend; /* DISOPT_BACKEND_CPU */
     int num_threads;             /* CPU worker threads; <= 0 means all online cores */
     int device;                  /* GPU ordinal for CUDA */
+    disopt_precision precision;  /* DISOPT_PRECISION_FP32 */
     disopt_log_fn log;           /* optional */
     void *log_user;
 } disopt_engine_options;

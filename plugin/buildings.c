@@ -10,6 +10,7 @@
 #include "pixelfuncs.h"
 
 #include "disopt.h"
+#include "disopt_io.h"
 #include "disopt_raster.h"
 
 #include <cpl_conv.h>
@@ -43,6 +44,9 @@
     "comma separated, e.g. 1,2,3,4. Default: 1..N'/>"                                                            \
     "  <Option name='DEVICE' type='string' default='AUTO' description='Where the network runs: AUTO (the first " \
     "CUDA GPU if there is one, else the CPU), CPU, CUDA (GPU 0) or CUDA:n'/>"                                     \
+    "  <Option name='PRECISION' type='string-select' default='FP32' description='Network arithmetic: FP32 "    \
+    "(IEEE, equal to the CPU), or on the GPU TF32, FP16, BF16'>"                                                  \
+    "    <Value>FP32</Value><Value>TF32</Value><Value>FP16</Value><Value>BF16</Value></Option>"                   \
     "  <Option name='TILE_SIZE' type='int' default='512' description='Network window in pixels, a multiple of " \
     "32 (the authors trained on 512)'/>"                                                                         \
     "  <Option name='OVERLAP' type='int' default='64' description='Context pixels on each side of a window; "   \
@@ -65,7 +69,7 @@ static const char bld_open_options[] =
     "</OpenOptionList>";
 
 /* our names, which are not passed on to GTiff */
-static const char *const bld_own_names[] = {"MODEL",       "OUTPUT",    "THRESHOLD", "BANDS",    "DEVICE",
+static const char *const bld_own_names[] = {"MODEL", "PRECISION",       "OUTPUT",    "THRESHOLD", "BANDS",    "DEVICE",
                                             "TILE_SIZE",   "OVERLAP",   "BATCH_SIZE", "NUM_THREADS", "ROTATE180",
                                             "COMPLEX",     "BLOCK_SIZE", "CACHE_TILES", NULL};
 
@@ -104,6 +108,7 @@ typedef struct bld_opts {
     double threshold;
     int device; /* 0 auto, 1 cpu, 2 cuda */
     int gpu;    /* CUDA device ordinal */
+    disopt_precision precision;
     int num_threads;
     int block_size;
     disopt_tiler_options tiler;
@@ -166,6 +171,16 @@ static int parse_opts(CSLConstList list, bld_opts *o) {
         else if (STARTS_WITH_CI(v, "CUDA:") && parse_int("DEVICE", v + 5, 0, 1023, &o->gpu)) o->device = 2;
         else {
             CPLError(CE_Failure, CPLE_IllegalArg, "BUILDINGS: DEVICE=%s: expected AUTO, CPU, CUDA or CUDA:n", v);
+            return 0;
+        }
+    }
+    if ((v = CSLFetchNameValue(list, "PRECISION"))) {
+        if (EQUAL(v, "FP32")) o->precision = DISOPT_PRECISION_FP32;
+        else if (EQUAL(v, "TF32")) o->precision = DISOPT_PRECISION_TF32;
+        else if (EQUAL(v, "FP16")) o->precision = DISOPT_PRECISION_FP16;
+        else if (EQUAL(v, "BF16")) o->precision = DISOPT_PRECISION_BF16;
+        else {
+            CPLError(CE_Failure, CPLE_IllegalArg, "BUILDINGS: PRECISION=%s: expected FP32, TF32, FP16 or BF16", v);
             return 0;
         }
     }
@@ -250,6 +265,7 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
     eo.num_threads = o->num_threads;
     eo.backend = o->device == 1 ? DISOPT_BACKEND_CPU : DISOPT_BACKEND_CUDA;
     eo.device = o->gpu;
+    eo.precision = o->precision;
     disopt_status s = disopt_engine_create(&eo, &m->engine);
     if (s != DISOPT_OK && o->device == 0) { /* AUTO: no usable GPU, the CPU it is */
         CPLDebug("BUILDINGS", "DEVICE=AUTO: no CUDA backend (%s); running on the CPU", disopt_last_error());
@@ -261,7 +277,12 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
         VSIFree(buf);
         return 0;
     }
-    if (s == DISOPT_OK) s = disopt_model_load_memory(m->engine, buf, (size_t)size, &m->model);
+    /* a PyTorch checkpoint (.pth, .pth.tar: a zip) goes through the restricted reader of disopt_io.h */
+    disopt_file_kind kind = disopt_file_kind_of(buf, (size_t)size);
+    if (s == DISOPT_OK && (kind == DISOPT_FILE_PTH_ZIP || kind == DISOPT_FILE_PTH_LEGACY))
+        s = disopt_model_load_any(m->engine, o->model, &m->model);
+    else if (s == DISOPT_OK)
+        s = disopt_model_load_memory(m->engine, buf, (size_t)size, &m->model);
     VSIFree(buf);
     if (s == DISOPT_OK) s = disopt_model_get_info(m->model, &m->info);
     if (s != DISOPT_OK) {
@@ -293,6 +314,7 @@ static char **bld_metadata(const bld_opts *o, const bld_model *m, const disopt_t
     md = CSLSetNameValue(md, "DISOPT_ROTATE180",
                          (o->tiler.rotate180 < 0 ? m->info.rotate180 : o->tiler.rotate180) ? "YES" : "NO");
     md = CSLSetNameValue(md, "DISOPT_DEVICE", disopt_engine_backend_name(m->engine));
+    md = CSLSetNameValue(md, "DISOPT_PRECISION", disopt_precision_name(o->precision));
     md = CSLSetNameValue(md, "DISOPT_VERSION", disopt_version());
     (void)t;
     return md;
