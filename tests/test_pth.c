@@ -434,7 +434,8 @@ static void run_model(disopt_model *m, float *y, int size) {
     disopt_model_get_info(m, &info);
     size_t n = (size_t)info.config.in_channels * (size_t)size * (size_t)size;
     float *x = malloc(n * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = (float)((double)(((uint32_t)i * 2654435761u) % 2001u) / 1000.0 - 1.0);
+    for (size_t i = 0; i < n; i++) /* as gdal_disopt_model verify */
+        x[i] = (float)(((double)(((uint32_t)i * 2654435761u) % 2001u) * 0.025 / 255.0 - 0.5) / 0.125);
     disopt_outputs o;
     memset(&o, 0, sizeof o);
     o.fused_logits = y;

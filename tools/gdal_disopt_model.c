@@ -205,9 +205,10 @@ static int cmd_verify(const char *path, int size, int threads, const char *dump)
         fprintf(stderr, "ERROR: out of memory\n");
         rc = 1;
     }
-    /* the fixed input, already normalised: ((i * 2654435761) mod 2^32 mod 2001) / 1000 - 1 */
+    /* the fixed input: SAR-like raw values in 0..50, raw = ((i * 2654435761) mod 2^32 mod 2001) * 0.025,
+     * normalised the authors' way, (raw / 255 - 0.5) / 0.125, in double, then rounded to float */
     for (size_t i = 0; !rc && i < n_in; i++)
-        x[i] = (float)((double)(((uint32_t)i * 2654435761u) % 2001u) / 1000.0 - 1.0);
+        x[i] = (float)(((double)(((uint32_t)i * 2654435761u) % 2001u) * 0.025 / 255.0 - 0.5) / 0.125);
     disopt_outputs o;
     memset(&o, 0, sizeof o);
     o.fused_logits = y;
