@@ -155,6 +155,13 @@ typedef struct dp_backend_vtable {
      * it. The model uses it when a GAP node directly follows the conv that feeds it (the SE blocks). */
     disopt_status (*run_conv_gap)(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out,
                                   const dp_tview *gap, void *workspace, size_t workspace_bytes);
+    /* Optional (NULL when not offered; CUDA graphs): the node calls between graph_begin and
+     * graph_end are recorded, not run, into a replayable graph bound to the plan's memory;
+     * graph_launch replays it. A failing graph_begin means "run the nodes directly". */
+    disopt_status (*graph_begin)(dp_backend *b);
+    disopt_status (*graph_end)(dp_backend *b, int ok, void **graph);
+    disopt_status (*graph_launch)(dp_backend *b, void *graph);
+    void (*graph_destroy)(dp_backend *b, void *graph);
 } dp_backend_vtable;
 
 struct dp_backend {

@@ -14,6 +14,7 @@ typedef struct {
     char *key, *value;
 } md_entry;
 
+#define DP_PLAN_GRAPHS 4
 typedef struct dp_plan {
     int n, h, w;
     size_t *offset;     /* per tensor */
@@ -21,6 +22,10 @@ typedef struct dp_plan {
     size_t arena_bytes;
     void *ws;
     size_t ws_bytes;
+    /* recorded node sequences (backends with graphs), one per set of wanted tensors */
+    void *graph[DP_PLAN_GRAPHS];
+    char *graph_want[DP_PLAN_GRAPHS];
+    int graph_next;
 } dp_plan;
 
 enum { PROF_CONV1X1, PROF_CONV_DW, PROF_CONV_KXK, PROF_CONV_1PX, PROF_OTHER, PROF_N = PROF_OTHER + DP_OP_COUNT };
@@ -366,6 +371,10 @@ static disopt_status fill_info(disopt_model *m) {
 
 static void plan_free(disopt_model *m) {
     dp_backend *be = m->engine->backend;
+    for (int i = 0; i < DP_PLAN_GRAPHS; i++) {
+        if (m->plan.graph[i]) be->vt->graph_destroy(be, m->plan.graph[i]);
+        free(m->plan.graph_want[i]);
+    }
     if (m->plan.arena) be->vt->free(be, m->plan.arena);
     if (m->plan.ws) be->vt->free(be, m->plan.ws);
     free(m->plan.offset);
@@ -727,7 +736,17 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
         dp_tview in = view_of(m, g->input);
         s = be->vt->upload(be, &in, input);
     }
-    for (int i = 0; s == DISOPT_OK && i < g->n_nodes; i++) {
+    /* with a graph-capable backend (and no profiling): replay the recorded sequence for this set of
+     * wanted tensors, or record it now */
+    void *graph = NULL;
+    int recording = 0;
+    if (s == DISOPT_OK && be->vt->graph_begin && !m->profiling) {
+        for (int k = 0; k < DP_PLAN_GRAPHS && !graph; k++)
+            if (m->plan.graph[k] && memcmp(m->plan.graph_want[k], want, (size_t)T) == 0) graph = m->plan.graph[k];
+        if (!graph && be->vt->graph_begin(be) == DISOPT_OK) recording = 1;
+        disopt_clear_error();
+    }
+    for (int i = 0; s == DISOPT_OK && !graph && i < g->n_nodes; i++) {
         const dp_node *nd = &g->nodes[i];
         if (!want[nd->out]) continue;
         dp_tview ins[DP_MAX_IN], out = view_of(m, nd->out);
@@ -751,6 +770,25 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
         }
         if (fuse) i++;
     }
+    if (recording) {
+        disopt_status ge = be->vt->graph_end(be, s == DISOPT_OK, &graph);
+        if (s == DISOPT_OK) s = ge;
+        if (s == DISOPT_OK) { /* keep it, replacing the oldest */
+            int k = m->plan.graph_next;
+            m->plan.graph_next = (k + 1) % DP_PLAN_GRAPHS;
+            if (m->plan.graph[k]) be->vt->graph_destroy(be, m->plan.graph[k]);
+            free(m->plan.graph_want[k]);
+            m->plan.graph[k] = graph;
+            m->plan.graph_want[k] = malloc((size_t)T);
+            if (m->plan.graph_want[k]) memcpy(m->plan.graph_want[k], want, (size_t)T);
+            else {
+                be->vt->graph_destroy(be, graph);
+                m->plan.graph[k] = graph = NULL;
+                s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
+            }
+        }
+    }
+    if (s == DISOPT_OK && graph) s = be->vt->graph_launch(be, graph);
     if (s == DISOPT_OK) s = be->vt->synchronize(be);
     for (int i = 0; s == DISOPT_OK && i < o->num_taps; i++) {
         dp_tview v = view_of(m, tapt[i]);

@@ -18,6 +18,7 @@
 #include "internal.h"
 #include "kernels.h"
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
@@ -37,6 +38,7 @@ typedef struct cu_algo {
 typedef struct cu_node {
     float *w, *b;          /* device copies of the folded weights / bias (NULL when absent) */
     int cudnn;             /* runs through cuDNN (dense or grouped, not depthwise) */
+    int gemm;              /* 1x1, stride 1, no padding, groups 1: a cuBLAS GEMM per image */
     cudnnFilterDescriptor_t fdesc;
     cudnnConvolutionDescriptor_t cdesc;
     cu_algo cache[MAX_ALGO_CACHE];
@@ -48,9 +50,13 @@ typedef struct cu_backend {
     const dp_cuda_host *host;
     int device;
     int tf32;              /* TF32 tensor cores allowed in the convolutions */
+    int no_gemm;           /* benchmark knob DISOPT_CUDA_NO_GEMM: 1x1 convs through cuDNN too */
+    int no_graph;          /* benchmark knob DISOPT_CUDA_NO_GRAPH: run node by node */
+    void *blas_ws;         /* cuBLAS's workspace, ours, so that GEMMs can be captured in graphs */
     cudaStream_t stream;
     cudnnHandle_t cudnn;
     cudnnTensorDescriptor_t xdesc, ydesc;
+    cublasHandle_t cublas;
 } cu_backend;
 
 
@@ -75,12 +81,24 @@ static disopt_status cudnn_fail(const cu_backend *cb, cudnnStatus_t e, const cha
     } while (0)
 #define K_TRY(cb, expr, what) CU_TRY(cb, (cudaError_t)(expr), what)
 
+static disopt_status cublas_fail(const cu_backend *cb, cublasStatus_t e, const char *what) {
+    return cb->host->error(e == CUBLAS_STATUS_ALLOC_FAILED ? DISOPT_ERR_OUT_OF_MEMORY : DISOPT_ERR_BACKEND,
+                           "cublas: %s: %s (%s)", what, cublasGetStatusString(e), cublasGetStatusName(e));
+}
+#define BLAS_TRY(cb, expr, what)                                                                              \
+    do {                                                                                                      \
+        cublasStatus_t e_ = (expr);                                                                           \
+        if (e_ != CUBLAS_STATUS_SUCCESS) return cublas_fail((cb), e_, (what));                                \
+    } while (0)
+
 static void cu_destroy(dp_backend *b) {
     cu_backend *cb = (cu_backend *)b;
     cudaSetDevice(cb->device);
     if (cb->xdesc) cudnnDestroyTensorDescriptor(cb->xdesc);
     if (cb->ydesc) cudnnDestroyTensorDescriptor(cb->ydesc);
     if (cb->cudnn) cudnnDestroy(cb->cudnn);
+    if (cb->cublas) cublasDestroy(cb->cublas);
+    if (cb->blas_ws) cudaFree(cb->blas_ws);
     if (cb->stream) cudaStreamDestroy(cb->stream);
     free(cb);
 }
@@ -174,7 +192,9 @@ static disopt_status cu_prepare(dp_backend *b, dp_node *node) {
     size_t nw = (size_t)c->cout * (c->cin / c->groups) * c->kh * c->kw;
     if ((s = upload_array(cb, node->fw, nw, &cn->w)) != DISOPT_OK) return s;
     if ((s = upload_array(cb, node->fb, (size_t)c->cout, &cn->b)) != DISOPT_OK) return s;
-    cn->cudnn = !is_depthwise(c);
+    cn->gemm = !cb->no_gemm && c->groups == 1 && c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->pt == 0 && c->pb == 0 &&
+               c->pl == 0 && c->pr == 0;
+    cn->cudnn = !is_depthwise(c) && !cn->gemm;
     if (cn->cudnn) {
         const int sym = c->pt == c->pb && c->pl == c->pr;
         DNN_TRY(cb, cudnnCreateFilterDescriptor(&cn->fdesc), "filter descriptor");
@@ -280,6 +300,18 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
         src = (const float *)wsp;
     }
     const int act = (int)node->act;
+    if (cn->gemm) { /* per image: Y (Cout x HW) = W (Cout x Cin) X (Cin x HW), row-major; in cuBLAS's
+                     * column-major terms Y^T = X^T W^T, one strided-batched call */
+        const float one = 1.0f, zero = 0.0f;
+        const int hw = (int)HW;
+        BLAS_TRY(cb, cublasSgemmStridedBatched(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, c->cout, c->cin, &one, src, hw,
+                                               (long long)c->cin * hw, cn->w, c->cin, 0, &zero, out->data, hw,
+                                               (long long)c->cout * hw, in->n),
+                 "1x1 convolution");
+        if (cn->b || act != DPK_ACT_NONE)
+            K_TRY(cb, dpk_bias_act(cb->stream, out->data, cn->b, out->n, out->c, HW, act), "bias + activation");
+        return DISOPT_OK;
+    }
     if (!cn->cudnn) { /* depthwise: our kernel, padding and bias + activation included */
         K_TRY(cb, dpk_depthwise(cb->stream, out->data, src, cn->w, cn->b, in->n, in->c, in->h, in->w, out->h, out->w,
                                 c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, act),
@@ -375,9 +407,49 @@ static disopt_status cu_sync(dp_backend *b) {
     return DISOPT_OK;
 }
 
+static disopt_status cu_graph_begin(dp_backend *b) {
+    cu_backend *cb = (cu_backend *)b;
+    if (cb->no_graph) return cb->host->error(DISOPT_ERR_UNSUPPORTED, "cuda graphs disabled");
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    CU_TRY(cb, cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal), "graph capture");
+    return DISOPT_OK;
+}
+
+static disopt_status cu_graph_end(dp_backend *b, int ok, void **out) {
+    cu_backend *cb = (cu_backend *)b;
+    *out = NULL;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(cb->stream, &g);
+    if (!ok || e != cudaSuccess) {
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError();
+        return ok ? cuda_fail(cb, e, "graph capture") : DISOPT_OK;
+    }
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) return cuda_fail(cb, e, "graph instantiate");
+    *out = x;
+    return DISOPT_OK;
+}
+
+static disopt_status cu_graph_launch(dp_backend *b, void *graph) {
+    cu_backend *cb = (cu_backend *)b;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    CU_TRY(cb, cudaGraphLaunch((cudaGraphExec_t)graph, cb->stream), "graph launch");
+    return DISOPT_OK;
+}
+
+static void cu_graph_destroy(dp_backend *b, void *graph) {
+    cu_backend *cb = (cu_backend *)b;
+    cudaSetDevice(cb->device);
+    if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 static const dp_backend_vtable CUDA_VT = {
     "cuda", cu_destroy, cu_tensor_bytes, cu_alloc, cu_free, cu_upload, cu_download,
     cu_prepare, cu_release, cu_workspace, cu_run, cu_sync, NULL,
+    cu_graph_begin, cu_graph_end, cu_graph_launch, cu_graph_destroy,
 };
 
 __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(const dp_cuda_host *host,
@@ -407,6 +479,10 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
                            prec == DISOPT_PRECISION_FP16 ? "FP16" : "BF16");
     }
     cb->tf32 = prec == DISOPT_PRECISION_TF32;
+    const char *ng = getenv("DISOPT_CUDA_NO_GEMM");
+    cb->no_gemm = ng && *ng && *ng != '0';
+    const char *ngr = getenv("DISOPT_CUDA_NO_GRAPH");
+    cb->no_graph = ngr && *ngr && *ngr != '0';
     disopt_status s = DISOPT_OK;
     struct cudaDeviceProp prop;
     cudaError_t r = cudaSetDevice(device);
@@ -419,6 +495,20 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->xdesc);
     if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->ydesc);
     if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = cudnn_fail(cb, d, "cudnn setup");
+    cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
+    if (s == DISOPT_OK) bs = cublasCreate(&cb->cublas);
+    if (s == DISOPT_OK && bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(cb->cublas, cb->stream);
+    /* FP32: pedantic math (no TF32, no reduced-precision reductions); TF32: TF32 tensor cores */
+    if (s == DISOPT_OK && bs == CUBLAS_STATUS_SUCCESS)
+        bs = cublasSetMathMode(cb->cublas, cb->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
+    if (s == DISOPT_OK && bs != CUBLAS_STATUS_SUCCESS) s = cublas_fail(cb, bs, "cublas setup");
+    const size_t blas_ws = (size_t)32 << 20;
+    if (s == DISOPT_OK) {
+        cudaError_t we = cudaMalloc(&cb->blas_ws, blas_ws);
+        if (we != cudaSuccess) s = cuda_fail(cb, we, "cublas workspace");
+    }
+    if (s == DISOPT_OK && (bs = cublasSetWorkspace(cb->cublas, cb->blas_ws, blas_ws)) != CUBLAS_STATUS_SUCCESS)
+        s = cublas_fail(cb, bs, "cublas workspace");
     if (s != DISOPT_OK) {
         cu_destroy(&cb->base);
         return s;

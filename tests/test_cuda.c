@@ -191,6 +191,52 @@ static int teardown(void **s) {
 }
 
 
+/* whole model, CUDA vs CPU, through the public API: several fresh inputs in a row (the first run
+ * records a CUDA graph, the next ones replay it), another set of outputs (another graph), another
+ * size (new plan), taps */
+static void test_model_replay(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    char path[256], cmd[600];
+    tu_tmpname(path, sizeof path, "cuda_model");
+    snprintf(cmd, sizeof cmd, "%s %s/golden/student_b3.safetensors %s > /dev/null", DISOPT_TESTMODEL, DISOPT_TESTDATA,
+             path);
+    assert_int_equal(system(cmd), 0);
+    disopt_engine *cpu;
+    disopt_model *mc, *mg;
+    assert_int_equal(disopt_engine_create(NULL, &cpu), DISOPT_OK);
+    assert_int_equal(disopt_model_load(cpu, path, &mc), DISOPT_OK);
+    assert_int_equal(disopt_model_load(g_cuda, path, &mg), DISOPT_OK);
+    remove(path);
+    const int sizes[][3] = {{2, 64, 96}, {2, 64, 96}, {2, 64, 96}, {1, 128, 64}, {2, 64, 96}};
+    for (int r = 0; r < 5; r++) {
+        const int N = sizes[r][0], H = sizes[r][1], W = sizes[r][2];
+        size_t nin = (size_t)N * 4 * H * W, nl = (size_t)N * 2 * H * W, np = (size_t)N * H * W;
+        float *x = rnd(nin, -4, 4), *la = malloc(nl * 4), *lb = malloc(nl * 4), *pa = malloc(np * 4),
+              *pb = malloc(np * 4);
+        int shp[4];
+        assert_int_equal(disopt_model_tap_shape(mc, "f3", N, H, W, shp), DISOPT_OK);
+        size_t nt = (size_t)shp[0] * shp[1] * shp[2] * shp[3];
+        float *ta = malloc(nt * 4), *tb = malloc(nt * 4);
+        disopt_tap tapa = {"f3", ta}, tapb = {"f3", tb};
+        const int with_tap = r == 2; /* another set of wanted tensors: another graph */
+        disopt_outputs oa = {la, pa, NULL, NULL, with_tap ? &tapa : NULL, with_tap};
+        disopt_outputs ob = {lb, pb, NULL, NULL, with_tap ? &tapb : NULL, with_tap};
+        assert_int_equal(disopt_model_infer(mc, x, N, 4, H, W, &oa), DISOPT_OK);
+        if (disopt_model_infer(mg, x, N, 4, H, W, &ob) != DISOPT_OK) fail_msg("%s", disopt_last_error());
+        double el = nerr(lb, la, nl), ep = 0;
+        for (size_t i = 0; i < np; i++) ep = fmax(ep, fabs((double)pa[i] - pb[i]));
+        printf("# model run %d (%dx4x%dx%d%s): logits %.3g, probability max abs %.3g\n", r, N, H, W,
+               with_tap ? ", tap f3" : "", el, ep);
+        assert_true(el < 1e-4 && ep < 1e-4);
+        if (with_tap) assert_true(nerr(tb, ta, nt) < 1e-4);
+        free(x); free(la); free(lb); free(pa); free(pb); free(ta); free(tb);
+    }
+    disopt_model_destroy(mc);
+    disopt_model_destroy(mg);
+    disopt_engine_destroy(cpu);
+}
+
 /* without a device (CI) the engine must say so cleanly */
 static void test_no_device_message(void **s) {
     (void)s;
@@ -210,6 +256,7 @@ int main(void) {
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_eltwise),
         cmocka_unit_test(test_bad_device),
+        cmocka_unit_test(test_model_replay),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -117,6 +117,7 @@ static int env_int(const char *name, int def, int lo, int hi) {
 static const dp_backend_vtable CPU_VT = {
     "cpu", cpu_destroy, cpu_tensor_bytes, cpu_alloc, cpu_free, cpu_upload, cpu_download,
     cpu_prepare, cpu_release, cpu_workspace, cpu_run, cpu_sync, cpu_run_conv_gap,
+    NULL, NULL, NULL, NULL, /* no graphs */
 };
 
 disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_backend **out) {

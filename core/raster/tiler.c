@@ -290,16 +290,29 @@ static tile_slot *cache_victim(disopt_tiler *t) {
     return v;
 }
 
+/* Runs windows [k0, k0 + n) of the batch buffers; when the device runs out of memory, runs the
+ * two halves one after the other instead (down to one window, then the error stands). */
+static disopt_status infer_split(disopt_tiler *t, int k0, int n) {
+    const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size;
+    disopt_outputs outs;
+    memset(&outs, 0, sizeof outs);
+    outs.probability = t->prob + (size_t)k0 * T2;
+    disopt_status s = disopt_model_infer(t->model, t->x + (size_t)k0 * t->C * T2, n, t->C, t->o.tile_size,
+                                         t->o.tile_size, &outs);
+    if (s == DISOPT_ERR_OUT_OF_MEMORY && n > 1) {
+        DP_TRY(infer_split(t, k0, n / 2));
+        return infer_split(t, k0 + n / 2, n - n / 2);
+    }
+    return s;
+}
+
 static disopt_status compute_windows(disopt_tiler *t, int n, const int *txs, const int *tys) {
     DP_TRY(ensure_batch(t, n));
     const int T = t->o.tile_size;
     const size_t T2 = (size_t)T * T;
     for (int k = 0; k < n; k++) DP_TRY(load_window(t, k, txs[k], tys[k]));
     DP_TRY(disopt_model_normalize(t->model, t->x, n, T, T));
-    disopt_outputs outs;
-    memset(&outs, 0, sizeof outs);
-    outs.probability = t->prob;
-    DP_TRY(disopt_model_infer(t->model, t->x, n, t->C, T, T, &outs));
+    DP_TRY(infer_split(t, 0, n));
     for (int k = 0; k < n; k++) {
         float *p = t->prob + (size_t)k * T2;
         if (t->rotate) reverse_plane(p, T2);
