@@ -146,6 +146,7 @@ static void test_hostile(void **state) {
         {"big_endian.pth", DISOPT_ERR_UNSUPPORTED, "big-endian"},
         {"deep_marks.pth", DISOPT_ERR_FORMAT, "MARKs nested deeper"},
         {"deep_lists.pth", DISOPT_ERR_FORMAT, "stack deeper"},
+        {"many_values.pth", DISOPT_ERR_FORMAT, "more than 2097152 values"},
         {"not_a_dict.pth", DISOPT_ERR_UNSUPPORTED, "holds a list, not a state dict"},
         {"list_value.pth", DISOPT_ERR_UNSUPPORTED, "state_dict['w'] is a list"},
         {"no_stop.pth", DISOPT_ERR_FORMAT, "no STOP"},

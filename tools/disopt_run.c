@@ -7,6 +7,7 @@
  * (zero padding beyond the raster, the SpaceNet 6 nodata value), and only the centre is kept.
  */
 #include "disopt.h"
+#include "disopt_io.h"
 
 #include <gdal.h>
 #include <cpl_conv.h>
@@ -21,7 +22,7 @@ static void usage(void) {
     fprintf(stderr,
             "Usage: disopt_run -m MODEL [-b band]... [-tile N] [-overlap N] [-threads N] [-mask] [-threshold T]\n"
             "                  [-of FORMAT] [-co NAME=VALUE]... [-q] SRC DST\n"
-            "  -m MODEL      safetensors model (teacher or student)\n"
+            "  -m MODEL      model: .safetensors or a PyTorch checkpoint (.pth, .pth.tar; teacher or student)\n"
             "  -b band       source band for each model input, in order (default 1..C)\n"
             "  -tile N       output tile size, a multiple of 32 (default 512)\n"
             "  -overlap N    context added on each side, a multiple of 16 (default 64)\n"
@@ -83,7 +84,7 @@ int main(int argc, char **argv) {
     disopt_model *model;
     disopt_model_info info;
     if (disopt_engine_create(&eo, &engine) != DISOPT_OK) return fail("engine");
-    if (disopt_model_load(engine, model_path, &model) != DISOPT_OK) return fail("model");
+    if (disopt_model_load_any(engine, model_path, &model) != DISOPT_OK) return fail("model"); /* .safetensors or .pth */
     disopt_model_get_info(model, &info);
     const int C = info.config.in_channels;
 

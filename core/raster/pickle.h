@@ -18,7 +18,7 @@
 #define DP_PK_MAX_STACK (1 << 20)         /* values on the stack */
 #define DP_PK_MAX_MARKS (1 << 12)         /* nested MARKs */
 #define DP_PK_MAX_MEMO (1 << 22)          /* memo index */
-#define DP_PK_MAX_OBJECTS (1 << 23)       /* values created in one pickle */
+#define DP_PK_MAX_OBJECTS (1 << 21)       /* values created in one pickle (a B4 student state dict: ~30k) */
 #define DP_PK_MAX_GLOBAL_NAME 256         /* module or name of a GLOBAL */
 #define DP_PK_MAX_KEY 1024                /* a state-dict key */
 #define DP_PK_MAX_STORAGE_KEY 64          /* a storage's file name under data/ */

@@ -73,6 +73,10 @@ def check(name, arch, variant, sd_model):
     sd = model.state_dict()  # with the num_batches_tracked counters (LongStorage)
     x = fixed_input(4, SIZE)
     ref = torch_logits(model, arch, x)
+    with torch.no_grad():  # float64 reference, to put the float32 differences in scale
+        out = model.double()(x.double())
+    ref64 = (out[0] if arch == "teacher" else out[2]).numpy().ravel()
+    model.float()
     # the authors' wrapping, DataParallel keys, float32
     ck = OUT / (name + ".pth.tar")
     torch.save({"state_dict": collections.OrderedDict(("module." + k, v) for k, v in sd.items()),
@@ -86,7 +90,10 @@ def check(name, arch, variant, sd_model):
           (name, arch, variant, SIZE, SIZE, "bit-exact" if a.tobytes() == b.tobytes() else "DIFFER", ca))
     print("  pth vs PyTorch %s: max |diff| %.3g, relative to max|logit| %.3g: %.3g" %
           (torch.__version__, np.abs(a - ref).max(), scale, np.abs(a - ref).max() / scale))
-    ok = a.tobytes() == b.tobytes() and np.abs(a - ref).max() / scale <= 1e-5
+    e_ours, e_torch = np.abs(a - ref64).max() / scale, np.abs(ref - ref64).max() / scale
+    print("  vs PyTorch float64: ours %.3g, PyTorch float32 %.3g" % (e_ours, e_torch))
+    # equal to PyTorch within 1e-5, or at least as close to the float64 result as PyTorch float32 is
+    ok = a.tobytes() == b.tobytes() and (np.abs(a - ref).max() / scale <= 1e-5 or e_ours <= e_torch)
     # fp16 storages, plain state dict
     sd16 = collections.OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in sd.items())
     ck16 = OUT / (name + "_f16.pth")

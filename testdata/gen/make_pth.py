@@ -38,14 +38,21 @@ def save(obj, name, **kw):
     torch.save(obj, OUT / name, **kw)
 
 
+def put(z, name, data):
+    """A member with a fixed timestamp (reproducible files)."""
+    zi = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    zi.compress_type = z.compression
+    z.writestr(zi, data)
+
+
 def zip_with(name, pkl, storages=(), byteorder=None, prefix="archive", method=zipfile.ZIP_STORED):
     with zipfile.ZipFile(OUT / name, "w", method) as z:
-        z.writestr(f"{prefix}/data.pkl", pkl)
+        put(z, f"{prefix}/data.pkl", pkl)
         if byteorder is not None:
-            z.writestr(f"{prefix}/byteorder", byteorder)
+            put(z, f"{prefix}/byteorder", byteorder)
         for key, data in storages:
-            z.writestr(f"{prefix}/data/{key}", data)
-        z.writestr(f"{prefix}/version", "3\n")
+            put(z, f"{prefix}/data/{key}", data)
+        put(z, f"{prefix}/version", "3\n")
 
 
 def u(s):  # BINUNICODE
@@ -90,18 +97,19 @@ def main():
              [("0", struct.pack("<4f", 1, 2, 3, 4))], byteorder="little", prefix="some_other_name")
     zip_with("deep_marks.pth", b"\x80\x02" + b"(" * 100000 + b".", method=zipfile.ZIP_DEFLATED)
     zip_with("deep_lists.pth", b"\x80\x02" + b"]" * 2000000 + b".", method=zipfile.ZIP_DEFLATED)
+    zip_with("many_values.pth", b"\x80\x02" + b"N0" * 3000000 + b"}.", method=zipfile.ZIP_DEFLATED)
     zip_with("not_a_dict.pth", b"\x80\x02]" + u("x") + b"a.")
     zip_with("list_value.pth", b"\x80\x02}" + u("w") + b"]s.")
     zip_with("no_stop.pth", b"\x80\x02}" + u("w"))
     with zipfile.ZipFile(OUT / "no_pkl.pth", "w") as z:
-        z.writestr("archive/version", "3\n")
+        put(z, "archive/version", "3\n")
     # a cut file
     raw = (OUT / "wrapped.pth.tar").read_bytes()
     (OUT / "truncated.pth").write_bytes(raw[: len(raw) // 2])
     # zip bomb: data.pkl deflated, its declared uncompressed size patched to 3.9 GB in both headers
     bio = io.BytesIO()
     with zipfile.ZipFile(bio, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("archive/data.pkl", b"\x80\x02}." + b"\0" * 100000)
+        put(z, "archive/data.pkl", b"\x80\x02}." + b"\0" * 100000)
     b = bytearray(bio.getvalue())
     big = struct.pack("<I", 0xF0000000)
     lh = b.find(b"PK\x03\x04")
@@ -113,8 +121,8 @@ def main():
     # declared storage size far above what the file could hold even deflated
     bio = io.BytesIO()
     with zipfile.ZipFile(bio, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("archive/data.pkl", tensor_pkl("0", (1 << 30) - 64, 0, [(1 << 30) - 64], [1]))
-        z.writestr("archive/data/0", b"\0" * 1000)
+        put(z, "archive/data.pkl", tensor_pkl("0", (1 << 30) - 64, 0, [(1 << 30) - 64], [1]))
+        put(z, "archive/data/0", b"\0" * 1000)
     b = bytearray(bio.getvalue())
     for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
         pos = -1
