@@ -9,7 +9,7 @@
  *   DT_LOADM(m, p) masked load, zero elsewhere (masked-off lanes are never read);  DT_STOREM(p, m, v)
  *   DT_MADD(acc, m, v)  acc + v in the lanes of m, acc elsewhere
  *   DT_NV          vectors of one row that the few-output kernel keeps in registers
- *   DT_GAP_DECL / DT_GAP_ADD(v, full) / DT_GAP_OUT(double *part8): the SE pooling sums of a plane,
+ *   DT_GAP_T, DT_GAP_ZERO, DT_GAP_ADD(g, v, full), DT_GAP_OUT(g, double *part8): the SE pooling sums of a plane,
  *                  8 partial double sums, element i of the plane into part[i % 8] in plane order
  *                  (exactly ops_eltwise.c's dp_cpu_gap_plane); full = 0: only lanes 0..7 are data.
  * Every output element is computed with the same float operations in the same order as the scalar
@@ -17,7 +17,10 @@
  */
 
 /* dst[0, pl) = 0, dst[pl, pl + W) = src, dst[pl + W, pl + W + pr) = 0 */
-DT_TARGET static void DT(pad_row)(float *dst, const float *src, int W, int pl, int pr) {
+/* (inlined: a call inside the row loop makes GCC clear the upper register halves first, which
+ * spills the kernel's weights every row) */
+DT_TARGET static inline __attribute__((always_inline)) void DT(pad_row)(float *dst, const float *src, int W, int pl,
+                                                                         int pr) {
     const VF z = DT_SET1(0.0f);
     for (int i = 0; i < pl; i += DT_VL) DT_STOREM(dst + i, DT_FIRST(pl - i < DT_VL ? pl - i : DT_VL), z);
     float *d = dst + pl;
@@ -29,7 +32,8 @@ DT_TARGET static void DT(pad_row)(float *dst, const float *src, int W, int pl, i
 }
 
 /* dst[j] = src[2j + phase] for j < n (the stride-2 phase split of one padded row) */
-DT_TARGET static void DT(deinterleave)(const float *src, float *even, float *odd, int n_even, int n_odd) {
+DT_TARGET static inline __attribute__((always_inline)) void DT(deinterleave)(const float *src, float *even, float *odd,
+                                                                              int n_even, int n_odd) {
     int j = 0;
 #if DT_VL == 16
     const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -49,6 +53,23 @@ DT_TARGET static void DT(deinterleave)(const float *src, float *even, float *odd
 #endif
     for (int k = j; k < n_even; k++) even[k] = src[2 * k];
     for (int k = j; k < n_odd; k++) odd[k] = src[2 * k + 1];
+}
+
+/* activation (a constant after inlining) and pooling sums over n contiguous outputs */
+DT_TARGET static inline __attribute__((always_inline)) void DT(act_pass)(float *yb, size_t n, const dp_act ACT,
+                                                                          const int gap_on, DT_GAP_T *g) {
+    size_t i = 0;
+    for (; i + DT_VL <= n; i += DT_VL) {
+        VF v = DT_ACT(DT_LOADU(yb + i), ACT);
+        DT_STOREU(yb + i, v);
+        if (gap_on) DT_GAP_ADD(*g, v, 1);
+    }
+    if (i < n) { /* OW % 8 == 0 when gap is asked for: then 8 lanes are left */
+        const DT_MASK m = DT_FIRST((int)(n - i));
+        VF v = DT_ACT(DT_LOADM(m, yb + i), ACT);
+        DT_STOREM(yb + i, m, v);
+        if (gap_on) DT_GAP_ADD(*g, v, 0);
+    }
 }
 
 /* One depthwise plane (see dw_task): input rows are zero-padded (and split by column phase for
@@ -75,7 +96,7 @@ DT_TARGET static inline __attribute__((always_inline)) void DT(dw_body)(const dw
     int filled = -1; /* the input rows up to this one are in the ring */
     int done = 0;    /* output rows before this one have their activation */
     int ih0 = -p->pt, s0 = ((ih0 % span) + span) % span; /* first input row of output row oh, its slot */
-    DT_GAP_DECL;
+    DT_GAP_T gs = DT_GAP_ZERO;
     for (int oh = 0; oh < p->oh; oh++, ih0 += p->sh, s0 = dw_wrap(s0 + p->sh, span)) {
         int last = ih0 + (KH - 1) * dh + DW_AHEAD * p->sh; /* rows are padded ahead of use: loads right
                                                             * after the stores would wait for them */
@@ -137,22 +158,17 @@ DT_TARGET static inline __attribute__((always_inline)) void DT(dw_body)(const dw
             float *yb = y + (size_t)done * OW;
             const size_t n = (size_t)(oh + 1 - done) * OW;
             done = oh + 1;
-            if (act == DP_ACT_NONE && !gap) continue;
-            size_t i = 0;
-            for (; i + DT_VL <= n; i += DT_VL) {
-                VF v = DT_ACT(DT_LOADU(yb + i), act);
-                DT_STOREU(yb + i, v);
-                if (gap) DT_GAP_ADD(v, 1);
-            }
-            if (i < n) { /* OW % 8 == 0 when gap is asked for: then 8 lanes are left */
-                const DT_MASK m = DT_FIRST((int)(n - i));
-                VF v = DT_ACT(DT_LOADM(m, yb + i), act);
-                DT_STOREM(yb + i, m, v);
-                if (gap) DT_GAP_ADD(v, 0);
+            switch (act) { /* one loop per activation: no branch per vector */
+            case DP_ACT_SWISH: DT(act_pass)(yb, n, DP_ACT_SWISH, gap != NULL, &gs); break;
+            case DP_ACT_SIGMOID: DT(act_pass)(yb, n, DP_ACT_SIGMOID, gap != NULL, &gs); break;
+            case DP_ACT_RELU: DT(act_pass)(yb, n, DP_ACT_RELU, gap != NULL, &gs); break;
+            default:
+                if (gap) DT(act_pass)(yb, n, DP_ACT_NONE, 1, &gs);
+                break;
             }
         }
     }
-    if (gap) DT_GAP_OUT(gap);
+    if (gap) DT_GAP_OUT(gs, gap);
 }
 
 DT_TARGET static void DT(dw_plane_run)(const dw_plane *p) {

@@ -146,13 +146,15 @@ static inline int dw_wrap(int a, int m) { return a < m ? a : (a < 2 * m ? a - m 
 #define DT_STOREM(p, m, v) _mm512_mask_storeu_ps(p, m, v)
 #define DT_MADD(acc, m, v) _mm512_mask_add_ps(acc, m, acc, v)
 #define DT_NV 4
-#define DT_GAP_DECL __m512d gp = _mm512_setzero_pd()
-#define DT_GAP_ADD(v, full)                                                                                            \
+#define DT_GAP_T __m512d
+#define DT_GAP_ZERO _mm512_setzero_pd()
+#define DT_GAP_ADD(g, v, full)                                                                                         \
     do {                                                                                                               \
-        gp = _mm512_add_pd(gp, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));                                            \
-        if (full) gp = _mm512_add_pd(gp, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))); \
+        (g) = _mm512_add_pd((g), _mm512_cvtps_pd(_mm512_castps512_ps256(v)));                                          \
+        if (full)                                                                                                      \
+            (g) = _mm512_add_pd((g), _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))); \
     } while (0)
-#define DT_GAP_OUT(part) _mm512_storeu_pd(part, gp)
+#define DT_GAP_OUT(g, part) _mm512_storeu_pd(part, (g))
 #include "direct_tmpl.h"
 #undef DT
 #undef DT_TARGET
@@ -171,9 +173,14 @@ static inline int dw_wrap(int a, int m) { return a < m ? a : (a < 2 * m ? a - m 
 #undef DT_STOREM
 #undef DT_MADD
 #undef DT_NV
-#undef DT_GAP_DECL
+#undef DT_GAP_T
+#undef DT_GAP_ZERO
 #undef DT_GAP_ADD
 #undef DT_GAP_OUT
+
+typedef struct {
+    __m256d lo, hi; /* partial sums 0..3 and 4..7 */
+} dt_gap256;
 
 #define DT(name) name##_256
 #define DT_TARGET __attribute__((target("avx2,fma")))
@@ -192,14 +199,15 @@ static inline int dw_wrap(int a, int m) { return a < m ? a : (a < 2 * m ? a - m 
 #define DT_STOREM(p, m, v) _mm256_maskstore_ps(p, m, v)
 #define DT_MADD(acc, m, v) _mm256_blendv_ps(acc, _mm256_add_ps(acc, v), _mm256_castsi256_ps(m))
 #define DT_NV 2
-#define DT_GAP_DECL __m256d gp0 = _mm256_setzero_pd(), gp1 = _mm256_setzero_pd()
-#define DT_GAP_ADD(v, full)                                                                                            \
+#define DT_GAP_T dt_gap256
+#define DT_GAP_ZERO ((dt_gap256){_mm256_setzero_pd(), _mm256_setzero_pd()})
+#define DT_GAP_ADD(g, v, full)                                                                                         \
     do {                                                                                                               \
         (void)(full);                                                                                                  \
-        gp0 = _mm256_add_pd(gp0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));                                          \
-        gp1 = _mm256_add_pd(gp1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));                                        \
+        (g).lo = _mm256_add_pd((g).lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));                                    \
+        (g).hi = _mm256_add_pd((g).hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));                                  \
     } while (0)
-#define DT_GAP_OUT(part) (_mm256_storeu_pd(part, gp0), _mm256_storeu_pd((part) + 4, gp1))
+#define DT_GAP_OUT(g, part) (_mm256_storeu_pd(part, (g).lo), _mm256_storeu_pd((part) + 4, (g).hi))
 #include "direct_tmpl.h"
 #undef DT
 #undef DT_TARGET
@@ -218,7 +226,8 @@ static inline int dw_wrap(int a, int m) { return a < m ? a : (a < 2 * m ? a - m 
 #undef DT_STOREM
 #undef DT_MADD
 #undef DT_NV
-#undef DT_GAP_DECL
+#undef DT_GAP_T
+#undef DT_GAP_ZERO
 #undef DT_GAP_ADD
 #undef DT_GAP_OUT
 #endif
