@@ -39,6 +39,7 @@ typedef struct cu_node {
     float *w, *b;          /* device copies of the folded weights / bias (NULL when absent) */
     int cudnn;             /* runs through cuDNN (dense or grouped, not depthwise) */
     int gemm;              /* 1x1, stride 1, no padding, groups 1: a cuBLAS GEMM per image */
+    int few;               /* dense k x k conv to <= 4 outputs (the heads): our kernel */
     cudnnFilterDescriptor_t fdesc;
     cudnnConvolutionDescriptor_t cdesc;
     cu_algo cache[MAX_ALGO_CACHE];
@@ -194,7 +195,8 @@ static disopt_status cu_prepare(dp_backend *b, dp_node *node) {
     if ((s = upload_array(cb, node->fb, (size_t)c->cout, &cn->b)) != DISOPT_OK) return s;
     cn->gemm = !cb->no_gemm && c->groups == 1 && c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->pt == 0 && c->pb == 0 &&
                c->pl == 0 && c->pr == 0;
-    cn->cudnn = !is_depthwise(c) && !cn->gemm;
+    cn->few = !cn->gemm && c->groups == 1 && c->kh * c->kw > 1 && dpk_conv_few_ok(c->cin, c->cout, c->kh, c->kw);
+    cn->cudnn = !is_depthwise(c) && !cn->gemm && !cn->few;
     if (cn->cudnn) {
         const int sym = c->pt == c->pb && c->pl == c->pr;
         DNN_TRY(cb, cudnnCreateFilterDescriptor(&cn->fdesc), "filter descriptor");
@@ -310,6 +312,12 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
                  "1x1 convolution");
         if (cn->b || act != DPK_ACT_NONE)
             K_TRY(cb, dpk_bias_act(cb->stream, out->data, cn->b, out->n, out->c, HW, act), "bias + activation");
+        return DISOPT_OK;
+    }
+    if (cn->few) { /* heads: our kernel, padding and bias + activation included */
+        K_TRY(cb, dpk_conv_few(cb->stream, out->data, src, cn->w, cn->b, in->n, in->c, c->cout, in->h, in->w, out->h,
+                               out->w, c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, act),
+              "few-output conv");
         return DISOPT_OK;
     }
     if (!cn->cudnn) { /* depthwise: our kernel, padding and bias + activation included */

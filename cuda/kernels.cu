@@ -83,6 +83,88 @@ __global__ void k_depthwise(float *y, const float *x, const float *w, const floa
     }
 }
 
+// depthwise conv, tiled: a block computes a 32 x 32 output tile of one (n, c) plane from an input
+// tile staged in shared memory (zero padded); each thread computes 4 rows of one column.
+constexpr int DW_TW = 32, DW_TH = 32, DW_ROWS = 4; // block 32 x 8 threads
+__global__ void k_depthwise_tiled(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
+                                  const float *__restrict__ bias, int C, int H, int W, int Ho, int Wo, int kh, int kw,
+                                  int sh, int sw, int dh, int dw, int pt, int pl, int act, int IH, int IW) {
+    extern __shared__ float tile[]; // IH x IW input, then kh*kw weights
+    float *wsh = tile + IH * IW;
+    /* blocks: x fastest over output tiles across, then tiles down, then planes (grid x only, so
+     * that N*C may exceed gridDim.y/z's 65535) */
+    const int ntx = (Wo + DW_TW - 1) / DW_TW, nty = (Ho + DW_TH - 1) / DW_TH;
+    const int bt = blockIdx.x % (ntx * nty), nc = blockIdx.x / (ntx * nty), c = nc % C;
+    const int ox0 = (bt % ntx) * DW_TW, oy0 = (bt / ntx) * DW_TH;
+    const int ix0 = ox0 * sw - pl, iy0 = oy0 * sh - pt;
+    const float *xp = x + (size_t)nc * H * W;
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthr = blockDim.x * blockDim.y;
+    for (int i = tid; i < IH * IW; i += nthr) {
+        int ty = i / IW, tx = i - ty * IW, yi = iy0 + ty, xi = ix0 + tx;
+        tile[i] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? xp[(size_t)yi * W + xi] : 0.0f;
+    }
+    for (int i = tid; i < kh * kw; i += nthr) wsh[i] = w[(size_t)c * kh * kw + i];
+    __syncthreads();
+    const int ox = ox0 + threadIdx.x;
+    if (ox >= Wo) return;
+    const float b = bias ? bias[c] : 0.0f;
+    for (int r = 0; r < DW_ROWS; r++) {
+        const int ly = threadIdx.y + r * blockDim.y, oy = oy0 + ly;
+        if (oy >= Ho) break;
+        float acc = 0.0f;
+        for (int ki = 0; ki < kh; ki++) {
+            const float *row = tile + (ly * sh + ki * dh) * IW + threadIdx.x * sw;
+            for (int kj = 0; kj < kw; kj++) acc += wsh[ki * kw + kj] * row[kj * dw];
+        }
+        y[(size_t)nc * Ho * Wo + (size_t)oy * Wo + ox] = act_apply(act, acc + b);
+    }
+}
+
+// few-output dense conv (groups 1, cout <= 4): one thread per output pixel computes every output
+// channel; the weights sit in shared memory.
+constexpr int FEW_MAX = 4;
+__global__ void k_conv_few(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
+                           const float *__restrict__ bias, int Cin, int Cout, int H, int W, int Ho, int Wo, int kh,
+                           int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act) {
+    extern __shared__ float wsh[]; // Cout x Cin x kh x kw
+    const int nw = Cout * Cin * kh * kw;
+    for (int i = threadIdx.x; i < nw; i += blockDim.x) wsh[i] = w[i];
+    __syncthreads();
+    const size_t HWo = (size_t)Ho * Wo;
+    const int n = blockIdx.y;
+    for (size_t p = blockIdx.x * (size_t)blockDim.x + threadIdx.x; p < HWo; p += (size_t)gridDim.x * blockDim.x) {
+        const int oy = (int)(p / Wo), ox = (int)(p % Wo);
+        float acc[FEW_MAX] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int ci = 0; ci < Cin; ci++) {
+            const float *xp = x + ((size_t)n * Cin + ci) * H * W;
+            for (int ki = 0; ki < kh; ki++) {
+                const int yi = oy * sh - pt + ki * dh;
+                if (yi < 0 || yi >= H) continue;
+                for (int kj = 0; kj < kw; kj++) {
+                    const int xi = ox * sw - pl + kj * dw;
+                    if (xi < 0 || xi >= W) continue;
+                    const float v = xp[(size_t)yi * W + xi];
+                    const float *wp = wsh + (ci * kh + ki) * kw + kj;
+                    for (int o = 0; o < Cout; o++) acc[o] += wp[(size_t)o * Cin * kh * kw] * v;
+                }
+            }
+        }
+        for (int o = 0; o < Cout; o++)
+            y[((size_t)n * Cout + o) * HWo + p] = act_apply(act, acc[o] + (bias ? bias[o] : 0.0f));
+    }
+}
+
+// global average pool of small planes: one warp per (n, c) plane, double accumulation
+__global__ void k_gap_warp(float *y, const float *x, size_t HW, int planes) {
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
+    if (warp >= planes) return;
+    const float *p = x + (size_t)warp * HW;
+    double s = 0.0;
+    for (size_t i = lane; i < HW; i += 32) s += p[i];
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+    if (lane == 0) y[warp] = (float)(s / (double)HW);
+}
+
 // global average pool: one block per (n, c) plane, double accumulation
 __global__ void k_gap(float *y, const float *x, size_t HW) {
     __shared__ double part[TPB];
@@ -190,10 +272,38 @@ int dpk_pad(void *stream, float *y, const float *x, int N, int C, int H, int W, 
 int dpk_depthwise(void *stream, float *y, const float *x, const float *w, const float *bias, int N, int C, int H,
                   int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act) {
     size_t t = (size_t)N * C * Ho * Wo;
+    if (t == 0) return cudaSuccess;
+    const int IH = (DW_TH - 1) * sh + (kh - 1) * dh + 1, IW = (DW_TW - 1) * sw + (kw - 1) * dw + 1;
+    const size_t smem = ((size_t)IH * IW + (size_t)kh * kw) * sizeof(float);
+    const size_t nblocks = (size_t)((Wo + DW_TW - 1) / DW_TW) * ((Ho + DW_TH - 1) / DW_TH) * N * C;
+    if (smem <= 48 * 1024 && nblocks <= 0x7fffffffu) {
+        dim3 grid((unsigned)nblocks);
+        k_depthwise_tiled<<<grid, dim3(DW_TW, DW_TH / DW_ROWS), smem, (cudaStream_t)stream>>>(
+            y, x, w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act, IH, IW);
+        return cudaGetLastError();
+    }
     LAUNCH(k_depthwise, t, y, x, w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, t, act);
+}
+int dpk_conv_few_ok(int cin, int cout, int kh, int kw) {
+    return cout <= FEW_MAX && (size_t)cout * cin * kh * kw * sizeof(float) <= 40 * 1024;
+}
+int dpk_conv_few(void *stream, float *y, const float *x, const float *w, const float *bias, int N, int Cin, int Cout,
+                 int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act) {
+    size_t hw = (size_t)Ho * Wo;
+    if (hw == 0 || N == 0) return cudaSuccess;
+    size_t b = (hw + TPB - 1) / TPB;
+    dim3 grid((unsigned)(b > 4096 ? 4096 : b), (unsigned)N);
+    k_conv_few<<<grid, TPB, (size_t)Cout * Cin * kh * kw * sizeof(float), (cudaStream_t)stream>>>(
+        y, x, w, bias, Cin, Cout, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act);
+    return cudaGetLastError();
 }
 int dpk_gap(void *stream, float *y, const float *x, int N, int C, size_t HW) {
     if ((size_t)N * C == 0) return cudaSuccess;
+    if (HW <= 4096) {
+        const int planes = N * C;
+        k_gap_warp<<<(unsigned)((planes + 7) / 8), 256, 0, (cudaStream_t)stream>>>(y, x, HW, planes);
+        return cudaGetLastError();
+    }
     k_gap<<<(unsigned)(N * C), TPB, 0, (cudaStream_t)stream>>>(y, x, HW);
     return cudaGetLastError();
 }

@@ -18,6 +18,10 @@ int dpk_scale_ch(void *stream, float *y, const float *x, const float *g, int N, 
 int dpk_pad(void *stream, float *y, const float *x, int N, int C, int H, int W, int pt, int pb, int pl, int pr);
 int dpk_depthwise(void *stream, float *y, const float *x, const float *w, const float *bias, int N, int C, int H,
                   int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act);
+/* few-output dense convs (the 3x3 heads to 2 classes): usable when dpk_conv_few_ok */
+int dpk_conv_few_ok(int cin, int cout, int kh, int kw);
+int dpk_conv_few(void *stream, float *y, const float *x, const float *w, const float *bias, int N, int Cin, int Cout,
+                 int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act);
 int dpk_gap(void *stream, float *y, const float *x, int N, int C, size_t HW);
 int dpk_scse(void *stream, float *y, const float *x, const float *cs, const float *ss, int N, int C, size_t HW);
 int dpk_add(void *stream, float *y, const float *a, const float *b, size_t n);

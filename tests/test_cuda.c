@@ -109,6 +109,12 @@ static void test_conv(void **s) {
     conv_case(1, 48, 48, 16, 16, 3, 1, 12, 48, 12, 12, 12, 12, 0, DP_ACT_NONE, 0); /* ASPP separable, dil 12 */
     conv_case(1, 32, 32, 12, 12, 5, 1, 2, 32, 4, 4, 4, 4, 1, DP_ACT_SWISH, 0);  /* dilated stage 5 */
     conv_case(1, 64, 2, 40, 40, 3, 1, 1, 1, 1, 1, 1, 1, 1, DP_ACT_NONE, 0);     /* student head 3x3 -> 2 */
+    conv_case(2, 256, 2, 33, 17, 3, 1, 1, 1, 1, 1, 1, 1, 1, DP_ACT_NONE, 0);    /* head, batch 2 */
+    conv_case(1, 8, 3, 20, 24, 3, 2, 2, 1, 1, 2, 2, 1, 1, DP_ACT_RELU, 0);      /* few outputs, odd geometry */
+    conv_case(2, 16, 16, 70, 45, 3, 2, 1, 16, 0, 1, 0, 1, 1, DP_ACT_SWISH, 0);  /* depthwise s2, several tiles */
+    conv_case(1, 8, 8, 32, 32, 3, 1, 36, 8, 36, 36, 36, 36, 0, DP_ACT_NONE, 0); /* ASPP rate 36 */
+    conv_case(1, 4, 4, 20, 20, 3, 1, 48, 4, 48, 48, 48, 48, 0, DP_ACT_NONE, 0); /* tile too big: fallback */
+    conv_case(33, 2048, 2048, 2, 2, 3, 1, 1, 2048, 1, 1, 1, 1, 1, DP_ACT_SWISH, 0); /* N*C > 65535 planes */
     conv_case(1, 304, 256, 24, 24, 1, 1, 1, 1, 0, 0, 0, 0, 0, DP_ACT_RELU, 0); /* decoder 1x1 + ReLU */
     conv_case(1, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, DP_ACT_SIGMOID, 0);   /* SE expand on 1x1 */
 }
@@ -149,6 +155,7 @@ static void test_eltwise(void **s) {
     eltwise_case(DP_OP_ACT, DP_ACT_SWISH, 2, 5, 17, 13);
     eltwise_case(DP_OP_ACT, DP_ACT_SIGMOID, 1, 3, 64, 64);
     eltwise_case(DP_OP_GAP, DP_ACT_NONE, 2, 7, 33, 31);
+    eltwise_case(DP_OP_GAP, DP_ACT_NONE, 1, 3, 100, 90); /* large planes: block per plane */
     eltwise_case(DP_OP_SCALE_CH, DP_ACT_NONE, 2, 6, 9, 11);
     eltwise_case(DP_OP_SCSE, DP_ACT_NONE, 2, 6, 9, 11);
     eltwise_case(DP_OP_ADD, DP_ACT_NONE, 1, 4, 10, 10);
@@ -212,7 +219,7 @@ static void test_model_replay(void **s) {
     for (int r = 0; r < 5; r++) {
         const int N = sizes[r][0], H = sizes[r][1], W = sizes[r][2];
         size_t nin = (size_t)N * 4 * H * W, nl = (size_t)N * 2 * H * W, np = (size_t)N * H * W;
-        float *x = rnd(nin, -4, 4), *la = malloc(nl * 4), *lb = malloc(nl * 4), *pa = malloc(np * 4),
+        float *x = rnd(nin, 0, 60), *la = malloc(nl * 4), *lb = malloc(nl * 4), *pa = malloc(np * 4),
               *pb = malloc(np * 4);
         int shp[4];
         assert_int_equal(disopt_model_tap_shape(mc, "f3", N, H, W, shp), DISOPT_OK);
@@ -220,6 +227,7 @@ static void test_model_replay(void **s) {
         float *ta = malloc(nt * 4), *tb = malloc(nt * 4);
         disopt_tap tapa = {"f3", ta}, tapb = {"f3", tb};
         const int with_tap = r == 2; /* another set of wanted tensors: another graph */
+        assert_int_equal(disopt_model_normalize(mc, x, N, H, W), DISOPT_OK); /* SAR-like raw 0..60 */
         disopt_outputs oa = {la, pa, NULL, NULL, with_tap ? &tapa : NULL, with_tap};
         disopt_outputs ob = {lb, pb, NULL, NULL, with_tap ? &tapb : NULL, with_tap};
         assert_int_equal(disopt_model_infer(mc, x, N, 4, H, W, &oa), DISOPT_OK);
