@@ -157,6 +157,7 @@ static void test_hostile(void **state) {
         {"storagebomb.pth", DISOPT_ERR_FORMAT, "zip bomb"},
         {"legacy.pth", DISOPT_ERR_UNSUPPORTED, "torch.save(torch.load("},
         {"does_not_exist.pth", DISOPT_ERR_IO, "cannot open"},
+        {"../reference/convs_student_b3.tsv", DISOPT_ERR_FORMAT, "neither a safetensors file nor a PyTorch checkpoint"},
     };
     disopt_engine *e;
     disopt_engine_options eo;
@@ -290,6 +291,16 @@ static void test_weights_view(void **state) {
     assert_int_equal(r.matched, 0);
     assert_int_equal(r.unexpected, 8);
     disopt_weights_close(w);
+    /* a damaged deflate stream: the sizes are right, the data cannot be read */
+    disopt_pth *p;
+    assert_int_equal(disopt_pth_open(PTH "corrupt_storage.pth", &p), DISOPT_OK);
+    float *big = malloc(4096 * sizeof *big);
+    assert_int_equal(disopt_pth_read_f32(p, 0, big, 4096), DISOPT_ERR_FORMAT);
+    assert_non_null(strstr(disopt_last_error(), "cannot be read in full"));
+    free(big);
+    disopt_pth_close(p);
+    assert_int_equal(disopt_weights_open(PTH "corrupt_storage.pth", &w), DISOPT_ERR_FORMAT);
+    assert_null(w);
     /* kinds by content */
     assert_int_equal(disopt_file_kind_of("PK\x03\x04", 4), DISOPT_FILE_PTH_ZIP);
     assert_int_equal(disopt_file_kind_of("\x80\x02\x8a\x0a", 4), DISOPT_FILE_PTH_LEGACY);

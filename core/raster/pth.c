@@ -182,11 +182,14 @@ static disopt_status pth_open(const char *path, disopt_pth *p) {
     disopt_file_kind kind;
     DP_TRY(disopt_file_kind_of_path(path, &kind));
     if (kind == DISOPT_FILE_PTH_LEGACY) return legacy_error(path);
-    if (kind != DISOPT_FILE_PTH_ZIP) return dp_error(DISOPT_ERR_FORMAT, "not a PyTorch zip checkpoint (no PK header)");
+    if (kind == DISOPT_FILE_SAFETENSORS) return dp_error(DISOPT_ERR_FORMAT, "a safetensors file, not a PyTorch checkpoint");
+    if (kind != DISOPT_FILE_PTH_ZIP)
+        return dp_error(DISOPT_ERR_FORMAT, "neither a safetensors file nor a PyTorch checkpoint");
     VSIStatBufL sb;
     if (VSIStatL(path, &sb) != 0) return dp_error(DISOPT_ERR_IO, "cannot stat");
     uint64_t file_size = (uint64_t)sb.st_size;
-    char *zip = strdup(CPLSPrintf("/vsizip/{%s}", path));
+    /* braces: the archive is found whatever its extension (.pth, .tar, none); GDAL cannot brace a '}' */
+    char *zip = strdup(strchr(path, '}') ? CPLSPrintf("/vsizip/%s", path) : CPLSPrintf("/vsizip/{%s}", path));
     if (!zip) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
     disopt_status s = find_archive(zip, &p->archive);
     if (s == DISOPT_OK) {
@@ -380,6 +383,8 @@ static disopt_status weights_open(const char *path, disopt_weights *w) {
     disopt_file_kind kind;
     DP_TRY(disopt_file_kind_of_path(path, &kind));
     if (kind == DISOPT_FILE_PTH_LEGACY) return legacy_error(path);
+    if (kind == DISOPT_FILE_UNKNOWN) /* safetensors headers begin with '{' by the format's rule */
+        return dp_error(DISOPT_ERR_FORMAT, "%s: neither a safetensors file nor a PyTorch checkpoint", path);
     if (kind == DISOPT_FILE_PTH_ZIP) {
         disopt_pth *p;
         DP_TRY(disopt_pth_open(path, &p));
@@ -396,11 +401,7 @@ static disopt_status weights_open(const char *path, disopt_weights *w) {
         w->size = (size_t)n;
     }
     disopt_status s = disopt_st_open_memory(w->image, w->size, &w->st);
-    if (s != DISOPT_OK) {
-        if (kind == DISOPT_FILE_UNKNOWN)
-            return dp_error(DISOPT_ERR_FORMAT, "%s: neither a safetensors file nor a PyTorch checkpoint", path);
-        return dp_error_prefix(s, "%s", path);
-    }
+    if (s != DISOPT_OK) return dp_error_prefix(s, "%s", path);
     return DISOPT_OK;
 }
 

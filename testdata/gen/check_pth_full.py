@@ -1,7 +1,7 @@
 """Full-architecture check of the PyTorch checkpoint reader (local; needs torch and .ref/, see make_ref.sh).
 
-For the demo model (student B3, build-*/default.safetensors) and a teacher B4 with torch's default
-initialisation (seed 0), this writes checkpoints with torch.save in the authors' wrapping
+For the demo model (student B3, build-*/default.safetensors) and teacher B3/B4 and student B4 with
+torch's default initialisation (seed 0), this writes checkpoints with torch.save in the authors' wrapping
 ({'state_dict': {'module.' + key: ...}, 'epoch', 'best_metric'}, F32) and as a plain fp16 state
 dict, then compares, on the fixed input of `gdal_disopt_model verify` (1 x 4 x N x N):
   - our forward from the .pth  vs  our forward from its conversion to safetensors (bit-exact);
@@ -117,9 +117,10 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     ok = check("student_b3_demo", "student", "b3", read_safetensors(BUILD / "default.safetensors"))
-    torch.manual_seed(0)
-    t = refmodel.build_model("teacher", "b4")
-    ok = check("teacher_b4_init", "teacher", "b4", t.state_dict()) and ok
+    for arch, variant in (("teacher", "b3"), ("teacher", "b4"), ("student", "b4")):
+        torch.manual_seed(0)  # torch's default initialisation, BN statistics 0 / 1
+        t = refmodel.build_model(arch, variant)
+        ok = check("%s_%s_init" % (arch, variant), arch, variant, t.state_dict()) and ok
     print("ALL OK" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -130,6 +130,20 @@ def main():
             pos = b.find(sig, pos + 1)
         b[pos + off: pos + off + 4] = struct.pack("<I", 0xFFFFFF00)
     (OUT / "storagebomb.pth").write_bytes(bytes(b))
+    # a deflated storage whose compressed bytes are damaged: sizes fine, reading fails
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w", zipfile.ZIP_DEFLATED) as z:
+        put(z, "archive/data.pkl", tensor_pkl("0", 4096, 0, [4096], [1]))
+        put(z, "archive/data/0", struct.pack("<4096f", *[float(i % 97) for i in range(4096)]))
+    b = bytearray(bio.getvalue())
+    pos = -1
+    for _ in range(2):
+        pos = b.find(b"PK\x03\x04", pos + 1)
+    name_len, extra_len = struct.unpack("<HH", b[pos + 26: pos + 30])
+    data = pos + 30 + name_len + extra_len
+    for i in range(data + 20, data + 60):
+        b[i] ^= 0x5A
+    (OUT / "corrupt_storage.pth").write_bytes(bytes(b))
     (OUT / "garbage.pth").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
     for p in sorted(OUT.iterdir()):
         print(f"{p.stat().st_size:8d} {p.name}")
