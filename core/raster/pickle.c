@@ -524,25 +524,18 @@ static disopt_status run(pk *k, val **result) {
             DP_TRY(set_items(k->stack[from - 1], k->stack + from, k->sp - from));
             k->sp = from;
             break;
-        case 'q':
-            DP_TRY(need(k, 1));
-            DP_TRY(memo_put(k, k->p[k->pos++]));
-            break;
+        case 'q': /* BINPUT, LONG_BINPUT, BINGET, LONG_BINGET: a 1- or 4-byte memo index */
         case 'r':
-            DP_TRY(need(k, 4));
-            DP_TRY(memo_put(k, rd_le(k->p + k->pos, 4)));
-            k->pos += 4;
-            break;
-        case 0x94: DP_TRY(memo_put(k, k->memo_len)); break;
         case 'h':
-            DP_TRY(need(k, 1));
-            DP_TRY(memo_get(k, k->p[k->pos++]));
+        case 'j': {
+            int nb = op == 'q' || op == 'h' ? 1 : 4;
+            DP_TRY(need(k, (size_t)nb));
+            uint64_t idx = rd_le(k->p + k->pos, nb);
+            k->pos += (size_t)nb;
+            DP_TRY(op == 'q' || op == 'r' ? memo_put(k, idx) : memo_get(k, idx));
             break;
-        case 'j':
-            DP_TRY(need(k, 4));
-            DP_TRY(memo_get(k, rd_le(k->p + k->pos, 4)));
-            k->pos += 4;
-            break;
+        }
+        case 0x94: DP_TRY(memo_put(k, k->memo_len)); break;
         case 'c':
             DP_TRY(read_line(k, module, sizeof module));
             DP_TRY(read_line(k, name, sizeof name));
