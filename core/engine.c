@@ -21,7 +21,9 @@ static disopt_status cuda_create(disopt_engine *e, dp_backend **out) {
     char why[512] = "";
     for (int i = 0; i < 3 && !e->module; i++) {
         if (!cands[i] || !*cands[i]) continue;
-        e->module = dlopen(cands[i], RTLD_NOW | RTLD_LOCAL);
+        /* NODELETE: the CUDA libraries it pulls in stay mapped once loaded (they keep process-wide
+         * state; unloading and reloading them per engine is slow and leaks their allocations) */
+        e->module = dlopen(cands[i], RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
         if (!e->module && !why[0]) snprintf(why, sizeof why, "%s", dlerror());
     }
     if (!e->module)
