@@ -38,7 +38,9 @@ static double nerr(const float *a, const double *b, size_t n) {
     return e / (m > 0 ? m : 1);
 }
 
-static disopt_status run(int nthreads, dp_node *node, dp_tview *ins, dp_tview *out) {
+/* runs one node on a fresh CPU backend; with gap: a depthwise conv with its output's global average
+ * pool fused in (backend run_conv_gap) */
+static disopt_status run_pool(int nthreads, dp_node *node, dp_tview *ins, dp_tview *out, dp_tview *gap) {
     dp_backend *be;
     disopt_status s = dp_backend_cpu_create(NULL, nthreads, &be);
     if (s) return s;
@@ -46,33 +48,21 @@ static disopt_status run(int nthreads, dp_node *node, dp_tview *ins, dp_tview *o
     size_t wsb = be->vt->workspace_bytes(be, node, ins, out);
     if (wsb) ws = aligned_alloc(64, (wsb + 63) & ~(size_t)63);
     s = be->vt->prepare_node(be, node);
-    if (!s) s = be->vt->run_node(be, node, ins, out, ws, wsb);
+    if (!s) s = gap ? be->vt->run_conv_gap(be, node, ins, out, gap, ws, wsb) : be->vt->run_node(be, node, ins, out, ws, wsb);
     be->vt->release_node(be, node);
     free(ws);
     be->vt->destroy(be);
     return s;
+}
+
+static disopt_status run(int nthreads, dp_node *node, dp_tview *ins, dp_tview *out) {
+    return run_pool(nthreads, node, ins, out, NULL);
 }
 
 typedef struct {
     int n, cin, cout, h, w, k, s, d, g, pt, pb, pl, pr, bias;
     dp_act act;
 } conv_case;
-
-/* a depthwise conv with its output's global average pool fused in (backend run_conv_gap) */
-static disopt_status run_gap(int nthreads, dp_node *node, dp_tview *in, dp_tview *out, dp_tview *gap) {
-    dp_backend *be;
-    disopt_status s = dp_backend_cpu_create(NULL, nthreads, &be);
-    if (s) return s;
-    void *ws = NULL;
-    size_t wsb = be->vt->workspace_bytes(be, node, in, out);
-    if (wsb) ws = aligned_alloc(64, (wsb + 63) & ~(size_t)63);
-    s = be->vt->prepare_node(be, node);
-    if (!s) s = be->vt->run_conv_gap(be, node, in, out, gap, ws, wsb);
-    be->vt->release_node(be, node);
-    free(ws);
-    be->vt->destroy(be);
-    return s;
-}
 
 static void check_conv(const conv_case *cc) {
     dp_node node;
@@ -237,8 +227,8 @@ static void test_conv_gap(void **state) {
             dp_tview vp = {cc->n, cc->cout, 1, 1, pool}, v1 = {cc->n, cc->cout, 1, 1, g1}, v3 = {cc->n, cc->cout, 1, 1, g3};
             assert_int_equal(run(1, &node, &in, &vy), DISOPT_OK);
             assert_int_equal(run(1, &gnode, &vy, &vp), DISOPT_OK);
-            assert_int_equal(run_gap(1, &node, &in, &vy1, &v1), DISOPT_OK);
-            assert_int_equal(run_gap(3, &node, &in, &vy3, &v3), DISOPT_OK);
+            assert_int_equal(run_pool(1, &node, &in, &vy1, &v1), DISOPT_OK);
+            assert_int_equal(run_pool(3, &node, &in, &vy3, &v3), DISOPT_OK);
             assert_memory_equal(y, yg1, nout * 4);
             assert_memory_equal(y, yg3, nout * 4);
             if (memcmp(pool, g1, ng * 4) != 0 || memcmp(pool, g3, ng * 4) != 0)
@@ -260,7 +250,7 @@ static void test_conv_gap(void **state) {
         dense.conv.cin = 1;
         float *y = alloc_poisoned(nout), *g = alloc_poisoned(ng);
         dp_tview in1 = {cc->n, 1, cc->h, cc->w, x}, vy = {cc->n, cc->cout, oh, ow, y}, vg = {cc->n, cc->cout, 1, 1, g};
-        assert_int_equal(run_gap(1, &dense, &in1, &vy, &vg), DISOPT_ERR_INTERNAL);
+        assert_int_equal(run_pool(1, &dense, &in1, &vy, &vg), DISOPT_ERR_INTERNAL);
         free(y); free(g);
         free(x); free(wt); free(b);
     }

@@ -13,7 +13,8 @@
  *                  8 partial double sums, element i of the plane into part[i % 8] in plane order
  *                  (exactly ops_eltwise.c's dp_cpu_gap_plane); full = 0: only lanes 0..7 are data.
  * Every output element is computed with the same float operations in the same order as the scalar
- * code in ops_conv.c (no FMA contraction), so all ISAs give the same bits.
+ * code in ops_conv.c (no FMA contraction), so all ISAs give the same bits. The end of this file
+ * undefines all of the above, ready for the next ISA.
  */
 
 /* dst[0, pl) = 0, dst[pl, pl + W) = src, dst[pl + W, pl + W + pr) = 0 */
@@ -254,3 +255,25 @@ DT_TARGET static void DT(few_rows)(const few_job *f, int oh0, int oh1) {
     for (int o = 0; o < cout; o++)
         for (int oh = oh0; oh < oh1; oh++) dp_cpu_act(f->act, f->y + ((size_t)o * OH + oh) * OW, (size_t)OW);
 }
+
+#undef DT
+#undef DT_TARGET
+#undef DT_VL
+#undef VF
+#undef DT_MASK
+#undef DT_SET1
+#undef DT_LOADU
+#undef DT_STOREU
+#undef DT_MUL
+#undef DT_ADD
+#undef DT_ACT
+#undef DT_FIRST
+#undef DT_RANGE
+#undef DT_LOADM
+#undef DT_STOREM
+#undef DT_MADD
+#undef DT_NV
+#undef DT_GAP_T
+#undef DT_GAP_ZERO
+#undef DT_GAP_ADD
+#undef DT_GAP_OUT

@@ -155,28 +155,7 @@ static inline int dw_wrap(int a, int m) { return a < m ? a : (a < 2 * m ? a - m 
             (g) = _mm512_add_pd((g), _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))); \
     } while (0)
 #define DT_GAP_OUT(g, part) _mm512_storeu_pd(part, (g))
-#include "direct_tmpl.h"
-#undef DT
-#undef DT_TARGET
-#undef DT_VL
-#undef VF
-#undef DT_MASK
-#undef DT_SET1
-#undef DT_LOADU
-#undef DT_STOREU
-#undef DT_MUL
-#undef DT_ADD
-#undef DT_ACT
-#undef DT_FIRST
-#undef DT_RANGE
-#undef DT_LOADM
-#undef DT_STOREM
-#undef DT_MADD
-#undef DT_NV
-#undef DT_GAP_T
-#undef DT_GAP_ZERO
-#undef DT_GAP_ADD
-#undef DT_GAP_OUT
+#include "direct_tmpl.h" /* (it undefines the names above) */
 
 typedef struct {
     __m256d lo, hi; /* partial sums 0..3 and 4..7 */
@@ -208,28 +187,7 @@ typedef struct {
         (g).hi = _mm256_add_pd((g).hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));                                  \
     } while (0)
 #define DT_GAP_OUT(g, part) (_mm256_storeu_pd(part, (g).lo), _mm256_storeu_pd((part) + 4, (g).hi))
-#include "direct_tmpl.h"
-#undef DT
-#undef DT_TARGET
-#undef DT_VL
-#undef VF
-#undef DT_MASK
-#undef DT_SET1
-#undef DT_LOADU
-#undef DT_STOREU
-#undef DT_MUL
-#undef DT_ADD
-#undef DT_ACT
-#undef DT_FIRST
-#undef DT_RANGE
-#undef DT_LOADM
-#undef DT_STOREM
-#undef DT_MADD
-#undef DT_NV
-#undef DT_GAP_T
-#undef DT_GAP_ZERO
-#undef DT_GAP_ADD
-#undef DT_GAP_OUT
+#include "direct_tmpl.h" /* (it undefines the names above) */
 #endif
 
 /* does the vector depthwise kernel take this conv (else the scalar dw_rows) */
