@@ -5,9 +5,11 @@
  * upsampling, softmax.
  *
  * Conventions:
- *  - FP32 mode (the only one so far): float32 NCHW tensors in cudaMalloc'd memory (the model's
- *    arenas), cuDNN restricted to FMA math (no TF32) and to the GEMM-family algorithms, so that
- *    results equal the CPU and PyTorch fp32 to rounding.
+ *  - Tensors are NCHW in cudaMalloc'd memory (the model's arenas). FP32 mode: float32, cuDNN
+ *    restricted to FMA math (no TF32) and the GEMM-family algorithms, cuBLAS in pedantic math, so
+ *    results equal the CPU and PyTorch fp32 to rounding. TF32: the same with tensor cores.
+ *    FP16/BF16: tensors stored in half, weights of cuBLAS/cuDNN nodes too, float accumulation
+ *    everywhere; uploads and downloads convert through a float32 staging buffer.
  *  - One stream per backend; cuDNN and every kernel run on it; synchronize() waits for it.
  *  - Every CUDA and cuDNN return code is checked and becomes a status + message through the
  *    host's error function; nothing aborts.
@@ -37,6 +39,7 @@ typedef struct cu_algo {
 
 typedef struct cu_node {
     float *w, *b;          /* device copies of the folded weights / bias (NULL when absent) */
+    void *wh;              /* the weights in the storage type (FP16/BF16 modes; cuBLAS and cuDNN nodes) */
     int cudnn;             /* runs through cuDNN (dense or grouped, not depthwise) */
     int gemm;              /* 1x1, stride 1, no padding, groups 1: a cuBLAS GEMM per image */
     int few;               /* dense k x k conv to <= 4 outputs (the heads): our kernel */
@@ -51,6 +54,10 @@ typedef struct cu_backend {
     const dp_cuda_host *host;
     int device;
     int tf32;              /* TF32 tensor cores allowed in the convolutions */
+    int dt;                /* storage type of tensors: DPK_F32, DPK_F16, DPK_BF16 */
+    size_t esz;            /* bytes per element */
+    float *stage;          /* float32 staging buffer for uploads/downloads of half tensors */
+    size_t stage_bytes;
     int no_gemm;           /* benchmark knob DISOPT_CUDA_NO_GEMM: 1x1 convs through cuDNN too */
     int no_graph;          /* benchmark knob DISOPT_CUDA_NO_GRAPH: run node by node */
     void *blas_ws;         /* cuBLAS's workspace, ours, so that GEMMs can be captured in graphs */
@@ -100,13 +107,27 @@ static void cu_destroy(dp_backend *b) {
     if (cb->cudnn) cudnnDestroy(cb->cudnn);
     if (cb->cublas) cublasDestroy(cb->cublas);
     if (cb->blas_ws) cudaFree(cb->blas_ws);
+    if (cb->stage) cudaFree(cb->stage);
     if (cb->stream) cudaStreamDestroy(cb->stream);
     free(cb);
 }
 
 static size_t cu_tensor_bytes(dp_backend *b, int n, int c, int h, int w) {
-    (void)b;
-    return ALIGN256((size_t)n * c * h * w * sizeof(float));
+    return ALIGN256((size_t)n * c * h * w * ((cu_backend *)b)->esz);
+}
+
+static cudnnDataType_t dnn_type(const cu_backend *cb) {
+    return cb->dt == DPK_F16 ? CUDNN_DATA_HALF : cb->dt == DPK_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+}
+
+static disopt_status stage_reserve(cu_backend *cb, size_t bytes) {
+    if (bytes <= cb->stage_bytes) return DISOPT_OK;
+    if (cb->stage) cudaFree(cb->stage);
+    cb->stage = NULL;
+    cb->stage_bytes = 0;
+    CU_TRY(cb, cudaMalloc((void **)&cb->stage, bytes), "staging buffer");
+    cb->stage_bytes = bytes;
+    return DISOPT_OK;
 }
 
 static disopt_status cu_alloc(dp_backend *b, size_t bytes, void **out) {
@@ -133,18 +154,30 @@ static void cu_free(dp_backend *b, void *p) {
 static disopt_status cu_upload(dp_backend *b, const dp_tview *dst, const float *src) {
     cu_backend *cb = (cu_backend *)b;
     CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
-    CU_TRY(cb, cudaMemcpyAsync(dst->data, src, (size_t)dst->n * dst->c * dst->h * dst->w * sizeof(float),
-                               cudaMemcpyHostToDevice, cb->stream),
-           "upload");
+    const size_t n = (size_t)dst->n * dst->c * dst->h * dst->w;
+    if (cb->dt == DPK_F32) {
+        CU_TRY(cb, cudaMemcpyAsync(dst->data, src, n * sizeof(float), cudaMemcpyHostToDevice, cb->stream), "upload");
+        return DISOPT_OK;
+    }
+    disopt_status s = stage_reserve(cb, n * sizeof(float));
+    if (s != DISOPT_OK) return s;
+    CU_TRY(cb, cudaMemcpyAsync(cb->stage, src, n * sizeof(float), cudaMemcpyHostToDevice, cb->stream), "upload");
+    K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, cb->stage, n), "upload conversion");
     return DISOPT_OK;
 }
 
 static disopt_status cu_download(dp_backend *b, float *dst, const dp_tview *src) {
     cu_backend *cb = (cu_backend *)b;
     CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
-    CU_TRY(cb, cudaMemcpyAsync(dst, src->data, (size_t)src->n * src->c * src->h * src->w * sizeof(float),
-                               cudaMemcpyDeviceToHost, cb->stream),
-           "download");
+    const size_t n = (size_t)src->n * src->c * src->h * src->w;
+    const void *from = src->data;
+    if (cb->dt != DPK_F32) {
+        disopt_status s = stage_reserve(cb, n * sizeof(float));
+        if (s != DISOPT_OK) return s;
+        K_TRY(cb, dpk_to_f32(cb->stream, cb->dt, cb->stage, src->data, n), "download conversion");
+        from = cb->stage;
+    }
+    CU_TRY(cb, cudaMemcpyAsync(dst, from, n * sizeof(float), cudaMemcpyDeviceToHost, cb->stream), "download");
     CU_TRY(cb, cudaStreamSynchronize(cb->stream), "download");
     return DISOPT_OK;
 }
@@ -158,6 +191,7 @@ static void cu_release(dp_backend *b, dp_node *node) {
     cudaSetDevice(cb->device);
     cudaFree(cn->w);
     cudaFree(cn->b);
+    cudaFree(cn->wh);
     if (cn->fdesc) cudnnDestroyFilterDescriptor(cn->fdesc);
     if (cn->cdesc) cudnnDestroyConvolutionDescriptor(cn->cdesc);
     free(cn);
@@ -197,10 +231,15 @@ static disopt_status cu_prepare(dp_backend *b, dp_node *node) {
                c->pl == 0 && c->pr == 0;
     cn->few = !cn->gemm && c->groups == 1 && c->kh * c->kw > 1 && dpk_conv_few_ok(c->cin, c->cout, c->kh, c->kw);
     cn->cudnn = !is_depthwise(c) && !cn->gemm && !cn->few;
+    if (cb->dt != DPK_F32 && (cn->gemm || cn->cudnn)) { /* weights in the storage type */
+        CU_TRY(cb, cudaMalloc(&cn->wh, nw * cb->esz), "weights");
+        K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, cn->wh, cn->w, nw), "weights");
+        CU_TRY(cb, cudaStreamSynchronize(cb->stream), "weights");
+    }
     if (cn->cudnn) {
         const int sym = c->pt == c->pb && c->pl == c->pr;
         DNN_TRY(cb, cudnnCreateFilterDescriptor(&cn->fdesc), "filter descriptor");
-        DNN_TRY(cb, cudnnSetFilter4dDescriptor(cn->fdesc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, c->cout,
+        DNN_TRY(cb, cudnnSetFilter4dDescriptor(cn->fdesc, dnn_type(cb), CUDNN_TENSOR_NCHW, c->cout,
                                                c->cin / c->groups, c->kh, c->kw),
                 "filter descriptor");
         DNN_TRY(cb, cudnnCreateConvolutionDescriptor(&cn->cdesc), "convolution descriptor");
@@ -208,8 +247,12 @@ static disopt_status cu_prepare(dp_backend *b, dp_node *node) {
                                                     c->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                 "convolution descriptor");
         DNN_TRY(cb, cudnnSetConvolutionGroupCount(cn->cdesc, c->groups), "group count");
-        /* FP32: FMA only (no TF32); TF32: cuDNN's default math, tensor cores on FP32 data */
-        DNN_TRY(cb, cudnnSetConvolutionMathType(cn->cdesc, cb->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), "math type");
+        /* FP32: FMA only (no TF32); TF32: cuDNN's default math, tensor cores on FP32 data; FP16/BF16:
+         * tensor cores, float accumulation (the descriptor's compute type) */
+        DNN_TRY(cb, cudnnSetConvolutionMathType(cn->cdesc, cb->dt != DPK_F32 ? CUDNN_TENSOR_OP_MATH
+                                                           : cb->tf32          ? CUDNN_DEFAULT_MATH
+                                                                               : CUDNN_FMA_MATH),
+                "math type");
     }
     return DISOPT_OK;
 }
@@ -223,11 +266,11 @@ static void conv_input_dims(const dp_node *node, const dp_tview *in, int *H, int
 }
 
 /* bytes of the gate-scaled and the padded copies of the input */
-static void conv_extra(const dp_node *node, const dp_tview *in, size_t *gate, size_t *pad) {
+static void conv_extra(const dp_node *node, const dp_tview *in, size_t esz, size_t *gate, size_t *pad) {
     const dp_conv_params *c = &node->conv;
     const int sym = c->pt == c->pb && c->pl == c->pr;
-    *gate = node->n_in > 1 ? ALIGN256((size_t)in->n * in->c * in->h * in->w * sizeof(float)) : 0;
-    *pad = sym ? 0 : ALIGN256((size_t)in->n * in->c * (in->h + c->pt + c->pb) * (in->w + c->pl + c->pr) * sizeof(float));
+    *gate = node->n_in > 1 ? ALIGN256((size_t)in->n * in->c * in->h * in->w * esz) : 0;
+    *pad = sym ? 0 : ALIGN256((size_t)in->n * in->c * (in->h + c->pt + c->pb) * (in->w + c->pl + c->pr) * esz);
 }
 
 static int algo_ok(cudnnConvolutionFwdAlgo_t a) {
@@ -245,9 +288,8 @@ static disopt_status choose_algo(cu_backend *cb, cu_node *cn, const dp_node *nod
         }
     int H, W;
     conv_input_dims(node, in, &H, &W);
-    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->xdesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, in->n, in->c, H, W), "x");
-    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->ydesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, out->n, out->c, out->h,
-                                           out->w),
+    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->xdesc, CUDNN_TENSOR_NCHW, dnn_type(cb), in->n, in->c, H, W), "x");
+    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->ydesc, CUDNN_TENSOR_NCHW, dnn_type(cb), out->n, out->c, out->h, out->w),
             "y");
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int got = 0;
@@ -257,7 +299,7 @@ static disopt_status choose_algo(cu_backend *cb, cu_node *cn, const dp_node *nod
     int pick = -1;
     for (int i = 0; i < got && pick < 0; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS &&
-            (cb->tf32 ? perf[i].algo != CUDNN_CONVOLUTION_FWD_ALGO_FFT && perf[i].algo != CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING
+            (cb->tf32 || cb->dt != DPK_F32 ? perf[i].algo != CUDNN_CONVOLUTION_FWD_ALGO_FFT && perf[i].algo != CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING
                       : perf[i].mathType == CUDNN_FMA_MATH && algo_ok(perf[i].algo)))
             pick = i;
     cu_algo a = {in->n, in->h, in->w, 1, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, 0};
@@ -275,7 +317,7 @@ static size_t cu_workspace(dp_backend *b, const dp_node *node, const dp_tview *i
     cu_backend *cb = (cu_backend *)b;
     if (node->op != DP_OP_CONV || !node->bk) return 0;
     size_t gate, pad;
-    conv_extra(node, &ins[0], &gate, &pad);
+    conv_extra(node, &ins[0], cb->esz, &gate, &pad);
     cu_node *cn = node->bk;
     size_t dnn = 0;
     if (cn->cudnn) {
@@ -292,44 +334,54 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
     if (!cn) return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: conv node not prepared");
     const dp_tview *in = &ins[0];
     size_t gate, pad;
-    conv_extra(node, in, &gate, &pad);
+    conv_extra(node, in, cb->esz, &gate, &pad);
     char *wsp = ws;
-    const float *src = in->data;
+    const void *src = in->data;
+    const int dt = cb->dt;
     const size_t HW = (size_t)in->h * in->w;
     if (gate + pad > ws_bytes) return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: conv workspace too small");
     if (node->n_in > 1) { /* SE gate folded into this conv */
-        K_TRY(cb, dpk_scale_ch(cb->stream, (float *)wsp, src, ins[1].data, in->n, in->c, HW), "se gate");
-        src = (const float *)wsp;
+        K_TRY(cb, dpk_scale_ch(cb->stream, dt, wsp, src, ins[1].data, in->n, in->c, HW), "se gate");
+        src = wsp;
     }
     const int act = (int)node->act;
     if (cn->gemm) { /* per image: Y (Cout x HW) = W (Cout x Cin) X (Cin x HW), row-major; in cuBLAS's
                      * column-major terms Y^T = X^T W^T, one strided-batched call */
         const float one = 1.0f, zero = 0.0f;
         const int hw = (int)HW;
-        BLAS_TRY(cb, cublasSgemmStridedBatched(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, c->cout, c->cin, &one, src, hw,
-                                               (long long)c->cin * hw, cn->w, c->cin, 0, &zero, out->data, hw,
-                                               (long long)c->cout * hw, in->n),
-                 "1x1 convolution");
+        if (dt == DPK_F32) {
+            BLAS_TRY(cb, cublasSgemmStridedBatched(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, c->cout, c->cin, &one, src,
+                                                   hw, (long long)c->cin * hw, cn->w, c->cin, 0, &zero, out->data, hw,
+                                                   (long long)c->cout * hw, in->n),
+                     "1x1 convolution");
+        } else { /* half storage, float accumulation (tensor cores) */
+            const cudaDataType_t t = dt == DPK_F16 ? CUDA_R_16F : CUDA_R_16BF;
+            BLAS_TRY(cb, cublasGemmStridedBatchedEx(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, c->cout, c->cin, &one, src,
+                                                    t, hw, (long long)c->cin * hw, cn->wh, t, c->cin, 0, &zero,
+                                                    out->data, t, hw, (long long)c->cout * hw, in->n,
+                                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     "1x1 convolution");
+        }
         if (cn->b || act != DPK_ACT_NONE)
-            K_TRY(cb, dpk_bias_act(cb->stream, out->data, cn->b, out->n, out->c, HW, act), "bias + activation");
+            K_TRY(cb, dpk_bias_act(cb->stream, dt, out->data, cn->b, out->n, out->c, HW, act), "bias + activation");
         return DISOPT_OK;
     }
     if (cn->few) { /* heads: our kernel, padding and bias + activation included */
-        K_TRY(cb, dpk_conv_few(cb->stream, out->data, src, cn->w, cn->b, in->n, in->c, c->cout, in->h, in->w, out->h,
+        K_TRY(cb, dpk_conv_few(cb->stream, dt, out->data, src, cn->w, cn->b, in->n, in->c, c->cout, in->h, in->w, out->h,
                                out->w, c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, act),
               "few-output conv");
         return DISOPT_OK;
     }
     if (!cn->cudnn) { /* depthwise: our kernel, padding and bias + activation included */
-        K_TRY(cb, dpk_depthwise(cb->stream, out->data, src, cn->w, cn->b, in->n, in->c, in->h, in->w, out->h, out->w,
+        K_TRY(cb, dpk_depthwise(cb->stream, dt, out->data, src, cn->w, cn->b, in->n, in->c, in->h, in->w, out->h, out->w,
                                 c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, act),
               "depthwise conv");
         return DISOPT_OK;
     }
     int H = in->h, W = in->w;
     if (pad) {
-        float *pbuf = (float *)(wsp + gate);
-        K_TRY(cb, dpk_pad(cb->stream, pbuf, src, in->n, in->c, in->h, in->w, c->pt, c->pb, c->pl, c->pr), "pad");
+        void *pbuf = wsp + gate;
+        K_TRY(cb, dpk_pad(cb->stream, dt, pbuf, src, in->n, in->c, in->h, in->w, c->pt, c->pb, c->pl, c->pr), "pad");
         src = pbuf;
         H += c->pt + c->pb;
         W += c->pl + c->pr;
@@ -338,16 +390,16 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
     disopt_status s = choose_algo(cb, cn, node, in, out, &a);
     if (s != DISOPT_OK) return s;
     if (gate + pad + a->ws > ws_bytes) return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: conv workspace too small");
-    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->xdesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, in->n, in->c, H, W), "x");
-    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->ydesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, out->n, out->c, out->h,
-                                           out->w),
+    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->xdesc, CUDNN_TENSOR_NCHW, dnn_type(cb), in->n, in->c, H, W), "x");
+    DNN_TRY(cb, cudnnSetTensor4dDescriptor(cb->ydesc, CUDNN_TENSOR_NCHW, dnn_type(cb), out->n, out->c, out->h, out->w),
             "y");
     const float one = 1.0f, zero = 0.0f;
-    DNN_TRY(cb, cudnnConvolutionForward(cb->cudnn, &one, cb->xdesc, src, cn->fdesc, cn->w, cn->cdesc, a->algo,
+    DNN_TRY(cb, cudnnConvolutionForward(cb->cudnn, &one, cb->xdesc, src, cn->fdesc, dt == DPK_F32 ? (void *)cn->w : cn->wh,
+                                        cn->cdesc, a->algo,
                                         a->ws ? wsp + gate + pad : NULL, a->ws, &zero, cb->ydesc, out->data),
             "convolution");
     if (cn->b || act != DPK_ACT_NONE)
-        K_TRY(cb, dpk_bias_act(cb->stream, out->data, cn->b, out->n, out->c, (size_t)out->h * out->w, act),
+        K_TRY(cb, dpk_bias_act(cb->stream, dt, out->data, cn->b, out->n, out->c, (size_t)out->h * out->w, act),
               "bias + activation");
     return DISOPT_OK;
 }
@@ -364,44 +416,44 @@ static disopt_status cu_run(dp_backend *b, const dp_node *node, const dp_tview *
     case DP_OP_BN: {
         const cu_node *cn = node->bk;
         if (!cn) return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: bn node not prepared");
-        K_TRY(cb, dpk_scale_shift_act(cb->stream, out->data, a->data, cn->w, cn->b, out->n, out->c, HW, (int)node->act),
+        K_TRY(cb, dpk_scale_shift_act(cb->stream, cb->dt, out->data, a->data, cn->w, cn->b, out->n, out->c, HW, (int)node->act),
               "bn");
         return DISOPT_OK;
     }
     case DP_OP_ACT:
-        CU_TRY(cb, cudaMemcpyAsync(out->data, a->data, (size_t)out->n * out->c * HW * sizeof(float),
+        CU_TRY(cb, cudaMemcpyAsync(out->data, a->data, (size_t)out->n * out->c * HW * cb->esz,
                                    cudaMemcpyDeviceToDevice, cb->stream),
                "activation copy");
-        K_TRY(cb, dpk_bias_act(cb->stream, out->data, NULL, out->n, out->c, HW, (int)node->act), "activation");
+        K_TRY(cb, dpk_bias_act(cb->stream, cb->dt, out->data, NULL, out->n, out->c, HW, (int)node->act), "activation");
         return DISOPT_OK;
     case DP_OP_GAP:
-        K_TRY(cb, dpk_gap(cb->stream, out->data, a->data, a->n, a->c, (size_t)a->h * a->w), "global average pool");
+        K_TRY(cb, dpk_gap(cb->stream, cb->dt, out->data, a->data, a->n, a->c, (size_t)a->h * a->w), "global average pool");
         return DISOPT_OK;
     case DP_OP_SCALE_CH:
-        K_TRY(cb, dpk_scale_ch(cb->stream, out->data, a->data, ins[1].data, out->n, out->c, HW), "channel scale");
+        K_TRY(cb, dpk_scale_ch(cb->stream, cb->dt, out->data, a->data, ins[1].data, out->n, out->c, HW), "channel scale");
         return DISOPT_OK;
     case DP_OP_SCSE:
-        K_TRY(cb, dpk_scse(cb->stream, out->data, a->data, ins[1].data, ins[2].data, out->n, out->c, HW), "scse");
+        K_TRY(cb, dpk_scse(cb->stream, cb->dt, out->data, a->data, ins[1].data, ins[2].data, out->n, out->c, HW), "scse");
         return DISOPT_OK;
     case DP_OP_ADD:
-        K_TRY(cb, dpk_add(cb->stream, out->data, a->data, ins[1].data, (size_t)out->n * out->c * HW), "add");
+        K_TRY(cb, dpk_add(cb->stream, cb->dt, out->data, a->data, ins[1].data, (size_t)out->n * out->c * HW), "add");
         return DISOPT_OK;
     case DP_OP_CONCAT: {
         int c0 = 0;
         for (int k = 0; k < node->n_in; k++) {
-            K_TRY(cb, dpk_concat_part(cb->stream, out->data, ins[k].data, out->n, ins[k].c, out->c, c0, HW), "concat");
+            K_TRY(cb, dpk_concat_part(cb->stream, cb->dt, out->data, ins[k].data, out->n, ins[k].c, out->c, c0, HW), "concat");
             c0 += ins[k].c;
         }
         return DISOPT_OK;
     }
     case DP_OP_BROADCAST:
-        K_TRY(cb, dpk_broadcast(cb->stream, out->data, a->data, out->n, out->c, HW), "broadcast");
+        K_TRY(cb, dpk_broadcast(cb->stream, cb->dt, out->data, a->data, out->n, out->c, HW), "broadcast");
         return DISOPT_OK;
     case DP_OP_UPSAMPLE:
-        K_TRY(cb, dpk_upsample(cb->stream, out->data, a->data, out->n, out->c, a->h, a->w, out->h, out->w), "upsample");
+        K_TRY(cb, dpk_upsample(cb->stream, cb->dt, out->data, a->data, out->n, out->c, a->h, a->w, out->h, out->w), "upsample");
         return DISOPT_OK;
     case DP_OP_SOFTMAX:
-        K_TRY(cb, dpk_softmax(cb->stream, out->data, a->data, out->n, out->c, HW), "softmax");
+        K_TRY(cb, dpk_softmax(cb->stream, cb->dt, out->data, a->data, out->n, out->c, HW), "softmax");
         return DISOPT_OK;
     default:
         return cb->host->error(DISOPT_ERR_UNSUPPORTED, "cuda: op %d not supported", (int)node->op);
@@ -481,12 +533,9 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     cb->host = host;
     cb->device = device;
     const disopt_precision prec = e ? e->opt.precision : DISOPT_PRECISION_FP32;
-    if (prec == DISOPT_PRECISION_FP16 || prec == DISOPT_PRECISION_BF16) {
-        free(cb);
-        return host->error(DISOPT_ERR_UNSUPPORTED, "cuda: precision %s is not implemented yet (FP32, TF32 are)",
-                           prec == DISOPT_PRECISION_FP16 ? "FP16" : "BF16");
-    }
     cb->tf32 = prec == DISOPT_PRECISION_TF32;
+    cb->dt = prec == DISOPT_PRECISION_FP16 ? DPK_F16 : prec == DISOPT_PRECISION_BF16 ? DPK_BF16 : DPK_F32;
+    cb->esz = dpk_elem_size(cb->dt);
     const char *ng = getenv("DISOPT_CUDA_NO_GEMM");
     cb->no_gemm = ng && *ng && *ng != '0';
     const char *ngr = getenv("DISOPT_CUDA_NO_GRAPH");
@@ -506,9 +555,12 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
     if (s == DISOPT_OK) bs = cublasCreate(&cb->cublas);
     if (s == DISOPT_OK && bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(cb->cublas, cb->stream);
-    /* FP32: pedantic math (no TF32, no reduced-precision reductions); TF32: TF32 tensor cores */
+    /* FP32: pedantic math (no TF32, no reduced-precision reductions); TF32: TF32 tensor cores;
+     * FP16/BF16: the default (tensor cores, float compute type asked per call) */
     if (s == DISOPT_OK && bs == CUBLAS_STATUS_SUCCESS)
-        bs = cublasSetMathMode(cb->cublas, cb->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH);
+        bs = cublasSetMathMode(cb->cublas, cb->dt != DPK_F32 ? CUBLAS_DEFAULT_MATH
+                                           : cb->tf32        ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                             : CUBLAS_PEDANTIC_MATH);
     if (s == DISOPT_OK && bs != CUBLAS_STATUS_SUCCESS) s = cublas_fail(cb, bs, "cublas setup");
     const size_t blas_ws = (size_t)32 << 20;
     if (s == DISOPT_OK) {
@@ -522,7 +574,11 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
         return s;
     }
     host->log(e, DISOPT_LOG_INFO, "cuda backend: device %d %s (sm_%d%d), cuDNN %zu, %s", device, prop.name, prop.major,
-              prop.minor, cudnnGetVersion(), cb->tf32 ? "TF32 tensor cores" : "FP32 (FMA math, no TF32)");
+              prop.minor, cudnnGetVersion(),
+              cb->dt == DPK_F16    ? "FP16 storage, float accumulation"
+              : cb->dt == DPK_BF16 ? "BF16 storage, float accumulation"
+              : cb->tf32           ? "TF32 tensor cores"
+                                   : "FP32 (FMA math, no TF32)");
     *out = &cb->base;
     return DISOPT_OK;
 }

@@ -1,9 +1,16 @@
-// kernels.cu - the CUDA backend's own kernels (everything cuDNN does not do for us).
+// kernels.cu - the CUDA backend's own kernels (everything cuDNN and cuBLAS do not do for us).
 //
-// Conventions: tensors are float32 NCHW in device memory; every launcher is extern "C", takes the
-// backend's stream, launches, and returns cudaGetLastError() (the caller turns it into a status).
-// Arithmetic follows the CPU backend's formulas (same operation order where it is cheap), in fp32,
-// with double accumulation for reductions; sigmoid/swish use expf.
+// Conventions:
+//  - Tensors are NCHW in device memory, stored as float (FP32/TF32 modes), __half (FP16) or
+//    __nv_bfloat16 (BF16): every kernel is a template over the storage type T, loads convert to
+//    float, all arithmetic is float (reductions in double), stores round to T (nearest even).
+//  - Weights and biases read by these kernels are always float32.
+//  - Every launcher is extern "C", takes the storage type as a DPK_* code and the backend's
+//    stream, launches, and returns cudaGetLastError() (the caller turns it into a status).
+//  - Formulas follow the CPU backend's (same operation order where it is cheap); sigmoid/swish
+//    use expf.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -12,6 +19,13 @@
 namespace {
 
 constexpr int TPB = 256;
+
+__device__ inline float ld(const float *p) { return *p; }
+__device__ inline float ld(const __half *p) { return __half2float(*p); }
+__device__ inline float ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ inline void st(float *p, float v) { *p = v; }
+__device__ inline void st(__half *p, float v) { *p = __float2half_rn(v); }
+__device__ inline void st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 
 inline unsigned blocks_for(size_t n) {
     size_t b = (n + TPB - 1) / TPB;
@@ -27,47 +41,52 @@ __device__ inline float act_apply(int act, float x) {
     }
 }
 
-__global__ void k_bias_act(float *y, const float *bias, int C, size_t HW, size_t total, int act) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        float v = y[i];
+#define GRID_LOOP(i, total)                                                                                    \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+
+template <typename T> __global__ void k_bias_act(T *y, const float *bias, int C, size_t HW, size_t total, int act) {
+    GRID_LOOP(i, total) {
+        float v = ld(y + i);
         if (bias) v += bias[(i / HW) % C];
-        y[i] = act_apply(act, v);
+        st(y + i, act_apply(act, v));
     }
 }
 
-__global__ void k_scale_shift_act(float *y, const float *x, const float *s, const float *t, int C, size_t HW,
-                                  size_t total, int act) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+template <typename T>
+__global__ void k_scale_shift_act(T *y, const T *x, const float *s, const float *t, int C, size_t HW, size_t total,
+                                  int act) {
+    GRID_LOOP(i, total) {
         int c = (int)((i / HW) % C);
-        y[i] = act_apply(act, x[i] * s[c] + t[c]);
+        st(y + i, act_apply(act, ld(x + i) * s[c] + t[c]));
     }
 }
 
 // y = x * g[n, c] (SE gate; g is N x C)
-__global__ void k_scale_ch(float *y, const float *x, const float *g, size_t HW, size_t total) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = g[i / HW] * x[i];
+template <typename T> __global__ void k_scale_ch(T *y, const T *x, const T *g, size_t HW, size_t total) {
+    GRID_LOOP(i, total) st(y + i, ld(g + i / HW) * ld(x + i));
 }
 
 // zero-padded copy: x (N,C,H,W) -> y (N,C,H+pt+pb,W+pl+pr)
-__global__ void k_pad(float *y, const float *x, int H, int W, int pt, int pl, int Ho, int Wo, size_t total) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+template <typename T>
+__global__ void k_pad(T *y, const T *x, int H, int W, int pt, int pl, int Ho, int Wo, size_t total) {
+    GRID_LOOP(i, total) {
         int xo = (int)(i % Wo), yo = (int)((i / Wo) % Ho);
         size_t plane = i / ((size_t)Wo * Ho);
         int xi = xo - pl, yi = yo - pt;
-        y[i] = (xi >= 0 && xi < W && yi >= 0 && yi < H) ? x[plane * H * W + (size_t)yi * W + xi] : 0.0f;
+        st(y + i, (xi >= 0 && xi < W && yi >= 0 && yi < H) ? ld(x + plane * H * W + (size_t)yi * W + xi) : 0.0f);
     }
 }
 
-// depthwise conv, any k/stride/dilation/padding, one thread per output
-__global__ void k_depthwise(float *y, const float *x, const float *w, const float *bias, int C, int H, int W,
-                            int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
-                            size_t total, int act) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+// depthwise conv, any k/stride/dilation/padding, one thread per output (fallback)
+template <typename T>
+__global__ void k_depthwise(T *y, const T *x, const float *w, const float *bias, int C, int H, int W, int Ho, int Wo,
+                            int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, size_t total, int act) {
+    GRID_LOOP(i, total) {
         int xo = (int)(i % Wo), yo = (int)((i / Wo) % Ho);
         size_t nc = i / ((size_t)Wo * Ho);
         int c = (int)(nc % C);
-        const float *xp = x + nc * H * W, *wp = w + (size_t)c * kh * kw;
+        const T *xp = x + nc * H * W;
+        const float *wp = w + (size_t)c * kh * kw;
         float acc = 0.0f;
         for (int ki = 0; ki < kh; ki++) {
             int yi = yo * sh - pt + ki * dh;
@@ -75,33 +94,33 @@ __global__ void k_depthwise(float *y, const float *x, const float *w, const floa
             for (int kj = 0; kj < kw; kj++) {
                 int xi = xo * sw - pl + kj * dw;
                 if (xi < 0 || xi >= W) continue;
-                acc += wp[ki * kw + kj] * xp[(size_t)yi * W + xi];
+                acc += wp[ki * kw + kj] * ld(xp + (size_t)yi * W + xi);
             }
         }
         if (bias) acc += bias[c];
-        y[i] = act_apply(act, acc);
+        st(y + i, act_apply(act, acc));
     }
 }
 
 // depthwise conv, tiled: a block computes a 32 x 32 output tile of one (n, c) plane from an input
-// tile staged in shared memory (zero padded); each thread computes 4 rows of one column.
+// tile staged in shared memory (float, zero padded); each thread computes 4 rows of one column.
+// Blocks: output tiles across, then down, then planes, all on grid x (N*C may exceed 65535).
 constexpr int DW_TW = 32, DW_TH = 32, DW_ROWS = 4; // block 32 x 8 threads
-__global__ void k_depthwise_tiled(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
+template <typename T>
+__global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
                                   const float *__restrict__ bias, int C, int H, int W, int Ho, int Wo, int kh, int kw,
                                   int sh, int sw, int dh, int dw, int pt, int pl, int act, int IH, int IW) {
     extern __shared__ float tile[]; // IH x IW input, then kh*kw weights
     float *wsh = tile + IH * IW;
-    /* blocks: x fastest over output tiles across, then tiles down, then planes (grid x only, so
-     * that N*C may exceed gridDim.y/z's 65535) */
     const int ntx = (Wo + DW_TW - 1) / DW_TW, nty = (Ho + DW_TH - 1) / DW_TH;
     const int bt = blockIdx.x % (ntx * nty), nc = blockIdx.x / (ntx * nty), c = nc % C;
     const int ox0 = (bt % ntx) * DW_TW, oy0 = (bt / ntx) * DW_TH;
     const int ix0 = ox0 * sw - pl, iy0 = oy0 * sh - pt;
-    const float *xp = x + (size_t)nc * H * W;
+    const T *xp = x + (size_t)nc * H * W;
     const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthr = blockDim.x * blockDim.y;
     for (int i = tid; i < IH * IW; i += nthr) {
         int ty = i / IW, tx = i - ty * IW, yi = iy0 + ty, xi = ix0 + tx;
-        tile[i] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? xp[(size_t)yi * W + xi] : 0.0f;
+        tile[i] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? ld(xp + (size_t)yi * W + xi) : 0.0f;
     }
     for (int i = tid; i < kh * kw; i += nthr) wsh[i] = w[(size_t)c * kh * kw + i];
     __syncthreads();
@@ -116,14 +135,15 @@ __global__ void k_depthwise_tiled(float *__restrict__ y, const float *__restrict
             const float *row = tile + (ly * sh + ki * dh) * IW + threadIdx.x * sw;
             for (int kj = 0; kj < kw; kj++) acc += wsh[ki * kw + kj] * row[kj * dw];
         }
-        y[(size_t)nc * Ho * Wo + (size_t)oy * Wo + ox] = act_apply(act, acc + b);
+        st(y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox, act_apply(act, acc + b));
     }
 }
 
 // few-output dense conv (groups 1, cout <= 4): one thread per output pixel computes every output
 // channel; the weights sit in shared memory.
 constexpr int FEW_MAX = 4;
-__global__ void k_conv_few(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
+template <typename T>
+__global__ void k_conv_few(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
                            const float *__restrict__ bias, int Cin, int Cout, int H, int W, int Ho, int Wo, int kh,
                            int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act) {
     extern __shared__ float wsh[]; // Cout x Cin x kh x kw
@@ -136,140 +156,161 @@ __global__ void k_conv_few(float *__restrict__ y, const float *__restrict__ x, c
         const int oy = (int)(p / Wo), ox = (int)(p % Wo);
         float acc[FEW_MAX] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int ci = 0; ci < Cin; ci++) {
-            const float *xp = x + ((size_t)n * Cin + ci) * H * W;
+            const T *xp = x + ((size_t)n * Cin + ci) * H * W;
             for (int ki = 0; ki < kh; ki++) {
                 const int yi = oy * sh - pt + ki * dh;
                 if (yi < 0 || yi >= H) continue;
                 for (int kj = 0; kj < kw; kj++) {
                     const int xi = ox * sw - pl + kj * dw;
                     if (xi < 0 || xi >= W) continue;
-                    const float v = xp[(size_t)yi * W + xi];
+                    const float v = ld(xp + (size_t)yi * W + xi);
                     const float *wp = wsh + (ci * kh + ki) * kw + kj;
                     for (int o = 0; o < Cout; o++) acc[o] += wp[(size_t)o * Cin * kh * kw] * v;
                 }
             }
         }
         for (int o = 0; o < Cout; o++)
-            y[((size_t)n * Cout + o) * HWo + p] = act_apply(act, acc[o] + (bias ? bias[o] : 0.0f));
+            st(y + ((size_t)n * Cout + o) * HWo + p, act_apply(act, acc[o] + (bias ? bias[o] : 0.0f)));
     }
 }
 
 // global average pool of small planes: one warp per (n, c) plane, double accumulation
-__global__ void k_gap_warp(float *y, const float *x, size_t HW, int planes) {
+template <typename T> __global__ void k_gap_warp(T *y, const T *x, size_t HW, int planes) {
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
     if (warp >= planes) return;
-    const float *p = x + (size_t)warp * HW;
+    const T *p = x + (size_t)warp * HW;
     double s = 0.0;
-    for (size_t i = lane; i < HW; i += 32) s += p[i];
+    for (size_t i = lane; i < HW; i += 32) s += ld(p + i);
     for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
-    if (lane == 0) y[warp] = (float)(s / (double)HW);
+    if (lane == 0) st(y + warp, (float)(s / (double)HW));
 }
 
 // global average pool: one block per (n, c) plane, double accumulation
-__global__ void k_gap(float *y, const float *x, size_t HW) {
+template <typename T> __global__ void k_gap(T *y, const T *x, size_t HW) {
     __shared__ double part[TPB];
-    const float *p = x + (size_t)blockIdx.x * HW;
+    const T *p = x + (size_t)blockIdx.x * HW;
     double s = 0.0;
-    for (size_t i = threadIdx.x; i < HW; i += blockDim.x) s += p[i];
+    for (size_t i = threadIdx.x; i < HW; i += blockDim.x) s += ld(p + i);
     part[threadIdx.x] = s;
     __syncthreads();
     for (int k = blockDim.x / 2; k > 0; k >>= 1) {
         if ((int)threadIdx.x < k) part[threadIdx.x] += part[threadIdx.x + k];
         __syncthreads();
     }
-    if (threadIdx.x == 0) y[blockIdx.x] = (float)(part[0] / (double)HW);
+    if (threadIdx.x == 0) st(y + blockIdx.x, (float)(part[0] / (double)HW));
 }
 
-__global__ void k_scse(float *y, const float *x, const float *cs, const float *ss, int C, size_t HW, size_t total) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+template <typename T>
+__global__ void k_scse(T *y, const T *x, const T *cs, const T *ss, int C, size_t HW, size_t total) {
+    GRID_LOOP(i, total) {
         size_t nc = i / HW, n = nc / C, p = i % HW;
-        float v = x[i];
-        y[i] = v * cs[nc] + v * ss[n * HW + p];
+        float v = ld(x + i);
+        st(y + i, v * ld(cs + nc) + v * ld(ss + n * HW + p));
     }
 }
 
-__global__ void k_add(float *y, const float *a, const float *b, size_t total) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = a[i] + b[i];
+template <typename T> __global__ void k_add(T *y, const T *a, const T *b, size_t total) {
+    GRID_LOOP(i, total) st(y + i, ld(a + i) + ld(b + i));
 }
 
 // y[n, c0 + c, :] = x[n, c, :] for one concat input
-__global__ void k_concat_part(float *y, const float *x, int Cx, int Cy, int c0, size_t HW, size_t total) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+template <typename T> __global__ void k_concat_part(T *y, const T *x, int Cx, int Cy, int c0, size_t HW, size_t total) {
+    GRID_LOOP(i, total) {
         size_t p = i % HW, nc = i / HW;
         size_t n = nc / Cx, c = nc % Cx;
         y[(n * Cy + c0 + c) * HW + p] = x[i];
     }
 }
 
-__global__ void k_broadcast(float *y, const float *x, size_t HW, size_t total) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = x[i / HW];
+template <typename T> __global__ void k_broadcast(T *y, const T *x, size_t HW, size_t total) {
+    GRID_LOOP(i, total) y[i] = x[i / HW];
 }
 
 // bilinear, align_corners=True (PyTorch's upsample_bilinear2d formula)
-__global__ void k_upsample(float *y, const float *x, int H, int W, int Ho, int Wo, size_t total) {
+template <typename T> __global__ void k_upsample(T *y, const T *x, int H, int W, int Ho, int Wo, size_t total) {
     const float rh = Ho > 1 ? (float)(H - 1) / (float)(Ho - 1) : 0.0f;
     const float rw = Wo > 1 ? (float)(W - 1) / (float)(Wo - 1) : 0.0f;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    GRID_LOOP(i, total) {
         int xo = (int)(i % Wo), yo = (int)((i / Wo) % Ho);
         size_t nc = i / ((size_t)Wo * Ho);
         float hr = rh * yo, wr = rw * xo;
         int h0 = (int)hr, w0 = (int)wr;
         int hp = h0 < H - 1 ? 1 : 0, wp = w0 < W - 1 ? 1 : 0;
         float l1 = hr - h0, l0 = 1.0f - l1, m1 = wr - w0, m0 = 1.0f - m1;
-        const float *p = x + nc * H * W + (size_t)h0 * W + w0;
-        y[i] = l0 * (m0 * p[0] + m1 * p[wp]) + l1 * (m0 * p[hp * W] + m1 * p[hp * W + wp]);
+        const T *p = x + nc * H * W + (size_t)h0 * W + w0;
+        st(y + i, l0 * (m0 * ld(p) + m1 * ld(p + wp)) + l1 * (m0 * ld(p + hp * W) + m1 * ld(p + hp * W + wp)));
     }
 }
 
-__global__ void k_softmax(float *y, const float *x, int C, size_t HW, size_t total) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+template <typename T> __global__ void k_softmax(T *y, const T *x, int C, size_t HW, size_t total) {
+    GRID_LOOP(i, total) {
         size_t n = i / HW, p = i % HW;
-        const float *xp = x + n * C * HW + p;
-        float *yp = y + n * C * HW + p;
-        float m = xp[0];
-        for (int c = 1; c < C; c++) m = fmaxf(m, xp[c * HW]);
+        const T *xp = x + n * C * HW + p;
+        T *yp = y + n * C * HW + p;
+        float m = ld(xp);
+        for (int c = 1; c < C; c++) m = fmaxf(m, ld(xp + c * HW));
         float s = 0.0f;
-        for (int c = 0; c < C; c++) {
-            float e = expf(xp[c * HW] - m);
-            yp[c * HW] = e;
-            s += e;
-        }
-        for (int c = 0; c < C; c++) yp[c * HW] /= s;
+        for (int c = 0; c < C; c++) s += expf(ld(xp + c * HW) - m);
+        for (int c = 0; c < C; c++) st(yp + c * HW, expf(ld(xp + c * HW) - m) / s);
     }
 }
+
+// host float <-> device storage type
+template <typename T> __global__ void k_from_f32(T *y, const float *x, size_t total) { GRID_LOOP(i, total) st(y + i, x[i]); }
+template <typename T> __global__ void k_to_f32(float *y, const T *x, size_t total) { GRID_LOOP(i, total) y[i] = ld(x + i); }
 
 } // namespace
 
-#define LAUNCH(kernel, n, ...)                                                                                   \
+// dispatch on the storage type: body uses T
+#define DISPATCH(dt, ...)                                                                                      \
+    switch (dt) {                                                                                              \
+    case DPK_F16: {                                                                                            \
+        using T = __half;                                                                                      \
+        __VA_ARGS__;                                                                                           \
+    } break;                                                                                                   \
+    case DPK_BF16: {                                                                                           \
+        using T = __nv_bfloat16;                                                                               \
+        __VA_ARGS__;                                                                                           \
+    } break;                                                                                                   \
+    default: {                                                                                                 \
+        using T = float;                                                                                       \
+        __VA_ARGS__;                                                                                           \
+    } break;                                                                                                   \
+    }
+
+#define LAUNCH(dt, kernel, n, ...)                                                                             \
     do {                                                                                                       \
         if ((n) == 0) return cudaSuccess;                                                                      \
-        kernel<<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>(__VA_ARGS__);                                   \
+        DISPATCH(dt, kernel<T><<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>(__VA_ARGS__))                   \
         return cudaGetLastError();                                                                             \
     } while (0)
 
+#define TP(p) (T *)(p)
+#define CTP(p) (const T *)(p)
+
 extern "C" {
 
-int dpk_bias_act(void *stream, float *y, const float *bias, int N, int C, size_t HW, int act) {
+size_t dpk_elem_size(int dt) { return dt == DPK_F32 ? 4 : 2; }
+
+int dpk_bias_act(void *stream, int dt, void *y, const float *bias, int N, int C, size_t HW, int act) {
     size_t t = (size_t)N * C * HW;
-    LAUNCH(k_bias_act, t, y, bias, C, HW, t, act);
+    LAUNCH(dt, k_bias_act, t, TP(y), bias, C, HW, t, act);
 }
-int dpk_scale_shift_act(void *stream, float *y, const float *x, const float *s, const float *sh, int N, int C,
+int dpk_scale_shift_act(void *stream, int dt, void *y, const void *x, const float *s, const float *sh, int N, int C,
                         size_t HW, int act) {
     size_t t = (size_t)N * C * HW;
-    LAUNCH(k_scale_shift_act, t, y, x, s, sh, C, HW, t, act);
+    LAUNCH(dt, k_scale_shift_act, t, TP(y), CTP(x), s, sh, C, HW, t, act);
 }
-int dpk_scale_ch(void *stream, float *y, const float *x, const float *g, int N, int C, size_t HW) {
+int dpk_scale_ch(void *stream, int dt, void *y, const void *x, const void *g, int N, int C, size_t HW) {
     size_t t = (size_t)N * C * HW;
-    LAUNCH(k_scale_ch, t, y, x, g, HW, t);
+    LAUNCH(dt, k_scale_ch, t, TP(y), CTP(x), CTP(g), HW, t);
 }
-int dpk_pad(void *stream, float *y, const float *x, int N, int C, int H, int W, int pt, int pb, int pl, int pr) {
+int dpk_pad(void *stream, int dt, void *y, const void *x, int N, int C, int H, int W, int pt, int pb, int pl, int pr) {
     int Ho = H + pt + pb, Wo = W + pl + pr;
     size_t t = (size_t)N * C * Ho * Wo;
-    LAUNCH(k_pad, t, y, x, H, W, pt, pl, Ho, Wo, t);
+    LAUNCH(dt, k_pad, t, TP(y), CTP(x), H, W, pt, pl, Ho, Wo, t);
 }
-int dpk_depthwise(void *stream, float *y, const float *x, const float *w, const float *bias, int N, int C, int H,
+int dpk_depthwise(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int C, int H,
                   int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act) {
     size_t t = (size_t)N * C * Ho * Wo;
     if (t == 0) return cudaSuccess;
@@ -277,57 +318,64 @@ int dpk_depthwise(void *stream, float *y, const float *x, const float *w, const 
     const size_t smem = ((size_t)IH * IW + (size_t)kh * kw) * sizeof(float);
     const size_t nblocks = (size_t)((Wo + DW_TW - 1) / DW_TW) * ((Ho + DW_TH - 1) / DW_TH) * N * C;
     if (smem <= 48 * 1024 && nblocks <= 0x7fffffffu) {
-        dim3 grid((unsigned)nblocks);
-        k_depthwise_tiled<<<grid, dim3(DW_TW, DW_TH / DW_ROWS), smem, (cudaStream_t)stream>>>(
-            y, x, w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act, IH, IW);
+        DISPATCH(dt, k_depthwise_tiled<T><<<(unsigned)nblocks, dim3(DW_TW, DW_TH / DW_ROWS), smem,
+                                            (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh, kw,
+                                                                    sh, sw, dh, dw, pt, pl, act, IH, IW))
         return cudaGetLastError();
     }
-    LAUNCH(k_depthwise, t, y, x, w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, t, act);
+    LAUNCH(dt, k_depthwise, t, TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, t, act);
 }
 int dpk_conv_few_ok(int cin, int cout, int kh, int kw) {
     return cout <= FEW_MAX && (size_t)cout * cin * kh * kw * sizeof(float) <= 40 * 1024;
 }
-int dpk_conv_few(void *stream, float *y, const float *x, const float *w, const float *bias, int N, int Cin, int Cout,
-                 int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act) {
+int dpk_conv_few(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int Cin,
+                 int Cout, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                 int act) {
     size_t hw = (size_t)Ho * Wo;
     if (hw == 0 || N == 0) return cudaSuccess;
     size_t b = (hw + TPB - 1) / TPB;
     dim3 grid((unsigned)(b > 4096 ? 4096 : b), (unsigned)N);
-    k_conv_few<<<grid, TPB, (size_t)Cout * Cin * kh * kw * sizeof(float), (cudaStream_t)stream>>>(
-        y, x, w, bias, Cin, Cout, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act);
+    const size_t smem = (size_t)Cout * Cin * kh * kw * sizeof(float);
+    DISPATCH(dt, k_conv_few<T><<<grid, TPB, smem, (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, Cin, Cout, H, W, Ho,
+                                                                           Wo, kh, kw, sh, sw, dh, dw, pt, pl, act))
     return cudaGetLastError();
 }
-int dpk_gap(void *stream, float *y, const float *x, int N, int C, size_t HW) {
+int dpk_gap(void *stream, int dt, void *y, const void *x, int N, int C, size_t HW) {
     if ((size_t)N * C == 0) return cudaSuccess;
     if (HW <= 4096) {
         const int planes = N * C;
-        k_gap_warp<<<(unsigned)((planes + 7) / 8), 256, 0, (cudaStream_t)stream>>>(y, x, HW, planes);
+        DISPATCH(dt, k_gap_warp<T><<<(unsigned)((planes + 7) / 8), 256, 0, (cudaStream_t)stream>>>(TP(y), CTP(x), HW,
+                                                                                                 planes))
         return cudaGetLastError();
     }
-    k_gap<<<(unsigned)(N * C), TPB, 0, (cudaStream_t)stream>>>(y, x, HW);
+    DISPATCH(dt, k_gap<T><<<(unsigned)(N * C), TPB, 0, (cudaStream_t)stream>>>(TP(y), CTP(x), HW))
     return cudaGetLastError();
 }
-int dpk_scse(void *stream, float *y, const float *x, const float *cs, const float *ss, int N, int C, size_t HW) {
+int dpk_scse(void *stream, int dt, void *y, const void *x, const void *cs, const void *ss, int N, int C, size_t HW) {
     size_t t = (size_t)N * C * HW;
-    LAUNCH(k_scse, t, y, x, cs, ss, C, HW, t);
+    LAUNCH(dt, k_scse, t, TP(y), CTP(x), CTP(cs), CTP(ss), C, HW, t);
 }
-int dpk_add(void *stream, float *y, const float *a, const float *b, size_t n) { LAUNCH(k_add, n, y, a, b, n); }
-int dpk_concat_part(void *stream, float *y, const float *x, int N, int Cx, int Cy, int c0, size_t HW) {
+int dpk_add(void *stream, int dt, void *y, const void *a, const void *b, size_t n) {
+    LAUNCH(dt, k_add, n, TP(y), CTP(a), CTP(b), n);
+}
+int dpk_concat_part(void *stream, int dt, void *y, const void *x, int N, int Cx, int Cy, int c0, size_t HW) {
     size_t t = (size_t)N * Cx * HW;
-    LAUNCH(k_concat_part, t, y, x, Cx, Cy, c0, HW, t);
+    LAUNCH(dt, k_concat_part, t, TP(y), CTP(x), Cx, Cy, c0, HW, t);
 }
-int dpk_broadcast(void *stream, float *y, const float *x, int N, int C, size_t HW) {
+int dpk_broadcast(void *stream, int dt, void *y, const void *x, int N, int C, size_t HW) {
     size_t t = (size_t)N * C * HW;
-    LAUNCH(k_broadcast, t, y, x, HW, t);
+    LAUNCH(dt, k_broadcast, t, TP(y), CTP(x), HW, t);
 }
-int dpk_upsample(void *stream, float *y, const float *x, int N, int C, int H, int W, int Ho, int Wo) {
+int dpk_upsample(void *stream, int dt, void *y, const void *x, int N, int C, int H, int W, int Ho, int Wo) {
     size_t t = (size_t)N * C * Ho * Wo;
-    LAUNCH(k_upsample, t, y, x, H, W, Ho, Wo, t);
+    LAUNCH(dt, k_upsample, t, TP(y), CTP(x), H, W, Ho, Wo, t);
 }
-int dpk_softmax(void *stream, float *y, const float *x, int N, int C, size_t HW) {
+int dpk_softmax(void *stream, int dt, void *y, const void *x, int N, int C, size_t HW) {
     size_t t = (size_t)N * HW;
-    LAUNCH(k_softmax, t, y, x, C, HW, t);
+    LAUNCH(dt, k_softmax, t, TP(y), CTP(x), C, HW, t);
 }
+int dpk_from_f32(void *stream, int dt, void *y, const float *x, size_t n) { LAUNCH(dt, k_from_f32, n, TP(y), x, n); }
+int dpk_to_f32(void *stream, int dt, float *y, const void *x, size_t n) { LAUNCH(dt, k_to_f32, n, y, CTP(x), n); }
 const char *dpk_error_string(int err) { return cudaGetErrorString((cudaError_t)err); }
 
 } // extern "C"

@@ -8,9 +8,13 @@
 #include <math.h>
 
 static tu_rng g_rng;
-static disopt_engine *g_cuda; /* engine holding the CUDA backend */
+static disopt_engine *g_cuda;            /* engine holding the CUDA backend (FP32) */
+static disopt_engine *g_half[2];         /* FP16, BF16 */
+static dp_backend *g_be;                 /* the backend the op cases run on */
+static double g_tol;                     /* tolerance of the current precision (0: the case's own) */
+static const char *g_prec = "FP32";
 
-static dp_backend *cuda_be(void) { return g_cuda->backend; }
+static dp_backend *cuda_be(void) { return g_be; }
 
 /* runs node on backend be with host inputs, returns the host output (caller frees) */
 static float *run_on(dp_backend *be, dp_node *node, const dp_tview *ins_host, int n_in, dp_tview out_shape) {
@@ -63,8 +67,9 @@ static double compare(dp_node *node, dp_tview *ins, int n_in, dp_tview out, doub
     cpu->vt->destroy(cpu);
     size_t n = (size_t)out.n * out.c * out.h * out.w;
     double e = nerr(b, a, n);
-    printf("# %-44s cuda vs cpu: %.3g\n", what, e);
-    if (!(e <= tol)) fail_msg("%s: cuda vs cpu error %g > %g", what, e, tol);
+    if (g_tol > 0) tol = g_tol;
+    printf("# %-44s cuda %s vs cpu: %.3g\n", what, g_prec, e);
+    if (!(e <= tol)) fail_msg("%s: cuda %s vs cpu error %g > %g", what, g_prec, e, tol);
     free(a);
     free(b);
     return e;
@@ -98,9 +103,7 @@ static void conv_case(int n, int cin, int cout, int h, int w, int k, int s, int 
     free(ins[1].data);
 }
 
-static void test_conv(void **s) {
-    (void)s;
-    if (!g_cuda) skip();
+static void conv_cases(void) {
     conv_case(2, 16, 24, 33, 29, 1, 1, 1, 1, 0, 0, 0, 0, 1, DP_ACT_SWISH, 0);  /* 1x1, bias, swish */
     conv_case(1, 40, 32, 20, 20, 1, 1, 1, 1, 0, 0, 0, 0, 0, DP_ACT_NONE, 1);   /* projection with SE gate */
     conv_case(2, 4, 40, 64, 48, 3, 2, 1, 1, 0, 1, 0, 1, 1, DP_ACT_SWISH, 0);   /* stem: static asymmetric pad */
@@ -148,9 +151,7 @@ static void eltwise_case(dp_op op, dp_act act, int n, int c, int h, int w) {
     for (int k = 0; k < 3; k++) free(ins[k].data);
 }
 
-static void test_eltwise(void **s) {
-    (void)s;
-    if (!g_cuda) skip();
+static void eltwise_cases(void) {
     eltwise_case(DP_OP_ACT, DP_ACT_RELU, 2, 5, 17, 13);
     eltwise_case(DP_OP_ACT, DP_ACT_SWISH, 2, 5, 17, 13);
     eltwise_case(DP_OP_ACT, DP_ACT_SIGMOID, 1, 3, 64, 64);
@@ -163,6 +164,36 @@ static void test_eltwise(void **s) {
     eltwise_case(DP_OP_BROADCAST, DP_ACT_NONE, 2, 8, 13, 9);
     eltwise_case(DP_OP_UPSAMPLE, DP_ACT_NONE, 2, 3, 16, 12);
     eltwise_case(DP_OP_SOFTMAX, DP_ACT_NONE, 2, 2, 20, 20);
+}
+
+/* each op case on FP32 (tolerance per case, ~1e-6), FP16 (5e-3) and BF16 (4e-2): half storage
+ * rounds every tensor to 11 / 8 significant bits, accumulation stays float */
+static void for_each_precision(void (*cases)(void)) {
+    disopt_engine *es[3] = {g_cuda, g_half[0], g_half[1]};
+    const double tols[3] = {0, 5e-3, 4e-2};
+    const char *names[3] = {"FP32", "FP16", "BF16"};
+    for (int i = 0; i < 3; i++) {
+        if (!es[i]) fail_msg("no CUDA engine for %s", names[i]);
+        g_be = es[i]->backend;
+        g_tol = tols[i];
+        g_prec = names[i];
+        cases();
+    }
+    g_be = g_cuda->backend;
+    g_tol = 0;
+    g_prec = "FP32";
+}
+
+static void test_conv(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    for_each_precision(conv_cases);
+}
+
+static void test_eltwise(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    for_each_precision(eltwise_cases);
 }
 
 static void test_bad_device(void **s) {
@@ -187,13 +218,21 @@ static int setup(void **s) {
     if (disopt_engine_create(&eo, &g_cuda) != DISOPT_OK) {
         printf("# CUDA backend unavailable: %s\n", disopt_last_error());
         g_cuda = NULL;
+        return 0;
     }
+    g_be = g_cuda->backend;
+    eo.precision = DISOPT_PRECISION_FP16;
+    if (disopt_engine_create(&eo, &g_half[0]) != DISOPT_OK) g_half[0] = NULL;
+    eo.precision = DISOPT_PRECISION_BF16;
+    if (disopt_engine_create(&eo, &g_half[1]) != DISOPT_OK) g_half[1] = NULL;
     return 0;
 }
 
 static int teardown(void **s) {
     (void)s;
     disopt_engine_destroy(g_cuda);
+    disopt_engine_destroy(g_half[0]);
+    disopt_engine_destroy(g_half[1]);
     return 0;
 }
 
