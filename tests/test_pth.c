@@ -108,6 +108,19 @@ static void test_wrapped(void **state) {
     disopt_pth_close(p);
 }
 
+static void test_numpy_scalars(void **state) {
+    (void)state;
+    disopt_pth *p;
+    assert_int_equal(disopt_pth_open(PTH "numpy_meta.pth", &p), DISOPT_OK);
+    assert_int_equal(disopt_pth_num_tensors(p), 1);
+    assert_string_equal(meta(p, "epoch"), "42");
+    assert_string_equal(meta(p, "best_metric"), "0.8125");
+    assert_string_equal(meta(p, "best_f32"), "0.5");
+    assert_string_equal(meta(p, "neg"), "-3");
+    assert_string_equal(meta(p, "flag"), "True");
+    disopt_pth_close(p);
+}
+
 static void test_plain_and_protocol4(void **state) {
     (void)state;
     const char *files[] = {PTH "plain.pth", PTH "proto4.pth"};
@@ -136,6 +149,7 @@ static void test_hostile(void **state) {
     } cases[] = {
         {"evil_system.pth", DISOPT_ERR_UNSUPPORTED, "refused global 'posix.system'"},
         {"evil_builtins.pth", DISOPT_ERR_UNSUPPORTED, "refused global '__builtin__.eval'"},
+        {"numpy_object.pth", DISOPT_ERR_UNSUPPORTED, "refused numpy dtype 'O8'"},
         {"huge_numel.pth", DISOPT_ERR_FORMAT, "declares 1099511627776 elements"},
         {"huge_dims.pth", DISOPT_ERR_FORMAT, "tensor of more than"},
         {"offset_past_end.pth", DISOPT_ERR_FORMAT, "past its end"},
@@ -217,6 +231,15 @@ static void test_pickle_bytes(void **state) {
         {B("\x80\x02" "ccollections\nOrderedDict\n(K\x01tR."), DISOPT_ERR_UNSUPPORTED},
         {B("\x80\x02" "ccollections\nOrderedDict\n)Rb."), DISOPT_ERR_FORMAT}, /* BUILD without a state */
         {B("\x80\x02" "ctorch\nFloatStorage\n)R."), DISOPT_ERR_UNSUPPORTED},  /* storage type called */
+        {B("\x80\x02" "c_codecs\nencode\nX\x02\x00\x00\x00\xe2\x82X\x06\x00\x00\x00latin1\x86R."),
+         DISOPT_ERR_FORMAT}, /* not latin1 */
+        {B("\x80\x02" "c_codecs\nencode\nX\x01\x00\x00\x00" "aX\x05\x00\x00\x00utf-8\x86R."),
+         DISOPT_ERR_UNSUPPORTED},
+        {B("\x80\x02" "cnumpy.core.multiarray\nscalar\n" "cnumpy\ndtype\nX\x02\x00\x00\x00" "f8\x89\x88\x87R"
+           "C\x04\x00\x00\x00\x00\x86R."),
+         DISOPT_ERR_FORMAT}, /* 4 bytes for an f8 */
+        {B("\x80\x02" "cnumpy\ndtype\nX\x02\x00\x00\x00" "f8\x89\x88\x87R(K\x03X\x01\x00\x00\x00!tb."),
+         DISOPT_ERR_FORMAT}, /* bad byte order in the dtype state */
         {B("\x80\x02(X\x07\x00\x00\x00storage" "ctorch\nFloatStorage\nX\x01\x00\x00\x00" "0X\x03\x00\x00\x00"
            "cpuK\x04tQ."),
          DISOPT_ERR_UNSUPPORTED}, /* a bare storage at the top */
@@ -543,7 +566,8 @@ static void test_full_model(void **state) {
 int main(void) {
     GDALAllRegister();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wrapped),       cmocka_unit_test(test_plain_and_protocol4),
+        cmocka_unit_test(test_wrapped),       cmocka_unit_test(test_numpy_scalars),
+        cmocka_unit_test(test_plain_and_protocol4),
         cmocka_unit_test(test_hostile),       cmocka_unit_test(test_pickle_bytes),
         cmocka_unit_test(test_fuzz_regressions), cmocka_unit_test(test_weights_view),
         cmocka_unit_test(test_full_model),

@@ -10,7 +10,8 @@
  * BINBYTES EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST APPEND APPENDS EMPTY_DICT SETITEM
  * SETITEMS BINPUT LONG_BINPUT MEMOIZE BINGET LONG_BINGET GLOBAL STACK_GLOBAL BINPERSID REDUCE BUILD.
  * Known globals: collections.OrderedDict (called with no arguments), torch._utils._rebuild_tensor_v2,
- * and the storage types torch.{Float,Half,BFloat16,Double,Long}Storage (only inside a persistent id).
+ * the storage types torch.{Float,Half,BFloat16,Double,Long}Storage (only inside a persistent id), and
+ * for numeric numpy scalars numpy.core.multiarray.scalar, numpy.dtype and _codecs.encode(str, 'latin1').
  */
 #include "pickle.h"
 
@@ -22,14 +23,16 @@
 #include <string.h>
 
 typedef enum {
-    V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_BYTES, V_TUPLE, V_LIST, V_DICT, V_GLOBAL, V_STORAGE, V_TENSOR
+    V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_BYTES, V_TUPLE, V_LIST, V_DICT, V_GLOBAL, V_STORAGE, V_TENSOR,
+    V_NPDTYPE /* a numpy scalar's dtype: s = "f8", "i8", ...; i = 1 when big-endian */
 } vtype;
 
 static const char *const VTYPE_NAME[] = {"None", "bool", "int", "float", "str", "bytes", "tuple",
-                                         "list", "dict", "global", "storage", "tensor"};
+                                         "list", "dict", "global", "storage", "tensor", "numpy dtype"};
 
 typedef enum {
-    G_ODICT, G_REBUILD_V2, G_FLOAT_ST, G_HALF_ST, G_BF16_ST, G_DOUBLE_ST, G_LONG_ST
+    G_ODICT, G_REBUILD_V2, G_FLOAT_ST, G_HALF_ST, G_BF16_ST, G_DOUBLE_ST, G_LONG_ST, G_NP_SCALAR, G_NP_DTYPE,
+    G_CODECS_ENCODE
 } gid;
 
 static const struct {
@@ -44,6 +47,11 @@ static const struct {
     {"torch", "BFloat16Storage", G_BF16_ST, DISOPT_DTYPE_BF16},
     {"torch", "DoubleStorage", G_DOUBLE_ST, DISOPT_DTYPE_F64},
     {"torch", "LongStorage", G_LONG_ST, DISOPT_DTYPE_I64},
+    /* numpy scalars (a wrapper's 'best_metric' is often a numpy float): numbers only, no object dtype */
+    {"numpy.core.multiarray", "scalar", G_NP_SCALAR, DISOPT_DTYPE_UNKNOWN},
+    {"numpy._core.multiarray", "scalar", G_NP_SCALAR, DISOPT_DTYPE_UNKNOWN},
+    {"numpy", "dtype", G_NP_DTYPE, DISOPT_DTYPE_UNKNOWN},
+    {"_codecs", "encode", G_CODECS_ENCODE, DISOPT_DTYPE_UNKNOWN}, /* protocol 2's form of bytes */
 };
 
 typedef struct val val;
@@ -359,6 +367,81 @@ static disopt_status rebuild_tensor(pk *k, const val *args) {
     return push(k, v);
 }
 
+/* numpy.dtype(name, align, copy): numeric names only */
+static disopt_status np_dtype(pk *k, const val *args) {
+    static const char *const OK[] = {"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"};
+    if (args->n < 1 || args->items[0]->t != V_STR) return dp_error(DISOPT_ERR_FORMAT, "pickle: bad numpy.dtype call");
+    for (size_t i = 0; i < sizeof OK / sizeof OK[0]; i++)
+        if (strcmp(args->items[0]->s, OK[i]) == 0) {
+            val *v = NULL;
+            DP_TRY(new_val(k, V_NPDTYPE, &v));
+            if (!(v->s = strdup(OK[i]))) return oom();
+            v->slen = 2;
+            return push(k, v);
+        }
+    return dp_error(DISOPT_ERR_UNSUPPORTED, "pickle: refused numpy dtype '%.16s' (numbers only)",
+                    args->items[0]->s);
+}
+
+/* _codecs.encode(str, 'latin1'): the str's code points (all < 256) as bytes */
+static disopt_status codecs_encode(pk *k, const val *args) {
+    if (args->n != 2 || args->items[0]->t != V_STR || args->items[1]->t != V_STR ||
+        strcmp(args->items[1]->s, "latin1") != 0)
+        return dp_error(DISOPT_ERR_UNSUPPORTED, "pickle: _codecs.encode other than (str, 'latin1')");
+    const val *in = args->items[0];
+    val *v = NULL;
+    DP_TRY(new_val(k, V_BYTES, &v));
+    if (!(v->s = malloc(in->slen + 1))) return oom();
+    size_t n = 0;
+    for (size_t i = 0; i < in->slen; i++) {
+        unsigned char c = (unsigned char)in->s[i];
+        if (c < 0x80) {
+            v->s[n++] = (char)c;
+        } else if ((c == 0xc2 || c == 0xc3) && i + 1 < in->slen && ((unsigned char)in->s[i + 1] & 0xc0) == 0x80) {
+            v->s[n++] = (char)(((c & 0x03) << 6) | ((unsigned char)in->s[++i] & 0x3f));
+        } else {
+            return dp_error(DISOPT_ERR_FORMAT, "pickle: _codecs.encode of a non-latin1 string");
+        }
+    }
+    v->s[n] = '\0';
+    v->slen = n;
+    return push(k, v);
+}
+
+/* numpy.core.multiarray.scalar(dtype, bytes) -> int, float or bool */
+static disopt_status np_scalar(pk *k, const val *args) {
+    if (args->n != 2 || args->items[0]->t != V_NPDTYPE || args->items[1]->t != V_BYTES)
+        return dp_error(DISOPT_ERR_UNSUPPORTED, "pickle: numpy scalar other than (numeric dtype, bytes)");
+    const val *dt = args->items[0], *b = args->items[1];
+    size_t size = (size_t)(dt->s[1] - '0');
+    if (b->slen != size) return dp_error(DISOPT_ERR_FORMAT, "pickle: numpy %s scalar of %zu bytes", dt->s, b->slen);
+    unsigned char le[8] = {0};
+    for (size_t i = 0; i < size; i++) le[i] = (unsigned char)b->s[dt->i ? size - 1 - i : i];
+    uint64_t u = rd_le(le, (int)size);
+    val *v = NULL;
+    char kind = dt->s[0];
+    DP_TRY(new_val(k, kind == 'f' ? V_FLOAT : kind == 'b' ? V_BOOL : V_INT, &v));
+    if (kind == 'f') {
+        if (size == 8) {
+            memcpy(&v->f, &u, 8);
+        } else if (size == 4) {
+            uint32_t u32 = (uint32_t)u;
+            float f;
+            memcpy(&f, &u32, 4);
+            v->f = f;
+        } else {
+            v->f = dp_f16_to_f32((uint16_t)u);
+        }
+    } else if (kind == 'i' && size < 8 && (u >> (8 * size - 1)) & 1) {
+        v->i = (int64_t)(u | (~(uint64_t)0 << (8 * size))); /* sign-extend */
+    } else {
+        if (kind == 'u' && u > (uint64_t)INT64_MAX) return dp_error(DISOPT_ERR_UNSUPPORTED, "pickle: numpy uint64 too large");
+        memcpy(&v->i, &u, 8);
+        if (kind == 'b') v->i = u != 0;
+    }
+    return push(k, v);
+}
+
 static disopt_status op_reduce(pk *k) {
     val *args = NULL, *fn = NULL, *v = NULL;
     DP_TRY(pop(k, &args));
@@ -372,6 +455,9 @@ static disopt_status op_reduce(pk *k) {
         DP_TRY(new_val(k, V_DICT, &v));
         return push(k, v);
     case G_REBUILD_V2: return rebuild_tensor(k, args);
+    case G_NP_DTYPE: return np_dtype(k, args);
+    case G_CODECS_ENCODE: return codecs_encode(k, args);
+    case G_NP_SCALAR: return np_scalar(k, args);
     default:
         return dp_error(DISOPT_ERR_UNSUPPORTED, "pickle: refused call of %s.%s", GLOBALS[fn->i].module,
                         GLOBALS[fn->i].name);
@@ -551,9 +637,17 @@ static disopt_status run(pk *k, val **result) {
             break;
         case 'Q': DP_TRY(op_persid(k)); break;
         case 'R': DP_TRY(op_reduce(k)); break;
-        case 'b': /* BUILD: only an OrderedDict's attributes (the state dict's _metadata), which we drop */
+        case 'b': /* BUILD: an OrderedDict's attributes (the state dict's _metadata, dropped), or a numpy
+                   * dtype's state (3, byte order, ...) */
             DP_TRY(pop(k, &a));
             DP_TRY(top(k, &b));
+            if (b->t == V_NPDTYPE) {
+                if (a->t != V_TUPLE || a->n < 2 || a->items[1]->t != V_STR || a->items[1]->slen != 1 ||
+                    !strchr("<>|=", a->items[1]->s[0]))
+                    return dp_error(DISOPT_ERR_FORMAT, "pickle: bad numpy dtype state");
+                b->i = a->items[1]->s[0] == '>';
+                break;
+            }
             if (b->t != V_DICT || (a->t != V_DICT && a->t != V_NONE))
                 return dp_error(DISOPT_ERR_UNSUPPORTED, "pickle: BUILD on a %s", VTYPE_NAME[b->t]);
             break;

@@ -79,6 +79,12 @@ def main():
     save(sd, "plain.pth")
     save(sd, "proto4.pth", pickle_protocol=4)
     save(sd, "legacy.pth", _use_new_zipfile_serialization=False)
+    # wrapper scalars as numpy values (training scripts often keep numpy metrics)
+    import numpy as np
+    save({"state_dict": collections.OrderedDict([("a.weight", sd["a.weight"])]), "epoch": np.int64(42),
+          "best_metric": np.float64(0.8125), "best_f32": np.float32(0.5), "neg": np.int32(-3),
+          "flag": np.bool_(True)}, "numpy_meta.pth")
+    zip_with("numpy_object.pth", b"\x80\x02cnumpy\ndtype\n" + u("O8") + b"\x89\x88\x87R.")
 
     # hostile
     zip_with("evil_system.pth", b"\x80\x02cposix\nsystem\n" + u("touch /tmp/disopt_pwned") + b"\x85R.")
