@@ -106,10 +106,13 @@ __global__ void k_depthwise(T *y, const T *x, const float *w, const float *bias,
 // tile staged in shared memory (float, zero padded); each thread computes 4 rows of one column.
 // Blocks: output tiles across, then down, then planes, all on grid x (N*C may exceed 65535).
 constexpr int DW_TW = 32, DW_TH = 32, DW_ROWS = 4; // block 32 x 8 threads
-template <typename T>
+// K, S > 0: kernel size and stride fixed at compile time (3x3 and 5x5, stride 1 and 2: every
+// depthwise conv of the network), so the tap loops unroll and the weights stay in registers
+template <typename T, int K, int S>
 __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
-                                  const float *__restrict__ bias, int C, int H, int W, int Ho, int Wo, int kh, int kw,
-                                  int sh, int sw, int dh, int dw, int pt, int pl, int act, int IH, int IW) {
+                                  const float *__restrict__ bias, int C, int H, int W, int Ho, int Wo, int kh_, int kw_,
+                                  int sh_, int sw_, int dh, int dw, int pt, int pl, int act, int IH, int IW) {
+    const int kh = K > 0 ? K : kh_, kw = K > 0 ? K : kw_, sh = S > 0 ? S : sh_, sw = S > 0 ? S : sw_;
     extern __shared__ float tile[]; // IH x IW input, then kh*kw weights
     float *wsh = tile + IH * IW;
     const int ntx = (Wo + DW_TW - 1) / DW_TW, nty = (Ho + DW_TH - 1) / DW_TH;
@@ -127,15 +130,34 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
     const int ox = ox0 + threadIdx.x;
     if (ox >= Wo) return;
     const float b = bias ? bias[c] : 0.0f;
-    for (int r = 0; r < DW_ROWS; r++) {
-        const int ly = threadIdx.y + r * blockDim.y, oy = oy0 + ly;
-        if (oy >= Ho) break;
-        float acc = 0.0f;
-        for (int ki = 0; ki < kh; ki++) {
-            const float *row = tile + (ly * sh + ki * dh) * IW + threadIdx.x * sw;
-            for (int kj = 0; kj < kw; kj++) acc += wsh[ki * kw + kj] * row[kj * dw];
+    if constexpr (K > 0) {
+        float wr[K * K];
+#pragma unroll
+        for (int i = 0; i < K * K; i++) wr[i] = wsh[i];
+#pragma unroll
+        for (int r = 0; r < DW_ROWS; r++) {
+            const int ly = threadIdx.y + r * blockDim.y, oy = oy0 + ly;
+            if (oy >= Ho) break;
+            float acc = 0.0f;
+#pragma unroll
+            for (int ki = 0; ki < K; ki++) {
+                const float *row = tile + (ly * S + ki * dh) * IW + threadIdx.x * S;
+#pragma unroll
+                for (int kj = 0; kj < K; kj++) acc += wr[ki * K + kj] * row[kj * dw];
+            }
+            st(y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox, act_apply(act, acc + b));
         }
-        st(y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox, act_apply(act, acc + b));
+    } else {
+        for (int r = 0; r < DW_ROWS; r++) {
+            const int ly = threadIdx.y + r * blockDim.y, oy = oy0 + ly;
+            if (oy >= Ho) break;
+            float acc = 0.0f;
+            for (int ki = 0; ki < kh; ki++) {
+                const float *row = tile + (ly * sh + ki * dh) * IW + threadIdx.x * sw;
+                for (int kj = 0; kj < kw; kj++) acc += wsh[ki * kw + kj] * row[kj * dw];
+            }
+            st(y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox, act_apply(act, acc + b));
+        }
     }
 }
 
@@ -318,9 +340,17 @@ int dpk_depthwise(void *stream, int dt, void *y, const void *x, const float *w, 
     const size_t smem = ((size_t)IH * IW + (size_t)kh * kw) * sizeof(float);
     const size_t nblocks = (size_t)((Wo + DW_TW - 1) / DW_TW) * ((Ho + DW_TH - 1) / DW_TH) * N * C;
     if (smem <= 48 * 1024 && nblocks <= 0x7fffffffu) {
-        DISPATCH(dt, k_depthwise_tiled<T><<<(unsigned)nblocks, dim3(DW_TW, DW_TH / DW_ROWS), smem,
-                                            (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh, kw,
-                                                                    sh, sw, dh, dw, pt, pl, act, IH, IW))
+#define DW_GO(K, S)                                                                                            \
+    DISPATCH(dt, k_depthwise_tiled<T, K, S><<<(unsigned)nblocks, dim3(DW_TW, DW_TH / DW_ROWS), smem,                \
+                                              (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh,  \
+                                                                      kw, sh, sw, dh, dw, pt, pl, act, IH, IW))
+        const int sq = kh == kw && sh == sw;
+        if (sq && kh == 3 && sh == 1) DW_GO(3, 1)
+        else if (sq && kh == 3 && sh == 2) DW_GO(3, 2)
+        else if (sq && kh == 5 && sh == 1) DW_GO(5, 1)
+        else if (sq && kh == 5 && sh == 2) DW_GO(5, 2)
+        else DW_GO(0, 0)
+#undef DW_GO
         return cudaGetLastError();
     }
     LAUNCH(dt, k_depthwise, t, TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, t, act);
