@@ -115,7 +115,10 @@ static void check_conv(const conv_case *cc) {
         assert_int_equal(run(1, &node, &in, &o1), DISOPT_OK);
         assert_int_equal(run(3, &node, &in, &o3), DISOPT_OK);
         double e = nerr(out1, ref, nout);
-        if (!(e < 2e-6))
+        /* fp32 sums of K = cin/g*k*k products: the bound grows with K (a 20->2 5x5 conv, K = 500, once
+         * reached 2.1e-6 on random data) */
+        const double K = (double)(cc->cin / cc->g) * cc->k * cc->k, tol = K * 8e-9 > 2e-6 ? K * 8e-9 : 2e-6;
+        if (!(e < tol))
             fail_msg("conv (%s) n%d %d->%d %dx%d k%d s%d d%d g%d pad t%d b%d l%d r%d: error %g", isas[i], cc->n, cc->cin,
                      cc->cout, cc->h, cc->w, cc->k, cc->s, cc->d, cc->g, cc->pt, cc->pb, cc->pl, cc->pr, e);
         assert_memory_equal(out1, out3, nout * 4);
