@@ -4,6 +4,7 @@
  *   bench_cpu MODEL.safetensors [-size 512] [-batch 1] [-runs 5] [-threads 1,2,16] [-fused-only]
  */
 #include "disopt.h"
+#include "bench_env.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,12 +60,7 @@ int main(int argc, char **argv) {
         disopt_engine_options eo;
         disopt_engine_options_init(&eo);
         eo.num_threads = atoi(tok);
-        const char *be_env = getenv("DISOPT_BENCH_BACKEND"); /* "cuda": the GPU backend */
-        if (be_env && strcmp(be_env, "cuda") == 0) eo.backend = DISOPT_BACKEND_CUDA;
-        const char *pr_env = getenv("DISOPT_BENCH_PRECISION"); /* tf32, fp16, bf16 */
-        if (pr_env && strcmp(pr_env, "tf32") == 0) eo.precision = DISOPT_PRECISION_TF32;
-        if (pr_env && strcmp(pr_env, "fp16") == 0) eo.precision = DISOPT_PRECISION_FP16;
-        if (pr_env && strcmp(pr_env, "bf16") == 0) eo.precision = DISOPT_PRECISION_BF16;
+        bench_engine_env(&eo);
         disopt_engine *e;
         disopt_model *m;
         if (disopt_engine_create(&eo, &e) || disopt_model_load(e, argv[1], &m)) {

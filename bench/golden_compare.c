@@ -9,6 +9,7 @@
  * (without float64) further than 3e-5 from PyTorch fp32, or flips more than 1e-4 of the pixels.
  */
 #include "disopt.h"
+#include "bench_env.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -52,12 +53,7 @@ int main(int argc, char **argv) {
     disopt_engine_options eo;
     disopt_engine_options_init(&eo);
     eo.num_threads = argc > 3 ? atoi(argv[3]) : 0;
-    const char *be_env = getenv("DISOPT_BENCH_BACKEND"); /* "cuda": the GPU backend */
-    if (be_env && strcmp(be_env, "cuda") == 0) eo.backend = DISOPT_BACKEND_CUDA;
-    const char *pr_env = getenv("DISOPT_BENCH_PRECISION"); /* tf32, fp16, bf16 */
-    if (pr_env && strcmp(pr_env, "tf32") == 0) eo.precision = DISOPT_PRECISION_TF32;
-    if (pr_env && strcmp(pr_env, "fp16") == 0) eo.precision = DISOPT_PRECISION_FP16;
-    if (pr_env && strcmp(pr_env, "bf16") == 0) eo.precision = DISOPT_PRECISION_BF16;
+    bench_engine_env(&eo);
     disopt_engine *e;
     disopt_model *m;
     disopt_st *io;

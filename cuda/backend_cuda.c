@@ -378,13 +378,12 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
               "depthwise conv");
         return DISOPT_OK;
     }
-    int H = in->h, W = in->w;
+    int H, W;
+    conv_input_dims(node, in, &H, &W);
     if (pad) {
         void *pbuf = wsp + gate;
         K_TRY(cb, dpk_pad(cb->stream, dt, pbuf, src, in->n, in->c, in->h, in->w, c->pt, c->pb, c->pl, c->pr), "pad");
         src = pbuf;
-        H += c->pt + c->pb;
-        W += c->pl + c->pr;
     }
     cu_algo *a;
     disopt_status s = choose_algo(cb, cn, node, in, out, &a);

@@ -293,7 +293,7 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
     return 1;
 }
 
-static char **bld_metadata(const bld_opts *o, const bld_model *m, const disopt_tiler *t) {
+static char **bld_metadata(const bld_opts *o, const bld_model *m) {
     char **md = NULL;
     char bands[128] = "";
     for (int i = 0; i < m->info.config.in_channels; i++) {
@@ -316,7 +316,6 @@ static char **bld_metadata(const bld_opts *o, const bld_model *m, const disopt_t
     md = CSLSetNameValue(md, "DISOPT_DEVICE", disopt_engine_backend_name(m->engine));
     md = CSLSetNameValue(md, "DISOPT_PRECISION", disopt_precision_name(o->precision));
     md = CSLSetNameValue(md, "DISOPT_VERSION", disopt_version());
-    (void)t;
     return md;
 }
 
@@ -437,7 +436,7 @@ disopt_bld *disopt_bld_open(const char *filename, CSLConstList open_options) {
     }
     if (ok) {
         if (b->o.block_size <= 0) b->o.block_size = disopt_tiler_step(b->tiler);
-        b->md = bld_metadata(&b->o, &b->m, b->tiler);
+        b->md = bld_metadata(&b->o, &b->m);
         b->blockbuf = VSIMalloc3((size_t)b->o.block_size, (size_t)b->o.block_size, sizeof(float));
         if (!b->blockbuf) {
             CPLError(CE_Failure, CPLE_OutOfMemory, "BUILDINGS: no memory for a %d x %d block", b->o.block_size,
@@ -569,7 +568,7 @@ GDALDatasetH disopt_bld_create_copy(const char *filename, GDALDatasetH src, int 
         if (srs) GDALSetSpatialRef(dst, srs);
         if (GDALGetGCPCount(src) > 0)
             GDALSetGCPs2(dst, GDALGetGCPCount(src), GDALGetGCPs(src), GDALGetGCPSpatialRef(src));
-        char **md = bld_metadata(&o, &m, tiler);
+        char **md = bld_metadata(&o, &m);
         GDALSetMetadata(dst, md, NULL);
         CSLDestroy(md);
         GDALRasterBandH band = GDALGetRasterBand(dst, 1);

@@ -76,6 +76,27 @@ static disopt_status ensure_batch(disopt_tiler *t, int n) {
     return DISOPT_OK;
 }
 
+/* Grows the window cache to want slots (never more than the raster has windows). */
+static disopt_status cache_grow(disopt_tiler *t, int want) {
+    const long nwin = (long)t->ntx * t->nty;
+    if (nwin < want) want = (int)nwin;
+    if (want <= t->nslots) return DISOPT_OK;
+    tile_slot *ns = realloc(t->slots, (size_t)want * sizeof *ns);
+    if (!ns) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the window cache");
+    t->slots = ns;
+    for (int i = t->nslots; i < want; i++) {
+        ns[i].tx = ns[i].ty = -1;
+        ns[i].stamp = 0;
+        ns[i].prob = malloc((size_t)t->o.tile_size * t->o.tile_size * sizeof(float));
+        if (!ns[i].prob) {
+            t->nslots = i;
+            return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the window cache");
+        }
+    }
+    t->nslots = want;
+    return DISOPT_OK;
+}
+
 disopt_status disopt_tiler_create(disopt_model *model, GDALDatasetH src, const disopt_tiler_options *opt,
                                   disopt_tiler **out) {
     if (!out) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler: NULL output handle");
@@ -154,16 +175,9 @@ disopt_status disopt_tiler_create(disopt_model *model, GDALDatasetH src, const d
         t->cbuf = malloc(2 * T2 * sizeof(float));
         t->mbuf = malloc(T2);
         t->wx = malloc((size_t)o.tile_size * sizeof(float));
-        const long nwin = (long)t->ntx * t->nty; /* never more slots than windows */
-        t->nslots = nwin < o.cache_tiles ? (int)nwin : o.cache_tiles;
-        t->slots = calloc((size_t)t->nslots, sizeof *t->slots);
-        if (!t->cbuf || !t->mbuf || !t->wx || !t->slots) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+        if (!t->cbuf || !t->mbuf || !t->wx) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
     }
-    for (int i = 0; s == DISOPT_OK && i < t->nslots; i++) {
-        t->slots[i].tx = t->slots[i].ty = -1;
-        t->slots[i].prob = malloc(T2 * sizeof(float));
-        if (!t->slots[i].prob) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the tile cache");
-    }
+    if (s == DISOPT_OK) s = cache_grow(t, o.cache_tiles);
     if (s == DISOPT_OK) {
         /* linear ramps over the 2*overlap pixels where neighbouring windows overlap: the weights of
          * the two windows sum to 1 there, so the blend is continuous across window borders */
@@ -271,8 +285,6 @@ static disopt_status load_window(disopt_tiler *t, int k, int tx, int ty) {
     return DISOPT_OK;
 }
 
-/* Computes n windows (coordinates in txs/tys) and stores them in the window cache. */
-static disopt_status compute_windows(disopt_tiler *t, int n, const int *txs, const int *tys);
 
 static tile_slot *cache_find(disopt_tiler *t, int tx, int ty) {
     for (int i = 0; i < t->nslots; i++)
@@ -306,6 +318,7 @@ static disopt_status infer_split(disopt_tiler *t, int k0, int n) {
     return s;
 }
 
+/* Computes n windows (coordinates in txs/tys) and stores them in the window cache. */
 static disopt_status compute_windows(disopt_tiler *t, int n, const int *txs, const int *tys) {
     DP_TRY(ensure_batch(t, n));
     const int T = t->o.tile_size;
@@ -412,23 +425,7 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     const long total = (long)t->ntx * t->nty;
     DP_TRY(ensure_batch(t, t->o.batch_size));
     /* the cache must hold three rows of a band's windows */
-    const long nwin = (long)t->ntx * t->nty;
-    const int need = nwin < 3 * (BAND_CELLS + 2) + 2 ? (int)nwin : 3 * (BAND_CELLS + 2) + 2;
-    if (t->nslots < need) {
-        tile_slot *ns = realloc(t->slots, (size_t)need * sizeof *ns);
-        if (!ns) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the window cache");
-        t->slots = ns;
-        for (int i = t->nslots; i < need; i++) {
-            ns[i].tx = ns[i].ty = -1;
-            ns[i].stamp = 0;
-            ns[i].prob = malloc((size_t)t->o.tile_size * t->o.tile_size * sizeof(float));
-            if (!ns[i].prob) {
-                t->nslots = i;
-                return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the window cache");
-            }
-        }
-        t->nslots = need;
-    }
+    DP_TRY(cache_grow(t, 3 * (BAND_CELLS + 2) + 2));
     float *cell = malloc((size_t)S * S * sizeof(float));
     if (!cell) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
     disopt_status s = DISOPT_OK;
