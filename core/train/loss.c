@@ -7,7 +7,7 @@
  * returns a disopt_status and reports through dp_error; no global mutable state; nothing aborts.
  * Single-threaded: the loss is a small part of a training step (2 classes); the GPU has its own kernels.
  */
-#include "train/loss.h"
+#include "loss.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -32,12 +32,12 @@ static disopt_status dp_loss_check_shape(const char *what, dp_lshape sh, size_t 
 
 #define DP_T float
 #define DP_S f32
-#include "train/loss.inc"
+#include "loss.inc"
 #undef DP_T
 #undef DP_S
 
 #define DP_T double
 #define DP_S f64
-#include "train/loss.inc"
+#include "loss.inc"
 #undef DP_T
 #undef DP_S

@@ -41,7 +41,7 @@
 #ifndef DISOPT_TRAIN_LOSS_H
 #define DISOPT_TRAIN_LOSS_H
 
-#include "internal.h"
+#include "../internal.h"
 
 #include <stddef.h>
 #include <stdint.h>

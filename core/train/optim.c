@@ -6,7 +6,7 @@
  * and double. Functions return a disopt_status with the message in dp_error; no global mutable state;
  * nothing aborts. The dp_optim object owns a copy of the segment table and the float state.
  */
-#include "train/optim.h"
+#include "optim.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -164,12 +164,12 @@ double dp_lr_authors(double base, int epochs, int64_t iters_per_epoch, int64_t g
 
 #define DP_T float
 #define DP_S f32
-#include "train/optim.inc"
+#include "optim.inc"
 #undef DP_T
 #undef DP_S
 
 #define DP_T double
 #define DP_S f64
-#include "train/optim.inc"
+#include "optim.inc"
 #undef DP_T
 #undef DP_S

@@ -26,7 +26,7 @@
 #ifndef DISOPT_TRAIN_OPTIM_H
 #define DISOPT_TRAIN_OPTIM_H
 
-#include "internal.h"
+#include "../internal.h"
 
 #include <stddef.h>
 #include <stdint.h>
