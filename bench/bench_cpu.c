@@ -24,10 +24,10 @@ static int cmp(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "Usage: bench_cpu MODEL [-size N] [-batch N] [-runs N] [-threads a,b,c] [-all-heads]\n");
+        fprintf(stderr, "Usage: bench_cpu MODEL [-size N] [-batch N] [-runs N] [-threads a,b,c] [-all-heads] [-profile] [-pinned] [-phases]\n");
         return 1;
     }
-    int size = 512, batch = 1, runs = 5, all_heads = 0, profile = 0;
+    int size = 512, batch = 1, runs = 5, all_heads = 0, profile = 0, pinned = 0, phases = 0;
     char threads_s[256] = "1,2,0";
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "-size") && i + 1 < argc) size = atoi(argv[++i]);
@@ -36,6 +36,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-threads") && i + 1 < argc) snprintf(threads_s, sizeof threads_s, "%s", argv[++i]);
         else if (!strcmp(argv[i], "-all-heads")) all_heads = 1;
         else if (!strcmp(argv[i], "-profile")) profile = 1;
+        else if (!strcmp(argv[i], "-pinned")) pinned = 1; /* input/output in disopt_engine_host_alloc memory */
+        else if (!strcmp(argv[i], "-phases")) phases = 1; /* median time of each phase of an inference */
     }
     if (runs < 1 || runs > 1000) runs = 5;
 
@@ -69,24 +71,55 @@ int main(int argc, char **argv) {
         }
         disopt_model_info info;
         disopt_model_get_info(m, &info);
-        disopt_outputs o = {lg, NULL, NULL, NULL, NULL, 0};
+        float *xin = x, *out = lg;
+        const size_t out_bytes = (size_t)batch * 2 * size * size * sizeof(float);
+        if (pinned) {
+            void *a = NULL, *b = NULL;
+            if (disopt_engine_host_alloc(e, per * batch * sizeof(float), &a) ||
+                disopt_engine_host_alloc(e, out_bytes, &b)) {
+                fprintf(stderr, "bench_cpu: %s\n", disopt_last_error());
+                return 1;
+            }
+            xin = a;
+            out = b;
+            memcpy(xin, x, per * batch * sizeof(float));
+        }
+        disopt_outputs o = {out, NULL, NULL, NULL, NULL, 0};
         if (all_heads && info.config.arch == DISOPT_ARCH_STUDENT) {
             o.sar_logits = l2;
             o.rgb_logits = l3;
         }
         double *t = malloc(sizeof(double) * runs);
+        double *ph[5];
+        for (int k = 0; k < 5; k++) ph[k] = malloc(sizeof(double) * runs);
         for (int r = -1; r < runs; r++) {
             double t0 = now();
-            if (disopt_model_infer(m, x, batch, 4, size, size, &o) != DISOPT_OK) {
+            if (disopt_model_infer(m, xin, batch, 4, size, size, &o) != DISOPT_OK) {
                 fprintf(stderr, "bench_cpu: %s\n", disopt_last_error());
                 return 1;
             }
-            if (r >= 0) t[r] = (now() - t0) / batch;
+            if (r >= 0) {
+                t[r] = (now() - t0) / batch;
+                disopt_infer_timing tm;
+                disopt_model_last_timing(m, &tm);
+                ph[0][r] = tm.check_s, ph[1][r] = tm.upload_s, ph[2][r] = tm.compute_s;
+                ph[3][r] = tm.download_s, ph[4][r] = tm.total_s;
+            }
         }
+        if (phases) {
+            printf("# phases, median ms per batch of %d (%s buffers): check upload compute download total:", batch,
+                   pinned ? "pinned" : "malloc");
+            for (int k = 0; k < 5; k++) {
+                qsort(ph[k], (size_t)runs, sizeof(double), cmp);
+                printf(" %.2f", ph[k][runs / 2] * 1e3);
+            }
+            printf("\n");
+        }
+        for (int k = 0; k < 5; k++) free(ph[k]);
         if (profile) { /* one more run, timed per op */
             char rep[8192];
             disopt_model_set_profiling(m, 1);
-            if (disopt_model_infer(m, x, batch, 4, size, size, &o) != DISOPT_OK) return 1;
+            if (disopt_model_infer(m, x, batch, 4, size, size, &o) != DISOPT_OK) return 1; /* malloc'd input */
             disopt_model_profile_report(m, rep, sizeof rep);
             printf("# per-op profile, %d threads:\n%s", disopt_engine_num_threads(e), rep);
         }
@@ -95,6 +128,10 @@ int main(int argc, char **argv) {
         printf("%8d %12.4f %12.4f %10.3f\n", disopt_engine_num_threads(e), med, t[0], 1.0 / med);
         fflush(stdout);
         free(t);
+        if (pinned) {
+            disopt_engine_host_free(e, xin);
+            disopt_engine_host_free(e, out);
+        }
         disopt_model_destroy(m);
         disopt_engine_destroy(e);
     }

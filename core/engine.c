@@ -19,8 +19,10 @@ static disopt_status cuda_create(disopt_engine *e, dp_backend **out) {
     static const dp_cuda_host host = {DP_CUDA_ABI, dp_error, dp_log};
     const char *cands[3] = {getenv("DISOPT_CUDA_MODULE"), DISOPT_CUDA_MODULE_PATH, "libdisopt_cuda.so.0"};
     char why[512] = "";
+    const char *loaded = NULL;
     for (int i = 0; i < 3 && !e->module; i++) {
         if (!cands[i] || !*cands[i]) continue;
+        loaded = cands[i];
         /* NODELETE: the CUDA libraries it pulls in stay mapped once loaded (they keep process-wide
          * state; unloading and reloading them per engine is slow and leaks their allocations) */
         e->module = dlopen(cands[i], RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
@@ -33,7 +35,13 @@ static disopt_status cuda_create(disopt_engine *e, dp_backend **out) {
     void *sym = dlsym(e->module, DP_CUDA_ENTRY);
     memcpy(&fn, &sym, sizeof fn);
     if (!fn) return dp_error(DISOPT_ERR_UNSUPPORTED, "the CUDA backend module has no %s", DP_CUDA_ENTRY);
-    return fn(&host, e, e->opt.device, out);
+    disopt_clear_error();
+    disopt_status s = fn(&host, e, e->opt.device, out);
+    if (s != DISOPT_OK && !*disopt_last_error()) /* a module of another interface version says nothing */
+        s = dp_error(DISOPT_ERR_UNSUPPORTED, "the CUDA backend module %s does not match this libdisopt (interface "
+                     "%d): install both from the same build, or point DISOPT_CUDA_MODULE at the right one", loaded,
+                     DP_CUDA_ABI);
+    return s;
 }
 
 void disopt_engine_options_init(disopt_engine_options *opt) {
@@ -109,4 +117,23 @@ const char *disopt_precision_name(disopt_precision p) {
 int disopt_engine_num_threads(const disopt_engine *e) { return e ? e->nthreads : 0; }
 const char *disopt_engine_backend_name(const disopt_engine *e) {
     return e && e->backend ? e->backend->vt->name : "none";
+}
+
+disopt_status disopt_engine_host_alloc(disopt_engine *e, size_t bytes, void **out) {
+    if (!e || !out) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_engine_host_alloc: NULL argument");
+    *out = NULL;
+    dp_backend *b = e->backend;
+    if (b->vt->host_alloc) return b->vt->host_alloc(b, bytes ? bytes : 1, out);
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? (bytes + 63) & ~(size_t)63 : 64) != 0 || !p)
+        return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of host memory", bytes);
+    *out = p;
+    return DISOPT_OK;
+}
+
+void disopt_engine_host_free(disopt_engine *e, void *p) {
+    if (!e || !p) return;
+    dp_backend *b = e->backend;
+    if (b->vt->host_alloc && b->vt->host_free) b->vt->host_free(b, p);
+    else if (!b->vt->host_alloc) free(p);
 }

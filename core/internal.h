@@ -162,6 +162,14 @@ typedef struct dp_backend_vtable {
     disopt_status (*graph_end)(dp_backend *b, int ok, void **graph);
     disopt_status (*graph_launch)(dp_backend *b, void *graph);
     void (*graph_destroy)(dp_backend *b, void *graph);
+    /* Optional: page-locked host memory (faster copies; disopt_engine_host_alloc). */
+    disopt_status (*host_alloc)(dp_backend *b, size_t bytes, void **out);
+    void (*host_free)(dp_backend *b, void *p);
+    /* Optional, both or neither: an upload that also counts, on the device and in stream order, the
+     * NaN/Inf values of src; nonfinite_result (after synchronize) gives the count of the last one.
+     * The model then skips its host-side scan of the input. */
+    disopt_status (*upload_checked)(dp_backend *b, const dp_tview *dst, const float *src);
+    disopt_status (*nonfinite_result)(dp_backend *b, unsigned long long *count);
 } dp_backend_vtable;
 
 struct dp_backend {
@@ -175,7 +183,7 @@ disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_bac
  * engine dlopens when a caller asks for CUDA, so that the library and the GDAL plugin load and run
  * on machines without the CUDA libraries. The module reports errors through the host's functions
  * (one thread-local message, the core's). */
-#define DP_CUDA_ABI 1
+#define DP_CUDA_ABI 2
 typedef struct dp_cuda_host {
     int abi;
     disopt_status (*error)(disopt_status s, const char *fmt, ...) DP_PRINTF(2, 3);

@@ -43,6 +43,7 @@ typedef struct cu_node {
     int cudnn;             /* runs through cuDNN (dense or grouped, not depthwise) */
     int gemm;              /* 1x1, stride 1, no padding, groups 1: a cuBLAS GEMM per image */
     int few;               /* dense k x k conv to <= 4 outputs (the heads): our kernel */
+    int co;                /* dense k x k conv of a small patch (the stems, cin*k*k <= 64): our kernel */
     cudnnFilterDescriptor_t fdesc;
     cudnnConvolutionDescriptor_t cdesc;
     cu_algo cache[MAX_ALGO_CACHE];
@@ -65,6 +66,7 @@ typedef struct cu_backend {
     cudnnHandle_t cudnn;
     cudnnTensorDescriptor_t xdesc, ydesc;
     cublasHandle_t cublas;
+    unsigned long long *nonfinite; /* device counter of upload_checked */
 } cu_backend;
 
 
@@ -108,6 +110,7 @@ static void cu_destroy(dp_backend *b) {
     if (cb->cublas) cublasDestroy(cb->cublas);
     if (cb->blas_ws) cudaFree(cb->blas_ws);
     if (cb->stage) cudaFree(cb->stage);
+    if (cb->nonfinite) cudaFree(cb->nonfinite);
     if (cb->stream) cudaStreamDestroy(cb->stream);
     free(cb);
 }
@@ -164,6 +167,54 @@ static disopt_status cu_upload(dp_backend *b, const dp_tview *dst, const float *
     CU_TRY(cb, cudaMemcpyAsync(cb->stage, src, n * sizeof(float), cudaMemcpyHostToDevice, cb->stream), "upload");
     K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, cb->stage, n), "upload conversion");
     return DISOPT_OK;
+}
+
+/* The upload, with the NaN/Inf values of the float32 source counted on the device (in stream order,
+ * before the half conversion). */
+static disopt_status cu_upload_checked(dp_backend *b, const dp_tview *dst, const float *src) {
+    cu_backend *cb = (cu_backend *)b;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    const size_t n = (size_t)dst->n * dst->c * dst->h * dst->w;
+    if (!cb->nonfinite) CU_TRY(cb, cudaMalloc((void **)&cb->nonfinite, sizeof *cb->nonfinite), "counter");
+    CU_TRY(cb, cudaMemsetAsync(cb->nonfinite, 0, sizeof *cb->nonfinite, cb->stream), "counter");
+    float *f = (float *)dst->data;
+    if (cb->dt != DPK_F32) {
+        disopt_status s = stage_reserve(cb, n * sizeof(float));
+        if (s != DISOPT_OK) return s;
+        f = cb->stage;
+    }
+    CU_TRY(cb, cudaMemcpyAsync(f, src, n * sizeof(float), cudaMemcpyHostToDevice, cb->stream), "upload");
+    K_TRY(cb, dpk_count_nonfinite(cb->stream, f, n, cb->nonfinite), "input check");
+    if (cb->dt != DPK_F32) K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, f, n), "upload conversion");
+    return DISOPT_OK;
+}
+
+static disopt_status cu_nonfinite_result(dp_backend *b, unsigned long long *count) {
+    cu_backend *cb = (cu_backend *)b;
+    *count = 0;
+    if (!cb->nonfinite) return DISOPT_OK;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    CU_TRY(cb, cudaMemcpy(count, cb->nonfinite, sizeof *count, cudaMemcpyDeviceToHost), "input check");
+    return DISOPT_OK;
+}
+
+/* Page-locked host memory, usable from every device (portable). */
+static disopt_status cu_host_alloc(dp_backend *b, size_t bytes, void **out) {
+    cu_backend *cb = (cu_backend *)b;
+    void *p = NULL;
+    cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocPortable);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return cb->host->error(DISOPT_ERR_OUT_OF_MEMORY, "cuda: cannot allocate %zu bytes of pinned host memory: %s",
+                               bytes, cudaGetErrorString(e));
+    }
+    *out = p;
+    return DISOPT_OK;
+}
+
+static void cu_host_free(dp_backend *b, void *p) {
+    (void)b;
+    if (p) cudaFreeHost(p);
 }
 
 static disopt_status cu_download(dp_backend *b, float *dst, const dp_tview *src) {
@@ -230,7 +281,8 @@ static disopt_status cu_prepare(dp_backend *b, dp_node *node) {
     cn->gemm = !cb->no_gemm && c->groups == 1 && c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->pt == 0 && c->pb == 0 &&
                c->pl == 0 && c->pr == 0;
     cn->few = !cn->gemm && c->groups == 1 && c->kh * c->kw > 1 && dpk_conv_few_ok(c->cin, c->cout, c->kh, c->kw);
-    cn->cudnn = !is_depthwise(c) && !cn->gemm && !cn->few;
+    cn->co = !cn->gemm && !cn->few && c->groups == 1 && c->kh * c->kw > 1 && dpk_conv_co_ok(c->cin, c->cout, c->kh, c->kw);
+    cn->cudnn = !is_depthwise(c) && !cn->gemm && !cn->few && !cn->co;
     if (cb->dt != DPK_F32 && (cn->gemm || cn->cudnn)) { /* weights in the storage type */
         CU_TRY(cb, cudaMalloc(&cn->wh, nw * cb->esz), "weights");
         K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, cn->wh, cn->w, nw), "weights");
@@ -265,12 +317,18 @@ static void conv_input_dims(const dp_node *node, const dp_tview *in, int *H, int
     *W = in->w + (sym ? 0 : c->pl + c->pr);
 }
 
-/* bytes of the gate-scaled and the padded copies of the input */
+/* bytes of the SE-gated input (or, for GEMM nodes, of the gated per-image weights) and of the
+ * padded copy of the input (cuDNN nodes with asymmetric padding) */
 static void conv_extra(const dp_node *node, const dp_tview *in, size_t esz, size_t *gate, size_t *pad) {
     const dp_conv_params *c = &node->conv;
+    const cu_node *cn = node->bk;
     const int sym = c->pt == c->pb && c->pl == c->pr;
-    *gate = node->n_in > 1 ? ALIGN256((size_t)in->n * in->c * in->h * in->w * esz) : 0;
-    *pad = sym ? 0 : ALIGN256((size_t)in->n * in->c * (in->h + c->pt + c->pb) * (in->w + c->pl + c->pr) * esz);
+    *gate = node->n_in < 2                ? 0
+            : cn && cn->gemm ? ALIGN256((size_t)in->n * c->cout * c->cin * esz)
+                             : ALIGN256((size_t)in->n * in->c * in->h * in->w * esz);
+    *pad = sym || !cn || !cn->cudnn
+               ? 0
+               : ALIGN256((size_t)in->n * in->c * (in->h + c->pt + c->pb) * (in->w + c->pl + c->pr) * esz);
 }
 
 static int algo_ok(cudnnConvolutionFwdAlgo_t a) {
@@ -324,6 +382,8 @@ static size_t cu_workspace(dp_backend *b, const dp_node *node, const dp_tview *i
         cu_algo *a;
         if (choose_algo(cb, cn, node, &ins[0], out, &a) == DISOPT_OK) dnn = ALIGN256(a->ws);
     }
+    if (is_depthwise(&node->conv)) /* the partial sums of the SE pooling fused into it (cu_run_conv_gap) */
+        dnn = ALIGN256(dpk_depthwise_gap_bytes(out->n, out->c, out->h, out->w));
     return gate + pad + dnn;
 }
 
@@ -340,7 +400,13 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
     const int dt = cb->dt;
     const size_t HW = (size_t)in->h * in->w;
     if (gate + pad > ws_bytes) return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: conv workspace too small");
-    if (node->n_in > 1) { /* SE gate folded into this conv */
+    const void *wgemm = dt == DPK_F32 ? (const void *)cn->w : cn->wh;
+    long long wstride = 0;
+    if (node->n_in > 1 && cn->gemm) { /* SE gate folded into this 1x1 conv: into per-image weights */
+        K_TRY(cb, dpk_scale_w(cb->stream, dt, wsp, cn->w, ins[1].data, in->n, c->cout, c->cin), "se gate");
+        wgemm = wsp;
+        wstride = (long long)c->cout * c->cin;
+    } else if (node->n_in > 1) { /* into a scaled copy of the input */
         K_TRY(cb, dpk_scale_ch(cb->stream, dt, wsp, src, ins[1].data, in->n, in->c, HW), "se gate");
         src = wsp;
     }
@@ -351,13 +417,13 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
         const int hw = (int)HW;
         if (dt == DPK_F32) {
             BLAS_TRY(cb, cublasSgemmStridedBatched(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, c->cout, c->cin, &one, src,
-                                                   hw, (long long)c->cin * hw, cn->w, c->cin, 0, &zero, out->data, hw,
-                                                   (long long)c->cout * hw, in->n),
+                                                   hw, (long long)c->cin * hw, wgemm, c->cin, wstride, &zero,
+                                                   out->data, hw, (long long)c->cout * hw, in->n),
                      "1x1 convolution");
         } else { /* half storage, float accumulation (tensor cores) */
             const cudaDataType_t t = dt == DPK_F16 ? CUDA_R_16F : CUDA_R_16BF;
             BLAS_TRY(cb, cublasGemmStridedBatchedEx(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, c->cout, c->cin, &one, src,
-                                                    t, hw, (long long)c->cin * hw, cn->wh, t, c->cin, 0, &zero,
+                                                    t, hw, (long long)c->cin * hw, wgemm, t, c->cin, wstride, &zero,
                                                     out->data, t, hw, (long long)c->cout * hw, in->n,
                                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      "1x1 convolution");
@@ -370,6 +436,12 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
         K_TRY(cb, dpk_conv_few(cb->stream, dt, out->data, src, cn->w, cn->b, in->n, in->c, c->cout, in->h, in->w, out->h,
                                out->w, c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, act),
               "few-output conv");
+        return DISOPT_OK;
+    }
+    if (cn->co) { /* stems: our kernel, padding and bias + activation included */
+        K_TRY(cb, dpk_conv_co(cb->stream, dt, out->data, src, cn->w, cn->b, in->n, in->c, c->cout, in->h, in->w, out->h,
+                              out->w, c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, act),
+              "small-patch conv");
         return DISOPT_OK;
     }
     if (!cn->cudnn) { /* depthwise: our kernel, padding and bias + activation included */
@@ -459,6 +531,29 @@ static disopt_status cu_run(dp_backend *b, const dp_node *node, const dp_tview *
     }
 }
 
+/* A depthwise conv and the SE pooling of its output in one pass (the kernel sums each output tile
+ * it writes; a second small kernel adds the tiles of each plane in a fixed order). */
+static disopt_status cu_run_conv_gap(dp_backend *b, const dp_node *node, const dp_tview *ins, const dp_tview *out,
+                                     const dp_tview *gap, void *ws, size_t ws_bytes) {
+    cu_backend *cb = (cu_backend *)b;
+    const dp_conv_params *c = &node->conv;
+    const cu_node *cn = node->bk;
+    const size_t part = ALIGN256(dpk_depthwise_gap_bytes(out->n, out->c, out->h, out->w));
+    if (cn && is_depthwise(c) && node->n_in == 1 && part <= ws_bytes &&
+        dpk_depthwise_gap_ok(out->n, out->c, out->h, out->w, c->kh, c->kw, c->sh, c->sw, c->dh, c->dw)) {
+        CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+        K_TRY(cb, dpk_depthwise_gap(cb->stream, cb->dt, out->data, gap->data, ws, ins[0].data, cn->w, cn->b, ins[0].n,
+                                    ins[0].c, ins[0].h, ins[0].w, out->h, out->w, c->kh, c->kw, c->sh, c->sw, c->dh,
+                                    c->dw, c->pt, c->pl, (int)node->act),
+              "depthwise conv + pooling");
+        return DISOPT_OK;
+    }
+    disopt_status s = cu_run(b, node, ins, out, ws, ws_bytes);
+    if (s != DISOPT_OK) return s;
+    K_TRY(cb, dpk_gap(cb->stream, cb->dt, gap->data, out->data, out->n, out->c, (size_t)out->h * out->w), "pooling");
+    return DISOPT_OK;
+}
+
 static disopt_status cu_sync(dp_backend *b) {
     cu_backend *cb = (cu_backend *)b;
     CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
@@ -507,14 +602,16 @@ static void cu_graph_destroy(dp_backend *b, void *graph) {
 
 static const dp_backend_vtable CUDA_VT = {
     "cuda", cu_destroy, cu_tensor_bytes, cu_alloc, cu_free, cu_upload, cu_download,
-    cu_prepare, cu_release, cu_workspace, cu_run, cu_sync, NULL,
+    cu_prepare, cu_release, cu_workspace, cu_run, cu_sync, cu_run_conv_gap,
     cu_graph_begin, cu_graph_end, cu_graph_launch, cu_graph_destroy,
+    cu_host_alloc, cu_host_free, cu_upload_checked, cu_nonfinite_result,
 };
 
 __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(const dp_cuda_host *host,
                                                                                 const disopt_engine *e, int device,
                                                                                 dp_backend **out) {
-    if (!host || host->abi != DP_CUDA_ABI || !out) return DISOPT_ERR_INTERNAL;
+    if (!host || !out) return DISOPT_ERR_INTERNAL;
+    if (host->abi != DP_CUDA_ABI) return DISOPT_ERR_UNSUPPORTED; /* the host explains (it cannot call us back safely) */
     *out = NULL;
     int count = 0;
     cudaError_t ce = cudaGetDeviceCount(&count);

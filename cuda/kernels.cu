@@ -102,6 +102,21 @@ __global__ void k_depthwise(T *y, const T *x, const float *w, const float *bias,
     }
 }
 
+// Sums v over the block (any size up to 1024 threads, a multiple of 32) and thread 0 stores it at
+// out. Every thread of the block must call it.
+__device__ inline void block_sum_store(double v, double *out) {
+    __shared__ double warp_sums[32];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x, nw = (blockDim.x * blockDim.y) / 32;
+    if ((tid & 31) == 0) warp_sums[tid / 32] = v;
+    __syncthreads();
+    if (tid == 0) {
+        double s = 0.0;
+        for (int i = 0; i < nw; i++) s += warp_sums[i];
+        *out = s;
+    }
+}
+
 // depthwise conv, tiled: a block computes a 32 x 32 output tile of one (n, c) plane from an input
 // tile staged in shared memory (float, zero padded); each thread computes 4 rows of one column.
 // Blocks: output tiles across, then down, then planes, all on grid x (N*C may exceed 65535).
@@ -111,7 +126,8 @@ constexpr int DW_TW = 32, DW_TH = 32, DW_ROWS = 4; // block 32 x 8 threads
 template <typename T, int K, int S>
 __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
                                   const float *__restrict__ bias, int C, int H, int W, int Ho, int Wo, int kh_, int kw_,
-                                  int sh_, int sw_, int dh, int dw, int pt, int pl, int act, int IH, int IW) {
+                                  int sh_, int sw_, int dh, int dw, int pt, int pl, int act, int IH, int IW,
+                                  double *__restrict__ gpart) {
     const int kh = K > 0 ? K : kh_, kw = K > 0 ? K : kw_, sh = S > 0 ? S : sh_, sw = S > 0 ? S : sw_;
     extern __shared__ float tile[]; // IH x IW input, then kh*kw weights
     float *wsh = tile + IH * IW;
@@ -128,9 +144,11 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
     for (int i = tid; i < kh * kw; i += nthr) wsh[i] = w[(size_t)c * kh * kw + i];
     __syncthreads();
     const int ox = ox0 + threadIdx.x;
-    if (ox >= Wo) return;
+    double gsum = 0.0; // of the stored (rounded) outputs, when gpart asks for the SE pooling
     const float b = bias ? bias[c] : 0.0f;
-    if constexpr (K > 0) {
+    if (ox >= Wo) {
+        // no output column: only the block sum below
+    } else if constexpr (K > 0) {
         float wr[K * K];
 #pragma unroll
         for (int i = 0; i < K * K; i++) wr[i] = wsh[i];
@@ -145,7 +163,9 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
 #pragma unroll
                 for (int kj = 0; kj < K; kj++) acc += wr[ki * K + kj] * row[kj * dw];
             }
-            st(y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox, act_apply(act, acc + b));
+            T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
+            st(yp, act_apply(act, acc + b));
+            if (gpart) gsum += ld(yp);
         }
     } else {
         for (int r = 0; r < DW_ROWS; r++) {
@@ -156,8 +176,68 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                 const float *row = tile + (ly * sh + ki * dh) * IW + threadIdx.x * sw;
                 for (int kj = 0; kj < kw; kj++) acc += wsh[ki * kw + kj] * row[kj * dw];
             }
-            st(y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox, act_apply(act, acc + b));
+            T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
+            st(yp, act_apply(act, acc + b));
+            if (gpart) gsum += ld(yp);
         }
+    }
+    if (gpart) block_sum_store(gsum, gpart + blockIdx.x);
+}
+
+// SE pooling after the tiled depthwise conv: plane p's mean from its tiles' partial sums, summed
+// in a fixed order (deterministic, unlike atomics)
+template <typename T> __global__ void k_gap_parts(T *y, const double *part, int ntiles, double HW, int planes) {
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= planes) return;
+    double s = 0.0;
+    for (int i = 0; i < ntiles; i++) s += part[(size_t)p * ntiles + i];
+    st(y + p, (float)(s / HW));
+}
+
+// dense conv (groups 1) of a small input patch (Cin*kh*kw <= CONV_CO_PATCH: the stems) to many outputs:
+// a thread computes CONV_CO output channels of one pixel from the patch held in registers; the
+// weights of the block's channel group sit in shared memory; padding, bias and activation included
+constexpr int CONV_CO = 8, CONV_CO_PATCH = 64;
+template <typename T>
+__global__ void k_conv_co(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
+                          const float *__restrict__ bias, int Cin, int Cout, int H, int W, int Ho, int Wo, int kh,
+                          int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act) {
+    __shared__ float wsh[CONV_CO * CONV_CO_PATCH];
+    const int K = Cin * kh * kw, co0 = blockIdx.z * CONV_CO, nco = min(CONV_CO, Cout - co0);
+    for (int i = threadIdx.x; i < nco * K; i += blockDim.x) wsh[i] = w[(size_t)co0 * K + i];
+    __syncthreads();
+    const size_t HWo = (size_t)Ho * Wo;
+    const int n = blockIdx.y;
+    for (size_t p = blockIdx.x * (size_t)blockDim.x + threadIdx.x; p < HWo; p += (size_t)gridDim.x * blockDim.x) {
+        const int oy = (int)(p / Wo), ox = (int)(p % Wo);
+        float v[CONV_CO_PATCH];
+        int k = 0;
+        for (int ci = 0; ci < Cin; ci++) {
+            const T *xp = x + ((size_t)n * Cin + ci) * H * W;
+            for (int ki = 0; ki < kh; ki++) {
+                const int yi = oy * sh - pt + ki * dh;
+                for (int kj = 0; kj < kw; kj++, k++) {
+                    const int xi = ox * sw - pl + kj * dw;
+                    v[k] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? ld(xp + (size_t)yi * W + xi) : 0.0f;
+                }
+            }
+        }
+        for (int o = 0; o < nco; o++) {
+            const float *wp = wsh + o * K;
+            float acc = 0.0f;
+            for (int i = 0; i < K; i++) acc += wp[i] * v[i];
+            st(y + ((size_t)n * Cout + co0 + o) * HWo + p, act_apply(act, acc + (bias ? bias[co0 + o] : 0.0f)));
+        }
+    }
+}
+
+// per-image weights of a 1x1 conv with the SE gate folded in: wo[n][o][i] = w[o][i] * g[n][i]
+// (instead of a scaling pass over the conv's large input)
+template <typename T>
+__global__ void k_scale_w(T *wo, const float *__restrict__ w, const T *__restrict__ g, int Cout, int Cin, size_t total) {
+    GRID_LOOP(i, total) {
+        const size_t ci = i % Cin, n = i / ((size_t)Cin * Cout);
+        st(wo + i, w[i % ((size_t)Cin * Cout)] * ld(g + n * Cin + ci));
     }
 }
 
@@ -281,6 +361,15 @@ template <typename T> __global__ void k_softmax(T *y, const T *x, int C, size_t 
 template <typename T> __global__ void k_from_f32(T *y, const float *x, size_t total) { GRID_LOOP(i, total) st(y + i, x[i]); }
 template <typename T> __global__ void k_to_f32(float *y, const T *x, size_t total) { GRID_LOOP(i, total) y[i] = ld(x + i); }
 
+// Counts NaN/Inf (exponent all ones) of x: grid-stride, warp-reduced, one atomic per warp.
+__global__ void k_count_nonfinite(const float *__restrict__ x, size_t n, unsigned long long *count) {
+    unsigned c = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        c += (__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u;
+    for (int o = 16; o > 0; o >>= 1) c += __shfl_down_sync(0xffffffffu, c, o);
+    if ((threadIdx.x & 31) == 0 && c) atomicAdd(count, (unsigned long long)c);
+}
+
 } // namespace
 
 // dispatch on the storage type: body uses T
@@ -332,8 +421,25 @@ int dpk_pad(void *stream, int dt, void *y, const void *x, int N, int C, int H, i
     size_t t = (size_t)N * C * Ho * Wo;
     LAUNCH(dt, k_pad, t, TP(y), CTP(x), H, W, pt, pl, Ho, Wo, t);
 }
+size_t dpk_depthwise_gap_bytes(int N, int C, int Ho, int Wo) {
+    return (size_t)((Wo + DW_TW - 1) / DW_TW) * ((Ho + DW_TH - 1) / DW_TH) * N * C * sizeof(double);
+}
+static int depthwise_go(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int C,
+                        int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                        int act, void *gap, double *gpart);
+int dpk_depthwise_gap(void *stream, int dt, void *y, void *gap, void *part, const void *x, const float *w,
+                      const float *bias, int N, int C, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw,
+                      int dh, int dw, int pt, int pl, int act) {
+    return depthwise_go(stream, dt, y, x, w, bias, N, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act, gap,
+                        (double *)part);
+}
 int dpk_depthwise(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int C, int H,
                   int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act) {
+    return depthwise_go(stream, dt, y, x, w, bias, N, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act, NULL, NULL);
+}
+static int depthwise_go(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int C,
+                        int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                        int act, void *gap, double *gpart) {
     size_t t = (size_t)N * C * Ho * Wo;
     if (t == 0) return cudaSuccess;
     const int IH = (DW_TH - 1) * sh + (kh - 1) * dh + 1, IW = (DW_TW - 1) * sw + (kw - 1) * dw + 1;
@@ -343,7 +449,8 @@ int dpk_depthwise(void *stream, int dt, void *y, const void *x, const float *w, 
 #define DW_GO(K, S)                                                                                            \
     DISPATCH(dt, k_depthwise_tiled<T, K, S><<<(unsigned)nblocks, dim3(DW_TW, DW_TH / DW_ROWS), smem,                \
                                               (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh,  \
-                                                                      kw, sh, sw, dh, dw, pt, pl, act, IH, IW))
+                                                                      kw, sh, sw, dh, dw, pt, pl, act, IH, IW,    \
+                                                                      gap ? gpart : nullptr))
         const int sq = kh == kw && sh == sw;
         if (sq && kh == 3 && sh == 1) DW_GO(3, 1)
         else if (sq && kh == 3 && sh == 2) DW_GO(3, 2)
@@ -351,9 +458,37 @@ int dpk_depthwise(void *stream, int dt, void *y, const void *x, const float *w, 
         else if (sq && kh == 5 && sh == 2) DW_GO(5, 2)
         else DW_GO(0, 0)
 #undef DW_GO
+        if (gap) {
+            const int planes = N * C, ntiles = (int)(nblocks / (size_t)planes);
+            DISPATCH(dt, k_gap_parts<T><<<(unsigned)((planes + TPB - 1) / TPB), TPB, 0, (cudaStream_t)stream>>>(
+                             TP(gap), gpart, ntiles, (double)Ho * Wo, planes))
+        }
         return cudaGetLastError();
     }
+    if (gap) return (int)cudaErrorNotSupported; // callers check dpk_depthwise_gap_ok
     LAUNCH(dt, k_depthwise, t, TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, t, act);
+}
+int dpk_depthwise_gap_ok(int N, int C, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw) {
+    const int IH = (DW_TH - 1) * sh + (kh - 1) * dh + 1, IW = (DW_TW - 1) * sw + (kw - 1) * dw + 1;
+    const size_t smem = ((size_t)IH * IW + (size_t)kh * kw) * sizeof(float);
+    const size_t nblocks = (size_t)((Wo + DW_TW - 1) / DW_TW) * ((Ho + DW_TH - 1) / DW_TH) * N * C;
+    return smem <= 48 * 1024 && nblocks <= 0x7fffffffu;
+}
+int dpk_conv_co_ok(int cin, int cout, int kh, int kw) { return cin * kh * kw <= CONV_CO_PATCH && cout > 0; }
+int dpk_conv_co(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int Cin,
+                int Cout, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                int act) {
+    size_t hw = (size_t)Ho * Wo;
+    if (hw == 0 || N == 0) return cudaSuccess;
+    size_t b = (hw + 127) / 128;
+    dim3 grid((unsigned)(b > 4096 ? 4096 : b), (unsigned)N, (unsigned)((Cout + CONV_CO - 1) / CONV_CO));
+    DISPATCH(dt, k_conv_co<T><<<grid, 128, 0, (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, Cin, Cout, H, W, Ho, Wo,
+                                                                       kh, kw, sh, sw, dh, dw, pt, pl, act))
+    return cudaGetLastError();
+}
+int dpk_scale_w(void *stream, int dt, void *wo, const float *w, const void *g, int N, int Cout, int Cin) {
+    size_t t = (size_t)N * Cout * Cin;
+    LAUNCH(dt, k_scale_w, t, TP(wo), w, CTP(g), Cout, Cin, t);
 }
 int dpk_conv_few_ok(int cin, int cout, int kh, int kw) {
     return cout <= FEW_MAX && (size_t)cout * cin * kh * kw * sizeof(float) <= 40 * 1024;
@@ -406,6 +541,11 @@ int dpk_softmax(void *stream, int dt, void *y, const void *x, int N, int C, size
 }
 int dpk_from_f32(void *stream, int dt, void *y, const float *x, size_t n) { LAUNCH(dt, k_from_f32, n, TP(y), x, n); }
 int dpk_to_f32(void *stream, int dt, float *y, const void *x, size_t n) { LAUNCH(dt, k_to_f32, n, y, CTP(x), n); }
+int dpk_count_nonfinite(void *stream, const float *x, size_t n, unsigned long long *count) {
+    size_t b = (n + TPB - 1) / TPB;
+    k_count_nonfinite<<<(unsigned)(b > 4096 ? 4096 : b ? b : 1), TPB, 0, (cudaStream_t)stream>>>(x, n, count);
+    return (int)cudaGetLastError();
+}
 const char *dpk_error_string(int err) { return cudaGetErrorString((cudaError_t)err); }
 
 } // extern "C"

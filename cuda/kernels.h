@@ -21,6 +21,21 @@ int dpk_scale_ch(void *stream, int dt, void *y, const void *x, const void *g, in
 int dpk_pad(void *stream, int dt, void *y, const void *x, int N, int C, int H, int W, int pt, int pb, int pl, int pr);
 int dpk_depthwise(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int C, int H,
                   int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act);
+/* the depthwise conv and, in the same pass, the global average pool of its output into gap (N x C,
+ * storage type), through part (dpk_depthwise_gap_bytes of workspace; deterministic); usable when
+ * dpk_depthwise_gap_ok */
+size_t dpk_depthwise_gap_bytes(int N, int C, int Ho, int Wo);
+int dpk_depthwise_gap_ok(int N, int C, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw);
+int dpk_depthwise_gap(void *stream, int dt, void *y, void *gap, void *part, const void *x, const float *w,
+                      const float *bias, int N, int C, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw,
+                      int dh, int dw, int pt, int pl, int act);
+/* dense convs of small patches (cin * kh * kw <= 64: the stems) to any number of outputs */
+int dpk_conv_co_ok(int cin, int cout, int kh, int kw);
+int dpk_conv_co(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int Cin,
+                int Cout, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
+                int act);
+/* per-image 1x1 weights with the SE gate folded in: wo (N x Cout x Cin, storage type) = w * g[n] */
+int dpk_scale_w(void *stream, int dt, void *wo, const float *w, const void *g, int N, int Cout, int Cin);
 /* few-output dense convs (the 3x3 heads to 2 classes): usable when dpk_conv_few_ok */
 int dpk_conv_few_ok(int cin, int cout, int kh, int kw);
 int dpk_conv_few(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int Cin,
@@ -36,6 +51,8 @@ int dpk_softmax(void *stream, int dt, void *y, const void *x, int N, int C, size
 /* float32 <-> storage type (uploads and downloads of half tensors) */
 int dpk_from_f32(void *stream, int dt, void *y, const float *x, size_t n);
 int dpk_to_f32(void *stream, int dt, float *y, const void *x, size_t n);
+/* adds the number of NaN/Inf among x[0..n) to *count (device memory) */
+int dpk_count_nonfinite(void *stream, const float *x, size_t n, unsigned long long *count);
 const char *dpk_error_string(int err);
 
 #ifdef __cplusplus

@@ -97,6 +97,11 @@ DISOPT_API disopt_status disopt_engine_create(const disopt_engine_options *opt, 
 DISOPT_API void disopt_engine_destroy(disopt_engine *engine);
 DISOPT_API int disopt_engine_num_threads(const disopt_engine *engine);
 DISOPT_API const char *disopt_engine_backend_name(const disopt_engine *engine);
+/* Host memory for inputs and outputs of disopt_model_infer: page-locked on a GPU backend (copies
+ * run at full bus speed), 64-byte aligned ordinary memory otherwise. Free with
+ * disopt_engine_host_free on the same engine, before the engine is destroyed. */
+DISOPT_API disopt_status disopt_engine_host_alloc(disopt_engine *engine, size_t bytes, void **out);
+DISOPT_API void disopt_engine_host_free(disopt_engine *engine, void *p);
 
 /* ---------------------------------------------------------------- models */
 typedef enum disopt_arch {
@@ -139,6 +144,8 @@ DISOPT_API disopt_status disopt_model_load(disopt_engine *engine, const char *pa
 DISOPT_API disopt_status disopt_model_load_memory(disopt_engine *engine, const void *buf, size_t size,
                                                   disopt_model **out);
 DISOPT_API void disopt_model_destroy(disopt_model *model);
+/* The engine the model was loaded on. */
+DISOPT_API disopt_engine *disopt_model_engine(const disopt_model *model);
 DISOPT_API disopt_status disopt_model_get_info(const disopt_model *model, disopt_model_info *info);
 /* Value of a __metadata__ entry of the model file, or NULL. */
 DISOPT_API const char *disopt_model_metadata(const disopt_model *model, const char *key);
@@ -176,6 +183,14 @@ DISOPT_API disopt_status disopt_model_infer(disopt_model *model, const float *in
  * "decoder_sar", "decoder_rgb", "ffm" (student). */
 DISOPT_API disopt_status disopt_model_tap_shape(const disopt_model *model, const char *name, int n, int h,
                                                 int w, int shape_nchw[4]);
+
+/* Wall time of the phases of the last disopt_model_infer call, in seconds (benchmarks): the input
+ * check for NaN/Inf on the host (0 when the backend checks on the device), the upload, the network
+ * (until the backend is idle), and the downloads of the outputs. */
+typedef struct disopt_infer_timing {
+    double check_s, upload_s, compute_s, download_s, total_s;
+} disopt_infer_timing;
+DISOPT_API disopt_status disopt_model_last_timing(const disopt_model *model, disopt_infer_timing *t);
 
 /* Per-op timing for benchmarks. While on, every inference adds each node's wall time (the
  * backend is synchronised after each node, which costs a little on GPUs). */

@@ -122,6 +122,70 @@ static void conv_cases(void) {
     conv_case(1, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, DP_ACT_SIGMOID, 0);   /* SE expand on 1x1 */
 }
 
+/* A depthwise conv with the SE pooling of its output fused in (run_conv_gap), on one backend:
+ * returns the conv output and, in *gap, the pooled N x C. */
+static float *run_conv_gap_on(dp_backend *be, dp_node *node, const dp_tview *in_host, dp_tview out, float **gap) {
+    dp_tview in = *in_host, gv = {out.n, out.c, 1, 1, NULL};
+    void *mi = NULL, *mo = NULL, *mg = NULL, *ws = NULL;
+    assert_int_equal(be->vt->alloc(be, be->vt->tensor_bytes(be, in.n, in.c, in.h, in.w), &mi), DISOPT_OK);
+    in.data = mi;
+    assert_int_equal(be->vt->upload(be, &in, in_host->data), DISOPT_OK);
+    const size_t on = (size_t)out.n * out.c * out.h * out.w, gn = (size_t)out.n * out.c;
+    assert_int_equal(be->vt->alloc(be, be->vt->tensor_bytes(be, out.n, out.c, out.h, out.w), &mo), DISOPT_OK);
+    assert_int_equal(be->vt->alloc(be, be->vt->tensor_bytes(be, out.n, out.c, 1, 1), &mg), DISOPT_OK);
+    out.data = mo;
+    gv.data = mg;
+    float *o = malloc(on * sizeof(float)), *g = malloc(gn * sizeof(float));
+    for (size_t i = 0; i < on; i++) o[i] = NAN;
+    for (size_t i = 0; i < gn; i++) g[i] = NAN;
+    assert_int_equal(be->vt->upload(be, &out, o), DISOPT_OK); /* poisoned */
+    assert_int_equal(be->vt->upload(be, &gv, g), DISOPT_OK);
+    assert_int_equal(be->vt->prepare_node(be, node), DISOPT_OK);
+    size_t wsb = be->vt->workspace_bytes(be, node, &in, &out);
+    if (wsb) assert_int_equal(be->vt->alloc(be, wsb, &ws), DISOPT_OK);
+    assert_non_null(be->vt->run_conv_gap);
+    if (be->vt->run_conv_gap(be, node, &in, &out, &gv, ws, wsb) != DISOPT_OK) fail_msg("%s", disopt_last_error());
+    assert_int_equal(be->vt->synchronize(be), DISOPT_OK);
+    assert_int_equal(be->vt->download(be, o, &out), DISOPT_OK);
+    assert_int_equal(be->vt->download(be, g, &gv), DISOPT_OK);
+    be->vt->release_node(be, node);
+    if (ws) be->vt->free(be, ws);
+    be->vt->free(be, mi);
+    be->vt->free(be, mo);
+    be->vt->free(be, mg);
+    *gap = g;
+    return o;
+}
+
+static void conv_gap_case(int n, int c, int h, int w, int k, int s, int pt, int pb, int pl, int pr) {
+    dp_node node;
+    memset(&node, 0, sizeof node);
+    node.op = DP_OP_CONV;
+    node.act = DP_ACT_SWISH;
+    node.n_in = 1;
+    node.conv = (dp_conv_params){c, c, k, k, s, s, 1, 1, c, pt, pb, pl, pr};
+    node.fw = rnd((size_t)c * k * k, -0.5f, 0.5f);
+    node.fb = rnd((size_t)c, -1, 1);
+    const int oh = (h + pt + pb - k) / s + 1, ow = (w + pl + pr - k) / s + 1;
+    dp_tview in = {n, c, h, w, rnd((size_t)n * c * h * w, -2, 2)}, out = {n, c, oh, ow, NULL};
+    dp_backend *cpu;
+    assert_int_equal(dp_backend_cpu_create(NULL, 2, &cpu), DISOPT_OK);
+    float *ga, *gb, *a = run_conv_gap_on(cpu, &node, &in, out, &ga), *b = run_conv_gap_on(cuda_be(), &node, &in, out, &gb);
+    cpu->vt->destroy(cpu);
+    const double ey = nerr(b, a, (size_t)n * c * oh * ow), eg = nerr(gb, ga, (size_t)n * c);
+    const double tol = g_tol > 0 ? g_tol : 2e-6;
+    printf("# depthwise+pool n%d c%d %dx%d k%d s%d  cuda %s vs cpu: conv %.3g, pooled %.3g\n", n, c, h, w, k, s, g_prec,
+           ey, eg);
+    if (!(ey <= tol && eg <= tol)) fail_msg("depthwise+pool: cuda %s vs cpu %g / %g > %g", g_prec, ey, eg, tol);
+    free(a); free(b); free(ga); free(gb); free(in.data); free(node.fw); free(node.fb);
+}
+
+static void conv_gap_cases(void) {
+    conv_gap_case(2, 24, 70, 45, 3, 1, 1, 1, 1, 1);  /* several tiles per plane, ragged edges */
+    conv_gap_case(3, 40, 64, 64, 5, 2, 1, 2, 1, 2);  /* 5x5 stride 2, static asymmetric pad */
+    conv_gap_case(1, 16, 8, 8, 3, 1, 1, 1, 1, 1);    /* one partial tile */
+}
+
 static void eltwise_case(dp_op op, dp_act act, int n, int c, int h, int w) {
     dp_node node;
     memset(&node, 0, sizeof node);
@@ -194,6 +258,12 @@ static void test_eltwise(void **s) {
     (void)s;
     if (!g_cuda) skip();
     for_each_precision(eltwise_cases);
+}
+
+static void test_conv_gap(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    for_each_precision(conv_gap_cases);
 }
 
 static void test_bad_device(void **s) {
@@ -284,6 +354,54 @@ static void test_model_replay(void **s) {
     disopt_engine_destroy(cpu);
 }
 
+/* Pinned host buffers work as inputs and outputs, NaN/Inf are found on the device with the
+ * location of the first one, and the model runs normally after such a refusal. */
+static void test_input_check_pinned(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    char path[256], cmd[600];
+    tu_tmpname(path, sizeof path, "cuda_nan");
+    snprintf(cmd, sizeof cmd, "%s %s/golden/student_b3.safetensors %s > /dev/null", DISOPT_TESTMODEL, DISOPT_TESTDATA,
+             path);
+    assert_int_equal(system(cmd), 0);
+    disopt_model *mg;
+    assert_int_equal(disopt_model_load(g_cuda, path, &mg), DISOPT_OK);
+    remove(path);
+    const int N = 2, H = 64, W = 64;
+    const size_t nin = (size_t)N * 4 * H * W, nl = (size_t)N * 2 * H * W;
+    float *xr = rnd(nin, 0, 60), *ref = malloc(nl * 4);
+    void *xp = NULL, *lp = NULL;
+    assert_int_equal(disopt_engine_host_alloc(g_cuda, nin * 4, &xp), DISOPT_OK);
+    assert_int_equal(disopt_engine_host_alloc(g_cuda, nl * 4, &lp), DISOPT_OK);
+    float *x = xp, *l = lp;
+    assert_int_equal(disopt_model_normalize(mg, xr, N, H, W), DISOPT_OK);
+    memcpy(x, xr, nin * 4);
+    disopt_outputs o = {ref, NULL, NULL, NULL, NULL, 0};
+    assert_int_equal(disopt_model_infer(mg, xr, N, 4, H, W, &o), DISOPT_OK); /* ordinary memory */
+    o.fused_logits = l;
+    for (int k = 0; k < 3; k++) {
+        const size_t at = k == 0 ? (size_t)1 * 4 * H * W + 2 * H * W + 5 * W + 7 : nin - 1;
+        const float saved = x[at];
+        if (k < 2) x[at] = k == 0 ? NAN : -INFINITY;
+        disopt_status st = disopt_model_infer(mg, x, N, 4, H, W, &o);
+        x[at] = saved;
+        if (k < 2) {
+            assert_int_equal(st, DISOPT_ERR_INPUT);
+            printf("# refused: %s\n", disopt_last_error());
+            assert_non_null(strstr(disopt_last_error(),
+                                    k == 0 ? "image 1, band 2, row 5, col 7" : "image 1, band 3, row 63, col 63"));
+        } else {
+            assert_int_equal(st, DISOPT_OK);
+            assert_memory_equal(l, ref, nl * 4); /* pinned == ordinary memory, bit for bit */
+        }
+    }
+    disopt_engine_host_free(g_cuda, xp);
+    disopt_engine_host_free(g_cuda, lp);
+    free(xr);
+    free(ref);
+    disopt_model_destroy(mg);
+}
+
 /* without a device (CI) the engine must say so cleanly */
 static void test_no_device_message(void **s) {
     (void)s;
@@ -302,8 +420,10 @@ int main(void) {
         cmocka_unit_test(test_no_device_message),
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_eltwise),
+        cmocka_unit_test(test_conv_gap),
         cmocka_unit_test(test_bad_device),
         cmocka_unit_test(test_model_replay),
+        cmocka_unit_test(test_input_check_pinned),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

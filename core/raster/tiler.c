@@ -62,16 +62,25 @@ static disopt_status gdal_fail(const char *what) {
     return dp_error(DISOPT_ERR_IO, "%s: %s", what, (m && *m) ? m : "GDAL reported a failure");
 }
 
+/* The batch's network input and output live in the engine's host memory (page-locked on a GPU:
+ * the copies to and from the device run at full speed); their contents never outlive a batch. */
 static disopt_status ensure_batch(disopt_tiler *t, int n) {
     if (n <= t->cap) return DISOPT_OK;
+    disopt_engine *e = disopt_model_engine(t->model);
     const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size;
-    float *x = realloc(t->x, (size_t)n * t->C * T2 * sizeof(float));
-    if (x) t->x = x;
-    float *p = realloc(t->prob, (size_t)n * T2 * sizeof(float));
-    if (p) t->prob = p;
+    disopt_engine_host_free(e, t->x);
+    disopt_engine_host_free(e, t->prob);
+    t->x = t->prob = NULL;
+    t->cap = 0;
+    void *x = NULL, *p = NULL;
+    disopt_status s = disopt_engine_host_alloc(e, (size_t)n * t->C * T2 * sizeof(float), &x);
+    if (s == DISOPT_OK) s = disopt_engine_host_alloc(e, (size_t)n * T2 * sizeof(float), &p);
+    t->x = x;
+    t->prob = p;
     unsigned char *v = realloc(t->valid, (size_t)n * T2);
     if (v) t->valid = v;
-    if (!x || !p || !v) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: no memory for a batch of %d windows", n);
+    if (s != DISOPT_OK || !v)
+        return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: no memory for a batch of %d windows", n);
     t->cap = n;
     return DISOPT_OK;
 }
@@ -198,8 +207,8 @@ void disopt_tiler_destroy(disopt_tiler *t) {
     if (!t) return;
     for (int i = 0; t->slots && i < t->nslots; i++) free(t->slots[i].prob);
     free(t->slots);
-    free(t->x);
-    free(t->prob);
+    disopt_engine_host_free(disopt_model_engine(t->model), t->x);
+    disopt_engine_host_free(disopt_model_engine(t->model), t->prob);
     free(t->valid);
     free(t->wx);
     free(t->acc);

@@ -1,0 +1,37 @@
+#!/bin/bash
+# device_perf.sh - on the lent GPU machine (carry .cudarun from bundle.sh): the CUDA tests, then where
+# an inference's time goes: phases (input check, upload, network, download) with ordinary and
+# pinned host buffers per precision and batch, and an nsys trace of the graph replay when nsys
+# exists. Logs go to $OUT.
+R=$PWD; B=$R/.cudarun
+for d in /tmp/wt /tmp/lead; do ln -sfn "$R" $d; done
+[ -e /work/main ] || { mkdir -p /work && ln -s "$R" /work/main; }
+NV=$(python3 -c 'import nvidia.cudnn,nvidia.cublas,os;print(os.path.dirname(nvidia.cudnn.__file__)+"/lib:"+os.path.dirname(nvidia.cublas.__file__)+"/lib")' 2>/dev/null)
+export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:$NV:$LD_LIBRARY_PATH
+export DISOPT_CUDA_MODULE=$B/lib/libdisopt_cuda.so.0 DISOPT_BENCH_BACKEND=cuda CMOCKA_MESSAGE_OUTPUT=stdout
+chmod +x $B/bin/*
+for d in /tmp/lead/build/tools /work/main/build/tools; do mkdir -p $d; cp $B/bin/disopt_testmodel $d/ 2>/dev/null; done
+M=/tmp/m.safetensors
+$B/bin/disopt_testmodel testdata/golden/student_b3.safetensors $M > /dev/null || exit 1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > $OUT/gpu.txt 2>&1
+echo "== test_cuda"; $B/bin/test_cuda > $OUT/test_cuda.log 2>&1; echo "rc=$?"; grep -E "FAIL|PASSED|ERROR|refused" $OUT/test_cuda.log | head
+echo "== goldens on CUDA"; DISOPT_TEST_BACKEND=cuda $B/bin/test_golden > $OUT/golden_cuda.log 2>&1; echo "rc=$?"
+echo "== profile fp16 b32"; DISOPT_BENCH_PRECISION=fp16 $B/bin/bench_cpu $M -batch 32 -runs 2 -threads 16 -profile 2>&1 | head -30 > $OUT/prof_fp16_b32.log
+echo "== profile fp32 b32"; DISOPT_BENCH_PRECISION=fp32 $B/bin/bench_cpu $M -batch 32 -runs 2 -threads 16 -profile 2>&1 | head -30 > $OUT/prof_fp32_b32.log
+for r in 1 2; do for p in ${PRECS:-fp32 fp16}; do for b in ${BATCHES:-8 32}; do for mem in ${MEMS:--pinned}; do
+  echo "== round $r $p batch $b ${mem:-malloc}"
+  DISOPT_BENCH_PRECISION=$p $B/bin/bench_cpu $M -batch $b -runs 8 -threads 16 -phases $mem | tail -2
+done; done; done; done 2>&1 | tee $OUT/phases.log
+NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+echo "nsys: ${NSYS:-none}"
+if [ -n "$NSYS" ]; then
+  for p in fp32 fp16; do
+    DISOPT_BENCH_PRECISION=$p $NSYS profile -o /tmp/tr_$p --force-overwrite true $B/bin/bench_cpu $M -batch 32 -runs 4 -threads 16 -pinned > /dev/null 2>&1
+    $NSYS stats --report cuda_gpu_kern_sum,cuda_gpu_mem_time_sum,cuda_api_sum --format csv /tmp/tr_$p.nsys-rep > $OUT/nsys_$p.csv 2>&1
+    head -c 3000 $OUT/nsys_$p.csv
+  done
+fi
+if [ -d .ref ]; then
+  mkdir -p /tmp/dc; python3 testdata/gen/device_check.py --out /tmp/dc --fp64 --threads 16 --only student_b3 > $OUT/device_check.log 2>&1
+  for p in fp32 tf32 fp16 bf16; do echo "== student_b3 $p"; DISOPT_BENCH_PRECISION=$p $B/bin/golden_compare /tmp/dc/student_b3.safetensors /tmp/dc/student_b3_io.safetensors; done 2>&1 | tee $OUT/compare.log | grep -E "==|fused|flip|PASS|FAIL" | head -40
+fi
