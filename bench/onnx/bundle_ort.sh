@@ -1,0 +1,25 @@
+#!/bin/bash
+# bundle_ort.sh [BUILD_DIR] [EXPORT_DIR] - packs what device_ort.sh needs into .whl/ortrun/ (git-ignored):
+# bench_cpu, golden_compare, disopt_testmodel and the libraries the device image lacks (libdisopt,
+# BLIS, json-c); the exported graph (student_b3_fused.onnx, weights external in model.safetensors,
+# which the device rebuilds from testdata/golden with disopt_testmodel), check_io.safetensors, and
+# the onnxruntime wheel for the device's Python 3.12 (+ flatbuffers, protobuf). Then:
+#   run(command="bash bench/onnx/device_ort.sh", carry=[".whl/ortrun"])
+# Wheels: .whl/ortvenv/bin/pip download --no-deps --only-binary=:all: --python-version 3.12
+#   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any
+#   -d .whl/ortrun/whl onnxruntime==1.32.0 flatbuffers protobuf
+set -euo pipefail
+B=${1:-build-ort} E=${2:-.whl/onnx}
+cd "$(dirname "$0")/../.."
+D=.whl/ortrun
+mkdir -p $D/bin $D/lib $D/onnx $D/whl
+for t in bench/bench_cpu bench/golden_compare tools/disopt_testmodel; do cp "$B/$t" $D/bin/; done
+if [ -n "${OLD_BUILD:-}" ]; then # a second build (the code before a change) timed as "old"
+  mkdir -p $D/old && cp "$OLD_BUILD/bench/bench_cpu" $D/old/ && cp -L "$OLD_BUILD/core/libdisopt.so.0" $D/old/
+fi
+cp -L "$B"/core/libdisopt.so.0 $D/lib/
+cp -L /usr/lib/x86_64-linux-gnu/blis-serial/libblis.so.4 /lib/x86_64-linux-gnu/libjson-c.so.5 $D/lib/
+cp "$E"/student_b3_fused.onnx "$E"/check_io.safetensors "$E"/export.json $D/onnx/
+sha256sum "$E"/model.safetensors | cut -d' ' -f1 > $D/onnx/model.sha256
+ls $D/whl/onnxruntime-*cp312*.whl > /dev/null
+du -sh $D
