@@ -10,7 +10,7 @@
  *    from the kernels, by finite differences: the fan-outs rely on backward adding;
  *  - PyTorch 1.13 goldens (testdata/train/grad_golden.safetensors, testdata/gen/make_grad_golden.py):
  *    conv with stride/dilation/groups/asymmetric pad, depthwise conv, BN training forward/backward
- *    with the running-stat update, bilinear x4, swish, softmax.
+ *    with the running-stat update, bilinear x4, swish, softmax, drop-connect.
  * Seeds are fixed (DISOPT_TEST_SEED overrides the input seed). */
 #include "test_util.h"
 #include "internal.h"
@@ -910,7 +910,7 @@ static void gcmp(golden *g, const char *cs, const char *what, const double *ours
     double *r64 = malloc(n * sizeof(double)), *r32 = malloc(n * sizeof(double));
     for (size_t i = 0; i < n; i++) r64[i] = ref64[i], r32[i] = ref32[i];
     double e64 = nerr(ours64, 64, r64, n), e32 = nerr(ours32, 32, r32, n);
-    print_message("# golden %-7s %-13s f64 %.2e  f32 %.2e\n", cs, what, e64, e32);
+    print_message("# golden %-11s %-13s f64 %.2e  f32 %.2e\n", cs, what, e64, e32);
     assert_true(e64 <= tol64);
     assert_true(e32 <= tol32);
     if (e64 > g_worst_golden64) g_worst_golden64 = e64;
@@ -1030,6 +1030,23 @@ static void test_golden_torch(void **state) {
         gcmp(&g, "softmax", "y", y, yf, NX, 2e-7, 2e-6);
         gcmp(&g, "softmax", "dx", dx, dxf, NX, 2e-7, 2e-6);
         free(x), free(r), free(xf), free(rf);
+    }
+    {
+        /* drop-connect (x / keep * mask, float ops in efficientnet_pytorch's order) */
+        enum { N = 4, PER = 3 * 25, NX = N * PER };
+        double *x, *r, *md, y[NX], dx[NX] = {0};
+        float *xf = gread(&g, "dropconnect.x", NX, &x), *rf = gread(&g, "dropconnect.r", NX, &r), yf[NX], dxf[NX] = {0};
+        float *mf = gread(&g, "dropconnect.mask", N, &md);
+        uint8_t mask[N];
+        for (int i = 0; i < N; i++) mask[i] = (uint8_t)mf[i];
+        const double rate = dp_tr_drop_connect_rate(0.2, 13, 26);
+        assert_int_equal(dp_tr_drop_connect_fwd_f64(N, PER, rate, mask, x, y), DISOPT_OK);
+        assert_int_equal(dp_tr_drop_connect_bwd_f64(N, PER, rate, mask, r, dx), DISOPT_OK);
+        assert_int_equal(dp_tr_drop_connect_fwd_f32(N, PER, rate, mask, xf, yf), DISOPT_OK);
+        assert_int_equal(dp_tr_drop_connect_bwd_f32(N, PER, rate, mask, rf, dxf), DISOPT_OK);
+        gcmp(&g, "dropconnect", "y", y, yf, NX, 2e-7, 2e-7);
+        gcmp(&g, "dropconnect", "dx", dx, dxf, NX, 2e-7, 2e-7);
+        free(x), free(r), free(md), free(xf), free(rf), free(mf);
     }
     disopt_st_close(g.st);
     print_message("# golden worst: f64 %.2e, f32 %.2e\n", g_worst_golden64, g_worst_golden32);

@@ -644,6 +644,7 @@ disopt_status FN(dp_tr_upsample_bwd)(int n, int c, int h, int w, int f, const T 
 /* ---------------------------------------------------------------- softmax over channels */
 disopt_status FN(dp_tr_softmax_fwd)(int n, int c, size_t hw, const T *x, T *y) {
     DP_TR_NULL("softmax forward", x, y);
+    if (n <= 0 || c <= 0) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "softmax forward: %d images, %d channels", n, c);
     for (int ni = 0; ni < n; ni++) {
         const T *X = x + (size_t)ni * c * hw;
         T *Y = y + (size_t)ni * c * hw;

@@ -8,7 +8,8 @@ the same float32 inputs: in float64 (suffix .f64, rounded to float32 when stored
 
 Cases: a grouped conv with stride 2, dilation 2 and an asymmetric zero pad; EfficientNet's
 depthwise 5x5/s2 with its static pad (1,2,1,2); BatchNorm in training mode (eps 1e-3, momentum
-0.01, running stats updated); bilinear x4 with align_corners=True; swish; softmax over channels.
+0.01, running stats updated); bilinear x4 with align_corners=True; swish; softmax over channels;
+drop-connect with a given per-sample mask.
 
 Usage: /usr/bin/python3 testdata/gen/make_grad_golden.py [out.safetensors]
 """
@@ -115,6 +116,15 @@ run_case("swish", {"x": x}, r, lambda t, s, dt: t["x"] * torch.sigmoid(t["x"]))
 x = rnd(2, 4, 3, 3) * 3
 r = rnd(2, 4, 3, 3)
 run_case("softmax", {"x": x}, r, lambda t, s, dt: torch.softmax(t["x"], dim=1))
+
+# drop-connect as efficientnet_pytorch 0.6.3 computes it, with a given per-sample mask:
+# inputs / keep_prob * binary_tensor, keep_prob = 1 - 0.2 * 13 / 26 (block 13 of b3's 26)
+x = rnd(4, 3, 5, 5)
+r = rnd(4, 3, 5, 5)
+mask = torch.tensor([1.0, 0.0, 1.0, 1.0]).view(4, 1, 1, 1)
+put("dropconnect.mask", mask)
+keep_prob = 1 - 0.2 * 13.0 / 26
+run_case("dropconnect", {"x": x}, r, lambda t, s, dt: t["x"] / keep_prob * mask.to(dt))
 
 # safetensors, written by hand (F32 only)
 header, blobs, off = {}, [], 0
