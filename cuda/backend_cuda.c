@@ -44,6 +44,9 @@ typedef struct cu_node {
     int gemm;              /* 1x1, stride 1, no padding, groups 1: a cuBLAS GEMM per image */
     int few;               /* dense k x k conv to <= 4 outputs (the heads): our kernel */
     int co;                /* dense k x k conv of a small patch (the stems, cin*k*k <= 64): our kernel */
+    int tap;               /* stride-1 k x k conv to few outputs from many inputs (the heads): a cuBLAS
+                            * GEMM to one float map per (output, tap), then dpk_tap_sum */
+    void *wt;              /* the tap GEMM's weights, (Cout*kh*kw) x Cin, in the storage type */
     cudnnFilterDescriptor_t fdesc;
     cudnnConvolutionDescriptor_t cdesc;
     cu_algo cache[MAX_ALGO_CACHE];
@@ -243,6 +246,7 @@ static void cu_release(dp_backend *b, dp_node *node) {
     cudaFree(cn->w);
     cudaFree(cn->b);
     cudaFree(cn->wh);
+    cudaFree(cn->wt);
     if (cn->fdesc) cudnnDestroyFilterDescriptor(cn->fdesc);
     if (cn->cdesc) cudnnDestroyConvolutionDescriptor(cn->cdesc);
     free(cn);
@@ -281,6 +285,28 @@ static disopt_status cu_prepare(dp_backend *b, dp_node *node) {
     cn->gemm = !cb->no_gemm && c->groups == 1 && c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->pt == 0 && c->pb == 0 &&
                c->pl == 0 && c->pr == 0;
     cn->few = !cn->gemm && c->groups == 1 && c->kh * c->kw > 1 && dpk_conv_few_ok(c->cin, c->cout, c->kh, c->kw);
+    cn->tap = cn->few && !cb->no_gemm && c->sh == 1 && c->sw == 1 && c->cin >= 32;
+    if (cn->tap) { /* Wt[((o*kh + i)*kw + j)][ci] = w[o][ci][i][j] */
+        const int K = c->kh * c->kw, M = c->cout * K;
+        float *wt = malloc((size_t)M * c->cin * sizeof(float));
+        if (!wt) return cb->host->error(DISOPT_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+        for (int o = 0; o < c->cout; o++)
+            for (int ci = 0; ci < c->cin; ci++)
+                for (int k = 0; k < K; k++) wt[((size_t)o * K + k) * c->cin + ci] = node->fw[((size_t)o * c->cin + ci) * K + k];
+        float *wf = NULL;
+        s = upload_array(cb, wt, (size_t)M * c->cin, &wf);
+        free(wt);
+        if (s != DISOPT_OK) return s;
+        if (cb->dt == DPK_F32) {
+            cn->wt = wf;
+        } else {
+            cudaError_t e = cudaMalloc(&cn->wt, (size_t)M * c->cin * cb->esz);
+            if (e == cudaSuccess) e = (cudaError_t)dpk_from_f32(cb->stream, cb->dt, cn->wt, wf, (size_t)M * c->cin);
+            if (e == cudaSuccess) e = cudaStreamSynchronize(cb->stream);
+            cudaFree(wf);
+            if (e != cudaSuccess) return cuda_fail(cb, e, "tap weights");
+        }
+    }
     cn->co = !cn->gemm && !cn->few && c->groups == 1 && c->kh * c->kw > 1 && dpk_conv_co_ok(c->cin, c->cout, c->kh, c->kw);
     cn->cudnn = !is_depthwise(c) && !cn->gemm && !cn->few && !cn->co;
     if (cb->dt != DPK_F32 && (cn->gemm || cn->cudnn)) { /* weights in the storage type */
@@ -382,6 +408,9 @@ static size_t cu_workspace(dp_backend *b, const dp_node *node, const dp_tview *i
         cu_algo *a;
         if (choose_algo(cb, cn, node, &ins[0], out, &a) == DISOPT_OK) dnn = ALIGN256(a->ws);
     }
+    if (cn->tap) /* the float tap maps */
+        dnn = ALIGN256((size_t)ins[0].n * node->conv.cout * node->conv.kh * node->conv.kw * ins[0].h * ins[0].w *
+                       sizeof(float));
     if (is_depthwise(&node->conv)) /* the partial sums of the SE pooling fused into it (cu_run_conv_gap) */
         dnn = ALIGN256(dpk_depthwise_gap_bytes(out->n, out->c, out->h, out->w));
     return gate + pad + dnn;
@@ -430,6 +459,29 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
         }
         if (cn->b || act != DPK_ACT_NONE)
             K_TRY(cb, dpk_bias_act(cb->stream, dt, out->data, cn->b, out->n, out->c, HW, act), "bias + activation");
+        return DISOPT_OK;
+    }
+    if (cn->tap) { /* heads: Z^T (HW x M) = X^T (HW x Cin) Wt^T (Cin x M) per image, float output */
+        const int M = c->cout * c->kh * c->kw, hw = (int)HW;
+        float *z = (float *)(wsp + gate + pad);
+        const float one = 1.0f, zero = 0.0f;
+        if ((size_t)(wsp + gate + pad - (char *)ws) + (size_t)in->n * M * HW * sizeof(float) > ws_bytes)
+            return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: head workspace too small");
+        if (dt == DPK_F32) {
+            BLAS_TRY(cb, cublasSgemmStridedBatched(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, M, c->cin, &one, src, hw,
+                                                   (long long)c->cin * hw, cn->wt, c->cin, 0, &zero, z, hw,
+                                                   (long long)M * hw, in->n),
+                     "head taps");
+        } else {
+            const cudaDataType_t t = dt == DPK_F16 ? CUDA_R_16F : CUDA_R_16BF;
+            BLAS_TRY(cb, cublasGemmStridedBatchedEx(cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, M, c->cin, &one, src, t, hw,
+                                                    (long long)c->cin * hw, cn->wt, t, c->cin, 0, &zero, z, CUDA_R_32F,
+                                                    hw, (long long)M * hw, in->n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     "head taps");
+        }
+        K_TRY(cb, dpk_tap_sum(cb->stream, dt, out->data, z, cn->b, in->n, c->cout, c->kh, c->kw, c->dh, c->dw, c->pt,
+                              c->pl, in->h, in->w, out->h, out->w, act),
+              "head tap sum");
         return DISOPT_OK;
     }
     if (cn->few) { /* heads: our kernel, padding and bias + activation included */

@@ -118,7 +118,8 @@ __device__ inline void block_sum_store(double v, double *out) {
 }
 
 // depthwise conv, tiled: a block computes a 32 x 32 output tile of one (n, c) plane from an input
-// tile staged in shared memory (float, zero padded); each thread computes 4 rows of one column.
+// tile staged in shared memory (float, zero padded); each thread computes 4 rows of one column
+// (consecutive rows when undilated, so that input rows are reused from registers).
 // Blocks: output tiles across, then down, then planes, all on grid x (N*C may exceed 65535).
 constexpr int DW_TW = 32, DW_TH = 32, DW_ROWS = 4; // block 32 x 8 threads
 // K, S > 0: kernel size and stride fixed at compile time (3x3 and 5x5, stride 1 and 2: every
@@ -137,9 +138,13 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
     const int ix0 = ox0 * sw - pl, iy0 = oy0 * sh - pt;
     const T *xp = x + (size_t)nc * H * W;
     const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthr = blockDim.x * blockDim.y;
-    for (int i = tid; i < IH * IW; i += nthr) {
-        int ty = i / IW, tx = i - ty * IW, yi = iy0 + ty, xi = ix0 + tx;
-        tile[i] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? ld(xp + (size_t)yi * W + xi) : 0.0f;
+    for (int ty = threadIdx.y; ty < IH; ty += blockDim.y) { // rows by warp row, columns by lane: no divisions
+        const int yi = iy0 + ty;
+        const bool rowok = yi >= 0 && yi < H;
+        for (int tx = threadIdx.x; tx < IW; tx += blockDim.x) {
+            const int xi = ix0 + tx;
+            tile[ty * IW + tx] = (rowok && xi >= 0 && xi < W) ? ld(xp + (size_t)yi * W + xi) : 0.0f;
+        }
     }
     for (int i = tid; i < kh * kw; i += nthr) wsh[i] = w[(size_t)c * kh * kw + i];
     __syncthreads();
@@ -152,6 +157,38 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
         float wr[K * K];
 #pragma unroll
         for (int i = 0; i < K * K; i++) wr[i] = wsh[i];
+        if (dh == 1 && dw == 1) {
+            // the thread's DW_ROWS outputs are consecutive rows: each input row of the window is read
+            // from shared memory once and feeds every output row it touches (taps in the same order)
+            const int ly0 = threadIdx.y * DW_ROWS;
+            float acc[DW_ROWS];
+#pragma unroll
+            for (int r = 0; r < DW_ROWS; r++) acc[r] = 0.0f;
+#pragma unroll
+            for (int rr = 0; rr < (DW_ROWS - 1) * S + K; rr++) {
+                const float *row = tile + (ly0 * S + rr) * IW + threadIdx.x * S;
+                float v[K];
+#pragma unroll
+                for (int kj = 0; kj < K; kj++) v[kj] = row[kj];
+#pragma unroll
+                for (int r = 0; r < DW_ROWS; r++) {
+                    const int ki = rr - r * S;
+                    if (ki >= 0 && ki < K) {
+#pragma unroll
+                        for (int kj = 0; kj < K; kj++) acc[r] += wr[ki * K + kj] * v[kj];
+                    }
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < DW_ROWS; r++) {
+                const int oy = oy0 + ly0 + r;
+                if (oy < Ho) {
+                    T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
+                    st(yp, act_apply(act, acc[r] + b));
+                    if (gpart) gsum += ld(yp);
+                }
+            }
+        } else {
 #pragma unroll
         for (int r = 0; r < DW_ROWS; r++) {
             const int ly = threadIdx.y + r * blockDim.y, oy = oy0 + ly;
@@ -166,6 +203,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
             T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
             st(yp, act_apply(act, acc + b));
             if (gpart) gsum += ld(yp);
+        }
         }
     } else {
         for (int r = 0; r < DW_ROWS; r++) {
@@ -198,36 +236,76 @@ template <typename T> __global__ void k_gap_parts(T *y, const double *part, int 
 // a thread computes CONV_CO output channels of one pixel from the patch held in registers; the
 // weights of the block's channel group sit in shared memory; padding, bias and activation included
 constexpr int CONV_CO = 8, CONV_CO_PATCH = 64;
-template <typename T>
+// KK > 0: the patch size Cin*kh*kw fixed at compile time (the 4-band and 3-band 3x3 stems), so the
+// patch stays in registers
+template <typename T, int KK>
 __global__ void k_conv_co(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
                           const float *__restrict__ bias, int Cin, int Cout, int H, int W, int Ho, int Wo, int kh,
                           int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act) {
     __shared__ float wsh[CONV_CO * CONV_CO_PATCH];
-    const int K = Cin * kh * kw, co0 = blockIdx.z * CONV_CO, nco = min(CONV_CO, Cout - co0);
+    const int K = KK > 0 ? KK : Cin * kh * kw, co0 = blockIdx.z * CONV_CO, nco = min(CONV_CO, Cout - co0);
     for (int i = threadIdx.x; i < nco * K; i += blockDim.x) wsh[i] = w[(size_t)co0 * K + i];
     __syncthreads();
     const size_t HWo = (size_t)Ho * Wo;
     const int n = blockIdx.y;
     for (size_t p = blockIdx.x * (size_t)blockDim.x + threadIdx.x; p < HWo; p += (size_t)gridDim.x * blockDim.x) {
         const int oy = (int)(p / Wo), ox = (int)(p % Wo);
-        float v[CONV_CO_PATCH];
-        int k = 0;
-        for (int ci = 0; ci < Cin; ci++) {
-            const T *xp = x + ((size_t)n * Cin + ci) * H * W;
-            for (int ki = 0; ki < kh; ki++) {
-                const int yi = oy * sh - pt + ki * dh;
-                for (int kj = 0; kj < kw; kj++, k++) {
-                    const int xi = ox * sw - pl + kj * dw;
-                    v[k] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? ld(xp + (size_t)yi * W + xi) : 0.0f;
+        float v[KK > 0 ? KK : CONV_CO_PATCH];
+        if constexpr (KK > 0) { // 3x3 (the only compiled-in sizes are Cin * 9)
+#pragma unroll
+            for (int k = 0; k < KK; k++) {
+                const int ci = k / 9, ki = (k / 3) % 3, kj = k % 3;
+                const int yi = oy * sh - pt + ki * dh, xi = ox * sw - pl + kj * dw;
+                v[k] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? ld(x + ((size_t)n * Cin + ci) * H * W + (size_t)yi * W + xi)
+                                                                : 0.0f;
+            }
+        } else {
+            int k = 0;
+            for (int ci = 0; ci < Cin; ci++) {
+                const T *xp = x + ((size_t)n * Cin + ci) * H * W;
+                for (int ki = 0; ki < kh; ki++) {
+                    const int yi = oy * sh - pt + ki * dh;
+                    for (int kj = 0; kj < kw; kj++, k++) {
+                        const int xi = ox * sw - pl + kj * dw;
+                        v[k] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? ld(xp + (size_t)yi * W + xi) : 0.0f;
+                    }
                 }
             }
         }
         for (int o = 0; o < nco; o++) {
             const float *wp = wsh + o * K;
             float acc = 0.0f;
-            for (int i = 0; i < K; i++) acc += wp[i] * v[i];
+#pragma unroll
+            for (int i = 0; i < (KK > 0 ? KK : CONV_CO_PATCH); i++)
+                if (KK > 0 || i < K) acc += wp[i] * v[i];
             st(y + ((size_t)n * Cout + co0 + o) * HWo + p, act_apply(act, acc + (bias ? bias[co0 + o] : 0.0f)));
         }
+    }
+}
+
+// the second half of a stride-1 k x k conv to few outputs done as a GEMM per tap: z holds, per image,
+// Cout*kh*kw float maps (tap-major: (o*kh + ki)*kw + kj) of the input's size, each the 1x1 product of
+// one tap's weights; y[o](yo, xo) = act(bias[o] + sum of the taps' maps shifted into place)
+template <typename T>
+__global__ void k_tap_sum(T *y, const float *__restrict__ z, const float *__restrict__ bias, int Cout, int kh, int kw,
+                          int dh, int dw, int pt, int pl, int H, int W, int Ho, int Wo, size_t total, int act) {
+    GRID_LOOP(i, total) {
+        const int xo = (int)(i % Wo), yo = (int)((i / Wo) % Ho);
+        const size_t no = i / ((size_t)Wo * Ho);
+        const int o = (int)(no % Cout);
+        const size_t n = no / Cout;
+        const float *zp = z + (n * Cout + o) * (size_t)kh * kw * H * W;
+        float acc = 0.0f;
+        for (int ki = 0; ki < kh; ki++) {
+            const int yi = yo - pt + ki * dh;
+            if (yi < 0 || yi >= H) continue;
+            for (int kj = 0; kj < kw; kj++) {
+                const int xi = xo - pl + kj * dw;
+                if (xi < 0 || xi >= W) continue;
+                acc += zp[((size_t)ki * kw + kj) * H * W + (size_t)yi * W + xi];
+            }
+        }
+        st(y + i, act_apply(act, acc + (bias ? bias[o] : 0.0f)));
     }
 }
 
@@ -482,9 +560,19 @@ int dpk_conv_co(void *stream, int dt, void *y, const void *x, const float *w, co
     if (hw == 0 || N == 0) return cudaSuccess;
     size_t b = (hw + 127) / 128;
     dim3 grid((unsigned)(b > 4096 ? 4096 : b), (unsigned)N, (unsigned)((Cout + CONV_CO - 1) / CONV_CO));
-    DISPATCH(dt, k_conv_co<T><<<grid, 128, 0, (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, Cin, Cout, H, W, Ho, Wo,
-                                                                       kh, kw, sh, sw, dh, dw, pt, pl, act))
+#define CO_GO(KK)                                                                                              \
+    DISPATCH(dt, k_conv_co<T, KK><<<grid, 128, 0, (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, Cin, Cout, H, W, Ho, \
+                                                                           Wo, kh, kw, sh, sw, dh, dw, pt, pl, act))
+    if (kh == 3 && kw == 3 && Cin == 4) CO_GO(36)
+    else if (kh == 3 && kw == 3 && Cin == 3) CO_GO(27)
+    else CO_GO(0)
+#undef CO_GO
     return cudaGetLastError();
+}
+int dpk_tap_sum(void *stream, int dt, void *y, const float *z, const float *bias, int N, int Cout, int kh, int kw,
+                int dh, int dw, int pt, int pl, int H, int W, int Ho, int Wo, int act) {
+    size_t t = (size_t)N * Cout * Ho * Wo;
+    LAUNCH(dt, k_tap_sum, t, TP(y), z, bias, Cout, kh, kw, dh, dw, pt, pl, H, W, Ho, Wo, t, act);
 }
 int dpk_scale_w(void *stream, int dt, void *wo, const float *w, const void *g, int N, int Cout, int Cin) {
     size_t t = (size_t)N * Cout * Cin;

@@ -34,6 +34,10 @@ int dpk_conv_co_ok(int cin, int cout, int kh, int kw);
 int dpk_conv_co(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int Cin,
                 int Cout, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
                 int act);
+/* y = act(bias + the kh*kw tap maps of z (float, N x Cout*kh*kw x H x W, tap-major) shifted into place):
+ * the second half of a stride-1 conv done as one GEMM per tap */
+int dpk_tap_sum(void *stream, int dt, void *y, const float *z, const float *bias, int N, int Cout, int kh, int kw,
+                int dh, int dw, int pt, int pl, int H, int W, int Ho, int Wo, int act);
 /* per-image 1x1 weights with the SE gate folded in: wo (N x Cout x Cin, storage type) = w * g[n] */
 int dpk_scale_w(void *stream, int dt, void *wo, const float *w, const void *g, int N, int Cout, int Cin);
 /* few-output dense convs (the 3x3 heads to 2 classes): usable when dpk_conv_few_ok */

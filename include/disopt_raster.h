@@ -51,6 +51,10 @@ DISOPT_API void disopt_tiler_options_init(disopt_tiler_options *o);
 DISOPT_API disopt_status disopt_tiler_create(disopt_model *model, GDALDatasetH src, const disopt_tiler_options *o,
                                              disopt_tiler **out);
 DISOPT_API void disopt_tiler_destroy(disopt_tiler *t);
+/* Adds the same network loaded on another engine (another GPU: DEVICE=CUDA:ALL); each batch of
+ * windows is then split over the models, one thread each. Borrowed like the first model. At most
+ * 16 models in all. */
+DISOPT_API disopt_status disopt_tiler_add_model(disopt_tiler *t, disopt_model *m);
 /* Output pixels per window side (tile_size - 2 * overlap). */
 DISOPT_API int disopt_tiler_step(const disopt_tiler *t);
 /* Building probability of the raster window (x, y, w, h), row-major into prob (w * h floats, row

@@ -43,7 +43,8 @@
     "  <Option name='BANDS' type='string' description='Source bands feeding the model inputs (HH,HV,VH,VV), "  \
     "comma separated, e.g. 1,2,3,4. Default: 1..N'/>"                                                            \
     "  <Option name='DEVICE' type='string' default='AUTO' description='Where the network runs: AUTO (the first " \
-    "CUDA GPU if there is one, else the CPU), CPU, CUDA (GPU 0) or CUDA:n'/>"                                     \
+    "CUDA GPU if there is one, else the CPU), CPU, CUDA (GPU 0), CUDA:n, or CUDA:ALL (batches split over every " \
+    "visible GPU)'/>"                                     \
     "  <Option name='PRECISION' type='string-select' default='FP32' description='Network arithmetic: FP32 "    \
     "(IEEE, equal to the CPU), or on the GPU TF32, FP16, BF16'>"                                                  \
     "    <Value>FP32</Value><Value>TF32</Value><Value>FP16</Value><Value>BF16</Value></Option>"                   \
@@ -106,7 +107,7 @@ typedef struct bld_opts {
     char model[2048];
     int mask;
     double threshold;
-    int device; /* 0 auto, 1 cpu, 2 cuda */
+    int device; /* 0 auto, 1 cpu, 2 cuda, 3 every visible CUDA device (CUDA:ALL) */
     int gpu;    /* CUDA device ordinal */
     disopt_precision precision;
     int num_threads;
@@ -168,9 +169,10 @@ static int parse_opts(CSLConstList list, bld_opts *o) {
         if (EQUAL(v, "AUTO")) o->device = 0;
         else if (EQUAL(v, "CPU")) o->device = 1;
         else if (EQUAL(v, "CUDA")) o->device = 2;
+        else if (EQUAL(v, "CUDA:ALL")) o->device = 3, o->gpu = 0;
         else if (STARTS_WITH_CI(v, "CUDA:") && parse_int("DEVICE", v + 5, 0, 1023, &o->gpu)) o->device = 2;
         else {
-            CPLError(CE_Failure, CPLE_IllegalArg, "BUILDINGS: DEVICE=%s: expected AUTO, CPU, CUDA or CUDA:n", v);
+            CPLError(CE_Failure, CPLE_IllegalArg, "BUILDINGS: DEVICE=%s: expected AUTO, CPU, CUDA, CUDA:n or CUDA:ALL", v);
             return 0;
         }
     }
@@ -223,17 +225,66 @@ static int parse_opts(CSLConstList list, bld_opts *o) {
 
 /* ------------------------------------------------------------------ model loading */
 
+#define BLD_MAX_GPUS 16
 typedef struct bld_model {
     disopt_engine *engine;
     disopt_model *model;
     disopt_model_info info;
     char sha256[65];
+    int n_more; /* CUDA:ALL: the same model on GPUs 1..n_more */
+    disopt_engine *more_engine[BLD_MAX_GPUS - 1];
+    disopt_model *more_model[BLD_MAX_GPUS - 1];
 } bld_model;
 
 static void bld_model_free(bld_model *m) {
+    for (int i = 0; i < m->n_more; i++) {
+        disopt_model_destroy(m->more_model[i]);
+        disopt_engine_destroy(m->more_engine[i]);
+    }
     disopt_model_destroy(m->model);
     disopt_engine_destroy(m->engine);
     memset(m, 0, sizeof *m);
+}
+
+/* CUDA:ALL: the model once more on each further visible GPU (1, 2, ... until one does not exist) */
+static disopt_status bld_load_more(const bld_opts *o, bld_model *m, disopt_file_kind kind, const GByte *buf,
+                                   size_t size) {
+    for (int g = 1; g < BLD_MAX_GPUS; g++) {
+        disopt_engine_options eo;
+        disopt_engine_options_init(&eo);
+        eo.num_threads = o->num_threads;
+        eo.backend = DISOPT_BACKEND_CUDA;
+        eo.device = g;
+        eo.precision = o->precision;
+        disopt_engine *e = NULL;
+        disopt_status s = disopt_engine_create(&eo, &e);
+        if (s == DISOPT_ERR_INVALID_ARGUMENT) { /* no GPU g: all are in use */
+            disopt_clear_error();
+            return DISOPT_OK;
+        }
+        if (s != DISOPT_OK) return s;
+        disopt_model *mm = NULL;
+        s = kind == DISOPT_FILE_PTH_ZIP || kind == DISOPT_FILE_PTH_LEGACY ? disopt_model_load_any(e, o->model, &mm)
+                                                                          : disopt_model_load_memory(e, buf, size, &mm);
+        if (s != DISOPT_OK) {
+            disopt_engine_destroy(e);
+            return s;
+        }
+        m->more_engine[m->n_more] = e;
+        m->more_model[m->n_more++] = mm;
+    }
+    return DISOPT_OK;
+}
+
+/* the tiler over src, with every loaded copy of the model */
+static disopt_status bld_tiler_create(const bld_opts *o, bld_model *m, GDALDatasetH src, disopt_tiler **out) {
+    disopt_status s = disopt_tiler_create(m->model, src, &o->tiler, out);
+    for (int i = 0; s == DISOPT_OK && i < m->n_more; i++) s = disopt_tiler_add_model(*out, m->more_model[i]);
+    if (s != DISOPT_OK && *out) {
+        disopt_tiler_destroy(*out);
+        *out = NULL;
+    }
+    return s;
 }
 
 static int bld_model_load(const bld_opts *o, bld_model *m) {
@@ -272,8 +323,8 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
         eo.backend = DISOPT_BACKEND_CPU;
         s = disopt_engine_create(&eo, &m->engine);
     } else if (s != DISOPT_OK) {
-        CPLError(CE_Failure, CPLE_NotSupported, "BUILDINGS: DEVICE=%s: %s", o->device == 2 ? "CUDA" : "CPU",
-                 disopt_last_error());
+        CPLError(CE_Failure, CPLE_NotSupported, "BUILDINGS: DEVICE=%s: %s",
+                 o->device == 3 ? "CUDA:ALL" : o->device == 2 ? "CUDA" : "CPU", disopt_last_error());
         VSIFree(buf);
         return 0;
     }
@@ -283,6 +334,7 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
         s = disopt_model_load_any(m->engine, o->model, &m->model);
     else if (s == DISOPT_OK)
         s = disopt_model_load_memory(m->engine, buf, (size_t)size, &m->model);
+    if (s == DISOPT_OK && o->device == 3) s = bld_load_more(o, m, kind, buf, (size_t)size);
     VSIFree(buf);
     if (s == DISOPT_OK) s = disopt_model_get_info(m->model, &m->info);
     if (s != DISOPT_OK) {
@@ -313,7 +365,9 @@ static char **bld_metadata(const bld_opts *o, const bld_model *m) {
     md = CSLSetNameValue(md, "DISOPT_OVERLAP", CPLSPrintf("%d", o->tiler.overlap));
     md = CSLSetNameValue(md, "DISOPT_ROTATE180",
                          (o->tiler.rotate180 < 0 ? m->info.rotate180 : o->tiler.rotate180) ? "YES" : "NO");
-    md = CSLSetNameValue(md, "DISOPT_DEVICE", disopt_engine_backend_name(m->engine));
+    md = CSLSetNameValue(md, "DISOPT_DEVICE", m->n_more ? CPLSPrintf("%s x %d", disopt_engine_backend_name(m->engine),
+                                                                      m->n_more + 1)
+                                                         : disopt_engine_backend_name(m->engine));
     md = CSLSetNameValue(md, "DISOPT_PRECISION", disopt_precision_name(o->precision));
     md = CSLSetNameValue(md, "DISOPT_VERSION", disopt_version());
     return md;
@@ -430,7 +484,7 @@ disopt_bld *disopt_bld_open(const char *filename, CSLConstList open_options) {
     }
     CPLFree(source);
     ok = ok && bld_model_load(&b->o, &b->m);
-    if (ok && disopt_tiler_create(b->m.model, b->src, &b->o.tiler, &b->tiler) != DISOPT_OK) {
+    if (ok && bld_tiler_create(&b->o, &b->m, b->src, &b->tiler) != DISOPT_OK) {
         CPLError(CE_Failure, CPLE_AppDefined, "BUILDINGS: %s", disopt_last_error());
         ok = 0;
     }
@@ -530,7 +584,7 @@ GDALDatasetH disopt_bld_create_copy(const char *filename, GDALDatasetH src, int 
     bld_model m;
     if (!bld_model_load(&o, &m)) return NULL;
     disopt_tiler *tiler = NULL;
-    if (disopt_tiler_create(m.model, src, &o.tiler, &tiler) != DISOPT_OK) {
+    if (bld_tiler_create(&o, &m, src, &tiler) != DISOPT_OK) {
         CPLError(CE_Failure, CPLE_AppDefined, "BUILDINGS: %s", disopt_last_error());
         bld_model_free(&m);
         return NULL;

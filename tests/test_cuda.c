@@ -114,6 +114,7 @@ static void conv_cases(void) {
     conv_case(1, 64, 2, 40, 40, 3, 1, 1, 1, 1, 1, 1, 1, 1, DP_ACT_NONE, 0);     /* student head 3x3 -> 2 */
     conv_case(2, 256, 2, 33, 17, 3, 1, 1, 1, 1, 1, 1, 1, 1, DP_ACT_NONE, 0);    /* head, batch 2 */
     conv_case(1, 8, 3, 20, 24, 3, 2, 2, 1, 1, 2, 2, 1, 1, DP_ACT_RELU, 0);      /* few outputs, odd geometry */
+    conv_case(2, 48, 3, 21, 19, 3, 1, 2, 1, 2, 1, 2, 1, 1, DP_ACT_SIGMOID, 0);  /* head as tap GEMM: dilated, asym */
     conv_case(2, 16, 16, 70, 45, 3, 2, 1, 16, 0, 1, 0, 1, 1, DP_ACT_SWISH, 0);  /* depthwise s2, several tiles */
     conv_case(1, 8, 8, 32, 32, 3, 1, 36, 8, 36, 36, 36, 36, 0, DP_ACT_NONE, 0); /* ASPP rate 36 */
     conv_case(1, 4, 4, 20, 20, 3, 1, 48, 4, 48, 48, 48, 48, 0, DP_ACT_NONE, 0); /* tile too big: fallback */

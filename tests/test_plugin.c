@@ -677,13 +677,82 @@ static void test_device_auto_and_cuda(void **s) {
         CPLPopErrorHandler();
         assert_null(dc);
         assert_non_null(strstr(CPLGetLastErrorMsg(), "DEVICE=CUDA"));
-    } else {
+        const char *c2[] = {"-q", "-of", "BUILDINGS", "-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "DEVICE=CUDA:ALL", NULL};
+        CPLPushErrorHandler(CPLQuietErrorHandler);
+        dc = translate(out, src, c2, NULL);
+        CPLPopErrorHandler();
+        assert_null(dc);
+        assert_non_null(strstr(CPLGetLastErrorMsg(), "DEVICE=CUDA:ALL"));
+    } else { /* on a GPU machine: CUDA:ALL (however many GPUs) gives CUDA's result */
         assert_true(md < 1e-4);
+        char out2[400];
+        snprintf(out2, sizeof out2, "%s/all.tif", g_dir);
+        const char *c2[] = {"-q", "-of", "BUILDINGS", "-co", "MODEL=" DISOPT_MODEL_FILE, "-co", "TILE_SIZE=128", "-co",
+                            "OVERLAP=32", "-co", "DEVICE=CUDA:ALL", "-co", "BATCH_SIZE=4", NULL};
+        GDALDatasetH da = translate(out2, src, c2, NULL);
+        assert_non_null(da);
+        float *z = read_all(da, &w, &h);
+        double mz = 0;
+        for (int i = 0; i < w * h; i++) mz = fmax(mz, fabs((double)z[i] - y[i]));
+        fprintf(stderr, "# DEVICE=CUDA:ALL ran on %s: max |p - p_auto| = %.3g\n", GDALGetMetadataItem(da, "DISOPT_DEVICE", NULL), mz);
+        assert_true(mz < 1e-5);
+        free(z);
+        GDALClose(da);
     }
     free(x);
     free(y);
     GDALClose(ds);
     GDALClose(ref);
+    GDALClose(src);
+}
+
+typedef struct grab {
+    float *p;
+} grab;
+static int grab_sink(void *user, int x, int y, int w, int h, const float *prob) {
+    grab *g = user;
+    for (int r = 0; r < h; r++) memcpy(g->p + (size_t)(y + r) * FW + x, prob + (size_t)r * w, sizeof(float) * w);
+    return 0;
+}
+
+/* CUDA:ALL's mechanism, on CPU engines: a batch split over several models (threads) gives the very
+ * result of one model, and a different network is refused; DEVICE=CUDA:ALL without a GPU fails
+ * clearly */
+static void test_multi_model_split(void **s) {
+    (void)s;
+    GDALDatasetH src = GDALOpen(g_scene, GA_ReadOnly);
+    disopt_engine *e[3];
+    disopt_model *m[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(disopt_engine_create(NULL, &e[i]), DISOPT_OK);
+        assert_int_equal(disopt_model_load(e[i], DISOPT_MODEL_FILE, &m[i]), DISOPT_OK);
+    }
+    disopt_tiler_options o;
+    disopt_tiler_options_init(&o);
+    o.tile_size = 128;
+    o.overlap = 32;
+    o.batch_size = 5; /* 12 windows: shares of 2 and 1 */
+    float *ref = malloc(sizeof(float) * FW * FH), *got = malloc(sizeof(float) * FW * FH);
+    for (int k = 1; k <= 3; k++) {
+        disopt_tiler *t = NULL;
+        assert_int_equal(disopt_tiler_create(m[0], src, &o, &t), DISOPT_OK);
+        for (int i = 1; i < k; i++) assert_int_equal(disopt_tiler_add_model(t, m[i]), DISOPT_OK);
+        grab g = {k == 1 ? ref : got};
+        for (size_t i = 0; i < (size_t)FW * FH; i++) g.p[i] = -7.0f;
+        assert_int_equal(disopt_tiler_run(t, grab_sink, &g, NULL, NULL), DISOPT_OK);
+        if (k > 1) assert_memory_equal(ref, got, sizeof(float) * FW * FH);
+        float lazy[50 * 40];
+        assert_int_equal(disopt_tiler_read(t, 70, 60, 50, 40, lazy), DISOPT_OK); /* a lazy read, split too */
+        for (int y = 0; y < 40; y++) assert_memory_equal(lazy + y * 50, ref + (size_t)(60 + y) * FW + 70, 50 * sizeof(float));
+        assert_int_equal(disopt_tiler_add_model(t, NULL), DISOPT_ERR_INVALID_ARGUMENT);
+        disopt_tiler_destroy(t);
+    }
+    for (int i = 0; i < 3; i++) {
+        disopt_model_destroy(m[i]);
+        disopt_engine_destroy(e[i]);
+    }
+    free(ref);
+    free(got);
     GDALClose(src);
 }
 
@@ -745,6 +814,7 @@ int main(void) {
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_cancel_leaves_nothing),
         cmocka_unit_test(test_device_auto_and_cuda),
+        cmocka_unit_test(test_multi_model_split),
         cmocka_unit_test(test_option_warnings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

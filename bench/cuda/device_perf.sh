@@ -18,10 +18,17 @@ echo "== test_cuda"; $B/bin/test_cuda > $OUT/test_cuda.log 2>&1; echo "rc=$?"; g
 echo "== goldens on CUDA"; DISOPT_TEST_BACKEND=cuda $B/bin/test_golden > $OUT/golden_cuda.log 2>&1; echo "rc=$?"
 echo "== profile fp16 b32"; DISOPT_BENCH_PRECISION=fp16 $B/bin/bench_cpu $M -batch 32 -runs 2 -threads 16 -profile 2>&1 | head -30 > $OUT/prof_fp16_b32.log
 echo "== profile fp32 b32"; DISOPT_BENCH_PRECISION=fp32 $B/bin/bench_cpu $M -batch 32 -runs 2 -threads 16 -profile 2>&1 | head -30 > $OUT/prof_fp32_b32.log
-for r in 1 2; do for p in ${PRECS:-fp32 fp16}; do for b in ${BATCHES:-8 32}; do for mem in ${MEMS:--pinned}; do
-  echo "== round $r $p batch $b ${mem:-malloc}"
-  DISOPT_BENCH_PRECISION=$p $B/bin/bench_cpu $M -batch $b -runs 8 -threads 16 -phases $mem | tail -2
-done; done; done; done 2>&1 | tee $OUT/phases.log
+# ours, then the authors' PyTorch model on the same weights (with TORCH=1 and .ref carried), then ours again
+for r in 1 2; do
+  if [ $r = 2 ] && [ -n "$TORCH" ] && [ -d .ref ]; then
+    python3 bench/bench_torch_gpu.py --batches 1,8,32 --modes fp32,tf32,fp16,bf16 > $OUT/torch_gpu.log 2>&1
+    grep NCHW $OUT/torch_gpu.log
+  fi
+  for p in ${PRECS:-fp32 fp16}; do for b in ${BATCHES:-8 32}; do for mem in ${MEMS:--pinned}; do
+    echo "== round $r $p batch $b ${mem:-malloc}"
+    DISOPT_BENCH_PRECISION=$p $B/bin/bench_cpu $M -batch $b -runs 8 -threads 16 -phases $mem | tail -2
+  done; done; done
+done 2>&1 | tee $OUT/phases.log
 NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
 echo "nsys: ${NSYS:-none}"
 if [ -n "$NSYS" ]; then

@@ -13,6 +13,7 @@
 
 #include <cpl_error.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,8 +23,12 @@ typedef struct tile_slot {
     float *prob;           /* tile * tile, NaN = nodata */
 } tile_slot;
 
+#define TILER_MAX_MODELS 16
+
 struct disopt_tiler {
     disopt_model *model;
+    disopt_model *more[TILER_MAX_MODELS - 1]; /* the same network on other devices (CUDA:ALL) */
+    int n_more;
     GDALDatasetH src;
     disopt_tiler_options o;
     int C, W, H, step, ntx, nty;
@@ -311,20 +316,75 @@ static tile_slot *cache_victim(disopt_tiler *t) {
     return v;
 }
 
-/* Runs windows [k0, k0 + n) of the batch buffers; when the device runs out of memory, runs the
- * two halves one after the other instead (down to one window, then the error stands). */
-static disopt_status infer_split(disopt_tiler *t, int k0, int n) {
+/* Runs windows [k0, k0 + n) of the batch buffers on model m; when the device runs out of memory,
+ * runs the two halves one after the other instead (down to one window, then the error stands). */
+static disopt_status infer_split(disopt_tiler *t, disopt_model *m, int k0, int n) {
     const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size;
     disopt_outputs outs;
     memset(&outs, 0, sizeof outs);
     outs.probability = t->prob + (size_t)k0 * T2;
-    disopt_status s = disopt_model_infer(t->model, t->x + (size_t)k0 * t->C * T2, n, t->C, t->o.tile_size,
+    disopt_status s = disopt_model_infer(m, t->x + (size_t)k0 * t->C * T2, n, t->C, t->o.tile_size,
                                          t->o.tile_size, &outs);
     if (s == DISOPT_ERR_OUT_OF_MEMORY && n > 1) {
-        DP_TRY(infer_split(t, k0, n / 2));
-        return infer_split(t, k0 + n / 2, n - n / 2);
+        DP_TRY(infer_split(t, m, k0, n / 2));
+        return infer_split(t, m, k0 + n / 2, n - n / 2);
     }
     return s;
+}
+
+/* one model's share of a batch, run on its own thread */
+typedef struct share {
+    disopt_tiler *t;
+    disopt_model *m;
+    int k0, n;
+    disopt_status s;
+    char msg[512]; /* the thread-local message of a failure, carried back */
+} share;
+
+static void *share_run(void *arg) {
+    share *w = arg;
+    w->s = infer_split(w->t, w->m, w->k0, w->n);
+    if (w->s != DISOPT_OK) snprintf(w->msg, sizeof w->msg, "%s", disopt_last_error());
+    return NULL;
+}
+
+/* Runs windows [0, n) of the batch buffers: on the model alone, or split into contiguous shares
+ * over the model and the added ones (one thread each; every window's result is the same whichever
+ * device computes it). */
+static disopt_status infer_batch(disopt_tiler *t, int n) {
+    const int G = t->n_more + 1 < n ? t->n_more + 1 : n;
+    if (G <= 1) return infer_split(t, t->model, 0, n);
+    share w[TILER_MAX_MODELS];
+    pthread_t th[TILER_MAX_MODELS];
+    int started[TILER_MAX_MODELS] = {0};
+    for (int g = 0, k0 = 0; g < G; g++) {
+        const int cnt = n / G + (g < n % G);
+        w[g] = (share){t, g == 0 ? t->model : t->more[g - 1], k0, cnt, DISOPT_OK, ""};
+        k0 += cnt;
+    }
+    for (int g = 1; g < G; g++) started[g] = pthread_create(&th[g], NULL, share_run, &w[g]) == 0;
+    for (int g = 1; g < G; g++) /* a share whose thread could not start runs here */
+        if (!started[g]) share_run(&w[g]);
+    share_run(&w[0]);
+    for (int g = 1; g < G; g++)
+        if (started[g]) pthread_join(th[g], NULL);
+    for (int g = 0; g < G; g++)
+        if (w[g].s != DISOPT_OK) return dp_error(w[g].s, "%s", w[g].msg);
+    return DISOPT_OK;
+}
+
+disopt_status disopt_tiler_add_model(disopt_tiler *t, disopt_model *m) {
+    if (!t || !m) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler: NULL tiler or model");
+    if (t->n_more >= TILER_MAX_MODELS - 1)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler: at most %d models", TILER_MAX_MODELS);
+    disopt_model_info a, b;
+    DP_TRY(disopt_model_get_info(t->model, &a));
+    DP_TRY(disopt_model_get_info(m, &b));
+    if (memcmp(&a.config, &b.config, sizeof a.config) != 0 || strcmp(a.name, b.name) != 0)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler: an added model must be the same network (%s vs %s)",
+                        b.name, a.name);
+    t->more[t->n_more++] = m;
+    return DISOPT_OK;
 }
 
 /* Computes n windows (coordinates in txs/tys) and stores them in the window cache. */
@@ -334,7 +394,7 @@ static disopt_status compute_windows(disopt_tiler *t, int n, const int *txs, con
     const size_t T2 = (size_t)T * T;
     for (int k = 0; k < n; k++) DP_TRY(load_window(t, k, txs[k], tys[k]));
     DP_TRY(disopt_model_normalize(t->model, t->x, n, T, T));
-    DP_TRY(infer_split(t, 0, n));
+    DP_TRY(infer_batch(t, n));
     for (int k = 0; k < n; k++) {
         float *p = t->prob + (size_t)k * T2;
         if (t->rotate) reverse_plane(p, T2);
