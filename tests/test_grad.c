@@ -12,8 +12,8 @@
  *    conv with stride/dilation/groups/asymmetric pad, depthwise conv, BN training forward/backward
  *    with the running-stat update, bilinear x4, swish, softmax, drop-connect.
  * Seeds are fixed (DISOPT_TEST_SEED overrides the input seed). */
-#include "test_util.h"
 #include "internal.h"
+#include "test_util.h"
 #include "train/grad_ops.h"
 
 #include <math.h>
@@ -40,7 +40,8 @@ struct gcase {
     dp_act act;
     double eps, p;
     uint8_t *mask;
-    double in_scale; /* inputs are +-[0.1, 1] * in_scale (1 when 0) */
+    double in_scale;  /* inputs are +-[0.1, 1] * in_scale (1 when 0) */
+    int ws_cols;      /* conv: a workspace of this many im2col columns (0: dp_tr_conv_ws_elems) */
     double *aux64[2]; /* constant tensors of the op (not differentiated), in both precisions */
     float *aux32[2];
 };
@@ -69,15 +70,19 @@ static void *to_prec(const double *x, size_t n, int prec) {
         return d;
     }
     float *f = malloc(n * sizeof(float) + 8);
-    for (size_t i = 0; i < n; i++) f[i] = (float)x[i];
+    for (size_t i = 0; i < n; i++)
+        f[i] = (float)x[i];
     return f;
 }
 
-static double at(const void *p, int prec, size_t i) { return prec == 64 ? ((const double *)p)[i] : ((const float *)p)[i]; }
+static double at(const void *p, int prec, size_t i) {
+    return prec == 64 ? ((const double *)p)[i] : ((const float *)p)[i];
+}
 
 static double loss(const double *out, const double *r, size_t n) {
     double s = 0;
-    for (size_t i = 0; i < n; i++) s += out[i] * r[i];
+    for (size_t i = 0; i < n; i++)
+        s += out[i] * r[i];
     return s;
 }
 
@@ -85,9 +90,11 @@ static double loss(const double *out, const double *r, size_t n) {
 static double nerr(const void *a, int prec, const double *b, size_t n) {
     double m = 0, e = 0;
     for (size_t i = 0; i < n; i++) {
-        if (fabs(b[i]) > m) m = fabs(b[i]);
+        if (fabs(b[i]) > m)
+            m = fabs(b[i]);
         double d = fabs(at(a, prec, i) - b[i]);
-        if (!(d <= e)) e = d;
+        if (!(d <= e))
+            e = d;
     }
     return e / (m > 0 ? m : 1);
 }
@@ -109,12 +116,15 @@ static void check_case(gcase *c, double fd_tol, double f32_tol) {
     double *out = malloc(c->out_len * sizeof(double)), *r = malloc(c->out_len * sizeof(double));
     double *tmp = malloc(c->out_len * sizeof(double));
     fill_nz(r, c->out_len, 1);
-    for (size_t i = 0; i < c->out_len; i++) out[i] = NAN;
+    for (size_t i = 0; i < c->out_len; i++)
+        out[i] = NAN;
     assert_int_equal(c->fwd(c, 64, (void *const *)in, out), DISOPT_OK);
-    for (size_t i = 0; i < c->out_len; i++) assert_true(isfinite(out[i]));
+    for (size_t i = 0; i < c->out_len; i++)
+        assert_true(isfinite(out[i]));
     assert_int_equal(c->bwd(c, 64, (void *const *)in, out, r, (void *const *)din), DISOPT_OK);
     for (int i = 0; i < c->n_in; i++)
-        for (size_t j = 0; j < c->in_len[i]; j++) din[i][j] -= pre[i][j];
+        for (size_t j = 0; j < c->in_len[i]; j++)
+            din[i][j] -= pre[i][j];
 
     /* central differences; at most ~160 elements of each input (all when fewer) */
     const double hstep = 1e-5;
@@ -136,8 +146,10 @@ static void check_case(gcase *c, double fd_tol, double f32_tol) {
             ana[m] = din[i][j];
         }
         double e = nerr(num, 64, ana, m);
-        if (e > worst) worst = e;
-        if (!(e <= fd_tol)) print_message("%s: input %d: finite differences %.3g (bound %.1g)\n", c->name, i, e, fd_tol);
+        if (e > worst)
+            worst = e;
+        if (!(e <= fd_tol))
+            print_message("%s: input %d: finite differences %.3g (bound %.1g)\n", c->name, i, e, fd_tol);
         assert_true(e <= fd_tol);
         free(num);
         free(ana);
@@ -155,13 +167,17 @@ static void check_case(gcase *c, double fd_tol, double f32_tol) {
     double ef = nerr(fout, 32, out, c->out_len);
     for (int i = 0; i < c->n_in; i++) {
         double e = nerr(fdin[i], 32, din[i], c->in_len[i]);
-        if (e > ef) ef = e;
+        if (e > ef)
+            ef = e;
     }
-    if (!(ef <= f32_tol)) print_message("%s: float vs double %.3g (bound %.1g)\n", c->name, ef, f32_tol);
+    if (!(ef <= f32_tol))
+        print_message("%s: float vs double %.3g (bound %.1g)\n", c->name, ef, f32_tol);
     assert_true(ef <= f32_tol);
     print_message("# %-34s fd %.2e  f32 %.2e\n", c->name, worst, ef);
-    if (worst > g_worst_fd) g_worst_fd = worst;
-    if (ef > g_worst_f32 && f32_tol < 1e-4) g_worst_f32 = ef; /* (the ill-conditioned BN case aside) */
+    if (worst > g_worst_fd)
+        g_worst_fd = worst;
+    if (ef > g_worst_f32 && f32_tol < 1e-4)
+        g_worst_f32 = ef; /* (the ill-conditioned BN case aside) */
 
     for (int i = 0; i < c->n_in; i++) {
         free(in[i]);
@@ -180,11 +196,17 @@ static void check_case(gcase *c, double fd_tol, double f32_tol) {
 /* ---------------------------------------------------------------- conv */
 static size_t elem(int prec) { return prec == 64 ? sizeof(double) : sizeof(float); }
 
+static size_t conv_ws(const gcase *c) {
+    size_t full = dp_tr_conv_ws_elems(&c->cp, c->h, c->w),
+           col = (size_t)(c->cp.cin / c->cp.groups) * c->cp.kh * c->cp.kw;
+    return c->ws_cols && full ? col * (size_t)c->ws_cols : full;
+}
+
 static disopt_status conv_fwd(const gcase *c, int prec, void *const *in, void *out) {
-    size_t wsn = dp_tr_conv_ws_elems(&c->cp, c->h, c->w);
+    size_t wsn = conv_ws(c);
     void *ws = wsn ? malloc(wsn * elem(prec)) : NULL;
-    disopt_status s = CALL(prec, dp_tr_conv_fwd, &c->cp, c->n, c->h, c->w, in[0], in[1], c->has_bias ? in[2] : NULL,
-                           out, ws, wsn);
+    disopt_status s =
+        CALL(prec, dp_tr_conv_fwd, &c->cp, c->n, c->h, c->w, in[0], in[1], c->has_bias ? in[2] : NULL, out, ws, wsn);
     free(ws);
     return s;
 }
@@ -192,12 +214,12 @@ static disopt_status conv_fwd(const gcase *c, int prec, void *const *in, void *o
 static disopt_status conv_bwd(const gcase *c, int prec, void *const *in, const void *out, const void *dy,
                               void *const *din) {
     (void)out;
-    size_t wsn = dp_tr_conv_ws_elems(&c->cp, c->h, c->w);
+    size_t wsn = conv_ws(c);
     void *ws = wsn ? malloc(wsn * elem(prec)) : NULL;
     disopt_status s = CALL(prec, dp_tr_conv_bwd_data, &c->cp, c->n, c->h, c->w, dy, in[1], din[0], ws, wsn);
     if (!s)
-        s = CALL(prec, dp_tr_conv_bwd_filter, &c->cp, c->n, c->h, c->w, in[0], dy, din[1],
-                 c->has_bias ? din[2] : NULL, ws, wsn);
+        s = CALL(prec, dp_tr_conv_bwd_filter, &c->cp, c->n, c->h, c->w, in[0], dy, din[1], c->has_bias ? din[2] : NULL,
+                 ws, wsn);
     free(ws);
     return s;
 }
@@ -207,11 +229,15 @@ typedef struct {
     int n, cin, cout, h, w, kh, kw, sh, sw, dh, dw, g, pt, pb, pl, pr, bias;
 } conv_spec;
 
-static void run_conv(const conv_spec *s) {
+static void run_conv(const conv_spec *s, int ws_cols) {
     gcase c;
     memset(&c, 0, sizeof c);
-    c.name = s->name;
-    c.cp = (dp_conv_params){s->cin, s->cout, s->kh, s->kw, s->sh, s->sw, s->dh, s->dw, s->g, s->pt, s->pb, s->pl, s->pr};
+    char name[96];
+    snprintf(name, sizeof name, "%s%s", s->name, ws_cols == 1 ? " [1-col ws]" : ws_cols ? " [7-col ws]" : "");
+    c.name = name;
+    c.ws_cols = ws_cols;
+    c.cp =
+        (dp_conv_params){s->cin, s->cout, s->kh, s->kw, s->sh, s->sw, s->dh, s->dw, s->g, s->pt, s->pb, s->pl, s->pr};
     c.n = s->n, c.h = s->h, c.w = s->w, c.has_bias = s->bias;
     int oh, ow;
     assert_int_equal(dp_tr_conv_check(&c.cp, s->n, s->h, s->w, &oh, &ow), DISOPT_OK);
@@ -245,7 +271,15 @@ static void test_conv(void **state) {
         {"depthwise 3x3 dil 2 pad 2", 2, 3, 3, 7, 8, 3, 3, 1, 1, 2, 2, 3, 2, 2, 2, 2, 0},
         {"depthwise 3x3 dil 3 pad 3 (ASPP)", 2, 3, 3, 5, 5, 3, 3, 1, 1, 3, 3, 3, 3, 3, 3, 3, 0},
     };
-    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) run_conv(&specs[i]);
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
+        run_conv(&specs[i], 0);
+    /* im2col in panels narrower than the output (a small workspace): 7 columns, and 1 */
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
+        if (dp_tr_conv_ws_elems(&(dp_conv_params){specs[i].cin, specs[i].cout, specs[i].kh, specs[i].kw, specs[i].sh,
+                                                  specs[i].sw, specs[i].dh, specs[i].dw, specs[i].g, specs[i].pt,
+                                                  specs[i].pb, specs[i].pl, specs[i].pr},
+                                specs[i].h, specs[i].w))
+            run_conv(&specs[i], i % 2 ? 7 : 1);
 }
 
 static void test_conv_errors(void **state) {
@@ -265,8 +299,8 @@ static void test_conv_errors(void **state) {
 /* ---------------------------------------------------------------- batch norm */
 static disopt_status bn_train_fwd(const gcase *c, int prec, void *const *in, void *out) {
     char sm[64 * 8], si[64 * 8];
-    return CALL(prec, dp_tr_bn_fwd_train, c->n, c->c, (size_t)c->h * c->w, in[0], in[1], in[2], c->eps, 0.1, NULL,
-                NULL, (void *)sm, (void *)si, out);
+    return CALL(prec, dp_tr_bn_fwd_train, c->n, c->c, (size_t)c->h * c->w, in[0], in[1], in[2], c->eps, 0.1, NULL, NULL,
+                (void *)sm, (void *)si, out);
 }
 
 static disopt_status bn_train_bwd(const gcase *c, int prec, void *const *in, const void *out, const void *dy,
@@ -364,8 +398,10 @@ static void check_running(double momentum, double eps) {
         rv[ch] = 0.5 + 0.25 * ch;
         x[ch * HW] += 3.0 * ch; /* different means per channel */
     }
-    for (size_t i = 0; i < N * C * HW; i++) xf[i] = (float)x[i], x[i] = xf[i];
-    for (int ch = 0; ch < C; ch++) gf[ch] = (float)g[ch], bf[ch] = (float)b[ch], rmf[ch] = (float)rm[ch], rvf[ch] = (float)rv[ch];
+    for (size_t i = 0; i < N * C * HW; i++)
+        xf[i] = (float)x[i], x[i] = xf[i];
+    for (int ch = 0; ch < C; ch++)
+        gf[ch] = (float)g[ch], bf[ch] = (float)b[ch], rmf[ch] = (float)rm[ch], rvf[ch] = (float)rv[ch];
     double rm0[C], rv0[C];
     memcpy(rm0, rm, sizeof rm);
     memcpy(rv0, rv, sizeof rv);
@@ -374,10 +410,12 @@ static void check_running(double momentum, double eps) {
     for (int ch = 0; ch < C; ch++) {
         double mean = 0, var = 0;
         for (int n = 0; n < N; n++)
-            for (int i = 0; i < HW; i++) mean += x[(n * C + ch) * HW + i];
+            for (int i = 0; i < HW; i++)
+                mean += x[(n * C + ch) * HW + i];
         mean /= (double)M;
         for (int n = 0; n < N; n++)
-            for (int i = 0; i < HW; i++) var += pow(x[(n * C + ch) * HW + i] - mean, 2);
+            for (int i = 0; i < HW; i++)
+                var += pow(x[(n * C + ch) * HW + i] - mean, 2);
         double want_m = (1 - momentum) * rm0[ch] + momentum * mean;
         double want_v = (1 - momentum) * rv0[ch] + momentum * var / (double)(M - 1);
         assert_true(fabs(rm[ch] - want_m) <= 1e-14 * (1 + fabs(want_m)));
@@ -399,7 +437,8 @@ static void check_running(double momentum, double eps) {
     /* a second step moves the stats again from the updated values */
     memcpy(rm0, rm, sizeof rm);
     assert_int_equal(dp_tr_bn_fwd_train_f64(N, C, HW, x, g, b, eps, momentum, rm, rv, sm, si, y), DISOPT_OK);
-    for (int ch = 0; ch < C; ch++) assert_true(fabs(rm[ch] - ((1 - momentum) * rm0[ch] + momentum * sm[ch])) <= 1e-14);
+    for (int ch = 0; ch < C; ch++)
+        assert_true(fabs(rm[ch] - ((1 - momentum) * rm0[ch] + momentum * sm[ch])) <= 1e-14);
 }
 
 static void test_bn_running(void **state) {
@@ -451,8 +490,7 @@ static disopt_status scse_fwd(const gcase *c, int prec, void *const *in, void *o
 static disopt_status scse_bwd(const gcase *c, int prec, void *const *in, const void *out, const void *dy,
                               void *const *din) {
     (void)out;
-    return CALL(prec, dp_tr_scse_bwd, c->n, c->c, (size_t)c->h * c->w, in[0], in[1], in[2], dy, din[0], din[1],
-                din[2]);
+    return CALL(prec, dp_tr_scse_bwd, c->n, c->c, (size_t)c->h * c->w, in[0], in[1], in[2], dy, din[0], din[1], din[2]);
 }
 static disopt_status add_fwd(const gcase *c, int prec, void *const *in, void *out) {
     return CALL(prec, dp_tr_add_fwd, c->out_len, in[0], in[1], out);
@@ -565,7 +603,8 @@ static void test_channel_ops(void **state) {
     c = shaped("concat 2+3+1 channels", 2, 6, 5, 6);
     c.k = 3, c.cs[0] = 2, c.cs[1] = 3, c.cs[2] = 1;
     c.n_in = 3;
-    for (int i = 0; i < 3; i++) c.in_len[i] = (size_t)2 * c.cs[i] * 30;
+    for (int i = 0; i < 3; i++)
+        c.in_len[i] = (size_t)2 * c.cs[i] * 30;
     c.fwd = cat_fwd, c.bwd = cat_bwd;
     check_case(&c, 1e-6, 1e-6);
 
@@ -611,7 +650,8 @@ static void test_philox(void **state) {
     for (int i = 0; i < 3; i++) {
         uint32_t out[4];
         dp_philox4x32_10(kat[i], kat[i] + 4, out);
-        for (int q = 0; q < 4; q++) assert_int_equal(out[q], kat[i][6 + q]);
+        for (int q = 0; q < 4; q++)
+            assert_int_equal(out[q], kat[i][6 + q]);
     }
     /* the stream: draw i of a draw at block c is word i % 4 of block c + i / 4; draws start on fresh blocks */
     dp_rng r = dp_rng_make(0x0123456789abcdefULL);
@@ -620,8 +660,10 @@ static void test_philox(void **state) {
     assert_int_equal(r.counter, 2);
     dp_rng_words(&r, 5, b);
     assert_int_equal(r.counter, 4);
-    for (int i = 0; i < 7; i++) assert_int_equal(a[i], dp_rng_word(0x0123456789abcdefULL, 0, (uint64_t)i));
-    for (int i = 0; i < 5; i++) assert_int_equal(b[i], dp_rng_word(0x0123456789abcdefULL, 2, (uint64_t)i));
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(a[i], dp_rng_word(0x0123456789abcdefULL, 0, (uint64_t)i));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(b[i], dp_rng_word(0x0123456789abcdefULL, 2, (uint64_t)i));
     uint32_t blk[4];
     dp_rng_block(0x0123456789abcdefULL, 1, blk);
     const uint32_t ctr[4] = {1, 0, 0, 0}, key[2] = {0x89abcdef, 0x01234567};
@@ -672,7 +714,8 @@ static void test_dropout(void **state) {
         assert_true(fabs(frac - (1 - p)) < 5 * sd);
         /* neighbours are not correlated: P(both kept) ~ (1-p)^2 */
         size_t both = 0;
-        for (size_t i = 0; i + 1 < NM; i++) both += m1[i] & m1[i + 1];
+        for (size_t i = 0; i + 1 < NM; i++)
+            both += m1[i] & m1[i + 1];
         assert_true(fabs((double)both / (NM - 1) - (1 - p) * (1 - p)) < 0.01);
         /* determinism: the same (seed, counter) gives the same mask; the next counter another one */
         dp_rng r2 = dp_rng_make(42 + (uint64_t)k);
@@ -699,10 +742,12 @@ static void test_dropout(void **state) {
         xd[i] = x[i];
     }
     assert_int_equal(dp_tr_dropout_fwd_f64(N, 0.2, m1, xd, yd), DISOPT_OK);
-    for (int i = 0; i < N; i++) assert_true(yd[i] == (m1[i] ? xd[i] * (1.0 / 0.8) : 0.0));
+    for (int i = 0; i < N; i++)
+        assert_true(yd[i] == (m1[i] ? xd[i] * (1.0 / 0.8) : 0.0));
     /* p = 0 keeps everything */
     assert_int_equal(dp_tr_dropout_mask(&r, 0.0, N, m1), DISOPT_OK);
-    for (int i = 0; i < N; i++) assert_int_equal(m1[i], 1);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(m1[i], 1);
     assert_int_equal(dp_tr_dropout_mask(&r, 1.5, N, m1), DISOPT_ERR_INVALID_ARGUMENT);
 
     /* finite differences through the masked op (the mask is a constant of the op) */
@@ -795,9 +840,10 @@ static disopt_status mb_run(const gcase *c, int prec, void *const *in, void *out
     void *gt = zal((size_t)N * C, prec), *sc = zal(NX, prec), *q = zal(NX, prec), *pj = zal(NX, prec);
     void *d = zal(NX, prec), *m1 = zal(C, prec), *i1 = zal(C, prec), *m2 = zal(C, prec), *i2 = zal(C, prec);
     disopt_status st = DISOPT_OK;
-#define MB(call)                                                                                               \
-    do {                                                                                                       \
-        if (!st) st = (call);                                                                                  \
+#define MB(call)                                                                                                       \
+    do {                                                                                                               \
+        if (!st)                                                                                                       \
+            st = (call);                                                                                               \
     } while (0)
     MB(CALL(prec, dp_tr_conv_fwd, &pdw, N, MB_H, MB_W, in[0], in[1], NULL, a, NULL, 0));
     MB(CALL(prec, dp_tr_bn_fwd_train, N, C, HW, a, in[2], in[3], 1e-3, 0.01, NULL, NULL, m1, i1, b));
@@ -882,16 +928,19 @@ typedef struct {
 /* reads name as float (numel checked), and as double in *d when d is non-NULL */
 static float *gread(golden *g, const char *name, size_t numel, double **d) {
     const disopt_st_tensor_info *t = disopt_st_find(g->st, name);
-    if (!t) print_message("golden tensor %s missing\n", name);
+    if (!t)
+        print_message("golden tensor %s missing\n", name);
     assert_non_null(t);
     size_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= (size_t)t->shape[i];
     assert_int_equal(n, numel);
     float *f = malloc(numel * sizeof(float));
     assert_int_equal(disopt_st_read_f32(g->st, t, f, numel), DISOPT_OK);
     if (d) {
         *d = malloc(numel * sizeof(double));
-        for (size_t i = 0; i < numel; i++) (*d)[i] = f[i];
+        for (size_t i = 0; i < numel; i++)
+            (*d)[i] = f[i];
     }
     return f;
 }
@@ -908,13 +957,16 @@ static void gcmp(golden *g, const char *cs, const char *what, const double *ours
     snprintf(key, sizeof key, "%s.%s.f32", cs, what);
     float *ref32 = gread(g, key, n, NULL);
     double *r64 = malloc(n * sizeof(double)), *r32 = malloc(n * sizeof(double));
-    for (size_t i = 0; i < n; i++) r64[i] = ref64[i], r32[i] = ref32[i];
+    for (size_t i = 0; i < n; i++)
+        r64[i] = ref64[i], r32[i] = ref32[i];
     double e64 = nerr(ours64, 64, r64, n), e32 = nerr(ours32, 32, r32, n);
     print_message("# golden %-11s %-13s f64 %.2e  f32 %.2e\n", cs, what, e64, e32);
     assert_true(e64 <= tol64);
     assert_true(e32 <= tol32);
-    if (e64 > g_worst_golden64) g_worst_golden64 = e64;
-    if (e32 > g_worst_golden32) g_worst_golden32 = e32;
+    if (e64 > g_worst_golden64)
+        g_worst_golden64 = e64;
+    if (e32 > g_worst_golden32)
+        g_worst_golden32 = e32;
     free(ref64);
     free(ref32);
     free(r64);
@@ -953,7 +1005,8 @@ static void golden_conv(golden *g, const char *cs, const dp_conv_params *p, int 
     gcmp(g, cs, "y", y, yf, ny, 2e-7, 2e-6);
     gcmp(g, cs, "dx", dx, dxf, nx, 2e-7, 2e-6);
     gcmp(g, cs, "dw", dw, dwf, nw, 2e-7, 2e-6);
-    if (bias) gcmp(g, cs, "db", db, dbf, nb, 2e-7, 2e-6);
+    if (bias)
+        gcmp(g, cs, "db", db, dbf, nb, 2e-7, 2e-6);
     free(x), free(wt), free(b), free(r), free(xf), free(wf), free(bf), free(rf);
     free(ws), free(y), free(dx), free(dw), free(db), free(wsf), free(yf), free(dxf), free(dwf), free(dbf);
 }
@@ -1038,7 +1091,8 @@ static void test_golden_torch(void **state) {
         float *xf = gread(&g, "dropconnect.x", NX, &x), *rf = gread(&g, "dropconnect.r", NX, &r), yf[NX], dxf[NX] = {0};
         float *mf = gread(&g, "dropconnect.mask", N, &md);
         uint8_t mask[N];
-        for (int i = 0; i < N; i++) mask[i] = (uint8_t)mf[i];
+        for (int i = 0; i < N; i++)
+            mask[i] = (uint8_t)mf[i];
         const double rate = dp_tr_drop_connect_rate(0.2, 13, 26);
         assert_int_equal(dp_tr_drop_connect_fwd_f64(N, PER, rate, mask, x, y), DISOPT_OK);
         assert_int_equal(dp_tr_drop_connect_bwd_f64(N, PER, rate, mask, r, dx), DISOPT_OK);
@@ -1061,15 +1115,16 @@ static int setup(void **state) {
     (void)state;
     const char *env = getenv("DISOPT_TEST_SEED");
     g_rng.s = env ? strtoull(env, NULL, 0) : 0x5eed2026112501ULL;
-    if (!g_rng.s) g_rng.s = 1;
+    if (!g_rng.s)
+        g_rng.s = 1;
     return 0;
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_philox),       cmocka_unit_test(test_conv),        cmocka_unit_test(test_conv_errors),
-        cmocka_unit_test(test_bn),           cmocka_unit_test(test_bn_eval),     cmocka_unit_test(test_bn_running),
-        cmocka_unit_test(test_act),          cmocka_unit_test(test_channel_ops), cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_philox),       cmocka_unit_test(test_conv),         cmocka_unit_test(test_conv_errors),
+        cmocka_unit_test(test_bn),           cmocka_unit_test(test_bn_eval),      cmocka_unit_test(test_bn_running),
+        cmocka_unit_test(test_act),          cmocka_unit_test(test_channel_ops),  cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_drop_connect), cmocka_unit_test(test_golden_torch), cmocka_unit_test(test_mbconv_block),
         cmocka_unit_test(test_summary),
     };

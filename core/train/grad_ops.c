@@ -3,8 +3,10 @@
  * Conventions: grad_ops.h. Layout NCHW contiguous host memory, conv weights OIHW; forward
  * overwrites, backward adds into gradient buffers; what backward reads (input, output, BN's saved
  * mean and inverse std, dropout masks) is passed in by the caller, never kept here; dense convs
- * run BLIS gemm (single-threaded build) on an im2col panel of one (image, group) in the caller's
- * workspace, 1x1/stride-1/unpadded convs on the input itself, depthwise convs as direct loops;
+ * run BLIS gemm (single-threaded build) on im2col panels of one (image, group): as many output
+ * pixels per panel as the caller's workspace holds (dp_tr_conv_ws_elems() asks for panels of about
+ * 1M elements); 1x1/stride-1/unpadded convs run on the input itself; depthwise convs are direct
+ * loops, tap by tap over the valid output columns of a row (no per-pixel bounds test);
  * single-threaded; no allocation, no global state.
  * The kernels are in grad_tmpl.h, instantiated here for float (_f32) and double (_f64).
  */
@@ -19,12 +21,14 @@ int dp_tr_conv_is_depthwise(const dp_conv_params *p) {
 }
 
 disopt_status dp_tr_conv_check(const dp_conv_params *p, int n, int h, int w, int *oh, int *ow) {
-    if (!p) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "conv: NULL params");
+    if (!p)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "conv: NULL params");
     if (n <= 0 || h <= 0 || w <= 0 || p->cin <= 0 || p->cout <= 0 || p->kh <= 0 || p->kw <= 0 || p->sh <= 0 ||
         p->sw <= 0 || p->dh <= 0 || p->dw <= 0 || p->groups <= 0 || p->pt < 0 || p->pb < 0 || p->pl < 0 || p->pr < 0)
-        return dp_error(DISOPT_ERR_INVALID_ARGUMENT,
-                        "conv: bad shape or params (n %d, %dx%d, cin %d, cout %d, k %dx%d, s %d,%d, d %d,%d, groups %d)",
-                        n, h, w, p->cin, p->cout, p->kh, p->kw, p->sh, p->sw, p->dh, p->dw, p->groups);
+        return dp_error(
+            DISOPT_ERR_INVALID_ARGUMENT,
+            "conv: bad shape or params (n %d, %dx%d, cin %d, cout %d, k %dx%d, s %d,%d, d %d,%d, groups %d)", n, h, w,
+            p->cin, p->cout, p->kh, p->kw, p->sh, p->sw, p->dh, p->dw, p->groups);
     if (p->cin % p->groups || p->cout % p->groups)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "conv: groups %d do not divide cin %d and cout %d", p->groups,
                         p->cin, p->cout);
@@ -33,37 +37,50 @@ disopt_status dp_tr_conv_check(const dp_conv_params *p, int n, int h, int w, int
     if (eh > ph || ew > pw)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "conv: kernel %ldx%ld (dilated) exceeds the padded input %ldx%ld",
                         eh, ew, ph, pw);
-    if (oh) *oh = (int)((ph - eh) / p->sh + 1);
-    if (ow) *ow = (int)((pw - ew) / p->sw + 1);
+    if (oh)
+        *oh = (int)((ph - eh) / p->sh + 1);
+    if (ow)
+        *ow = (int)((pw - ew) / p->sw + 1);
     return DISOPT_OK;
 }
 
 size_t dp_tr_conv_ws_elems(const dp_conv_params *p, int h, int w) {
     long eh = (long)(p->kh - 1) * p->dh + 1, ew = (long)(p->kw - 1) * p->dw + 1;
     long ph = (long)h + p->pt + p->pb, pw = (long)w + p->pl + p->pr;
-    if (p->groups <= 0 || p->sh <= 0 || p->sw <= 0 || eh > ph || ew > pw || dp_tr_conv_is_depthwise(p)) return 0;
-    if (p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && !p->pt && !p->pb && !p->pl && !p->pr) return 0;
-    size_t oh = (size_t)((ph - eh) / p->sh + 1), ow = (size_t)((pw - ew) / p->sw + 1);
-    return (size_t)(p->cin / p->groups) * (size_t)p->kh * (size_t)p->kw * oh * ow;
+    if (p->groups <= 0 || p->sh <= 0 || p->sw <= 0 || eh > ph || ew > pw || dp_tr_conv_is_depthwise(p))
+        return 0;
+    if (p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && !p->pt && !p->pb && !p->pl && !p->pr)
+        return 0;
+    size_t P = (size_t)((ph - eh) / p->sh + 1) * (size_t)((pw - ew) / p->sw + 1);
+    size_t K = (size_t)(p->cin / p->groups) * (size_t)p->kh * (size_t)p->kw;
+    size_t cols = DP_TR_PANEL_ELEMS / K; /* panels of about DP_TR_PANEL_ELEMS, at least DP_TR_PANEL_MIN_COLS wide */
+    if (cols < DP_TR_PANEL_MIN_COLS)
+        cols = DP_TR_PANEL_MIN_COLS;
+    return K * (cols < P ? cols : P);
 }
 
 /* ---------------------------------------------------------------- masks */
 disopt_status dp_tr_dropout_mask(dp_rng *r, double p, size_t count, uint8_t *mask) {
-    if (!r || (!mask && count)) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "dropout mask: NULL argument");
-    if (!(p >= 0 && p <= 1)) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "dropout mask: p = %g", p);
+    if (!r || (!mask && count))
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "dropout mask: NULL argument");
+    if (!(p >= 0 && p <= 1))
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "dropout mask: p = %g", p);
     const double keep = 1.0 - p;
     uint32_t w[4];
     for (size_t i = 0; i < count; i += 4) {
         dp_rng_block(r->seed, r->counter + i / 4, w);
-        for (size_t q = 0; q < 4 && i + q < count; q++) mask[i + q] = (double)dp_rng_u01(w[q]) < keep;
+        for (size_t q = 0; q < 4 && i + q < count; q++)
+            mask[i + q] = (double)dp_rng_u01(w[q]) < keep;
     }
     r->counter += dp_rng_blocks(count);
     return DISOPT_OK;
 }
 
 disopt_status dp_tr_drop_connect_mask(dp_rng *r, double rate, int n, uint8_t *mask) {
-    if (!r || n < 0 || (!mask && n)) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "drop-connect mask: bad argument");
-    if (!(rate >= 0 && rate < 1)) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "drop-connect mask: rate %g", rate);
+    if (!r || n < 0 || (!mask && n))
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "drop-connect mask: bad argument");
+    if (!(rate >= 0 && rate < 1))
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "drop-connect mask: rate %g", rate);
     const float keep = (float)(1.0 - rate);
     for (int i = 0; i < n; i++) {
         /* random_tensor = keep_prob + torch.rand(...) in float; binary = floor(random_tensor) */
@@ -75,7 +92,8 @@ disopt_status dp_tr_drop_connect_mask(dp_rng *r, double rate, int n, uint8_t *ma
 }
 
 double dp_tr_drop_connect_rate(double base, int block_idx, int num_blocks) {
-    if (num_blocks <= 0 || block_idx < 0) return 0.0;
+    if (num_blocks <= 0 || block_idx < 0)
+        return 0.0;
     return base * (double)block_idx / (double)num_blocks;
 }
 

@@ -17,10 +17,15 @@
  *  - what backward needs is named in each prototype: the op's input x and/or output y, and what the
  *    forward saved (BN: batch mean and 1/sqrt(var + eps) per channel; dropout and drop-connect: the
  *    mask). Nothing is kept inside the kernels;
- *  - no allocation: the convs take a caller's workspace of dp_tr_conv_ws_elems() elements of T;
+ *  - no allocation: the convs take a caller's workspace, dp_tr_conv_ws_elems() elements of T for the
+ *    full speed; any size from one im2col column (cin/groups * kh * kw elements) works, in more,
+ *    narrower panels (the result is the same up to the GEMM's rounding);
  *  - threading: single-threaded, run on the caller's thread (the op boundary is per node, as the
  *    backend vtable's "run backward of one node" will be; a CUDA backend implements the same
- *    functions over device pointers);
+ *    functions over device pointers). A caller may split every op except BN by images (call with
+ *    n = 1 and offset pointers, one conv workspace per task); weight and bias gradients then go to
+ *    per-task zeroed partials, summed in a fixed order, so results do not depend on the thread
+ *    count. BN needs the whole batch of a channel;
  *  - errors: impossible shapes or parameters give DISOPT_ERR_INVALID_ARGUMENT through dp_error();
  *    nothing aborts.
  *
@@ -44,7 +49,11 @@
 /* Output size of a conv on an h x w input; DISOPT_ERR_INVALID_ARGUMENT when the params are
  * impossible (groups not dividing cin/cout, kernel larger than the padded input, ...). */
 disopt_status dp_tr_conv_check(const dp_conv_params *p, int n, int h, int w, int *oh, int *ow);
-/* Workspace of the conv kernels (forward, backward data, backward filter), in elements of T. */
+/* Workspace of the conv kernels (forward, backward data, backward filter), in elements of T: im2col
+ * panels of about DP_TR_PANEL_ELEMS elements (at least DP_TR_PANEL_MIN_COLS output pixels, at most
+ * all of them); 0 for depthwise and 1x1/stride-1/unpadded convs. */
+#define DP_TR_PANEL_ELEMS ((size_t)1 << 20)
+#define DP_TR_PANEL_MIN_COLS ((size_t)256)
 size_t dp_tr_conv_ws_elems(const dp_conv_params *p, int h, int w);
 /* 1 when the conv runs as a depthwise direct loop (groups == cin == cout > 1) */
 int dp_tr_conv_is_depthwise(const dp_conv_params *p);
@@ -65,73 +74,68 @@ disopt_status dp_tr_drop_connect_mask(dp_rng *r, double rate, int n, uint8_t *ma
 double dp_tr_drop_connect_rate(double base, int block_idx, int num_blocks);
 
 /* ---------------------------------------------------------------- typed kernels */
-#define DP_TR_DECLARE(T, S)                                                                                   \
-    /* conv: y = conv(x, w) + b (b may be NULL); x: n x cin x h x w; y: n x cout x oh x ow */                  \
-    disopt_status dp_tr_conv_fwd_##S(const dp_conv_params *p, int n, int h, int w, const T *x, const T *wt,  \
-                                     const T *b, T *y, T *ws, size_t ws_elems);                              \
-    /* dx += conv_transpose(dy, w) */                                                                        \
-    disopt_status dp_tr_conv_bwd_data_##S(const dp_conv_params *p, int n, int h, int w, const T *dy,          \
-                                          const T *wt, T *dx, T *ws, size_t ws_elems);                       \
-    /* dw += sum over images of dy (x) x; db += sum of dy per output channel (db may be NULL) */              \
-    disopt_status dp_tr_conv_bwd_filter_##S(const dp_conv_params *p, int n, int h, int w, const T *x,         \
-                                            const T *dy, T *dw, T *db, T *ws, size_t ws_elems);              \
-                                                                                                             \
-    /* BN training mode over x: n x c x hw. Saves the batch mean and 1/sqrt(biased var + eps) per           \
-     * channel. run_mean / run_var (both or neither may be NULL) are updated with momentum. */             \
-    disopt_status dp_tr_bn_fwd_train_##S(int n, int c, size_t hw, const T *x, const T *gamma, const T *beta, \
-                                         double eps, double momentum, T *run_mean, T *run_var, T *save_mean,  \
-                                         T *save_invstd, T *y);                                              \
-    /* backward of the training-mode BN through the batch statistics; dgamma, dbeta may be NULL */          \
-    disopt_status dp_tr_bn_bwd_train_##S(int n, int c, size_t hw, const T *x, const T *dy, const T *gamma,   \
-                                         const T *save_mean, const T *save_invstd, T *dx, T *dgamma,         \
-                                         T *dbeta);                                                          \
-    /* BN eval mode: y = (x - run_mean) / sqrt(run_var + eps) * gamma + beta */                              \
-    disopt_status dp_tr_bn_fwd_eval_##S(int n, int c, size_t hw, const T *x, const T *gamma, const T *beta,  \
-                                        const T *run_mean, const T *run_var, double eps, T *y);              \
-    disopt_status dp_tr_bn_bwd_eval_##S(int n, int c, size_t hw, const T *x, const T *dy, const T *gamma,    \
-                                        const T *run_mean, const T *run_var, double eps, T *dx, T *dgamma,   \
-                                        T *dbeta);                                                           \
-                                                                                                             \
-    /* y = act(x) over count values (DP_ACT_NONE copies) */                                                  \
-    disopt_status dp_tr_act_fwd_##S(dp_act a, size_t count, const T *x, T *y);                               \
-    /* dx += dy * act'(x). Reads x for ReLU and swish, y for sigmoid (the other may be NULL). */             \
-    disopt_status dp_tr_act_bwd_##S(dp_act a, size_t count, const T *x, const T *y, const T *dy, T *dx);     \
-                                                                                                             \
-    /* global average pool: x n x c x hw -> y n x c */                                                       \
-    disopt_status dp_tr_gap_fwd_##S(int n, int c, size_t hw, const T *x, T *y);                              \
-    disopt_status dp_tr_gap_bwd_##S(int n, int c, size_t hw, const T *dy, T *dx);                            \
-    /* broadcast: x n x c -> y n x c x hw (ASPP pooling's resize of a 1x1 map) */                            \
-    disopt_status dp_tr_broadcast_fwd_##S(int n, int c, size_t hw, const T *x, T *y);                        \
-    disopt_status dp_tr_broadcast_bwd_##S(int n, int c, size_t hw, const T *dy, T *dx);                      \
-    /* per-channel scale (SE gate): y = x * g, g: n x c */                                                   \
-    disopt_status dp_tr_scale_ch_fwd_##S(int n, int c, size_t hw, const T *x, const T *g, T *y);             \
-    disopt_status dp_tr_scale_ch_bwd_##S(int n, int c, size_t hw, const T *x, const T *g, const T *dy, T *dx,\
-                                         T *dg);                                                             \
-    /* SCSE combine: y = x * cg + x * sg, cg: n x c (channel gate), sg: n x 1 x hw (spatial gate) */         \
-    disopt_status dp_tr_scse_fwd_##S(int n, int c, size_t hw, const T *x, const T *cg, const T *sg, T *y);   \
-    disopt_status dp_tr_scse_bwd_##S(int n, int c, size_t hw, const T *x, const T *cg, const T *sg,          \
-                                     const T *dy, T *dx, T *dcg, T *dsg);                                    \
-    /* y = a + b over count values; da, db may be NULL */                                                    \
-    disopt_status dp_tr_add_fwd_##S(size_t count, const T *a, const T *b, T *y);                             \
-    disopt_status dp_tr_add_bwd_##S(size_t count, const T *dy, T *da, T *db);                                \
-    /* channel concat of k inputs xs[i] (n x cs[i] x hw) into y (n x sum cs x hw); dxs[i] may be NULL */     \
-    disopt_status dp_tr_concat_fwd_##S(int n, size_t hw, int k, const int *cs, const T *const *xs, T *y);    \
-    disopt_status dp_tr_concat_bwd_##S(int n, size_t hw, int k, const int *cs, const T *dy, T *const *dxs);  \
-    /* bilinear, align_corners=True, x n x c x h x w -> y n x c x (h*f) x (w*f) */                           \
-    disopt_status dp_tr_upsample_fwd_##S(int n, int c, int h, int w, int f, const T *x, T *y);               \
-    disopt_status dp_tr_upsample_bwd_##S(int n, int c, int h, int w, int f, const T *dy, T *dx);             \
-    /* softmax over channels per pixel */                                                                    \
-    disopt_status dp_tr_softmax_fwd_##S(int n, int c, size_t hw, const T *x, T *y);                          \
-    disopt_status dp_tr_softmax_bwd_##S(int n, int c, size_t hw, const T *y, const T *dy, T *dx);            \
-    /* dropout with the mask of dp_tr_dropout_mask: y = x * mask * (1 / (1 - p)) (PyTorch's order) */       \
-    disopt_status dp_tr_dropout_fwd_##S(size_t count, double p, const uint8_t *mask, const T *x, T *y);      \
-    disopt_status dp_tr_dropout_bwd_##S(size_t count, double p, const uint8_t *mask, const T *dy, T *dx);    \
-    /* drop-connect with the per-sample mask of dp_tr_drop_connect_mask: y = x / (1 - rate) * mask[i]       \
-     * for sample i (efficientnet_pytorch's order); per = elements per sample */                             \
-    disopt_status dp_tr_drop_connect_fwd_##S(int n, size_t per, double rate, const uint8_t *mask, const T *x,\
-                                             T *y);                                                          \
-    disopt_status dp_tr_drop_connect_bwd_##S(int n, size_t per, double rate, const uint8_t *mask,            \
-                                             const T *dy, T *dx);
+#define DP_TR_DECLARE(T, S)                                                                                            \
+    /* conv: y = conv(x, w) + b (b may be NULL); x: n x cin x h x w; y: n x cout x oh x ow */                          \
+    disopt_status dp_tr_conv_fwd_##S(const dp_conv_params *p, int n, int h, int w, const T *x, const T *wt,            \
+                                     const T *b, T *y, T *ws, size_t ws_elems);                                        \
+    /* dx += conv_transpose(dy, w) */                                                                                  \
+    disopt_status dp_tr_conv_bwd_data_##S(const dp_conv_params *p, int n, int h, int w, const T *dy, const T *wt,      \
+                                          T *dx, T *ws, size_t ws_elems);                                              \
+    /* dw += sum over images of dy (x) x; db += sum of dy per output channel (db may be NULL) */                       \
+    disopt_status dp_tr_conv_bwd_filter_##S(const dp_conv_params *p, int n, int h, int w, const T *x, const T *dy,     \
+                                            T *dw, T *db, T *ws, size_t ws_elems);                                     \
+                                                                                                                       \
+    /* BN training mode over x: n x c x hw. Saves the batch mean and 1/sqrt(biased var + eps) per                      \
+     * channel. run_mean / run_var (both or neither may be NULL) are updated with momentum. */                         \
+    disopt_status dp_tr_bn_fwd_train_##S(int n, int c, size_t hw, const T *x, const T *gamma, const T *beta,           \
+                                         double eps, double momentum, T *run_mean, T *run_var, T *save_mean,           \
+                                         T *save_invstd, T *y);                                                        \
+    /* backward of the training-mode BN through the batch statistics; dgamma, dbeta may be NULL */                     \
+    disopt_status dp_tr_bn_bwd_train_##S(int n, int c, size_t hw, const T *x, const T *dy, const T *gamma,             \
+                                         const T *save_mean, const T *save_invstd, T *dx, T *dgamma, T *dbeta);        \
+    /* BN eval mode: y = (x - run_mean) / sqrt(run_var + eps) * gamma + beta */                                        \
+    disopt_status dp_tr_bn_fwd_eval_##S(int n, int c, size_t hw, const T *x, const T *gamma, const T *beta,            \
+                                        const T *run_mean, const T *run_var, double eps, T *y);                        \
+    disopt_status dp_tr_bn_bwd_eval_##S(int n, int c, size_t hw, const T *x, const T *dy, const T *gamma,              \
+                                        const T *run_mean, const T *run_var, double eps, T *dx, T *dgamma, T *dbeta);  \
+                                                                                                                       \
+    /* y = act(x) over count values (DP_ACT_NONE copies) */                                                            \
+    disopt_status dp_tr_act_fwd_##S(dp_act a, size_t count, const T *x, T *y);                                         \
+    /* dx += dy * act'(x). Reads x for ReLU and swish, y for sigmoid (the other may be NULL). */                       \
+    disopt_status dp_tr_act_bwd_##S(dp_act a, size_t count, const T *x, const T *y, const T *dy, T *dx);               \
+                                                                                                                       \
+    /* global average pool: x n x c x hw -> y n x c */                                                                 \
+    disopt_status dp_tr_gap_fwd_##S(int n, int c, size_t hw, const T *x, T *y);                                        \
+    disopt_status dp_tr_gap_bwd_##S(int n, int c, size_t hw, const T *dy, T *dx);                                      \
+    /* broadcast: x n x c -> y n x c x hw (ASPP pooling's resize of a 1x1 map) */                                      \
+    disopt_status dp_tr_broadcast_fwd_##S(int n, int c, size_t hw, const T *x, T *y);                                  \
+    disopt_status dp_tr_broadcast_bwd_##S(int n, int c, size_t hw, const T *dy, T *dx);                                \
+    /* per-channel scale (SE gate): y = x * g, g: n x c */                                                             \
+    disopt_status dp_tr_scale_ch_fwd_##S(int n, int c, size_t hw, const T *x, const T *g, T *y);                       \
+    disopt_status dp_tr_scale_ch_bwd_##S(int n, int c, size_t hw, const T *x, const T *g, const T *dy, T *dx, T *dg);  \
+    /* SCSE combine: y = x * cg + x * sg, cg: n x c (channel gate), sg: n x 1 x hw (spatial gate) */                   \
+    disopt_status dp_tr_scse_fwd_##S(int n, int c, size_t hw, const T *x, const T *cg, const T *sg, T *y);             \
+    disopt_status dp_tr_scse_bwd_##S(int n, int c, size_t hw, const T *x, const T *cg, const T *sg, const T *dy,       \
+                                     T *dx, T *dcg, T *dsg);                                                           \
+    /* y = a + b over count values; da, db may be NULL */                                                              \
+    disopt_status dp_tr_add_fwd_##S(size_t count, const T *a, const T *b, T *y);                                       \
+    disopt_status dp_tr_add_bwd_##S(size_t count, const T *dy, T *da, T *db);                                          \
+    /* channel concat of k inputs xs[i] (n x cs[i] x hw) into y (n x sum cs x hw); dxs[i] may be NULL */               \
+    disopt_status dp_tr_concat_fwd_##S(int n, size_t hw, int k, const int *cs, const T *const *xs, T *y);              \
+    disopt_status dp_tr_concat_bwd_##S(int n, size_t hw, int k, const int *cs, const T *dy, T *const *dxs);            \
+    /* bilinear, align_corners=True, x n x c x h x w -> y n x c x (h*f) x (w*f) */                                     \
+    disopt_status dp_tr_upsample_fwd_##S(int n, int c, int h, int w, int f, const T *x, T *y);                         \
+    disopt_status dp_tr_upsample_bwd_##S(int n, int c, int h, int w, int f, const T *dy, T *dx);                       \
+    /* softmax over channels per pixel */                                                                              \
+    disopt_status dp_tr_softmax_fwd_##S(int n, int c, size_t hw, const T *x, T *y);                                    \
+    disopt_status dp_tr_softmax_bwd_##S(int n, int c, size_t hw, const T *y, const T *dy, T *dx);                      \
+    /* dropout with the mask of dp_tr_dropout_mask: y = x * mask * (1 / (1 - p)) (PyTorch's order) */                  \
+    disopt_status dp_tr_dropout_fwd_##S(size_t count, double p, const uint8_t *mask, const T *x, T *y);                \
+    disopt_status dp_tr_dropout_bwd_##S(size_t count, double p, const uint8_t *mask, const T *dy, T *dx);              \
+    /* drop-connect with the per-sample mask of dp_tr_drop_connect_mask: y = x / (1 - rate) * mask[i]                  \
+     * for sample i (efficientnet_pytorch's order); per = elements per sample */                                       \
+    disopt_status dp_tr_drop_connect_fwd_##S(int n, size_t per, double rate, const uint8_t *mask, const T *x, T *y);   \
+    disopt_status dp_tr_drop_connect_bwd_##S(int n, size_t per, double rate, const uint8_t *mask, const T *dy, T *dx);
 
 DP_TR_DECLARE(float, f32)
 DP_TR_DECLARE(double, f64)

@@ -48,7 +48,8 @@ void dp_rng_words(dp_rng *r, size_t n, uint32_t *out) {
     uint32_t w[4];
     for (size_t i = 0; i < n; i += 4) {
         dp_rng_block(r->seed, r->counter + i / 4, w);
-        for (size_t q = 0; q < 4 && i + q < n; q++) out[i + q] = w[q];
+        for (size_t q = 0; q < 4 && i + q < n; q++)
+            out[i + q] = w[q];
     }
     r->counter += dp_rng_blocks(n);
 }
@@ -57,7 +58,8 @@ void dp_rng_uniform(dp_rng *r, size_t n, float *out) {
     uint32_t w[4];
     for (size_t i = 0; i < n; i += 4) {
         dp_rng_block(r->seed, r->counter + i / 4, w);
-        for (size_t q = 0; q < 4 && i + q < n; q++) out[i + q] = dp_rng_u01(w[q]);
+        for (size_t q = 0; q < 4 && i + q < n; q++)
+            out[i + q] = dp_rng_u01(w[q]);
     }
     r->counter += dp_rng_blocks(n);
 }
