@@ -55,6 +55,9 @@ typedef enum dp_op {
     DP_OP_UPSAMPLE,  /* bilinear, align_corners=True, integer scale factor */
     DP_OP_BROADCAST, /* N,C,1,1 -> N,C,H,W with H,W of in[1] (ASPP pooling's 1x1 "resize") */
     DP_OP_SOFTMAX,   /* softmax over channels */
+    /* training graphs only (dp_graph_build_train); inference backends refuse them */
+    DP_OP_DROPOUT,      /* out = in[0] * mask / (1 - p), elementwise mask; p in node->p */
+    DP_OP_DROP_CONNECT, /* out = in[0] / (1 - p) * mask[sample]; p (the block's rate) in node->p */
     DP_OP_COUNT
 } dp_op;
 
@@ -78,9 +81,16 @@ typedef struct dp_node {
     int bn_key;         /* index of BN weight key (bias, mean, var follow), -1 when absent */
     float bn_eps;
     int scale;          /* upsample factor */
+    /* training graphs: BN momentum (PyTorch semantics), dropout probability / drop-connect rate */
+    double bn_momentum, p;
     /* Folded parameters (host, float32): weight as OIHW, bias (cout) or NULL; in the graph's warena. */
     float *fw, *fb;
     void *bk;           /* backend's prepared form of the node (packed weights, descriptors) */
+    /* Deferred bias + activation (backends with DP_CAP_DW_PRE_ACT; set by the model at load): a conv
+     * with raw_out writes its output without bias and activation, and the one depthwise conv that
+     * reads it (pre points at the producer) applies them as it loads its input. */
+    int raw_out;
+    const struct dp_node *pre;
 } dp_node;
 
 typedef struct dp_tensor {
@@ -116,6 +126,11 @@ typedef struct dp_graph {
 } dp_graph;
 
 disopt_status dp_graph_build(const disopt_model_config *cfg, dp_graph *g);
+/* The same architecture as a training graph: BN as its own DP_OP_BN node (bn_key, bn_eps, bn_momentum;
+ * batch statistics in training), activations as DP_OP_ACT nodes, the SE gate as DP_OP_SCALE_CH, every
+ * conv plain (no fused act/BN/scale), Dropout(0.5) after the ASPP projection, drop-connect before each
+ * MBConv residual add (rate != 0), no final softmax. Tensor names as in the inference graph. */
+disopt_status dp_graph_build_train(const disopt_model_config *cfg, dp_graph *g);
 void dp_graph_free(dp_graph *g);
 int dp_graph_find_param(const dp_graph *g, const char *key);
 int dp_graph_find_tensor(const dp_graph *g, const char *name);
@@ -170,7 +185,11 @@ typedef struct dp_backend_vtable {
      * The model then skips its host-side scan of the input. */
     disopt_status (*upload_checked)(dp_backend *b, const dp_tview *dst, const float *src);
     disopt_status (*nonfinite_result)(dp_backend *b, unsigned long long *count);
+    unsigned caps;      /* DP_CAP_* */
 } dp_backend_vtable;
+
+/* the backend's depthwise conv can apply its input producer's bias + activation (dp_node.pre) */
+#define DP_CAP_DW_PRE_ACT 1u
 
 struct dp_backend {
     const dp_backend_vtable *vt;

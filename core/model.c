@@ -395,6 +395,28 @@ void disopt_model_destroy(disopt_model *m) {
     free(m);
 }
 
+/* Backends that can (DP_CAP_DW_PRE_ACT): a 1x1 conv whose only reader is a depthwise conv (the
+ * MBConv expansion) leaves its bias + activation to that reader, which applies them as it loads its
+ * input tile: one pass less over the largest tensors of the network. The expansion's output must be
+ * an unnamed intermediate (never a tap or an output). */
+static void defer_acts(dp_graph *g) {
+    for (int i = 0; i + 1 < g->n_nodes; i++) {
+        dp_node *a = &g->nodes[i], *d = &g->nodes[i + 1];
+        const dp_conv_params *ca = &a->conv, *cd = &d->conv;
+        if (a->op != DP_OP_CONV || d->op != DP_OP_CONV || a->n_in != 1 || d->n_in != 1 || d->in[0] != a->out) continue;
+        if (ca->kh != 1 || ca->kw != 1 || ca->groups != 1 || (!a->fb && a->act == DP_ACT_NONE)) continue;
+        if (!(cd->groups > 1 && cd->groups == cd->cin && cd->groups == cd->cout)) continue;
+        const int t = a->out;
+        if (g->tensors[t].name[0] || t == g->out_fused || t == g->out_sar || t == g->out_rgb) continue;
+        int readers = 0;
+        for (int k = 0; k < g->n_nodes; k++)
+            for (int j = 0; j < g->nodes[k].n_in; j++) readers += g->nodes[k].in[j] == t;
+        if (readers != 1) continue;
+        a->raw_out = 1;
+        d->pre = a;
+    }
+}
+
 static disopt_status model_from_st(disopt_engine *e, disopt_st *st, disopt_model **out) {
     disopt_model *m = calloc(1, sizeof *m);
     if (!m) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
@@ -424,6 +446,7 @@ static disopt_status model_from_st(disopt_engine *e, disopt_st *st, disopt_model
             m->g.params[i].data = NULL;
         }
         dp_backend *be = e->backend;
+        if (be->vt->caps & DP_CAP_DW_PRE_ACT) defer_acts(&m->g);
         for (int i = 0; s == DISOPT_OK && i < m->g.n_nodes; i++) s = be->vt->prepare_node(be, &m->g.nodes[i]);
         m->prepared = 1;
     }

@@ -457,7 +457,7 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
                                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      "1x1 convolution");
         }
-        if (cn->b || act != DPK_ACT_NONE)
+        if ((cn->b || act != DPK_ACT_NONE) && !node->raw_out) /* (raw_out: the depthwise reader applies them) */
             K_TRY(cb, dpk_bias_act(cb->stream, dt, out->data, cn->b, out->n, out->c, HW, act), "bias + activation");
         return DISOPT_OK;
     }
@@ -497,8 +497,10 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
         return DISOPT_OK;
     }
     if (!cn->cudnn) { /* depthwise: our kernel, padding and bias + activation included */
+        const float *pre_b = node->pre && node->pre->bk ? ((const cu_node *)node->pre->bk)->b : NULL;
         K_TRY(cb, dpk_depthwise(cb->stream, dt, out->data, src, cn->w, cn->b, in->n, in->c, in->h, in->w, out->h, out->w,
-                                c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, act),
+                                c->kh, c->kw, c->sh, c->sw, c->dh, c->dw, c->pt, c->pl, act, pre_b,
+                                node->pre ? (int)node->pre->act : -1),
               "depthwise conv");
         return DISOPT_OK;
     }
@@ -521,7 +523,7 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
                                         cn->cdesc, a->algo,
                                         a->ws ? wsp + gate + pad : NULL, a->ws, &zero, cb->ydesc, out->data),
             "convolution");
-    if (cn->b || act != DPK_ACT_NONE)
+    if ((cn->b || act != DPK_ACT_NONE) && !node->raw_out)
         K_TRY(cb, dpk_bias_act(cb->stream, dt, out->data, cn->b, out->n, out->c, (size_t)out->h * out->w, act),
               "bias + activation");
     return DISOPT_OK;
@@ -594,9 +596,10 @@ static disopt_status cu_run_conv_gap(dp_backend *b, const dp_node *node, const d
     if (cn && is_depthwise(c) && node->n_in == 1 && part <= ws_bytes &&
         dpk_depthwise_gap_ok(out->n, out->c, out->h, out->w, c->kh, c->kw, c->sh, c->sw, c->dh, c->dw)) {
         CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+        const float *pre_b = node->pre && node->pre->bk ? ((const cu_node *)node->pre->bk)->b : NULL;
         K_TRY(cb, dpk_depthwise_gap(cb->stream, cb->dt, out->data, gap->data, ws, ins[0].data, cn->w, cn->b, ins[0].n,
                                     ins[0].c, ins[0].h, ins[0].w, out->h, out->w, c->kh, c->kw, c->sh, c->sw, c->dh,
-                                    c->dw, c->pt, c->pl, (int)node->act),
+                                    c->dw, c->pt, c->pl, (int)node->act, pre_b, node->pre ? (int)node->pre->act : -1),
               "depthwise conv + pooling");
         return DISOPT_OK;
     }
@@ -657,6 +660,7 @@ static const dp_backend_vtable CUDA_VT = {
     cu_prepare, cu_release, cu_workspace, cu_run, cu_sync, cu_run_conv_gap,
     cu_graph_begin, cu_graph_end, cu_graph_launch, cu_graph_destroy,
     cu_host_alloc, cu_host_free, cu_upload_checked, cu_nonfinite_result,
+    DP_CAP_DW_PRE_ACT,
 };
 
 __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(const dp_cuda_host *host,

@@ -77,10 +77,18 @@ __global__ void k_pad(T *y, const T *x, int H, int W, int pt, int pl, int Ho, in
     }
 }
 
+// The producer's deferred bias + activation applied to a depthwise conv's input value (padding
+// stays 0: it pads the activated tensor); pre_act < 0: nothing deferred.
+__device__ inline float pre_apply(float v, const float *pre_b, int c, int pre_act) {
+    if (pre_act < 0) return v;
+    return act_apply(pre_act, v + (pre_b ? pre_b[c] : 0.0f));
+}
+
 // depthwise conv, any k/stride/dilation/padding, one thread per output (fallback)
 template <typename T>
 __global__ void k_depthwise(T *y, const T *x, const float *w, const float *bias, int C, int H, int W, int Ho, int Wo,
-                            int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, size_t total, int act) {
+                            int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, size_t total, int act,
+                            const float *pre_b, int pre_act) {
     GRID_LOOP(i, total) {
         int xo = (int)(i % Wo), yo = (int)((i / Wo) % Ho);
         size_t nc = i / ((size_t)Wo * Ho);
@@ -94,7 +102,7 @@ __global__ void k_depthwise(T *y, const T *x, const float *w, const float *bias,
             for (int kj = 0; kj < kw; kj++) {
                 int xi = xo * sw - pl + kj * dw;
                 if (xi < 0 || xi >= W) continue;
-                acc += wp[ki * kw + kj] * ld(xp + (size_t)yi * W + xi);
+                acc += wp[ki * kw + kj] * pre_apply(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act);
             }
         }
         if (bias) acc += bias[c];
@@ -128,7 +136,7 @@ template <typename T, int K, int S>
 __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
                                   const float *__restrict__ bias, int C, int H, int W, int Ho, int Wo, int kh_, int kw_,
                                   int sh_, int sw_, int dh, int dw, int pt, int pl, int act, int IH, int IW,
-                                  double *__restrict__ gpart) {
+                                  double *__restrict__ gpart, const float *__restrict__ pre_b, int pre_act) {
     const int kh = K > 0 ? K : kh_, kw = K > 0 ? K : kw_, sh = S > 0 ? S : sh_, sw = S > 0 ? S : sw_;
     extern __shared__ float tile[]; // IH x IW input, then kh*kw weights
     float *wsh = tile + IH * IW;
@@ -143,7 +151,8 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
         const bool rowok = yi >= 0 && yi < H;
         for (int tx = threadIdx.x; tx < IW; tx += blockDim.x) {
             const int xi = ix0 + tx;
-            tile[ty * IW + tx] = (rowok && xi >= 0 && xi < W) ? ld(xp + (size_t)yi * W + xi) : 0.0f;
+            tile[ty * IW + tx] =
+                (rowok && xi >= 0 && xi < W) ? pre_apply(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act) : 0.0f;
         }
     }
     for (int i = tid; i < kh * kw; i += nthr) wsh[i] = w[(size_t)c * kh * kw + i];
@@ -504,20 +513,22 @@ size_t dpk_depthwise_gap_bytes(int N, int C, int Ho, int Wo) {
 }
 static int depthwise_go(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int C,
                         int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
-                        int act, void *gap, double *gpart);
+                        int act, void *gap, double *gpart, const float *pre_b, int pre_act);
 int dpk_depthwise_gap(void *stream, int dt, void *y, void *gap, void *part, const void *x, const float *w,
                       const float *bias, int N, int C, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw,
-                      int dh, int dw, int pt, int pl, int act) {
+                      int dh, int dw, int pt, int pl, int act, const float *pre_b, int pre_act) {
     return depthwise_go(stream, dt, y, x, w, bias, N, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act, gap,
-                        (double *)part);
+                        (double *)part, pre_b, pre_act);
 }
 int dpk_depthwise(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int C, int H,
-                  int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act) {
-    return depthwise_go(stream, dt, y, x, w, bias, N, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act, NULL, NULL);
+                  int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act,
+                  const float *pre_b, int pre_act) {
+    return depthwise_go(stream, dt, y, x, w, bias, N, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act, NULL, NULL,
+                        pre_b, pre_act);
 }
 static int depthwise_go(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int C,
                         int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
-                        int act, void *gap, double *gpart) {
+                        int act, void *gap, double *gpart, const float *pre_b, int pre_act) {
     size_t t = (size_t)N * C * Ho * Wo;
     if (t == 0) return cudaSuccess;
     const int IH = (DW_TH - 1) * sh + (kh - 1) * dh + 1, IW = (DW_TW - 1) * sw + (kw - 1) * dw + 1;
@@ -528,7 +539,7 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
     DISPATCH(dt, k_depthwise_tiled<T, K, S><<<(unsigned)nblocks, dim3(DW_TW, DW_TH / DW_ROWS), smem,                \
                                               (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh,  \
                                                                       kw, sh, sw, dh, dw, pt, pl, act, IH, IW,    \
-                                                                      gap ? gpart : nullptr))
+                                                                      gap ? gpart : nullptr, pre_b, pre_act))
         const int sq = kh == kw && sh == sw;
         if (sq && kh == 3 && sh == 1) DW_GO(3, 1)
         else if (sq && kh == 3 && sh == 2) DW_GO(3, 2)
@@ -544,7 +555,8 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
         return cudaGetLastError();
     }
     if (gap) return (int)cudaErrorNotSupported; // callers check dpk_depthwise_gap_ok
-    LAUNCH(dt, k_depthwise, t, TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, t, act);
+    LAUNCH(dt, k_depthwise, t, TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, t, act, pre_b,
+           pre_act);
 }
 int dpk_depthwise_gap_ok(int N, int C, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw) {
     const int IH = (DW_TH - 1) * sh + (kh - 1) * dh + 1, IW = (DW_TW - 1) * sw + (kw - 1) * dw + 1;

@@ -19,8 +19,11 @@ int dpk_scale_shift_act(void *stream, int dt, void *y, const void *x, const floa
                         size_t HW, int act);
 int dpk_scale_ch(void *stream, int dt, void *y, const void *x, const void *g, int N, int C, size_t HW);
 int dpk_pad(void *stream, int dt, void *y, const void *x, int N, int C, int H, int W, int pt, int pb, int pl, int pr);
+/* pre_b / pre_act: the input producer's deferred bias (may be NULL) and activation, applied to each
+ * input value as it is loaded (pre_act < 0: none) */
 int dpk_depthwise(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int C, int H,
-                  int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act);
+                  int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, int act,
+                  const float *pre_b, int pre_act);
 /* the depthwise conv and, in the same pass, the global average pool of its output into gap (N x C,
  * storage type), through part (dpk_depthwise_gap_bytes of workspace; deterministic); usable when
  * dpk_depthwise_gap_ok */
@@ -28,7 +31,7 @@ size_t dpk_depthwise_gap_bytes(int N, int C, int Ho, int Wo);
 int dpk_depthwise_gap_ok(int N, int C, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw);
 int dpk_depthwise_gap(void *stream, int dt, void *y, void *gap, void *part, const void *x, const float *w,
                       const float *bias, int N, int C, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw,
-                      int dh, int dw, int pt, int pl, int act);
+                      int dh, int dw, int pt, int pl, int act, const float *pre_b, int pre_act);
 /* dense convs of small patches (cin * kh * kw <= 64: the stems) to any number of outputs */
 int dpk_conv_co_ok(int cin, int cout, int kh, int kw);
 int dpk_conv_co(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int Cin,

@@ -13,11 +13,11 @@ chmod +x $B/bin/*
 for d in /tmp/lead/build/tools /work/main/build/tools; do mkdir -p $d; cp $B/bin/disopt_testmodel $d/ 2>/dev/null; done
 M=/tmp/m.safetensors
 $B/bin/disopt_testmodel testdata/golden/student_b3.safetensors $M > /dev/null || exit 1
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > $OUT/gpu.txt 2>&1
-echo "== test_cuda"; $B/bin/test_cuda > $OUT/test_cuda.log 2>&1; echo "rc=$?"; grep -E "FAIL|PASSED|ERROR|refused" $OUT/test_cuda.log | head
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > $OUT/test_cuda.log 2>&1
+echo "== test_cuda"; $B/bin/test_cuda >> $OUT/test_cuda.log 2>&1; echo "rc=$?"; grep -E "FAIL|PASSED|ERROR|refused" $OUT/test_cuda.log | head
 echo "== goldens on CUDA"; DISOPT_TEST_BACKEND=cuda $B/bin/test_golden > $OUT/golden_cuda.log 2>&1; echo "rc=$?"
-echo "== profile fp16 b32"; DISOPT_BENCH_PRECISION=fp16 $B/bin/bench_cpu $M -batch 32 -runs 2 -threads 16 -profile 2>&1 | head -30 > $OUT/prof_fp16_b32.log
-echo "== profile fp32 b32"; DISOPT_BENCH_PRECISION=fp32 $B/bin/bench_cpu $M -batch 32 -runs 2 -threads 16 -profile 2>&1 | head -30 > $OUT/prof_fp32_b32.log
+echo "== profile fp16 b32"; DISOPT_BENCH_PRECISION=fp16 $B/bin/bench_cpu $M -batch 32 -runs 2 -threads 16 -profile 2>&1 | head -30 > $OUT/prof_b32.log
+echo "== profile fp32 b32"; DISOPT_BENCH_PRECISION=fp32 $B/bin/bench_cpu $M -batch 32 -runs 2 -threads 16 -profile 2>&1 | head -30 >> $OUT/prof_b32.log
 # ours, then the authors' PyTorch model on the same weights (with TORCH=1 and .ref carried), then ours again
 for r in 1 2; do
   if [ $r = 2 ] && [ -n "$TORCH" ] && [ -d .ref ]; then
@@ -39,6 +39,6 @@ if [ -n "$NSYS" ]; then
   done
 fi
 if [ -d .ref ]; then
-  mkdir -p /tmp/dc; python3 testdata/gen/device_check.py --out /tmp/dc --fp64 --threads 16 --only student_b3 > $OUT/device_check.log 2>&1
+  mkdir -p /tmp/dc; python3 testdata/gen/device_check.py --out /tmp/dc --fp64 --modes --threads 16 --only student_b3 > $OUT/device_check.log 2>&1; grep autocast $OUT/device_check.log
   for p in fp32 tf32 fp16 bf16; do echo "== student_b3 $p"; DISOPT_BENCH_PRECISION=$p $B/bin/golden_compare /tmp/dc/student_b3.safetensors /tmp/dc/student_b3_io.safetensors; done 2>&1 | tee $OUT/compare.log | grep -E "==|fused|flip|PASS|FAIL" | head -40
 fi

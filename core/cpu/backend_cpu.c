@@ -119,6 +119,7 @@ static const dp_backend_vtable CPU_VT = {
     cpu_prepare, cpu_release, cpu_workspace, cpu_run, cpu_sync, cpu_run_conv_gap,
     NULL, NULL, NULL, NULL, /* no graphs */
     NULL, NULL, NULL, NULL, /* ordinary host memory; the model checks inputs on the host */
+    0,                      /* no deferred activations */
 };
 
 disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_backend **out) {

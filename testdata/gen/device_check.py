@@ -68,6 +68,7 @@ def main():
     ap.add_argument("--cuda", choices=("auto", "yes", "no"), default="auto",
                     help="also run on CUDA (fp32, TF32 off) and compare")
     ap.add_argument("--fp64", action="store_true", help="also compute a CPU float64 reference")
+    ap.add_argument("--modes", action="store_true", help="also PyTorch TF32 and fp16/bf16 autocast on the GPU vs fp32")
     ap.add_argument("--no-model", action="store_true", help="skip writing the full F32 model files")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = default)")
     ap.add_argument("--site", default=str(R.DEFAULT_SITE), help="folder with smp 0.2.0 etc. ('' = installed)")
@@ -138,6 +139,19 @@ def main():
             for k, v in o.items():
                 io["cuda." + k[len("golden."):]] = v.float().cpu().contiguous()
                 res["cpu_vs_cuda." + k] = compare(cpu[k], v)
+            # PyTorch's own reduced-precision modes on the same measure (the reference for ours)
+            if args.modes:
+                for mode in ("tf32", "fp16", "bf16"):
+                    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+                    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16 if mode == "fp16" else torch.bfloat16,
+                                                         enabled=mode != "tf32"):
+                        om = logits_of(arch, mc(x.cuda()))
+                    for k, v in om.items():
+                        r = compare(cpu[k], v.float())
+                        res["cpu_vs_torch_" + mode + "." + k] = r
+                        print(f"{name} {k[len('golden.'):]:12s} torch {mode} (autocast) vs torch fp32: "
+                              f"{r['rel_to_max']:.3g} of max|logit|, argmax flips {r['argmax_flip_frac']:.2g}", flush=True)
+                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
             model = mc.cpu()
         if args.fp64:
             m64 = model.double()
