@@ -2,7 +2,9 @@
  *  - every op's backward against central finite differences of L = sum(out * r), in double, on the
  *    double instantiation (random inputs from a fixed seed, none near zero); gradients are added
  *    onto a random prefill, which checks the "backward adds" convention too;
- *  - the float instantiation against the double one (forward and every gradient);
+ *  - the float instantiation against the double one (forward and every gradient), and the double
+ *    one's _mt kernels on a 3-thread pool against the caller's thread: bitwise equal (the plain
+ *    kernels, which the goldens and the mask tests call, are the _mt ones without a pool);
  *  - BN's running statistics against hand-computed values (momentum 0.01 and 0.1);
  *  - Philox4x32-10 known answers, the stream layout, dropout and drop-connect masks (statistics,
  *    scaling, determinism, backward with the forward's mask), the drop-connect rate schedule;
@@ -48,9 +50,12 @@ struct gcase {
 
 #define AUX(c, prec, i) ((prec) == 64 ? (void *)(c)->aux64[i] : (void *)(c)->aux32[i])
 
-#define CALL(prec, fn, ...) ((prec) == 64 ? fn##_f64(__VA_ARGS__) : fn##_f32(__VA_ARGS__))
+/* the kernels with their tasks on g_pool */
+#define CALL(prec, fn, ...) ((prec) == 64 ? fn##_mt_f64(g_pool, __VA_ARGS__) : fn##_mt_f32(g_pool, __VA_ARGS__))
 
 static tu_rng g_rng;
+static dp_pool *g_pool;  /* the pool the kernels run on: NULL (caller's thread) or g_pool3 */
+static dp_pool *g_pool3; /* 3 threads */
 static double g_worst_fd, g_worst_f32;
 
 static double urand(void) { return (double)(tu_next(&g_rng) >> 11) * 0x1p-53; }
@@ -122,6 +127,24 @@ static void check_case(gcase *c, double fd_tol, double f32_tol) {
     for (size_t i = 0; i < c->out_len; i++)
         assert_true(isfinite(out[i]));
     assert_int_equal(c->bwd(c, 64, (void *const *)in, out, r, (void *const *)din), DISOPT_OK);
+    /* the same on 3 threads, bitwise */
+    {
+        double *out3 = malloc(c->out_len * sizeof(double)), *din3[MAXT];
+        for (int i = 0; i < c->n_in; i++) {
+            din3[i] = malloc(c->in_len[i] * sizeof(double));
+            memcpy(din3[i], pre[i], c->in_len[i] * sizeof(double));
+        }
+        g_pool = g_pool3;
+        assert_int_equal(c->fwd(c, 64, (void *const *)in, out3), DISOPT_OK);
+        assert_int_equal(c->bwd(c, 64, (void *const *)in, out3, r, (void *const *)din3), DISOPT_OK);
+        g_pool = NULL;
+        assert_memory_equal(out3, out, c->out_len * sizeof(double));
+        for (int i = 0; i < c->n_in; i++) {
+            assert_memory_equal(din3[i], din[i], c->in_len[i] * sizeof(double));
+            free(din3[i]);
+        }
+        free(out3);
+    }
     for (int i = 0; i < c->n_in; i++)
         for (size_t j = 0; j < c->in_len[i]; j++)
             din[i][j] -= pre[i][j];
@@ -162,8 +185,10 @@ static void check_case(gcase *c, double fd_tol, double f32_tol) {
         fdin[i] = calloc(c->in_len[i], sizeof(float)); /* a float prefill would cost the small gradients digits */
     }
     void *fout = to_prec(tmp, c->out_len, 32), *fr = to_prec(r, c->out_len, 32);
+    g_pool = g_pool3; /* (the float kernels on 3 threads) */
     assert_int_equal(c->fwd(c, 32, fin, fout), DISOPT_OK);
     assert_int_equal(c->bwd(c, 32, fin, fout, fr, fdin), DISOPT_OK);
+    g_pool = NULL;
     double ef = nerr(fout, 32, out, c->out_len);
     for (int i = 0; i < c->n_in; i++) {
         double e = nerr(fdin[i], 32, din[i], c->in_len[i]);
@@ -197,9 +222,12 @@ static void check_case(gcase *c, double fd_tol, double f32_tol) {
 static size_t elem(int prec) { return prec == 64 ? sizeof(double) : sizeof(float); }
 
 static size_t conv_ws(const gcase *c) {
-    size_t full = dp_tr_conv_ws_elems(&c->cp, c->h, c->w),
-           col = (size_t)(c->cp.cin / c->cp.groups) * c->cp.kh * c->cp.kw;
-    return c->ws_cols && full ? col * (size_t)c->ws_cols : full;
+    const int nthr = g_pool ? dp_pool_size(g_pool) : 1;
+    size_t full = dp_tr_conv_ws_elems_mt(&c->cp, c->h, c->w, nthr);
+    if (!c->ws_cols || !full)
+        return full;
+    size_t col = (size_t)(c->cp.cin / c->cp.groups) * c->cp.kh * c->cp.kw;
+    return (size_t)nthr * col * (size_t)c->ws_cols; /* narrow panels */
 }
 
 static disopt_status conv_fwd(const gcase *c, int prec, void *const *in, void *out) {
@@ -262,6 +290,8 @@ static void test_conv(void **state) {
         {"conv 3x3 dil 2 pad 2", 2, 3, 4, 8, 7, 3, 3, 1, 1, 2, 2, 1, 2, 2, 2, 2, 1},
         {"conv 3x3/s2 dil 2 groups 2", 2, 4, 6, 9, 9, 3, 3, 2, 2, 2, 2, 2, 1, 2, 2, 1, 1},
         {"conv 1x1 (direct) bias", 2, 8, 5, 6, 5, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1},
+        {"conv 3x3 16->12 (3 blocks of K)", 2, 16, 12, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+        {"conv 1x1 80->6 (2 blocks of K)", 2, 80, 6, 5, 4, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
         {"conv 1x1/s2", 2, 6, 3, 7, 7, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0, 0, 0},
         {"conv 1x1 groups 2", 2, 6, 4, 5, 5, 1, 1, 1, 1, 1, 1, 2, 0, 0, 0, 0, 0},
         {"conv 1x3 s(1,2) pad (0,0,1,1)", 2, 3, 4, 6, 9, 1, 3, 1, 2, 1, 1, 1, 0, 0, 1, 1, 1},
@@ -274,12 +304,13 @@ static void test_conv(void **state) {
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
         run_conv(&specs[i], 0);
     /* im2col in panels narrower than the output (a small workspace): 7 columns, and 1 */
-    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
-        if (dp_tr_conv_ws_elems(&(dp_conv_params){specs[i].cin, specs[i].cout, specs[i].kh, specs[i].kw, specs[i].sh,
-                                                  specs[i].sw, specs[i].dh, specs[i].dw, specs[i].g, specs[i].pt,
-                                                  specs[i].pb, specs[i].pl, specs[i].pr},
-                                specs[i].h, specs[i].w))
-            run_conv(&specs[i], i % 2 ? 7 : 1);
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        const conv_spec *c = &specs[i];
+        dp_conv_params p = {c->cin, c->cout, c->kh, c->kw, c->sh, c->sw, c->dh,
+                            c->dw,  c->g,    c->pt, c->pb, c->pl, c->pr};
+        if (!dp_tr_conv_is_direct(&p) && !dp_tr_conv_is_depthwise(&p))
+            run_conv(c, i % 2 ? 7 : 1);
+    }
 }
 
 static void test_conv_errors(void **state) {
@@ -567,7 +598,15 @@ static void test_act(void **state) {
         c.bwd = act_bwd;
         check_case(&c, 1e-6, 1e-6);
     }
+    /* more than one task's chunk */
+    gcase c = shaped("swish, 2 tasks of values", 2, 3, 64, 48);
+    c.act = DP_ACT_SWISH;
+    c.in_scale = 4;
+    c.fwd = act_fwd;
+    c.bwd = act_bwd;
+    check_case(&c, 1e-6, 1e-6);
 }
+
 
 static void test_channel_ops(void **state) {
     (void)state;
@@ -840,21 +879,30 @@ static disopt_status mb_run(const gcase *c, int prec, void *const *in, void *out
     void *gt = zal((size_t)N * C, prec), *sc = zal(NX, prec), *q = zal(NX, prec), *pj = zal(NX, prec);
     void *d = zal(NX, prec), *m1 = zal(C, prec), *i1 = zal(C, prec), *m2 = zal(C, prec), *i2 = zal(C, prec);
     disopt_status st = DISOPT_OK;
+    const int nthr = g_pool ? dp_pool_size(g_pool) : 1;
+    size_t wsn = dp_tr_conv_ws_elems_mt(&pdw, MB_H, MB_W, nthr), w2 = dp_tr_conv_ws_elems_mt(&pr, 1, 1, nthr);
+    if (w2 > wsn)
+        wsn = w2;
+    if ((w2 = dp_tr_conv_ws_elems_mt(&pe, 1, 1, nthr)) > wsn)
+        wsn = w2;
+    if ((w2 = dp_tr_conv_ws_elems_mt(&pp, MB_H, MB_W, nthr)) > wsn)
+        wsn = w2;
+    void *ws = zal(wsn + 1, prec);
 #define MB(call)                                                                                                       \
     do {                                                                                                               \
         if (!st)                                                                                                       \
             st = (call);                                                                                               \
     } while (0)
-    MB(CALL(prec, dp_tr_conv_fwd, &pdw, N, MB_H, MB_W, in[0], in[1], NULL, a, NULL, 0));
+    MB(CALL(prec, dp_tr_conv_fwd, &pdw, N, MB_H, MB_W, in[0], in[1], NULL, a, ws, wsn));
     MB(CALL(prec, dp_tr_bn_fwd_train, N, C, HW, a, in[2], in[3], 1e-3, 0.01, NULL, NULL, m1, i1, b));
     MB(CALL(prec, dp_tr_act_fwd, DP_ACT_SWISH, NX, b, s));
     MB(CALL(prec, dp_tr_gap_fwd, N, C, HW, s, p));
-    MB(CALL(prec, dp_tr_conv_fwd, &pr, N, 1, 1, p, in[4], in[5], r1, NULL, 0));
+    MB(CALL(prec, dp_tr_conv_fwd, &pr, N, 1, 1, p, in[4], in[5], r1, ws, wsn));
     MB(CALL(prec, dp_tr_act_fwd, DP_ACT_SWISH, (size_t)N * R, r1, r2));
-    MB(CALL(prec, dp_tr_conv_fwd, &pe, N, 1, 1, r2, in[6], in[7], e, NULL, 0));
+    MB(CALL(prec, dp_tr_conv_fwd, &pe, N, 1, 1, r2, in[6], in[7], e, ws, wsn));
     MB(CALL(prec, dp_tr_act_fwd, DP_ACT_SIGMOID, (size_t)N * C, e, gt));
     MB(CALL(prec, dp_tr_scale_ch_fwd, N, C, HW, s, gt, sc));
-    MB(CALL(prec, dp_tr_conv_fwd, &pp, N, MB_H, MB_W, sc, in[8], NULL, pj, NULL, 0));
+    MB(CALL(prec, dp_tr_conv_fwd, &pp, N, MB_H, MB_W, sc, in[8], NULL, pj, ws, wsn));
     MB(CALL(prec, dp_tr_bn_fwd_train, N, C, HW, pj, in[9], in[10], 1e-3, 0.01, NULL, NULL, m2, i2, q));
     MB(CALL(prec, dp_tr_drop_connect_fwd, N, C * HW, rate, c->mask, q, d));
     MB(CALL(prec, dp_tr_add_fwd, NX, d, in[0], out));
@@ -865,26 +913,26 @@ static disopt_status mb_run(const gcase *c, int prec, void *const *in, void *out
         MB(CALL(prec, dp_tr_add_bwd, NX, dy, dd, din[0]));
         MB(CALL(prec, dp_tr_drop_connect_bwd, N, C * HW, rate, c->mask, dd, dq));
         MB(CALL(prec, dp_tr_bn_bwd_train, N, C, HW, pj, dq, in[9], m2, i2, dpj, din[9], din[10]));
-        MB(CALL(prec, dp_tr_conv_bwd_data, &pp, N, MB_H, MB_W, dpj, in[8], dsc, NULL, 0));
-        MB(CALL(prec, dp_tr_conv_bwd_filter, &pp, N, MB_H, MB_W, sc, dpj, din[8], NULL, NULL, 0));
+        MB(CALL(prec, dp_tr_conv_bwd_data, &pp, N, MB_H, MB_W, dpj, in[8], dsc, ws, wsn));
+        MB(CALL(prec, dp_tr_conv_bwd_filter, &pp, N, MB_H, MB_W, sc, dpj, din[8], NULL, ws, wsn));
         MB(CALL(prec, dp_tr_scale_ch_bwd, N, C, HW, s, gt, dsc, ds, dgt));
         MB(CALL(prec, dp_tr_act_bwd, DP_ACT_SIGMOID, (size_t)N * C, NULL, gt, dgt, de));
-        MB(CALL(prec, dp_tr_conv_bwd_data, &pe, N, 1, 1, de, in[6], dr2, NULL, 0));
-        MB(CALL(prec, dp_tr_conv_bwd_filter, &pe, N, 1, 1, r2, de, din[6], din[7], NULL, 0));
+        MB(CALL(prec, dp_tr_conv_bwd_data, &pe, N, 1, 1, de, in[6], dr2, ws, wsn));
+        MB(CALL(prec, dp_tr_conv_bwd_filter, &pe, N, 1, 1, r2, de, din[6], din[7], ws, wsn));
         MB(CALL(prec, dp_tr_act_bwd, DP_ACT_SWISH, (size_t)N * R, r1, r2, dr2, dr1));
-        MB(CALL(prec, dp_tr_conv_bwd_data, &pr, N, 1, 1, dr1, in[4], dp, NULL, 0));
-        MB(CALL(prec, dp_tr_conv_bwd_filter, &pr, N, 1, 1, p, dr1, din[4], din[5], NULL, 0));
+        MB(CALL(prec, dp_tr_conv_bwd_data, &pr, N, 1, 1, dr1, in[4], dp, ws, wsn));
+        MB(CALL(prec, dp_tr_conv_bwd_filter, &pr, N, 1, 1, p, dr1, din[4], din[5], ws, wsn));
         MB(CALL(prec, dp_tr_gap_bwd, N, C, HW, dp, ds)); /* s's second consumer: adds */
         MB(CALL(prec, dp_tr_act_bwd, DP_ACT_SWISH, NX, b, s, ds, db));
         MB(CALL(prec, dp_tr_bn_bwd_train, N, C, HW, a, db, in[2], m1, i1, da, din[2], din[3]));
-        MB(CALL(prec, dp_tr_conv_bwd_data, &pdw, N, MB_H, MB_W, da, in[1], din[0], NULL, 0)); /* x's second */
-        MB(CALL(prec, dp_tr_conv_bwd_filter, &pdw, N, MB_H, MB_W, in[0], da, din[1], NULL, NULL, 0));
+        MB(CALL(prec, dp_tr_conv_bwd_data, &pdw, N, MB_H, MB_W, da, in[1], din[0], ws, wsn)); /* x's second */
+        MB(CALL(prec, dp_tr_conv_bwd_filter, &pdw, N, MB_H, MB_W, in[0], da, din[1], NULL, ws, wsn));
         free(dd), free(dq), free(dpj), free(dsc), free(ds), free(dgt), free(de), free(dr2), free(dr1), free(dp);
         free(db), free(da);
     }
 #undef MB
     free(a), free(b), free(s), free(p), free(r1), free(r2), free(e), free(gt), free(sc), free(q), free(pj), free(d);
-    free(m1), free(i1), free(m2), free(i2);
+    free(m1), free(i1), free(m2), free(i2), free(ws);
     return st;
 }
 
@@ -1111,8 +1159,16 @@ static void test_summary(void **state) {
     print_message("# worst over all ops: finite differences %.2e, float vs double %.2e\n", g_worst_fd, g_worst_f32);
 }
 
+static int teardown(void **state) {
+    (void)state;
+    dp_pool_destroy(g_pool3);
+    return 0;
+}
+
 static int setup(void **state) {
     (void)state;
+    if (dp_pool_create(3, &g_pool3) != DISOPT_OK)
+        return -1;
     const char *env = getenv("DISOPT_TEST_SEED");
     g_rng.s = env ? strtoull(env, NULL, 0) : 0x5eed2026112501ULL;
     if (!g_rng.s)
@@ -1128,5 +1184,5 @@ int main(void) {
         cmocka_unit_test(test_drop_connect), cmocka_unit_test(test_golden_torch), cmocka_unit_test(test_mbconv_block),
         cmocka_unit_test(test_summary),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, setup, teardown);
 }

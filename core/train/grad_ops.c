@@ -6,8 +6,11 @@
  * run BLIS gemm (single-threaded build) on im2col panels of one (image, group): as many output
  * pixels per panel as the caller's workspace holds (dp_tr_conv_ws_elems() asks for panels of about
  * 1M elements); 1x1/stride-1/unpadded convs run on the input itself; depthwise convs are direct
- * loops, tap by tap over the valid output columns of a row (no per-pixel bounds test);
- * single-threaded; no allocation, no global state.
+ * loops, tap by tap over the valid output columns of a row (no per-pixel bounds test).
+ * Threads: the _mt kernels run their tasks on the caller's dp_pool (conv: (image, group, panel) or
+ * (image, channel); filter gradients: (group, 64 im2col rows) over every image; BN: one channel;
+ * upsampling: one plane; activations: chunks); each task writes its own part of the output, so
+ * results are bitwise independent of the thread count. No allocation, no global state.
  * The kernels are in grad_tmpl.h, instantiated here for float (_f32) and double (_f64).
  */
 #include "grad_ops.h"
@@ -44,19 +47,23 @@ disopt_status dp_tr_conv_check(const dp_conv_params *p, int n, int h, int w, int
     return DISOPT_OK;
 }
 
+int dp_tr_conv_is_direct(const dp_conv_params *p) {
+    return p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && !p->pt && !p->pb && !p->pl && !p->pr;
+}
+
 size_t dp_tr_conv_ws_elems(const dp_conv_params *p, int h, int w) {
-    long eh = (long)(p->kh - 1) * p->dh + 1, ew = (long)(p->kw - 1) * p->dw + 1;
-    long ph = (long)h + p->pt + p->pb, pw = (long)w + p->pl + p->pr;
-    if (p->groups <= 0 || p->sh <= 0 || p->sw <= 0 || eh > ph || ew > pw || dp_tr_conv_is_depthwise(p))
+    int oh = 0, ow = 0;
+    if (dp_tr_conv_is_depthwise(p) || dp_tr_conv_is_direct(p) || dp_tr_conv_check(p, 1, h, w, &oh, &ow))
         return 0;
-    if (p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && !p->pt && !p->pb && !p->pl && !p->pr)
-        return 0;
-    size_t P = (size_t)((ph - eh) / p->sh + 1) * (size_t)((pw - ew) / p->sw + 1);
-    size_t K = (size_t)(p->cin / p->groups) * (size_t)p->kh * (size_t)p->kw;
-    size_t cols = DP_TR_PANEL_ELEMS / K; /* panels of about DP_TR_PANEL_ELEMS, at least DP_TR_PANEL_MIN_COLS wide */
+    const size_t P = (size_t)oh * (size_t)ow, K = (size_t)(p->cin / p->groups) * (size_t)p->kh * (size_t)p->kw;
+    size_t cols = DP_TR_PANEL_ELEMS / K; /* panels of about DP_TR_PANEL_ELEMS, at least DP_TR_PANEL_MIN_COLS */
     if (cols < DP_TR_PANEL_MIN_COLS)
         cols = DP_TR_PANEL_MIN_COLS;
     return K * (cols < P ? cols : P);
+}
+
+size_t dp_tr_conv_ws_elems_mt(const dp_conv_params *p, int h, int w, int nthreads) {
+    return nthreads > 0 ? (size_t)nthreads * dp_tr_conv_ws_elems(p, h, w) : 0;
 }
 
 /* ---------------------------------------------------------------- masks */
@@ -95,6 +102,27 @@ double dp_tr_drop_connect_rate(double base, int block_idx, int num_blocks) {
     if (num_blocks <= 0 || block_idx < 0)
         return 0.0;
     return base * (double)block_idx / (double)num_blocks;
+}
+
+/* ---------------------------------------------------------------- threads */
+/* output pixels per task of a 1x1 direct conv; elements per task of the light parallel loops;
+ * im2col rows (filter gradient columns) per task of a filter gradient */
+#define DP_TR_DIRECT_COLS ((size_t)4096)
+#define DP_TR_CHUNK ((size_t)16384)
+#define DP_TR_KBLOCK ((size_t)64)
+
+static int dp_tr_threads(dp_pool *pool) { return pool ? dp_pool_size(pool) : 1; }
+
+/* fn(ctx, t, thread) for t < ntasks, on the pool or (no pool) on the caller's thread, in order */
+static void dp_tr_run(dp_pool *pool, size_t ntasks, dp_task_fn fn, void *ctx) {
+    if (!ntasks)
+        return;
+    if (pool && ntasks > 1 && ntasks <= (size_t)INT32_MAX) {
+        dp_pool_run(pool, (int)ntasks, fn, ctx);
+        return;
+    }
+    for (size_t t = 0; t < ntasks; t++)
+        fn(ctx, (int)t, 0);
 }
 
 /* ---------------------------------------------------------------- instantiations */

@@ -18,14 +18,18 @@
  *    forward saved (BN: batch mean and 1/sqrt(var + eps) per channel; dropout and drop-connect: the
  *    mask). Nothing is kept inside the kernels;
  *  - no allocation: the convs take a caller's workspace, dp_tr_conv_ws_elems() elements of T for the
- *    full speed; any size from one im2col column (cin/groups * kh * kw elements) works, in more,
- *    narrower panels (the result is the same up to the GEMM's rounding);
- *  - threading: single-threaded, run on the caller's thread (the op boundary is per node, as the
- *    backend vtable's "run backward of one node" will be; a CUDA backend implements the same
- *    functions over device pointers). A caller may split every op except BN by images (call with
- *    n = 1 and offset pointers, one conv workspace per task); weight and bias gradients then go to
- *    per-task zeroed partials, summed in a fixed order, so results do not depend on the thread
- *    count. BN needs the whole batch of a channel;
+ *    full speed (per thread); any size from one im2col column (cin/groups * kh * kw elements) per
+ *    thread works, in more, narrower panels (the result is the same up to the GEMM's rounding);
+ *  - threading: every kernel has a twin with an _mt suffix that takes a dp_pool first and runs its
+ *    tasks there; the plain kernel is the twin with a NULL pool (the caller's thread, tasks in
+ *    order). The convs split into (image, group, pixel panel) tasks, (image, channel) for depthwise,
+ *    and their filter gradients into (group, block of 64 im2col rows) tasks over every image; BN
+ *    runs a task per channel, upsampling one per plane, the activations chunks; the other, light
+ *    ops run on the caller's thread for now. Every task writes its own part of the output and the
+ *    decomposition depends on no thread count, so the results are bitwise the same on any pool
+ *    (given a workspace of one full panel per thread). The op boundary is per node, as the backend
+ *    vtable's "run backward of one node" will be; a CUDA backend implements the same functions
+ *    over device pointers;
  *  - errors: impossible shapes or parameters give DISOPT_ERR_INVALID_ARGUMENT through dp_error();
  *    nothing aborts.
  *
@@ -49,12 +53,17 @@
 /* Output size of a conv on an h x w input; DISOPT_ERR_INVALID_ARGUMENT when the params are
  * impossible (groups not dividing cin/cout, kernel larger than the padded input, ...). */
 disopt_status dp_tr_conv_check(const dp_conv_params *p, int n, int h, int w, int *oh, int *ow);
-/* Workspace of the conv kernels (forward, backward data, backward filter), in elements of T: im2col
- * panels of about DP_TR_PANEL_ELEMS elements (at least DP_TR_PANEL_MIN_COLS output pixels, at most
- * all of them); 0 for depthwise and 1x1/stride-1/unpadded convs. */
+/* Workspace of the conv kernels (forward, backward data, backward filter) on one thread, in
+ * elements of T: an im2col panel of about DP_TR_PANEL_ELEMS elements (at least
+ * DP_TR_PANEL_MIN_COLS output pixels, at most all of them); 0 for depthwise and
+ * 1x1/stride-1/unpadded convs. The _mt kernels take one panel per thread of the pool:
+ * dp_tr_conv_ws_elems_mt(p, h, w, dp_pool_size(pool)) = nthreads * dp_tr_conv_ws_elems(p, h, w). */
 #define DP_TR_PANEL_ELEMS ((size_t)1 << 20)
 #define DP_TR_PANEL_MIN_COLS ((size_t)256)
 size_t dp_tr_conv_ws_elems(const dp_conv_params *p, int h, int w);
+size_t dp_tr_conv_ws_elems_mt(const dp_conv_params *p, int h, int w, int nthreads);
+/* 1 when the GEMM reads the input itself (1x1, stride 1, no padding, any groups) */
+int dp_tr_conv_is_direct(const dp_conv_params *p);
 /* 1 when the conv runs as a depthwise direct loop (groups == cin == cout > 1) */
 int dp_tr_conv_is_depthwise(const dp_conv_params *p);
 
@@ -140,6 +149,64 @@ double dp_tr_drop_connect_rate(double base, int block_idx, int num_blocks);
 DP_TR_DECLARE(float, f32)
 DP_TR_DECLARE(double, f64)
 
+/* The same kernels with their tasks on a dp_pool (NULL: the caller's thread): dp_tr_<op>_mt_f32 /
+ * _f64, the arguments of dp_tr_<op>_f32 / _f64 after the pool. The plain ones are these with a NULL
+ * pool. See "threading" above. */
+#define DP_TR_DECLARE_MT(T, S)                                                                                         \
+    disopt_status dp_tr_conv_fwd_mt_##S(dp_pool *pool, const dp_conv_params *p, int n, int h, int w, const T *x,       \
+                                        const T *wt, const T *b, T *y, T *ws, size_t ws_elems);                        \
+    disopt_status dp_tr_conv_bwd_data_mt_##S(dp_pool *pool, const dp_conv_params *p, int n, int h, int w, const T *dy, \
+                                             const T *wt, T *dx, T *ws, size_t ws_elems);                              \
+    disopt_status dp_tr_conv_bwd_filter_mt_##S(dp_pool *pool, const dp_conv_params *p, int n, int h, int w,            \
+                                               const T *x, const T *dy, T *dw, T *db, T *ws, size_t ws_elems);         \
+    disopt_status dp_tr_bn_fwd_train_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *gamma,        \
+                                            const T *beta, double eps, double momentum, T *run_mean, T *run_var,       \
+                                            T *save_mean, T *save_invstd, T *y);                                       \
+    disopt_status dp_tr_bn_bwd_train_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *dy,           \
+                                            const T *gamma, const T *save_mean, const T *save_invstd, T *dx,           \
+                                            T *dgamma, T *dbeta);                                                      \
+    disopt_status dp_tr_bn_fwd_eval_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *gamma,         \
+                                           const T *beta, const T *run_mean, const T *run_var, double eps, T *y);      \
+    disopt_status dp_tr_bn_bwd_eval_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *dy,            \
+                                           const T *gamma, const T *run_mean, const T *run_var, double eps, T *dx,     \
+                                           T *dgamma, T *dbeta);                                                       \
+    disopt_status dp_tr_act_fwd_mt_##S(dp_pool *pool, dp_act a, size_t count, const T *x, T *y);                       \
+    disopt_status dp_tr_act_bwd_mt_##S(dp_pool *pool, dp_act a, size_t count, const T *x, const T *y, const T *dy,     \
+                                       T *dx);                                                                         \
+    disopt_status dp_tr_gap_fwd_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, T *y);                      \
+    disopt_status dp_tr_gap_bwd_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *dy, T *dx);                    \
+    disopt_status dp_tr_broadcast_fwd_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, T *y);                \
+    disopt_status dp_tr_broadcast_bwd_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *dy, T *dx);              \
+    disopt_status dp_tr_scale_ch_fwd_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *g, T *y);     \
+    disopt_status dp_tr_scale_ch_bwd_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *g,            \
+                                            const T *dy, T *dx, T *dg);                                                \
+    disopt_status dp_tr_scse_fwd_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *cg, const T *sg,  \
+                                        T *y);                                                                         \
+    disopt_status dp_tr_scse_bwd_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *cg, const T *sg,  \
+                                        const T *dy, T *dx, T *dcg, T *dsg);                                           \
+    disopt_status dp_tr_add_fwd_mt_##S(dp_pool *pool, size_t count, const T *a, const T *b, T *y);                     \
+    disopt_status dp_tr_add_bwd_mt_##S(dp_pool *pool, size_t count, const T *dy, T *da, T *db);                        \
+    disopt_status dp_tr_concat_fwd_mt_##S(dp_pool *pool, int n, size_t hw, int k, const int *cs, const T *const *xs,   \
+                                          T *y);                                                                       \
+    disopt_status dp_tr_concat_bwd_mt_##S(dp_pool *pool, int n, size_t hw, int k, const int *cs, const T *dy,          \
+                                          T *const *dxs);                                                              \
+    disopt_status dp_tr_upsample_fwd_mt_##S(dp_pool *pool, int n, int c, int h, int w, int f, const T *x, T *y);       \
+    disopt_status dp_tr_upsample_bwd_mt_##S(dp_pool *pool, int n, int c, int h, int w, int f, const T *dy, T *dx);     \
+    disopt_status dp_tr_softmax_fwd_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *x, T *y);                  \
+    disopt_status dp_tr_softmax_bwd_mt_##S(dp_pool *pool, int n, int c, size_t hw, const T *y, const T *dy, T *dx);    \
+    disopt_status dp_tr_dropout_fwd_mt_##S(dp_pool *pool, size_t count, double p, const uint8_t *mask, const T *x,     \
+                                           T *y);                                                                      \
+    disopt_status dp_tr_dropout_bwd_mt_##S(dp_pool *pool, size_t count, double p, const uint8_t *mask, const T *dy,    \
+                                           T *dx);                                                                     \
+    disopt_status dp_tr_drop_connect_fwd_mt_##S(dp_pool *pool, int n, size_t per, double rate, const uint8_t *mask,    \
+                                                const T *x, T *y);                                                     \
+    disopt_status dp_tr_drop_connect_bwd_mt_##S(dp_pool *pool, int n, size_t per, double rate, const uint8_t *mask,    \
+                                                const T *dy, T *dx);
+
+DP_TR_DECLARE_MT(float, f32)
+DP_TR_DECLARE_MT(double, f64)
+
 #undef DP_TR_DECLARE
+#undef DP_TR_DECLARE_MT
 
 #endif
