@@ -44,6 +44,7 @@ struct gcase {
     uint8_t *mask;
     double in_scale;  /* inputs are +-[0.1, 1] * in_scale (1 when 0) */
     int ws_cols;      /* conv: a workspace of this many im2col columns (0: dp_tr_conv_ws_elems) */
+    int fd_max;       /* finite differences on at most this many elements per input (0: 160) */
     double *aux64[2]; /* constant tensors of the op (not differentiated), in both precisions */
     float *aux32[2];
 };
@@ -153,7 +154,8 @@ static void check_case(gcase *c, double fd_tol, double f32_tol) {
     const double hstep = 1e-5;
     double worst = 0;
     for (int i = 0; i < c->n_in; i++) {
-        size_t len = c->in_len[i], stride = len > 160 ? len / 160 : 1;
+        const size_t fmax = c->fd_max ? (size_t)c->fd_max : 160;
+        size_t len = c->in_len[i], stride = len > fmax ? len / fmax : 1;
         double *num = calloc(len, sizeof(double)), *ana = calloc(len, sizeof(double));
         size_t m = 0;
         for (size_t j = (size_t)(urand() * (double)stride); j < len; j += stride, m++) {
@@ -329,20 +331,24 @@ static void test_conv_errors(void **state) {
 
 /* ---------------------------------------------------------------- batch norm */
 static disopt_status bn_train_fwd(const gcase *c, int prec, void *const *in, void *out) {
-    char sm[64 * 8], si[64 * 8];
+    double sm[64], si[64]; /* (float or double storage) */
     return CALL(prec, dp_tr_bn_fwd_train, c->n, c->c, (size_t)c->h * c->w, in[0], in[1], in[2], c->eps, 0.1, NULL, NULL,
                 (void *)sm, (void *)si, out);
 }
 
 static disopt_status bn_train_bwd(const gcase *c, int prec, void *const *in, const void *out, const void *dy,
                                   void *const *din) {
-    char sm[64 * 8], si[64 * 8], y[4096 * 8];
+    double sm[64], si[64];
     (void)out;
     size_t hw = (size_t)c->h * c->w;
-    DP_TRY(CALL(prec, dp_tr_bn_fwd_train, c->n, c->c, hw, in[0], in[1], in[2], c->eps, 0.1, NULL, NULL, (void *)sm,
-                (void *)si, (void *)y));
-    return CALL(prec, dp_tr_bn_bwd_train, c->n, c->c, hw, in[0], dy, in[1], (void *)sm, (void *)si, din[0], din[1],
-                din[2]);
+    void *y = malloc(c->out_len * sizeof(double));
+    disopt_status s = CALL(prec, dp_tr_bn_fwd_train, c->n, c->c, hw, in[0], in[1], in[2], c->eps, 0.1, NULL, NULL,
+                           (void *)sm, (void *)si, y);
+    if (!s)
+        s = CALL(prec, dp_tr_bn_bwd_train, c->n, c->c, hw, in[0], dy, in[1], (void *)sm, (void *)si, din[0], din[1],
+                 din[2]);
+    free(y);
+    return s;
 }
 
 static void test_bn(void **state) {
@@ -607,7 +613,6 @@ static void test_act(void **state) {
     check_case(&c, 1e-6, 1e-6);
 }
 
-
 static void test_channel_ops(void **state) {
     (void)state;
     gcase c = shaped("global average pool", 2, 5, 7, 6);
@@ -674,6 +679,98 @@ static void test_channel_ops(void **state) {
     c.in_scale = 5;
     c.fwd = sm_fwd, c.bwd = sm_bwd;
     check_case(&c, 1e-6, 1e-6);
+}
+
+/* the light ops on shapes large enough to make several tasks (about 16K elements each), so the
+ * 3-thread run really splits them; few finite-difference points (the small cases above have many) */
+static void test_ops_split(void **state) {
+    (void)state;
+    enum { N = 2, C = 8, H = 48, W = 48 };
+    const size_t NX = (size_t)N * C * H * W, HW = (size_t)H * W;
+    gcase c = shaped("split: global average pool", N, C, H, W);
+    c.fd_max = 8;
+    c.out_len = (size_t)N * C;
+    c.fwd = gap_fwd, c.bwd = gap_bwd;
+    check_case(&c, 1e-6, 1e-6);
+
+    c = shaped("split: broadcast", N, C, H, W);
+    c.fd_max = 8;
+    c.in_len[0] = (size_t)N * C;
+    c.fwd = bc_fwd, c.bwd = bc_bwd;
+    check_case(&c, 1e-6, 1e-6);
+
+    c = shaped("split: channel scale", N, C, H, W);
+    c.fd_max = 8;
+    c.n_in = 2;
+    c.in_len[1] = (size_t)N * C;
+    c.fwd = sc_fwd, c.bwd = sc_bwd;
+    check_case(&c, 1e-6, 1e-6);
+
+    c = shaped("split: SCSE", N, C, H, W);
+    c.fd_max = 8;
+    c.n_in = 3;
+    c.in_len[1] = (size_t)N * C;
+    c.in_len[2] = (size_t)N * HW;
+    c.fwd = scse_fwd, c.bwd = scse_bwd;
+    check_case(&c, 1e-6, 1e-6);
+
+    c = shaped("split: add", N, C, H, W);
+    c.fd_max = 8;
+    c.n_in = 2;
+    c.in_len[1] = NX;
+    c.fwd = add_fwd, c.bwd = add_bwd;
+    check_case(&c, 1e-6, 1e-6);
+
+    c = shaped("split: concat 3+5", N, C, H, W);
+    c.fd_max = 8;
+    c.k = 2, c.cs[0] = 3, c.cs[1] = 5;
+    c.n_in = 2;
+    c.in_len[0] = (size_t)N * 3 * HW;
+    c.in_len[1] = (size_t)N * 5 * HW;
+    c.fwd = cat_fwd, c.bwd = cat_bwd;
+    check_case(&c, 1e-6, 1e-6);
+
+    c = shaped("split: softmax", N, C, H, W);
+    c.fd_max = 8;
+    c.in_scale = 3;
+    c.fwd = sm_fwd, c.bwd = sm_bwd;
+    check_case(&c, 1e-6, 1e-6);
+
+    c = shaped("split: upsample x2", N, C, H / 2, W / 2);
+    c.fd_max = 8;
+    c.f = 2;
+    c.out_len = NX;
+    c.fwd = up_fwd, c.bwd = up_bwd;
+    /* float: the source positions scale * dst are computed in float, as PyTorch does (their rounding
+     * moves the weights by ~1e-6 at 47 output columns) */
+    check_case(&c, 1e-6, 1e-5);
+
+    uint8_t *mask = malloc(NX);
+    dp_rng r = dp_rng_make(5);
+    assert_int_equal(dp_tr_dropout_mask(&r, 0.5, NX, mask), DISOPT_OK);
+    c = shaped("split: dropout", N, C, H, W);
+    c.fd_max = 8;
+    c.p = 0.5;
+    c.mask = mask;
+    c.fwd = do_fwd, c.bwd = do_bwd;
+    check_case(&c, 1e-6, 1e-6);
+
+    mask[0] = 1, mask[1] = 0;
+    c = shaped("split: drop-connect", N, C, H, W);
+    c.fd_max = 8;
+    c.p = 0.15;
+    c.mask = mask;
+    c.fwd = dc_fwd, c.bwd = dc_bwd;
+    check_case(&c, 1e-6, 1e-6);
+    free(mask);
+
+    c = shaped("split: bn training", N, C, H / 2, W / 2);
+    c.fd_max = 8;
+    c.n_in = 3;
+    c.in_len[1] = c.in_len[2] = C;
+    c.eps = 1e-5;
+    c.fwd = bn_train_fwd, c.bwd = bn_train_bwd;
+    check_case(&c, 1e-6, 1e-5);
 }
 
 /* ---------------------------------------------------------------- random numbers, dropout */
@@ -1180,9 +1277,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_philox),       cmocka_unit_test(test_conv),         cmocka_unit_test(test_conv_errors),
         cmocka_unit_test(test_bn),           cmocka_unit_test(test_bn_eval),      cmocka_unit_test(test_bn_running),
-        cmocka_unit_test(test_act),          cmocka_unit_test(test_channel_ops),  cmocka_unit_test(test_dropout),
-        cmocka_unit_test(test_drop_connect), cmocka_unit_test(test_golden_torch), cmocka_unit_test(test_mbconv_block),
-        cmocka_unit_test(test_summary),
+        cmocka_unit_test(test_act),          cmocka_unit_test(test_channel_ops),  cmocka_unit_test(test_ops_split),
+        cmocka_unit_test(test_dropout),      cmocka_unit_test(test_drop_connect), cmocka_unit_test(test_golden_torch),
+        cmocka_unit_test(test_mbconv_block), cmocka_unit_test(test_summary),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -9,8 +9,9 @@
  * loops, tap by tap over the valid output columns of a row (no per-pixel bounds test).
  * Threads: the _mt kernels run their tasks on the caller's dp_pool (conv: (image, group, panel) or
  * (image, channel); filter gradients: (group, 64 im2col rows) over every image; BN: one channel;
- * upsampling: one plane; activations: chunks); each task writes its own part of the output, so
- * results are bitwise independent of the thread count. No allocation, no global state.
+ * upsampling: one plane; the rest: ranges of about 16K elements of independent units); each task
+ * writes its own part of the output, so results are bitwise independent of the thread count.
+ * No allocation, no global state.
  * The kernels are in grad_tmpl.h, instantiated here for float (_f32) and double (_f64).
  */
 #include "grad_ops.h"

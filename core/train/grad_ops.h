@@ -24,12 +24,12 @@
  *    tasks there; the plain kernel is the twin with a NULL pool (the caller's thread, tasks in
  *    order). The convs split into (image, group, pixel panel) tasks, (image, channel) for depthwise,
  *    and their filter gradients into (group, block of 64 im2col rows) tasks over every image; BN
- *    runs a task per channel, upsampling one per plane, the activations chunks; the other, light
- *    ops run on the caller's thread for now. Every task writes its own part of the output and the
- *    decomposition depends on no thread count, so the results are bitwise the same on any pool
- *    (given a workspace of one full panel per thread). The op boundary is per node, as the backend
- *    vtable's "run backward of one node" will be; a CUDA backend implements the same functions
- *    over device pointers;
+ *    runs a task per channel, upsampling one per plane, the other ops ranges of about 16K elements
+ *    of independent units (planes, pixels, images, elements). Every task writes its own part of the
+ *    output and the decomposition depends on no thread count, so the results are bitwise the same
+ *    on any pool (given a workspace of one full panel per thread). The op boundary is per node, as
+ *    the backend vtable's "run backward of one node" will be; a CUDA backend implements the same
+ *    functions over device pointers;
  *  - errors: impossible shapes or parameters give DISOPT_ERR_INVALID_ARGUMENT through dp_error();
  *    nothing aborts.
  *

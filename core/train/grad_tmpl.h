@@ -641,140 +641,216 @@ disopt_status FN(dp_tr_act_bwd_mt)(dp_pool *pool, dp_act a, size_t count, const 
                 return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "%s: NULL tensor", what);                                 \
     } while (0)
 
+/* The light ops run a body over a range of independent units (planes, images, pixels, elements):
+ * tasks of `grain` units, so every unit is computed the same way whatever the split. */
+typedef struct FN(lj) FN(lj);
+struct FN(lj) {
+    void (*body)(const FN(lj) * j, size_t lo, size_t hi);
+    size_t total, grain;
+    int n, c, k;
+    size_t hw, per, ct;
+    double p;
+    const int *cs;
+    const uint8_t *mask;
+    const T *a, *b, *d, *e;
+    T *o1, *o2, *o3;
+    const T *const *xs;
+    T *const *dxs;
+};
+
+static void FN(lj_task)(void *ctx, int task, int thread) {
+    const FN(lj) *j = ctx;
+    const size_t lo = (size_t)task * j->grain, hi = j->total - lo < j->grain ? j->total : lo + j->grain;
+    (void)thread;
+    j->body(j, lo, hi);
+}
+
+/* units of `unit` elements each, about DP_TR_CHUNK elements per task */
+static void FN(lj_run)(dp_pool *pool, FN(lj) * j, size_t total, size_t unit) {
+    j->total = total;
+    j->grain = unit >= DP_TR_CHUNK ? 1 : DP_TR_CHUNK / (unit ? unit : 1);
+    dp_tr_run(pool, (total + j->grain - 1) / j->grain, FN(lj_task), j);
+}
+
+/* planes q = (image, channel) */
+static void FN(gap_fwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    for (size_t q = lo; q < hi; q++) {
+        const T *X = j->a + q * j->hw;
+        double s = 0;
+        for (size_t i = 0; i < j->hw; i++)
+            s += X[i];
+        j->o1[q] = (T)(s / (double)j->hw);
+    }
+}
+
 disopt_status FN(dp_tr_gap_fwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *x, T *y) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("global average pool forward", x, y);
     if (!hw)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "global average pool forward: empty plane");
-    for (size_t q = 0; q < (size_t)n * c; q++) {
-        const T *X = x + q * hw;
-        double s = 0;
-        for (size_t i = 0; i < hw; i++)
-            s += X[i];
-        y[q] = (T)(s / (double)hw);
-    }
+    FN(lj) j = {.body = FN(gap_fwd_body), .hw = hw, .a = x, .o1 = y};
+    FN(lj_run)(pool, &j, (size_t)n * c, hw);
     return DISOPT_OK;
+}
+
+static void FN(gap_bwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    for (size_t q = lo; q < hi; q++) {
+        const T g = (T)((double)j->a[q] / (double)j->hw);
+        T *dX = j->o1 + q * j->hw;
+        for (size_t i = 0; i < j->hw; i++)
+            dX[i] += g;
+    }
 }
 
 disopt_status FN(dp_tr_gap_bwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *dy, T *dx) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("global average pool backward", dy, dx);
-    for (size_t q = 0; q < (size_t)n * c; q++) {
-        const T g = (T)((double)dy[q] / (double)hw);
-        T *dX = dx + q * hw;
-        for (size_t i = 0; i < hw; i++)
-            dX[i] += g;
-    }
+    FN(lj) j = {.body = FN(gap_bwd_body), .hw = hw, .a = dy, .o1 = dx};
+    FN(lj_run)(pool, &j, (size_t)n * c, hw);
     return DISOPT_OK;
+}
+
+static void FN(bc_fwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    for (size_t q = lo; q < hi; q++)
+        for (size_t i = 0; i < j->hw; i++)
+            j->o1[q * j->hw + i] = j->a[q];
 }
 
 disopt_status FN(dp_tr_broadcast_fwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *x, T *y) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("broadcast forward", x, y);
-    for (size_t q = 0; q < (size_t)n * c; q++)
-        for (size_t i = 0; i < hw; i++)
-            y[q * hw + i] = x[q];
+    FN(lj) j = {.body = FN(bc_fwd_body), .hw = hw, .a = x, .o1 = y};
+    FN(lj_run)(pool, &j, (size_t)n * c, hw);
     return DISOPT_OK;
+}
+
+static void FN(bc_bwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    for (size_t q = lo; q < hi; q++) {
+        double s = 0;
+        for (size_t i = 0; i < j->hw; i++)
+            s += j->a[q * j->hw + i];
+        j->o1[q] += (T)s;
+    }
 }
 
 disopt_status FN(dp_tr_broadcast_bwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *dy, T *dx) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("broadcast backward", dy, dx);
-    for (size_t q = 0; q < (size_t)n * c; q++) {
-        double s = 0;
-        for (size_t i = 0; i < hw; i++)
-            s += dy[q * hw + i];
-        dx[q] += (T)s;
-    }
+    FN(lj) j = {.body = FN(bc_bwd_body), .hw = hw, .a = dy, .o1 = dx};
+    FN(lj_run)(pool, &j, (size_t)n * c, hw);
     return DISOPT_OK;
 }
 
+static void FN(sc_fwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    for (size_t q = lo; q < hi; q++)
+        for (size_t i = 0; i < j->hw; i++)
+            j->o1[q * j->hw + i] = j->a[q * j->hw + i] * j->b[q];
+}
+
 disopt_status FN(dp_tr_scale_ch_fwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *g, T *y) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("channel scale forward", x, g, y);
-    for (size_t q = 0; q < (size_t)n * c; q++)
-        for (size_t i = 0; i < hw; i++)
-            y[q * hw + i] = x[q * hw + i] * g[q];
+    FN(lj) j = {.body = FN(sc_fwd_body), .hw = hw, .a = x, .b = g, .o1 = y};
+    FN(lj_run)(pool, &j, (size_t)n * c, hw);
     return DISOPT_OK;
+}
+
+static void FN(sc_bwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    for (size_t q = lo; q < hi; q++) {
+        const T *X = j->a + q * j->hw, *dY = j->d + q * j->hw;
+        if (j->o1)
+            for (size_t i = 0; i < j->hw; i++)
+                j->o1[q * j->hw + i] += dY[i] * j->b[q];
+        if (j->o2) {
+            double s = 0;
+            for (size_t i = 0; i < j->hw; i++)
+                s += (double)(dY[i] * X[i]);
+            j->o2[q] += (T)s;
+        }
+    }
 }
 
 disopt_status FN(dp_tr_scale_ch_bwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *g, const T *dy,
                                         T *dx, T *dg) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("channel scale backward", x, g, dy);
-    for (size_t q = 0; q < (size_t)n * c; q++) {
-        const T *X = x + q * hw, *dY = dy + q * hw;
-        if (dx)
-            for (size_t i = 0; i < hw; i++)
-                dx[q * hw + i] += dY[i] * g[q];
-        if (dg) {
-            double s = 0;
-            for (size_t i = 0; i < hw; i++)
-                s += (double)(dY[i] * X[i]);
-            dg[q] += (T)s;
-        }
-    }
+    FN(lj) j = {.body = FN(sc_bwd_body), .hw = hw, .a = x, .b = g, .d = dy, .o1 = dx, .o2 = dg};
+    FN(lj_run)(pool, &j, (size_t)n * c, hw);
     return DISOPT_OK;
+}
+
+static void FN(scse_fwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    for (size_t q = lo; q < hi; q++) {
+        const T *X = j->a + q * j->hw, *S = j->d + (q / (size_t)j->c) * j->hw;
+        T *Y = j->o1 + q * j->hw;
+        for (size_t i = 0; i < j->hw; i++)
+            Y[i] = X[i] * j->b[q] + X[i] * S[i];
+    }
 }
 
 disopt_status FN(dp_tr_scse_fwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *cg, const T *sg,
                                     T *y) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("SCSE forward", x, cg, sg, y);
-    for (int ni = 0; ni < n; ni++)
-        for (int ch = 0; ch < c; ch++) {
-            const size_t q = (size_t)ni * c + ch;
-            const T *X = x + q * hw, *S = sg + (size_t)ni * hw;
-            T *Y = y + q * hw;
-            for (size_t i = 0; i < hw; i++)
-                Y[i] = X[i] * cg[q] + X[i] * S[i];
-        }
+    FN(lj) j = {.body = FN(scse_fwd_body), .c = c, .hw = hw, .a = x, .b = cg, .d = sg, .o1 = y};
+    FN(lj_run)(pool, &j, (size_t)n * c, hw);
     return DISOPT_OK;
 }
 
-disopt_status FN(dp_tr_scse_bwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *cg, const T *sg,
-                                    const T *dy, T *dx, T *dcg, T *dsg) {
-    (void)pool; /* light: on the caller's thread */
-    DP_TR_NULL("SCSE backward", x, cg, sg, dy);
-    for (int ni = 0; ni < n; ni++)
+/* images: the spatial gate's gradient sums over an image's channels */
+static void FN(scse_bwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    const int c = j->c;
+    const size_t hw = j->hw;
+    for (size_t ni = lo; ni < hi; ni++)
         for (int ch = 0; ch < c; ch++) {
-            const size_t q = (size_t)ni * c + ch;
-            const T *X = x + q * hw, *dY = dy + q * hw, *S = sg + (size_t)ni * hw;
-            if (dx)
+            const size_t q = ni * c + ch;
+            const T *X = j->a + q * hw, *dY = j->e + q * hw, *S = j->d + ni * hw;
+            if (j->o1)
                 for (size_t i = 0; i < hw; i++)
-                    dx[q * hw + i] += dY[i] * cg[q] + dY[i] * S[i];
-            if (dcg) {
+                    j->o1[q * hw + i] += dY[i] * j->b[q] + dY[i] * S[i];
+            if (j->o2) {
                 double s = 0;
                 for (size_t i = 0; i < hw; i++)
                     s += (double)(dY[i] * X[i]);
-                dcg[q] += (T)s;
+                j->o2[q] += (T)s;
             }
-            if (dsg) {
-                T *dS = dsg + (size_t)ni * hw;
+            if (j->o3) {
+                T *dS = j->o3 + ni * hw;
                 for (size_t i = 0; i < hw; i++)
                     dS[i] += dY[i] * X[i];
             }
         }
+}
+
+disopt_status FN(dp_tr_scse_bwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *x, const T *cg, const T *sg,
+                                    const T *dy, T *dx, T *dcg, T *dsg) {
+    DP_TR_NULL("SCSE backward", x, cg, sg, dy);
+    FN(lj)
+    j = {
+        .body = FN(scse_bwd_body), .c = c, .hw = hw, .a = x, .b = cg, .d = sg, .e = dy, .o1 = dx, .o2 = dcg, .o3 = dsg};
+    FN(lj_run)(pool, &j, (size_t)n, (size_t)c * hw);
     return DISOPT_OK;
+}
+
+/* elements */
+static void FN(add_fwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; i++)
+        j->o1[i] = j->a[i] + j->b[i];
 }
 
 disopt_status FN(dp_tr_add_fwd_mt)(dp_pool *pool, size_t count, const T *a, const T *b, T *y) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("add forward", a, b, y);
-    for (size_t i = 0; i < count; i++)
-        y[i] = a[i] + b[i];
+    FN(lj) j = {.body = FN(add_fwd_body), .a = a, .b = b, .o1 = y};
+    FN(lj_run)(pool, &j, count, 1);
     return DISOPT_OK;
 }
 
+static void FN(add_bwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    if (j->o1)
+        for (size_t i = lo; i < hi; i++)
+            j->o1[i] += j->a[i];
+    if (j->o2)
+        for (size_t i = lo; i < hi; i++)
+            j->o2[i] += j->a[i];
+}
+
 disopt_status FN(dp_tr_add_bwd_mt)(dp_pool *pool, size_t count, const T *dy, T *da, T *db) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("add backward", dy);
-    if (da)
-        for (size_t i = 0; i < count; i++)
-            da[i] += dy[i];
-    if (db)
-        for (size_t i = 0; i < count; i++)
-            db[i] += dy[i];
+    FN(lj) j = {.body = FN(add_bwd_body), .a = dy, .o1 = da, .o2 = db};
+    FN(lj_run)(pool, &j, count, 1);
     return DISOPT_OK;
 }
 
@@ -792,41 +868,50 @@ static disopt_status FN(concat_args)(const char *what, int k, const int *cs, con
     return DISOPT_OK;
 }
 
+/* images */
+static void FN(cat_fwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    for (size_t ni = lo; ni < hi; ni++) {
+        T *Y = j->o1 + ni * j->ct * j->hw;
+        for (int i = 0; i < j->k; i++) {
+            const size_t len = (size_t)j->cs[i] * j->hw;
+            memcpy(Y, j->xs[i] + ni * len, len * sizeof(T));
+            Y += len;
+        }
+    }
+}
+
 disopt_status FN(dp_tr_concat_fwd_mt)(dp_pool *pool, int n, size_t hw, int k, const int *cs, const T *const *xs, T *y) {
-    (void)pool; /* light: on the caller's thread */
     size_t ct = 0;
     DP_TRY(FN(concat_args)("concat forward", k, cs, (const void *const *)xs, y, &ct));
     for (int i = 0; i < k; i++)
         if (!xs[i])
             return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "concat forward: input %d is NULL", i);
-    for (int ni = 0; ni < n; ni++) {
-        T *Y = y + (size_t)ni * ct * hw;
-        for (int i = 0; i < k; i++) {
-            const size_t len = (size_t)cs[i] * hw;
-            memcpy(Y, xs[i] + (size_t)ni * len, len * sizeof(T));
-            Y += len;
-        }
-    }
+    FN(lj) j = {.body = FN(cat_fwd_body), .hw = hw, .k = k, .cs = cs, .ct = ct, .xs = xs, .o1 = y};
+    FN(lj_run)(pool, &j, (size_t)n, ct * hw);
     return DISOPT_OK;
 }
 
-disopt_status FN(dp_tr_concat_bwd_mt)(dp_pool *pool, int n, size_t hw, int k, const int *cs, const T *dy,
-                                      T *const *dxs) {
-    (void)pool; /* light: on the caller's thread */
-    size_t ct = 0;
-    DP_TRY(FN(concat_args)("concat backward", k, cs, (const void *const *)dxs, dy, &ct));
-    for (int ni = 0; ni < n; ni++) {
-        const T *dY = dy + (size_t)ni * ct * hw;
-        for (int i = 0; i < k; i++) {
-            const size_t len = (size_t)cs[i] * hw;
-            if (dxs[i]) {
-                T *dX = dxs[i] + (size_t)ni * len;
-                for (size_t j = 0; j < len; j++)
-                    dX[j] += dY[j];
+static void FN(cat_bwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    for (size_t ni = lo; ni < hi; ni++) {
+        const T *dY = j->a + ni * j->ct * j->hw;
+        for (int i = 0; i < j->k; i++) {
+            const size_t len = (size_t)j->cs[i] * j->hw;
+            if (j->dxs[i]) {
+                T *dX = j->dxs[i] + ni * len;
+                for (size_t q = 0; q < len; q++)
+                    dX[q] += dY[q];
             }
             dY += len;
         }
     }
+}
+
+disopt_status FN(dp_tr_concat_bwd_mt)(dp_pool *pool, int n, size_t hw, int k, const int *cs, const T *dy,
+                                      T *const *dxs) {
+    size_t ct = 0;
+    DP_TRY(FN(concat_args)("concat backward", k, cs, (const void *const *)dxs, dy, &ct));
+    FN(lj) j = {.body = FN(cat_bwd_body), .hw = hw, .k = k, .cs = cs, .ct = ct, .a = dy, .dxs = dxs};
+    FN(lj_run)(pool, &j, (size_t)n, ct * hw);
     return DISOPT_OK;
 }
 
@@ -920,105 +1005,130 @@ disopt_status FN(dp_tr_upsample_bwd_mt)(dp_pool *pool, int n, int c, int h, int 
 }
 
 /* ---------------------------------------------------------------- softmax over channels */
+/* pixels t = (image, position) */
+static void FN(sm_fwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    const int c = j->c;
+    const size_t hw = j->hw;
+    for (size_t t = lo; t < hi; t++) {
+        const size_t o = (t / hw) * c * hw + t % hw;
+        const T *X = j->a + o;
+        T *Y = j->o1 + o;
+        T m = X[0];
+        for (int ch = 1; ch < c; ch++)
+            m = X[(size_t)ch * hw] > m ? X[(size_t)ch * hw] : m;
+        double s = 0;
+        for (int ch = 0; ch < c; ch++) {
+            const T e = TEXP(X[(size_t)ch * hw] - m);
+            Y[(size_t)ch * hw] = e;
+            s += e;
+        }
+        const T inv = (T)(1.0 / s);
+        for (int ch = 0; ch < c; ch++)
+            Y[(size_t)ch * hw] *= inv;
+    }
+}
+
 disopt_status FN(dp_tr_softmax_fwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *x, T *y) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("softmax forward", x, y);
     if (n <= 0 || c <= 0)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "softmax forward: %d images, %d channels", n, c);
-    for (int ni = 0; ni < n; ni++) {
-        const T *X = x + (size_t)ni * c * hw;
-        T *Y = y + (size_t)ni * c * hw;
-        for (size_t i = 0; i < hw; i++) {
-            T m = X[i];
-            for (int ch = 1; ch < c; ch++)
-                m = X[(size_t)ch * hw + i] > m ? X[(size_t)ch * hw + i] : m;
-            double s = 0;
-            for (int ch = 0; ch < c; ch++) {
-                const T e = TEXP(X[(size_t)ch * hw + i] - m);
-                Y[(size_t)ch * hw + i] = e;
-                s += e;
-            }
-            const T inv = (T)(1.0 / s);
-            for (int ch = 0; ch < c; ch++)
-                Y[(size_t)ch * hw + i] *= inv;
-        }
-    }
+    FN(lj) j = {.body = FN(sm_fwd_body), .c = c, .hw = hw, .a = x, .o1 = y};
+    FN(lj_run)(pool, &j, (size_t)n * hw, (size_t)c);
     return DISOPT_OK;
 }
 
-disopt_status FN(dp_tr_softmax_bwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *y, const T *dy, T *dx) {
-    (void)pool; /* light: on the caller's thread */
-    DP_TR_NULL("softmax backward", y, dy, dx);
-    for (int ni = 0; ni < n; ni++) {
-        const size_t o = (size_t)ni * c * hw;
-        for (size_t i = 0; i < hw; i++) {
-            double dot = 0;
-            for (int ch = 0; ch < c; ch++)
-                dot += (double)(dy[o + (size_t)ch * hw + i] * y[o + (size_t)ch * hw + i]);
-            const T td = (T)dot;
-            for (int ch = 0; ch < c; ch++) {
-                const size_t j = o + (size_t)ch * hw + i;
-                dx[j] += y[j] * (dy[j] - td);
-            }
-        }
+static void FN(sm_bwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    const int c = j->c;
+    const size_t hw = j->hw;
+    for (size_t t = lo; t < hi; t++) {
+        const size_t o = (t / hw) * c * hw + t % hw;
+        const T *Y = j->a + o, *dY = j->b + o;
+        T *dX = j->o1 + o;
+        double dot = 0;
+        for (int ch = 0; ch < c; ch++)
+            dot += (double)(dY[(size_t)ch * hw] * Y[(size_t)ch * hw]);
+        const T td = (T)dot;
+        for (int ch = 0; ch < c; ch++)
+            dX[(size_t)ch * hw] += Y[(size_t)ch * hw] * (dY[(size_t)ch * hw] - td);
     }
+}
+
+disopt_status FN(dp_tr_softmax_bwd_mt)(dp_pool *pool, int n, int c, size_t hw, const T *y, const T *dy, T *dx) {
+    DP_TR_NULL("softmax backward", y, dy, dx);
+    FN(lj) j = {.body = FN(sm_bwd_body), .c = c, .hw = hw, .a = y, .b = dy, .o1 = dx};
+    FN(lj_run)(pool, &j, (size_t)n * hw, (size_t)(c > 0 ? c : 1));
     return DISOPT_OK;
 }
 
 /* ---------------------------------------------------------------- dropout, drop-connect */
+/* elements; the scale is j->p (as T) */
+static void FN(do_fwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    const T scale = (T)j->p;
+    for (size_t i = lo; i < hi; i++)
+        j->o1[i] = j->a[i] * (T)j->mask[i] * scale;
+}
+
 disopt_status FN(dp_tr_dropout_fwd_mt)(dp_pool *pool, size_t count, double p, const uint8_t *mask, const T *x, T *y) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("dropout forward", mask, x, y);
     if (!(p >= 0 && p <= 1))
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "dropout forward: p = %g", p);
-    const T scale = p < 1 ? (T)(1.0 / (1.0 - p)) : (T)0; /* PyTorch's native_dropout: (x * mask) * scale */
-    for (size_t i = 0; i < count; i++)
-        y[i] = x[i] * (T)mask[i] * scale;
+    /* PyTorch's native_dropout: (x * mask) * scale, scale = 1 / (1 - p) */
+    FN(lj)
+    j = {.body = FN(do_fwd_body), .p = (double)(p < 1 ? (T)(1.0 / (1.0 - p)) : (T)0), .mask = mask, .a = x, .o1 = y};
+    FN(lj_run)(pool, &j, count, 1);
     return DISOPT_OK;
 }
 
+static void FN(do_bwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    const T scale = (T)j->p;
+    for (size_t i = lo; i < hi; i++)
+        j->o1[i] += j->a[i] * (T)j->mask[i] * scale;
+}
+
 disopt_status FN(dp_tr_dropout_bwd_mt)(dp_pool *pool, size_t count, double p, const uint8_t *mask, const T *dy, T *dx) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("dropout backward", mask, dy, dx);
     if (!(p >= 0 && p <= 1))
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "dropout backward: p = %g", p);
-    const T scale = p < 1 ? (T)(1.0 / (1.0 - p)) : (T)0;
-    for (size_t i = 0; i < count; i++)
-        dx[i] += dy[i] * (T)mask[i] * scale;
+    FN(lj)
+    j = {.body = FN(do_bwd_body), .p = (double)(p < 1 ? (T)(1.0 / (1.0 - p)) : (T)0), .mask = mask, .a = dy, .o1 = dx};
+    FN(lj_run)(pool, &j, count, 1);
     return DISOPT_OK;
+}
+
+/* elements; sample i / per; keep = j->p (as T) */
+static void FN(dc_fwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    const T keep = (T)j->p;
+    for (size_t i = lo; i < hi; i++)
+        j->o1[i] = j->a[i] / keep * (T)j->mask[i / j->per]; /* inputs / keep_prob * binary_tensor */
 }
 
 disopt_status FN(dp_tr_drop_connect_fwd_mt)(dp_pool *pool, int n, size_t per, double rate, const uint8_t *mask,
                                             const T *x, T *y) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("drop-connect forward", mask, x, y);
     if (!(rate >= 0 && rate < 1))
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "drop-connect forward: rate %g", rate);
-    const T keep = (T)(1.0 - rate);
-    for (int ni = 0; ni < n; ni++) {
-        const T m = (T)mask[ni];
-        const T *X = x + (size_t)ni * per;
-        T *Y = y + (size_t)ni * per;
-        for (size_t i = 0; i < per; i++)
-            Y[i] = X[i] / keep * m; /* inputs / keep_prob * binary_tensor */
-    }
+    if (n <= 0 || !per)
+        return DISOPT_OK;
+    FN(lj) j = {.body = FN(dc_fwd_body), .p = (double)(T)(1.0 - rate), .per = per, .mask = mask, .a = x, .o1 = y};
+    FN(lj_run)(pool, &j, (size_t)n * per, 1);
     return DISOPT_OK;
+}
+
+static void FN(dc_bwd_body)(const FN(lj) * j, size_t lo, size_t hi) {
+    const T keep = (T)j->p;
+    for (size_t i = lo; i < hi; i++)
+        j->o1[i] += j->a[i] * (T)j->mask[i / j->per] / keep; /* autograd: (dy * binary) / keep */
 }
 
 disopt_status FN(dp_tr_drop_connect_bwd_mt)(dp_pool *pool, int n, size_t per, double rate, const uint8_t *mask,
                                             const T *dy, T *dx) {
-    (void)pool; /* light: on the caller's thread */
     DP_TR_NULL("drop-connect backward", mask, dy, dx);
     if (!(rate >= 0 && rate < 1))
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "drop-connect backward: rate %g", rate);
-    const T keep = (T)(1.0 - rate);
-    for (int ni = 0; ni < n; ni++) {
-        const T m = (T)mask[ni];
-        const T *dY = dy + (size_t)ni * per;
-        T *dX = dx + (size_t)ni * per;
-        for (size_t i = 0; i < per; i++)
-            dX[i] += dY[i] * m / keep; /* autograd: (dy * binary) / keep */
-    }
+    if (n <= 0 || !per)
+        return DISOPT_OK;
+    FN(lj) j = {.body = FN(dc_bwd_body), .p = (double)(T)(1.0 - rate), .per = per, .mask = mask, .a = dy, .o1 = dx};
+    FN(lj_run)(pool, &j, (size_t)n * per, 1);
     return DISOPT_OK;
 }
 
