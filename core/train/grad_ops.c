@@ -54,7 +54,7 @@ int dp_tr_conv_is_direct(const dp_conv_params *p) {
 
 size_t dp_tr_conv_ws_elems(const dp_conv_params *p, int h, int w) {
     int oh = 0, ow = 0;
-    if (dp_tr_conv_is_depthwise(p) || dp_tr_conv_is_direct(p) || dp_tr_conv_check(p, 1, h, w, &oh, &ow))
+    if (!p || dp_tr_conv_is_depthwise(p) || dp_tr_conv_is_direct(p) || dp_tr_conv_check(p, 1, h, w, &oh, &ow))
         return 0;
     const size_t P = (size_t)oh * (size_t)ow, K = (size_t)(p->cin / p->groups) * (size_t)p->kh * (size_t)p->kw;
     size_t cols = DP_TR_PANEL_ELEMS / K; /* panels of about DP_TR_PANEL_ELEMS, at least DP_TR_PANEL_MIN_COLS */
