@@ -140,11 +140,16 @@ int gb_conv(gb_ctx *b, int x, const char *conv, const gb_conv_spec *s) {
     n.op = DP_OP_CONV;
     n.in[0] = x;
     n.n_in = 1;
-    if (s->has_scale) {
+    if (s->has_scale && b->training) {
+        /* training graphs: the SE gate is its own node, x * gate, before the projection */
+        x = gb_simple(b, DP_OP_SCALE_CH, x, s->scale_t, -1, cin);
+        if (x < 0) return -1;
+        n.in[0] = x;
+    } else if (s->has_scale) {
         n.in[1] = s->scale_t;
         n.n_in = 2;
     }
-    n.act = s->act;
+    n.act = b->training ? DP_ACT_NONE : s->act;
     n.conv.cin = cin;
     n.conv.cout = s->cout;
     n.conv.kh = n.conv.kw = s->k;
@@ -171,7 +176,46 @@ int gb_conv(gb_ctx *b, int x, const char *conv, const gb_conv_spec *s) {
         gb_declare_bn(b, s->bn, s->cout, 1, &n.bn_key);
         n.bn_eps = s->bn_eps;
     }
-    return gb_node(b, &n, s->cout);
+    if (!b->training) return gb_node(b, &n, s->cout);
+    /* training graphs: conv -> BN (batch statistics) -> activation, each its own node */
+    int bn_key = n.bn_key;
+    n.bn_key = -1;
+    int y = gb_node(b, &n, s->cout);
+    if (bn_key >= 0 && y >= 0) {
+        dp_node m;
+        memset(&m, 0, sizeof m);
+        m.op = DP_OP_BN;
+        m.w_key = m.b_key = -1;
+        m.in[0] = y;
+        m.n_in = 1;
+        m.bn_key = bn_key;
+        m.bn_eps = s->bn_eps;
+        m.bn_momentum = s->bn_momentum > 0 ? s->bn_momentum : 0.1;
+        y = gb_node(b, &m, s->cout);
+    }
+    if (s->act != DP_ACT_NONE && y >= 0) {
+        dp_node m;
+        memset(&m, 0, sizeof m);
+        m.op = DP_OP_ACT;
+        m.w_key = m.b_key = m.bn_key = -1;
+        m.in[0] = y;
+        m.n_in = 1;
+        m.act = s->act;
+        y = gb_node(b, &m, s->cout);
+    }
+    return y;
+}
+
+int gb_dropout(gb_ctx *b, dp_op op, int x, double p) {
+    dp_node n;
+    if (b->status != DISOPT_OK) return -1;
+    memset(&n, 0, sizeof n);
+    n.op = op;
+    n.w_key = n.b_key = n.bn_key = -1;
+    n.in[0] = x;
+    n.n_in = 1;
+    n.p = p;
+    return gb_node(b, &n, b->g->tensors[x].c);
 }
 
 int gb_simple(gb_ctx *b, dp_op op, int a, int a2, int a3, int cout) {

@@ -10,6 +10,7 @@
 typedef struct gb_ctx {
     dp_graph *g;
     disopt_status status;
+    int training;      /* build the training graph (see dp_graph_build_train) */
 } gb_ctx;
 
 typedef struct gb_conv_spec {
@@ -20,6 +21,7 @@ typedef struct gb_conv_spec {
     int has_scale;     /* the input is first multiplied per channel by tensor scale_t (N,C,1,1): the SE gate */
     int scale_t;
     float bn_eps;
+    double bn_momentum; /* PyTorch BN momentum (training graphs); 0 means PyTorch's default 0.1 */
     dp_act act;
 } gb_conv_spec;
 
@@ -36,5 +38,7 @@ int gb_simple(gb_ctx *b, dp_op op, int a, int a2, int a3, int cout);
 int gb_gap(gb_ctx *b, int x);
 int gb_upsample(gb_ctx *b, int x, int scale);
 int gb_concat(gb_ctx *b, const int *xs, int count);
+/* training graphs: dropout (probability p) / drop-connect (rate p) of x */
+int gb_dropout(gb_ctx *b, dp_op op, int x, double p);
 
 #endif

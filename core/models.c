@@ -99,6 +99,11 @@ static void static_same_pad(int k, int stride, int image_size, int pad[4]) {
 
 static void sym_pad(int p, int pad[4]) { pad[0] = pad[1] = pad[2] = pad[3] = p; }
 
+/* efficientnet_pytorch 0.6.3: BN momentum = 1 - batch_norm_momentum (0.99), as a Python double */
+#define EFFNET_BN_MOMENTUM (1.0 - 0.99)
+/* efficientnet_pytorch's global drop_connect_rate (smp 0.2.0 keeps the default) */
+#define EFFNET_DROP_CONNECT 0.2
+
 static int conv_dil(gb_ctx *b, int x, const char *name, int cout, int k, int pad, int dil, int bias, const char *bn,
                     float eps, dp_act act) {
     gb_conv_spec s;
@@ -119,7 +124,9 @@ static int conv_simple(gb_ctx *b, int x, const char *name, int cout, int k, int 
     return conv_dil(b, x, name, cout, k, pad, 1, bias, bn, eps, act);
 }
 
-static int mbconv(gb_ctx *b, int x, const char *prefix, const mb_block *bl, int dilated, int image_size) {
+/* dc_rate: the block's drop-connect rate (training graphs; 0 = none, as Python's `if drop_connect_rate:`) */
+static int mbconv(gb_ctx *b, int x, const char *prefix, const mb_block *bl, int dilated, int image_size,
+                  double dc_rate) {
     char n1[256], n2[256];
     const float eps = 1e-3f;
     int inp = x;
@@ -129,7 +136,15 @@ static int mbconv(gb_ctx *b, int x, const char *prefix, const mb_block *bl, int 
     if (bl->expand != 1) {
         snprintf(n1, sizeof n1, "%s_expand_conv", prefix);
         snprintf(n2, sizeof n2, "%s_bn0", prefix);
-        x = conv_dil(b, x, n1, oup, 1, 0, dil, 0, n2, eps, DP_ACT_SWISH);
+        memset(&s, 0, sizeof s);
+        s.cout = oup;
+        s.k = 1;
+        s.dilation = dil;
+        s.bn = n2;
+        s.bn_eps = eps;
+        s.bn_momentum = EFFNET_BN_MOMENTUM;
+        s.act = DP_ACT_SWISH;
+        x = gb_conv(b, x, n1, &s);
     }
     memset(&s, 0, sizeof s);
     s.cout = oup;
@@ -148,6 +163,7 @@ static int mbconv(gb_ctx *b, int x, const char *prefix, const mb_block *bl, int 
     snprintf(n2, sizeof n2, "%s_bn1", prefix);
     s.bn = n2;
     s.bn_eps = eps;
+    s.bn_momentum = EFFNET_BN_MOMENTUM;
     s.act = DP_ACT_SWISH;
     x = gb_conv(b, x, n1, &s);
     /* squeeze and excitation */
@@ -168,10 +184,12 @@ static int mbconv(gb_ctx *b, int x, const char *prefix, const mb_block *bl, int 
     s.dilation = dil;
     s.bn = n2;
     s.bn_eps = eps;
+    s.bn_momentum = EFFNET_BN_MOMENTUM;
     s.act = DP_ACT_NONE;
     s.has_scale = 1;
     s.scale_t = g;
     x = gb_conv(b, x, n1, &s);
+    if (bl->residual && b->training && dc_rate != 0.0) x = gb_dropout(b, DP_OP_DROP_CONNECT, x, dc_rate);
     if (bl->residual) x = gb_simple(b, DP_OP_ADD, x, inp, -1, bl->out);
     return x;
 }
@@ -189,13 +207,16 @@ static void effnet_encoder(gb_ctx *b, const effnet_cfg *c, const char *prefix, i
     snprintf(n2, sizeof n2, "%s_bn0", prefix);
     s.bn = n2;
     s.bn_eps = 1e-3f;
+    s.bn_momentum = EFFNET_BN_MOMENTUM;
     s.act = DP_ACT_SWISH;
     f[0] = input;
     int x = gb_conv(b, input, n1, &s);
     f[1] = x;
     for (int i = 0; i < c->nblocks; i++) {
         snprintf(n1, sizeof n1, "%s_blocks.%d.", prefix, i);
-        x = mbconv(b, x, n1, &c->blocks[i], i >= c->stage_idxs[2], c->image_size);
+        /* smp 0.2.0's EfficientNetEncoder.forward: rate * block_number / len(blocks), in double */
+        x = mbconv(b, x, n1, &c->blocks[i], i >= c->stage_idxs[2], c->image_size,
+                   EFFNET_DROP_CONNECT * (double)i / (double)c->nblocks);
         for (int st = 0; st < 4; st++)
             if (i == c->stage_idxs[st] - 1) f[2 + st] = x;
     }
@@ -241,6 +262,7 @@ static int deeplab_decoder(gb_ctx *b, const char *p, int f2, int f5) {
     snprintf(n1, sizeof n1, "%saspp.0.project.0", p);
     snprintf(n2, sizeof n2, "%saspp.0.project.1", p);
     x = conv_simple(b, x, n1, C, 1, 0, 0, n2, 1e-5f, DP_ACT_RELU); /* Dropout(0.5): identity in eval */
+    if (b->training) x = gb_dropout(b, DP_OP_DROPOUT, x, 0.5);
     snprintf(n1, sizeof n1, "%saspp.1.0", p);
     snprintf(n2, sizeof n2, "%saspp.1.1", p);
     snprintf(n3, sizeof n3, "%saspp.2", p);
@@ -277,7 +299,7 @@ static int scse(gb_ctx *b, int x, const char *p) {
 }
 
 /* ---------------------------------------------------------------- the two architectures */
-disopt_status dp_graph_build(const disopt_model_config *cfg, dp_graph *g) {
+static disopt_status build(const disopt_model_config *cfg, int training, dp_graph *g) {
     effnet_cfg ec;
     gb_ctx b;
     int f[6];
@@ -294,6 +316,7 @@ disopt_status dp_graph_build(const disopt_model_config *cfg, dp_graph *g) {
     g->num_classes = cfg->num_classes;
     b.g = g;
     b.status = DISOPT_OK;
+    b.training = training;
     g->input = gb_tensor(&b, "input", cfg->in_channels);
 
     if (cfg->arch == DISOPT_ARCH_TEACHER) {
@@ -306,11 +329,16 @@ disopt_status dp_graph_build(const disopt_model_config *cfg, dp_graph *g) {
         effnet_encoder(&b, &ec, "encoder_sar.", g->input, f);
         /* pseudo-optical branch: stages 4 and 5 of a second EfficientNet, on the SAR f3 */
         int x = f[3];
+        /* the authors' BiDeepLabV3p_Dist.forward counts drop-connect blocks from 8.0 (the b3 stage-3
+         * boundary, written as a constant, so b4 starts at 8 too) over len(encoder_sar._blocks) */
+        double block_number = 8.0;
         for (int st = 0; st < 2; st++) {
             int from = ec.stage_idxs[1 + st], to = ec.stage_idxs[2 + st];
             for (int i = from; i < to; i++) {
                 snprintf(n1, sizeof n1, "encoder_rgb_stages.%d.%d.", st, i - from);
-                x = mbconv(&b, x, n1, &ec.blocks[i], st == 1, ec.image_size);
+                x = mbconv(&b, x, n1, &ec.blocks[i], st == 1, ec.image_size,
+                           EFFNET_DROP_CONNECT * block_number / (double)ec.nblocks);
+                block_number += 1.0;
             }
             p[st] = x;
         }
@@ -341,7 +369,7 @@ disopt_status dp_graph_build(const disopt_model_config *cfg, dp_graph *g) {
     gb_name(&b, g->out_fused, "logits");
     if (g->out_sar >= 0) gb_name(&b, g->out_sar, "logit_sar");
     if (g->out_rgb >= 0) gb_name(&b, g->out_rgb, "logit_rgb");
-    if (b.status == DISOPT_OK) {
+    if (b.status == DISOPT_OK && !training) {
         int sm = gb_simple(&b, DP_OP_SOFTMAX, g->out_fused, -1, -1, cfg->num_classes);
         gb_name(&b, sm, "softmax");
     }
@@ -351,3 +379,7 @@ disopt_status dp_graph_build(const disopt_model_config *cfg, dp_graph *g) {
     }
     return DISOPT_OK;
 }
+
+disopt_status dp_graph_build(const disopt_model_config *cfg, dp_graph *g) { return build(cfg, 0, g); }
+
+disopt_status dp_graph_build_train(const disopt_model_config *cfg, dp_graph *g) { return build(cfg, 1, g); }
