@@ -1,0 +1,500 @@
+/*
+ * trainer.c - one training step through the whole network on the CPU (see trainer.h).
+ *
+ * Conventions: C11; the arenas hold float or double (cfg.f64), the typed code (forward, backward, loss)
+ * is written once in trainer.inc and instantiated for both; the kernels are grad_ops.h's. Every buffer
+ * is owned by the dp_trainer and allocated once at create time (no allocation in a step); weights are
+ * read as float32 (safetensors or dwgen-1) into a staging copy and converted into the arena. Errors
+ * through dp_error() and DP_TRY; no global state; single-threaded. Offsets into arenas are in elements
+ * and 16-element aligned.
+ */
+#include "trainer.h"
+
+#include "grad_ops.h"
+#include "rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* the kernels' thread pool argument, when grad_ops.h takes one (none yet: single-threaded) */
+#define KP
+
+static size_t al16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* One network: its graph, weights (owned arenas), activations and what backward needs. The arenas hold
+ * elements of esz bytes (float or double). */
+typedef struct dp_net {
+    dp_graph g;
+    int n; /* batch */
+    size_t esz;
+    void *params, *grads, *bufs;
+    size_t n_params, n_bufs; /* elements */
+    size_t *p_off;           /* per graph param: offset into params (trainable kinds) or bufs; SIZE_MAX none */
+    void *act, *gact;        /* per tensor at t_off; gact NULL for a net that is never trained */
+    size_t n_act;
+    size_t *t_off;
+    void *save; /* BN nodes: batch mean, then 1/std (c each) at s_off */
+    size_t *s_off, n_save;
+    uint8_t *mask; /* dropout / drop-connect nodes at m_off */
+    size_t *m_off, n_mask;
+    double *eps; /* per node: BN eps as the decimal PyTorch has (1e-3 / 1e-5) */
+    void *ws;
+    size_t ws_elems;
+    void *xin; /* the input converted to the arena's type (double runs) */
+} dp_net;
+
+struct dp_trainer {
+    dp_trainer_config cfg;
+    dp_net net, teacher;
+    int stage;
+    dp_optim *opt;   /* float runs */
+    double *state64; /* double runs: the optimizer state (dp_optim_update_f64) */
+    int64_t step64;
+    dp_optim_segment *seg;
+    int n_seg;
+    dp_rng rng;
+};
+
+dp_trainer_config dp_trainer_config_authors(const disopt_model_config *model, int n, int h, int w) {
+    dp_trainer_config c;
+    memset(&c, 0, sizeof c);
+    c.model = *model;
+    c.n = n;
+    c.h = h;
+    c.w = w;
+    c.dropout = 1;
+    c.drop_connect = 1;
+    c.seed = 0x5eedULL;
+    c.optim = dp_optim_config_sgd_authors();
+    c.loss = dp_loss_weights_authors();
+    return c;
+}
+
+/* ---------------------------------------------------------------- dwgen-1 BN init (testdata/gen/dwgen.py) */
+static uint64_t dw_fnv1a64(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static float dw_pm1(uint64_t seed, uint64_t i) {
+    uint64_t z = seed + i + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    float r = (float)(z >> 40) * (1.0f / 16777216.0f);
+    return 2.0f * r - 1.0f;
+}
+
+static int trainable_kind(disopt_key_kind k) {
+    return k == DISOPT_KEY_CONV_WEIGHT || k == DISOPT_KEY_CONV_BIAS || k == DISOPT_KEY_BN_WEIGHT ||
+           k == DISOPT_KEY_BN_BIAS;
+}
+
+static void init_dwgen(dp_graph *g) {
+    for (int i = 0; i < g->n_params; i++) {
+        dp_param *p = &g->params[i];
+        if (!p->data)
+            continue;
+        uint64_t seed = dw_fnv1a64(p->key);
+        switch (p->kind) {
+        case DISOPT_KEY_CONV_WEIGHT:
+            disopt_dwgen_conv_weight(p->key, p->shape, p->data);
+            break;
+        case DISOPT_KEY_CONV_BIAS:
+            disopt_dwgen_conv_bias(p->key, p->numel, p->data);
+            break;
+        case DISOPT_KEY_BN_WEIGHT:
+            for (int64_t j = 0; j < p->numel; j++)
+                p->data[j] = 1.0f + 0.25f * dw_pm1(seed, (uint64_t)j);
+            break;
+        case DISOPT_KEY_BN_BIAS:
+            for (int64_t j = 0; j < p->numel; j++)
+                p->data[j] = 0.1f * dw_pm1(seed, (uint64_t)j);
+            break;
+        case DISOPT_KEY_BN_MEAN:
+            for (int64_t j = 0; j < p->numel; j++)
+                p->data[j] = 0.0f;
+            break;
+        case DISOPT_KEY_BN_VAR:
+            for (int64_t j = 0; j < p->numel; j++)
+                p->data[j] = 1.0f;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static disopt_status load_weights(dp_graph *g, const char *path) {
+    disopt_st *st = NULL;
+    DP_TRY(disopt_st_open(path, &st));
+    disopt_status s = DISOPT_OK;
+    int *seen = calloc((size_t)g->n_params, sizeof *seen);
+    if (!seen)
+        s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "trainer: out of memory");
+    for (int i = 0; s == DISOPT_OK && i < disopt_st_num_tensors(st); i++) {
+        const disopt_st_tensor_info *t = disopt_st_tensor(st, i);
+        const char *k = strncmp(t->name, "module.", 7) == 0 ? t->name + 7 : t->name;
+        int pi = dp_graph_find_param(g, k);
+        if (pi < 0) {
+            s = dp_error(DISOPT_ERR_UNEXPECTED_KEY, "%s: unexpected key '%s'", path, t->name);
+            break;
+        }
+        dp_param *p = &g->params[pi];
+        seen[pi] = 1;
+        if (!p->data)
+            continue; /* num_batches_tracked */
+        int64_t numel = 1;
+        for (int d = 0; d < t->ndim; d++)
+            numel *= t->shape[d];
+        if (numel != p->numel) {
+            s = dp_error(DISOPT_ERR_SHAPE, "%s: key '%s' has %lld elements, %lld expected", path, k, (long long)numel,
+                         (long long)p->numel);
+            break;
+        }
+        s = disopt_st_read_f32(st, t, p->data, (size_t)p->numel);
+    }
+    for (int i = 0; s == DISOPT_OK && i < g->n_params; i++)
+        if (!seen[i] && g->params[i].data)
+            s = dp_error(DISOPT_ERR_MISSING_KEY, "%s: missing key '%s'", path, g->params[i].key);
+    free(seen);
+    disopt_st_close(st);
+    return s;
+}
+
+/* ---------------------------------------------------------------- network setup */
+static void net_free(dp_net *m) {
+    dp_graph_free(&m->g);
+    free(m->xin);
+    free(m->params);
+    free(m->grads);
+    free(m->bufs);
+    free(m->p_off);
+    free(m->act);
+    free(m->gact);
+    free(m->t_off);
+    free(m->save);
+    free(m->s_off);
+    free(m->mask);
+    free(m->m_off);
+    free(m->eps);
+    free(m->ws);
+    memset(m, 0, sizeof *m);
+}
+
+static void *zalloc(size_t count, size_t elem, disopt_status *s) {
+    if (*s != DISOPT_OK)
+        return NULL;
+    void *p = calloc(count ? count : 1, elem);
+    if (!p)
+        *s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "trainer: out of memory (%zu bytes)", count * elem);
+    return p;
+}
+
+static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, int h, int w, int trained, int f64,
+                              const char *weights) {
+    disopt_status s = DISOPT_OK;
+    memset(m, 0, sizeof *m);
+    DP_TRY(dp_graph_build_train(cfg, &m->g));
+    dp_graph *g = &m->g;
+    m->n = n;
+    m->esz = f64 ? sizeof(double) : sizeof(float);
+    s = dp_graph_shapes(g, h, w);
+    if (s != DISOPT_OK)
+        return s;
+    /* parameter and buffer arenas */
+    m->p_off = zalloc((size_t)g->n_params, sizeof *m->p_off, &s);
+    if (s)
+        return s;
+    for (int i = 0; i < g->n_params; i++) {
+        dp_param *p = &g->params[i];
+        m->p_off[i] = SIZE_MAX;
+        if (trainable_kind(p->kind)) {
+            m->p_off[i] = m->n_params;
+            m->n_params += al16((size_t)p->numel);
+        } else if (p->kind == DISOPT_KEY_BN_MEAN || p->kind == DISOPT_KEY_BN_VAR) {
+            m->p_off[i] = m->n_bufs;
+            m->n_bufs += al16((size_t)p->numel);
+        }
+    }
+    m->params = zalloc(m->n_params, m->esz, &s);
+    m->bufs = zalloc(m->n_bufs, m->esz, &s);
+    if (trained)
+        m->grads = zalloc(m->n_params, m->esz, &s);
+    if (s)
+        return s;
+    /* float32 staging in the graph's params (dp_graph_free frees it), then into the arenas */
+    for (int i = 0; s == DISOPT_OK && i < g->n_params; i++) {
+        dp_param *p = &g->params[i];
+        if (m->p_off[i] == SIZE_MAX)
+            continue;
+        p->data = zalloc((size_t)p->numel, sizeof(float), &s);
+        p->loaded = 1;
+    }
+    if (s)
+        return s;
+    if (weights)
+        DP_TRY(load_weights(g, weights));
+    else
+        init_dwgen(g);
+    for (int i = 0; i < g->n_params; i++) {
+        dp_param *p = &g->params[i];
+        if (m->p_off[i] == SIZE_MAX)
+            continue;
+        char *arena = (char *)(trainable_kind(p->kind) ? m->params : m->bufs) + m->p_off[i] * m->esz;
+        if (f64)
+            for (int64_t j = 0; j < p->numel; j++)
+                ((double *)(void *)arena)[j] = (double)p->data[j];
+        else
+            memcpy(arena, p->data, (size_t)p->numel * sizeof(float));
+        free(p->data);
+        p->data = NULL;
+    }
+    /* activations: every tensor kept */
+    m->t_off = zalloc((size_t)g->n_tensors, sizeof *m->t_off, &s);
+    m->s_off = zalloc((size_t)g->n_nodes, sizeof *m->s_off, &s);
+    m->m_off = zalloc((size_t)g->n_nodes, sizeof *m->m_off, &s);
+    m->eps = zalloc((size_t)g->n_nodes, sizeof *m->eps, &s);
+    if (s)
+        return s;
+    for (int i = 0; i < g->n_tensors; i++) {
+        const dp_tensor *t = &g->tensors[i];
+        m->t_off[i] = m->n_act;
+        m->n_act += al16((size_t)n * (size_t)t->c * (size_t)t->h * (size_t)t->w);
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        dp_node *nd = &g->nodes[i];
+        const dp_tensor *a = &g->tensors[nd->in[0]];
+        if (nd->op == DP_OP_BN) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "%.6g", (double)nd->bn_eps);
+            m->eps[i] = strtod(buf, NULL);
+            m->s_off[i] = m->n_save;
+            m->n_save += al16(2 * (size_t)a->c);
+        } else if (nd->op == DP_OP_DROPOUT) {
+            m->m_off[i] = m->n_mask;
+            m->n_mask += al16((size_t)n * (size_t)a->c * (size_t)a->h * (size_t)a->w);
+        } else if (nd->op == DP_OP_DROP_CONNECT) {
+            m->m_off[i] = m->n_mask;
+            m->n_mask += al16((size_t)n);
+        } else if (nd->op == DP_OP_CONV) {
+            size_t e = dp_tr_conv_ws_elems(&nd->conv, a->h, a->w);
+            if (e > m->ws_elems)
+                m->ws_elems = e;
+        }
+    }
+    m->act = zalloc(m->n_act, m->esz, &s);
+    if (trained)
+        m->gact = zalloc(m->n_act, m->esz, &s);
+    m->save = zalloc(m->n_save, m->esz, &s);
+    m->mask = zalloc(m->n_mask, 1, &s);
+    m->ws = zalloc(m->ws_elems, m->esz, &s);
+    return s;
+}
+
+static int find_t(const dp_net *m, const char *name) { return dp_graph_find_tensor(&m->g, name); }
+static size_t hw_(const dp_net *m, int t) { return (size_t)m->g.tensors[t].h * (size_t)m->g.tensors[t].w; }
+static size_t count_(const dp_net *m, int t) { return (size_t)m->n * (size_t)m->g.tensors[t].c * hw_(m, t); }
+
+/* the typed half: forward, backward, the loss */
+#define TR_T float
+#define TR_S f32
+#include "trainer.inc"
+#undef TR_T
+#undef TR_S
+
+#define TR_T double
+#define TR_S f64
+#include "trainer.inc"
+#undef TR_T
+#undef TR_S
+
+/* ---------------------------------------------------------------- trainer */
+disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weights, const char *teacher_weights,
+                                dp_trainer **out) {
+    if (!cfg || !out)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    *out = NULL;
+    if (cfg->n < 1 || cfg->h < 1 || cfg->w < 1)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: batch %d x %d x %d", cfg->n, cfg->h, cfg->w);
+    dp_trainer *t = calloc(1, sizeof *t);
+    if (!t)
+        return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "trainer: out of memory");
+    t->cfg = *cfg;
+    t->rng = dp_rng_make(cfg->seed);
+    t->stage = cfg->model.arch == DISOPT_ARCH_STUDENT ? 2 : 1;
+    disopt_status s = net_init(&t->net, &cfg->model, cfg->n, cfg->h, cfg->w, 1, cfg->f64, weights);
+    if (s == DISOPT_OK && t->stage == 2) {
+        disopt_model_config tc = cfg->model;
+        tc.arch = DISOPT_ARCH_TEACHER;
+        s = net_init(&t->teacher, &tc, cfg->n, cfg->h, cfg->w, 0, cfg->f64, teacher_weights);
+        if (s != DISOPT_OK)
+            s = dp_error_prefix(s, "teacher");
+    }
+    /* optimizer segments: the trainable parameters the forward pass uses */
+    if (s == DISOPT_OK) {
+        const dp_graph *g = &t->net.g;
+        t->seg = calloc((size_t)g->n_params + 1, sizeof *t->seg);
+        if (!t->seg)
+            s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "trainer: out of memory");
+        for (int i = 0; s == DISOPT_OK && i < g->n_params; i++) {
+            const dp_param *p = &g->params[i];
+            if (!trainable_kind(p->kind) || !p->used)
+                continue;
+            dp_optim_segment *sg = &t->seg[t->n_seg++];
+            sg->offset = t->net.p_off[i];
+            sg->count = (size_t)p->numel;
+            sg->decay = 1; /* one parameter group: every parameter decayed (optim.h) */
+        }
+    }
+    if (s == DISOPT_OK && !cfg->f64)
+        s = dp_optim_create(&cfg->optim, t->net.n_params, t->seg, t->n_seg, &t->opt);
+    if (s == DISOPT_OK && cfg->f64) {
+        s = dp_optim_validate(&cfg->optim, t->net.n_params, t->seg, t->n_seg);
+        int ns = dp_optim_state_count(&cfg->optim);
+        if (s == DISOPT_OK && ns > 0)
+            t->state64 = zalloc((size_t)ns * t->net.n_params, sizeof(double), &s);
+    }
+    if (s != DISOPT_OK) {
+        dp_trainer_destroy(t);
+        return s;
+    }
+    *out = t;
+    return DISOPT_OK;
+}
+
+void dp_trainer_destroy(dp_trainer *t) {
+    if (!t)
+        return;
+    net_free(&t->net);
+    net_free(&t->teacher);
+    dp_optim_destroy(t->opt);
+    free(t->state64);
+    free(t->seg);
+    free(t);
+}
+
+disopt_status dp_trainer_forward_backward(dp_trainer *t, const float *x, const float *x_teacher, const int32_t *target,
+                                          const uint8_t *valid, dp_trainer_loss *loss) {
+    if (!t || !x || !target)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    if (t->stage == 2 && !x_teacher)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: stage 2 needs the teacher's input");
+    dp_trainer_loss L;
+    memset(&L, 0, sizeof L);
+    L.stage = t->stage;
+    if (t->cfg.f64)
+        DP_TRY(fwd_bwd_f64(t, x, x_teacher, target, valid, &L));
+    else
+        DP_TRY(fwd_bwd_f32(t, x, x_teacher, target, valid, &L));
+    if (loss)
+        *loss = L;
+    return DISOPT_OK;
+}
+
+disopt_status dp_trainer_update(dp_trainer *t, double lr) {
+    if (!t)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    if (!t->cfg.f64)
+        return dp_optim_step(t->opt, t->net.params, t->net.grads, lr);
+    DP_TRY(dp_optim_update_f64(&t->cfg.optim, t->seg, t->n_seg, t->net.n_params, t->step64 + 1, lr, t->net.params,
+                               t->net.grads, t->state64));
+    t->step64++;
+    return DISOPT_OK;
+}
+
+disopt_status dp_trainer_step(dp_trainer *t, const float *x, const float *x_teacher, const int32_t *target,
+                              const uint8_t *valid, double lr, dp_trainer_loss *loss) {
+    DP_TRY(dp_trainer_forward_backward(t, x, x_teacher, target, valid, loss));
+    return dp_trainer_update(t, lr);
+}
+
+/* element offset of key in its arena and whether it is trainable; -1 when absent */
+static int param_at(const dp_trainer *t, const char *key, size_t *off, int *trainable, int64_t *numel) {
+    if (!t || !key)
+        return -1;
+    int i = dp_graph_find_param(&t->net.g, key);
+    if (i < 0 || t->net.p_off[i] == SIZE_MAX)
+        return -1;
+    *off = t->net.p_off[i];
+    *trainable = trainable_kind(t->net.g.params[i].kind);
+    if (numel)
+        *numel = t->net.g.params[i].numel;
+    return 0;
+}
+
+float *dp_trainer_param(dp_trainer *t, const char *key, float **grad, int64_t *numel) {
+    size_t off;
+    int tr;
+    if (grad)
+        *grad = NULL;
+    if (param_at(t, key, &off, &tr, numel) || t->cfg.f64)
+        return NULL;
+    if (grad && tr)
+        *grad = (float *)t->net.grads + off;
+    return (float *)(tr ? t->net.params : t->net.bufs) + off;
+}
+
+double *dp_trainer_param_f64(dp_trainer *t, const char *key, double **grad, int64_t *numel) {
+    size_t off;
+    int tr;
+    if (grad)
+        *grad = NULL;
+    if (param_at(t, key, &off, &tr, numel) || !t->cfg.f64)
+        return NULL;
+    if (grad && tr)
+        *grad = (double *)t->net.grads + off;
+    return (double *)(tr ? t->net.params : t->net.bufs) + off;
+}
+
+static const void *tensor_at(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w) {
+    if (!t || !name)
+        return NULL;
+    const dp_net *m = teacher ? &t->teacher : &t->net;
+    if (!m->act)
+        return NULL;
+    int i = find_t(m, name);
+    if (i < 0)
+        return NULL;
+    if (c)
+        *c = m->g.tensors[i].c;
+    if (h)
+        *h = m->g.tensors[i].h;
+    if (w)
+        *w = m->g.tensors[i].w;
+    return (const char *)m->act + m->t_off[i] * m->esz;
+}
+
+const float *dp_trainer_tensor(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w) {
+    return t && !t->cfg.f64 ? tensor_at(t, teacher, name, c, h, w) : NULL;
+}
+
+const double *dp_trainer_tensor_f64(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w) {
+    return t && t->cfg.f64 ? tensor_at(t, teacher, name, c, h, w) : NULL;
+}
+
+void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *mi) {
+    memset(mi, 0, sizeof *mi);
+    if (!t)
+        return;
+    const dp_net *m = &t->net, *tt = &t->teacher;
+    const size_t e = m->esz;
+    int ns = dp_optim_state_count(&t->cfg.optim);
+    mi->params_bytes = m->n_params * e;
+    mi->grads_bytes = m->n_params * e;
+    mi->state_bytes = (size_t)(ns > 0 ? ns : 0) * m->n_params * e;
+    mi->buffers_bytes = m->n_bufs * e;
+    mi->activations_bytes = m->n_act * e;
+    mi->act_grads_bytes = m->n_act * e;
+    mi->saved_bytes = m->n_save * e + m->n_mask;
+    mi->workspace_bytes = m->ws_elems * e;
+    mi->teacher_bytes = (tt->n_params + tt->n_bufs + tt->n_act + tt->n_save + tt->ws_elems) * e;
+    mi->total_bytes = mi->params_bytes + mi->grads_bytes + mi->state_bytes + mi->buffers_bytes + mi->activations_bytes +
+                      mi->act_grads_bytes + mi->saved_bytes + mi->workspace_bytes + mi->teacher_bytes;
+}

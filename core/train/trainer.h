@@ -1,0 +1,99 @@
+/*
+ * trainer.h - one training step through the whole network on the CPU (issue 5), internal API.
+ *
+ * Conventions:
+ *  - The network is dp_graph_build_train's graph of the model config (same architecture and state-dict
+ *    names as the inference graph; BN, activations, dropout and drop-connect as their own nodes).
+ *  - Parameters live in ONE flat float arena (every conv weight / bias and BN weight / bias, 16-float
+ *    aligned), their gradients in a second arena of the same layout, the optimizer state in optim.h's
+ *    arena; the optimizer's segments cover the parameters the forward pass uses (EfficientNet's
+ *    _conv_head / _bn1 get no gradient and, as in PyTorch where their .grad stays None, no update).
+ *    BN running means / variances are buffers in a third arena.
+ *  - Memory plan, first version: every tensor of the step is kept (one activation arena for the forward,
+ *    one of the same size for the tensor gradients), plus per BN node its batch mean and 1/std, per
+ *    dropout / drop-connect node its mask. dp_trainer_memory reports the sizes.
+ *  - Stage 1 (teacher-bN): forward in training mode -> dp_loss_stage1 -> backward -> optimizer.
+ *    Stage 2 (student-bN): the frozen teacher (teacher-bN of the same variant and channels) runs its
+ *    forward in eval mode (BN with running statistics, no dropout) on the optical image; the student runs
+ *    in training mode on the SAR image; dp_loss_stage2 with the spec's feature pairs
+ *    (p4, teacher f4), (p5, teacher f5), (decoder_rgb, teacher decoder) -> backward -> optimizer.
+ *  - Random numbers (dropout / drop-connect masks) come from one dp_rng seeded by the config, drawn
+ *    node by node in forward order; dropout and drop-connect can be switched off (identity).
+ *  - Precision: float32 (training), or double (cfg.f64: the same step with the kernels' double
+ *    instantiations, the reference the goldens check the math with); inputs are float either way.
+ *  - Single-threaded; errors through dp_error(); nothing aborts; no global state.
+ */
+#ifndef DISOPT_TRAIN_TRAINER_H
+#define DISOPT_TRAIN_TRAINER_H
+
+#include "../internal.h"
+#include "loss.h"
+#include "optim.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dp_trainer_config {
+    disopt_model_config model; /* teacher-bN: stage 1; student-bN: stage 2 */
+    int n, h, w;               /* batch and crop size of every step */
+    int dropout;               /* nonzero: Dropout(0.5) of the ASPP projection active (training default) */
+    int drop_connect;          /* nonzero: MBConv drop-connect active (training default) */
+    uint64_t seed;             /* the masks' Philox stream */
+    int f64;                   /* nonzero: every arena and kernel in double (reference runs) */
+    dp_optim_config optim;
+    dp_loss_weights loss;
+} dp_trainer_config;
+
+/* the authors' settings: dropout and drop-connect on, SGD of optim.h, loss weights of loss.h */
+dp_trainer_config dp_trainer_config_authors(const disopt_model_config *model, int n, int h, int w);
+
+typedef struct dp_trainer_loss {
+    int stage; /* 1 or 2 */
+    dp_stage1_terms s1;
+    dp_stage2_terms s2;
+} dp_trainer_loss;
+
+typedef struct dp_trainer_memory_info {
+    size_t params_bytes, grads_bytes, state_bytes, buffers_bytes;
+    size_t activations_bytes; /* every tensor of the trained network's forward */
+    size_t act_grads_bytes;   /* their gradients */
+    size_t saved_bytes;       /* BN batch statistics and masks */
+    size_t workspace_bytes;
+    size_t teacher_bytes; /* the frozen teacher: weights, buffers, activations (stage 2) */
+    size_t total_bytes;
+} dp_trainer_memory_info;
+
+typedef struct dp_trainer dp_trainer;
+
+/* weights: safetensors of the trained model (a state dict, "module." prefixes accepted), or NULL for
+ * fresh dwgen-1 weights (convs as core/dwgen.c; BN weight 1 + 0.25 v and bias 0.1 v with v the key's
+ * dwgen-1 uniforms, as testdata/gen/dwgen.py; running mean 0, variance 1).
+ * teacher_weights: stage 2 only, the frozen teacher (same rules, NULL = dwgen-1). */
+disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weights, const char *teacher_weights,
+                                dp_trainer **out);
+void dp_trainer_destroy(dp_trainer *t);
+
+/* Forward (training mode), loss and backward: the gradient arena is overwritten, the BN running
+ * statistics are updated. x: the model's input, n x in_channels x h x w; x_teacher: the teacher's
+ * input (stage 2; same shape); target: n x h x w class indices; valid: NULL or one byte per pixel. */
+disopt_status dp_trainer_forward_backward(dp_trainer *t, const float *x, const float *x_teacher, const int32_t *target,
+                                          const uint8_t *valid, dp_trainer_loss *loss);
+/* One optimizer update of every used parameter with the gradients of the last forward_backward. */
+disopt_status dp_trainer_update(dp_trainer *t, double lr);
+/* forward_backward + update */
+disopt_status dp_trainer_step(dp_trainer *t, const float *x, const float *x_teacher, const int32_t *target,
+                              const uint8_t *valid, double lr, dp_trainer_loss *loss);
+
+/* A state-dict entry of the trained model: its values (parameters and BN buffers), its gradient (NULL for
+ * buffers) and element count. NULL when the key does not exist, holds no data (num_batches_tracked) or
+ * the trainer runs in the other precision (_f64: cfg.f64 set). */
+float *dp_trainer_param(dp_trainer *t, const char *key, float **grad, int64_t *numel);
+double *dp_trainer_param_f64(dp_trainer *t, const char *key, double **grad, int64_t *numel);
+/* A named tensor of the last forward ("logits", "logit_sar", "p4", "f5", "decoder", ...) of the trained
+ * network (teacher = 0) or of the frozen teacher (teacher = 1), NCHW; NULL when absent (or in the other
+ * precision). */
+const float *dp_trainer_tensor(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w);
+const double *dp_trainer_tensor_f64(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w);
+void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *m);
+
+#endif

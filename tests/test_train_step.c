@@ -1,0 +1,602 @@
+/* test_train_step.c - one training step through the whole network (core/train/trainer.*) against the
+ * authors' PyTorch code (testdata/train/step_{student,teacher}_b3.safetensors, written by
+ * testdata/gen/make_step_golden.py): batch 2, 64x64, dwgen-1 weights, dropout and drop-connect off,
+ * PyTorch run in float64 and in float32.
+ *  - the training graph: the inference graph's architecture with BN / activations / SE gate as nodes,
+ *    dropout in both ASPP projections, drop-connect before every residual add with a nonzero rate;
+ *  - stage 2 (student-b3 with the frozen teacher-b3 in eval mode) and stage 1 (teacher-b3 alone), each
+ *    twice:
+ *    - our double trainer against PyTorch float64: the forward (logits, features, the teacher's), every
+ *      loss term, every parameter gradient (sampled elements, and max|g|, ||g||, sum g of the whole
+ *      tensor), the BN running statistics after the step, the weights after one SGD step;
+ *    - our float trainer: every loss term against PyTorch float32 (1e-5 relative); gradients, running
+ *      statistics and the SGD step against PyTorch float64, next to PyTorch float32's own distance from
+ *      float64 (the level "equal to the authors' model" means, ../shared/spec/DISOPTNET.md).
+ *  - dropout and drop-connect on: seeded steps are reproducible and differ from the deterministic one.
+ *  Gradients are normalised by the tensor's max|g| (of PyTorch float64). Tensors whose gradient is zero in
+ *  exact arithmetic (a BN bias right before a 1x1 conv and a training-mode BN: max|g| below 1e-9 of the
+ *  model's largest gradient in float64) hold rounding noise in every implementation; they are checked
+ *  against the model's largest gradient instead. Every measured error is printed. */
+#include "internal.h"
+#include "test_util.h"
+#include "train/trainer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define K_SAMPLES 24   /* make_step_golden.py's K */
+#define K_FWD 512      /* and K_FWD */
+#define TOL_LOSS 1e-5  /* float32 loss terms vs PyTorch float32, relative */
+#define TOL_GRAD 1e-4  /* the gradient tolerance, of max|g| */
+#define ZERO_GRAD 1e-9 /* max|g| below this fraction of the model's largest: an exactly-zero gradient */
+
+/* ---------------------------------------------------------------- fixture access */
+typedef struct {
+    char path[512];
+    disopt_st *st;
+    uint64_t header; /* bytes before the data section */
+} fixture;
+
+static void fx_open(fixture *f, const char *name) {
+    snprintf(f->path, sizeof f->path, "%s/train/%s", DISOPT_TESTDATA, name);
+    if (disopt_st_open(f->path, &f->st) != DISOPT_OK)
+        fail_msg("cannot open %s: %s", f->path, disopt_last_error());
+    FILE *fp = fopen(f->path, "rb");
+    assert_non_null(fp);
+    unsigned char hb[8];
+    assert_int_equal(fread(hb, 1, 8, fp), 8);
+    fclose(fp);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--)
+        hl = hl << 8 | hb[i];
+    f->header = 8 + hl;
+}
+
+/* a tensor as doubles (F64 read bit-exactly, others through the library's float path); NULL if absent */
+static double *fx_read(fixture *f, const char *name, size_t *count) {
+    if (count)
+        *count = 0;
+    const disopt_st_tensor_info *t = disopt_st_find(f->st, name);
+    if (!t)
+        return NULL;
+    size_t n = 1;
+    for (int d = 0; d < t->ndim; d++)
+        n *= (size_t)t->shape[d];
+    double *out = malloc((n ? n : 1) * sizeof *out);
+    assert_non_null(out);
+    if (t->dtype == DISOPT_DTYPE_F64) {
+        assert_int_equal(t->nbytes, 8 * n);
+        unsigned char *raw = malloc(t->nbytes ? t->nbytes : 1);
+        assert_non_null(raw);
+        FILE *fp = fopen(f->path, "rb");
+        assert_non_null(fp);
+        assert_int_equal(fseek(fp, (long)(f->header + t->offset), SEEK_SET), 0);
+        assert_int_equal(fread(raw, 1, t->nbytes, fp), t->nbytes);
+        fclose(fp);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t u = 0;
+            for (int b = 7; b >= 0; b--)
+                u = u << 8 | raw[8 * i + (size_t)b];
+            memcpy(&out[i], &u, 8);
+        }
+        free(raw);
+    } else {
+        float *tmp = malloc((n ? n : 1) * sizeof *tmp);
+        assert_non_null(tmp);
+        assert_int_equal(disopt_st_read_f32(f->st, t, tmp, n), DISOPT_OK);
+        for (size_t i = 0; i < n; i++)
+            out[i] = tmp[i];
+        free(tmp);
+    }
+    if (count)
+        *count = n;
+    return out;
+}
+
+static float *fx_read_f32(fixture *f, const char *name, size_t *count) {
+    size_t n = 0;
+    double *d = fx_read(f, name, &n);
+    if (!d)
+        fail_msg("fixture %s: %s missing", f->path, name);
+    float *out = malloc((n ? n : 1) * sizeof *out);
+    assert_non_null(out);
+    for (size_t i = 0; i < n; i++)
+        out[i] = (float)d[i];
+    free(d);
+    if (count)
+        *count = n;
+    return out;
+}
+
+static double fx_meta(fixture *f, const char *key) {
+    const char *v = disopt_st_metadata(f->st, key);
+    if (!v)
+        fail_msg("fixture metadata %s missing", key);
+    return strtod(v, NULL);
+}
+
+static size_t sample_idx(size_t n, int k, int j) {
+    if (n <= (size_t)k)
+        return (size_t)j;
+    size_t q = n / (size_t)k;
+    return (size_t)j * n / (size_t)k + ((size_t)j * 7919) % q;
+}
+
+/* ---------------------------------------------------------------- the trainer in either precision */
+typedef struct {
+    dp_trainer *t;
+    int f64;
+} run;
+
+static void run_make(run *r, const char *model, int f64, int random_on, uint64_t seed) {
+    disopt_model_config mc;
+    assert_int_equal(disopt_model_config_parse(model, &mc), DISOPT_OK);
+    dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, 64, 64);
+    cfg.dropout = cfg.drop_connect = random_on;
+    cfg.seed = seed;
+    cfg.f64 = f64;
+    r->f64 = f64;
+    r->t = NULL;
+    if (dp_trainer_create(&cfg, NULL, NULL, &r->t) != DISOPT_OK)
+        fail_msg("trainer: %s", disopt_last_error());
+}
+
+/* element i of a parameter (or its gradient), as double */
+typedef struct {
+    const float *pf, *gf;
+    const double *pd, *gd;
+    int64_t numel;
+} pview;
+
+static int run_param(run *r, const char *key, pview *v) {
+    memset(v, 0, sizeof *v);
+    if (r->f64) {
+        double *g;
+        v->pd = dp_trainer_param_f64(r->t, key, &g, &v->numel);
+        v->gd = g;
+        return v->pd != NULL;
+    }
+    float *g;
+    v->pf = dp_trainer_param(r->t, key, &g, &v->numel);
+    v->gf = g;
+    return v->pf != NULL;
+}
+static double pv_p(const pview *v, size_t i) { return v->pd ? v->pd[i] : (double)v->pf[i]; }
+static double pv_g(const pview *v, size_t i) { return v->gd ? v->gd[i] : (double)v->gf[i]; }
+static int pv_has_g(const pview *v) { return v->gd || v->gf; }
+
+static double run_tensor(run *r, int teacher, const char *name, size_t i, size_t *total) {
+    int c, h, w;
+    if (r->f64) {
+        const double *d = dp_trainer_tensor_f64(r->t, teacher, name, &c, &h, &w);
+        if (!d)
+            fail_msg("tensor %s missing", name);
+        *total = (size_t)2 * c * h * w;
+        return d[i];
+    }
+    const float *f = dp_trainer_tensor(r->t, teacher, name, &c, &h, &w);
+    if (!f)
+        fail_msg("tensor %s missing", name);
+    *total = (size_t)2 * c * h * w;
+    return (double)f[i];
+}
+
+/* ---------------------------------------------------------------- checks */
+/* sampled forward tensor: max|ours - ref| / max|ref| */
+static double check_fwd(run *r, fixture *f, const char *P, int teacher, const char *name, const char *fix) {
+    char key[128];
+    snprintf(key, sizeof key, "%s%s", P, fix);
+    size_t n;
+    double *ref = fx_read(f, key, &n);
+    if (!ref)
+        fail_msg("fixture: %s missing", key);
+    size_t total = 0;
+    run_tensor(r, teacher, name, 0, &total);
+    double m = 0, e = 0;
+    for (size_t j = 0; j < n; j++) {
+        double o = run_tensor(r, teacher, name, sample_idx(total, K_FWD, (int)j), &total);
+        m = fmax(m, fabs(ref[j]));
+        e = fmax(e, fabs(o - ref[j]));
+    }
+    free(ref);
+    e /= m > 0 ? m : 1;
+    printf("    forward %s%-12s %.2e\n", teacher ? "teacher." : "", name, e);
+    return e;
+}
+
+static double check_loss(fixture *f, const char *P, const char *term, double ours) {
+    char key[128];
+    snprintf(key, sizeof key, "%sloss.%s", P, term);
+    double ref = fx_meta(f, key), r = fabs(ours - ref) / (fabs(ref) > 0 ? fabs(ref) : 1.0);
+    printf("    loss %-10s ours %.12g  pytorch %.12g  rel %.2e\n", term, ours, ref, r);
+    return r;
+}
+
+typedef struct {
+    double fwd, loss;
+    double grad, grad_pt32; /* ours vs PyTorch f64; PyTorch f32 vs PyTorch f64 (float runs) */
+    double zero, zero_pt32; /* the exactly-zero gradients, of the model's largest gradient */
+    double gmax, gnorm, gsum;
+    double rm, rv, w1;
+    char worst[160];
+    int ngrads, nzero, nbn;
+} errs;
+
+/* the model's largest gradient (PyTorch float64) */
+static double global_gmax(fixture *f) {
+    double gm = 0;
+    for (int i = 0; i < disopt_st_num_tensors(f->st); i++) {
+        const char *name = disopt_st_tensor(f->st, i)->name;
+        if (strncmp(name, "f64.gstat.", 10) != 0)
+            continue;
+        double *gs = fx_read(f, name, NULL);
+        gm = fmax(gm, gs[0]);
+        free(gs);
+    }
+    return gm;
+}
+
+/* gradients, running statistics, then one SGD step; P: the prefix of the precision's own fixture
+ * tensors ("f64." / "f32."); gradients and weights are compared with PyTorch float64 in both runs */
+static void check_step(run *r, fixture *f, const char *P, errs *E) {
+    const double G = global_gmax(f);
+    const int nt = disopt_st_num_tensors(f->st);
+    double(*w0)[K_SAMPLES] = calloc((size_t)nt, sizeof *w0);
+    assert_non_null(w0);
+    char key[300];
+    for (int i = 0; i < nt; i++) {
+        const char *name = disopt_st_tensor(f->st, i)->name;
+        if (strncmp(name, "f64.g.", 6) != 0)
+            continue;
+        const char *pk = name + 6;
+        pview v;
+        if (!run_param(r, pk, &v) || !pv_has_g(&v))
+            fail_msg("no parameter/gradient for %s", pk);
+        E->ngrads++;
+        size_t ns;
+        double *ref = fx_read(f, name, &ns);
+        snprintf(key, sizeof key, "f64.gstat.%s", pk);
+        double *gs = fx_read(f, key, NULL);
+        snprintf(key, sizeof key, "f32.g.%s", pk);
+        double *pt32 = r->f64 ? NULL : fx_read(f, key, NULL);
+        assert_non_null(gs);
+        const int zero = gs[0] < ZERO_GRAD * G;
+        const double scale = zero ? G : gs[0];
+        double te = 0, tp = 0;
+        for (size_t j = 0; j < ns; j++) {
+            size_t ix = sample_idx((size_t)v.numel, K_SAMPLES, (int)j);
+            te = fmax(te, fabs(pv_g(&v, ix) - ref[j]) / scale);
+            if (pt32)
+                tp = fmax(tp, fabs(pt32[j] - ref[j]) / scale);
+            w0[i][j] = pv_p(&v, ix);
+        }
+        if (getenv("STEP_VERBOSE"))
+            printf("      %-58s %s err %.2e (pytorch f32 %.2e) max|g| %.3e\n", pk, zero ? "zero" : "    ", te, tp,
+                   gs[0]);
+        if (zero) {
+            E->nzero++;
+            E->zero = fmax(E->zero, te);
+            E->zero_pt32 = fmax(E->zero_pt32, tp);
+        } else {
+            if (te > E->grad) {
+                E->grad = te;
+                snprintf(E->worst, sizeof E->worst, "%s", pk);
+            }
+            E->grad_pt32 = fmax(E->grad_pt32, tp);
+            double gm = 0, gn = 0, gsum = 0;
+            for (int64_t k = 0; k < v.numel; k++) {
+                double g = pv_g(&v, (size_t)k);
+                gm = fmax(gm, fabs(g));
+                gn += g * g;
+                gsum += g;
+            }
+            E->gmax = fmax(E->gmax, fabs(gm - gs[0]) / gs[0]);
+            E->gnorm = fmax(E->gnorm, fabs(sqrt(gn) - gs[1]) / gs[1]);
+            E->gsum = fmax(E->gsum, fabs(gsum - gs[2]) / (gs[0] * sqrt((double)v.numel)));
+        }
+        free(ref);
+        free(gs);
+        free(pt32);
+    }
+    assert_int_equal(E->ngrads, (int)fx_meta(f, "n_grads"));
+    for (int i = 0; i < nt; i++) {
+        const char *name = disopt_st_tensor(f->st, i)->name;
+        size_t lp = strlen(P);
+        if (strncmp(name, P, lp) != 0)
+            continue;
+        const char *rest = name + lp;
+        int is_m = strncmp(rest, "rm.", 3) == 0, is_v = strncmp(rest, "rv.", 3) == 0;
+        if (!is_m && !is_v)
+            continue;
+        snprintf(key, sizeof key, "%s.%s", rest + 3, is_m ? "running_mean" : "running_var");
+        pview v;
+        if (!run_param(r, key, &v))
+            fail_msg("no buffer %s", key);
+        size_t ns;
+        double *ref = fx_read(f, name, &ns);
+        double m = 0, e = 0;
+        for (size_t j = 0; j < ns; j++) {
+            m = fmax(m, fabs(ref[j]));
+            e = fmax(e, fabs(pv_p(&v, sample_idx((size_t)v.numel, K_SAMPLES, (int)j)) - ref[j]));
+        }
+        e /= m > 0 ? m : 1;
+        if (is_m) {
+            E->nbn++;
+            E->rm = fmax(E->rm, e);
+        } else {
+            E->rv = fmax(E->rv, e);
+        }
+        free(ref);
+    }
+    assert_int_equal(E->nbn, (int)fx_meta(f, "n_bn"));
+    /* one SGD step (the authors' settings): our weight change against PyTorch float64's */
+    assert_int_equal(dp_trainer_update(r->t, fx_meta(f, "lr")), DISOPT_OK);
+    for (int i = 0; i < nt; i++) {
+        const char *name = disopt_st_tensor(f->st, i)->name;
+        if (strncmp(name, "f64.g.", 6) != 0)
+            continue;
+        const char *pk = name + 6;
+        snprintf(key, sizeof key, "f64.w1.%s", pk);
+        pview v;
+        run_param(r, pk, &v);
+        size_t ns;
+        double *ref = fx_read(f, key, &ns);
+        double m = 0, e = 0;
+        for (size_t j = 0; j < ns; j++) {
+            double dref = ref[j] - w0[i][j], dgot = pv_p(&v, sample_idx((size_t)v.numel, K_SAMPLES, (int)j)) - w0[i][j];
+            m = fmax(m, fabs(dref));
+            e = fmax(e, fabs(dgot - dref));
+        }
+        E->w1 = fmax(E->w1, e / (m > 0 ? m : 1));
+        free(ref);
+    }
+    free(w0);
+    printf("    gradients (%d tensors): max err / max|g| %.2e (%s)", E->ngrads, E->grad, E->worst);
+    if (!r->f64)
+        printf("; PyTorch float32: %.2e", E->grad_pt32);
+    printf("\n    whole tensors: max|g| %.2e, ||g|| %.2e, sum g %.2e (of max|g| sqrt(n))\n", E->gmax, E->gnorm,
+           E->gsum);
+    printf("    %d exactly-zero gradients: max |g| / model's max|g| %.2e", E->nzero, E->zero);
+    if (!r->f64)
+        printf(" (PyTorch float32 %.2e)", E->zero_pt32);
+    printf("\n    running stats (%d BN, vs PyTorch %s): mean %.2e var %.2e\n", E->nbn, r->f64 ? "f64" : "f32", E->rm,
+           E->rv);
+    printf("    SGD step: weight change max err / max|change| %.2e\n", E->w1);
+}
+
+static void print_memory(run *r) {
+    dp_trainer_memory_info m;
+    dp_trainer_memory(r->t, &m);
+    printf("    memory: params %.1f MB, grads %.1f MB, optimizer %.1f MB, BN buffers %.2f MB, activations %.1f MB,"
+           " their gradients %.1f MB, saved %.2f MB, workspace %.1f MB, teacher %.1f MB; total %.1f MB\n",
+           m.params_bytes / 1e6, m.grads_bytes / 1e6, m.state_bytes / 1e6, m.buffers_bytes / 1e6,
+           m.activations_bytes / 1e6, m.act_grads_bytes / 1e6, m.saved_bytes / 1e6, m.workspace_bytes / 1e6,
+           m.teacher_bytes / 1e6, m.total_bytes / 1e6);
+}
+
+static int32_t *fx_target(fixture *f) {
+    size_t n;
+    float *y = fx_read_f32(f, "y", &n);
+    int32_t *t = malloc(n * sizeof *t);
+    assert_non_null(t);
+    for (size_t i = 0; i < n; i++)
+        t[i] = (int32_t)y[i];
+    free(y);
+    return t;
+}
+
+/* one step of model on fixture in one precision */
+static void one_step(const char *model, const char *fixture_name, int f64, errs *E) {
+    fixture f;
+    fx_open(&f, fixture_name);
+    const char *P = f64 ? "f64." : "f32.";
+    float *x = fx_read_f32(&f, "x", NULL);
+    float *xt = disopt_st_find(f.st, "x_teacher") ? fx_read_f32(&f, "x_teacher", NULL) : NULL;
+    int32_t *y = fx_target(&f);
+    run r;
+    run_make(&r, model, f64, 0, 1);
+    printf("  %s, %s:\n", model, f64 ? "double vs PyTorch float64" : "float vs PyTorch float32 / float64");
+    print_memory(&r);
+    dp_trainer_loss L;
+    if (dp_trainer_forward_backward(r.t, x, xt, y, NULL, &L) != DISOPT_OK)
+        fail_msg("%s", disopt_last_error());
+    memset(E, 0, sizeof *E);
+    if (L.stage == 2) {
+        static const char *tf[3] = {"f4", "f5", "decoder"}, *sf[3] = {"p4", "p5", "decoder_rgb"};
+        char fx[64];
+        E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 1, "logits", "fwd.teacher.logits"));
+        for (int k = 0; k < 3; k++) {
+            snprintf(fx, sizeof fx, "fwd.teacher.feat%d", k);
+            E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 1, tf[k], fx));
+            snprintf(fx, sizeof fx, "fwd.feat%d", k);
+            E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, sf[k], fx));
+        }
+        E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, "logit_sar", "fwd.logit_sar"));
+        E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, "logit_rgb", "fwd.logit_rgb"));
+        E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, "logits", "fwd.logits"));
+        const dp_stage2_terms *s = &L.s2;
+        E->loss = fmax(E->loss, check_loss(&f, P, "ce_sar", s->ce_sar));
+        E->loss = fmax(E->loss, check_loss(&f, P, "dice_sar", s->dice_sar));
+        E->loss = fmax(E->loss, check_loss(&f, P, "ce_rgb", s->ce_rgb));
+        E->loss = fmax(E->loss, check_loss(&f, P, "dice_rgb", s->dice_rgb));
+        E->loss = fmax(E->loss, check_loss(&f, P, "kd_rgb", s->kd_rgb));
+        E->loss = fmax(E->loss, check_loss(&f, P, "ce_fused", s->ce_fused));
+        E->loss = fmax(E->loss, check_loss(&f, P, "dice_fused", s->dice_fused));
+        E->loss = fmax(E->loss, check_loss(&f, P, "mse0", s->mse[0]));
+        E->loss = fmax(E->loss, check_loss(&f, P, "mse1", s->mse[1]));
+        E->loss = fmax(E->loss, check_loss(&f, P, "mse2", s->mse[2]));
+        E->loss = fmax(E->loss, check_loss(&f, P, "total", s->total));
+    } else {
+        E->fwd = check_fwd(&r, &f, P, 0, "logits", "fwd.logits");
+        E->loss = fmax(E->loss, check_loss(&f, P, "ce", L.s1.ce));
+        E->loss = fmax(E->loss, check_loss(&f, P, "dice", L.s1.dice));
+        E->loss = fmax(E->loss, check_loss(&f, P, "total", L.s1.total));
+    }
+    check_step(&r, &f, P, E);
+    dp_trainer_destroy(r.t);
+    free(x);
+    free(xt);
+    free(y);
+    disopt_st_close(f.st);
+}
+
+/* double: the math, to rounding; float: the tolerances */
+static void assert_f64(const errs *E) {
+    assert_true(E->fwd <= 1e-9);
+    assert_true(E->loss <= 1e-10);
+    assert_true(E->grad <= 1e-7);
+    assert_true(E->gmax <= 1e-7 && E->gnorm <= 1e-7 && E->gsum <= 1e-7);
+    assert_true(E->zero <= 1e-12);
+    assert_true(E->rm <= 1e-9 && E->rv <= 1e-9);
+    assert_true(E->w1 <= 1e-7);
+}
+
+static void assert_f32(const errs *E) {
+    assert_true(E->loss <= TOL_LOSS);
+    /* every gradient as close to float64 as PyTorch's own float32 (with a margin), or within 1e-4 */
+    assert_true(E->grad <= fmax(TOL_GRAD, 2.0 * E->grad_pt32));
+    assert_true(E->zero <= fmax(1e-6, 2.0 * E->zero_pt32));
+    assert_true(E->rm <= TOL_GRAD && E->rv <= TOL_GRAD);
+}
+
+/* ---------------------------------------------------------------- graph structure */
+static void count_ops(const dp_graph *g, int *counts) {
+    memset(counts, 0, sizeof(int) * DP_OP_COUNT);
+    for (int i = 0; i < g->n_nodes; i++)
+        counts[g->nodes[i].op]++;
+}
+
+static void test_training_graph(void **state) {
+    (void)state;
+    disopt_model_config mc;
+    assert_int_equal(disopt_model_config_parse("student-b3", &mc), DISOPT_OK);
+    dp_graph gi, gt;
+    assert_int_equal(dp_graph_build(&mc, &gi), DISOPT_OK);
+    assert_int_equal(dp_graph_build_train(&mc, &gt), DISOPT_OK);
+    int ci[DP_OP_COUNT], ct[DP_OP_COUNT];
+    count_ops(&gi, ci);
+    count_ops(&gt, ct);
+    /* same parameters, in the same order */
+    assert_int_equal(gi.n_params, gt.n_params);
+    for (int i = 0; i < gi.n_params; i++)
+        assert_string_equal(gi.params[i].key, gt.params[i].key);
+    assert_int_equal(ci[DP_OP_DROPOUT], 0);
+    assert_int_equal(ci[DP_OP_DROP_CONNECT], 0);
+    assert_int_equal(ct[DP_OP_CONV], ci[DP_OP_CONV]);
+    assert_int_equal(ct[DP_OP_DROPOUT], 2); /* decoder_sar and decoder_rgb */
+    int dc = 0, bn = 0, enc_bn = 0;
+    for (int i = 0; i < gt.n_nodes; i++) {
+        const dp_node *n = &gt.nodes[i];
+        if (n->op == DP_OP_CONV)
+            assert_true(n->bn_key < 0 && n->act == DP_ACT_NONE && n->n_in == 1);
+        if (n->op == DP_OP_DROP_CONNECT) {
+            dc++;
+            assert_true(n->p > 0 && n->p < 0.2);
+        }
+        if (n->op == DP_OP_BN) {
+            bn++;
+            const char *k = gt.params[n->bn_key].key;
+            int enc = strncmp(k, "encoder", 7) == 0;
+            enc_bn += enc;
+            assert_true(enc ? n->bn_momentum == 1.0 - 0.99 : n->bn_momentum == 0.1);
+            assert_true(enc ? n->bn_eps == 1e-3f : n->bn_eps == 1e-5f);
+        }
+    }
+    /* drop-connect: encoder_sar's repeats with in == out (26 blocks - 7 stage starts = 19), the rgb
+     * stages' (blocks 8..25): 8 + 6; the rate of block i is 0.2 * i / 26, the rgb copy from 8 on */
+    printf("  student-b3 training graph: %d nodes (inference %d), %d BN (%d in encoders), %d drop-connect\n",
+           gt.n_nodes, gi.n_nodes, bn, enc_bn, dc);
+    assert_int_equal(dc, 19 + 14);
+    /* each drop-connect feeds its block's residual add; the rgb stages (blocks 8..25 again) get the rates
+     * of the encoder's blocks 9..25 (its residual blocks below 9 are 1, 3, 4, 6, 7) */
+    double rates[64];
+    int nr = 0;
+    for (int i = 0; i < gt.n_nodes; i++)
+        if (gt.nodes[i].op == DP_OP_DROP_CONNECT) {
+            assert_int_equal(gt.nodes[i + 1].op, DP_OP_ADD);
+            rates[nr++] = gt.nodes[i].p;
+        }
+    assert_true(rates[0] == 0.2 * 1 / 26 && rates[18] == 0.2 * 25 / 26);
+    for (int k = 0; k < 14; k++)
+        assert_true(rates[19 + k] == rates[5 + k]);
+    for (int t = 0; t < gi.n_tensors; t++)
+        if (gi.tensors[t].name[0])
+            assert_true(dp_graph_find_tensor(&gt, gi.tensors[t].name) >= 0 ||
+                        strcmp(gi.tensors[t].name, "softmax") == 0);
+    dp_graph_free(&gi);
+    dp_graph_free(&gt);
+}
+
+static void test_student_step_f64(void **state) {
+    (void)state;
+    errs E;
+    one_step("student-b3", "step_student_b3.safetensors", 1, &E);
+    assert_f64(&E);
+}
+
+static void test_student_step_f32(void **state) {
+    (void)state;
+    errs E;
+    one_step("student-b3", "step_student_b3.safetensors", 0, &E);
+    assert_f32(&E);
+}
+
+static void test_teacher_step_f64(void **state) {
+    (void)state;
+    errs E;
+    one_step("teacher-b3", "step_teacher_b3.safetensors", 1, &E);
+    assert_f64(&E);
+}
+
+static void test_teacher_step_f32(void **state) {
+    (void)state;
+    errs E;
+    one_step("teacher-b3", "step_teacher_b3.safetensors", 0, &E);
+    assert_f32(&E);
+}
+
+/* dropout and drop-connect on: a seeded step is reproducible, another seed or switching them off
+ * changes it, and the loss stays finite */
+static void test_random_step(void **state) {
+    (void)state;
+    fixture f;
+    fx_open(&f, "step_teacher_b3.safetensors");
+    float *x = fx_read_f32(&f, "x", NULL);
+    int32_t *y = fx_target(&f);
+    double loss[4];
+    float g0[4];
+    const uint64_t seeds[4] = {7, 7, 8, 7};
+    const int on[4] = {1, 1, 1, 0};
+    for (int k = 0; k < 4; k++) {
+        run r;
+        run_make(&r, "teacher-b3", 0, on[k], seeds[k]);
+        dp_trainer_loss L;
+        if (dp_trainer_forward_backward(r.t, x, NULL, y, NULL, &L) != DISOPT_OK)
+            fail_msg("%s", disopt_last_error());
+        float *g;
+        int64_t n;
+        assert_non_null(dp_trainer_param(r.t, "encoder._conv_stem.weight", &g, &n));
+        loss[k] = L.s1.total;
+        g0[k] = g[0];
+        assert_true(isfinite(loss[k]));
+        dp_trainer_destroy(r.t);
+    }
+    printf("  teacher-b3 with dropout + drop-connect: loss %.9g (seed 7, twice: %.9g), %.9g (seed 8); off: %.9g\n",
+           loss[0], loss[1], loss[2], loss[3]);
+    assert_true(loss[0] == loss[1] && g0[0] == g0[1]);
+    assert_true(loss[0] != loss[2]);
+    assert_true(loss[0] != loss[3]);
+    free(x);
+    free(y);
+    disopt_st_close(f.st);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_training_graph),   cmocka_unit_test(test_teacher_step_f64),
+        cmocka_unit_test(test_teacher_step_f32), cmocka_unit_test(test_student_step_f64),
+        cmocka_unit_test(test_student_step_f32), cmocka_unit_test(test_random_step),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
