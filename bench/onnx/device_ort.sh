@@ -2,7 +2,8 @@
 # device_ort.sh - on the lent machine (bundle_ort.sh first): install the onnxruntime wheel, rebuild
 # model.safetensors from the golden fixture (checked against the sha256 taken here), check ORT and
 # ours against PyTorch fp32 on the same input, then run_bench.sh (ours vs ORT, interleaved) and
-# per-op profiles of both. Logs go to $OUT. ROUNDS, RUNS, RUNS_B, THREADS, BATCHES as in run_bench.sh.
+# per-op profiles of both (PROF_OURS: only ours, chosen runs). With an old build in the bundle, first
+# old and new outputs are compared bit for bit. Logs go to $OUT. ROUNDS, RUNS, RUNS_B, THREADS, BATCHES as in run_bench.sh.
 set -u
 R=$PWD D=$R/.whl/ortrun W=/tmp/ortd
 [ -n "${ORT_SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $D/whl/*.whl || exit 1
@@ -17,12 +18,26 @@ OURS="ours=$D/bin/bench_cpu"
 if [ -d $D/old ]; then
   printf '#!/bin/sh\nLD_LIBRARY_PATH=%s:$LD_LIBRARY_PATH exec %s "$@"\n' $D/old $D/old/bench_cpu > $W/old.sh; chmod +x $W/old.sh
   OURS="$OURS old=$W/old.sh"
+  { echo "== old vs new, fused logits bit for bit (cmp), $(nproc) threads, batch 1 and 4; new at 1 thread"
+    for b in 1 4; do
+      $D/bin/dump_fused $W/model.safetensors $W/check_io.safetensors $W/new_b$b.f32 0 $b
+      LD_LIBRARY_PATH=$D/old:$LD_LIBRARY_PATH $D/bin/dump_fused $W/model.safetensors $W/check_io.safetensors $W/old_b$b.f32 0 $b
+      cmp $W/new_b$b.f32 $W/old_b$b.f32 && echo "batch $b: identical"
+    done
+    $D/bin/dump_fused $W/model.safetensors $W/check_io.safetensors $W/new_t1.f32 1 1
+    cmp $W/new_t1.f32 $W/new_b1.f32 && echo "1 thread = $(nproc) threads: identical"
+    head -c $(stat -c %s $W/new_b1.f32) $W/new_b4.f32 | cmp - $W/new_b1.f32 && echo "batch 4 image 1 = batch 1: identical"; } 2>&1 | tee $OUT/bitwise.log
 fi
 { echo "== check"; python3 bench/onnx/bench_ort.py $W/student_b3_fused.onnx --check $W/check_io.safetensors --threads 1 --runs 1 | grep check
   $D/bin/golden_compare $W/model.safetensors $W/check_io.safetensors 2>&1 | grep -v missing; } 2>&1 | tee $OUT/check.log
 OURS="$OURS" ORT_PY=python3 bash bench/onnx/run_bench.sh $W $OUT/bench.log > $OUT/bench_full.log 2>&1
 sed -n '/^## s\/tile/,$p' $OUT/bench_full.log
 T=$(nproc)
+if [ -n "${PROF_OURS:-}" ]; then # e.g. PROF_OURS="new:1:4 old:1:4": build:threads:batch, ours only
+  for s in $PROF_OURS; do IFS=: read who t b <<< "$s"; bin=$D/bin/bench_cpu; [ $who = old ] && bin=$W/old.sh
+    echo "== profile $who threads $t batch $b"; $bin $W/model.safetensors -threads $t -batch $b -runs 1 -profile; done > $OUT/prof.log 2>&1
+else
 { for t in 1 $T; do $D/bin/bench_cpu $W/model.safetensors -threads $t -runs 1 -profile
     python3 bench/onnx/bench_ort.py $W/student_b3_fused.onnx --threads $t --runs 1 --profile /tmp/ortprof; done; } > $OUT/prof.log 2>&1
+fi
 grep -v "^    [0-9]" $OUT/prof.log

@@ -15,6 +15,8 @@
  *  - Each C element is one FMA chain over k = 0..K-1: the result does not depend on how M and N
  *    are split among tasks, so results are the same at any thread count.
  *  - MR x NR = 12 x 32 (AVX-512: 24 zmm accumulators) and 6 x 16 (AVX2: 12 ymm accumulators).
+ *  - The rows are taken in blocks of slivers that fit L2 (a_block_slivers); each block sweeps the
+ *    packed strips of B.
  *  - The conv's bias and activation are applied to the accumulators before the one store, so the
  *    output is written once (no second pass over it).
  */
@@ -38,6 +40,17 @@ void dp_gemm_pack_a(const float *A, int M, int K, int mr, float *Ap) {
 #if defined(__x86_64__) && defined(__GNUC__)
 
 #define KC 256 /* K block */
+/* Slivers of A per block: a block of A (slivers x MR x kc floats) is swept over one B strip after
+ * another, so it should stay in L2: at most A_BLOCK_BYTES (AVX-512 machines have 1-2 MiB of L2 per
+ * core, AVX2 ones from 512 KiB). Without the cap a batch of 4 at 32x32 (one task per 64-pixel
+ * panel, all 2304 rows of an expand conv) swept 2.4 MB of A per strip. With a short K the C stores
+ * dominate, and 4 slivers at a time keep them local. The order of the k sum is unchanged. */
+static int a_block_slivers(int K, int kc, int mr, int slivers, long budget) {
+    if (K <= 64) return 4;
+    long n = budget / ((long)mr * kc * (long)sizeof(float));
+    return n < 1 ? 1 : (n > slivers ? slivers : (int)n);
+}
+
 #define MR512 12
 #define NR512 32
 
@@ -45,10 +58,9 @@ __attribute__((target("avx512f,fma"))) static void gemm512(int M, int N, int K, 
                                                            int ldb, float *C, int ldc, float *Bp, const float *bias,
                                                            dp_act act, const float *kscale) {
     const int slivers = (M + MR512 - 1) / MR512;
-    /* rows in blocks: with a short K the C stores dominate, and a few rows at a time keep them local */
-    const int per_block = K <= 64 ? 4 : slivers;
     for (int k0 = 0; k0 < K; k0 += KC) { /* K in blocks: A's KC columns stay in L2, a B strip in L1 */
         const int kc = K - k0 < KC ? K - k0 : KC, last = k0 + kc == K;
+        const int per_block = a_block_slivers(K, kc, MR512, slivers, 512L << 10);
         for (int k = 0; k < kc; k++) {
             const float *src = B + (size_t)(k0 + k) * ldb;
             for (int n0 = 0; n0 < N; n0 += NR512) {
@@ -132,9 +144,9 @@ __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, con
                                                         float *C, int ldc, float *Bp, const float *bias, dp_act act,
                                                         const float *kscale) {
     const int slivers = (M + MR256 - 1) / MR256;
-    const int per_block = K <= 64 ? 4 : slivers;
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int kc = K - k0 < KC ? K - k0 : KC, last = k0 + kc == K;
+        const int per_block = a_block_slivers(K, kc, MR256, slivers, 256L << 10);
         for (int k = 0; k < kc; k++) {
             const float *src = B + (size_t)(k0 + k) * ldb;
             for (int n0 = 0; n0 < N; n0 += NR256) {

@@ -434,6 +434,11 @@ static int im2col_cols(const dp_cpu *cpu, int K) {
     return cols < cpu->gemm_cols ? cols : cpu->gemm_cols;
 }
 
+/* Multiply-adds under which a GEMM conv is one task per image (and group), run by the caller alone
+ * when there is one image: the 1x1 convs on 1x1 maps (SE, ASPP pooling: up to 0.8 M) took ~60 us
+ * each split into up to 64 tasks, at 16 threads as at 1, mostly the split and the pool's wake-ups. */
+#define DP_TINY_GEMM 2.0e6
+
 /* Work split of a GEMM conv. Column panels are gemm_cols pixels, at least gemm_min_cols: narrower panels
  * of a large plane make BLIS slow (strided B rows alias in the cache; measured 12 instead of 32
  * GFLOP/s at 512 columns of a 128x128 plane, bench/bench_gemm). When panels give fewer than 64
@@ -441,8 +446,15 @@ static int im2col_cols(const dp_cpu *cpu, int K) {
  * BLAS). The split depends on the shape only, never on the thread count, so results are the same at
  * any count. The defaults
  * (1024, 256, 64: best of six settings measured on the 16-core GPU machine) are set in backend_cpu.c. */
-static void conv_split(const dp_cpu *cpu, conv_job *j, int tasks_other, int P, int M, int max_cols) {
+static void conv_split(const dp_cpu *cpu, conv_job *j, int tasks_other, int P, int M, int K, int max_cols) {
     int cols = max_cols, min_tasks = cpu->gemm_min_tasks;
+    if (P <= max_cols && (double)tasks_other * P * M * K <= DP_TINY_GEMM) { /* see DP_TINY_GEMM */
+        j->cols = max_cols; /* (not P: the packed copy of an im2col panel starts K * cols floats on, aligned) */
+        j->col_blocks = 1;
+        j->m_rows = M;
+        j->m_blocks = 1;
+        return;
+    }
     while (cols > cpu->gemm_min_cols && cols > 64 && (long)tasks_other * ((P + cols - 1) / cols) < min_tasks) cols /= 2;
     j->cols = cols;
     j->col_blocks = (P + cols - 1) / cols;
@@ -510,7 +522,7 @@ static disopt_status conv_run(dp_cpu *cpu, const dp_node *node, const dp_tview *
     }
     int P = out->h * out->w;
     int K = (c->cin / c->groups) * c->kh * c->kw;
-    conv_split(cpu, &j, in->n * c->groups, P, c->cout / c->groups,
+    conv_split(cpu, &j, in->n * c->groups, P, c->cout / c->groups, K,
                dp_cpu_conv_is_direct(node) ? cpu->gemm_cols : im2col_cols(cpu, K));
     size_t need = dp_cpu_conv_workspace(cpu, node, in, out);
     if (need > 0) {
