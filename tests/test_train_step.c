@@ -12,6 +12,9 @@
  *    - our float trainer: every loss term against PyTorch float32 (1e-5 relative); gradients, running
  *      statistics and the SGD step against PyTorch float64, next to PyTorch float32's own distance from
  *      float64 (the level "equal to the authors' model" means, ../shared/spec/DISOPTNET.md).
+ *  - ten consecutive stage-2 steps under the authors' schedule shape, every loss term of every step (the
+ *    trajectory is chaotic at this size: see curve());
+ *  - weights from safetensors (student and teacher) give the same step as the trainer they were saved from;
  *  - dropout and drop-connect on: seeded steps are reproducible and differ from the deterministic one.
  *  Gradients are normalised by the tensor's max|g| (of PyTorch float64). Tensors whose gradient is zero in
  *  exact arithmetic (a BN bias right before a 1x1 conv and a training-mode BN: max|g| below 1e-9 of the
@@ -19,6 +22,7 @@
  *  against the model's largest gradient instead. Every measured error is printed. */
 #include "internal.h"
 #include "test_util.h"
+#include "train/optim.h"
 #include "train/trainer.h"
 
 #include <math.h>
@@ -556,6 +560,190 @@ static void test_teacher_step_f32(void **state) {
     assert_f32(&E);
 }
 
+/* "v0,v1,..." -> out[0..max) */
+static int parse_list(const char *s, double *out, int max) {
+    int n = 0;
+    while (s && *s && n < max) {
+        char *end;
+        out[n++] = strtod(s, &end);
+        s = *end == ',' ? end + 1 : end;
+        if (end == s && *s != '\0')
+            break;
+    }
+    return n;
+}
+
+/* ten consecutive stage-2 steps on the same batch under the authors' schedule shape (base lr from the
+ * fixture), every loss term of every step. The trajectory at this size is chaotic (make_step_golden.py):
+ * rounding differences grow ~100x per step once a ReLU flips, and PyTorch float32 ends 1-2 % away from
+ * PyTorch float64. So: double vs float64 within 1e-8 for the steps before the first flip (0..4), every step
+ * printed; float vs float64 within max(1e-3, 3 x PyTorch float32's own distance from float64) on every
+ * term of every step. */
+static void read_curves(fixture *f, const char *P, const char *const *terms, int nt, double (*out)[10]) {
+    char key[64];
+    for (int k = 0; k < nt; k++) {
+        snprintf(key, sizeof key, "%scurve.%s", P, terms[k]);
+        const char *v = disopt_st_metadata(f->st, key);
+        if (!v)
+            fail_msg("fixture metadata %s missing", key);
+        assert_int_equal(parse_list(v, out[k], 10), 10);
+    }
+}
+
+static void curve(int f64) {
+    fixture f;
+    fx_open(&f, "step_student_b3.safetensors");
+    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
+    int32_t *y = fx_target(&f);
+    run r;
+    run_make(&r, "student-b3", f64, 0, 1);
+    static const char *const terms[] = {"ce_sar",     "dice_sar", "ce_rgb", "dice_rgb", "kd_rgb", "ce_fused",
+                                        "dice_fused", "mse0",     "mse1",   "mse2",     "total"};
+    enum { NT = sizeof terms / sizeof terms[0], STEPS = 10 };
+    double r64[NT][STEPS], r32[NT][STEPS], lrs[STEPS], ours[NT][STEPS];
+    read_curves(&f, "f64.", terms, NT, r64);
+    read_curves(&f, "f32.", terms, NT, r32);
+    assert_int_equal(parse_list(disopt_st_metadata(f.st, "curve.lr"), lrs, STEPS), STEPS);
+    const int epochs = (int)fx_meta(&f, "curve.epochs"), iters = (int)fx_meta(&f, "curve.iters_per_epoch");
+    for (int g = 0; g < STEPS; g++) {
+        double lr = dp_lr_authors(fx_meta(&f, "curve.base_lr"), epochs, iters, g);
+        assert_true(fabs(lr - lrs[g]) <= 1e-15 * lrs[g]);
+        dp_trainer_loss L;
+        if (dp_trainer_step(r.t, x, xt, y, NULL, lr, &L) != DISOPT_OK)
+            fail_msg("%s", disopt_last_error());
+        const dp_stage2_terms *s = &L.s2;
+        const double v[NT] = {s->ce_sar,     s->dice_sar, s->ce_rgb, s->dice_rgb, s->kd_rgb, s->ce_fused,
+                              s->dice_fused, s->mse[0],   s->mse[1], s->mse[2],   s->total};
+        for (int k = 0; k < NT; k++)
+            ours[k][g] = v[k];
+    }
+    printf("  student-b3, 10 steps, %s: total", f64 ? "double" : "float");
+    for (int g = 0; g < STEPS; g++)
+        printf(" %.6f", ours[NT - 1][g]);
+    double e_step[STEPS], p_step[STEPS], worst = 0, worst_pt = 0;
+    for (int g = 0; g < STEPS; g++) {
+        e_step[g] = p_step[g] = 0;
+        for (int k = 0; k < NT; k++) {
+            e_step[g] = fmax(e_step[g], fabs(ours[k][g] - r64[k][g]) / fabs(r64[k][g]));
+            p_step[g] = fmax(p_step[g], fabs(r32[k][g] - r64[k][g]) / fabs(r64[k][g]));
+        }
+        worst = fmax(worst, e_step[g]);
+        worst_pt = fmax(worst_pt, p_step[g]);
+    }
+    printf("\n    max relative error over the terms, per step, vs PyTorch float64:");
+    for (int g = 0; g < STEPS; g++)
+        printf(" %.1e", e_step[g]);
+    printf("\n    PyTorch float32 vs PyTorch float64, the same:          ");
+    for (int g = 0; g < STEPS; g++)
+        printf(" %.1e", p_step[g]);
+    if (!f64) {
+        double e32 = 0;
+        for (int g = 0; g < STEPS; g++)
+            for (int k = 0; k < NT; k++)
+                e32 = fmax(e32, fabs(ours[k][g] - r32[k][g]) / fabs(r32[k][g]));
+        printf("\n    vs PyTorch float32: max %.1e (step 0 %.1e, step 1 %.1e)", e32,
+               fabs(ours[NT - 1][0] - r32[NT - 1][0]) / r32[NT - 1][0],
+               fabs(ours[NT - 1][1] - r32[NT - 1][1]) / r32[NT - 1][1]);
+    }
+    printf("\n");
+    if (f64)
+        for (int g = 0; g < 5; g++)
+            assert_true(e_step[g] <= 1e-8);
+    else
+        assert_true(worst <= fmax(1e-3, 3.0 * worst_pt));
+    dp_trainer_destroy(r.t);
+    free(x);
+    free(xt);
+    free(y);
+    disopt_st_close(f.st);
+}
+
+static void test_student_curve_f64(void **state) {
+    (void)state;
+    curve(1);
+}
+
+static void test_student_curve_f32(void **state) {
+    (void)state;
+    curve(0);
+}
+
+/* weights from safetensors: a student after one step, saved with its running statistics, and the dwgen
+ * teacher saved from a stage-1 trainer, load into a second trainer that then computes the same step */
+static void save_weights(dp_trainer *t, const char *model, const char *path) {
+    disopt_model_config mc;
+    assert_int_equal(disopt_model_config_parse(model, &mc), DISOPT_OK);
+    disopt_keylist *kl;
+    assert_int_equal(disopt_keylist_create(&mc, &kl), DISOPT_OK);
+    disopt_st_writer *w;
+    assert_int_equal(disopt_st_writer_create(&w), DISOPT_OK);
+    for (int i = 0; i < disopt_keylist_count(kl); i++) {
+        const char *name;
+        int ndim;
+        int64_t shape[4], numel;
+        disopt_keylist_at(kl, i, &name, NULL, &ndim, shape);
+        const float *p = dp_trainer_param(t, name, NULL, &numel);
+        if (!p)
+            continue; /* num_batches_tracked */
+        assert_int_equal(disopt_st_writer_add(w, name, DISOPT_DTYPE_F32, ndim, shape, p), DISOPT_OK);
+    }
+    assert_int_equal(disopt_st_writer_save(w, path), DISOPT_OK);
+    disopt_st_writer_destroy(w);
+    disopt_keylist_destroy(kl);
+}
+
+static void test_load_weights(void **state) {
+    (void)state;
+    fixture f;
+    fx_open(&f, "step_student_b3.safetensors");
+    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
+    int32_t *y = fx_target(&f);
+    char sp[256], tp[256];
+    tu_tmpname(sp, sizeof sp, "trainer_student");
+    tu_tmpname(tp, sizeof tp, "trainer_teacher");
+    run te, a;
+    run_make(&te, "teacher-b3", 0, 0, 1);
+    save_weights(te.t, "teacher-b3", tp);
+    dp_trainer_destroy(te.t);
+    run_make(&a, "student-b3", 0, 0, 1);
+    dp_trainer_loss La, Lb;
+    assert_int_equal(dp_trainer_step(a.t, x, xt, y, NULL, 5e-3, &La), DISOPT_OK);
+    save_weights(a.t, "student-b3", sp);
+    assert_int_equal(dp_trainer_forward_backward(a.t, x, xt, y, NULL, &La), DISOPT_OK);
+    disopt_model_config mc;
+    assert_int_equal(disopt_model_config_parse("student-b3", &mc), DISOPT_OK);
+    dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, 64, 64);
+    cfg.dropout = cfg.drop_connect = 0;
+    dp_trainer *b = NULL;
+    if (dp_trainer_create(&cfg, sp, tp, &b) != DISOPT_OK)
+        fail_msg("%s", disopt_last_error());
+    assert_int_equal(dp_trainer_forward_backward(b, x, xt, y, NULL, &Lb), DISOPT_OK);
+    printf("  student-b3 reloaded after one step: loss %.9g, trainer that took the step %.9g\n", Lb.s2.total,
+           La.s2.total);
+    assert_true(La.s2.total == Lb.s2.total && La.s2.mse[2] == Lb.s2.mse[2]);
+    float *ga, *gb;
+    int64_t n;
+    const float *ra = dp_trainer_param(a.t, "decoder_rgb.block2.1.running_var", NULL, &n);
+    const float *rb = dp_trainer_param(b, "decoder_rgb.block2.1.running_var", NULL, &n);
+    assert_memory_equal(ra, rb, (size_t)n * sizeof *ra);
+    dp_trainer_param(a.t, "encoder_sar._conv_stem.weight", &ga, &n);
+    dp_trainer_param(b, "encoder_sar._conv_stem.weight", &gb, &n);
+    assert_memory_equal(ga, gb, (size_t)n * sizeof *ga);
+    /* a missing key is named */
+    dp_trainer *c = NULL;
+    assert_int_not_equal(dp_trainer_create(&cfg, tp, tp, &c), DISOPT_OK);
+    assert_null(c);
+    printf("  student from a teacher file: %s\n", disopt_last_error());
+    dp_trainer_destroy(b);
+    dp_trainer_destroy(a.t);
+    remove(sp);
+    remove(tp);
+    free(x);
+    free(xt);
+    free(y);
+    disopt_st_close(f.st);
+}
+
 /* dropout and drop-connect on: a seeded step is reproducible, another seed or switching them off
  * changes it, and the loss stays finite */
 static void test_random_step(void **state) {
@@ -594,9 +782,11 @@ static void test_random_step(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_training_graph),   cmocka_unit_test(test_teacher_step_f64),
-        cmocka_unit_test(test_teacher_step_f32), cmocka_unit_test(test_student_step_f64),
-        cmocka_unit_test(test_student_step_f32), cmocka_unit_test(test_random_step),
+        cmocka_unit_test(test_training_graph),    cmocka_unit_test(test_teacher_step_f64),
+        cmocka_unit_test(test_teacher_step_f32),  cmocka_unit_test(test_student_step_f64),
+        cmocka_unit_test(test_student_step_f32),  cmocka_unit_test(test_random_step),
+        cmocka_unit_test(test_load_weights),      cmocka_unit_test(test_student_curve_f64),
+        cmocka_unit_test(test_student_curve_f32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,6 +30,9 @@ Stored (the full model is 23 M parameters, so large tensors are sampled), per pr
   f64.gstat.<key>                      [max|g|, sqrt(sum g^2), sum g] over the whole tensor
   P.rm.<bn>, P.rv.<bn>                 running_mean / running_var after the step, sampled
   metadata P.loss.<term>               the loss terms (repr)
+  metadata P.curve.<term>, curve.lr    student: every loss term of ten consecutive steps on the same
+                                       batch under the authors' poly schedule (epochs 3, 4 iterations
+                                       each; base lr curve.base_lr, see CURVE_BASE), the lrs used
 Sample indices of a tensor of n elements, K = 24 (K_FWD = 512 for forward tensors): all of them when
 n <= K, else idx_j = j*n//K + (j*7919) % (n//K), j = 0..K-1.
 
@@ -190,6 +193,77 @@ def student(authors, Wr, dtype):
     record_step(Wr, P, model, opt, loss.item())
 
 
+STEPS, EPOCHS, ITERS = 10, 3, 4
+# At this tiny size (2 x 64 x 64: BN over 2 values in the ASPP pooling branch, 4 x 4 maps at 1/16) the
+# trajectory is chaotic: a rounding-level difference flips a ReLU (or another kink) within a few steps and
+# grows from there, so PyTorch float32 and float64 themselves end up 1-2 % apart after 10 steps (with the
+# authors' base lr 5e-3: 2 % after 5 steps). The curve uses the authors' schedule shape at a smaller base
+# lr, which keeps float64 implementations together longer (6 steps instead of 4) before the first flip.
+CURVE_BASE = 5e-5
+
+
+def student_curve(authors, Wr, dtype):
+    """ten consecutive stage-2 steps on the student batch (the same data every step), the authors'
+    loop order: step, then LR_Scheduler('poly', 5e-3, EPOCHS + 1, ITERS)(opt, i, epoch); every loss
+    term of every step in the metadata ("<P>curve.<term>": 10 values, repr, comma-separated)"""
+    import contextlib
+    import io
+    import torch
+    import segmentation_models_pytorch as smp
+    P = "f64." if dtype == torch.float64 else "f32."
+    L = authors["losses"]
+    g = torch.Generator().manual_seed(20261125)
+    x32, xt32, y = make_batch(g)
+    x, xt = x32.to(dtype), xt32.to(dtype)
+    teacher = fresh("teacher", dtype).eval()
+    cap = {}
+    h = teacher.encoder.register_forward_hook(lambda _m, _i, o: cap.__setitem__("enc", o))
+    with torch.no_grad():
+        t_logits, t_multi = teacher(xt)
+    h.remove()
+    t_feats = list(cap["enc"][-2:]) + [t_multi[-1]]
+    model = fresh("student", dtype).train()
+    no_random(model, True)
+    opt = torch.optim.SGD(model.parameters(), lr=CURVE_BASE, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        sched = authors["lr_scheduler"].LR_Scheduler("poly", CURVE_BASE, EPOCHS + 1, ITERS)
+    seg = L.get_loss({"crossentropyloss": None, "diceloss": {"mode": "multiclass", "from_logits": True}},
+                     {"crossentropyloss": 1.0, "diceloss": 1.0})
+    kd, mse = L.CriterionPixelWise(), torch.nn.MSELoss()
+    ce = torch.nn.CrossEntropyLoss()
+    dice = smp.losses.DiceLoss(mode="multiclass", from_logits=True)
+    rgb_tgt = torch.argmax(t_logits, dim=1)
+    curves, lrs, step = {}, [], 0
+    for epoch in range(1, EPOCHS + 1):
+        for i in range(ITERS):
+            if step == STEPS:
+                break
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.zero_grad()
+            logit_sar, logit_rgb, fused, s_feats = model(x)
+            kd_rgb = kd([logit_rgb], [t_logits.detach()])
+            mses = [mse(a, b) for a, b in zip(s_feats, t_feats)]
+            loss = seg(logit_sar, y) + (seg(logit_rgb, rgb_tgt) + kd_rgb) + seg(fused, y) + sum(mses) / len(mses)
+            loss.backward()
+            opt.step()
+            with contextlib.redirect_stdout(io.StringIO()):
+                sched(opt, i, epoch, 0.0)
+            with torch.no_grad():
+                terms = {"ce_sar": ce(logit_sar, y), "dice_sar": dice(logit_sar, y),
+                         "ce_rgb": ce(logit_rgb, rgb_tgt), "dice_rgb": dice(logit_rgb, rgb_tgt), "kd_rgb": kd_rgb,
+                         "ce_fused": ce(fused, y), "dice_fused": dice(fused, y), "mse0": mses[0],
+                         "mse1": mses[1], "mse2": mses[2], "total": loss}
+            for k, v in terms.items():
+                curves.setdefault(k, []).append(repr(float(v.item())))
+            step += 1
+    for k, v in curves.items():
+        Wr.meta[P + "curve." + k] = ",".join(v)
+    Wr.meta["curve.lr"] = ",".join(repr(float(v)) for v in lrs)
+    Wr.meta["curve.base_lr"] = repr(CURVE_BASE)
+    Wr.meta["curve.epochs"] = str(EPOCHS)
+    Wr.meta["curve.iters_per_epoch"] = str(ITERS)
+
+
 def teacher_stage1(authors, Wr, dtype):
     import torch
     P = "f64." if dtype == torch.float64 else "f32."
@@ -231,6 +305,8 @@ def main():
         Wr = Writer()
         for dtype in (torch.float32, torch.float64):
             fn(authors, Wr, dtype)
+            if fn is student:
+                student_curve(authors, Wr, dtype)
         path = OUT / (name + ".safetensors")
         Wr.save(path)
         print("%s: %d tensors, %d bytes" % (path, len(Wr.t), path.stat().st_size))
