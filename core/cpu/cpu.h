@@ -56,6 +56,9 @@ void dp_gemm_pack_a(const float *A, int M, int K, int mr, float *Ap);
 /* kscale (or NULL): B's row k is multiplied by kscale[k] as it is packed */
 void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp,
                  const float *bias, dp_act act, const float *kscale);
+/* the same for one column (N = 1, C contiguous): returns 0 (nothing done) where it cannot run */
+int dp_gemv_run(int isa, int M, int K, const float *Ap, const float *x, int incx, float *y, const float *bias, dp_act act,
+                const float *kscale);
 int dp_cpu_conv_is_direct(const dp_node *node);
 
 /* activation over a contiguous run */

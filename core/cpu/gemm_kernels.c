@@ -230,6 +230,56 @@ __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, con
     }
 }
 
+/* One output column (the 1x1 convs on 1x1 maps: SE, ASPP pooling): y[m] = act(bias[m] + sum_k
+ * A[m][k] * x'[k]) with x'[k] = x[k * incx] * kscale[k], from A packed for either GEMM (slivers of mr
+ * rows, mr <= 16). Each y[m] is the GEMM's own FMA chain over k = 0..K-1 (the GEMM stores and reloads
+ * it between K blocks, which is exact), then + bias, then the activation (act256 gives act512's
+ * bits): the same bits as dp_gemm_run with N = 1, without a 32-wide micro-tile for one column. AVX2
+ * and FMA only, so AVX-512 machines run this same code; four slivers at a time for independent
+ * FMA chains. */
+__attribute__((target("avx2,fma"))) static void gemv256(int M, int K, int mr, const float *Ap, const float *x,
+                                                        int incx, float *y, const float *bias, dp_act act,
+                                                        const float *kscale) {
+    const int slivers = (M + mr - 1) / mr, chunks = (mr + 7) / 8;
+    for (int s0 = 0; s0 < slivers; s0 += 4) {
+        const int ns = slivers - s0 < 4 ? slivers - s0 : 4;
+        __m256 acc[4][2];
+        __m256i lm[2];
+        for (int c = 0; c < 2; c++) lm[c] = dp_mask8(c < chunks ? (mr - 8 * c < 8 ? mr - 8 * c : 8) : 0);
+        for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+        for (int k = 0; k < K; k++) {
+            __m256 xv = _mm256_set1_ps(x[(size_t)k * incx]);
+            if (kscale) xv = _mm256_mul_ps(xv, _mm256_set1_ps(kscale[k]));
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                if (i < ns) {
+                    const float *a = Ap + ((size_t)(s0 + i) * K + k) * mr;
+                    acc[i][0] = _mm256_fmadd_ps(_mm256_maskload_ps(a, lm[0]), xv, acc[i][0]);
+                    if (chunks > 1) acc[i][1] = _mm256_fmadd_ps(_mm256_maskload_ps(a + 8, lm[1]), xv, acc[i][1]);
+                }
+            }
+        }
+        for (int i = 0; i < ns; i++)
+            for (int c = 0; c < chunks; c++) {
+                const int m0 = (s0 + i) * mr + 8 * c, left = M - m0;
+                const int lanes = left < (mr - 8 * c < 8 ? mr - 8 * c : 8) ? left : (mr - 8 * c < 8 ? mr - 8 * c : 8);
+                if (lanes <= 0) continue;
+                const __m256i om = dp_mask8(lanes);
+                __m256 v = acc[i][c];
+                if (bias) v = _mm256_add_ps(v, _mm256_maskload_ps(bias + m0, om));
+                _mm256_maskstore_ps(y + m0, om, act256(v, act));
+            }
+    }
+}
+
+int dp_gemv_run(int isa, int M, int K, const float *Ap, const float *x, int incx, float *y, const float *bias, dp_act act,
+                const float *kscale) {
+    const int mr = dp_gemm_mr(isa);
+    if (mr < 1 || mr > 16 || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+    gemv256(M, K, mr, Ap, x, incx, y, bias, act, kscale);
+    return 1;
+}
+
 int dp_gemm_isa_detect(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
@@ -249,6 +299,11 @@ void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, 
 
 #else /* not x86-64 GCC: the BLAS path only */
 int dp_gemm_isa_detect(void) { return DP_ISA_BLAS; }
+int dp_gemv_run(int isa, int M, int K, const float *Ap, const float *x, int incx, float *y, const float *bias, dp_act act,
+                const float *kscale) {
+    (void)isa, (void)M, (void)K, (void)Ap, (void)x, (void)incx, (void)y, (void)bias, (void)act, (void)kscale;
+    return 0;
+}
 void dp_gemm_run(int isa, int M, int N, int K, const float *Ap, const float *B, int ldb, float *C, int ldc, float *Bp,
                  const float *bias, dp_act act, const float *kscale) {
     (void)isa, (void)M, (void)N, (void)K, (void)Ap, (void)B, (void)ldb, (void)C, (void)ldc, (void)Bp, (void)bias,

@@ -410,6 +410,9 @@ static void gemm_task(void *ctx, int task, int thread) {
         const dp_cpu *cpu = j->cpu;
         int mr = dp_gemm_mr(cpu->isa);
         const float *Ap = (const float *)node->bk + (size_t)(m0 / mr) * K * mr;
+        if (P == 1 && dp_gemv_run(cpu->isa, rows, K, Ap, B, ldb, Y + p0, node->fb ? node->fb + g * cout_g + m0 : NULL,
+                                  node->act, kscale))
+            return;
         dp_gemm_run(cpu->isa, rows, ncols, K, Ap, B, ldb, Y + p0, P, ws, node->fb ? node->fb + g * cout_g + m0 : NULL,
                     node->act, kscale);
         return;
