@@ -13,6 +13,7 @@
 #include "grad_ops.h"
 #include "rng.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +33,16 @@ typedef struct dp_net {
     void *params, *grads, *bufs;
     size_t n_params, n_bufs; /* elements */
     size_t *p_off;           /* per graph param: offset into params (trainable kinds) or bufs; SIZE_MAX none */
-    void *act, *gact;        /* per tensor at t_off; gact NULL for a net that is never trained */
+    void *act;               /* every tensor of the forward, at t_off (kept for backward) */
     size_t n_act;
     size_t *t_off;
+    /* tensor gradients (trained nets): planned by liveness in the backward walk, at g_off in gact; the
+     * tensors whose gradient starts at backward position T (node n_nodes-1-T) are z_list[z_start[T+1] ..
+     * z_start[T+2]) and get zeroed there (T = -1: the loss's inputs, zeroed before the loss) */
+    void *gact;
+    size_t n_gact;
+    size_t *g_off;
+    int *z_start, *z_list;
     void *save; /* BN nodes: batch mean, then 1/std (c each) at s_off */
     size_t *s_off, n_save;
     uint8_t *mask; /* dropout / drop-connect nodes at m_off */
@@ -179,6 +187,9 @@ static void net_free(dp_net *m) {
     free(m->act);
     free(m->gact);
     free(m->t_off);
+    free(m->g_off);
+    free(m->z_start);
+    free(m->z_list);
     free(m->save);
     free(m->s_off);
     free(m->mask);
@@ -195,6 +206,142 @@ static void *zalloc(size_t count, size_t elem, disopt_status *s) {
     if (!p)
         *s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "trainer: out of memory (%zu bytes)", count * elem);
     return p;
+}
+
+/* Liveness plan of the tensor gradients. Backward position of node i: T = n_nodes-1-i. Tensor t's gradient
+ * lives from its first writer (the loss, T = -1, for the loss's inputs; else the latest consumer, or its
+ * producer when nothing consumes it) to its producer's backward, both ends included (a node reads its
+ * output's gradient while it writes its inputs'). Largest first, each at the lowest offset free over its
+ * whole lifetime. The graph input gets no gradient. */
+typedef struct {
+    long start, end;
+    size_t size, off;
+    int t;
+} gplan;
+
+static int gplan_by_size(const void *a, const void *b) {
+    const gplan *x = a, *y = b;
+    if (x->size != y->size)
+        return x->size < y->size ? 1 : -1;
+    return x->t - y->t;
+}
+
+static int gplan_by_off(const void *a, const void *b) {
+    const gplan *x = *(const gplan *const *)a, *y = *(const gplan *const *)b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Offsets for the n items of P with a nonzero size (np of them): largest first, each at the lowest
+ * offset that no placed item overlapping its lifetime occupies. off[P[k].t] receives the offsets. */
+static disopt_status place(gplan *P, int n, int np, size_t *off_by_t, size_t *total) {
+    disopt_status s = DISOPT_OK;
+    const gplan **placed = zalloc((size_t)n, sizeof *placed, &s);
+    const gplan **conf = zalloc((size_t)n, sizeof *conf, &s);
+    if (s == DISOPT_OK) {
+        qsort(P, (size_t)n, sizeof *P, gplan_by_size);
+        int nplaced = 0;
+        *total = 0;
+        for (int k = 0; k < np; k++) {
+            gplan *q = &P[k];
+            int nc = 0;
+            for (int j = 0; j < nplaced; j++)
+                if (placed[j]->start <= q->end && q->start <= placed[j]->end)
+                    conf[nc++] = placed[j];
+            qsort((void *)conf, (size_t)nc, sizeof *conf, gplan_by_off);
+            size_t off = 0;
+            for (int j = 0; j < nc; j++) {
+                if (conf[j]->off >= off + q->size)
+                    break;
+                if (conf[j]->off + conf[j]->size > off)
+                    off = conf[j]->off + conf[j]->size;
+            }
+            q->off = off;
+            if (off + q->size > *total)
+                *total = off + q->size;
+            placed[nplaced++] = q;
+            off_by_t[q->t] = off;
+        }
+    }
+    free((void *)conf);
+    free((void *)placed);
+    return s;
+}
+
+/* A net that only runs forward (the frozen teacher): tensor t lives from its producer to its last
+ * consumer; the kept tensors (the loss's inputs) to the end. */
+static disopt_status plan_forward(dp_net *m, const int *kept, int n_kept) {
+    const dp_graph *g = &m->g;
+    const long NN = g->n_nodes;
+    disopt_status s = DISOPT_OK;
+    gplan *P = zalloc((size_t)g->n_tensors, sizeof *P, &s);
+    if (s)
+        return s;
+    for (int t = 0; t < g->n_tensors; t++) {
+        const dp_tensor *tt = &g->tensors[t];
+        P[t].t = t;
+        P[t].start = P[t].end = tt->producer; /* the input: -1 */
+        P[t].size = al16((size_t)m->n * (size_t)tt->c * (size_t)tt->h * (size_t)tt->w);
+    }
+    for (long i = 0; i < NN; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (P[g->nodes[i].in[k]].end < i)
+                P[g->nodes[i].in[k]].end = i;
+    for (int k = 0; k < n_kept; k++)
+        P[kept[k]].end = NN;
+    s = place(P, g->n_tensors, g->n_tensors, m->t_off, &m->n_act);
+    free(P);
+    return s;
+}
+
+static disopt_status plan_grads(dp_net *m, const int *roots, int n_roots) {
+    const dp_graph *g = &m->g;
+    const long NN = g->n_nodes;
+    const size_t nt = (size_t)g->n_tensors;
+    disopt_status s = DISOPT_OK;
+    gplan *P = zalloc(nt, sizeof *P, &s);
+    int *fill = zalloc((size_t)NN + 2, sizeof *fill, &s);
+    m->g_off = zalloc(nt, sizeof *m->g_off, &s);
+    m->z_start = zalloc((size_t)NN + 2, sizeof *m->z_start, &s);
+    m->z_list = zalloc(nt, sizeof *m->z_list, &s);
+    if (s == DISOPT_OK) {
+        for (int t = 0; t < g->n_tensors; t++) {
+            const dp_tensor *tt = &g->tensors[t];
+            P[t].t = t;
+            P[t].start = LONG_MAX;
+            P[t].end = tt->producer >= 0 ? NN - 1 - tt->producer : -2;
+            P[t].size = al16((size_t)m->n * (size_t)tt->c * (size_t)tt->h * (size_t)tt->w);
+        }
+        for (long i = 0; i < NN; i++)
+            for (int k = 0; k < g->nodes[i].n_in; k++) {
+                gplan *q = &P[g->nodes[i].in[k]];
+                if (NN - 1 - i < q->start)
+                    q->start = NN - 1 - i;
+            }
+        for (int r = 0; r < n_roots; r++)
+            P[roots[r]].start = -1;
+        int np = 0;
+        for (int t = 0; t < g->n_tensors; t++) {
+            if (t == g->input || P[t].end < -1) {
+                P[t].size = 0;
+                continue;
+            }
+            if (P[t].start > P[t].end)
+                P[t].start = P[t].end; /* nothing consumes it: zeroed at its producer */
+            np++;
+            m->z_start[P[t].start + 2]++;
+        }
+        for (long T = 0; T <= NN; T++)
+            m->z_start[T + 1] += m->z_start[T];
+        for (int t = 0; t < g->n_tensors; t++)
+            if (P[t].size) {
+                long b = P[t].start + 1;
+                m->z_list[m->z_start[b] + fill[b]++] = t;
+            }
+        DP_TRY(place(P, g->n_tensors, np, m->g_off, &m->n_gact));
+    }
+    free(fill);
+    free(P);
+    return s;
 }
 
 static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, int h, int w, int trained, int f64,
@@ -289,9 +436,33 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
                 m->ws_elems = e;
         }
     }
+    if (!trained && s == DISOPT_OK) {
+        /* the teacher's outputs the stage-2 loss reads */
+        int kept[4], nk = 0;
+        static const char *knames[4] = {"logits", "f4", "f5", "decoder"};
+        for (int k = 0; k < 4; k++) {
+            int ti = dp_graph_find_tensor(g, knames[k]);
+            if (ti < 0)
+                return dp_error(DISOPT_ERR_INTERNAL, "trainer: tensor %s missing", knames[k]);
+            kept[nk++] = ti;
+        }
+        DP_TRY(plan_forward(m, kept, nk));
+    }
+    if (trained && s == DISOPT_OK) {
+        /* the loss's inputs: the logits (and the student's feature pairs) */
+        int roots[6], nr = 0;
+        static const char *names[6] = {"logits", "logit_sar", "logit_rgb", "p4", "p5", "decoder_rgb"};
+        for (int k = 0; k < (g->out_sar >= 0 ? 6 : 1); k++) {
+            int ti = dp_graph_find_tensor(g, names[k]);
+            if (ti < 0)
+                return dp_error(DISOPT_ERR_INTERNAL, "trainer: tensor %s missing", names[k]);
+            roots[nr++] = ti;
+        }
+        DP_TRY(plan_grads(m, roots, nr));
+    }
     m->act = zalloc(m->n_act, m->esz, &s);
     if (trained)
-        m->gact = zalloc(m->n_act, m->esz, &s);
+        m->gact = zalloc(m->n_gact, m->esz, &s);
     m->save = zalloc(m->n_save, m->esz, &s);
     m->mask = zalloc(m->n_mask, 1, &s);
     m->ws = zalloc(m->ws_elems, m->esz, &s);
@@ -491,7 +662,7 @@ void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *mi) {
     mi->state_bytes = (size_t)(ns > 0 ? ns : 0) * m->n_params * e;
     mi->buffers_bytes = m->n_bufs * e;
     mi->activations_bytes = m->n_act * e;
-    mi->act_grads_bytes = m->n_act * e;
+    mi->act_grads_bytes = m->n_gact * e;
     mi->saved_bytes = m->n_save * e + m->n_mask;
     mi->workspace_bytes = m->ws_elems * e;
     mi->teacher_bytes = (tt->n_params + tt->n_bufs + tt->n_act + tt->n_save + tt->ws_elems) * e;

@@ -9,9 +9,12 @@
  *    arena; the optimizer's segments cover the parameters the forward pass uses (EfficientNet's
  *    _conv_head / _bn1 get no gradient and, as in PyTorch where their .grad stays None, no update).
  *    BN running means / variances are buffers in a third arena.
- *  - Memory plan, first version: every tensor of the step is kept (one activation arena for the forward,
- *    one of the same size for the tensor gradients), plus per BN node its batch mean and 1/std, per
- *    dropout / drop-connect node its mask. dp_trainer_memory reports the sizes.
+ *  - Memory plan: every forward tensor of the trained network is kept for backward (one activation
+ *    arena); the tensor gradients share one arena planned by liveness over the backward walk (a gradient
+ *    lives from its first writer to its producer's backward); the frozen teacher's activations share one
+ *    arena planned by forward liveness, only its logits, f4, f5 and decoder output kept to the end; per BN
+ *    node its batch mean and 1/std, per dropout / drop-connect node its mask. dp_trainer_memory reports
+ *    the sizes.
  *  - Stage 1 (teacher-bN): forward in training mode -> dp_loss_stage1 -> backward -> optimizer.
  *    Stage 2 (student-bN): the frozen teacher (teacher-bN of the same variant and channels) runs its
  *    forward in eval mode (BN with running statistics, no dropout) on the optical image; the student runs
@@ -90,8 +93,8 @@ disopt_status dp_trainer_step(dp_trainer *t, const float *x, const float *x_teac
 float *dp_trainer_param(dp_trainer *t, const char *key, float **grad, int64_t *numel);
 double *dp_trainer_param_f64(dp_trainer *t, const char *key, double **grad, int64_t *numel);
 /* A named tensor of the last forward ("logits", "logit_sar", "p4", "f5", "decoder", ...) of the trained
- * network (teacher = 0) or of the frozen teacher (teacher = 1), NCHW; NULL when absent (or in the other
- * precision). */
+ * network (teacher = 0) or of the frozen teacher (teacher = 1: only "logits", "f4", "f5", "decoder" stay
+ * valid, the rest of its arena is reused), NCHW; NULL when absent (or in the other precision). */
 const float *dp_trainer_tensor(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w);
 const double *dp_trainer_tensor_f64(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w);
 void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *m);
