@@ -15,6 +15,7 @@
  *  - ten consecutive stage-2 steps under the authors' schedule shape, every loss term of every step (the
  *    trajectory is chaotic at this size: see curve());
  *  - weights from safetensors (student and teacher) give the same step as the trainer they were saved from;
+ *  - 1 and 3 threads give bitwise the same step;
  *  - dropout and drop-connect on: seeded steps are reproducible and differ from the deterministic one.
  *  Gradients are normalised by the tensor's max|g| (of PyTorch float64). Tensors whose gradient is zero in
  *  exact arithmetic (a BN bias right before a 1x1 conv and a training-mode BN: max|g| below 1e-9 of the
@@ -744,6 +745,53 @@ static void test_load_weights(void **state) {
     disopt_st_close(f.st);
 }
 
+/* the same step on 1 and 3 threads: every parameter, gradient and running statistic bitwise equal */
+static void test_threads(void **state) {
+    (void)state;
+    fixture f;
+    fx_open(&f, "step_student_b3.safetensors");
+    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
+    int32_t *y = fx_target(&f);
+    disopt_model_config mc;
+    assert_int_equal(disopt_model_config_parse("student-b3", &mc), DISOPT_OK);
+    dp_trainer *t[2];
+    dp_trainer_loss L[2];
+    for (int k = 0; k < 2; k++) {
+        dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, 64, 64);
+        cfg.nthreads = k ? 3 : 1; /* dropout and drop-connect on: the masks too */
+        if (dp_trainer_create(&cfg, NULL, NULL, &t[k]) != DISOPT_OK)
+            fail_msg("%s", disopt_last_error());
+        assert_int_equal(dp_trainer_step(t[k], x, xt, y, NULL, 5e-3, &L[k]), DISOPT_OK);
+    }
+    assert_true(L[0].s2.total == L[1].s2.total);
+    disopt_keylist *kl;
+    assert_int_equal(disopt_keylist_create(&mc, &kl), DISOPT_OK);
+    int n = 0;
+    for (int i = 0; i < disopt_keylist_count(kl); i++) {
+        const char *name;
+        disopt_keylist_at(kl, i, &name, NULL, NULL, NULL);
+        float *g0, *g1;
+        int64_t m;
+        const float *p0 = dp_trainer_param(t[0], name, &g0, &m), *p1 = dp_trainer_param(t[1], name, &g1, &m);
+        if (!p0)
+            continue;
+        assert_memory_equal(p0, p1, (size_t)m * sizeof *p0);
+        if (g0)
+            assert_memory_equal(g0, g1, (size_t)m * sizeof *g0);
+        n++;
+    }
+    printf("  student-b3 step with dropout + drop-connect on 1 and 3 threads: loss %.9g, %d state-dict tensors "
+           "bitwise equal\n",
+           L[0].s2.total, n);
+    disopt_keylist_destroy(kl);
+    dp_trainer_destroy(t[0]);
+    dp_trainer_destroy(t[1]);
+    free(x);
+    free(xt);
+    free(y);
+    disopt_st_close(f.st);
+}
+
 /* dropout and drop-connect on: a seeded step is reproducible, another seed or switching them off
  * changes it, and the loss stays finite */
 static void test_random_step(void **state) {
@@ -786,7 +834,7 @@ int main(void) {
         cmocka_unit_test(test_teacher_step_f32),  cmocka_unit_test(test_student_step_f64),
         cmocka_unit_test(test_student_step_f32),  cmocka_unit_test(test_random_step),
         cmocka_unit_test(test_load_weights),      cmocka_unit_test(test_student_curve_f64),
-        cmocka_unit_test(test_student_curve_f32),
+        cmocka_unit_test(test_student_curve_f32), cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,8 +5,9 @@
  * is written once in trainer.inc and instantiated for both; the kernels are grad_ops.h's. Every buffer
  * is owned by the dp_trainer and allocated once at create time (no allocation in a step); weights are
  * read as float32 (safetensors or dwgen-1) into a staging copy and converted into the arena. Errors
- * through dp_error() and DP_TRY; no global state; single-threaded. Offsets into arenas are in elements
- * and 16-element aligned.
+ * through dp_error() and DP_TRY; no global state. Threads: the kernels' _mt twins on the trainer's
+ * dp_pool (cfg.nthreads), one node at a time; results do not depend on the thread count. Offsets into arenas are in
+ * elements and 16-element aligned.
  */
 #include "trainer.h"
 
@@ -18,9 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* the kernels' thread pool argument, when grad_ops.h takes one (none yet: single-threaded) */
-#define KP
 
 static size_t al16(size_t n) { return (n + 15) & ~(size_t)15; }
 
@@ -50,7 +48,7 @@ typedef struct dp_net {
     double *eps; /* per node: BN eps as the decimal PyTorch has (1e-3 / 1e-5) */
     void *ws;
     size_t ws_elems;
-    void *xin; /* the input converted to the arena's type (double runs) */
+    dp_pool *pool; /* the trainer's (not owned); NULL: the caller's thread */
 } dp_net;
 
 struct dp_trainer {
@@ -63,6 +61,7 @@ struct dp_trainer {
     dp_optim_segment *seg;
     int n_seg;
     dp_rng rng;
+    dp_pool *pool; /* cfg.nthreads > 1 */
 };
 
 dp_trainer_config dp_trainer_config_authors(const disopt_model_config *model, int n, int h, int w) {
@@ -75,6 +74,7 @@ dp_trainer_config dp_trainer_config_authors(const disopt_model_config *model, in
     c.dropout = 1;
     c.drop_connect = 1;
     c.seed = 0x5eedULL;
+    c.nthreads = 1;
     c.optim = dp_optim_config_sgd_authors();
     c.loss = dp_loss_weights_authors();
     return c;
@@ -179,7 +179,6 @@ static disopt_status load_weights(dp_graph *g, const char *path) {
 /* ---------------------------------------------------------------- network setup */
 static void net_free(dp_net *m) {
     dp_graph_free(&m->g);
-    free(m->xin);
     free(m->params);
     free(m->grads);
     free(m->bufs);
@@ -345,12 +344,13 @@ static disopt_status plan_grads(dp_net *m, const int *roots, int n_roots) {
 }
 
 static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, int h, int w, int trained, int f64,
-                              const char *weights) {
+                              dp_pool *pool, const char *weights) {
     disopt_status s = DISOPT_OK;
     memset(m, 0, sizeof *m);
     DP_TRY(dp_graph_build_train(cfg, &m->g));
     dp_graph *g = &m->g;
     m->n = n;
+    m->pool = pool;
     m->esz = f64 ? sizeof(double) : sizeof(float);
     s = dp_graph_shapes(g, h, w);
     if (s != DISOPT_OK)
@@ -431,7 +431,7 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
             m->m_off[i] = m->n_mask;
             m->n_mask += al16((size_t)n);
         } else if (nd->op == DP_OP_CONV) {
-            size_t e = dp_tr_conv_ws_elems(&nd->conv, a->h, a->w);
+            size_t e = dp_tr_conv_ws_elems_mt(&nd->conv, a->h, a->w, pool ? dp_pool_size(pool) : 1);
             if (e > m->ws_elems)
                 m->ws_elems = e;
         }
@@ -500,11 +500,15 @@ disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weight
     t->cfg = *cfg;
     t->rng = dp_rng_make(cfg->seed);
     t->stage = cfg->model.arch == DISOPT_ARCH_STUDENT ? 2 : 1;
-    disopt_status s = net_init(&t->net, &cfg->model, cfg->n, cfg->h, cfg->w, 1, cfg->f64, weights);
+    disopt_status s = DISOPT_OK;
+    if (cfg->nthreads > 1)
+        s = dp_pool_create(cfg->nthreads, &t->pool);
+    if (s == DISOPT_OK)
+        s = net_init(&t->net, &cfg->model, cfg->n, cfg->h, cfg->w, 1, cfg->f64, t->pool, weights);
     if (s == DISOPT_OK && t->stage == 2) {
         disopt_model_config tc = cfg->model;
         tc.arch = DISOPT_ARCH_TEACHER;
-        s = net_init(&t->teacher, &tc, cfg->n, cfg->h, cfg->w, 0, cfg->f64, teacher_weights);
+        s = net_init(&t->teacher, &tc, cfg->n, cfg->h, cfg->w, 0, cfg->f64, t->pool, teacher_weights);
         if (s != DISOPT_OK)
             s = dp_error_prefix(s, "teacher");
     }
@@ -548,6 +552,7 @@ void dp_trainer_destroy(dp_trainer *t) {
     dp_optim_destroy(t->opt);
     free(t->state64);
     free(t->seg);
+    dp_pool_destroy(t->pool);
     free(t);
 }
 

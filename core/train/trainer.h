@@ -24,7 +24,8 @@
  *    node by node in forward order; dropout and drop-connect can be switched off (identity).
  *  - Precision: float32 (training), or double (cfg.f64: the same step with the kernels' double
  *    instantiations, the reference the goldens check the math with); inputs are float either way.
- *  - Single-threaded; errors through dp_error(); nothing aborts; no global state.
+ *  - Threads: cfg.nthreads (the trainer's own dp_pool; 1 = the caller's thread), bitwise the same
+ *    results on any count; errors through dp_error(); nothing aborts; no global state.
  */
 #ifndef DISOPT_TRAIN_TRAINER_H
 #define DISOPT_TRAIN_TRAINER_H
@@ -43,11 +44,12 @@ typedef struct dp_trainer_config {
     int drop_connect;          /* nonzero: MBConv drop-connect active (training default) */
     uint64_t seed;             /* the masks' Philox stream */
     int f64;                   /* nonzero: every arena and kernel in double (reference runs) */
+    int nthreads;              /* kernel threads (the trainer's pool); <= 1: the caller's thread */
     dp_optim_config optim;
     dp_loss_weights loss;
 } dp_trainer_config;
 
-/* the authors' settings: dropout and drop-connect on, SGD of optim.h, loss weights of loss.h */
+/* the authors' settings: dropout and drop-connect on, SGD of optim.h, loss weights of loss.h; 1 thread */
 dp_trainer_config dp_trainer_config_authors(const disopt_model_config *model, int n, int h, int w);
 
 typedef struct dp_trainer_loss {
