@@ -670,29 +670,8 @@ static void test_student_curve_f32(void **state) {
 }
 
 /* weights from safetensors: a student after one step, saved with its running statistics, and the dwgen
- * teacher saved from a stage-1 trainer, load into a second trainer that then computes the same step */
-static void save_weights(dp_trainer *t, const char *model, const char *path) {
-    disopt_model_config mc;
-    assert_int_equal(disopt_model_config_parse(model, &mc), DISOPT_OK);
-    disopt_keylist *kl;
-    assert_int_equal(disopt_keylist_create(&mc, &kl), DISOPT_OK);
-    disopt_st_writer *w;
-    assert_int_equal(disopt_st_writer_create(&w), DISOPT_OK);
-    for (int i = 0; i < disopt_keylist_count(kl); i++) {
-        const char *name;
-        int ndim;
-        int64_t shape[4], numel;
-        disopt_keylist_at(kl, i, &name, NULL, &ndim, shape);
-        const float *p = dp_trainer_param(t, name, NULL, &numel);
-        if (!p)
-            continue; /* num_batches_tracked */
-        assert_int_equal(disopt_st_writer_add(w, name, DISOPT_DTYPE_F32, ndim, shape, p), DISOPT_OK);
-    }
-    assert_int_equal(disopt_st_writer_save(w, path), DISOPT_OK);
-    disopt_st_writer_destroy(w);
-    disopt_keylist_destroy(kl);
-}
-
+ * teacher saved from a stage-1 trainer (dp_trainer_save), load into a second trainer that then computes
+ * the same step */
 static void test_load_weights(void **state) {
     (void)state;
     fixture f;
@@ -704,12 +683,12 @@ static void test_load_weights(void **state) {
     tu_tmpname(tp, sizeof tp, "trainer_teacher");
     run te, a;
     run_make(&te, "teacher-b3", 0, 0, 1);
-    save_weights(te.t, "teacher-b3", tp);
+    assert_int_equal(dp_trainer_save(te.t, tp), DISOPT_OK);
     dp_trainer_destroy(te.t);
     run_make(&a, "student-b3", 0, 0, 1);
     dp_trainer_loss La, Lb;
     assert_int_equal(dp_trainer_step(a.t, x, xt, y, NULL, 5e-3, &La), DISOPT_OK);
-    save_weights(a.t, "student-b3", sp);
+    assert_int_equal(dp_trainer_save(a.t, sp), DISOPT_OK);
     assert_int_equal(dp_trainer_forward_backward(a.t, x, xt, y, NULL, &La), DISOPT_OK);
     disopt_model_config mc;
     assert_int_equal(disopt_model_config_parse("student-b3", &mc), DISOPT_OK);
@@ -719,6 +698,34 @@ static void test_load_weights(void **state) {
     if (dp_trainer_create(&cfg, sp, tp, &b) != DISOPT_OK)
         fail_msg("%s", disopt_last_error());
     assert_int_equal(dp_trainer_forward_backward(b, x, xt, y, NULL, &Lb), DISOPT_OK);
+    /* both files open in the inference engine; the teacher's inference logits (BN folded) against the
+     * frozen teacher's eval-mode forward inside the trainer */
+    disopt_engine_options eo;
+    disopt_engine_options_init(&eo);
+    eo.num_threads = 1;
+    disopt_engine *eng;
+    assert_int_equal(disopt_engine_create(&eo, &eng), DISOPT_OK);
+    disopt_model *ms, *mt;
+    if (disopt_model_load(eng, sp, &ms) != DISOPT_OK || disopt_model_load(eng, tp, &mt) != DISOPT_OK)
+        fail_msg("inference load: %s", disopt_last_error());
+    float *lt = malloc(2 * 2 * 64 * 64 * sizeof *lt);
+    assert_non_null(lt);
+    disopt_outputs o;
+    memset(&o, 0, sizeof o);
+    o.fused_logits = lt;
+    assert_int_equal(disopt_model_infer(mt, xt, 2, 4, 64, 64, &o), DISOPT_OK);
+    const float *tl = dp_trainer_tensor(b, 1, "logits", NULL, NULL, NULL);
+    double m = 0, e = 0;
+    for (size_t i = 0; i < 2 * 2 * 64 * 64; i++) {
+        m = fmax(m, fabs((double)tl[i]));
+        e = fmax(e, fabs((double)lt[i] - (double)tl[i]));
+    }
+    printf("  saved teacher through the inference engine vs the trainer's eval forward: %.2e of max|logit|\n", e / m);
+    assert_true(e <= 1e-5 * m);
+    free(lt);
+    disopt_model_destroy(ms);
+    disopt_model_destroy(mt);
+    disopt_engine_destroy(eng);
     printf("  student-b3 reloaded after one step: loss %.9g, trainer that took the step %.9g\n", Lb.s2.total,
            La.s2.total);
     assert_true(La.s2.total == Lb.s2.total && La.s2.mse[2] == Lb.s2.mse[2]);

@@ -61,7 +61,8 @@ struct dp_trainer {
     dp_optim_segment *seg;
     int n_seg;
     dp_rng rng;
-    dp_pool *pool; /* cfg.nthreads > 1 */
+    dp_pool *pool;    /* cfg.nthreads > 1 */
+    int64_t forwards; /* training forwards run (num_batches_tracked) */
 };
 
 dp_trainer_config dp_trainer_config_authors(const disopt_model_config *model, int n, int h, int w) {
@@ -569,6 +570,7 @@ disopt_status dp_trainer_forward_backward(dp_trainer *t, const float *x, const f
         DP_TRY(fwd_bwd_f64(t, x, x_teacher, target, valid, &L));
     else
         DP_TRY(fwd_bwd_f32(t, x, x_teacher, target, valid, &L));
+    t->forwards++;
     if (loss)
         *loss = L;
     return DISOPT_OK;
@@ -673,4 +675,52 @@ void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *mi) {
     mi->teacher_bytes = (tt->n_params + tt->n_bufs + tt->n_act + tt->n_save + tt->ws_elems) * e;
     mi->total_bytes = mi->params_bytes + mi->grads_bytes + mi->state_bytes + mi->buffers_bytes + mi->activations_bytes +
                       mi->act_grads_bytes + mi->saved_bytes + mi->workspace_bytes + mi->teacher_bytes;
+}
+
+disopt_status dp_trainer_save(const dp_trainer *t, const char *path) {
+    if (!t || !path)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    const dp_net *m = &t->net;
+    const dp_graph *g = &m->g;
+    disopt_st_writer *w = NULL;
+    DP_TRY(disopt_st_writer_create(&w));
+    char variant[8];
+    snprintf(variant, sizeof variant, "b%d", t->cfg.model.variant);
+    disopt_status s = disopt_st_writer_set_metadata(w, "arch", t->stage == 2 ? "student" : "teacher");
+    if (s == DISOPT_OK)
+        s = disopt_st_writer_set_metadata(w, "variant", variant);
+    float *tmp = NULL;
+    size_t tmp_n = 0;
+    for (int i = 0; s == DISOPT_OK && i < g->n_params; i++) {
+        const dp_param *p = &g->params[i];
+        if (p->kind == DISOPT_KEY_BN_COUNT) {
+            const float count = (float)t->forwards;
+            s = disopt_st_writer_add(w, p->key, DISOPT_DTYPE_I64, 0, p->shape, &count);
+            continue;
+        }
+        if (m->p_off[i] == SIZE_MAX)
+            continue;
+        const char *src = (const char *)(trainable_kind(p->kind) ? m->params : m->bufs) + m->p_off[i] * m->esz;
+        const float *data = (const float *)(const void *)src;
+        if (t->cfg.f64) {
+            if ((size_t)p->numel > tmp_n) {
+                free(tmp);
+                tmp_n = (size_t)p->numel;
+                tmp = malloc(tmp_n * sizeof *tmp);
+                if (!tmp) {
+                    s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "trainer: out of memory");
+                    break;
+                }
+            }
+            for (int64_t j = 0; j < p->numel; j++)
+                tmp[j] = (float)((const double *)(const void *)src)[j];
+            data = tmp;
+        }
+        s = disopt_st_writer_add(w, p->key, DISOPT_DTYPE_F32, p->ndim, p->shape, data);
+    }
+    free(tmp);
+    if (s == DISOPT_OK)
+        s = disopt_st_writer_save(w, path);
+    disopt_st_writer_destroy(w);
+    return s;
 }

@@ -101,4 +101,10 @@ const float *dp_trainer_tensor(const dp_trainer *t, int teacher, const char *nam
 const double *dp_trainer_tensor_f64(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w);
 void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *m);
 
+/* Writes the trained model's state dict as safetensors (F32; every parameter and BN running statistic
+ * under the authors' names, num_batches_tracked = the training forwards this trainer ran, as I64) with
+ * metadata arch (teacher / student) and variant (bN), so that dp_trainer_create and the inference
+ * loader read it back. */
+disopt_status dp_trainer_save(const dp_trainer *t, const char *path);
+
 #endif
