@@ -26,6 +26,10 @@ __device__ inline float ld(const __nv_bfloat16 *p) { return __bfloat162float(*p)
 __device__ inline void st(float *p, float v) { *p = v; }
 __device__ inline void st(__half *p, float v) { *p = __float2half_rn(v); }
 __device__ inline void st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+// v as st() stores it, read back (the rounding to T), without the memory round trip
+__device__ inline float rounded(const float *, float v) { return v; }
+__device__ inline float rounded(const __half *, float v) { return __half2float(__float2half_rn(v)); }
+__device__ inline float rounded(const __nv_bfloat16 *, float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
 inline unsigned blocks_for(size_t n) {
     size_t b = (n + TPB - 1) / TPB;
@@ -146,13 +150,24 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
     const int ix0 = ox0 * sw - pl, iy0 = oy0 * sh - pt;
     const T *xp = x + (size_t)nc * H * W;
     const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthr = blockDim.x * blockDim.y;
-    for (int ty = threadIdx.y; ty < IH; ty += blockDim.y) { // rows by warp row, columns by lane: no divisions
-        const int yi = iy0 + ty;
-        const bool rowok = yi >= 0 && yi < H;
-        for (int tx = threadIdx.x; tx < IW; tx += blockDim.x) {
-            const int xi = ix0 + tx;
-            tile[ty * IW + tx] =
-                (rowok && xi >= 0 && xi < W) ? pre_apply(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act) : 0.0f;
+    if (K > 0 && dh == 1 && dw == 1) { // tile width known at compile time: a flat loop, cheap division
+        constexpr int IWc = (DW_TW - 1) * (S > 0 ? S : 1) + (K > 0 ? K : 1);
+        constexpr int IHc = (DW_TH - 1) * (S > 0 ? S : 1) + (K > 0 ? K : 1);
+#pragma unroll 4
+        for (int i = tid; i < IHc * IWc; i += nthr) { // (unrolled: several loads in flight per thread)
+            const int ty = i / IWc, tx = i - ty * IWc, yi = iy0 + ty, xi = ix0 + tx;
+            tile[i] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? pre_apply(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act)
+                                                               : 0.0f;
+        }
+    } else {
+        for (int ty = threadIdx.y; ty < IH; ty += blockDim.y) { // rows by warp row, columns by lane
+            const int yi = iy0 + ty;
+            const bool rowok = yi >= 0 && yi < H;
+            for (int tx = threadIdx.x; tx < IW; tx += blockDim.x) {
+                const int xi = ix0 + tx;
+                tile[ty * IW + tx] =
+                    (rowok && xi >= 0 && xi < W) ? pre_apply(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act) : 0.0f;
+            }
         }
     }
     for (int i = tid; i < kh * kw; i += nthr) wsh[i] = w[(size_t)c * kh * kw + i];
@@ -193,8 +208,9 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                 const int oy = oy0 + ly0 + r;
                 if (oy < Ho) {
                     T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-                    st(yp, act_apply(act, acc[r] + b));
-                    if (gpart) gsum += ld(yp);
+                    const float v = act_apply(act, acc[r] + b);
+                    st(yp, v);
+                    if (gpart) gsum += rounded(yp, v);
                 }
             }
         } else {
@@ -210,8 +226,9 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                 for (int kj = 0; kj < K; kj++) acc += wr[ki * K + kj] * row[kj * dw];
             }
             T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-            st(yp, act_apply(act, acc + b));
-            if (gpart) gsum += ld(yp);
+            const float v = act_apply(act, acc + b);
+            st(yp, v);
+            if (gpart) gsum += rounded(yp, v);
         }
         }
     } else {
@@ -224,8 +241,9 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                 for (int kj = 0; kj < kw; kj++) acc += wsh[ki * kw + kj] * row[kj * dw];
             }
             T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-            st(yp, act_apply(act, acc + b));
-            if (gpart) gsum += ld(yp);
+            const float v = act_apply(act, acc + b);
+            st(yp, v);
+            if (gpart) gsum += rounded(yp, v);
         }
     }
     if (gpart) block_sum_store(gsum, gpart + blockIdx.x);
