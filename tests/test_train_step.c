@@ -373,11 +373,11 @@ static void check_step(run *r, fixture *f, const char *P, errs *E) {
 static void print_memory(run *r) {
     dp_trainer_memory_info m;
     dp_trainer_memory(r->t, &m);
-    printf("    memory: params %.1f MB, grads %.1f MB, optimizer %.1f MB, BN buffers %.2f MB, activations %.1f MB,"
-           " their gradients %.1f MB, saved %.2f MB, workspace %.1f MB, teacher %.1f MB; total %.1f MB\n",
-           m.params_bytes / 1e6, m.grads_bytes / 1e6, m.state_bytes / 1e6, m.buffers_bytes / 1e6,
-           m.activations_bytes / 1e6, m.act_grads_bytes / 1e6, m.saved_bytes / 1e6, m.workspace_bytes / 1e6,
-           m.teacher_bytes / 1e6, m.total_bytes / 1e6);
+    printf("    memory: params %.1f MB, grads %.1f MB, optimizer %.1f MB, BN buffers %.2f MB, activations + their"
+           " gradients %.1f MB (all kept: %.1f MB), saved %.2f MB, workspace %.1f MB, teacher %.1f MB; total %.1f MB\n",
+           m.params_bytes / 1e6, m.grads_bytes / 1e6, m.state_bytes / 1e6, m.buffers_bytes / 1e6, m.arena_bytes / 1e6,
+           m.unplanned_bytes / 1e6, m.saved_bytes / 1e6, m.workspace_bytes / 1e6, m.teacher_bytes / 1e6,
+           m.total_bytes / 1e6);
 }
 
 static int32_t *fx_target(fixture *f) {

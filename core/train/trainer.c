@@ -31,14 +31,15 @@ typedef struct dp_net {
     void *params, *grads, *bufs;
     size_t n_params, n_bufs; /* elements */
     size_t *p_off;           /* per graph param: offset into params (trainable kinds) or bufs; SIZE_MAX none */
-    void *act;               /* every tensor of the forward, at t_off (kept for backward) */
+    /* activations at t_off and (trained nets) tensor gradients at g_off, in one arena of n_act elements
+     * planned by liveness (plan_train; plan_forward for the frozen teacher); the tensors whose gradient
+     * starts at backward position T (node n_nodes-1-T) are z_list[z_start[T+1] .. z_start[T+2]) and get
+     * zeroed there (T = -1: the loss's inputs, zeroed before the loss) */
+    void *act;
     size_t n_act;
     size_t *t_off;
-    /* tensor gradients (trained nets): planned by liveness in the backward walk, at g_off in gact; the
-     * tensors whose gradient starts at backward position T (node n_nodes-1-T) are z_list[z_start[T+1] ..
-     * z_start[T+2]) and get zeroed there (T = -1: the loss's inputs, zeroed before the loss) */
-    void *gact;
-    size_t n_gact;
+    void *gact;         /* = act (trained nets), else NULL */
+    size_t n_unplanned; /* every activation and gradient kept (for dp_trainer_memory) */
     size_t *g_off;
     int *z_start, *z_list;
     void *save; /* BN nodes: batch mean, then 1/std (c each) at s_off */
@@ -185,7 +186,6 @@ static void net_free(dp_net *m) {
     free(m->bufs);
     free(m->p_off);
     free(m->act);
-    free(m->gact);
     free(m->t_off);
     free(m->g_off);
     free(m->z_start);
@@ -293,53 +293,107 @@ static disopt_status plan_forward(dp_net *m, const int *kept, int n_kept) {
     return s;
 }
 
-static disopt_status plan_grads(dp_net *m, const int *roots, int n_roots) {
+/* The trained network's activations and tensor gradients, planned together on one timeline: forward node i
+ * at i, the loss at NN, the backward of node i at 2NN - i. An activation lives from its producer to its last
+ * reader: forward consumers, the loss (its inputs), and the backwards that read it (conv and BN: their
+ * input; ReLU / swish: the input, sigmoid and softmax: the output; SE scale and SCSE: every input). Named
+ * tensors stay to the end (dp_trainer_tensor). A gradient lives from its first writer (the loss for the
+ * loss's inputs, else the latest consumer's backward, or its producer's when nothing consumes it) to its
+ * producer's backward and is zeroed when it starts; the graph input gets none. */
+static disopt_status plan_train(dp_net *m, const int *roots, int n_roots) {
     const dp_graph *g = &m->g;
     const long NN = g->n_nodes;
-    const size_t nt = (size_t)g->n_tensors;
+    const int nt = g->n_tensors;
     disopt_status s = DISOPT_OK;
-    gplan *P = zalloc(nt, sizeof *P, &s);
+    gplan *P = zalloc(2 * (size_t)nt, sizeof *P, &s);
+    size_t *offs = zalloc(2 * (size_t)nt, sizeof *offs, &s);
     int *fill = zalloc((size_t)NN + 2, sizeof *fill, &s);
-    m->g_off = zalloc(nt, sizeof *m->g_off, &s);
+    m->g_off = zalloc((size_t)nt, sizeof *m->g_off, &s);
     m->z_start = zalloc((size_t)NN + 2, sizeof *m->z_start, &s);
-    m->z_list = zalloc(nt, sizeof *m->z_list, &s);
+    m->z_list = zalloc((size_t)nt, sizeof *m->z_list, &s);
     if (s == DISOPT_OK) {
-        for (int t = 0; t < g->n_tensors; t++) {
+        gplan *A = P, *G = P + nt;
+        for (int t = 0; t < nt; t++) {
             const dp_tensor *tt = &g->tensors[t];
-            P[t].t = t;
-            P[t].start = LONG_MAX;
-            P[t].end = tt->producer >= 0 ? NN - 1 - tt->producer : -2;
-            P[t].size = al16((size_t)m->n * (size_t)tt->c * (size_t)tt->h * (size_t)tt->w);
+            const size_t size = al16((size_t)m->n * (size_t)tt->c * (size_t)tt->h * (size_t)tt->w);
+            A[t].t = t;
+            A[t].start = A[t].end = tt->producer; /* the input: -1 */
+            A[t].size = size;
+            if (tt->name[0])
+                A[t].end = 2 * NN + 1;
+            /* gradients first in backward positions (node i at NN-1-i), moved onto the timeline below */
+            G[t].t = nt + t;
+            G[t].start = LONG_MAX;
+            G[t].end = tt->producer >= 0 ? NN - 1 - tt->producer : -2;
+            G[t].size = size;
         }
-        for (long i = 0; i < NN; i++)
-            for (int k = 0; k < g->nodes[i].n_in; k++) {
-                gplan *q = &P[g->nodes[i].in[k]];
-                if (NN - 1 - i < q->start)
-                    q->start = NN - 1 - i;
+        for (long i = 0; i < NN; i++) {
+            const dp_node *nd = &g->nodes[i];
+            const long T = 2 * NN - i;
+            long *rd[3] = {NULL, NULL, NULL};
+            for (int k = 0; k < nd->n_in; k++) {
+                const int in = nd->in[k];
+                if (A[in].end < i)
+                    A[in].end = i;
+                if (NN - 1 - i < G[in].start)
+                    G[in].start = NN - 1 - i;
             }
-        for (int r = 0; r < n_roots; r++)
-            P[roots[r]].start = -1;
-        int np = 0;
-        for (int t = 0; t < g->n_tensors; t++) {
-            if (t == g->input || P[t].end < -1) {
-                P[t].size = 0;
+            switch (nd->op) {
+            case DP_OP_CONV:
+            case DP_OP_BN:
+                rd[0] = &A[nd->in[0]].end;
+                break;
+            case DP_OP_ACT:
+                rd[0] = nd->act == DP_ACT_SIGMOID ? &A[nd->out].end : &A[nd->in[0]].end;
+                break;
+            case DP_OP_SOFTMAX:
+                rd[0] = &A[nd->out].end;
+                break;
+            case DP_OP_SCALE_CH:
+            case DP_OP_SCSE:
+                for (int k = 0; k < nd->n_in && k < 3; k++)
+                    rd[k] = &A[nd->in[k]].end;
+                break;
+            default:
+                break;
+            }
+            for (int k = 0; k < 3; k++)
+                if (rd[k] && *rd[k] < T)
+                    *rd[k] = T;
+        }
+        for (int r = 0; r < n_roots; r++) {
+            if (A[roots[r]].end < NN)
+                A[roots[r]].end = NN;
+            G[roots[r]].start = -1;
+        }
+        int np = nt;
+        for (int t = 0; t < nt; t++) {
+            if (t == g->input || G[t].end < -1) {
+                G[t].size = 0;
                 continue;
             }
-            if (P[t].start > P[t].end)
-                P[t].start = P[t].end; /* nothing consumes it: zeroed at its producer */
+            if (G[t].start > G[t].end)
+                G[t].start = G[t].end; /* nothing consumes it: zeroed at its producer */
             np++;
-            m->z_start[P[t].start + 2]++;
+            m->z_start[G[t].start + 2]++;
         }
         for (long T = 0; T <= NN; T++)
             m->z_start[T + 1] += m->z_start[T];
-        for (int t = 0; t < g->n_tensors; t++)
-            if (P[t].size) {
-                long b = P[t].start + 1;
+        for (int t = 0; t < nt; t++)
+            if (G[t].size) {
+                const long b = G[t].start + 1;
                 m->z_list[m->z_start[b] + fill[b]++] = t;
+                G[t].start += NN + 1;
+                G[t].end += NN + 1;
             }
-        DP_TRY(place(P, g->n_tensors, np, m->g_off, &m->n_gact));
+        s = place(P, 2 * nt, np, offs, &m->n_act);
+        for (int t = 0; s == DISOPT_OK && t < nt; t++) {
+            m->t_off[t] = offs[t];
+            m->g_off[t] = offs[nt + t];
+        }
     }
     free(fill);
+    free(offs);
     free(P);
     return s;
 }
@@ -459,11 +513,12 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
                 return dp_error(DISOPT_ERR_INTERNAL, "trainer: tensor %s missing", names[k]);
             roots[nr++] = ti;
         }
-        DP_TRY(plan_grads(m, roots, nr));
+        m->n_unplanned = 2 * m->n_act;
+        DP_TRY(plan_train(m, roots, nr));
     }
     m->act = zalloc(m->n_act, m->esz, &s);
     if (trained)
-        m->gact = zalloc(m->n_gact, m->esz, &s);
+        m->gact = m->act; /* one arena (plan_train) */
     m->save = zalloc(m->n_save, m->esz, &s);
     m->mask = zalloc(m->n_mask, 1, &s);
     m->ws = zalloc(m->ws_elems, m->esz, &s);
@@ -668,13 +723,13 @@ void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *mi) {
     mi->grads_bytes = m->n_params * e;
     mi->state_bytes = (size_t)(ns > 0 ? ns : 0) * m->n_params * e;
     mi->buffers_bytes = m->n_bufs * e;
-    mi->activations_bytes = m->n_act * e;
-    mi->act_grads_bytes = m->n_gact * e;
+    mi->arena_bytes = m->n_act * e;
+    mi->unplanned_bytes = m->n_unplanned * e;
     mi->saved_bytes = m->n_save * e + m->n_mask;
     mi->workspace_bytes = m->ws_elems * e;
     mi->teacher_bytes = (tt->n_params + tt->n_bufs + tt->n_act + tt->n_save + tt->ws_elems) * e;
-    mi->total_bytes = mi->params_bytes + mi->grads_bytes + mi->state_bytes + mi->buffers_bytes + mi->activations_bytes +
-                      mi->act_grads_bytes + mi->saved_bytes + mi->workspace_bytes + mi->teacher_bytes;
+    mi->total_bytes = mi->params_bytes + mi->grads_bytes + mi->state_bytes + mi->buffers_bytes + mi->arena_bytes +
+                      mi->saved_bytes + mi->workspace_bytes + mi->teacher_bytes;
 }
 
 disopt_status dp_trainer_save(const dp_trainer *t, const char *path) {

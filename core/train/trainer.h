@@ -9,12 +9,12 @@
  *    arena; the optimizer's segments cover the parameters the forward pass uses (EfficientNet's
  *    _conv_head / _bn1 get no gradient and, as in PyTorch where their .grad stays None, no update).
  *    BN running means / variances are buffers in a third arena.
- *  - Memory plan: every forward tensor of the trained network is kept for backward (one activation
- *    arena); the tensor gradients share one arena planned by liveness over the backward walk (a gradient
- *    lives from its first writer to its producer's backward); the frozen teacher's activations share one
- *    arena planned by forward liveness, only its logits, f4, f5 and decoder output kept to the end; per BN
- *    node its batch mean and 1/std, per dropout / drop-connect node its mask. dp_trainer_memory reports
- *    the sizes.
+ *  - Memory plan: the trained network's activations and tensor gradients share one arena planned by
+ *    liveness over the step (forward, loss, backward): an activation lives until its last reader (forward
+ *    consumers, the loss, the backward kernels that read it), a gradient from its first writer to its
+ *    producer's backward. The frozen teacher's activations share one arena planned by forward liveness
+ *    (its logits, f4, f5 and decoder output kept to the end). Per BN node its batch mean and 1/std, per
+ *    dropout / drop-connect node its mask. dp_trainer_memory reports the sizes.
  *  - Stage 1 (teacher-bN): forward in training mode -> dp_loss_stage1 -> backward -> optimizer.
  *    Stage 2 (student-bN): the frozen teacher (teacher-bN of the same variant and channels) runs its
  *    forward in eval mode (BN with running statistics, no dropout) on the optical image; the student runs
@@ -60,9 +60,9 @@ typedef struct dp_trainer_loss {
 
 typedef struct dp_trainer_memory_info {
     size_t params_bytes, grads_bytes, state_bytes, buffers_bytes;
-    size_t activations_bytes; /* every tensor of the trained network's forward */
-    size_t act_grads_bytes;   /* their gradients */
-    size_t saved_bytes;       /* BN batch statistics and masks */
+    size_t arena_bytes;     /* the trained network's activations and tensor gradients, planned together */
+    size_t unplanned_bytes; /* for comparison: every activation and tensor gradient of the step kept */
+    size_t saved_bytes;     /* BN batch statistics and masks */
     size_t workspace_bytes;
     size_t teacher_bytes; /* the frozen teacher: weights, buffers, activations (stage 2) */
     size_t total_bytes;
@@ -94,9 +94,10 @@ disopt_status dp_trainer_step(dp_trainer *t, const float *x, const float *x_teac
  * the trainer runs in the other precision (_f64: cfg.f64 set). */
 float *dp_trainer_param(dp_trainer *t, const char *key, float **grad, int64_t *numel);
 double *dp_trainer_param_f64(dp_trainer *t, const char *key, double **grad, int64_t *numel);
-/* A named tensor of the last forward ("logits", "logit_sar", "p4", "f5", "decoder", ...) of the trained
- * network (teacher = 0) or of the frozen teacher (teacher = 1: only "logits", "f4", "f5", "decoder" stay
- * valid, the rest of its arena is reused), NCHW; NULL when absent (or in the other precision). */
+/* A named tensor of the last forward ("logits", "logit_sar", "p4", "f5", "decoder", ...; named tensors stay
+ * valid after backward) of the trained network (teacher = 0) or of the frozen teacher (teacher = 1: only "logits",
+ * "f4", "f5", "decoder" stay valid, the rest of its arena is reused), NCHW; NULL when absent (or in the other
+ * precision). */
 const float *dp_trainer_tensor(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w);
 const double *dp_trainer_tensor_f64(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w);
 void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *m);
