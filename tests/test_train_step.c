@@ -531,6 +531,31 @@ static void test_training_graph(void **state) {
                         strcmp(gi.tensors[t].name, "softmax") == 0);
     dp_graph_free(&gi);
     dp_graph_free(&gt);
+    /* the CPU inference backend refuses the training-only ops */
+    disopt_engine_options eo;
+    disopt_engine_options_init(&eo);
+    eo.num_threads = 1;
+    disopt_engine *eng;
+    assert_int_equal(disopt_engine_create(&eo, &eng), DISOPT_OK);
+    dp_backend *be;
+    assert_int_equal(dp_backend_cpu_create(eng, 1, &be), DISOPT_OK);
+    float xin[8] = {1, 2, 3, 4, 5, 6, 7, 8}, yout[8];
+    dp_tview tin = {2, 4, 1, 1, xin}, tout = {2, 4, 1, 1, yout};
+    const dp_op ops[2] = {DP_OP_DROPOUT, DP_OP_DROP_CONNECT};
+    for (int k = 0; k < 2; k++) {
+        dp_node nd;
+        memset(&nd, 0, sizeof nd);
+        nd.op = ops[k];
+        nd.n_in = 1;
+        nd.w_key = nd.b_key = nd.bn_key = -1;
+        nd.p = 0.5;
+        assert_int_equal(be->vt->prepare_node(be, &nd), DISOPT_OK);
+        assert_int_equal(be->vt->run_node(be, &nd, &tin, &tout, NULL, 0), DISOPT_ERR_UNSUPPORTED);
+        printf("  cpu backend, op %d: %s\n", (int)ops[k], disopt_last_error());
+        be->vt->release_node(be, &nd);
+    }
+    be->vt->destroy(be);
+    disopt_engine_destroy(eng);
 }
 
 static void test_student_step_f64(void **state) {
