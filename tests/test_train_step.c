@@ -420,6 +420,12 @@ static void one_step(const char *model, const char *fixture_name, int f64, errs 
         E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, "logit_sar", "fwd.logit_sar"));
         E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, "logit_rgb", "fwd.logit_rgb"));
         E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, "logits", "fwd.logits"));
+        if (!f64) {
+            printf("    the same float forward against PyTorch float64:\n");
+            check_fwd(&r, &f, "f64.", 0, "logit_sar", "fwd.logit_sar");
+            check_fwd(&r, &f, "f64.", 0, "logit_rgb", "fwd.logit_rgb");
+            check_fwd(&r, &f, "f64.", 0, "logits", "fwd.logits");
+        }
         const dp_stage2_terms *s = &L.s2;
         E->loss = fmax(E->loss, check_loss(&f, P, "ce_sar", s->ce_sar));
         E->loss = fmax(E->loss, check_loss(&f, P, "dice_sar", s->dice_sar));
@@ -434,6 +440,10 @@ static void one_step(const char *model, const char *fixture_name, int f64, errs 
         E->loss = fmax(E->loss, check_loss(&f, P, "total", s->total));
     } else {
         E->fwd = check_fwd(&r, &f, P, 0, "logits", "fwd.logits");
+        if (!f64) {
+            printf("    the same float forward against PyTorch float64:\n");
+            check_fwd(&r, &f, "f64.", 0, "logits", "fwd.logits");
+        }
         E->loss = fmax(E->loss, check_loss(&f, P, "ce", L.s1.ce));
         E->loss = fmax(E->loss, check_loss(&f, P, "dice", L.s1.dice));
         E->loss = fmax(E->loss, check_loss(&f, P, "total", L.s1.total));
