@@ -202,7 +202,7 @@ disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_bac
  * engine dlopens when a caller asks for CUDA, so that the library and the GDAL plugin load and run
  * on machines without the CUDA libraries. The module reports errors through the host's functions
  * (one thread-local message, the core's). */
-#define DP_CUDA_ABI 2
+#define DP_CUDA_ABI 3
 typedef struct dp_cuda_host {
     int abi;
     disopt_status (*error)(disopt_status s, const char *fmt, ...) DP_PRINTF(2, 3);
