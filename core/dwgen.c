@@ -7,7 +7,7 @@
 #include <math.h>
 #include <string.h>
 
-static uint64_t fnv1a64(const char *s) {
+uint64_t dp_dwgen_seed(const char *s) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (; *s; s++) {
         h ^= (unsigned char)*s;
@@ -16,7 +16,7 @@ static uint64_t fnv1a64(const char *s) {
     return h;
 }
 
-static float dw_unit(uint64_t seed, uint64_t i) {
+float dp_dwgen_unit(uint64_t seed, uint64_t i) {
     uint64_t z = seed + i + 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -26,14 +26,14 @@ static float dw_unit(uint64_t seed, uint64_t i) {
 }
 
 void disopt_dwgen_conv_weight(const char *key, const int64_t shape[4], float *dst) {
-    uint64_t seed = fnv1a64(key);
+    uint64_t seed = dp_dwgen_seed(key);
     int64_t fan_in = shape[1] * shape[2] * shape[3];
     int64_t n = shape[0] * fan_in;
     float bound = (float)sqrt(3.0 / (double)fan_in);
-    for (int64_t i = 0; i < n; i++) dst[i] = dw_unit(seed, (uint64_t)i) * bound;
+    for (int64_t i = 0; i < n; i++) dst[i] = dp_dwgen_unit(seed, (uint64_t)i) * bound;
 }
 
 void disopt_dwgen_conv_bias(const char *key, int64_t n, float *dst) {
-    uint64_t seed = fnv1a64(key);
-    for (int64_t i = 0; i < n; i++) dst[i] = dw_unit(seed, (uint64_t)i) * 0.1f;
+    uint64_t seed = dp_dwgen_seed(key);
+    for (int64_t i = 0; i < n; i++) dst[i] = dp_dwgen_unit(seed, (uint64_t)i) * 0.1f;
 }

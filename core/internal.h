@@ -220,6 +220,12 @@ struct disopt_engine {
     void *module;       /* dlopen handle of the backend's module (CUDA), or NULL */
 };
 
+/* ---------------------------------------------------------------- dwgen-1 (core/dwgen.c) */
+/* the stream of a key: FNV-1a-64 of the key, and its element i as a uniform value in [-1, 1)
+ * (splitmix64), bit-identical to testdata/gen/dwgen.py */
+uint64_t dp_dwgen_seed(const char *key);
+float dp_dwgen_unit(uint64_t seed, uint64_t i);
+
 /* ---------------------------------------------------------------- half floats */
 float dp_f16_to_f32(uint16_t h);
 float dp_bf16_to_f32(uint16_t h);

@@ -308,17 +308,23 @@ static int teardown(void **s) {
 }
 
 
+/* the full student B3 (the golden's BN statistics, dwgen-1 convs) written to a temporary file */
+static void make_student_b3(char *path, size_t len, const char *tag) {
+    char cmd[600];
+    tu_tmpname(path, len, tag);
+    snprintf(cmd, sizeof cmd, "%s %s/golden/student_b3.safetensors %s > /dev/null", DISOPT_TESTMODEL, DISOPT_TESTDATA,
+             path);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* whole model, CUDA vs CPU, through the public API: several fresh inputs in a row (the first run
  * records a CUDA graph, the next ones replay it), another set of outputs (another graph), another
  * size (new plan), taps */
 static void test_model_replay(void **s) {
     (void)s;
     if (!g_cuda) skip();
-    char path[256], cmd[600];
-    tu_tmpname(path, sizeof path, "cuda_model");
-    snprintf(cmd, sizeof cmd, "%s %s/golden/student_b3.safetensors %s > /dev/null", DISOPT_TESTMODEL, DISOPT_TESTDATA,
-             path);
-    assert_int_equal(system(cmd), 0);
+    char path[256];
+    make_student_b3(path, sizeof path, "cuda_model");
     disopt_engine *cpu;
     disopt_model *mc, *mg;
     assert_int_equal(disopt_engine_create(NULL, &cpu), DISOPT_OK);
@@ -360,11 +366,8 @@ static void test_model_replay(void **s) {
 static void test_input_check_pinned(void **s) {
     (void)s;
     if (!g_cuda) skip();
-    char path[256], cmd[600];
-    tu_tmpname(path, sizeof path, "cuda_nan");
-    snprintf(cmd, sizeof cmd, "%s %s/golden/student_b3.safetensors %s > /dev/null", DISOPT_TESTMODEL, DISOPT_TESTDATA,
-             path);
-    assert_int_equal(system(cmd), 0);
+    char path[256];
+    make_student_b3(path, sizeof path, "cuda_nan");
     disopt_model *mg;
     assert_int_equal(disopt_model_load(g_cuda, path, &mg), DISOPT_OK);
     remove(path);

@@ -83,24 +83,6 @@ dp_trainer_config dp_trainer_config_authors(const disopt_model_config *model, in
 }
 
 /* ---------------------------------------------------------------- dwgen-1 BN init (testdata/gen/dwgen.py) */
-static uint64_t dw_fnv1a64(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-static float dw_pm1(uint64_t seed, uint64_t i) {
-    uint64_t z = seed + i + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    float r = (float)(z >> 40) * (1.0f / 16777216.0f);
-    return 2.0f * r - 1.0f;
-}
-
 static int trainable_kind(disopt_key_kind k) {
     return k == DISOPT_KEY_CONV_WEIGHT || k == DISOPT_KEY_CONV_BIAS || k == DISOPT_KEY_BN_WEIGHT ||
            k == DISOPT_KEY_BN_BIAS;
@@ -111,7 +93,7 @@ static void init_dwgen(dp_graph *g) {
         dp_param *p = &g->params[i];
         if (!p->data)
             continue;
-        uint64_t seed = dw_fnv1a64(p->key);
+        uint64_t seed = dp_dwgen_seed(p->key);
         switch (p->kind) {
         case DISOPT_KEY_CONV_WEIGHT:
             disopt_dwgen_conv_weight(p->key, p->shape, p->data);
@@ -121,11 +103,11 @@ static void init_dwgen(dp_graph *g) {
             break;
         case DISOPT_KEY_BN_WEIGHT:
             for (int64_t j = 0; j < p->numel; j++)
-                p->data[j] = 1.0f + 0.25f * dw_pm1(seed, (uint64_t)j);
+                p->data[j] = 1.0f + 0.25f * dp_dwgen_unit(seed, (uint64_t)j);
             break;
         case DISOPT_KEY_BN_BIAS:
             for (int64_t j = 0; j < p->numel; j++)
-                p->data[j] = 0.1f * dw_pm1(seed, (uint64_t)j);
+                p->data[j] = 0.1f * dp_dwgen_unit(seed, (uint64_t)j);
             break;
         case DISOPT_KEY_BN_MEAN:
             for (int64_t j = 0; j < p->numel; j++)
