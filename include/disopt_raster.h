@@ -5,10 +5,11 @@
  * global state).
  *
  * The tiling is canonical: network windows of tile_size x tile_size pixels sit on a grid anchored
- * at the raster's pixel (0, 0), with a step of tile_size - 2 * overlap; each window keeps only its
- * centre step x step. Every output pixel therefore belongs to exactly one window, whatever order,
- * batch, block size or read window asks for it: a lazy block read, a zoomed-out read and a full
- * CreateCopy compute each pixel from the very same network input, so they agree bit for bit.
+ * at the raster's pixel (0, 0), with a step of tile_size - 2 * overlap. Where neighbouring windows
+ * overlap (2 * overlap pixels), their probabilities are blended with linear ramps whose weights sum
+ * to 1 (no seams), summed in a fixed window order. Every output pixel therefore comes from the same
+ * windows and the same arithmetic whatever order, batch, block size or read window asks for it: a
+ * lazy block read, a zoomed-out read and a full CreateCopy agree bit for bit.
  *
  * Window pixels outside the raster are fed as raw 0 (SpaceNet 6's nodata value), before the
  * model's band normalisation. A pixel that is nodata (GDAL mask band) or NaN in any model input
@@ -42,6 +43,8 @@ typedef struct disopt_tiler_options {
     int rotate180;   /* -1: as the model says; 0: no; 1: rotate each window 180 degrees (SpaceNet 6 south strips) */
     disopt_complex_mode complex_mode;
     int cache_tiles; /* computed windows kept for lazy reads (default 64) */
+    int io_threads;  /* bulk runs: threads reading the source, each on its own handle (0: one per
+                        core, at most 8; a source that cannot be opened again is read by one) */
 } disopt_tiler_options;
 
 typedef struct disopt_tiler disopt_tiler;
@@ -65,9 +68,12 @@ DISOPT_API disopt_status disopt_tiler_read(disopt_tiler *t, int x, int y, int w,
  * nodata) as bulk runs produce them. Returns 0 to go on, nonzero to stop with an error. */
 typedef int (*disopt_tiler_sink)(void *user, int x, int y, int w, int h, const float *prob);
 
-/* Computes the whole raster once, window batch by window batch, row of windows by row of windows,
- * handing each window's centre to sink. progress (may be NULL) is GDAL's; a FALSE return cancels
- * with DISOPT_ERR_CANCELLED. Memory: one batch of windows, independent of the raster size. */
+/* Computes the whole raster once, handing out the output cells (step x step, the last ones of a
+ * row or column clipped) to sink, on the calling thread. Reading the source (io_threads threads),
+ * the network (one thread) and blending + sink (the caller) run at the same time on three batch
+ * buffers; the result does not depend on their timing. progress (may be NULL) is GDAL's, called
+ * from the calling thread; a FALSE return cancels with DISOPT_ERR_CANCELLED. Memory: three
+ * batches of windows and a window cache, independent of the raster size. */
 DISOPT_API disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *sink_user,
                                           GDALProgressFunc progress, void *progress_arg);
 

@@ -11,17 +11,38 @@
 #include "disopt_raster.h"
 #include "internal.h"
 
+#include <cpl_conv.h>
 #include <cpl_error.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct tile_slot {
     int tx, ty;            /* -1 when empty */
     unsigned long stamp;   /* last use, for LRU */
     float *prob;           /* tile * tile, NaN = nodata */
+    int band;              /* bulk runs: the band of cells the window was computed for */
+    long seq;              /* bulk runs: the window's number in the run's sequence */
 } tile_slot;
+
+/* The network input and output of one batch of windows. x and prob live in the engine's host
+ * memory (page-locked on a GPU: the copies to and from the device run at full speed). */
+typedef struct batch_buf {
+    int cap;               /* windows the buffers hold */
+    float *x;              /* cap * C * T * T */
+    float *prob;           /* cap * T * T */
+    unsigned char *valid;  /* cap * T * T */
+} batch_buf;
+
+/* What one thread needs to read windows: a source handle and scratch rows. */
+typedef struct reader {
+    GDALDatasetH ds;
+    int own;               /* ds was opened by the tiler (closed with the reader) */
+    float *cbuf;           /* 2 * T * T (complex band read) */
+    unsigned char *mbuf;   /* T * T (mask read) */
+} reader;
 
 #define TILER_MAX_MODELS 16
 
@@ -36,13 +57,8 @@ struct disopt_tiler {
     int bands[DISOPT_MAX_BANDS];
     int is_complex[DISOPT_MAX_BANDS];
     int is_float[DISOPT_MAX_BANDS];
-    /* work buffers for one batch */
-    int cap;               /* windows the buffers hold */
-    float *x;              /* cap * C * T * T */
-    float *prob;           /* cap * T * T */
-    unsigned char *valid;  /* cap * T * T */
-    float *cbuf;           /* 2 * T * T (complex band read) */
-    unsigned char *mbuf;   /* T * T (mask read) */
+    batch_buf batch;       /* lazy reads: one batch */
+    reader rd;             /* lazy reads: the source handle we were given */
     float *wx;             /* T: 1-D blending weight across a window */
     float *acc, *wsum;     /* blending accumulators of one read */
     size_t acc_cap;
@@ -67,33 +83,58 @@ static disopt_status gdal_fail(const char *what) {
     return dp_error(DISOPT_ERR_IO, "%s: %s", what, (m && *m) ? m : "GDAL reported a failure");
 }
 
-/* The batch's network input and output live in the engine's host memory (page-locked on a GPU:
- * the copies to and from the device run at full speed); their contents never outlive a batch. */
-static disopt_status ensure_batch(disopt_tiler *t, int n) {
-    if (n <= t->cap) return DISOPT_OK;
+/* Makes b hold n windows (its contents never outlive a batch). */
+static disopt_status batch_reserve(disopt_tiler *t, batch_buf *b, int n) {
+    if (n <= b->cap) return DISOPT_OK;
     disopt_engine *e = disopt_model_engine(t->model);
     const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size;
-    disopt_engine_host_free(e, t->x);
-    disopt_engine_host_free(e, t->prob);
-    t->x = t->prob = NULL;
-    t->cap = 0;
+    disopt_engine_host_free(e, b->x);
+    disopt_engine_host_free(e, b->prob);
+    b->x = b->prob = NULL;
+    b->cap = 0;
     void *x = NULL, *p = NULL;
     disopt_status s = disopt_engine_host_alloc(e, (size_t)n * t->C * T2 * sizeof(float), &x);
     if (s == DISOPT_OK) s = disopt_engine_host_alloc(e, (size_t)n * T2 * sizeof(float), &p);
-    t->x = x;
-    t->prob = p;
-    unsigned char *v = realloc(t->valid, (size_t)n * T2);
-    if (v) t->valid = v;
+    b->x = x;
+    b->prob = p;
+    unsigned char *v = realloc(b->valid, (size_t)n * T2);
+    if (v) b->valid = v;
     if (s != DISOPT_OK || !v)
         return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: no memory for a batch of %d windows", n);
-    t->cap = n;
+    b->cap = n;
     return DISOPT_OK;
 }
 
-/* Grows the window cache to want slots (never more than the raster has windows). */
-static disopt_status cache_grow(disopt_tiler *t, int want) {
+static void batch_free(disopt_tiler *t, batch_buf *b) {
+    disopt_engine *e = disopt_model_engine(t->model);
+    disopt_engine_host_free(e, b->x);
+    disopt_engine_host_free(e, b->prob);
+    free(b->valid);
+    memset(b, 0, sizeof *b);
+}
+
+/* r reads from ds (owned: closed by reader_free) */
+static disopt_status reader_init(disopt_tiler *t, reader *r, GDALDatasetH ds, int own) {
+    const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size;
+    r->ds = ds;
+    r->own = own;
+    r->cbuf = malloc(2 * T2 * sizeof(float));
+    r->mbuf = malloc(T2);
+    if (!r->cbuf || !r->mbuf) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+    return DISOPT_OK;
+}
+
+static void reader_free(reader *r) {
+    if (r->own && r->ds) GDALClose(r->ds);
+    free(r->cbuf);
+    free(r->mbuf);
+    memset(r, 0, sizeof *r);
+}
+
+/* Grows the window cache to want slots (clip: never more than the raster has windows). */
+static disopt_status cache_grow(disopt_tiler *t, int want, int clip) {
     const long nwin = (long)t->ntx * t->nty;
-    if (nwin < want) want = (int)nwin;
+    if (clip && nwin < want) want = (int)nwin;
     if (want <= t->nslots) return DISOPT_OK;
     tile_slot *ns = realloc(t->slots, (size_t)want * sizeof *ns);
     if (!ns) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory for the window cache");
@@ -101,6 +142,8 @@ static disopt_status cache_grow(disopt_tiler *t, int want) {
     for (int i = t->nslots; i < want; i++) {
         ns[i].tx = ns[i].ty = -1;
         ns[i].stamp = 0;
+        ns[i].band = -1;
+        ns[i].seq = -1;
         ns[i].prob = malloc((size_t)t->o.tile_size * t->o.tile_size * sizeof(float));
         if (!ns[i].prob) {
             t->nslots = i;
@@ -184,21 +227,17 @@ disopt_status disopt_tiler_create(disopt_model *model, GDALDatasetH src, const d
                          "(it also applies a calibration scale)",
                          bands[i], GDALGetDataTypeName(dt));
     }
-    const size_t T2 = (size_t)o.tile_size * o.tile_size;
-    if (s == DISOPT_OK) {
-        t->cbuf = malloc(2 * T2 * sizeof(float));
-        t->mbuf = malloc(T2);
-        t->wx = malloc((size_t)o.tile_size * sizeof(float));
-        if (!t->cbuf || !t->mbuf || !t->wx) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
-    }
-    if (s == DISOPT_OK) s = cache_grow(t, o.cache_tiles);
+    if (s == DISOPT_OK) s = reader_init(t, &t->rd, src, 0);
+    if (s == DISOPT_OK && !(t->wx = malloc((size_t)o.tile_size * sizeof(float))))
+        s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+    if (s == DISOPT_OK) s = cache_grow(t, o.cache_tiles, 1);
     if (s == DISOPT_OK) {
         /* linear ramps over the 2*overlap pixels where neighbouring windows overlap: the weights of
          * the two windows sum to 1 there, so the blend is continuous across window borders */
         const int T = o.tile_size, R = 2 * o.overlap;
         for (int u = 0; u < T; u++)
             t->wx[u] = R == 0 ? 1.0f : u < R ? (u + 0.5f) / R : u >= T - R ? (T - u - 0.5f) / R : 1.0f;
-        s = ensure_batch(t, 1);
+        s = batch_reserve(t, &t->batch, 1);
     }
     if (s != DISOPT_OK) {
         disopt_tiler_destroy(t);
@@ -212,14 +251,11 @@ void disopt_tiler_destroy(disopt_tiler *t) {
     if (!t) return;
     for (int i = 0; t->slots && i < t->nslots; i++) free(t->slots[i].prob);
     free(t->slots);
-    disopt_engine_host_free(disopt_model_engine(t->model), t->x);
-    disopt_engine_host_free(disopt_model_engine(t->model), t->prob);
-    free(t->valid);
+    batch_free(t, &t->batch);
+    reader_free(&t->rd);
     free(t->wx);
     free(t->acc);
     free(t->wsum);
-    free(t->cbuf);
-    free(t->mbuf);
     free(t);
 }
 
@@ -242,42 +278,44 @@ static void reverse_plane(float *p, size_t n) {
     }
 }
 
-/* Fills window k of the batch buffers with the source for window (tx, ty). */
-static disopt_status load_window(disopt_tiler *t, int k, int tx, int ty) {
+/* Fills window k of b with the source for window (tx, ty), read through r, and normalises it for
+ * the model. */
+static disopt_status load_window(const disopt_tiler *t, reader *r, batch_buf *b, int k, int tx, int ty) {
     const int T = t->o.tile_size;
     const size_t T2 = (size_t)T * T;
     const int x0 = tx * t->step - t->o.overlap, y0 = ty * t->step - t->o.overlap;
     const int rx0 = x0 < 0 ? 0 : x0, ry0 = y0 < 0 ? 0 : y0;
     const int rx1 = x0 + T > t->W ? t->W : x0 + T, ry1 = y0 + T > t->H ? t->H : y0 + T;
     const int rw = rx1 - rx0, rh = ry1 - ry0;
-    float *x = t->x + (size_t)k * t->C * T2;
-    unsigned char *valid = t->valid + (size_t)k * T2;
+    float *x = b->x + (size_t)k * t->C * T2;
+    unsigned char *valid = b->valid + (size_t)k * T2;
     memset(x, 0, (size_t)t->C * T2 * sizeof(float));
     memset(valid, 0, T2);
     for (int yy = 0; yy < rh; yy++) memset(valid + (size_t)(ry0 - y0 + yy) * T + (rx0 - x0), 1, (size_t)rw);
     const size_t off = (size_t)(ry0 - y0) * T + (rx0 - x0);
     for (int c = 0; c < t->C; c++) {
-        GDALRasterBandH b = GDALGetRasterBand(t->src, t->bands[c]);
+        GDALRasterBandH band = GDALGetRasterBand(r->ds, t->bands[c]);
         float *plane = x + (size_t)c * T2;
         if (t->is_complex[c]) {
-            if (GDALRasterIO(b, GF_Read, rx0, ry0, rw, rh, t->cbuf, rw, rh, GDT_CFloat32, 0, 0) != CE_None)
+            if (GDALRasterIO(band, GF_Read, rx0, ry0, rw, rh, r->cbuf, rw, rh, GDT_CFloat32, 0, 0) != CE_None)
                 return gdal_fail("reading the source");
             for (int yy = 0; yy < rh; yy++)
                 for (int xx = 0; xx < rw; xx++) {
-                    const float *z = t->cbuf + 2 * ((size_t)yy * rw + xx);
+                    const float *z = r->cbuf + 2 * ((size_t)yy * rw + xx);
                     plane[off + (size_t)yy * T + xx] = complex_value(t->o.complex_mode, z[0], z[1]);
                 }
-        } else if (GDALRasterIO(b, GF_Read, rx0, ry0, rw, rh, plane + off, rw, rh, GDT_Float32, sizeof(float),
+        } else if (GDALRasterIO(band, GF_Read, rx0, ry0, rw, rh, plane + off, rw, rh, GDT_Float32, sizeof(float),
                                 (GSpacing)T * sizeof(float)) != CE_None) {
             return gdal_fail("reading the source");
         }
-        const int flags = GDALGetMaskFlags(b);
+        const int flags = GDALGetMaskFlags(band);
         if (!(flags & GMF_ALL_VALID)) {
-            if (GDALRasterIO(GDALGetMaskBand(b), GF_Read, rx0, ry0, rw, rh, t->mbuf, rw, rh, GDT_Byte, 0, 0) != CE_None)
+            if (GDALRasterIO(GDALGetMaskBand(band), GF_Read, rx0, ry0, rw, rh, r->mbuf, rw, rh, GDT_Byte, 0, 0) !=
+                CE_None)
                 return gdal_fail("reading the source's mask");
             for (int yy = 0; yy < rh; yy++)
                 for (int xx = 0; xx < rw; xx++)
-                    if (!t->mbuf[(size_t)yy * rw + xx]) valid[off + (size_t)yy * T + xx] = 0;
+                    if (!r->mbuf[(size_t)yy * rw + xx]) valid[off + (size_t)yy * T + xx] = 0;
         }
         if (t->is_float[c] || t->is_complex[c])
             for (int yy = 0; yy < rh; yy++)
@@ -296,7 +334,7 @@ static disopt_status load_window(disopt_tiler *t, int k, int tx, int ty) {
         }
     if (t->rotate)
         for (int c = 0; c < t->C; c++) reverse_plane(x + (size_t)c * T2, T2);
-    return DISOPT_OK;
+    return disopt_model_normalize(t->model, x, 1, T, T);
 }
 
 
@@ -316,26 +354,27 @@ static tile_slot *cache_victim(disopt_tiler *t) {
     return v;
 }
 
-/* Runs windows [k0, k0 + n) of the batch buffers on model m; when the device runs out of memory,
- * runs the two halves one after the other instead (down to one window, then the error stands). */
-static disopt_status infer_split(disopt_tiler *t, disopt_model *m, int k0, int n) {
+/* Runs windows [k0, k0 + n) of b on model m; when the device runs out of memory, runs the two
+ * halves one after the other instead (down to one window, then the error stands). */
+static disopt_status infer_split(const disopt_tiler *t, disopt_model *m, batch_buf *b, int k0, int n) {
     const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size;
     disopt_outputs outs;
     memset(&outs, 0, sizeof outs);
-    outs.probability = t->prob + (size_t)k0 * T2;
-    disopt_status s = disopt_model_infer(m, t->x + (size_t)k0 * t->C * T2, n, t->C, t->o.tile_size,
+    outs.probability = b->prob + (size_t)k0 * T2;
+    disopt_status s = disopt_model_infer(m, b->x + (size_t)k0 * t->C * T2, n, t->C, t->o.tile_size,
                                          t->o.tile_size, &outs);
     if (s == DISOPT_ERR_OUT_OF_MEMORY && n > 1) {
-        DP_TRY(infer_split(t, m, k0, n / 2));
-        return infer_split(t, m, k0 + n / 2, n - n / 2);
+        DP_TRY(infer_split(t, m, b, k0, n / 2));
+        return infer_split(t, m, b, k0 + n / 2, n - n / 2);
     }
     return s;
 }
 
 /* one model's share of a batch, run on its own thread */
 typedef struct share {
-    disopt_tiler *t;
+    const disopt_tiler *t;
     disopt_model *m;
+    batch_buf *b;
     int k0, n;
     disopt_status s;
     char msg[512]; /* the thread-local message of a failure, carried back */
@@ -343,23 +382,23 @@ typedef struct share {
 
 static void *share_run(void *arg) {
     share *w = arg;
-    w->s = infer_split(w->t, w->m, w->k0, w->n);
+    w->s = infer_split(w->t, w->m, w->b, w->k0, w->n);
     if (w->s != DISOPT_OK) snprintf(w->msg, sizeof w->msg, "%s", disopt_last_error());
     return NULL;
 }
 
-/* Runs windows [0, n) of the batch buffers: on the model alone, or split into contiguous shares
- * over the model and the added ones (one thread each; every window's result is the same whichever
- * device computes it). */
-static disopt_status infer_batch(disopt_tiler *t, int n) {
+/* Runs windows [0, n) of b: on the model alone, or split into contiguous shares over the model
+ * and the added ones (one thread each; every window's result is the same whichever device
+ * computes it). */
+static disopt_status infer_batch(const disopt_tiler *t, batch_buf *b, int n) {
     const int G = t->n_more + 1 < n ? t->n_more + 1 : n;
-    if (G <= 1) return infer_split(t, t->model, 0, n);
+    if (G <= 1) return infer_split(t, t->model, b, 0, n);
     share w[TILER_MAX_MODELS];
     pthread_t th[TILER_MAX_MODELS];
     int started[TILER_MAX_MODELS] = {0};
     for (int g = 0, k0 = 0; g < G; g++) {
         const int cnt = n / G + (g < n % G);
-        w[g] = (share){t, g == 0 ? t->model : t->more[g - 1], k0, cnt, DISOPT_OK, ""};
+        w[g] = (share){t, g == 0 ? t->model : t->more[g - 1], b, k0, cnt, DISOPT_OK, ""};
         k0 += cnt;
     }
     for (int g = 1; g < G; g++) started[g] = pthread_create(&th[g], NULL, share_run, &w[g]) == 0;
@@ -387,22 +426,46 @@ disopt_status disopt_tiler_add_model(disopt_tiler *t, disopt_model *m) {
     return DISOPT_OK;
 }
 
-/* Computes n windows (coordinates in txs/tys) and stores them in the window cache. */
+/* Stores window k of b, an inferred batch, in slot sl of the window cache. */
+static void store_window(const disopt_tiler *t, batch_buf *b, int k, tile_slot *sl) {
+    const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size;
+    float *p = b->prob + (size_t)k * T2;
+    if (t->rotate) reverse_plane(p, T2);
+    const unsigned char *v = b->valid + (size_t)k * T2;
+    for (size_t i = 0; i < T2; i++) sl->prob[i] = v[i] ? p[i] : NAN;
+}
+
+/* Adds window sl's blend contribution to the read accumulators (read window x, y, w, h). */
+static void accumulate(disopt_tiler *t, const tile_slot *sl, int x, int y, int w, int h) {
+    const int S = t->step, O = t->o.overlap, T = t->o.tile_size;
+    const int wx0 = sl->tx * S - O, wy0 = sl->ty * S - O; /* window origin in raster pixels */
+    const int cx0 = wx0 > x ? wx0 : x, cy0 = wy0 > y ? wy0 : y;
+    const int cx1 = wx0 + T < x + w ? wx0 + T : x + w, cy1 = wy0 + T < y + h ? wy0 + T : y + h;
+    for (int yy = cy0; yy < cy1; yy++) {
+        const float wy = t->wx[yy - wy0];
+        const float *p = sl->prob + (size_t)(yy - wy0) * T - wx0;
+        float *a = t->acc + (size_t)(yy - y) * w - x, *ws = t->wsum + (size_t)(yy - y) * w - x;
+        for (int xx = cx0; xx < cx1; xx++) {
+            const float wgt = wy * t->wx[xx - wx0];
+            a[xx] += wgt * p[xx];
+            ws[xx] += wgt;
+        }
+    }
+}
+
+/* Computes n windows (coordinates in txs/tys) on the calling thread and stores them in the window
+ * cache (lazy reads). */
 static disopt_status compute_windows(disopt_tiler *t, int n, const int *txs, const int *tys) {
-    DP_TRY(ensure_batch(t, n));
-    const int T = t->o.tile_size;
-    const size_t T2 = (size_t)T * T;
-    for (int k = 0; k < n; k++) DP_TRY(load_window(t, k, txs[k], tys[k]));
-    DP_TRY(disopt_model_normalize(t->model, t->x, n, T, T));
-    DP_TRY(infer_batch(t, n));
+    DP_TRY(batch_reserve(t, &t->batch, n));
+    for (int k = 0; k < n; k++) DP_TRY(load_window(t, &t->rd, &t->batch, k, txs[k], tys[k]));
+    DP_TRY(infer_batch(t, &t->batch, n));
     for (int k = 0; k < n; k++) {
-        float *p = t->prob + (size_t)k * T2;
-        if (t->rotate) reverse_plane(p, T2);
-        const unsigned char *v = t->valid + (size_t)k * T2;
         tile_slot *sl = cache_victim(t);
-        for (size_t i = 0; i < T2; i++) sl->prob[i] = v[i] ? p[i] : NAN;
+        store_window(t, &t->batch, k, sl);
         sl->tx = txs[k];
         sl->ty = tys[k];
+        sl->band = -1;
+        sl->seq = -1;
         sl->stamp = ++t->clock;
     }
     return DISOPT_OK;
@@ -418,23 +481,23 @@ static void window_range(const disopt_tiler *t, int a, int len, int n, int *k0, 
     *k1 = hi > n - 1 ? n - 1 : hi;
 }
 
-/* Makes sure the windows in [tx0, tx1] x [ty0, ty1] are cached, computing the missing ones in
- * batches. The cache must hold them all (callers size it). */
-static disopt_status prefetch(disopt_tiler *t, int tx0, int tx1, int ty0, int ty1) {
-    int txs[256], tys[256], n = 0;
-    const int B = t->o.batch_size < 256 ? t->o.batch_size : 256;
-    for (int ty = ty0; ty <= ty1; ty++)
-        for (int tx = tx0; tx <= tx1; tx++) {
-            if (cache_find(t, tx, ty)) continue;
-            txs[n] = tx;
-            tys[n] = ty;
-            if (++n == B) {
-                DP_TRY(compute_windows(t, n, txs, tys));
-                n = 0;
-            }
-        }
-    if (n) DP_TRY(compute_windows(t, n, txs, tys));
+/* Makes the read accumulators hold w x h and zeroes them. */
+static disopt_status acc_reset(disopt_tiler *t, int w, int h) {
+    const size_t n = (size_t)w * h;
+    if (n > t->acc_cap) {
+        float *a = realloc(t->acc, n * sizeof(float)), *ws = a ? realloc(t->wsum, n * sizeof(float)) : NULL;
+        if (a) t->acc = a;
+        if (ws) t->wsum = ws;
+        if (!a || !ws) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: no memory for a %dx%d read", w, h);
+        t->acc_cap = n;
+    }
+    memset(t->acc, 0, n * sizeof(float));
+    memset(t->wsum, 0, n * sizeof(float));
     return DISOPT_OK;
+}
+
+static void acc_finish(const disopt_tiler *t, size_t n, float *prob) {
+    for (size_t i = 0; i < n; i++) prob[i] = t->acc[i] / t->wsum[i]; /* NaN (nodata) stays NaN */
 }
 
 disopt_status disopt_tiler_read(disopt_tiler *t, int x, int y, int w, int h, float *prob) {
@@ -442,17 +505,7 @@ disopt_status disopt_tiler_read(disopt_tiler *t, int x, int y, int w, int h, flo
     if (w <= 0 || h <= 0 || x < 0 || y < 0 || x + w > t->W || y + h > t->H)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler_read: window %d,%d %dx%d outside the %dx%d raster", x, y,
                         w, h, t->W, t->H);
-    const int S = t->step, O = t->o.overlap, T = t->o.tile_size;
-    const size_t n = (size_t)w * h;
-    if (n > t->acc_cap) {
-        float *a = realloc(t->acc, n * sizeof(float)), *ws = a ? realloc(t->wsum, n * sizeof(float)) : NULL;
-        if (a) t->acc = a;
-        if (ws) t->wsum = ws;
-        if (!a || !ws) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler_read: no memory for a %dx%d read", w, h);
-        t->acc_cap = n;
-    }
-    memset(t->acc, 0, n * sizeof(float));
-    memset(t->wsum, 0, n * sizeof(float));
+    DP_TRY(acc_reset(t, w, h));
     int tx0, tx1, ty0, ty1;
     window_range(t, x, w, t->ntx, &tx0, &tx1);
     window_range(t, y, h, t->nty, &ty0, &ty1);
@@ -464,64 +517,411 @@ disopt_status disopt_tiler_read(disopt_tiler *t, int x, int y, int w, int h, flo
                 DP_TRY(compute_windows(t, 1, &tx, &ty));
                 sl = cache_find(t, tx, ty);
             }
-            const int wx0 = tx * S - O, wy0 = ty * S - O; /* window origin in raster pixels */
-            const int cx0 = wx0 > x ? wx0 : x, cy0 = wy0 > y ? wy0 : y;
-            const int cx1 = wx0 + T < x + w ? wx0 + T : x + w, cy1 = wy0 + T < y + h ? wy0 + T : y + h;
-            for (int yy = cy0; yy < cy1; yy++) {
-                const float wy = t->wx[yy - wy0];
-                const float *p = sl->prob + (size_t)(yy - wy0) * T - wx0;
-                float *a = t->acc + (size_t)(yy - y) * w - x, *ws = t->wsum + (size_t)(yy - y) * w - x;
-                for (int xx = cx0; xx < cx1; xx++) {
-                    const float wgt = wy * t->wx[xx - wx0];
-                    a[xx] += wgt * p[xx];
-                    ws[xx] += wgt;
-                }
-            }
+            accumulate(t, sl, x, y, w, h);
         }
-    for (size_t i = 0; i < n; i++) prob[i] = t->acc[i] / t->wsum[i]; /* NaN (nodata) stays NaN */
+    acc_finish(t, (size_t)w * h, prob);
     return DISOPT_OK;
 }
 
-/* CreateCopy order: columns of BAND_CELLS output cells, each swept top to bottom, so that the
- * windows a cell needs (its 3x3 neighbourhood) are cached at once with a cache that does not
- * grow with the raster; the windows at a band's sides are computed twice ((K+2)/K work). */
+/* ---------------------------------------------------------------- bulk runs (CreateCopy)
+ *
+ * A bulk run sweeps columns of BAND_CELLS output cells ("bands") top to bottom, one row of cells
+ * (a "step") at a time, so that the windows a step needs fit a cache that does not grow with the
+ * raster; the windows at a band's sides are computed twice ((K+2)/K work). Step (band, cy) needs
+ * window rows [ty0, ty1] x columns [tx0, tx1]; within a band the columns are fixed and the rows
+ * only move down, so what a step needs beyond the step before it are the rows after that step's
+ * ty1. The run's windows therefore form one sequence known in advance, numbered 0, 1, ... ("seq"),
+ * cut into batches of B = batch_size windows regardless of steps (the device always gets full
+ * batches). Three stages work on it at once:
+ *   - readers (io_threads threads, each with its own handle on the source): read and normalise
+ *     windows into the batch buffers, in sequence order;
+ *   - the inference thread: runs batch j once its windows are read;
+ *   - the caller's thread: stores inferred batches in the window cache, blends and hands out the
+ *     cells (the sink and the progress callback are only ever called from it).
+ * NSLOT batch buffers rotate: batch j uses buffer j % NSLOT, free again once batch j is stored.
+ * Every window is computed from the same input in the same batch whatever the timing or the
+ * number of readers, so the result is the same bit for bit.
+ */
 #define BAND_CELLS 16
+#define NSLOT 3
+#define MAX_READERS 16
+
+static int imin(int a, int b) { return a < b ? a : b; }
+
+/* the windows step (band, cy) needs */
+static void step_windows(const disopt_tiler *t, int band, int cy, int *tx0, int *tx1, int *ty0, int *ty1) {
+    const int S = t->step, b0 = band * BAND_CELLS, b1 = imin(b0 + BAND_CELLS, t->ntx);
+    const int oy = cy * S, ox0 = b0 * S;
+    window_range(t, ox0, imin(b1 * S, t->W) - ox0, t->ntx, tx0, tx1);
+    window_range(t, oy, imin(S, t->H - oy), t->nty, ty0, ty1);
+}
+
+/* the sequence of a run's windows */
+typedef struct seq_gen {
+    int nbands;
+    int band, cy;   /* the current step */
+    int c0, c1, r1; /* its columns and last row */
+    int tx, ty;     /* the next window */
+    int done;
+} seq_gen;
+
+/* Moves g to the first window of the first step at or after (band, cy) that has new windows;
+ * prev_ty1: the last row of the step before (band, cy) in the same band, -1 at a band's top. */
+static void gen_settle(const disopt_tiler *t, seq_gen *g, int prev_ty1) {
+    while (g->band < g->nbands) {
+        int tx0, tx1, ty0, ty1;
+        step_windows(t, g->band, g->cy, &tx0, &tx1, &ty0, &ty1);
+        const int r0 = ty0 > prev_ty1 + 1 ? ty0 : prev_ty1 + 1;
+        if (r0 <= ty1) {
+            g->c0 = tx0;
+            g->c1 = tx1;
+            g->r1 = ty1;
+            g->tx = tx0;
+            g->ty = r0;
+            return;
+        }
+        prev_ty1 = ty1;
+        if (++g->cy == t->nty) {
+            g->cy = 0;
+            g->band++;
+            prev_ty1 = -1;
+        }
+    }
+    g->done = 1;
+}
+
+static void gen_init(const disopt_tiler *t, seq_gen *g) {
+    memset(g, 0, sizeof *g);
+    g->nbands = (t->ntx + BAND_CELLS - 1) / BAND_CELLS;
+    gen_settle(t, g, -1);
+}
+
+/* the next window of the sequence (g must not be done); g is settled on the one after */
+static void gen_next(const disopt_tiler *t, seq_gen *g, int *band, int *tx, int *ty) {
+    *band = g->band;
+    *tx = g->tx;
+    *ty = g->ty;
+    if (++g->tx <= g->c1) return;
+    g->tx = g->c0;
+    if (++g->ty <= g->r1) return;
+    const int prev = g->r1;
+    if (++g->cy == t->nty) {
+        g->cy = 0;
+        g->band++;
+        gen_settle(t, g, -1);
+    } else {
+        gen_settle(t, g, prev);
+    }
+}
+
+typedef struct run_pipe run_pipe;
+
+typedef struct run_reader {
+    run_pipe *p;
+    reader rd;
+} run_reader;
+
+struct run_pipe {
+    disopt_tiler *t;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int B;
+    batch_buf buf[NSLOT];
+    int *wtx[NSLOT], *wty[NSLOT], *wband[NSLOT]; /* each buffer's windows (B each) */
+    long slot_batch[NSLOT]; /* the batch a buffer holds or is to hold */
+    int loaded[NSLOT];      /* windows read into it */
+    int inferred[NSLOT];
+    seq_gen gen;            /* the next window to read */
+    long next_seq;
+    long total;             /* windows in the run once known, else -1 */
+    int stop;               /* error, cancel or end: every thread leaves */
+    disopt_status err;
+    char msg[512];
+};
+
+/* records the first failure (with the thread's message) and stops every stage; call under mu */
+static void pipe_fail(run_pipe *p, disopt_status s) {
+    if (!p->err) {
+        p->err = s;
+        snprintf(p->msg, sizeof p->msg, "%s", disopt_last_error());
+    }
+    p->stop = 1;
+    pthread_cond_broadcast(&p->cv);
+}
+
+/* windows in batch j (0 while unknown) */
+static int batch_n(const run_pipe *p, long j) {
+    if (p->total < 0) return p->B;
+    const long left = p->total - j * p->B;
+    return left <= 0 ? 0 : left < p->B ? (int)left : p->B;
+}
+
+static void *reader_main(void *arg) {
+    run_reader *rr = arg;
+    run_pipe *p = rr->p;
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop && !p->gen.done) {
+        const long seq = p->next_seq, j = seq / p->B;
+        const int s = (int)(j % NSLOT), k = (int)(seq % p->B);
+        if (p->slot_batch[s] != j) { /* the buffer still holds batch j - NSLOT */
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
+        int band, tx, ty;
+        gen_next(p->t, &p->gen, &band, &tx, &ty);
+        p->next_seq++;
+        if (p->gen.done) {
+            p->total = p->next_seq;
+            pthread_cond_broadcast(&p->cv);
+        }
+        p->wtx[s][k] = tx;
+        p->wty[s][k] = ty;
+        p->wband[s][k] = band;
+        pthread_mutex_unlock(&p->mu);
+        const disopt_status st = load_window(p->t, &rr->rd, &p->buf[s], k, tx, ty);
+        pthread_mutex_lock(&p->mu);
+        if (st != DISOPT_OK) {
+            pipe_fail(p, st);
+            break;
+        }
+        if (++p->loaded[s] == batch_n(p, j)) pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void *infer_main(void *arg) {
+    run_pipe *p = arg;
+    for (long j = 0;; j++) {
+        const int s = (int)(j % NSLOT);
+        int n;
+        pthread_mutex_lock(&p->mu);
+        for (;;) {
+            n = batch_n(p, j);
+            if (p->stop || n == 0 || (p->slot_batch[s] == j && p->loaded[s] == n)) break;
+            pthread_cond_wait(&p->cv, &p->mu);
+        }
+        const int go = !p->stop && n > 0;
+        pthread_mutex_unlock(&p->mu);
+        if (!go) return NULL;
+        const disopt_status st = infer_batch(p->t, &p->buf[s], n);
+        pthread_mutex_lock(&p->mu);
+        if (st != DISOPT_OK) pipe_fail(p, st);
+        else p->inferred[s] = 1;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* A cache slot for a new window of step (band; columns tx0..tx1, rows ty0..ty1) whose new windows
+ * end at seq need: an empty one, or one no step from this one on needs (an earlier window that
+ * this step does not read: within a band rows only move down, and bands never come back). Windows
+ * stored ahead (seq >= need) are kept. */
+static disopt_status run_victim(disopt_tiler *t, int band, int tx0, int tx1, int ty0, int ty1, long need,
+                                tile_slot **out) {
+    for (;;) {
+        for (int i = 0; i < t->nslots; i++) {
+            tile_slot *sl = &t->slots[i];
+            const int used = sl->band == band && sl->tx >= tx0 && sl->tx <= tx1 && sl->ty >= ty0 && sl->ty <= ty1;
+            if (sl->tx < 0 || (sl->seq < need && !used)) {
+                *out = sl;
+                return DISOPT_OK;
+            }
+        }
+        DP_TRY(cache_grow(t, t->nslots + 8, 0));
+    }
+}
+
+static tile_slot *run_find(disopt_tiler *t, int band, int tx, int ty) {
+    for (int i = 0; i < t->nslots; i++)
+        if (t->slots[i].band == band && t->slots[i].tx == tx && t->slots[i].ty == ty) return &t->slots[i];
+    return NULL;
+}
+
+/* Stores the inferred batches until the sequence up to need is in the cache (caller's thread). */
+static disopt_status run_store(run_pipe *p, long *stored, long need, int band, int tx0, int tx1, int ty0, int ty1) {
+    disopt_tiler *t = p->t;
+    while (*stored < need) {
+        const long j = *stored / p->B;
+        const int s = (int)(j % NSLOT);
+        pthread_mutex_lock(&p->mu);
+        while (!p->stop && !(p->slot_batch[s] == j && p->inferred[s])) pthread_cond_wait(&p->cv, &p->mu);
+        const int n = batch_n(p, j), stop = p->stop;
+        pthread_mutex_unlock(&p->mu);
+        if (stop) return DISOPT_ERR_CANCELLED; /* the failing stage recorded why */
+        for (int k = 0; k < n; k++) {
+            tile_slot *sl;
+            DP_TRY(run_victim(t, band, tx0, tx1, ty0, ty1, need, &sl));
+            store_window(t, &p->buf[s], k, sl);
+            sl->tx = p->wtx[s][k];
+            sl->ty = p->wty[s][k];
+            sl->band = p->wband[s][k];
+            sl->seq = j * p->B + k;
+            sl->stamp = ++t->clock;
+        }
+        pthread_mutex_lock(&p->mu);
+        p->slot_batch[s] = j + NSLOT;
+        p->loaded[s] = 0;
+        p->inferred[s] = 0;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        *stored += n;
+    }
+    return DISOPT_OK;
+}
+
+/* A second handle on the source for a reader thread, or NULL when the source cannot be opened
+ * again as the same raster (an in-memory dataset, say). */
+static GDALDatasetH reopen_source(const disopt_tiler *t) {
+    const char *name = GDALGetDescription(t->src);
+    if (!name || !*name) return NULL;
+    /* quietly, keeping the caller's last error (a warning about its options, say) */
+    const CPLErr etype = CPLGetLastErrorType();
+    const CPLErrorNum eno = CPLGetLastErrorNo();
+    char *emsg = CPLStrdup(CPLGetLastErrorMsg());
+    CPLPushErrorHandler(CPLQuietErrorHandler);
+    GDALDatasetH ds = GDALOpenEx(name, GDAL_OF_RASTER | GDAL_OF_READONLY, NULL, NULL, NULL);
+    CPLPopErrorHandler();
+    CPLErrorSetState(etype, eno, emsg);
+    CPLFree(emsg);
+    if (!ds) return NULL;
+    int same = GDALGetRasterXSize(ds) == t->W && GDALGetRasterYSize(ds) == t->H &&
+               GDALGetRasterCount(ds) == GDALGetRasterCount(t->src) &&
+               GDALGetDatasetDriver(ds) == GDALGetDatasetDriver(t->src);
+    for (int c = 0; same && c < t->C; c++)
+        same = GDALGetRasterDataType(GDALGetRasterBand(ds, t->bands[c])) ==
+               GDALGetRasterDataType(GDALGetRasterBand(t->src, t->bands[c]));
+    if (!same) {
+        GDALClose(ds);
+        return NULL;
+    }
+    return ds;
+}
+
+/* the bulk sweep on the caller's thread: store, blend, hand out, report */
+static disopt_status run_cells(run_pipe *p, disopt_tiler_sink sink, void *sink_user, GDALProgressFunc progress,
+                               void *progress_arg, float *cell) {
+    disopt_tiler *t = p->t;
+    const int S = t->step;
+    const long total = (long)t->ntx * t->nty;
+    const int nbands = (t->ntx + BAND_CELLS - 1) / BAND_CELLS;
+    long done = 0, stored = 0, need = 0;
+    for (int band = 0; band < nbands; band++) {
+        const int b0 = band * BAND_CELLS, b1 = imin(b0 + BAND_CELLS, t->ntx);
+        int prev_ty1 = -1;
+        for (int cy = 0; cy < t->nty; cy++) {
+            int tx0, tx1, ty0, ty1;
+            step_windows(t, band, cy, &tx0, &tx1, &ty0, &ty1);
+            const int r0 = ty0 > prev_ty1 + 1 ? ty0 : prev_ty1 + 1;
+            if (r0 <= ty1) need += (long)(ty1 - r0 + 1) * (tx1 - tx0 + 1);
+            prev_ty1 = ty1;
+            DP_TRY(run_store(p, &stored, need, band, tx0, tx1, ty0, ty1));
+            const int oy = cy * S, oh = imin(S, t->H - oy);
+            for (int cx = b0; cx < b1; cx++) {
+                const int ox = cx * S, ow = imin(S, t->W - ox);
+                int wx0, wx1, wy0, wy1;
+                window_range(t, ox, ow, t->ntx, &wx0, &wx1);
+                window_range(t, oy, oh, t->nty, &wy0, &wy1);
+                DP_TRY(acc_reset(t, ow, oh));
+                for (int ty = wy0; ty <= wy1; ty++) /* the order of disopt_tiler_read */
+                    for (int tx = wx0; tx <= wx1; tx++) {
+                        const tile_slot *sl = run_find(t, band, tx, ty);
+                        if (!sl) return dp_error(DISOPT_ERR_INTERNAL, "tiler: window %d,%d missing in a bulk run", tx, ty);
+                        accumulate(t, sl, ox, oy, ow, oh);
+                    }
+                acc_finish(t, (size_t)ow * oh, cell);
+                if (sink(sink_user, ox, oy, ow, oh, cell)) {
+                    const char *m = CPLGetLastErrorMsg();
+                    return dp_error(DISOPT_ERR_IO, "writing the result: %s", (m && *m) ? m : "the sink failed");
+                }
+                done++;
+            }
+            if (progress && !progress((double)done / total, NULL, progress_arg))
+                return dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
+        }
+    }
+    return DISOPT_OK;
+}
+
+static int auto_io_threads(void) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c < 1 ? 1 : c > 8 ? 8 : (int)c;
+}
 
 disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *sink_user, GDALProgressFunc progress,
                                void *progress_arg) {
     if (!t || !sink) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler_run: NULL argument");
-    const int S = t->step;
-    const long total = (long)t->ntx * t->nty;
-    DP_TRY(ensure_batch(t, t->o.batch_size));
-    /* the cache must hold three rows of a band's windows */
-    DP_TRY(cache_grow(t, 3 * (BAND_CELLS + 2) + 2));
-    float *cell = malloc((size_t)S * S * sizeof(float));
-    if (!cell) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+    run_pipe *p = calloc(1, sizeof *p);
+    run_reader *rr = calloc(MAX_READERS, sizeof *rr);
+    float *cell = malloc((size_t)t->step * t->step * sizeof(float));
+    if (!p || !rr || !cell) {
+        free(p);
+        free(rr);
+        free(cell);
+        return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+    }
+    p->t = t;
+    p->B = t->o.batch_size;
+    p->total = -1;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    gen_init(t, &p->gen);
+    if (p->gen.done) p->total = 0;
     disopt_status s = DISOPT_OK;
-    if (progress && !progress(0.0, NULL, progress_arg)) s = dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
-    long done = 0;
-    for (int b0 = 0; s == DISOPT_OK && b0 < t->ntx; b0 += BAND_CELLS) {
-        const int b1 = b0 + BAND_CELLS < t->ntx ? b0 + BAND_CELLS : t->ntx; /* cells [b0, b1) */
-        for (int cy = 0; s == DISOPT_OK && cy < t->nty; cy++) {
-            const int oy = cy * S, oh = oy + S > t->H ? t->H - oy : S;
-            const int ox0 = b0 * S, ow_all = (b1 * S > t->W ? t->W : b1 * S) - ox0;
-            int tx0, tx1, ty0, ty1;
-            window_range(t, ox0, ow_all, t->ntx, &tx0, &tx1);
-            window_range(t, oy, oh, t->nty, &ty0, &ty1);
-            s = prefetch(t, tx0, tx1, ty0, ty1);
-            for (int cx = b0; s == DISOPT_OK && cx < b1; cx++) {
-                const int ox = cx * S, ow = ox + S > t->W ? t->W - ox : S;
-                s = disopt_tiler_read(t, ox, oy, ow, oh, cell);
-                if (s == DISOPT_OK && sink(sink_user, ox, oy, ow, oh, cell)) {
-                    const char *m = CPLGetLastErrorMsg();
-                    s = dp_error(DISOPT_ERR_IO, "writing the result: %s", (m && *m) ? m : "the sink failed");
-                }
-                done++;
-            }
-            if (s == DISOPT_OK && progress && !progress((double)done / total, NULL, progress_arg))
-                s = dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
+    for (int i = 0; i < NSLOT && s == DISOPT_OK; i++) {
+        p->slot_batch[i] = i;
+        s = batch_reserve(t, &p->buf[i], p->B);
+        p->wtx[i] = malloc(3 * (size_t)p->B * sizeof(int));
+        if (s == DISOPT_OK && !p->wtx[i]) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
+        if (s == DISOPT_OK) {
+            p->wty[i] = p->wtx[i] + p->B;
+            p->wband[i] = p->wty[i] + p->B;
         }
     }
+    /* readers: each on its own handle of the source; one on the caller's handle when the source
+     * cannot be opened again */
+    int nr = 0;
+    const int want = imin(t->o.io_threads > 0 ? t->o.io_threads : auto_io_threads(), MAX_READERS);
+    for (; s == DISOPT_OK && nr < want; nr++) {
+        GDALDatasetH ds = reopen_source(t);
+        if (!ds && nr > 0) break;
+        s = reader_init(t, &rr[nr].rd, ds ? ds : t->src, ds != NULL);
+        rr[nr].p = p;
+        if (!ds) {
+            nr++;
+            break;
+        }
+    }
+    if (s == DISOPT_OK) s = cache_grow(t, 3 * (BAND_CELLS + 2) + 2 + p->B, 0);
+    for (int i = 0; i < t->nslots; i++) t->slots[i].seq = -1;
+    if (s == DISOPT_OK && progress && !progress(0.0, NULL, progress_arg))
+        s = dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
+    pthread_t rth[MAX_READERS], ith;
+    int rstarted = 0, istarted = 0;
+    if (s == DISOPT_OK) {
+        for (; rstarted < nr; rstarted++)
+            if (pthread_create(&rth[rstarted], NULL, reader_main, &rr[rstarted]) != 0) break;
+        istarted = pthread_create(&ith, NULL, infer_main, p) == 0;
+        if (!rstarted || !istarted) s = dp_error(DISOPT_ERR_INTERNAL, "tiler: could not start the pipeline threads");
+    }
+    if (s == DISOPT_OK) s = run_cells(p, sink, sink_user, progress, progress_arg, cell);
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < rstarted; i++) pthread_join(rth[i], NULL);
+    if (istarted) pthread_join(ith, NULL);
+    /* a stage's failure is why the caller's thread stopped: report it */
+    if (p->err != DISOPT_OK) s = dp_error(p->err, "%s", p->msg);
+    for (int i = 0; i < nr; i++) reader_free(&rr[i].rd);
+    for (int i = 0; i < NSLOT; i++) {
+        batch_free(t, &p->buf[i]);
+        free(p->wtx[i]);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+    free(rr);
     free(cell);
     return s;
 }
