@@ -191,7 +191,7 @@ read -r CELLS WINS <<< "$(python3 -c "
 import math; n=$SIZE; s=384; k=math.ceil(n/s)
 print(k*k, k*sum(min(b+17,k)-max(b-1,0) for b in range(0,k,16)))")"
 echo "# ${SIZE}x${SIZE} (${CELLS} cells of 384 px, ${WINS} network windows of 512 px computed), GDAL_CACHEMAX=$GDAL_CACHEMAX MB, GTiff DEFLATE+PREDICTOR=3 with GDAL_NUM_THREADS=ALL_CPUS" >> "$BENCH"
-echo "# device precision batch  wall_s  Mpx/s  cells/s  windows/s  rc" >> "$BENCH"
+echo "# device precision batch  wall_s  Mpx/s  cells/s  windows/s  gpu_busy  rss_MiB  rc   (gpu_busy: mean nvidia-smi utilization.gpu over the run, 100 ms samples; rss: peak RSS of gdal_translate; GDAL_CACHEMAX=${BIG_CACHEMAX:-256} MB for these runs)" >> "$BENCH"
 if [ "$SKIP_CUDA" = 1 ]; then cases="CPU:FP32:16 CPU:FP32:32"; else cases="CUDA:FP32:16 CUDA:FP32:32 CUDA:FP16:16 CUDA:FP16:32"; fi
 [ -n "${BIGCASES:-}" ] && cases=$BIGCASES
 last=0
@@ -200,11 +200,18 @@ for c in $cases; do
   IFS=: read -r dev prec bs <<< "$c"
   if [ $(( $(elapsed) + last + 10 )) -gt "$BUDGET" ]; then say "b. $dev $prec b$bs skipped: $(elapsed) s used of BUDGET=$BUDGET"; continue; fi
   rm -f "$W/big_out.tif"
-  run "big $dev $prec b$bs" "$G/bin/gdal_translate" -of BUILDINGS -co MODEL="$M" -co DEVICE=$dev -co PRECISION=$prec \
-      -co BATCH_SIZE=$bs --config GDAL_NUM_THREADS ALL_CPUS "$BIGSRC" "$W/big_out.tif"
+  # through measure.py: wall time, peak RSS of gdal_translate, GPU busy fraction (nvidia-smi samples)
+  echo "\$ [big $dev $prec b$bs] gdal_translate -of BUILDINGS ... $BIGSRC" >> "$LOG"
+  MEAS=$(python3 "$R/bench/cuda/measure.py" --ld "$GLD" -- "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="$M" \
+      -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs --config GDAL_NUM_THREADS ALL_CPUS \
+      --config GDAL_CACHEMAX "${BIG_CACHEMAX:-256}" "$BIGSRC" "$W/big_out.tif" 2>>"$LOG" | tail -1)
+  echo "  -> $MEAS" >> "$LOG"
+  SECS=$(sed -n 's/.*wall_s=\([0-9.]*\).*/\1/p' <<< "$MEAS"); RC=$(sed -n 's/.*rc=\([0-9-]*\).*/\1/p' <<< "$MEAS")
+  RSS=$(sed -n 's/.*peak_rss_mib=\([0-9]*\).*/\1/p' <<< "$MEAS"); BUSY=$(sed -n 's/.*gpu_busy=\([0-9.na]*\).*/\1/p' <<< "$MEAS")
+  [ -n "$SECS" ] || { SECS=1; RC=99; }
   last=${SECS%.*}
-  awk -v d=$dev -v p=$prec -v b=$bs -v t=$SECS -v n=$SIZE -v c=$CELLS -v w=$WINS -v rc=$RC \
-    'BEGIN{printf "%-6s %-9s %5d  %7.2f  %6.2f  %7.2f  %8.2f   %d\n", d, p, b, t, n*n/1e6/t, c/t, w/t, rc}' >> "$BENCH"
+  awk -v d=$dev -v p=$prec -v b=$bs -v t=$SECS -v n=$SIZE -v c=$CELLS -v w=$WINS -v rc=$RC -v r="$RSS" -v g="$BUSY" \
+    'BEGIN{printf "%-6s %-9s %5d  %7.2f  %6.2f  %7.2f  %8.2f  %6s  %8s   %d\n", d, p, b, t, n*n/1e6/t, c/t, w/t, g, r, rc}' >> "$BENCH"
   say "b. $dev $prec b$bs: $(tail -1 "$BENCH")"
   if [ $RC = 0 ]; then
     run "big stats" "$G/bin/gdalinfo" -approx_stats "$W/big_out.tif"
