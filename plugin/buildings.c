@@ -610,6 +610,9 @@ GDALDatasetH disopt_bld_create_copy(const char *filename, GDALDatasetH src, int 
         co = CSLSetNameValue(co, "BLOCKYSIZE", CPLSPrintf("%d", bsz));
     }
     if (!CSLFetchNameValue(co, "BIGTIFF")) co = CSLSetNameValue(co, "BIGTIFF", "IF_SAFER");
+    /* GTiff's own compression threads (its NUM_THREADS creation option, which our NUM_THREADS
+     * shadows): compressing the blocks must not hold up the network */
+    if (!EQUAL(CSLFetchNameValueDef(co, "COMPRESS", "NONE"), "NONE")) co = CSLSetNameValue(co, "NUM_THREADS", "ALL_CPUS");
 
     disopt_status run_status = DISOPT_OK;
     GDALDatasetH dst = GDALCreate(gtiff, filename, W, H, 1, o.mask ? GDT_Byte : GDT_Float32, co);

@@ -190,35 +190,42 @@ say "b. scene ${SIZE}x${SIZE}x4 Float32 ENVI raw ($(du -h "$W/big.raw" | cut -f1
 read -r CELLS WINS <<< "$(python3 -c "
 import math; n=$SIZE; s=384; k=math.ceil(n/s)
 print(k*k, k*sum(min(b+17,k)-max(b-1,0) for b in range(0,k,16)))")"
-echo "# ${SIZE}x${SIZE} (${CELLS} cells of 384 px, ${WINS} network windows of 512 px computed), GDAL_CACHEMAX=$GDAL_CACHEMAX MB, GTiff DEFLATE+PREDICTOR=3 with GDAL_NUM_THREADS=ALL_CPUS" >> "$BENCH"
-echo "# device precision batch  wall_s  Mpx/s  cells/s  windows/s  gpu_busy  rss_MiB  rc   (gpu_busy: mean nvidia-smi utilization.gpu over the run, 100 ms samples; rss: peak RSS of gdal_translate; GDAL_CACHEMAX=${BIG_CACHEMAX:-256} MB for these runs)" >> "$BENCH"
+echo "# ${SIZE}x${SIZE} (${CELLS} cells of 384 px, ${WINS} network windows of 512 px computed), GDAL_CACHEMAX=$GDAL_CACHEMAX MB, GTiff DEFLATE+PREDICTOR=3 (compression threads: the driver sets GTiff NUM_THREADS=ALL_CPUS since 2026-12-06; BIG_CONFIG='--config GDAL_NUM_THREADS ALL_CPUS' for the older plugin)" >> "$BENCH"
+echo "# plugin device precision batch  wall_s  Mpx/s  cells/s  windows/s  gpu_busy  rss_MiB  rc   (gpu_busy: mean nvidia-smi utilization.gpu over the run, 100 ms samples; rss: peak RSS of gdal_translate; GDAL_CACHEMAX=${BIG_CACHEMAX:-256} MB for these runs)" >> "$BENCH"
 if [ "$SKIP_CUDA" = 1 ]; then cases="CPU:FP32:16 CPU:FP32:32"; else cases="CUDA:FP32:16 CUDA:FP32:32 CUDA:FP16:16 CUDA:FP16:32"; fi
 [ -n "${BIGCASES:-}" ] && cases=$BIGCASES
 last=0
 [ "$SIZE" = 0 ] && cases=""
-for c in $cases; do
+# OLD_PLUGIN_DIR (a folder holding another build's gdal_BUILDINGS.so, e.g. the serial tiler before the
+# pipeline): every case runs with it too, right after the current plugin, tagged "old"
+PLUGS="cur"; [ -n "${OLD_PLUGIN_DIR:-}" ] && [ -f "$OLD_PLUGIN_DIR/gdal_BUILDINGS.so" ] && PLUGS="cur old"
+for c0 in $cases; do for plug in $PLUGS; do
+  c=$c0
+  if [ $plug = old ]; then export GDAL_DRIVER_PATH=$OLD_PLUGIN_DIR; else export GDAL_DRIVER_PATH=$G/plugins; fi
   IFS=: read -r dev prec bs <<< "$c"
-  if [ $(( $(elapsed) + last + 10 )) -gt "$BUDGET" ]; then say "b. $dev $prec b$bs skipped: $(elapsed) s used of BUDGET=$BUDGET"; continue; fi
+  if [ $(( $(elapsed) + last + 10 )) -gt "$BUDGET" ]; then say "b. $plug $dev $prec b$bs skipped: $(elapsed) s used of BUDGET=$BUDGET"; continue; fi
   rm -f "$W/big_out.tif"
   # through measure.py: wall time, peak RSS of gdal_translate, GPU busy fraction (nvidia-smi samples)
   echo "\$ [big $dev $prec b$bs] gdal_translate -of BUILDINGS ... $BIGSRC" >> "$LOG"
   MEAS=$(python3 "$R/bench/cuda/measure.py" --ld "$GLD" -- "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="$M" \
-      -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs --config GDAL_NUM_THREADS ALL_CPUS \
+      -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs ${BIG_CONFIG:-} --config CPL_DEBUG BUILDINGS \
       --config GDAL_CACHEMAX "${BIG_CACHEMAX:-256}" "$BIGSRC" "$W/big_out.tif" 2>>"$LOG" | tail -1)
   echo "  -> $MEAS" >> "$LOG"
+  grep 'tiler run' "$LOG" | tail -1 | sed "s/^/   $plug $dev $prec b$bs: /" >> "$BENCH"
   SECS=$(sed -n 's/.*wall_s=\([0-9.]*\).*/\1/p' <<< "$MEAS"); RC=$(sed -n 's/.*rc=\([0-9-]*\).*/\1/p' <<< "$MEAS")
   RSS=$(sed -n 's/.*peak_rss_mib=\([0-9]*\).*/\1/p' <<< "$MEAS"); BUSY=$(sed -n 's/.*gpu_busy=\([0-9.na]*\).*/\1/p' <<< "$MEAS")
   [ -n "$SECS" ] || { SECS=1; RC=99; }
   last=${SECS%.*}
   awk -v d=$dev -v p=$prec -v b=$bs -v t=$SECS -v n=$SIZE -v c=$CELLS -v w=$WINS -v rc=$RC -v r="$RSS" -v g="$BUSY" \
-    'BEGIN{printf "%-6s %-9s %5d  %7.2f  %6.2f  %7.2f  %8.2f  %6s  %8s   %d\n", d, p, b, t, n*n/1e6/t, c/t, w/t, g, r, rc}' >> "$BENCH"
-  say "b. $dev $prec b$bs: $(tail -1 "$BENCH")"
+    -v pl=$plug 'BEGIN{printf "%-3s %-6s %-9s %5d  %7.2f  %6.2f  %7.2f  %8.2f  %6s  %8s   %d\n", pl, d, p, b, t, n*n/1e6/t, c/t, w/t, g, r, rc}' >> "$BENCH"
+  say "b. $plug $dev $prec b$bs: $(tail -1 "$BENCH")"
   if [ $RC = 0 ]; then
     run "big stats" "$G/bin/gdalinfo" -approx_stats "$W/big_out.tif"
     echo "   $dev $prec b$bs: $(sed -n '/^\$ \[big stats\]/,$p' "$LOG" | grep -m1 'Minimum=' | sed 's/^ *//'), $(du -h "$W/big_out.tif" | cut -f1)" >> "$BENCH"
     sed -i '/^\$ \[big stats\]/,$d' "$LOG"  # keep the log short; the line above has what matters
   fi
-done
+done; done
+export GDAL_DRIVER_PATH=$G/plugins
 rm -f "$W/big.raw" "$W/big.hdr" "$W/big.tif" "$W/big_out.tif"
 
 # ---- c. summary

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct tile_slot {
@@ -637,7 +638,17 @@ struct run_pipe {
     int stop;               /* error, cancel or end: every thread leaves */
     disopt_status err;
     char msg[512];
+    /* seconds per stage, for CPLDebug("BUILDINGS") at the end: readers' reading (summed over the
+     * readers) and waiting for a free buffer; the network and its wait for read windows; the
+     * caller's wait for inferred batches, storing, blending and the sink */
+    double t_read, t_read_wait, t_infer, t_infer_wait, t_main_wait, t_store, t_blend, t_sink;
 };
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* records the first failure (with the thread's message) and stops every stage; call under mu */
 static void pipe_fail(run_pipe *p, disopt_status s) {
@@ -664,7 +675,9 @@ static void *reader_main(void *arg) {
         const long seq = p->next_seq, j = seq / p->B;
         const int s = (int)(j % NSLOT), k = (int)(seq % p->B);
         if (p->slot_batch[s] != j) { /* the buffer still holds batch j - NSLOT */
+            const double t0 = now_s();
             pthread_cond_wait(&p->cv, &p->mu);
+            p->t_read_wait += now_s() - t0;
             continue;
         }
         int band, tx, ty;
@@ -678,8 +691,11 @@ static void *reader_main(void *arg) {
         p->wty[s][k] = ty;
         p->wband[s][k] = band;
         pthread_mutex_unlock(&p->mu);
+        const double t0 = now_s();
         const disopt_status st = load_window(p->t, &rr->rd, &p->buf[s], k, tx, ty);
+        const double t1 = now_s();
         pthread_mutex_lock(&p->mu);
+        p->t_read += t1 - t0;
         if (st != DISOPT_OK) {
             pipe_fail(p, st);
             break;
@@ -695,6 +711,7 @@ static void *infer_main(void *arg) {
     for (long j = 0;; j++) {
         const int s = (int)(j % NSLOT);
         int n;
+        const double t0 = now_s();
         pthread_mutex_lock(&p->mu);
         for (;;) {
             n = batch_n(p, j);
@@ -702,10 +719,14 @@ static void *infer_main(void *arg) {
             pthread_cond_wait(&p->cv, &p->mu);
         }
         const int go = !p->stop && n > 0;
+        const double t1 = now_s();
+        p->t_infer_wait += t1 - t0;
         pthread_mutex_unlock(&p->mu);
         if (!go) return NULL;
         const disopt_status st = infer_batch(p->t, &p->buf[s], n);
+        const double t2 = now_s();
         pthread_mutex_lock(&p->mu);
+        p->t_infer += t2 - t1;
         if (st != DISOPT_OK) pipe_fail(p, st);
         else p->inferred[s] = 1;
         pthread_cond_broadcast(&p->cv);
@@ -744,10 +765,13 @@ static disopt_status run_store(run_pipe *p, long *stored, long need, int band, i
     while (*stored < need) {
         const long j = *stored / p->B;
         const int s = (int)(j % NSLOT);
+        const double t0 = now_s();
         pthread_mutex_lock(&p->mu);
         while (!p->stop && !(p->slot_batch[s] == j && p->inferred[s])) pthread_cond_wait(&p->cv, &p->mu);
         const int n = batch_n(p, j), stop = p->stop;
         pthread_mutex_unlock(&p->mu);
+        const double t1 = now_s();
+        p->t_main_wait += t1 - t0; /* (only the caller's thread writes the t_main/store/blend/sink sums) */
         if (stop) return DISOPT_ERR_CANCELLED; /* the failing stage recorded why */
         for (int k = 0; k < n; k++) {
             tile_slot *sl;
@@ -759,6 +783,7 @@ static disopt_status run_store(run_pipe *p, long *stored, long need, int band, i
             sl->seq = j * p->B + k;
             sl->stamp = ++t->clock;
         }
+        p->t_store += now_s() - t1;
         pthread_mutex_lock(&p->mu);
         p->slot_batch[s] = j + NSLOT;
         p->loaded[s] = 0;
@@ -822,6 +847,7 @@ static disopt_status run_cells(run_pipe *p, disopt_tiler_sink sink, void *sink_u
                 int wx0, wx1, wy0, wy1;
                 window_range(t, ox, ow, t->ntx, &wx0, &wx1);
                 window_range(t, oy, oh, t->nty, &wy0, &wy1);
+                const double t0 = now_s();
                 DP_TRY(acc_reset(t, ow, oh));
                 for (int ty = wy0; ty <= wy1; ty++) /* the order of disopt_tiler_read */
                     for (int tx = wx0; tx <= wx1; tx++) {
@@ -830,10 +856,13 @@ static disopt_status run_cells(run_pipe *p, disopt_tiler_sink sink, void *sink_u
                         accumulate(t, sl, ox, oy, ow, oh);
                     }
                 acc_finish(t, (size_t)ow * oh, cell);
+                const double t1 = now_s();
+                p->t_blend += t1 - t0;
                 if (sink(sink_user, ox, oy, ow, oh, cell)) {
                     const char *m = CPLGetLastErrorMsg();
                     return dp_error(DISOPT_ERR_IO, "writing the result: %s", (m && *m) ? m : "the sink failed");
                 }
+                p->t_sink += now_s() - t1;
                 done++;
             }
             if (progress && !progress((double)done / total, NULL, progress_arg))
@@ -904,6 +933,7 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
         istarted = pthread_create(&ith, NULL, infer_main, p) == 0;
         if (!rstarted || !istarted) s = dp_error(DISOPT_ERR_INTERNAL, "tiler: could not start the pipeline threads");
     }
+    const double t_start = now_s();
     if (s == DISOPT_OK) s = run_cells(p, sink, sink_user, progress, progress_arg, cell);
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
@@ -913,6 +943,12 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     if (istarted) pthread_join(ith, NULL);
     /* a stage's failure is why the caller's thread stopped: report it */
     if (p->err != DISOPT_OK) s = dp_error(p->err, "%s", p->msg);
+    CPLDebug("BUILDINGS",
+             "tiler run: %.2f s, %ld windows in batches of %d, %d reader%s; readers: reading %.2f s, waiting for a "
+             "buffer %.2f s (summed); network %.2f s, waiting for read windows %.2f s; caller: waiting for the "
+             "network %.2f s, storing %.2f s, blending %.2f s, sink %.2f s",
+             now_s() - t_start, p->total, p->B, nr, nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer,
+             p->t_infer_wait, p->t_main_wait, p->t_store, p->t_blend, p->t_sink);
     for (int i = 0; i < nr; i++) reader_free(&rr[i].rd);
     for (int i = 0; i < NSLOT; i++) {
         batch_free(t, &p->buf[i]);

@@ -1,0 +1,40 @@
+#!/bin/bash
+# device_prof.sh - on the lent GPU machine (carry .cudarun from bundle.sh): where the GPU time of one
+# student-B3 batch goes, measured by the NVIDIA tools rather than by synchronising node by node:
+#   1. nsys: kernel time summary of the CUDA-graph replay (bench_cpu, 512x512, batch 32, FP16 and FP32);
+#   2. ncu: speed of light (compute and memory throughput against the H100's peaks), occupancy and
+#      warp stall reasons of the depthwise kernels (graphs off so that each launch is profiled).
+# Logs go to $OUT: nsys_<prec>.csv, ncu_dw_sol.txt, ncu_dw_detail.txt.
+# Env: PRECS (fp16 fp32), NCU_COUNT (launches of the depthwise kernel with the SOL section: 30).
+R=$PWD; B=$R/.cudarun
+for d in /tmp/wt /tmp/lead; do ln -sfn "$R" $d; done
+[ -e /work/main ] || { mkdir -p /work && ln -s "$R" /work/main; }
+NV=$(python3 -c 'import nvidia.cudnn,nvidia.cublas,os;print(os.path.dirname(nvidia.cudnn.__file__)+"/lib:"+os.path.dirname(nvidia.cublas.__file__)+"/lib")' 2>/dev/null)
+export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:$NV:$LD_LIBRARY_PATH
+export DISOPT_CUDA_MODULE=$B/lib/libdisopt_cuda.so.0 DISOPT_BENCH_BACKEND=cuda CMOCKA_MESSAGE_OUTPUT=stdout
+chmod +x $B/bin/*
+M=/tmp/m.safetensors
+[ -f $M ] || $B/bin/disopt_testmodel testdata/golden/student_b3.safetensors $M > /dev/null || exit 1
+find_tool() { command -v "$1" || ls /usr/local/cuda/bin/$1 /opt/nvidia/nsight-*/*/$1 /opt/nvidia/nsight-*/*/bin/$1 \
+  /usr/local/cuda/nsight-*/$1 /usr/local/cuda/nsight-*/bin/$1 2>/dev/null | head -1; }
+NSYS=$(find_tool nsys); NCU=$(find_tool ncu)
+echo "nsys: ${NSYS:-none}; ncu: ${NCU:-none}"
+if [ -n "$NSYS" ]; then
+  for p in ${PRECS:-fp16 fp32}; do
+    DISOPT_BENCH_PRECISION=$p $NSYS profile -o /tmp/tr_$p --force-overwrite true $B/bin/bench_cpu $M -batch 32 -runs 4 \
+      -threads 16 -pinned > $OUT/nsys_run_$p.log 2>&1
+    $NSYS stats --report cuda_gpu_kern_sum --format csv /tmp/tr_$p.nsys-rep > $OUT/nsys_$p.csv 2>&1
+    echo "== nsys $p: top kernels (total ns over 5 batches of 32: warm-up + 4 runs)"; head -25 $OUT/nsys_$p.csv | cut -c1-220
+  done
+fi
+if [ -n "$NCU" ]; then
+  DISOPT_CUDA_NO_GRAPH=1 DISOPT_BENCH_PRECISION=fp16 timeout 240 $NCU -k regex:depthwise --launch-count ${NCU_COUNT:-30} \
+    --section SpeedOfLight $B/bin/bench_cpu $M -batch 32 -runs 1 -threads 16 > $OUT/ncu_dw_sol.txt 2>&1
+  grep -E "k_depthwise|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Grid Size" $OUT/ncu_dw_sol.txt | head -150
+  DISOPT_CUDA_NO_GRAPH=1 DISOPT_BENCH_PRECISION=fp16 timeout 200 $NCU -k regex:depthwise --launch-skip 2 --launch-count 1 \
+    --set detailed $B/bin/bench_cpu $M -batch 32 -runs 1 -threads 16 > $OUT/ncu_dw_detail.txt 2>&1
+  DISOPT_CUDA_NO_GRAPH=1 DISOPT_BENCH_PRECISION=fp16 timeout 200 $NCU -k regex:depthwise --launch-skip 25 --launch-count 1 \
+    --set detailed $B/bin/bench_cpu $M -batch 32 -runs 1 -threads 16 >> $OUT/ncu_dw_detail.txt 2>&1
+  grep -E "k_depthwise|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Stall|One or More|No Eligible|Issued Warp" \
+    $OUT/ncu_dw_detail.txt | head -80
+fi
