@@ -51,7 +51,7 @@
     "  <Option name='TILE_SIZE' type='int' default='512' description='Network window in pixels, a multiple of " \
     "32 (the authors trained on 512)'/>"                                                                         \
     "  <Option name='OVERLAP' type='int' default='64' description='Context pixels on each side of a window; "   \
-    "only the centre is kept'/>"                                                                                 \
+    "neighbouring windows are blended over 2*OVERLAP pixels'/>"                                                  \
     "  <Option name='BATCH_SIZE' type='int' default='1' description='Windows per network call'/>"               \
     "  <Option name='NUM_THREADS' type='string' default='ALL_CPUS' description='CPU threads for the network: " \
     "a number or ALL_CPUS'/>"                                                                                    \
@@ -72,13 +72,17 @@ static const char bld_open_options[] =
 /* our names, which are not passed on to GTiff */
 static const char *const bld_own_names[] = {"MODEL", "PRECISION",       "OUTPUT",    "THRESHOLD", "BANDS",    "DEVICE",
                                             "TILE_SIZE",   "OVERLAP",   "BATCH_SIZE", "NUM_THREADS", "ROTATE180",
-                                            "COMPLEX",     "BLOCK_SIZE", "CACHE_TILES", NULL};
+                                            "COMPLEX",     "BLOCK_SIZE", "CACHE_TILES", "IO_THREADS", NULL};
 
 const char *disopt_bld_open_option_list(void) { return bld_open_options; }
 
 char *disopt_bld_creation_option_list(void) {
     /* ours, then GTiff's (which the output is), minus any name we own */
-    CPLXMLNode *root = CPLParseXMLString("<CreationOptionList>" BLD_COMMON_OPTIONS "</CreationOptionList>");
+    CPLXMLNode *root = CPLParseXMLString(
+        "<CreationOptionList>" BLD_COMMON_OPTIONS
+        "  <Option name='IO_THREADS' type='string' default='AUTO' description='Threads reading the source, each on "
+        "its own handle, while the network runs: a number or AUTO (one per core, at most 8)'/>"
+        "</CreationOptionList>");
     if (!root) return CPLStrdup("<CreationOptionList/>");
     GDALDriverH gtiff = GDALGetDriverByName("GTiff");
     const char *gl = gtiff ? GDALGetMetadataItem(gtiff, GDAL_DMD_CREATIONOPTIONLIST, NULL) : NULL;
@@ -210,6 +214,9 @@ static int parse_opts(CSLConstList list, bld_opts *o) {
     }
     if ((v = CSLFetchNameValue(list, "BLOCK_SIZE")) && !parse_int("BLOCK_SIZE", v, 1, 16384, &o->block_size)) return 0;
     if ((v = CSLFetchNameValue(list, "CACHE_TILES")) && !parse_int("CACHE_TILES", v, 1, 4096, &o->tiler.cache_tiles))
+        return 0;
+    if ((v = CSLFetchNameValue(list, "IO_THREADS")) && !EQUAL(v, "AUTO") &&
+        !parse_int("IO_THREADS", v, 1, 16, &o->tiler.io_threads))
         return 0;
     if (o->tiler.tile_size % 32) {
         CPLError(CE_Failure, CPLE_IllegalArg, "BUILDINGS: TILE_SIZE=%d: must be a multiple of 32", o->tiler.tile_size);

@@ -76,20 +76,27 @@ class BuildingsDataset final : public GDALDataset {
 };
 
 // The creation option list includes GTiff's (the output format), which may register after us:
-// it is built on first request.
+// it is built on first request, by item (GDALGetDriverCreationOptionList) or as a whole
+// (GDALGetMetadata: gdalinfo --format).
 class BuildingsDriver final : public GDALDriver {
   public:
     const char *GetMetadataItem(const char *name, const char *domain = "") override {
-        if (!m_co_done && name && EQUAL(name, GDAL_DMD_CREATIONOPTIONLIST) && (!domain || !*domain)) {
-            m_co_done = true;
-            char *co = disopt_bld_creation_option_list();
-            SetMetadataItem(GDAL_DMD_CREATIONOPTIONLIST, co);
-            CPLFree(co);
-        }
+        if (name && EQUAL(name, GDAL_DMD_CREATIONOPTIONLIST) && (!domain || !*domain)) BuildCreationOptions();
         return GDALDriver::GetMetadataItem(name, domain);
+    }
+    char **GetMetadata(const char *domain = "") override {
+        if (!domain || !*domain) BuildCreationOptions();
+        return GDALDriver::GetMetadata(domain);
     }
 
   private:
+    void BuildCreationOptions() {
+        if (m_co_done) return;
+        m_co_done = true;
+        char *co = disopt_bld_creation_option_list();
+        SetMetadataItem(GDAL_DMD_CREATIONOPTIONLIST, co);
+        CPLFree(co);
+    }
     bool m_co_done = false;
 };
 

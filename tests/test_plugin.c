@@ -171,6 +171,23 @@ static void test_driver_metadata(void **s) {
         assert_non_null(strstr(oo, q));
     }
     assert_non_null(strstr(co, "COMPRESS")); /* GTiff's options pass through */
+    assert_non_null(strstr(co, "name=\"IO_THREADS\""));
+    /* `gdalinfo --format BUILDINGS` (which reads the driver's metadata as a whole) shows both lists */
+    char cmd[600], path[400];
+    snprintf(path, sizeof path, "%s/format.txt", g_dir);
+    snprintf(cmd, sizeof cmd, "gdalinfo --format BUILDINGS > '%s' 2>&1", path);
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char *txt = calloc(1, 1 << 20);
+    const size_t got = fread(txt, 1, (1 << 20) - 1, f);
+    fclose(f);
+    assert_true(got > 0);
+    assert_non_null(strstr(txt, "<CreationOptionList>"));
+    assert_non_null(strstr(txt, "<OpenOptionList>"));
+    assert_non_null(strstr(txt, "name=\"IO_THREADS\""));
+    assert_non_null(strstr(txt, "Help Topic:"));
+    free(txt);
     /* the installed doc page exists in the repo */
     assert_true(file_exists(DISOPT_SOURCE_DIR "/plugin/doc/BUILDINGS.md"));
 }
