@@ -104,17 +104,34 @@ static disopt_status cublas_fail(const cu_backend *cb, cublasStatus_t e, const c
         if (e_ != CUBLAS_STATUS_SUCCESS) return cublas_fail((cb), e_, (what));                                \
     } while (0)
 
+/* Release paths (free, destroy) have no status to return: a failure there is logged as a warning
+ * through the engine's log, never dropped silently. */
+static void rel_cu(const cu_backend *cb, cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return;
+    cudaGetLastError();
+    cb->host->log(cb->base.engine, DISOPT_LOG_WARNING, "cuda: %s: %s (%s)", what, cudaGetErrorString(e),
+                  cudaGetErrorName(e));
+}
+static void rel_dnn(const cu_backend *cb, cudnnStatus_t e, const char *what) {
+    if (e != CUDNN_STATUS_SUCCESS)
+        cb->host->log(cb->base.engine, DISOPT_LOG_WARNING, "cudnn: %s: %s", what, cudnnGetErrorString(e));
+}
+static void rel_blas(const cu_backend *cb, cublasStatus_t e, const char *what) {
+    if (e != CUBLAS_STATUS_SUCCESS)
+        cb->host->log(cb->base.engine, DISOPT_LOG_WARNING, "cublas: %s: %s", what, cublasGetStatusString(e));
+}
+
 static void cu_destroy(dp_backend *b) {
     cu_backend *cb = (cu_backend *)b;
-    cudaSetDevice(cb->device);
-    if (cb->xdesc) cudnnDestroyTensorDescriptor(cb->xdesc);
-    if (cb->ydesc) cudnnDestroyTensorDescriptor(cb->ydesc);
-    if (cb->cudnn) cudnnDestroy(cb->cudnn);
-    if (cb->cublas) cublasDestroy(cb->cublas);
-    if (cb->blas_ws) cudaFree(cb->blas_ws);
-    if (cb->stage) cudaFree(cb->stage);
-    if (cb->nonfinite) cudaFree(cb->nonfinite);
-    if (cb->stream) cudaStreamDestroy(cb->stream);
+    rel_cu(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    if (cb->xdesc) rel_dnn(cb, cudnnDestroyTensorDescriptor(cb->xdesc), "destroy tensor descriptor");
+    if (cb->ydesc) rel_dnn(cb, cudnnDestroyTensorDescriptor(cb->ydesc), "destroy tensor descriptor");
+    if (cb->cudnn) rel_dnn(cb, cudnnDestroy(cb->cudnn), "destroy handle");
+    if (cb->cublas) rel_blas(cb, cublasDestroy(cb->cublas), "destroy handle");
+    if (cb->blas_ws) rel_cu(cb, cudaFree(cb->blas_ws), "free the cuBLAS workspace");
+    if (cb->stage) rel_cu(cb, cudaFree(cb->stage), "free the staging buffer");
+    if (cb->nonfinite) rel_cu(cb, cudaFree(cb->nonfinite), "free the input check counter");
+    if (cb->stream) rel_cu(cb, cudaStreamDestroy(cb->stream), "destroy the stream");
     free(cb);
 }
 
@@ -128,7 +145,7 @@ static cudnnDataType_t dnn_type(const cu_backend *cb) {
 
 static disopt_status stage_reserve(cu_backend *cb, size_t bytes) {
     if (bytes <= cb->stage_bytes) return DISOPT_OK;
-    if (cb->stage) cudaFree(cb->stage);
+    if (cb->stage) rel_cu(cb, cudaFree(cb->stage), "free the staging buffer");
     cb->stage = NULL;
     cb->stage_bytes = 0;
     CU_TRY(cb, cudaMalloc((void **)&cb->stage, bytes), "staging buffer");
@@ -153,8 +170,8 @@ static disopt_status cu_alloc(dp_backend *b, size_t bytes, void **out) {
 static void cu_free(dp_backend *b, void *p) {
     cu_backend *cb = (cu_backend *)b;
     if (!p) return;
-    cudaSetDevice(cb->device);
-    cudaFree(p);
+    rel_cu(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    rel_cu(cb, cudaFree(p), "free device memory");
 }
 
 static disopt_status cu_upload(dp_backend *b, const dp_tview *dst, const float *src) {
@@ -216,8 +233,7 @@ static disopt_status cu_host_alloc(dp_backend *b, size_t bytes, void **out) {
 }
 
 static void cu_host_free(dp_backend *b, void *p) {
-    (void)b;
-    if (p) cudaFreeHost(p);
+    if (p) rel_cu((const cu_backend *)b, cudaFreeHost(p), "free pinned host memory");
 }
 
 static disopt_status cu_download(dp_backend *b, float *dst, const dp_tview *src) {
@@ -242,13 +258,13 @@ static void cu_release(dp_backend *b, dp_node *node) {
     cu_backend *cb = (cu_backend *)b;
     cu_node *cn = node->bk;
     if (!cn) return;
-    cudaSetDevice(cb->device);
-    cudaFree(cn->w);
-    cudaFree(cn->b);
-    cudaFree(cn->wh);
-    cudaFree(cn->wt);
-    if (cn->fdesc) cudnnDestroyFilterDescriptor(cn->fdesc);
-    if (cn->cdesc) cudnnDestroyConvolutionDescriptor(cn->cdesc);
+    rel_cu(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    rel_cu(cb, cudaFree(cn->w), "free weights");
+    rel_cu(cb, cudaFree(cn->b), "free bias");
+    rel_cu(cb, cudaFree(cn->wh), "free half weights");
+    rel_cu(cb, cudaFree(cn->wt), "free tap weights");
+    if (cn->fdesc) rel_dnn(cb, cudnnDestroyFilterDescriptor(cn->fdesc), "destroy filter descriptor");
+    if (cn->cdesc) rel_dnn(cb, cudnnDestroyConvolutionDescriptor(cn->cdesc), "destroy convolution descriptor");
     free(cn);
     node->bk = NULL;
 }
@@ -303,7 +319,7 @@ static disopt_status cu_prepare(dp_backend *b, dp_node *node) {
             cudaError_t e = cudaMalloc(&cn->wt, (size_t)M * c->cin * cb->esz);
             if (e == cudaSuccess) e = (cudaError_t)dpk_from_f32(cb->stream, cb->dt, cn->wt, wf, (size_t)M * c->cin);
             if (e == cudaSuccess) e = cudaStreamSynchronize(cb->stream);
-            cudaFree(wf);
+            rel_cu(cb, cudaFree(wf), "free float tap weights");
             if (e != cudaSuccess) return cuda_fail(cb, e, "tap weights");
         }
     }
@@ -630,13 +646,13 @@ static disopt_status cu_graph_end(dp_backend *b, int ok, void **out) {
     cudaGraph_t g = NULL;
     cudaError_t e = cudaStreamEndCapture(cb->stream, &g);
     if (!ok || e != cudaSuccess) {
-        if (g) cudaGraphDestroy(g);
+        if (g) rel_cu(cb, cudaGraphDestroy(g), "destroy graph");
         cudaGetLastError();
         return ok ? cuda_fail(cb, e, "graph capture") : DISOPT_OK;
     }
     cudaGraphExec_t x = NULL;
     e = cudaGraphInstantiate(&x, g, 0);
-    cudaGraphDestroy(g);
+    rel_cu(cb, cudaGraphDestroy(g), "destroy graph");
     if (e != cudaSuccess) return cuda_fail(cb, e, "graph instantiate");
     *out = x;
     return DISOPT_OK;
@@ -651,8 +667,8 @@ static disopt_status cu_graph_launch(dp_backend *b, void *graph) {
 
 static void cu_graph_destroy(dp_backend *b, void *graph) {
     cu_backend *cb = (cu_backend *)b;
-    cudaSetDevice(cb->device);
-    if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+    rel_cu(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    if (graph) rel_cu(cb, cudaGraphExecDestroy((cudaGraphExec_t)graph), "destroy graph instance");
 }
 
 static const dp_backend_vtable CUDA_VT = {
