@@ -13,6 +13,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "kernels.h"
 
@@ -31,6 +32,32 @@ __device__ inline float rounded(const float *, float v) { return v; }
 __device__ inline float rounded(const __half *, float v) { return __half2float(__float2half_rn(v)); }
 __device__ inline float rounded(const __nv_bfloat16 *, float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
+// the 16 bytes at a vector load as floats: 4 floats or 8 halves / bfloat16s (the pointer picks T)
+__device__ inline void unpack16(const float *, uint4 r, float *f) {
+    f[0] = __uint_as_float(r.x);
+    f[1] = __uint_as_float(r.y);
+    f[2] = __uint_as_float(r.z);
+    f[3] = __uint_as_float(r.w);
+}
+__device__ inline void unpack16(const __half *, uint4 r, float *f) {
+    const __half2 *h = reinterpret_cast<const __half2 *>(&r);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 v = __half22float2(h[i]);
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+__device__ inline void unpack16(const __nv_bfloat16 *, uint4 r, float *f) {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&r);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 v = __bfloat1622float2(h[i]);
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+
 inline unsigned blocks_for(size_t n) {
     size_t b = (n + TPB - 1) / TPB;
     return (unsigned)(b > 65535u * 64u ? 65535u * 64u : b);
@@ -44,6 +71,22 @@ __device__ inline float act_apply(int act, float x) {
     default: return x;
     }
 }
+// The same with the hardware's approximate exp2 and reciprocal (relative error ~1e-6, far below the
+// 2^-11 / 2^-8 rounding of half / bfloat16 storage; a handful of instructions instead of a few
+// dozen): the activation of kernels whose storage type is half. For exp(-x) -> inf the quotient
+// goes to 0, the right limit.
+__device__ inline float act_fast(int act, float x) {
+    switch (act) {
+    case DPK_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case DPK_ACT_SIGMOID: return __fdividef(1.0f, 1.0f + __expf(-x));
+    case DPK_ACT_SWISH: return __fdividef(x, 1.0f + __expf(-x));
+    default: return x;
+    }
+}
+// the activation for storage type T: exact (expf, IEEE division) for float (FP32/TF32 modes, equal
+// to the CPU), fast for half storage
+template <typename T> __device__ inline float act_t(int act, float x) { return act_fast(act, x); }
+template <> __device__ inline float act_t<float>(int act, float x) { return act_apply(act, x); }
 
 #define GRID_LOOP(i, total)                                                                                    \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
@@ -52,7 +95,7 @@ template <typename T> __global__ void k_bias_act(T *y, const float *bias, int C,
     GRID_LOOP(i, total) {
         float v = ld(y + i);
         if (bias) v += bias[(i / HW) % C];
-        st(y + i, act_apply(act, v));
+        st(y + i, act_t<T>(act, v));
     }
 }
 
@@ -61,7 +104,7 @@ __global__ void k_scale_shift_act(T *y, const T *x, const float *s, const float 
                                   int act) {
     GRID_LOOP(i, total) {
         int c = (int)((i / HW) % C);
-        st(y + i, act_apply(act, ld(x + i) * s[c] + t[c]));
+        st(y + i, act_t<T>(act, ld(x + i) * s[c] + t[c]));
     }
 }
 
@@ -83,9 +126,9 @@ __global__ void k_pad(T *y, const T *x, int H, int W, int pt, int pl, int Ho, in
 
 // The producer's deferred bias + activation applied to a depthwise conv's input value (padding
 // stays 0: it pads the activated tensor); pre_act < 0: nothing deferred.
-__device__ inline float pre_apply(float v, const float *pre_b, int c, int pre_act) {
+template <typename T> __device__ inline float pre_apply(float v, const float *pre_b, int c, int pre_act) {
     if (pre_act < 0) return v;
-    return act_apply(pre_act, v + (pre_b ? pre_b[c] : 0.0f));
+    return act_t<T>(pre_act, v + (pre_b ? pre_b[c] : 0.0f));
 }
 
 // depthwise conv, any k/stride/dilation/padding, one thread per output (fallback)
@@ -106,11 +149,11 @@ __global__ void k_depthwise(T *y, const T *x, const float *w, const float *bias,
             for (int kj = 0; kj < kw; kj++) {
                 int xi = xo * sw - pl + kj * dw;
                 if (xi < 0 || xi >= W) continue;
-                acc += wp[ki * kw + kj] * pre_apply(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act);
+                acc += wp[ki * kw + kj] * pre_apply<T>(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act);
             }
         }
         if (bias) acc += bias[c];
-        st(y + i, act_apply(act, acc));
+        st(y + i, act_t<T>(act, acc));
     }
 }
 
@@ -139,24 +182,48 @@ constexpr int DW_TW = 32, DW_TH = 32, DW_ROWS = 4; // block 32 x 8 threads
 template <typename T, int K, int S>
 __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
                                   const float *__restrict__ bias, int C, int H, int W, int Ho, int Wo, int kh_, int kw_,
-                                  int sh_, int sw_, int dh, int dw, int pt, int pl, int act, int IH, int IW,
-                                  double *__restrict__ gpart, const float *__restrict__ pre_b, int pre_act) {
+                                  int sh_, int sw_, int dh, int dw, int pt, int pl, int act, int IH, int IW, int TWs,
+                                  int d0, int vec, double *__restrict__ gpart, const float *__restrict__ pre_b,
+                                  int pre_act) {
     const int kh = K > 0 ? K : kh_, kw = K > 0 ? K : kw_, sh = S > 0 ? S : sh_, sw = S > 0 ? S : sw_;
-    extern __shared__ float tile[]; // IH x IW input, then kh*kw weights
-    float *wsh = tile + IH * IW;
+    // IH x TWs input (row stride TWs >= IW; the window's first input column at d0), then kh*kw weights
+    extern __shared__ float tile[];
+    float *wsh = tile + IH * TWs;
     const int ntx = (Wo + DW_TW - 1) / DW_TW, nty = (Ho + DW_TH - 1) / DW_TH;
     const int bt = blockIdx.x % (ntx * nty), nc = blockIdx.x / (ntx * nty), c = nc % C;
     const int ox0 = (bt % ntx) * DW_TW, oy0 = (bt / ntx) * DW_TH;
     const int ix0 = ox0 * sw - pl, iy0 = oy0 * sh - pt;
     const T *xp = x + (size_t)nc * H * W;
     const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthr = blockDim.x * blockDim.y;
-    if (K > 0 && dh == 1 && dw == 1) { // tile width known at compile time: a flat loop, cheap division
+    if (K > 0 && vec) {
+        // 16-byte loads of whole aligned vectors (W % VEC == 0, so a vector is all inside the raster
+        // row or all outside): the tile starts d0 columns left of the window, at an aligned column
+        constexpr int VEC = 16 / sizeof(T);
+        constexpr int IHc = (DW_TH - 1) * (S > 0 ? S : 1) + (K > 0 ? K : 1);
+        const int ax0 = ix0 - d0, nv = TWs / VEC;
+#pragma unroll 2
+        for (int i = tid; i < IHc * nv; i += nthr) {
+            const int ty = i / nv, v = i - ty * nv, yi = iy0 + ty, xi = ax0 + v * VEC;
+            float4 *dst = reinterpret_cast<float4 *>(tile + ty * TWs + v * VEC);
+            if (yi >= 0 && yi < H && xi >= 0 && xi < W) {
+                float f[VEC];
+                unpack16(xp, __ldg(reinterpret_cast<const uint4 *>(xp + (size_t)yi * W + xi)), f);
+#pragma unroll
+                for (int e = 0; e < VEC; e++) f[e] = pre_apply<T>(f[e], pre_b, c, pre_act);
+#pragma unroll
+                for (int q = 0; q < VEC / 4; q++) dst[q] = make_float4(f[4 * q], f[4 * q + 1], f[4 * q + 2], f[4 * q + 3]);
+            } else {
+#pragma unroll
+                for (int q = 0; q < VEC / 4; q++) dst[q] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+        }
+    } else if (K > 0 && dh == 1 && dw == 1) { // tile width known at compile time: a flat loop, cheap division
         constexpr int IWc = (DW_TW - 1) * (S > 0 ? S : 1) + (K > 0 ? K : 1);
         constexpr int IHc = (DW_TH - 1) * (S > 0 ? S : 1) + (K > 0 ? K : 1);
 #pragma unroll 4
         for (int i = tid; i < IHc * IWc; i += nthr) { // (unrolled: several loads in flight per thread)
             const int ty = i / IWc, tx = i - ty * IWc, yi = iy0 + ty, xi = ix0 + tx;
-            tile[i] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? pre_apply(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act)
+            tile[i] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? pre_apply<T>(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act)
                                                                : 0.0f;
         }
     } else {
@@ -165,8 +232,8 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
             const bool rowok = yi >= 0 && yi < H;
             for (int tx = threadIdx.x; tx < IW; tx += blockDim.x) {
                 const int xi = ix0 + tx;
-                tile[ty * IW + tx] =
-                    (rowok && xi >= 0 && xi < W) ? pre_apply(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act) : 0.0f;
+                tile[ty * TWs + tx] =
+                    (rowok && xi >= 0 && xi < W) ? pre_apply<T>(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act) : 0.0f;
             }
         }
     }
@@ -190,7 +257,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
             for (int r = 0; r < DW_ROWS; r++) acc[r] = 0.0f;
 #pragma unroll
             for (int rr = 0; rr < (DW_ROWS - 1) * S + K; rr++) {
-                const float *row = tile + (ly0 * S + rr) * IW + threadIdx.x * S;
+                const float *row = tile + (ly0 * S + rr) * TWs + d0 + threadIdx.x * S;
                 float v[K];
 #pragma unroll
                 for (int kj = 0; kj < K; kj++) v[kj] = row[kj];
@@ -208,7 +275,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                 const int oy = oy0 + ly0 + r;
                 if (oy < Ho) {
                     T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-                    const float v = act_apply(act, acc[r] + b);
+                    const float v = act_t<T>(act, acc[r] + b);
                     st(yp, v);
                     if (gpart) gsum += rounded(yp, v);
                 }
@@ -221,12 +288,12 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
             float acc = 0.0f;
 #pragma unroll
             for (int ki = 0; ki < K; ki++) {
-                const float *row = tile + (ly * S + ki * dh) * IW + threadIdx.x * S;
+                const float *row = tile + (ly * S + ki * dh) * TWs + d0 + threadIdx.x * S;
 #pragma unroll
                 for (int kj = 0; kj < K; kj++) acc += wr[ki * K + kj] * row[kj * dw];
             }
             T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-            const float v = act_apply(act, acc + b);
+            const float v = act_t<T>(act, acc + b);
             st(yp, v);
             if (gpart) gsum += rounded(yp, v);
         }
@@ -237,11 +304,11 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
             if (oy >= Ho) break;
             float acc = 0.0f;
             for (int ki = 0; ki < kh; ki++) {
-                const float *row = tile + (ly * sh + ki * dh) * IW + threadIdx.x * sw;
+                const float *row = tile + (ly * sh + ki * dh) * TWs + d0 + threadIdx.x * sw;
                 for (int kj = 0; kj < kw; kj++) acc += wsh[ki * kw + kj] * row[kj * dw];
             }
             T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-            const float v = act_apply(act, acc + b);
+            const float v = act_t<T>(act, acc + b);
             st(yp, v);
             if (gpart) gsum += rounded(yp, v);
         }
@@ -305,7 +372,7 @@ __global__ void k_conv_co(T *__restrict__ y, const T *__restrict__ x, const floa
 #pragma unroll
             for (int i = 0; i < (KK > 0 ? KK : CONV_CO_PATCH); i++)
                 if (KK > 0 || i < K) acc += wp[i] * v[i];
-            st(y + ((size_t)n * Cout + co0 + o) * HWo + p, act_apply(act, acc + (bias ? bias[co0 + o] : 0.0f)));
+            st(y + ((size_t)n * Cout + co0 + o) * HWo + p, act_t<T>(act, acc + (bias ? bias[co0 + o] : 0.0f)));
         }
     }
 }
@@ -332,7 +399,7 @@ __global__ void k_tap_sum(T *y, const float *__restrict__ z, const float *__rest
                 acc += zp[((size_t)ki * kw + kj) * H * W + (size_t)yi * W + xi];
             }
         }
-        st(y + i, act_apply(act, acc + (bias ? bias[o] : 0.0f)));
+        st(y + i, act_t<T>(act, acc + (bias ? bias[o] : 0.0f)));
     }
 }
 
@@ -377,7 +444,7 @@ __global__ void k_conv_few(T *__restrict__ y, const T *__restrict__ x, const flo
             }
         }
         for (int o = 0; o < Cout; o++)
-            st(y + ((size_t)n * Cout + o) * HWo + p, act_apply(act, acc[o] + (bias ? bias[o] : 0.0f)));
+            st(y + ((size_t)n * Cout + o) * HWo + p, act_t<T>(act, acc[o] + (bias ? bias[o] : 0.0f)));
     }
 }
 
@@ -501,6 +568,13 @@ __global__ void k_count_nonfinite(const float *__restrict__ x, size_t n, unsigne
         return cudaGetLastError();                                                                             \
     } while (0)
 
+// DISOPT_CUDA_DW_SCALAR=1: the depthwise tile loads element by element (the code before the
+// vectorised loads), for measuring one against the other in the same process run
+static int dw_scalar_forced(void) {
+    const char *v = getenv("DISOPT_CUDA_DW_SCALAR");
+    return v && *v == '1';
+}
+
 #define TP(p) (T *)(p)
 #define CTP(p) (const T *)(p)
 
@@ -550,15 +624,24 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
     size_t t = (size_t)N * C * Ho * Wo;
     if (t == 0) return cudaSuccess;
     const int IH = (DW_TH - 1) * sh + (kh - 1) * dh + 1, IW = (DW_TW - 1) * sw + (kw - 1) * dw + 1;
-    const size_t smem = ((size_t)IH * IW + (size_t)kh * kw) * sizeof(float);
+    const int sq = kh == kw && sh == sw;
+    // vectorised tile loads: a compiled-in K/S, undilated, rows of whole 16-byte vectors, an aligned
+    // tensor (the tile then starts d0 = (-pl) mod VEC columns left of the window: ox0 * S is a
+    // multiple of 32); DISOPT_CUDA_DW_SCALAR=1 turns them off (for comparisons)
+    const int VEC = (int)(16 / dpk_elem_size(dt));
+    const int vec = sq && (kh == 3 || kh == 5) && (sh == 1 || sh == 2) && dh == 1 && dw == 1 && W % VEC == 0 &&
+                    ((uintptr_t)x % 16) == 0 && !dw_scalar_forced();
+    const int d0 = vec ? ((-pl) % VEC + VEC) % VEC : 0;
+    const int TWs = vec ? (d0 + IW + VEC - 1) / VEC * VEC : IW;
+    const size_t smem = ((size_t)IH * TWs + (size_t)kh * kw) * sizeof(float);
     const size_t nblocks = (size_t)((Wo + DW_TW - 1) / DW_TW) * ((Ho + DW_TH - 1) / DW_TH) * N * C;
     if (smem <= 48 * 1024 && nblocks <= 0x7fffffffu) {
 #define DW_GO(K, S)                                                                                            \
     DISPATCH(dt, k_depthwise_tiled<T, K, S><<<(unsigned)nblocks, dim3(DW_TW, DW_TH / DW_ROWS), smem,                \
                                               (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh,  \
-                                                                      kw, sh, sw, dh, dw, pt, pl, act, IH, IW,    \
-                                                                      gap ? gpart : nullptr, pre_b, pre_act))
-        const int sq = kh == kw && sh == sw;
+                                                                      kw, sh, sw, dh, dw, pt, pl, act, IH, IW, TWs, \
+                                                                      d0, vec, gap ? gpart : nullptr, pre_b,     \
+                                                                      pre_act))
         if (sq && kh == 3 && sh == 1) DW_GO(3, 1)
         else if (sq && kh == 3 && sh == 2) DW_GO(3, 2)
         else if (sq && kh == 5 && sh == 1) DW_GO(5, 1)
@@ -578,7 +661,8 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
 }
 int dpk_depthwise_gap_ok(int N, int C, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw) {
     const int IH = (DW_TH - 1) * sh + (kh - 1) * dh + 1, IW = (DW_TW - 1) * sw + (kw - 1) * dw + 1;
-    const size_t smem = ((size_t)IH * IW + (size_t)kh * kw) * sizeof(float);
+    // (with the widest vectorised tile row: up to 7 more columns for the alignment, rounded to 8)
+    const size_t smem = ((size_t)IH * ((IW + 7 + 7) / 8 * 8) + (size_t)kh * kw) * sizeof(float);
     const size_t nblocks = (size_t)((Wo + DW_TW - 1) / DW_TW) * ((Ho + DW_TH - 1) / DW_TH) * N * C;
     return smem <= 48 * 1024 && nblocks <= 0x7fffffffu;
 }

@@ -116,6 +116,12 @@ static void conv_cases(void) {
     conv_case(1, 8, 3, 20, 24, 3, 2, 2, 1, 1, 2, 2, 1, 1, DP_ACT_RELU, 0);      /* few outputs, odd geometry */
     conv_case(2, 48, 3, 21, 19, 3, 1, 2, 1, 2, 1, 2, 1, 1, DP_ACT_SIGMOID, 0);  /* head as tap GEMM: dilated, asym */
     conv_case(2, 16, 16, 70, 45, 3, 2, 1, 16, 0, 1, 0, 1, 1, DP_ACT_SWISH, 0);  /* depthwise s2, several tiles */
+    /* widths that are whole 16-byte vectors: the vectorised tile loads, the tile starting d0 columns
+     * left of the window (d0 = -pl mod VEC: 0, VEC - 1, VEC - 2), several tiles across and down */
+    conv_case(2, 8, 8, 70, 64, 3, 1, 1, 8, 1, 1, 1, 1, 1, DP_ACT_SWISH, 0);    /* 3x3/s1, pad 1 */
+    conv_case(1, 8, 8, 66, 72, 3, 2, 1, 8, 0, 1, 0, 1, 1, DP_ACT_SIGMOID, 0);  /* 3x3/s2, static pad (0,1) */
+    conv_case(2, 6, 6, 40, 40, 5, 1, 1, 6, 2, 2, 2, 2, 0, DP_ACT_RELU, 0);     /* 5x5/s1, pad 2 */
+    conv_case(1, 4, 4, 24, 16, 5, 2, 1, 4, 2, 2, 2, 2, 1, DP_ACT_NONE, 0);     /* 5x5/s2, pad 2 */
     conv_case(1, 8, 8, 32, 32, 3, 1, 36, 8, 36, 36, 36, 36, 0, DP_ACT_NONE, 0); /* ASPP rate 36 */
     conv_case(1, 4, 4, 20, 20, 3, 1, 48, 4, 48, 48, 48, 48, 0, DP_ACT_NONE, 0); /* tile too big: fallback */
     conv_case(33, 2048, 2048, 2, 2, 3, 1, 1, 2048, 1, 1, 1, 1, 1, DP_ACT_SWISH, 0); /* N*C > 65535 planes */
@@ -185,6 +191,7 @@ static void conv_gap_cases(void) {
     conv_gap_case(2, 24, 70, 45, 3, 1, 1, 1, 1, 1);  /* several tiles per plane, ragged edges */
     conv_gap_case(3, 40, 64, 64, 5, 2, 1, 2, 1, 2);  /* 5x5 stride 2, static asymmetric pad */
     conv_gap_case(1, 16, 8, 8, 3, 1, 1, 1, 1, 1);    /* one partial tile */
+    conv_gap_case(2, 12, 96, 128, 3, 2, 0, 1, 0, 1); /* vectorised loads, 3x3/s2, several tiles */
 }
 
 static void eltwise_case(dp_op op, dp_act act, int n, int c, int h, int w) {
