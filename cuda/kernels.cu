@@ -88,10 +88,13 @@ __device__ inline float act_fast(int act, float x) {
 template <typename T> __device__ inline float act_t(int act, float x) { return act_fast(act, x); }
 template <> __device__ inline float act_t<float>(int act, float x) { return act_apply(act, x); }
 
+// Index type I: unsigned (32-bit) when every index a kernel forms is below 2^31 (LAUNCH checks), so
+// that the divisions and remainders of the index math are 32-bit (a 64-bit division costs several
+// times the instructions; these kernels are bound by instruction issue, not memory), else size_t.
 #define GRID_LOOP(i, total)                                                                                    \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (total); i += (I)gridDim.x * blockDim.x)
 
-template <typename T> __global__ void k_bias_act(T *y, const float *bias, int C, size_t HW, size_t total, int act) {
+template <typename T, typename I> __global__ void k_bias_act(T *y, const float *bias, int C, I HW, I total, int act) {
     GRID_LOOP(i, total) {
         float v = ld(y + i);
         if (bias) v += bias[(i / HW) % C];
@@ -99,8 +102,8 @@ template <typename T> __global__ void k_bias_act(T *y, const float *bias, int C,
     }
 }
 
-template <typename T>
-__global__ void k_scale_shift_act(T *y, const T *x, const float *s, const float *t, int C, size_t HW, size_t total,
+template <typename T, typename I>
+__global__ void k_scale_shift_act(T *y, const T *x, const float *s, const float *t, int C, I HW, I total,
                                   int act) {
     GRID_LOOP(i, total) {
         int c = (int)((i / HW) % C);
@@ -109,18 +112,18 @@ __global__ void k_scale_shift_act(T *y, const T *x, const float *s, const float 
 }
 
 // y = x * g[n, c] (SE gate; g is N x C)
-template <typename T> __global__ void k_scale_ch(T *y, const T *x, const T *g, size_t HW, size_t total) {
+template <typename T, typename I> __global__ void k_scale_ch(T *y, const T *x, const T *g, I HW, I total) {
     GRID_LOOP(i, total) st(y + i, ld(g + i / HW) * ld(x + i));
 }
 
 // zero-padded copy: x (N,C,H,W) -> y (N,C,H+pt+pb,W+pl+pr)
-template <typename T>
-__global__ void k_pad(T *y, const T *x, int H, int W, int pt, int pl, int Ho, int Wo, size_t total) {
+template <typename T, typename I>
+__global__ void k_pad(T *y, const T *x, int H, int W, int pt, int pl, int Ho, int Wo, I total) {
     GRID_LOOP(i, total) {
         int xo = (int)(i % Wo), yo = (int)((i / Wo) % Ho);
-        size_t plane = i / ((size_t)Wo * Ho);
+        I plane = i / ((I)Wo * Ho);
         int xi = xo - pl, yi = yo - pt;
-        st(y + i, (xi >= 0 && xi < W && yi >= 0 && yi < H) ? ld(x + plane * H * W + (size_t)yi * W + xi) : 0.0f);
+        st(y + i, (xi >= 0 && xi < W && yi >= 0 && yi < H) ? ld(x + plane * H * W + (I)yi * W + xi) : 0.0f);
     }
 }
 
@@ -132,16 +135,16 @@ template <typename T> __device__ inline float pre_apply(float v, const float *pr
 }
 
 // depthwise conv, any k/stride/dilation/padding, one thread per output (fallback)
-template <typename T>
+template <typename T, typename I>
 __global__ void k_depthwise(T *y, const T *x, const float *w, const float *bias, int C, int H, int W, int Ho, int Wo,
-                            int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, size_t total, int act,
+                            int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl, I total, int act,
                             const float *pre_b, int pre_act) {
     GRID_LOOP(i, total) {
         int xo = (int)(i % Wo), yo = (int)((i / Wo) % Ho);
-        size_t nc = i / ((size_t)Wo * Ho);
+        I nc = i / ((I)Wo * Ho);
         int c = (int)(nc % C);
         const T *xp = x + nc * H * W;
-        const float *wp = w + (size_t)c * kh * kw;
+        const float *wp = w + (I)c * kh * kw;
         float acc = 0.0f;
         for (int ki = 0; ki < kh; ki++) {
             int yi = yo * sh - pt + ki * dh;
@@ -149,7 +152,7 @@ __global__ void k_depthwise(T *y, const T *x, const float *w, const float *bias,
             for (int kj = 0; kj < kw; kj++) {
                 int xi = xo * sw - pl + kj * dw;
                 if (xi < 0 || xi >= W) continue;
-                acc += wp[ki * kw + kj] * pre_apply<T>(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act);
+                acc += wp[ki * kw + kj] * pre_apply<T>(ld(xp + (I)yi * W + xi), pre_b, c, pre_act);
             }
         }
         if (bias) acc += bias[c];
@@ -380,15 +383,15 @@ __global__ void k_conv_co(T *__restrict__ y, const T *__restrict__ x, const floa
 // the second half of a stride-1 k x k conv to few outputs done as a GEMM per tap: z holds, per image,
 // Cout*kh*kw float maps (tap-major: (o*kh + ki)*kw + kj) of the input's size, each the 1x1 product of
 // one tap's weights; y[o](yo, xo) = act(bias[o] + sum of the taps' maps shifted into place)
-template <typename T>
+template <typename T, typename I>
 __global__ void k_tap_sum(T *y, const float *__restrict__ z, const float *__restrict__ bias, int Cout, int kh, int kw,
-                          int dh, int dw, int pt, int pl, int H, int W, int Ho, int Wo, size_t total, int act) {
+                          int dh, int dw, int pt, int pl, int H, int W, int Ho, int Wo, I total, int act) {
     GRID_LOOP(i, total) {
         const int xo = (int)(i % Wo), yo = (int)((i / Wo) % Ho);
-        const size_t no = i / ((size_t)Wo * Ho);
+        const I no = i / ((I)Wo * Ho);
         const int o = (int)(no % Cout);
-        const size_t n = no / Cout;
-        const float *zp = z + (n * Cout + o) * (size_t)kh * kw * H * W;
+        const I n = no / Cout;
+        const float *zp = z + (n * Cout + o) * (I)kh * kw * H * W;
         float acc = 0.0f;
         for (int ki = 0; ki < kh; ki++) {
             const int yi = yo - pt + ki * dh;
@@ -396,7 +399,7 @@ __global__ void k_tap_sum(T *y, const float *__restrict__ z, const float *__rest
             for (int kj = 0; kj < kw; kj++) {
                 const int xi = xo - pl + kj * dw;
                 if (xi < 0 || xi >= W) continue;
-                acc += zp[((size_t)ki * kw + kj) * H * W + (size_t)yi * W + xi];
+                acc += zp[((I)ki * kw + kj) * H * W + (I)yi * W + xi];
             }
         }
         st(y + i, act_t<T>(act, acc + (bias ? bias[o] : 0.0f)));
@@ -405,11 +408,11 @@ __global__ void k_tap_sum(T *y, const float *__restrict__ z, const float *__rest
 
 // per-image weights of a 1x1 conv with the SE gate folded in: wo[n][o][i] = w[o][i] * g[n][i]
 // (instead of a scaling pass over the conv's large input)
-template <typename T>
-__global__ void k_scale_w(T *wo, const float *__restrict__ w, const T *__restrict__ g, int Cout, int Cin, size_t total) {
+template <typename T, typename I>
+__global__ void k_scale_w(T *wo, const float *__restrict__ w, const T *__restrict__ g, int Cout, int Cin, I total) {
     GRID_LOOP(i, total) {
-        const size_t ci = i % Cin, n = i / ((size_t)Cin * Cout);
-        st(wo + i, w[i % ((size_t)Cin * Cout)] * ld(g + n * Cin + ci));
+        const I ci = i % Cin, n = i / ((I)Cin * Cout);
+        st(wo + i, w[i % ((I)Cin * Cout)] * ld(g + n * Cin + ci));
     }
 }
 
@@ -474,51 +477,64 @@ template <typename T> __global__ void k_gap(T *y, const T *x, size_t HW) {
     if (threadIdx.x == 0) st(y + blockIdx.x, (float)(part[0] / (double)HW));
 }
 
-template <typename T>
-__global__ void k_scse(T *y, const T *x, const T *cs, const T *ss, int C, size_t HW, size_t total) {
+template <typename T, typename I>
+__global__ void k_scse(T *y, const T *x, const T *cs, const T *ss, int C, I HW, I total) {
     GRID_LOOP(i, total) {
-        size_t nc = i / HW, n = nc / C, p = i % HW;
+        I nc = i / HW, n = nc / C, p = i % HW;
         float v = ld(x + i);
         st(y + i, v * ld(cs + nc) + v * ld(ss + n * HW + p));
     }
 }
 
-template <typename T> __global__ void k_add(T *y, const T *a, const T *b, size_t total) {
+template <typename T, typename I> __global__ void k_add(T *y, const T *a, const T *b, I total) {
     GRID_LOOP(i, total) st(y + i, ld(a + i) + ld(b + i));
 }
 
-// y[n, c0 + c, :] = x[n, c, :] for one concat input
-template <typename T> __global__ void k_concat_part(T *y, const T *x, int Cx, int Cy, int c0, size_t HW, size_t total) {
-    GRID_LOOP(i, total) {
-        size_t p = i % HW, nc = i / HW;
-        size_t n = nc / Cx, c = nc % Cx;
-        y[(n * Cy + c0 + c) * HW + p] = x[i];
+// y[n, c0 + c, :] = x[n, c, :] for one concat input: planes over grid y (looping past 65535), a
+// plane's pixels over grid x, 16-byte vectors when the planes are whole vectors (no index
+// divisions per element)
+template <typename T>
+__global__ void k_concat_plane(T *__restrict__ y, const T *__restrict__ x, int Cx, int Cy, int c0, unsigned HW,
+                               unsigned planes, int vec) {
+    constexpr unsigned VEC = 16 / sizeof(T);
+    for (unsigned pl = blockIdx.y; pl < planes; pl += gridDim.y) {
+        const unsigned n = pl / Cx, c = pl % Cx;
+        const T *src = x + (size_t)pl * HW;
+        T *dst = y + ((size_t)n * Cy + c0 + c) * HW;
+        const unsigned step = gridDim.x * blockDim.x;
+        if (vec) {
+            const uint4 *s4 = reinterpret_cast<const uint4 *>(src);
+            uint4 *d4 = reinterpret_cast<uint4 *>(dst);
+            for (unsigned v = blockIdx.x * blockDim.x + threadIdx.x; v < HW / VEC; v += step) d4[v] = s4[v];
+        } else {
+            for (unsigned p = blockIdx.x * blockDim.x + threadIdx.x; p < HW; p += step) dst[p] = src[p];
+        }
     }
 }
 
-template <typename T> __global__ void k_broadcast(T *y, const T *x, size_t HW, size_t total) {
+template <typename T, typename I> __global__ void k_broadcast(T *y, const T *x, I HW, I total) {
     GRID_LOOP(i, total) y[i] = x[i / HW];
 }
 
 // bilinear, align_corners=True (PyTorch's upsample_bilinear2d formula)
-template <typename T> __global__ void k_upsample(T *y, const T *x, int H, int W, int Ho, int Wo, size_t total) {
+template <typename T, typename I> __global__ void k_upsample(T *y, const T *x, int H, int W, int Ho, int Wo, I total) {
     const float rh = Ho > 1 ? (float)(H - 1) / (float)(Ho - 1) : 0.0f;
     const float rw = Wo > 1 ? (float)(W - 1) / (float)(Wo - 1) : 0.0f;
     GRID_LOOP(i, total) {
         int xo = (int)(i % Wo), yo = (int)((i / Wo) % Ho);
-        size_t nc = i / ((size_t)Wo * Ho);
+        I nc = i / ((I)Wo * Ho);
         float hr = rh * yo, wr = rw * xo;
         int h0 = (int)hr, w0 = (int)wr;
         int hp = h0 < H - 1 ? 1 : 0, wp = w0 < W - 1 ? 1 : 0;
         float l1 = hr - h0, l0 = 1.0f - l1, m1 = wr - w0, m0 = 1.0f - m1;
-        const T *p = x + nc * H * W + (size_t)h0 * W + w0;
+        const T *p = x + nc * H * W + (I)h0 * W + w0;
         st(y + i, l0 * (m0 * ld(p) + m1 * ld(p + wp)) + l1 * (m0 * ld(p + hp * W) + m1 * ld(p + hp * W + wp)));
     }
 }
 
-template <typename T> __global__ void k_softmax(T *y, const T *x, int C, size_t HW, size_t total) {
+template <typename T, typename I> __global__ void k_softmax(T *y, const T *x, int C, I HW, I total) {
     GRID_LOOP(i, total) {
-        size_t n = i / HW, p = i % HW;
+        I n = i / HW, p = i % HW;
         const T *xp = x + n * C * HW + p;
         T *yp = y + n * C * HW + p;
         float m = ld(xp);
@@ -530,8 +546,8 @@ template <typename T> __global__ void k_softmax(T *y, const T *x, int C, size_t 
 }
 
 // host float <-> device storage type
-template <typename T> __global__ void k_from_f32(T *y, const float *x, size_t total) { GRID_LOOP(i, total) st(y + i, x[i]); }
-template <typename T> __global__ void k_to_f32(float *y, const T *x, size_t total) { GRID_LOOP(i, total) y[i] = ld(x + i); }
+template <typename T, typename I> __global__ void k_from_f32(T *y, const float *x, I total) { GRID_LOOP(i, total) st(y + i, x[i]); }
+template <typename T, typename I> __global__ void k_to_f32(float *y, const T *x, I total) { GRID_LOOP(i, total) y[i] = ld(x + i); }
 
 // Counts NaN/Inf (exponent all ones) of x: grid-stride, warp-reduced, one atomic per warp.
 __global__ void k_count_nonfinite(const float *__restrict__ x, size_t n, unsigned long long *count) {
@@ -561,10 +577,21 @@ __global__ void k_count_nonfinite(const float *__restrict__ x, size_t n, unsigne
     } break;                                                                                                   \
     }
 
+// n: the launch's element count, which also bounds every index its kernel forms (LAUNCH64: not so)
 #define LAUNCH(dt, kernel, n, ...)                                                                             \
     do {                                                                                                       \
         if ((n) == 0) return cudaSuccess;                                                                      \
-        DISPATCH(dt, kernel<T><<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>(__VA_ARGS__))                   \
+        if ((size_t)(n) < ((size_t)1 << 31)) {                                                                 \
+            DISPATCH(dt, kernel<T, unsigned><<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>(__VA_ARGS__))     \
+        } else {                                                                                               \
+            DISPATCH(dt, kernel<T, size_t><<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>(__VA_ARGS__))       \
+        }                                                                                                      \
+        return cudaGetLastError();                                                                             \
+    } while (0)
+#define LAUNCH64(dt, kernel, n, ...)                                                                           \
+    do {                                                                                                       \
+        if ((n) == 0) return cudaSuccess;                                                                      \
+        DISPATCH(dt, kernel<T, size_t><<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>(__VA_ARGS__))           \
         return cudaGetLastError();                                                                             \
     } while (0)
 
@@ -656,7 +683,7 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
         return cudaGetLastError();
     }
     if (gap) return (int)cudaErrorNotSupported; // callers check dpk_depthwise_gap_ok
-    LAUNCH(dt, k_depthwise, t, TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, t, act, pre_b,
+    LAUNCH64(dt, k_depthwise, t, TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, t, act, pre_b,
            pre_act);
 }
 int dpk_depthwise_gap_ok(int N, int C, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw) {
@@ -686,7 +713,7 @@ int dpk_conv_co(void *stream, int dt, void *y, const void *x, const float *w, co
 int dpk_tap_sum(void *stream, int dt, void *y, const float *z, const float *bias, int N, int Cout, int kh, int kw,
                 int dh, int dw, int pt, int pl, int H, int W, int Ho, int Wo, int act) {
     size_t t = (size_t)N * Cout * Ho * Wo;
-    LAUNCH(dt, k_tap_sum, t, TP(y), z, bias, Cout, kh, kw, dh, dw, pt, pl, H, W, Ho, Wo, t, act);
+    LAUNCH64(dt, k_tap_sum, t, TP(y), z, bias, Cout, kh, kw, dh, dw, pt, pl, H, W, Ho, Wo, t, act);
 }
 int dpk_scale_w(void *stream, int dt, void *wo, const float *w, const void *g, int N, int Cout, int Cin) {
     size_t t = (size_t)N * Cout * Cin;
@@ -726,8 +753,16 @@ int dpk_add(void *stream, int dt, void *y, const void *a, const void *b, size_t 
     LAUNCH(dt, k_add, n, TP(y), CTP(a), CTP(b), n);
 }
 int dpk_concat_part(void *stream, int dt, void *y, const void *x, int N, int Cx, int Cy, int c0, size_t HW) {
-    size_t t = (size_t)N * Cx * HW;
-    LAUNCH(dt, k_concat_part, t, TP(y), CTP(x), Cx, Cy, c0, HW, t);
+    const size_t planes = (size_t)N * Cx;
+    if (planes == 0 || HW == 0) return cudaSuccess;
+    if (HW >= ((size_t)1 << 31) || planes >= ((size_t)1 << 31)) return (int)cudaErrorInvalidValue;
+    const size_t VEC = 16 / dpk_elem_size(dt);
+    const int vec = HW % VEC == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)y % 16 == 0;
+    const size_t per = vec ? HW / VEC : HW, bx = (per + TPB - 1) / TPB;
+    dim3 grid((unsigned)(bx > 1024 ? 1024 : bx), (unsigned)(planes > 65535 ? 65535 : planes));
+    DISPATCH(dt, k_concat_plane<T><<<grid, TPB, 0, (cudaStream_t)stream>>>(TP(y), CTP(x), Cx, Cy, c0, (unsigned)HW,
+                                                                          (unsigned)planes, vec))
+    return cudaGetLastError();
 }
 int dpk_broadcast(void *stream, int dt, void *y, const void *x, int N, int C, size_t HW) {
     size_t t = (size_t)N * C * HW;
@@ -739,7 +774,7 @@ int dpk_upsample(void *stream, int dt, void *y, const void *x, int N, int C, int
 }
 int dpk_softmax(void *stream, int dt, void *y, const void *x, int N, int C, size_t HW) {
     size_t t = (size_t)N * HW;
-    LAUNCH(dt, k_softmax, t, TP(y), CTP(x), C, HW, t);
+    LAUNCH64(dt, k_softmax, t, TP(y), CTP(x), C, HW, t);
 }
 int dpk_from_f32(void *stream, int dt, void *y, const float *x, size_t n) { LAUNCH(dt, k_from_f32, n, TP(y), x, n); }
 int dpk_to_f32(void *stream, int dt, float *y, const void *x, size_t n) { LAUNCH(dt, k_to_f32, n, y, CTP(x), n); }

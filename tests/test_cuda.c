@@ -233,6 +233,7 @@ static void eltwise_cases(void) {
     eltwise_case(DP_OP_SCSE, DP_ACT_NONE, 2, 6, 9, 11);
     eltwise_case(DP_OP_ADD, DP_ACT_NONE, 1, 4, 10, 10);
     eltwise_case(DP_OP_CONCAT, DP_ACT_NONE, 2, 6, 7, 5);
+    eltwise_case(DP_OP_CONCAT, DP_ACT_NONE, 3, 10, 16, 24); /* planes of whole 16-byte vectors */
     eltwise_case(DP_OP_BROADCAST, DP_ACT_NONE, 2, 8, 13, 9);
     eltwise_case(DP_OP_UPSAMPLE, DP_ACT_NONE, 2, 3, 16, 12);
     eltwise_case(DP_OP_SOFTMAX, DP_ACT_NONE, 2, 2, 20, 20);
