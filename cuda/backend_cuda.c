@@ -456,6 +456,12 @@ static disopt_status run_conv(cu_backend *cb, const dp_node *node, const dp_tvie
         src = wsp;
     }
     const int act = (int)node->act;
+    if (cn->gemm && HW == 1 && node->n_in == 1) { /* on 1x1 maps (SE, image pooling): one warp per output */
+        K_TRY(cb, dpk_fc(cb->stream, dt, out->data, src, cn->w, node->raw_out ? NULL : cn->b, in->n, c->cin, c->cout,
+                         node->raw_out ? -1 : act),
+              "1x1 convolution on 1x1 maps");
+        return DISOPT_OK;
+    }
     if (cn->gemm) { /* per image: Y (Cout x HW) = W (Cout x Cin) X (Cin x HW), row-major; in cuBLAS's
                      * column-major terms Y^T = X^T W^T, one strided-batched call */
         const float one = 1.0f, zero = 0.0f;

@@ -451,6 +451,28 @@ __global__ void k_conv_few(T *__restrict__ y, const T *__restrict__ x, const flo
     }
 }
 
+// a 1x1 conv on 1x1 maps (the SE and image-pooling FCs): y[n][o] = act(b[o] + sum_i w[o][i] x[n][i]),
+// one warp per output, lanes over the inputs (the weight row coalesced), fused bias + activation
+// (act < 0 and b NULL: raw output). Replaces a batched cuBLAS GEMM with one column per image and a
+// separate bias pass.
+template <typename T>
+__global__ void k_fc(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
+                     const float *__restrict__ b, int N, int Cin, int Cout, int act) {
+    const int warp = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (warp >= N * Cout) return;
+    const int n = warp / Cout, o = warp - n * Cout;
+    const float *wr = w + (size_t)o * Cin;
+    const T *xr = x + (size_t)n * Cin;
+    float acc = 0.0f;
+    for (int i = lane; i < Cin; i += 32) acc = fmaf(wr[i], ld(xr + i), acc);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, off);
+    if (lane == 0) {
+        const float v = acc + (b ? b[o] : 0.0f);
+        st(y + warp, act >= 0 ? act_t<T>(act, v) : v);
+    }
+}
+
 // global average pool of small planes: one warp per (n, c) plane, double accumulation
 template <typename T> __global__ void k_gap_warp(T *y, const T *x, size_t HW, int planes) {
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
@@ -732,6 +754,15 @@ int dpk_conv_few(void *stream, int dt, void *y, const void *x, const float *w, c
     const size_t smem = (size_t)Cout * Cin * kh * kw * sizeof(float);
     DISPATCH(dt, k_conv_few<T><<<grid, TPB, smem, (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, Cin, Cout, H, W, Ho,
                                                                            Wo, kh, kw, sh, sw, dh, dw, pt, pl, act))
+    return cudaGetLastError();
+}
+int dpk_fc(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int Cin, int Cout,
+           int act) {
+    const size_t warps = (size_t)N * Cout;
+    if (warps == 0) return cudaSuccess;
+    if (warps > 0x7fffffffu / 32) return (int)cudaErrorInvalidValue;
+    DISPATCH(dt, k_fc<T><<<(unsigned)((warps + 7) / 8), 256, 0, (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, N, Cin,
+                                                                                      Cout, act))
     return cudaGetLastError();
 }
 int dpk_gap(void *stream, int dt, void *y, const void *x, int N, int C, size_t HW) {

@@ -48,6 +48,10 @@ int dpk_conv_few_ok(int cin, int cout, int kh, int kw);
 int dpk_conv_few(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int Cin,
                  int Cout, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
                  int act);
+/* 1x1 conv on 1x1 maps (N x Cin -> N x Cout), fused bias (may be NULL) + activation (act < 0: none at all,
+ * the raw output) */
+int dpk_fc(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int Cin, int Cout,
+           int act);
 int dpk_gap(void *stream, int dt, void *y, const void *x, int N, int C, size_t HW);
 int dpk_scse(void *stream, int dt, void *y, const void *x, const void *cs, const void *ss, int N, int C, size_t HW);
 int dpk_add(void *stream, int dt, void *y, const void *a, const void *b, size_t n);
