@@ -1,0 +1,314 @@
+// train_loss.cu - the training's random masks (Philox4x32-10, the stream layout of core/train/rng.h), losses
+// (core/train/loss.inc: CE + smp-0.2.0 Dice from logits, pixel-wise KD, feature MSE, argmax) and the optimizer
+// update (core/train/optim.inc: SGD momentum/Nesterov + weight decay, AdamW) as one kernel over a flat arena.
+//
+// Conventions (see train_kernels.h): launchers are extern "C", launch on the given stream and return
+// cudaGetLastError(). Masks are bitwise the CPU's (the same integer arithmetic, the same float comparisons).
+// The losses do their pixel math in double as the CPU does; their sums are per-block partials (a fixed grid for
+// a given size, a shared-memory tree per block) that the host adds in block order: deterministic. The
+// optimizer repeats optim.inc's float operations one by one, each rounded (__fmul_rn, ...): bitwise the CPU's.
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "train_kernels.h"
+
+namespace {
+
+constexpr int TPB = 256;
+constexpr int LOSS_MAX_BLOCKS = 512;
+
+#define GRID_LOOP(i, total)                                                                                    \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+
+inline unsigned blocks_for(size_t n) {
+    size_t b = (n + TPB - 1) / TPB;
+    if (b == 0) b = 1;
+    return (unsigned)(b > 65535u * 64u ? 65535u * 64u : b);
+}
+
+__device__ inline double block_sum(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    const double r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+// ------------------------------------------------------------------ Philox4x32-10 (rng.c)
+__device__ inline void philox_block(uint64_t seed, uint64_t b, uint32_t out[4]) {
+    uint32_t c0 = (uint32_t)b, c1 = (uint32_t)(b >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int round = 0; round < 10; round++) {
+        if (round) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        const uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+        const uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
+        const uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
+        c0 = hi1 ^ c1 ^ k0;
+        c1 = lo1;
+        c2 = hi0 ^ c3 ^ k1;
+        c3 = lo0;
+    }
+    out[0] = c0;
+    out[1] = c1;
+    out[2] = c2;
+    out[3] = c3;
+}
+
+// dp_rng_u01: (w >> 8) * 2^-24, exact in float
+__device__ inline float u01(uint32_t w) { return __fmul_rn((float)(w >> 8), 5.9604644775390625e-08f); }
+
+__global__ void k_dropout_mask(uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask) {
+    const size_t nb = (n + 3) / 4;
+    GRID_LOOP(b, nb) {
+        uint32_t w[4];
+        philox_block(seed, counter + b, w);
+        for (int q = 0; q < 4; q++) {
+            const size_t i = b * 4 + (size_t)q;
+            if (i < n) mask[i] = (double)u01(w[q]) < keep;
+        }
+    }
+}
+
+__global__ void k_drop_connect_mask(uint64_t seed, uint64_t counter, float keep, int n, uint8_t *mask) {
+    GRID_LOOP(i, (size_t)n) {
+        uint32_t w[4];
+        philox_block(seed, counter + i / 4, w);
+        mask[i] = (uint8_t)floorf(__fadd_rn(keep, u01(w[i % 4])));
+    }
+}
+
+// ------------------------------------------------------------------ losses
+// log-softmax of the C values at x[k * P] in double (loss.inc's lsm_px)
+__device__ inline void lsm_px(const float *x, size_t P, int C, double *ls) {
+    double m = (double)x[0];
+    for (int k = 1; k < C; k++) {
+        const double v = (double)x[(size_t)k * P];
+        if (v > m) m = v;
+    }
+    double s = 0.0;
+    for (int k = 0; k < C; k++) s += exp((double)x[(size_t)k * P] - m);
+    const double lz = m + log(s);
+    for (int k = 0; k < C; k++) ls[k] = (double)x[(size_t)k * P] - lz;
+}
+
+__global__ void k_seg_stats(int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid,
+                            double *part) {
+    __shared__ double sh[TPB];
+    double ce = 0.0, nv = 0.0, bad = 0.0;
+    double I[DPTK_MAX_C], S[DPTK_MAX_C], Y[DPTK_MAX_C], ls[DPTK_MAX_C];
+    for (int k = 0; k < C; k++) I[k] = S[k] = Y[k] = 0.0;
+    const size_t NP = (size_t)N * P;
+    GRID_LOOP(q, NP) {
+        if (valid && !valid[q]) continue;
+        const int32_t y = target[q];
+        if (y < 0 || y >= C) {
+            bad += 1.0;
+            continue;
+        }
+        const size_t n = q / P, p = q % P;
+        lsm_px(x + n * (size_t)C * P + p, P, C, ls);
+        ce -= ls[y];
+        for (int k = 0; k < C; k++) S[k] += exp(ls[k]);
+        I[y] += exp(ls[y]);
+        Y[y] += 1.0;
+        nv += 1.0;
+    }
+    const int nvals = 3 + 3 * C;
+    for (int v = 0; v < nvals; v++) {
+        const double val = v == 0 ? ce : v == 1 ? nv : v == 2 ? bad : v < 3 + C ? I[v - 3] : v < 3 + 2 * C ? S[v - 3 - C]
+                                                                                                       : Y[v - 3 - 2 * C];
+        const double r = block_sum(val, sh);
+        if (threadIdx.x == 0) part[(size_t)blockIdx.x * nvals + v] = r;
+    }
+}
+
+__global__ void k_seg_grad(int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid,
+                           dptk_seg_coef cf, float *gx) {
+    double ls[DPTK_MAX_C], pk[DPTK_MAX_C], g[DPTK_MAX_C];
+    const size_t NP = (size_t)N * P;
+    GRID_LOOP(q, NP) {
+        if (valid && !valid[q]) continue;
+        const int32_t y = target[q];
+        if (y < 0 || y >= C) continue; // (refused by the host before this pass)
+        const size_t n = q / P, p = q % P;
+        const float *xn = x + n * (size_t)C * P;
+        float *gn = gx + n * (size_t)C * P;
+        lsm_px(xn + p, P, C, ls);
+        double dot = 0.0;
+        for (int k = 0; k < C; k++) {
+            pk[k] = exp(ls[k]);
+            g[k] = cf.B[k] + (k == y ? cf.A[k] : 0.0);
+            dot += pk[k] * g[k];
+        }
+        for (int k = 0; k < C; k++) {
+            const double d = pk[k] * (g[k] - dot) + cf.a * (pk[k] - (k == y ? 1.0 : 0.0));
+            gn[(size_t)k * P + p] = (float)((double)gn[(size_t)k * P + p] + d);
+        }
+    }
+}
+
+__global__ void k_kd(int N, int C, size_t P, const float *s, const float *t, const uint8_t *valid, double gsc,
+                     float *gs, float *gt, double *part) {
+    __shared__ double sh[TPB];
+    double lss[DPTK_MAX_C], lst[DPTK_MAX_C], qt[DPTK_MAX_C];
+    double sum = 0.0;
+    const size_t NP = (size_t)N * P;
+    GRID_LOOP(q, NP) {
+        if (valid && !valid[q]) continue;
+        const size_t n = q / P, p = q % P, off = n * (size_t)C * P;
+        lsm_px(s + off + p, P, C, lss);
+        lsm_px(t + off + p, P, C, lst);
+        double px = 0.0, qsum = 0.0;
+        for (int k = 0; k < C; k++) {
+            qt[k] = exp(lst[k]);
+            qsum += qt[k];
+            px -= qt[k] * lss[k];
+        }
+        sum += px;
+        for (int k = 0; k < C; k++) {
+            const size_t i = off + (size_t)k * P + p;
+            if (gs) gs[i] = (float)((double)gs[i] + gsc * (exp(lss[k]) * qsum - qt[k]));
+            if (gt) gt[i] = (float)((double)gt[i] - gsc * qt[k] * (lss[k] + px));
+        }
+    }
+    const double r = block_sum(sum, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = r;
+}
+
+__global__ void k_mse(size_t n, const float *a, const float *b, double k, float *ga, float *gb, double *part) {
+    __shared__ double sh[TPB];
+    double sum = 0.0;
+    GRID_LOOP(i, n) {
+        const double d = (double)a[i] - (double)b[i];
+        sum += d * d;
+        if (ga) ga[i] = (float)((double)ga[i] + k * d);
+        if (gb) gb[i] = (float)((double)gb[i] - k * d);
+    }
+    const double r = block_sum(sum, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = r;
+}
+
+__global__ void k_argmax(int C, size_t P, size_t NP, const float *x, int32_t *labels) {
+    GRID_LOOP(q, NP) {
+        const size_t n = q / P, p = q % P;
+        const float *xn = x + n * (size_t)C * P;
+        int best = 0;
+        float bv = xn[p];
+        for (int k = 1; k < C; k++) {
+            const float v = xn[(size_t)k * P + p];
+            if (v > bv || (isnan(v) && !isnan(bv))) { // torch.argmax: NaN is the maximum
+                bv = v;
+                best = k;
+            }
+        }
+        labels[q] = best;
+    }
+}
+
+// ------------------------------------------------------------------ optimizer (optim.inc, element by element)
+__global__ void k_optim(dptk_optim_args a, const dptk_seg *seg, int n_seg, size_t total, size_t n, float *p,
+                        const float *g, float *st) {
+    GRID_LOOP(t, total) {
+        int lo = 0, hi = n_seg - 1; // the last segment starting at or before t
+        while (lo < hi) {
+            const int mid = lo + (hi - lo + 1) / 2;
+            if (seg[mid].start <= t) lo = mid;
+            else hi = mid - 1;
+        }
+        const size_t i = seg[lo].offset + (t - seg[lo].start);
+        const int dec = seg[lo].decay ? 1 : 0;
+        if (!a.adamw) {
+            float d = g[i];
+            if (a.use_wd[dec]) d = __fadd_rn(d, __fmul_rn(a.wd[dec], p[i]));
+            if (a.use_mom) {
+                float b;
+                if (a.first) b = d;
+                else b = __fadd_rn(__fmul_rn(st[i], a.mom), __fmul_rn(a.damp1, d));
+                st[i] = b;
+                d = a.nesterov ? __fadd_rn(d, __fmul_rn(a.mom, b)) : b;
+            }
+            p[i] = __fadd_rn(p[i], __fmul_rn(a.neg_lr, d));
+        } else {
+            float *m = st, *v = st + n;
+            const float gi = g[i];
+            const float pi = __fmul_rn(p[i], a.shrink[dec]);
+            const float mi = __fadd_rn(__fmul_rn(m[i], a.b1), __fmul_rn(a.one_b1, gi));
+            const float vi = __fadd_rn(__fmul_rn(v[i], a.b2), __fmul_rn(__fmul_rn(a.one_b2, gi), gi));
+            m[i] = mi;
+            v[i] = vi;
+            const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), a.bc2_sqrt), a.eps);
+            p[i] = __fadd_rn(pi, __fdiv_rn(__fmul_rn(a.neg_step, mi), denom));
+        }
+    }
+}
+
+} // namespace
+
+extern "C" {
+
+int dptk_dropout_mask(void *stream, uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask) {
+    if (n == 0) return 0;
+    k_dropout_mask<<<blocks_for((n + 3) / 4), TPB, 0, (cudaStream_t)stream>>>(seed, counter, keep, n, mask);
+    return (int)cudaGetLastError();
+}
+
+int dptk_drop_connect_mask(void *stream, uint64_t seed, uint64_t counter, float keep, int n, uint8_t *mask) {
+    if (n <= 0) return 0;
+    k_drop_connect_mask<<<blocks_for((size_t)n), TPB, 0, (cudaStream_t)stream>>>(seed, counter, keep, n, mask);
+    return (int)cudaGetLastError();
+}
+
+int dptk_loss_blocks(size_t np) {
+    const size_t b = (np + TPB - 1) / TPB;
+    return b == 0 ? 1 : b > (size_t)LOSS_MAX_BLOCKS ? LOSS_MAX_BLOCKS : (int)b;
+}
+
+int dptk_seg_stats(void *stream, int N, int C, size_t P, const float *x, const int32_t *target,
+                   const uint8_t *valid, double *part) {
+    if (C <= 0 || C > DPTK_MAX_C) return (int)cudaErrorInvalidValue;
+    k_seg_stats<<<dptk_loss_blocks((size_t)N * P), TPB, 0, (cudaStream_t)stream>>>(N, C, P, x, target, valid, part);
+    return (int)cudaGetLastError();
+}
+
+int dptk_seg_grad(void *stream, int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid,
+                  const dptk_seg_coef *coef, float *gx) {
+    if (C <= 0 || C > DPTK_MAX_C) return (int)cudaErrorInvalidValue;
+    k_seg_grad<<<blocks_for((size_t)N * P), TPB, 0, (cudaStream_t)stream>>>(N, C, P, x, target, valid, *coef, gx);
+    return (int)cudaGetLastError();
+}
+
+int dptk_kd(void *stream, int N, int C, size_t P, const float *s, const float *t, const uint8_t *valid, double gsc,
+            float *gs, float *gt, double *part) {
+    if (C <= 0 || C > DPTK_MAX_C) return (int)cudaErrorInvalidValue;
+    k_kd<<<dptk_loss_blocks((size_t)N * P), TPB, 0, (cudaStream_t)stream>>>(N, C, P, s, t, valid, gsc, gs, gt, part);
+    return (int)cudaGetLastError();
+}
+
+int dptk_mse(void *stream, size_t n, const float *a, const float *b, double k, float *ga, float *gb, double *part) {
+    k_mse<<<dptk_loss_blocks(n), TPB, 0, (cudaStream_t)stream>>>(n, a, b, k, ga, gb, part);
+    return (int)cudaGetLastError();
+}
+
+int dptk_argmax(void *stream, int N, int C, size_t P, const float *x, int32_t *labels) {
+    const size_t np = (size_t)N * P;
+    if (np == 0) return 0;
+    k_argmax<<<blocks_for(np), TPB, 0, (cudaStream_t)stream>>>(C, P, np, x, labels);
+    return (int)cudaGetLastError();
+}
+
+int dptk_optim(void *stream, const dptk_optim_args *a, const dptk_seg *seg, int n_seg, size_t total, size_t n,
+               float *params, const float *grads, float *state) {
+    if (total == 0 || n_seg <= 0) return 0;
+    k_optim<<<blocks_for(total), TPB, 0, (cudaStream_t)stream>>>(*a, seg, n_seg, total, n, params, grads, state);
+    return (int)cudaGetLastError();
+}
+
+} // extern "C"
