@@ -20,7 +20,9 @@
  *  - masks: bitwise equal (memcmp), and the stream's counter advanced alike;
  *  - the chain: 1e-4 (the differences above, carried through five ops and BN's normalisation).
  * Without a CUDA device (CI, the build machine) the test prints why and exits 77, which ctest reports as
- * skipped; it fails instead if the refusal is not the clean DISOPT_ERR_UNSUPPORTED with a message. */
+ * skipped; it fails instead if the refusal is not the clean DISOPT_ERR_UNSUPPORTED with a message.
+ * DISOPT_TEST_FILTER runs only the tests matching a cmocka pattern, DISOPT_TEST_SKIP skips those matching one
+ * (bench/cuda/device_grad.sh uses them). */
 #include "test_util.h"
 #include "internal.h"
 #include "train/grad_ops.h"
@@ -764,6 +766,10 @@ int main(void) {
         }
         return 77;
     }
+    const char *only = getenv("DISOPT_TEST_FILTER"); /* e.g. "test_conv" or "test_*loss*" (cmocka's pattern) */
+    if (only && *only) cmocka_set_test_filter(only);
+    const char *skip_these = getenv("DISOPT_TEST_SKIP"); /* the opposite */
+    if (skip_these && *skip_these) cmocka_set_skip_filter(skip_these);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv),   cmocka_unit_test(test_bn),     cmocka_unit_test(test_eltwise),
         cmocka_unit_test(test_masks),  cmocka_unit_test(test_losses), cmocka_unit_test(test_stage2),
