@@ -295,34 +295,96 @@ __global__ void k_split_part(int Cx, int Cy, int c0, size_t HW, size_t total, co
 }
 
 // ------------------------------------------------------------------ bilinear upsampling, align_corners=True
+// float operations rounded on their own: the intrinsics on the device, plain (uncontracted) on the host (the
+// coordinate helpers and the gather are __host__ __device__, so that they can be checked on the host too)
+__host__ __device__ inline float up_mul(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+__host__ __device__ inline float up_add(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+__host__ __device__ inline float up_sub(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+__host__ __device__ inline float up_div(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+
 // the CPU's up_coord: scale = (in - 1) / (out - 1) in float, src = scale * o, i0 = (int)src, ...
-__device__ inline void up_coord(int in, int out, int o, int *i0, int *i1, float *l0, float *l1) {
-    const float scale = out > 1 ? __fdiv_rn((float)(in - 1), (float)(out - 1)) : 0.0f;
-    const float src = __fmul_rn(scale, (float)o);
+__host__ __device__ inline void up_coord(int in, int out, int o, int *i0, int *i1, float *l0, float *l1) {
+    const float scale = out > 1 ? up_div((float)(in - 1), (float)(out - 1)) : 0.0f;
+    const float src = up_mul(scale, (float)o);
     int a = (int)src;
     if (a > in - 1) a = in - 1;
     *i0 = a;
     *i1 = a < in - 1 ? a + 1 : in - 1;
-    *l1 = __fsub_rn(src, (float)a);
-    *l0 = __fsub_rn(1.0f, *l1);
+    *l1 = up_sub(src, (float)a);
+    *l0 = up_sub(1.0f, *l1);
 }
 
-__device__ inline int up_i0(int in, int out, int o) {
+__host__ __device__ inline int up_i0(int in, int out, int o) {
     int a, b;
     float l0, l1;
     up_coord(in, out, o, &a, &b, &l0, &l1);
     return a;
 }
 
-// first output index whose i0 >= target (i0 is non-decreasing in the output index)
-__device__ inline int up_first(int in, int out, int target) {
-    int lo = 0, hi = out; // answer in [lo, hi]
+// first output index whose i0 >= target (i0 is non-decreasing in the output index), out if none
+__host__ __device__ inline int up_first(int in, int out, int target) {
+    int lo = 0, hi = out;
     while (lo < hi) {
         const int mid = lo + (hi - lo) / 2;
         if (up_i0(in, out, mid) >= target) hi = mid;
         else lo = mid + 1;
     }
     return lo;
+}
+
+// acc + the CPU scatter's terms that land on input pixel (ih, iw) of an h x w plane from dY (h f x w f), in the
+// scatter's order: output pixels row-major and, for each, r0[w0], r0[w1], r1[w0], r1[w1] with
+// r0[w0] += lw0 * (lh0 * g) etc. The outputs that touch input row ih are those with h0 in {ih - 1, ih}
+// (h1 = min(h0 + 1, h - 1)); the same along columns.
+__host__ __device__ inline float up_gather(int h, int w, int f, const float *dY, int ih, int iw, float acc) {
+    const int OH = h * f, OW = w * f;
+    const int oh_start = up_first(h, OH, ih - 1), ow_start = up_first(w, OW, iw - 1);
+    for (int oh = oh_start; oh < OH; oh++) {
+        int h0, h1;
+        float lh0, lh1;
+        up_coord(h, OH, oh, &h0, &h1, &lh0, &lh1);
+        if (h0 > ih) break;
+        const bool m0 = h0 == ih, m1 = h1 == ih;
+        if (!m0 && !m1) continue;
+        for (int ow = ow_start; ow < OW; ow++) {
+            int w0, w1;
+            float lw0, lw1;
+            up_coord(w, OW, ow, &w0, &w1, &lw0, &lw1);
+            if (w0 > iw) break;
+            const bool c0 = w0 == iw, c1 = w1 == iw;
+            if (!c0 && !c1) continue;
+            const float g = dY[(size_t)oh * OW + ow], g0 = up_mul(lh0, g), g1 = up_mul(lh1, g);
+            if (m0 && c0) acc = up_add(acc, up_mul(lw0, g0));
+            if (m0 && c1) acc = up_add(acc, up_mul(lw1, g0));
+            if (m1 && c0) acc = up_add(acc, up_mul(lw0, g1));
+            if (m1 && c1) acc = up_add(acc, up_mul(lw1, g1));
+        }
+    }
+    return acc;
 }
 
 __global__ void k_up_fwd(int h, int w, int f, size_t total, const float *x, float *y) {
@@ -341,39 +403,11 @@ __global__ void k_up_fwd(int h, int w, int f, size_t total, const float *x, floa
     }
 }
 
-// dx[ih, iw] += the CPU scatter's terms that land on it, in the scatter's order: output pixels row-major and,
-// for each, r0[w0], r0[w1], r1[w0], r1[w1] with r0[w0] += lw0 * (lh0 * g) etc. The outputs that touch input
-// row ih are those with h0 in {ih - 1, ih} (h1 = min(h0 + 1, h - 1)); the same along columns.
 __global__ void k_up_bwd(int h, int w, int f, size_t total, const float *dy, float *dx) {
-    const int OH = h * f, OW = w * f;
     GRID_LOOP(i, total) {
         const int iw = (int)(i % (size_t)w), ih = (int)((i / (size_t)w) % (size_t)h);
         const size_t plane = i / ((size_t)w * h);
-        const float *dY = dy + plane * OH * OW;
-        const int oh_start = up_first(h, OH, ih - 1), ow_start = up_first(w, OW, iw - 1);
-        float acc = dx[i];
-        for (int oh = oh_start; oh < OH; oh++) {
-            int h0, h1;
-            float lh0, lh1;
-            up_coord(h, OH, oh, &h0, &h1, &lh0, &lh1);
-            if (h0 > ih) break;
-            const bool m0 = h0 == ih, m1 = h1 == ih;
-            if (!m0 && !m1) continue;
-            for (int ow = ow_start; ow < OW; ow++) {
-                int w0, w1;
-                float lw0, lw1;
-                up_coord(w, OW, ow, &w0, &w1, &lw0, &lw1);
-                if (w0 > iw) break;
-                const bool c0 = w0 == iw, c1 = w1 == iw;
-                if (!c0 && !c1) continue;
-                const float g = dY[(size_t)oh * OW + ow], g0 = __fmul_rn(lh0, g), g1 = __fmul_rn(lh1, g);
-                if (m0 && c0) acc = __fadd_rn(acc, __fmul_rn(lw0, g0));
-                if (m0 && c1) acc = __fadd_rn(acc, __fmul_rn(lw1, g0));
-                if (m1 && c0) acc = __fadd_rn(acc, __fmul_rn(lw0, g1));
-                if (m1 && c1) acc = __fadd_rn(acc, __fmul_rn(lw1, g1));
-            }
-        }
-        dx[i] = acc;
+        dx[i] = up_gather(h, w, f, dy + plane * h * f * w * f, ih, iw, dx[i]);
     }
 }
 

@@ -40,7 +40,7 @@ __device__ inline double block_sum(double v, double *sh) {
 }
 
 // ------------------------------------------------------------------ Philox4x32-10 (rng.c)
-__device__ inline void philox_block(uint64_t seed, uint64_t b, uint32_t out[4]) {
+__host__ __device__ inline void philox_block(uint64_t seed, uint64_t b, uint32_t out[4]) {
     uint32_t c0 = (uint32_t)b, c1 = (uint32_t)(b >> 32), c2 = 0, c3 = 0;
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     for (int round = 0; round < 10; round++) {
@@ -62,8 +62,8 @@ __device__ inline void philox_block(uint64_t seed, uint64_t b, uint32_t out[4]) 
     out[3] = c3;
 }
 
-// dp_rng_u01: (w >> 8) * 2^-24, exact in float
-__device__ inline float u01(uint32_t w) { return __fmul_rn((float)(w >> 8), 5.9604644775390625e-08f); }
+// dp_rng_u01: (w >> 8) * 2^-24, exact in float (a product by a power of two: no rounding anywhere)
+__host__ __device__ inline float u01(uint32_t w) { return (float)(w >> 8) * 5.9604644775390625e-08f; }
 
 __global__ void k_dropout_mask(uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask) {
     const size_t nb = (n + 3) / 4;
@@ -214,40 +214,76 @@ __global__ void k_argmax(int C, size_t P, size_t NP, const float *x, int32_t *la
 }
 
 // ------------------------------------------------------------------ optimizer (optim.inc, element by element)
+// float operations rounded on their own: the intrinsics on the device, plain (uncontracted) on the host (the
+// element update is __host__ __device__ so that it can be checked on the host too)
+__host__ __device__ inline float o_mul(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+__host__ __device__ inline float o_add(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+__host__ __device__ inline float o_div(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+__host__ __device__ inline float o_sqrt(float a) {
+#ifdef __CUDA_ARCH__
+    return __fsqrt_rn(a);
+#else
+    return (float)sqrt((double)a); /* optim.inc's (T)sqrt(vi): correctly rounded either way */
+#endif
+}
+
+// element t of the segments' concatenation: the last segment starting at or before t (empty segments are not
+// in the table), then optim.inc's update of that arena element
+__host__ __device__ inline void optim_one(const dptk_optim_args &a, const dptk_seg *seg, int n_seg, size_t t,
+                                          size_t n, float *p, const float *g, float *st) {
+    int lo = 0, hi = n_seg - 1;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo + 1) / 2;
+        if (seg[mid].start <= t) lo = mid;
+        else hi = mid - 1;
+    }
+    const size_t i = seg[lo].offset + (t - seg[lo].start);
+    const int dec = seg[lo].decay ? 1 : 0;
+    if (!a.adamw) {
+        float d = g[i];
+        if (a.use_wd[dec]) d = o_add(d, o_mul(a.wd[dec], p[i]));
+        if (a.use_mom) {
+            float b;
+            if (a.first) b = d;
+            else b = o_add(o_mul(st[i], a.mom), o_mul(a.damp1, d));
+            st[i] = b;
+            d = a.nesterov ? o_add(d, o_mul(a.mom, b)) : b;
+        }
+        p[i] = o_add(p[i], o_mul(a.neg_lr, d));
+    } else {
+        float *m = st, *v = st + n;
+        const float gi = g[i];
+        const float pi = o_mul(p[i], a.shrink[dec]);
+        const float mi = o_add(o_mul(m[i], a.b1), o_mul(a.one_b1, gi));
+        const float vi = o_add(o_mul(v[i], a.b2), o_mul(o_mul(a.one_b2, gi), gi));
+        m[i] = mi;
+        v[i] = vi;
+        const float denom = o_add(o_div(o_sqrt(vi), a.bc2_sqrt), a.eps);
+        p[i] = o_add(pi, o_div(o_mul(a.neg_step, mi), denom));
+    }
+}
+
 __global__ void k_optim(dptk_optim_args a, const dptk_seg *seg, int n_seg, size_t total, size_t n, float *p,
                         const float *g, float *st) {
-    GRID_LOOP(t, total) {
-        int lo = 0, hi = n_seg - 1; // the last segment starting at or before t
-        while (lo < hi) {
-            const int mid = lo + (hi - lo + 1) / 2;
-            if (seg[mid].start <= t) lo = mid;
-            else hi = mid - 1;
-        }
-        const size_t i = seg[lo].offset + (t - seg[lo].start);
-        const int dec = seg[lo].decay ? 1 : 0;
-        if (!a.adamw) {
-            float d = g[i];
-            if (a.use_wd[dec]) d = __fadd_rn(d, __fmul_rn(a.wd[dec], p[i]));
-            if (a.use_mom) {
-                float b;
-                if (a.first) b = d;
-                else b = __fadd_rn(__fmul_rn(st[i], a.mom), __fmul_rn(a.damp1, d));
-                st[i] = b;
-                d = a.nesterov ? __fadd_rn(d, __fmul_rn(a.mom, b)) : b;
-            }
-            p[i] = __fadd_rn(p[i], __fmul_rn(a.neg_lr, d));
-        } else {
-            float *m = st, *v = st + n;
-            const float gi = g[i];
-            const float pi = __fmul_rn(p[i], a.shrink[dec]);
-            const float mi = __fadd_rn(__fmul_rn(m[i], a.b1), __fmul_rn(a.one_b1, gi));
-            const float vi = __fadd_rn(__fmul_rn(v[i], a.b2), __fmul_rn(__fmul_rn(a.one_b2, gi), gi));
-            m[i] = mi;
-            v[i] = vi;
-            const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), a.bc2_sqrt), a.eps);
-            p[i] = __fadd_rn(pi, __fdiv_rn(__fmul_rn(a.neg_step, mi), denom));
-        }
-    }
+    GRID_LOOP(t, total) optim_one(a, seg, n_seg, t, n, p, g, st);
 }
 
 } // namespace
