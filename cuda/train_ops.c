@@ -24,6 +24,15 @@
 
 #define ALIGN256(x) (((x) + 255) & ~(size_t)255)
 
+/* the cuDNN algorithm of one conv (its params, n, h, w) in one direction (0 forward, 1 data, 2 filter) */
+#define ALGO_CACHE 512
+#define ALGO_KEY 17
+typedef struct conv_algo {
+    int key[ALGO_KEY];
+    int algo;
+    size_t ws;
+} conv_algo;
+
 struct dp_cu_tr_ctx {
     const dp_cuda_host *host;
     int device;
@@ -34,6 +43,8 @@ struct dp_cu_tr_ctx {
     cudnnConvolutionDescriptor_t cd;
     void *ws, *scratch; /* cuDNN workspace + explicit padding; reduction partials and per-channel values */
     size_t ws_bytes, scratch_bytes;
+    conv_algo algos[ALGO_CACHE]; /* the algorithm chosen per (conv, input shape, direction) */
+    int nalgos, next_algo;
 };
 
 static disopt_status cu_fail(const dp_cu_tr_ctx *c, cudaError_t e, const char *what) {
@@ -213,6 +224,14 @@ disopt_status dp_cu_tr_zero(dp_cu_tr_ctx *c, void *dst, size_t bytes) {
     return DISOPT_OK;
 }
 
+disopt_status dp_cu_tr_copy(dp_cu_tr_ctx *c, void *dst, const void *src, size_t bytes) {
+    ENTER(c);
+    if (!bytes) return DISOPT_OK;
+    if (!dst || !src) return BAD(c, "copy: NULL pointer");
+    CU_TRY(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream), "copy");
+    return DISOPT_OK;
+}
+
 disopt_status dp_cu_tr_fill(dp_cu_tr_ctx *c, float *x, size_t n, float v) {
     ENTER(c);
     if (!n) return DISOPT_OK;
@@ -306,22 +325,70 @@ static int pick_bwd_filter(const cudnnConvolutionBwdFilterAlgoPerf_t *perf, int 
     PICK_BODY(bwd_filter_ok, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
 }
 
+/* The algorithm and workspace size of a conv (descriptors set by conv_setup) in direction dir: cached per
+ * context, else from the heuristics (pick_*) and cuDNN's workspace query. */
+static disopt_status choose(dp_cu_tr_ctx *c, int dir, const dp_conv_params *p, int n, int h, int w, int *algo,
+                            size_t *aws) {
+    const int key[ALGO_KEY] = {dir,    n,     h,      w,     p->cin, p->cout, p->kh, p->kw, p->sh,
+                               p->sw,  p->dh, p->dw,  p->groups, p->pt, p->pb, p->pl, p->pr};
+    for (int i = 0; i < c->nalgos; i++)
+        if (!memcmp(c->algos[i].key, key, sizeof key)) {
+            *algo = c->algos[i].algo;
+            *aws = c->algos[i].ws;
+            return DISOPT_OK;
+        }
+    int got = 0;
+    *aws = 0;
+    if (dir == 0) {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        DNN_TRY(c, cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, c->xd, c->fd, c->cd, c->yd,
+                                                          CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf),
+                "forward heuristics");
+        *algo = pick_fwd(perf, got);
+        DNN_TRY(c, cudnnGetConvolutionForwardWorkspaceSize(c->dnn, c->xd, c->fd, c->cd, c->yd,
+                                                           (cudnnConvolutionFwdAlgo_t)*algo, aws),
+                "forward workspace");
+    } else if (dir == 1) {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        DNN_TRY(c, cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, c->fd, c->yd, c->cd, c->xd,
+                                                               CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf),
+                "backward data heuristics");
+        *algo = pick_bwd_data(perf, got);
+        DNN_TRY(c, cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, c->fd, c->yd, c->cd, c->xd,
+                                                                (cudnnConvolutionBwdDataAlgo_t)*algo, aws),
+                "backward data workspace");
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        DNN_TRY(c, cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->dnn, c->xd, c->yd, c->cd, c->fd,
+                                                                 CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf),
+                "backward filter heuristics");
+        *algo = pick_bwd_filter(perf, got);
+        DNN_TRY(c, cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, c->xd, c->yd, c->cd, c->fd,
+                                                                  (cudnnConvolutionBwdFilterAlgo_t)*algo, aws),
+                "backward filter workspace");
+    }
+    int slot = c->nalgos;
+    if (c->nalgos < ALGO_CACHE) {
+        c->nalgos++;
+    } else { /* full: round robin */
+        slot = c->next_algo;
+        c->next_algo = (c->next_algo + 1) % ALGO_CACHE;
+    }
+    memcpy(c->algos[slot].key, key, sizeof key);
+    c->algos[slot].algo = *algo;
+    c->algos[slot].ws = *aws;
+    return DISOPT_OK;
+}
+
 disopt_status dp_cu_tr_conv_fwd(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int h, int w, const float *x,
                                 const float *wt, const float *b, float *y) {
     ENTER(c);
     if (!x || !wt || !y) return BAD(c, "conv forward: NULL tensor");
     conv_geo g;
     TRY(conv_setup(c, p, n, h, w, &g));
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int got = 0, algo;
-    DNN_TRY(c, cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, c->xd, c->fd, c->cd, c->yd,
-                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf),
-            "forward heuristics");
-    algo = pick_fwd(perf, got);
+    int algo = 0;
     size_t aws = 0;
-    DNN_TRY(c, cudnnGetConvolutionForwardWorkspaceSize(c->dnn, c->xd, c->fd, c->cd, c->yd,
-                                                       (cudnnConvolutionFwdAlgo_t)algo, &aws),
-            "forward workspace");
+    TRY(choose(c, 0, p, n, h, w, &algo, &aws));
     TRY(need_ws(c, g.pad_bytes + aws));
     const float *src = x;
     if (g.asym) {
@@ -343,16 +410,9 @@ disopt_status dp_cu_tr_conv_bwd_data(dp_cu_tr_ctx *c, const dp_conv_params *p, i
     if (!dy || !wt || !dx) return BAD(c, "conv backward data: NULL tensor");
     conv_geo g;
     TRY(conv_setup(c, p, n, h, w, &g));
-    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    int got = 0, algo;
-    DNN_TRY(c, cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, c->fd, c->yd, c->cd, c->xd,
-                                                           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf),
-            "backward data heuristics");
-    algo = pick_bwd_data(perf, got);
+    int algo = 0;
     size_t aws = 0;
-    DNN_TRY(c, cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, c->fd, c->yd, c->cd, c->xd,
-                                                            (cudnnConvolutionBwdDataAlgo_t)algo, &aws),
-            "backward data workspace");
+    TRY(choose(c, 1, p, n, h, w, &algo, &aws));
     TRY(need_ws(c, g.pad_bytes + aws));
     const float one = 1.0f, zero = 0.0f;
     void *aw = aws ? (char *)c->ws + g.pad_bytes : NULL;
@@ -377,16 +437,9 @@ disopt_status dp_cu_tr_conv_bwd_filter(dp_cu_tr_ctx *c, const dp_conv_params *p,
     conv_geo g;
     TRY(conv_setup(c, p, n, h, w, &g));
     if (dw) {
-        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-        int got = 0, algo;
-        DNN_TRY(c, cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->dnn, c->xd, c->yd, c->cd, c->fd,
-                                                                 CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf),
-                "backward filter heuristics");
-        algo = pick_bwd_filter(perf, got);
+        int algo = 0;
         size_t aws = 0;
-        DNN_TRY(c, cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, c->xd, c->yd, c->cd, c->fd,
-                                                                  (cudnnConvolutionBwdFilterAlgo_t)algo, &aws),
-                "backward filter workspace");
+        TRY(choose(c, 2, p, n, h, w, &algo, &aws));
         TRY(need_ws(c, g.pad_bytes + aws));
         const float *src = x;
         if (g.asym) {

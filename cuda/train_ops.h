@@ -64,13 +64,17 @@ DP_CU_TR_API disopt_status dp_cu_tr_upload(dp_cu_tr_ctx *c, void *dst, const voi
 DP_CU_TR_API disopt_status dp_cu_tr_download(dp_cu_tr_ctx *c, void *dst, const void *src, size_t bytes);
 /* dst[0..bytes) = 0, queued (gradient buffers before a backward pass) */
 DP_CU_TR_API disopt_status dp_cu_tr_zero(dp_cu_tr_ctx *c, void *dst, size_t bytes);
+/* device-to-device copy, queued */
+DP_CU_TR_API disopt_status dp_cu_tr_copy(dp_cu_tr_ctx *c, void *dst, const void *src, size_t bytes);
 /* x[0..n) = v, queued */
 DP_CU_TR_API disopt_status dp_cu_tr_fill(dp_cu_tr_ctx *c, float *x, size_t n, float v);
 
 /* ---------------------------------------------------------------- convolution (cuDNN) */
 /* Any groups (depthwise included), stride, dilation, zero padding top/bottom/left/right: symmetric padding
  * goes to cuDNN, asymmetric padding (EfficientNet's static same) is done explicitly in the workspace (forward
- * and filter gradient: a zero-padded copy of x; data gradient: into a padded buffer, then the interior added). */
+ * and filter gradient: a zero-padded copy of x; data gradient: into a padded buffer, then the interior added).
+ * The algorithm of each (conv, input shape, direction) is chosen once per context (cuDNN's heuristics, see
+ * train_ops.c) and cached (512 entries, then round robin). */
 DP_CU_TR_API disopt_status dp_cu_tr_conv_fwd(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int h, int w,
                                              const float *x, const float *wt, const float *b, float *y);
 /* dx += conv_transpose(dy, w) */

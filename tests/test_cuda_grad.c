@@ -157,11 +157,15 @@ static void conv_case(int n, int cin, int cout, int h, int w, int k, int s, int 
     OK(dp_cu_tr_conv_fwd(g_ctx, &p, n, h, w, X, W, B, Y));
     OK(dp_cu_tr_conv_bwd_data(g_ctx, &p, n, h, w, DY, W, DX));
     OK(dp_cu_tr_conv_bwd_filter(g_ctx, &p, n, h, w, X, DY, DW, DB));
+    /* once more: the cached algorithms */
+    float *Y2 = poison(ny), *DX2 = dupf(dx0, nx);
+    OK(dp_cu_tr_conv_fwd(g_ctx, &p, n, h, w, X, W, B, Y2));
+    OK(dp_cu_tr_conv_bwd_data(g_ctx, &p, n, h, w, DY, W, DX2));
     char what[160];
-    const char *tag[4] = {"y", "dx", "dw", "db"};
-    const float *gp[4] = {Y, DX, DW, DB}, *cp[4] = {y, dx, dw, db};
-    const size_t cnt[4] = {ny, nx, nw, (size_t)cout};
-    for (int i = 0; i < 4; i++) {
+    const char *tag[6] = {"y", "dx", "dw", "db", "y (cached algorithm)", "dx (cached algorithm)"};
+    const float *gp[6] = {Y, DX, DW, DB, Y2, DX2}, *cp[6] = {y, dx, dw, db, y, dx};
+    const size_t cnt[6] = {ny, nx, nw, (size_t)cout, ny, nx};
+    for (int i = 0; i < 6; i++) {
         snprintf(what, sizeof what, "conv n%d %d->%d %dx%d k%d s%d d%d g%d pad %d%d%d%d%s: %s", n, cin, cout, h, w, k,
                  s, d, g, pt, pb, pl, pr, bias ? " bias" : "", tag[i]);
         check(what, gp[i], cp[i], cnt[i], i == 3 ? TOL_RED : TOL_CONV);
@@ -315,6 +319,9 @@ static void chan_case(int n, int c, size_t hw) {
         check(CASE("add forward"), Y, y, cnt, TOL_ELT);
         check(CASE("add backward da"), DA, da, cnt, TOL_ELT);
         check(CASE("add backward db"), DB, db, cnt, TOL_ELT);
+        float *CP = poison(cnt);
+        OK(dp_cu_tr_copy(g_ctx, CP, Y, cnt * sizeof(float)));
+        check(CASE("device copy of the sum"), CP, y, cnt, 0.0);
     }
 #undef CASE
     release();
