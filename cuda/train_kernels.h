@@ -115,6 +115,10 @@ typedef struct dptk_seg_coef {
     double a;                          /* gscale * w_ce / nvalid */
     double A[DPTK_MAX_C], B[DPTK_MAX_C]; /* dice gradient w.r.t. p_k: A[k] [k == y] + B[k] */
 } dptk_seg_coef;
+/* on the host: from the summed pass-1 statistics (tot: 3 + 3C values), loss.inc's ce, dice and the gradient
+ * coefficients (cf->a is 0 without a valid pixel); dice_eps: DP_DICE_EPS */
+void dptk_seg_finish(const double *tot, int C, double w_ce, double w_dice, double gscale, double dice_eps,
+                     dptk_seg_coef *cf, double *ce, double *dice);
 /* seg pass 2: gx += the ce + dice gradient of every valid pixel */
 int dptk_seg_grad(void *stream, int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid,
                   const dptk_seg_coef *coef, float *gx);

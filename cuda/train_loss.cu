@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "train_kernels.h"
 
@@ -86,8 +87,11 @@ __global__ void k_drop_connect_mask(uint64_t seed, uint64_t counter, float keep,
 }
 
 // ------------------------------------------------------------------ losses
+// The per-pixel bodies are __host__ __device__ (so that they can be checked on the host too); the kernels run
+// them over a grid-stride loop and reduce the sums per block.
+
 // log-softmax of the C values at x[k * P] in double (loss.inc's lsm_px)
-__device__ inline void lsm_px(const float *x, size_t P, int C, double *ls) {
+__host__ __device__ inline void lsm_px(const float *x, size_t P, int C, double *ls) {
     double m = (double)x[0];
     for (int k = 1; k < C; k++) {
         const double v = (double)x[(size_t)k * P];
@@ -99,85 +103,100 @@ __device__ inline void lsm_px(const float *x, size_t P, int C, double *ls) {
     for (int k = 0; k < C; k++) ls[k] = (double)x[(size_t)k * P] - lz;
 }
 
+// seg pass 1 at one pixel (logits at xp[k * P]) of label y in [0, C): st[0] += -log p_y, st[1] += 1 (valid),
+// I[y] += p_y, S[k] += p_k, Y[y] += 1 with I = st + 3, S = st + 3 + C, Y = st + 3 + 2C (the layout of
+// dptk_seg_stats' partials; st[2] counts the bad targets, outside this function)
+__host__ __device__ inline void seg_px_stats(const float *xp, size_t P, int C, int y, double *st) {
+    double ls[DPTK_MAX_C];
+    lsm_px(xp, P, C, ls);
+    st[0] -= ls[y];
+    for (int k = 0; k < C; k++) st[3 + C + k] += exp(ls[k]);
+    st[3 + y] += exp(ls[y]);
+    st[3 + 2 * C + y] += 1.0;
+    st[1] += 1.0;
+}
+
+// seg pass 2 at pixel p of one image (logits xn, gradient gn, C x P each) of label y
+__host__ __device__ inline void seg_px_grad(const float *xn, float *gn, size_t P, int C, size_t p, int y,
+                                            const dptk_seg_coef &cf) {
+    double ls[DPTK_MAX_C], pk[DPTK_MAX_C], g[DPTK_MAX_C];
+    lsm_px(xn + p, P, C, ls);
+    double dot = 0.0;
+    for (int k = 0; k < C; k++) {
+        pk[k] = exp(ls[k]);
+        g[k] = cf.B[k] + (k == y ? cf.A[k] : 0.0);
+        dot += pk[k] * g[k];
+    }
+    for (int k = 0; k < C; k++) {
+        const double d = pk[k] * (g[k] - dot) + cf.a * (pk[k] - (k == y ? 1.0 : 0.0));
+        gn[(size_t)k * P + p] = (float)((double)gn[(size_t)k * P + p] + d);
+    }
+}
+
+// kd at one pixel (offset o of the first class in s, t, gs, gt): returns the pixel's loss, adds the gradients
+__host__ __device__ inline double kd_px(const float *s, const float *t, size_t P, int C, size_t o, double gsc,
+                                        float *gs, float *gt) {
+    double lss[DPTK_MAX_C], lst[DPTK_MAX_C], qt[DPTK_MAX_C];
+    lsm_px(s + o, P, C, lss);
+    lsm_px(t + o, P, C, lst);
+    double px = 0.0, qsum = 0.0;
+    for (int k = 0; k < C; k++) {
+        qt[k] = exp(lst[k]);
+        qsum += qt[k];
+        px -= qt[k] * lss[k];
+    }
+    for (int k = 0; k < C; k++) { // px = -sum_k q_k ls_k: d/ds_k = p_k * sum(q) - q_k; d/dt_k = -q_k * (ls_k + px)
+        const size_t i = o + (size_t)k * P;
+        if (gs) gs[i] = (float)((double)gs[i] + gsc * (exp(lss[k]) * qsum - qt[k]));
+        if (gt) gt[i] = (float)((double)gt[i] - gsc * qt[k] * (lss[k] + px));
+    }
+    return px;
+}
+
 __global__ void k_seg_stats(int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid,
                             double *part) {
     __shared__ double sh[TPB];
-    double ce = 0.0, nv = 0.0, bad = 0.0;
-    double I[DPTK_MAX_C], S[DPTK_MAX_C], Y[DPTK_MAX_C], ls[DPTK_MAX_C];
-    for (int k = 0; k < C; k++) I[k] = S[k] = Y[k] = 0.0;
+    double st[3 + 3 * DPTK_MAX_C];
+    const int nvals = 3 + 3 * C;
+    for (int v = 0; v < nvals; v++) st[v] = 0.0;
     const size_t NP = (size_t)N * P;
     GRID_LOOP(q, NP) {
         if (valid && !valid[q]) continue;
         const int32_t y = target[q];
         if (y < 0 || y >= C) {
-            bad += 1.0;
+            st[2] += 1.0;
             continue;
         }
         const size_t n = q / P, p = q % P;
-        lsm_px(x + n * (size_t)C * P + p, P, C, ls);
-        ce -= ls[y];
-        for (int k = 0; k < C; k++) S[k] += exp(ls[k]);
-        I[y] += exp(ls[y]);
-        Y[y] += 1.0;
-        nv += 1.0;
+        seg_px_stats(x + n * (size_t)C * P + p, P, C, y, st);
     }
-    const int nvals = 3 + 3 * C;
     for (int v = 0; v < nvals; v++) {
-        const double val = v == 0 ? ce : v == 1 ? nv : v == 2 ? bad : v < 3 + C ? I[v - 3] : v < 3 + 2 * C ? S[v - 3 - C]
-                                                                                                       : Y[v - 3 - 2 * C];
-        const double r = block_sum(val, sh);
+        const double r = block_sum(st[v], sh);
         if (threadIdx.x == 0) part[(size_t)blockIdx.x * nvals + v] = r;
     }
 }
 
 __global__ void k_seg_grad(int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid,
                            dptk_seg_coef cf, float *gx) {
-    double ls[DPTK_MAX_C], pk[DPTK_MAX_C], g[DPTK_MAX_C];
     const size_t NP = (size_t)N * P;
     GRID_LOOP(q, NP) {
         if (valid && !valid[q]) continue;
         const int32_t y = target[q];
         if (y < 0 || y >= C) continue; // (refused by the host before this pass)
         const size_t n = q / P, p = q % P;
-        const float *xn = x + n * (size_t)C * P;
-        float *gn = gx + n * (size_t)C * P;
-        lsm_px(xn + p, P, C, ls);
-        double dot = 0.0;
-        for (int k = 0; k < C; k++) {
-            pk[k] = exp(ls[k]);
-            g[k] = cf.B[k] + (k == y ? cf.A[k] : 0.0);
-            dot += pk[k] * g[k];
-        }
-        for (int k = 0; k < C; k++) {
-            const double d = pk[k] * (g[k] - dot) + cf.a * (pk[k] - (k == y ? 1.0 : 0.0));
-            gn[(size_t)k * P + p] = (float)((double)gn[(size_t)k * P + p] + d);
-        }
+        seg_px_grad(x + n * (size_t)C * P, gx + n * (size_t)C * P, P, C, p, y, cf);
     }
 }
 
 __global__ void k_kd(int N, int C, size_t P, const float *s, const float *t, const uint8_t *valid, double gsc,
                      float *gs, float *gt, double *part) {
     __shared__ double sh[TPB];
-    double lss[DPTK_MAX_C], lst[DPTK_MAX_C], qt[DPTK_MAX_C];
     double sum = 0.0;
     const size_t NP = (size_t)N * P;
     GRID_LOOP(q, NP) {
         if (valid && !valid[q]) continue;
-        const size_t n = q / P, p = q % P, off = n * (size_t)C * P;
-        lsm_px(s + off + p, P, C, lss);
-        lsm_px(t + off + p, P, C, lst);
-        double px = 0.0, qsum = 0.0;
-        for (int k = 0; k < C; k++) {
-            qt[k] = exp(lst[k]);
-            qsum += qt[k];
-            px -= qt[k] * lss[k];
-        }
-        sum += px;
-        for (int k = 0; k < C; k++) {
-            const size_t i = off + (size_t)k * P + p;
-            if (gs) gs[i] = (float)((double)gs[i] + gsc * (exp(lss[k]) * qsum - qt[k]));
-            if (gt) gt[i] = (float)((double)gt[i] - gsc * qt[k] * (lss[k] + px));
-        }
+        const size_t n = q / P, p = q % P;
+        sum += kd_px(s, t, P, C, n * (size_t)C * P + p, gsc, gs, gt);
     }
     const double r = block_sum(sum, sh);
     if (threadIdx.x == 0) part[blockIdx.x] = r;
@@ -312,6 +331,28 @@ int dptk_seg_stats(void *stream, int N, int C, size_t P, const float *x, const i
     if (C <= 0 || C > DPTK_MAX_C) return (int)cudaErrorInvalidValue;
     k_seg_stats<<<dptk_loss_blocks((size_t)N * P), TPB, 0, (cudaStream_t)stream>>>(N, C, P, x, target, valid, part);
     return (int)cudaGetLastError();
+}
+
+void dptk_seg_finish(const double *tot, int C, double w_ce, double w_dice, double gscale, double dice_eps,
+                     dptk_seg_coef *cf, double *ce, double *dice) {
+    const double ce_sum = tot[0], nvalid = tot[1];
+    const double *I = tot + 3, *S = tot + 3 + C, *Y = tot + 3 + 2 * C;
+    memset(cf, 0, sizeof *cf);
+    double dice_sum = 0.0;
+    for (int k = 0; k < C; k++) { /* loss.inc's dice per class */
+        const double D = S[k] + Y[k];
+        const int clamped = !(D >= dice_eps);
+        const double den = clamped ? dice_eps : D;
+        const double present = Y[k] > 0.0 ? 1.0 : 0.0;
+        dice_sum += present * (1.0 - 2.0 * I[k] / den);
+        /* d(loss_k / C)/dp = -(2 present / C) * (y * den - I * dD/dp) / den^2 */
+        const double gk = gscale * w_dice * 2.0 * present / (double)C;
+        cf->A[k] = -gk / den;
+        cf->B[k] = clamped ? 0.0 : gk * I[k] / (den * den);
+    }
+    cf->a = nvalid > 0 ? gscale * w_ce / nvalid : 0.0;
+    *ce = nvalid > 0 ? ce_sum / nvalid : 0.0;
+    *dice = dice_sum / (double)C;
 }
 
 int dptk_seg_grad(void *stream, int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid,

@@ -864,28 +864,15 @@ static disopt_status seg_at(dp_cu_tr_ctx *c, size_t off, dp_lshape sh, const flo
           "seg loss");
     double tot[3 + 3 * DPTK_MAX_C];
     TRY(sum_parts(c, off, nb, nv, tot));
-    const double ce_sum = tot[0], nvalid = tot[1], bad = tot[2];
-    const double *I = tot + 3, *S = tot + 3 + C, *Y = tot + 3 + 2 * C;
+    const double nvalid = tot[1], bad = tot[2];
     if (bad > 0)
         return c->host->error(DISOPT_ERR_INPUT, "seg loss: %.0f valid pixels have a target outside [0, %d)", bad, C);
-    const double ce = nvalid > 0 ? ce_sum / nvalid : 0.0;
     dptk_seg_coef cf;
-    memset(&cf, 0, sizeof cf);
-    double dice_sum = 0.0;
-    for (int k = 0; k < C; k++) { /* loss.inc's dice per class, verbatim */
-        const double D = S[k] + Y[k];
-        const int clamped = !(D >= DP_DICE_EPS);
-        const double den = clamped ? DP_DICE_EPS : D;
-        const double present = Y[k] > 0.0 ? 1.0 : 0.0;
-        dice_sum += present * (1.0 - 2.0 * I[k] / den);
-        const double gk = gscale * w_dice * 2.0 * present / (double)C;
-        cf.A[k] = -gk / den;
-        cf.B[k] = clamped ? 0.0 : gk * I[k] / (den * den);
-    }
+    double ce = 0.0, dice = 0.0;
+    dptk_seg_finish(tot, C, w_ce, w_dice, gscale, DP_DICE_EPS, &cf, &ce, &dice);
     if (ce_out) *ce_out = ce;
-    if (dice_out) *dice_out = dice_sum / (double)C;
+    if (dice_out) *dice_out = dice;
     if (!gx || nvalid == 0) return DISOPT_OK;
-    cf.a = gscale * w_ce / nvalid;
     K_TRY(c, dptk_seg_grad(c->stream, sh.n, C, P, x, target, valid, &cf, gx), "seg loss gradient");
     return DISOPT_OK;
 }
