@@ -626,4 +626,15 @@ int dptk_drop_connect(void *stream, size_t n, size_t per, float keep, const uint
     LAUNCH1(k_drop_connect, n, n, per, keep, mask, x, y, accumulate);
 }
 
+#ifdef DPTK_HOST_CHECK /* the gather on the host (libdisopt_cuda_hostcheck, tests/test_cuda_train_host) */
+void dptk_host_upsample_bwd(size_t NC, int h, int w, int f, const float *dy, float *dx) {
+    for (size_t q = 0; q < NC; q++)
+        for (int ih = 0; ih < h; ih++)
+            for (int iw = 0; iw < w; iw++) {
+                float *d = dx + q * h * w + (size_t)ih * w + iw;
+                *d = up_gather(h, w, f, dy + q * h * f * w * f, ih, iw, *d);
+            }
+}
+#endif
+
 } // extern "C"

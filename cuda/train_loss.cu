@@ -40,6 +40,38 @@ __device__ inline double block_sum(double v, double *sh) {
     return r;
 }
 
+// float operations rounded on their own: the intrinsics on the device, plain (uncontracted: the module is
+// compiled with -ffp-contract=off) on the host, where the __host__ __device__ bodies below are checked too
+// (tests/test_cuda_train_host.c)
+__host__ __device__ inline float o_mul(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+__host__ __device__ inline float o_add(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+__host__ __device__ inline float o_div(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+__host__ __device__ inline float o_sqrt(float a) {
+#ifdef __CUDA_ARCH__
+    return __fsqrt_rn(a);
+#else
+    return (float)sqrt((double)a); /* optim.inc's (T)sqrt(vi): correctly rounded either way */
+#endif
+}
+
 // ------------------------------------------------------------------ Philox4x32-10 (rng.c)
 __host__ __device__ inline void philox_block(uint64_t seed, uint64_t b, uint32_t out[4]) {
     uint32_t c0 = (uint32_t)b, c1 = (uint32_t)(b >> 32), c2 = 0, c3 = 0;
@@ -66,24 +98,31 @@ __host__ __device__ inline void philox_block(uint64_t seed, uint64_t b, uint32_t
 // dp_rng_u01: (w >> 8) * 2^-24, exact in float (a product by a power of two: no rounding anywhere)
 __host__ __device__ inline float u01(uint32_t w) { return (float)(w >> 8) * 5.9604644775390625e-08f; }
 
-__global__ void k_dropout_mask(uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask) {
-    const size_t nb = (n + 3) / 4;
-    GRID_LOOP(b, nb) {
-        uint32_t w[4];
-        philox_block(seed, counter + b, w);
-        for (int q = 0; q < 4; q++) {
-            const size_t i = b * 4 + (size_t)q;
-            if (i < n) mask[i] = (double)u01(w[q]) < keep;
-        }
+// dropout mask values 4b .. 4b + 3 (block b of the draw)
+__host__ __device__ inline void dropout_mask_block(uint64_t seed, uint64_t counter, double keep, size_t n, size_t b,
+                                                   uint8_t *mask) {
+    uint32_t w[4];
+    philox_block(seed, counter + b, w);
+    for (int q = 0; q < 4; q++) {
+        const size_t i = b * 4 + (size_t)q;
+        if (i < n) mask[i] = (double)u01(w[q]) < keep;
     }
 }
 
+// drop-connect mask value i: floorf(keep + u) in float
+__host__ __device__ inline uint8_t drop_connect_one(uint64_t seed, uint64_t counter, float keep, size_t i) {
+    uint32_t w[4];
+    philox_block(seed, counter + i / 4, w);
+    return (uint8_t)floorf(o_add(keep, u01(w[i % 4])));
+}
+
+__global__ void k_dropout_mask(uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask) {
+    const size_t nb = (n + 3) / 4;
+    GRID_LOOP(b, nb) dropout_mask_block(seed, counter, keep, n, b, mask);
+}
+
 __global__ void k_drop_connect_mask(uint64_t seed, uint64_t counter, float keep, int n, uint8_t *mask) {
-    GRID_LOOP(i, (size_t)n) {
-        uint32_t w[4];
-        philox_block(seed, counter + i / 4, w);
-        mask[i] = (uint8_t)floorf(__fadd_rn(keep, u01(w[i % 4])));
-    }
+    GRID_LOOP(i, (size_t)n) mask[i] = drop_connect_one(seed, counter, keep, i);
 }
 
 // ------------------------------------------------------------------ losses
@@ -233,37 +272,6 @@ __global__ void k_argmax(int C, size_t P, size_t NP, const float *x, int32_t *la
 }
 
 // ------------------------------------------------------------------ optimizer (optim.inc, element by element)
-// float operations rounded on their own: the intrinsics on the device, plain (uncontracted) on the host (the
-// element update is __host__ __device__ so that it can be checked on the host too)
-__host__ __device__ inline float o_mul(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fmul_rn(a, b);
-#else
-    return a * b;
-#endif
-}
-__host__ __device__ inline float o_add(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fadd_rn(a, b);
-#else
-    return a + b;
-#endif
-}
-__host__ __device__ inline float o_div(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fdiv_rn(a, b);
-#else
-    return a / b;
-#endif
-}
-__host__ __device__ inline float o_sqrt(float a) {
-#ifdef __CUDA_ARCH__
-    return __fsqrt_rn(a);
-#else
-    return (float)sqrt((double)a); /* optim.inc's (T)sqrt(vi): correctly rounded either way */
-#endif
-}
-
 // element t of the segments' concatenation: the last segment starting at or before t (empty segments are not
 // in the table), then optim.inc's update of that arena element
 __host__ __device__ inline void optim_one(const dptk_optim_args &a, const dptk_seg *seg, int n_seg, size_t t,
@@ -381,11 +389,86 @@ int dptk_argmax(void *stream, int N, int C, size_t P, const float *x, int32_t *l
     return (int)cudaGetLastError();
 }
 
+void dptk_optim_args_make(int adamw, double lr, double weight_decay, double momentum, double dampening, int nesterov,
+                          double beta1, double beta2, double eps, int64_t t, dptk_optim_args *a) {
+    memset(a, 0, sizeof *a);
+    if (!adamw) { /* optim.inc's sgd_range scalars */
+        a->adamw = 0;
+        a->first = t == 1;
+        a->use_mom = momentum != 0.0;
+        a->nesterov = nesterov != 0;
+        a->use_wd[0] = 0;
+        a->use_wd[1] = weight_decay != 0.0;
+        a->wd[0] = 0.0f;
+        a->wd[1] = (float)weight_decay;
+        a->mom = (float)momentum;
+        a->damp1 = (float)(1.0 - dampening);
+        a->neg_lr = (float)(-lr);
+    } else { /* adamw_range's */
+        a->adamw = 1;
+        const double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);
+        a->shrink[0] = (float)(1.0 - lr * 0.0);
+        a->shrink[1] = (float)(1.0 - lr * weight_decay);
+        a->b1 = (float)beta1;
+        a->b2 = (float)beta2;
+        a->one_b1 = (float)(1.0 - beta1);
+        a->one_b2 = (float)(1.0 - beta2);
+        a->neg_step = (float)(-(lr / bc1));
+        a->bc2_sqrt = (float)sqrt(bc2);
+        a->eps = (float)eps;
+    }
+}
+
 int dptk_optim(void *stream, const dptk_optim_args *a, const dptk_seg *seg, int n_seg, size_t total, size_t n,
                float *params, const float *grads, float *state) {
     if (total == 0 || n_seg <= 0) return 0;
     k_optim<<<blocks_for(total), TPB, 0, (cudaStream_t)stream>>>(*a, seg, n_seg, total, n, params, grads, state);
     return (int)cudaGetLastError();
 }
+
+#ifdef DPTK_HOST_CHECK /* the bodies above run on the host (libdisopt_cuda_hostcheck, tests/test_cuda_train_host) */
+void dptk_host_philox(uint64_t seed, uint64_t b, uint32_t out[4]) { philox_block(seed, b, out); }
+
+void dptk_host_dropout_mask(uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask) {
+    for (size_t b = 0; b < (n + 3) / 4; b++) dropout_mask_block(seed, counter, keep, n, b, mask);
+}
+
+void dptk_host_drop_connect_mask(uint64_t seed, uint64_t counter, float keep, int n, uint8_t *mask) {
+    for (int i = 0; i < n; i++) mask[i] = drop_connect_one(seed, counter, keep, (size_t)i);
+}
+
+int dptk_host_seg(int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid, double w_ce,
+                  double w_dice, double gscale, double dice_eps, double *ce, double *dice, float *gx) {
+    if (C <= 0 || C > DPTK_MAX_C) return -1;
+    double st[3 + 3 * DPTK_MAX_C];
+    for (int v = 0; v < 3 + 3 * C; v++) st[v] = 0.0;
+    for (size_t q = 0; q < (size_t)N * P; q++) {
+        if (valid && !valid[q]) continue;
+        if (target[q] < 0 || target[q] >= C) return -1;
+        seg_px_stats(x + (q / P) * (size_t)C * P + q % P, P, C, target[q], st);
+    }
+    dptk_seg_coef cf;
+    dptk_seg_finish(st, C, w_ce, w_dice, gscale, dice_eps, &cf, ce, dice);
+    if (gx && st[1] > 0)
+        for (size_t q = 0; q < (size_t)N * P; q++)
+            if (!valid || valid[q])
+                seg_px_grad(x + (q / P) * (size_t)C * P, gx + (q / P) * (size_t)C * P, P, C, q % P, target[q], cf);
+    return 0;
+}
+
+double dptk_host_kd(int N, int C, size_t P, const float *s, const float *t, const uint8_t *valid, double gscale,
+                    float *gs, float *gt) {
+    const double inv_hw = 1.0 / (double)P;
+    double sum = 0.0;
+    for (size_t q = 0; q < (size_t)N * P; q++)
+        if (!valid || valid[q]) sum += kd_px(s, t, P, C, (q / P) * (size_t)C * P + q % P, gscale * inv_hw, gs, gt);
+    return sum * inv_hw;
+}
+
+void dptk_host_optim(const dptk_optim_args *a, const dptk_seg *seg, int n_seg, size_t total, size_t n, float *params,
+                     const float *grads, float *state) {
+    for (size_t t = 0; t < total; t++) optim_one(*a, seg, n_seg, t, n, params, grads, state);
+}
+#endif
 
 } // extern "C"

@@ -1090,32 +1090,8 @@ disopt_status dp_cu_tr_optim_update(dp_cu_tr_ctx *c, const dp_optim_config *cfg,
     free(tab);
     if (st || !m) return st;
     dptk_optim_args a;
-    memset(&a, 0, sizeof a);
-    if (cfg->kind == DP_OPTIM_SGD) { /* optim.inc's sgd_range scalars */
-        a.adamw = 0;
-        a.first = t == 1;
-        a.use_mom = cfg->momentum != 0.0;
-        a.nesterov = cfg->nesterov != 0;
-        a.use_wd[0] = 0;
-        a.use_wd[1] = cfg->weight_decay != 0.0;
-        a.wd[0] = 0.0f;
-        a.wd[1] = (float)cfg->weight_decay;
-        a.mom = (float)cfg->momentum;
-        a.damp1 = (float)(1.0 - cfg->dampening);
-        a.neg_lr = (float)(-lr);
-    } else { /* adamw_range's */
-        a.adamw = 1;
-        const double bc1 = 1.0 - pow(cfg->beta1, (double)t), bc2 = 1.0 - pow(cfg->beta2, (double)t);
-        a.shrink[0] = (float)(1.0 - lr * 0.0);
-        a.shrink[1] = (float)(1.0 - lr * cfg->weight_decay);
-        a.b1 = (float)cfg->beta1;
-        a.b2 = (float)cfg->beta2;
-        a.one_b1 = (float)(1.0 - cfg->beta1);
-        a.one_b2 = (float)(1.0 - cfg->beta2);
-        a.neg_step = (float)(-(lr / bc1));
-        a.bc2_sqrt = (float)sqrt(bc2);
-        a.eps = (float)cfg->eps;
-    }
+    dptk_optim_args_make(cfg->kind == DP_OPTIM_ADAMW, lr, cfg->weight_decay, cfg->momentum, cfg->dampening,
+                         cfg->nesterov, cfg->beta1, cfg->beta2, cfg->eps, t, &a);
     K_TRY(c, dptk_optim(c->stream, &a, c->scratch, m, total, n, params, grads, state), "optimizer update");
     return DISOPT_OK;
 }
