@@ -294,39 +294,44 @@ static disopt_status conv_setup(dp_cu_tr_ctx *c, const dp_conv_params *p, int n,
     return DISOPT_OK;
 }
 
-/* The heuristics' first algorithm, in order of preference: GEMM family (no FFT, no Winograd) with FMA math and
- * deterministic; then not necessarily deterministic; then any math type (the descriptor forbids TF32 anyway);
- * else the fallback. */
-#define PICK_BODY(ok, fallback)                                                                                    \
-    for (int pass = 0; pass < 3; pass++)                                                                           \
-        for (int i = 0; i < got; i++)                                                                              \
-            if (perf[i].status == CUDNN_STATUS_SUCCESS && ok((int)perf[i].algo) &&                                 \
-                (pass >= 2 || perf[i].mathType == CUDNN_FMA_MATH) &&                                               \
-                (pass >= 1 || perf[i].determinism == CUDNN_DETERMINISTIC))                                         \
-                return (int)perf[i].algo;                                                                          \
-    return (int)(fallback)
+/* Candidate algorithms in order of preference: the heuristics' GEMM-family ones (no FFT, no Winograd) with FMA
+ * math and deterministic; then not necessarily deterministic; then any math type (the descriptor forbids TF32
+ * anyway); then the rest of the family in enum order. Each listed once; returns the count. */
+#define RANK_BODY(family, nfamily)                                                                                 \
+    int m = 0;                                                                                                     \
+    for (int pass = 0; pass < 4; pass++)                                                                           \
+        for (int i = 0; i < (pass < 3 ? got : (nfamily)); i++) {                                                   \
+            const int a = pass < 3 ? (int)perf[i].algo : (family)[i];                                              \
+            int ok = 0, seen = 0;                                                                                  \
+            for (int k = 0; k < (nfamily); k++) ok |= (family)[k] == a;                                            \
+            for (int k = 0; k < m; k++) seen |= out[k] == a;                                                       \
+            if (!ok || seen) continue;                                                                             \
+            if (pass < 3 && (perf[i].status != CUDNN_STATUS_SUCCESS ||                                             \
+                             (pass < 2 && perf[i].mathType != CUDNN_FMA_MATH) ||                                   \
+                             (pass < 1 && perf[i].determinism != CUDNN_DETERMINISTIC)))                            \
+                continue;                                                                                          \
+            out[m++] = a;                                                                                          \
+        }                                                                                                          \
+    return m
 
-static int fwd_ok(int a) {
-    return a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM || a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ||
-           a == CUDNN_CONVOLUTION_FWD_ALGO_GEMM || a == CUDNN_CONVOLUTION_FWD_ALGO_DIRECT;
+static const int FWD_FAMILY[4] = {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+                                  CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+                                  CUDNN_CONVOLUTION_FWD_ALGO_DIRECT};
+static const int BWD_DATA_FAMILY[2] = {CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0};
+static const int BWD_FILTER_FAMILY[3] = {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+                                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3};
+
+static int rank_fwd(const cudnnConvolutionFwdAlgoPerf_t *perf, int got, int *out) { RANK_BODY(FWD_FAMILY, 4); }
+static int rank_bwd_data(const cudnnConvolutionBwdDataAlgoPerf_t *perf, int got, int *out) {
+    RANK_BODY(BWD_DATA_FAMILY, 2);
 }
-static int bwd_data_ok(int a) { return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1; }
-static int bwd_filter_ok(int a) {
-    return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ||
-           a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
-}
-static int pick_fwd(const cudnnConvolutionFwdAlgoPerf_t *perf, int got) {
-    PICK_BODY(fwd_ok, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
-}
-static int pick_bwd_data(const cudnnConvolutionBwdDataAlgoPerf_t *perf, int got) {
-    PICK_BODY(bwd_data_ok, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1);
-}
-static int pick_bwd_filter(const cudnnConvolutionBwdFilterAlgoPerf_t *perf, int got) {
-    PICK_BODY(bwd_filter_ok, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
+static int rank_bwd_filter(const cudnnConvolutionBwdFilterAlgoPerf_t *perf, int got, int *out) {
+    RANK_BODY(BWD_FILTER_FAMILY, 3);
 }
 
-/* The algorithm and workspace size of a conv (descriptors set by conv_setup) in direction dir: cached per
- * context, else from the heuristics (pick_*) and cuDNN's workspace query. */
+/* The algorithm and workspace size of a conv (descriptors set by conv_setup) in direction dir (0 forward,
+ * 1 data gradient, 2 filter gradient): cached per context, else the first candidate (rank_*) whose workspace
+ * query cuDNN accepts. */
 static disopt_status choose(dp_cu_tr_ctx *c, int dir, const dp_conv_params *p, int n, int h, int w, int *algo,
                             size_t *aws) {
     const int key[ALGO_KEY] = {dir,    n,     h,      w,     p->cin, p->cout, p->kh, p->kw, p->sh,
@@ -337,36 +342,46 @@ static disopt_status choose(dp_cu_tr_ctx *c, int dir, const dp_conv_params *p, i
             *aws = c->algos[i].ws;
             return DISOPT_OK;
         }
-    int got = 0;
-    *aws = 0;
+    static const char *const what[3] = {"forward", "backward data", "backward filter"};
+    int got = 0, cand[8], nc = 0;
     if (dir == 0) {
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
         DNN_TRY(c, cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, c->xd, c->fd, c->cd, c->yd,
                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf),
                 "forward heuristics");
-        *algo = pick_fwd(perf, got);
-        DNN_TRY(c, cudnnGetConvolutionForwardWorkspaceSize(c->dnn, c->xd, c->fd, c->cd, c->yd,
-                                                           (cudnnConvolutionFwdAlgo_t)*algo, aws),
-                "forward workspace");
+        nc = rank_fwd(perf, got, cand);
     } else if (dir == 1) {
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         DNN_TRY(c, cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, c->fd, c->yd, c->cd, c->xd,
                                                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf),
                 "backward data heuristics");
-        *algo = pick_bwd_data(perf, got);
-        DNN_TRY(c, cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, c->fd, c->yd, c->cd, c->xd,
-                                                                (cudnnConvolutionBwdDataAlgo_t)*algo, aws),
-                "backward data workspace");
+        nc = rank_bwd_data(perf, got, cand);
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
         DNN_TRY(c, cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->dnn, c->xd, c->yd, c->cd, c->fd,
                                                                  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf),
                 "backward filter heuristics");
-        *algo = pick_bwd_filter(perf, got);
-        DNN_TRY(c, cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, c->xd, c->yd, c->cd, c->fd,
-                                                                  (cudnnConvolutionBwdFilterAlgo_t)*algo, aws),
-                "backward filter workspace");
+        nc = rank_bwd_filter(perf, got, cand);
     }
+    cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
+    int k = 0;
+    for (; k < nc; k++) {
+        *aws = 0;
+        last = dir == 0   ? cudnnGetConvolutionForwardWorkspaceSize(c->dnn, c->xd, c->fd, c->cd, c->yd,
+                                                                    (cudnnConvolutionFwdAlgo_t)cand[k], aws)
+               : dir == 1 ? cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, c->fd, c->yd, c->cd, c->xd,
+                                                                         (cudnnConvolutionBwdDataAlgo_t)cand[k], aws)
+                          : cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                                c->dnn, c->xd, c->yd, c->cd, c->fd, (cudnnConvolutionBwdFilterAlgo_t)cand[k], aws);
+        if (last == CUDNN_STATUS_SUCCESS) break;
+    }
+    if (k == nc)
+        return c->host->error(DISOPT_ERR_UNSUPPORTED,
+                              "cudnn: no FP32 (FMA) GEMM-family %s algorithm for conv %d->%d k%dx%d s%d,%d d%d,%d g%d "
+                              "on %dx%dx%d (%d tried, last: %s)",
+                              what[dir], p->cin, p->cout, p->kh, p->kw, p->sh, p->sw, p->dh, p->dw, p->groups, n, h, w,
+                              nc, cudnnGetErrorString(last));
+    *algo = cand[k];
     int slot = c->nalgos;
     if (c->nalgos < ALGO_CACHE) {
         c->nalgos++;
