@@ -4,10 +4,15 @@
 //
 // Conventions (see train_kernels.h):
 //  - every launcher is extern "C", takes the context's stream, launches, returns cudaGetLastError();
+//  - each kernel is a thin grid-stride loop over a __host__ __device__ body (one element, one channel, one pixel):
+//    built with DPTK_HOST_CHECK (libdisopt_cuda_hostcheck), the same launchers run those bodies on the host, in
+//    index order, over host memory, so that tests/test_cuda_train_host.c checks them against the CPU kernels
+//    without a device;
 //  - element-wise math repeats the CPU kernel's (core/train/grad_tmpl.h) operations in its order, each float
-//    operation rounded on its own (__fmul_rn and friends: nvcc would otherwise contract a * b + c into an FMA,
-//    which the CPU build, ISO C without -ffp-contract, never does); exp is expf (<= 2 ulp, glibc's is
-//    correctly rounded: sigmoid, swish and softmax may differ from the CPU by an ulp or two);
+//    operation rounded on its own (rmul and friends: __fmul_rn on the device, where nvcc would otherwise contract
+//    a * b + c into an FMA, which the CPU build, ISO C without -ffp-contract, never does; a plain operation on the
+//    host, compiled with -ffp-contract=off); exp is expf (<= 2 ulp on the device, glibc's is correctly rounded:
+//    sigmoid, swish and softmax may differ from the CPU by an ulp or two there);
 //  - reductions (BN statistics and gradients, GAP, per-channel gradients) accumulate in double: a fixed number
 //    of blocks per channel for a given shape, a shared-memory tree in each block, the blocks' partial sums
 //    added in order by a finishing kernel: deterministic run to run, no atomics anywhere;
@@ -15,24 +20,60 @@
 //    it, in the CPU scatter's order (output pixels row-major, the four taps of each in order), so it equals
 //    the CPU's result bit for bit, without atomics.
 #include <cuda_runtime.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "train_kernels.h"
 
 namespace {
 
+#ifndef DPTK_HOST_CHECK
 constexpr int TPB = 256;
+#endif
 constexpr size_t RED_CHUNK = 16384; // elements of a channel per reduction block
 
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
 inline unsigned blocks_for(size_t n) {
     size_t b = (n + TPB - 1) / TPB;
     if (b == 0) b = 1;
     return (unsigned)(b > 65535u * 64u ? 65535u * 64u : b);
 }
 
+#endif
 #define GRID_LOOP(i, total)                                                                                    \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
 
+// float operations rounded on their own
+__host__ __device__ inline float rmul(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+__host__ __device__ inline float radd(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+__host__ __device__ inline float rsub(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+__host__ __device__ inline float rdiv(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
 // sum of v over the block (blockDim.x a power of two <= TPB); every thread gets the result
 __device__ inline double block_sum(double v, double *sh) {
     sh[threadIdx.x] = v;
@@ -49,7 +90,38 @@ __device__ inline double block_sum(double v, double *sh) {
 // threads of a reduction block for m elements: a power of two
 inline unsigned red_threads(size_t m) { return m >= (size_t)TPB ? TPB : m >= 64 ? 64 : 32; }
 
+#endif
 // ------------------------------------------------------------------ per-channel reductions
+// element m of channel ch
+__host__ __device__ inline size_t red_idx(size_t m, int C, int ch, size_t HW) {
+    return ((m / HW) * (size_t)C + (size_t)ch) * HW + m % HW;
+}
+
+// adds element idx's value(s) to s0 (and s1)
+template <int KIND>
+__host__ __device__ inline void red_add(size_t idx, const float *a, const float *b, double mu, double *s0, double *s1) {
+    if (KIND == DPTK_RED_SUM) {
+        *s0 += (double)a[idx];
+    } else if (KIND == DPTK_RED_DOT) {
+        *s0 += (double)rmul(a[idx], b[idx]);
+    } else if (KIND == DPTK_RED_SQDEV) {
+        const double d = (double)a[idx] - mu;
+        *s0 += d * d;
+    } else {
+        const double g = (double)b[idx];
+        *s0 += g;
+        *s1 += g * ((double)a[idx] - mu);
+    }
+}
+
+template <int KIND> __host__ __device__ inline double red_mean(const void *mean, int ch) {
+    if (KIND == DPTK_RED_SQDEV) return ((const double *)mean)[ch];
+    if (KIND == DPTK_RED_BN) return (double)((const float *)mean)[ch];
+    return 0.0;
+}
+
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
+// block (ch, piece): elements [piece * RED_CHUNK, ...) of channel ch
 template <int KIND>
 __global__ void k_chan_reduce(double *part, int C, size_t HW, size_t M, int parts, const float *a, const float *b,
                               const void *mean) {
@@ -57,25 +129,9 @@ __global__ void k_chan_reduce(double *part, int C, size_t HW, size_t M, int part
     const size_t blk = blockIdx.x;
     const int ch = (int)(blk / (size_t)parts), piece = (int)(blk % (size_t)parts);
     const size_t m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
-    double mu = 0.0;
-    if (KIND == DPTK_RED_SQDEV) mu = ((const double *)mean)[ch];
-    if (KIND == DPTK_RED_BN) mu = (double)((const float *)mean)[ch];
+    const double mu = red_mean<KIND>(mean, ch);
     double s0 = 0.0, s1 = 0.0;
-    for (size_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
-        const size_t idx = ((m / HW) * (size_t)C + (size_t)ch) * HW + m % HW;
-        if (KIND == DPTK_RED_SUM) {
-            s0 += (double)a[idx];
-        } else if (KIND == DPTK_RED_DOT) {
-            s0 += (double)__fmul_rn(a[idx], b[idx]);
-        } else if (KIND == DPTK_RED_SQDEV) {
-            const double d = (double)a[idx] - mu;
-            s0 += d * d;
-        } else {
-            const double g = (double)b[idx];
-            s0 += g;
-            s1 += g * ((double)a[idx] - mu);
-        }
-    }
+    for (size_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) red_add<KIND>(red_idx(m, C, ch, HW), a, b, mu, &s0, &s1);
     s0 = block_sum(s0, sh);
     if (KIND == DPTK_RED_BN) {
         s1 = block_sum(s1, sh);
@@ -88,254 +144,212 @@ __global__ void k_chan_reduce(double *part, int C, size_t HW, size_t M, int part
     }
 }
 
-__global__ void k_fin_sum(const double *part, int C, int parts, float *out, int accumulate, double div) {
-    GRID_LOOP(ch, (size_t)C) {
-        double s = 0.0;
-        for (int p = 0; p < parts; p++) s += part[ch * parts + p];
-        out[ch] = accumulate ? __fadd_rn(out[ch], (float)s) : (float)(s / div);
-    }
-}
-
-// ------------------------------------------------------------------ batch norm
-__global__ void k_bn_fin_mean(const double *part, int C, int parts, size_t M, double *mean) {
-    GRID_LOOP(ch, (size_t)C) {
-        double s = 0.0;
-        for (int p = 0; p < parts; p++) s += part[ch * parts + p];
-        mean[ch] = s / (double)M;
-    }
-}
-
-__global__ void k_bn_fin_var(const double *part, int C, int parts, size_t M, const double *meanv, const float *gamma,
-                             const float *beta, double eps, double momentum, float *run_mean, float *run_var,
-                             float *save_mean, float *save_invstd, float *alpha, float *shift) {
-    GRID_LOOP(ch, (size_t)C) {
-        double ss = 0.0;
-        for (int p = 0; p < parts; p++) ss += part[ch * parts + p];
-        const double mean = meanv[ch];
-        const double invstd = 1.0 / sqrt(ss / (double)M + eps);
-        save_mean[ch] = (float)mean;
-        save_invstd[ch] = (float)invstd;
-        if (run_mean) { // PyTorch: r = momentum * batch + (1 - momentum) * r, unbiased variance
-            const double m = momentum;
-            run_mean[ch] = (float)(m * mean + (1.0 - m) * (double)run_mean[ch]);
-            run_var[ch] = (float)(m * (ss / (double)(M - 1)) + (1.0 - m) * (double)run_var[ch]);
-        }
-        alpha[ch] = (float)((double)gamma[ch] * invstd);
-        shift[ch] = (float)((double)beta[ch] - mean * (double)gamma[ch] * invstd);
-    }
-}
-
-__global__ void k_bn_eval_coef(int C, const float *gamma, const float *beta, const float *rm, const float *rv,
-                               double eps, float *alpha, float *shift) {
-    GRID_LOOP(ch, (size_t)C) {
-        const double invstd = 1.0 / sqrt((double)rv[ch] + eps);
-        alpha[ch] = (float)((double)gamma[ch] * invstd);
-        if (shift) shift[ch] = (float)((double)beta[ch] - (double)rm[ch] * (double)gamma[ch] * invstd);
-    }
-}
-
-__global__ void k_bn_apply(float *y, const float *x, const float *alpha, const float *shift, int C, size_t HW,
-                           size_t total) {
-    GRID_LOOP(i, total) {
-        const int ch = (int)((i / HW) % (size_t)C);
-        y[i] = __fadd_rn(__fmul_rn(x[i], alpha[ch]), shift[ch]);
-    }
-}
-
-__global__ void k_bn_bwd_fin(const double *part, int C, int parts, size_t M, const float *save_mean,
-                             const float *save_invstd, const float *gamma, float *dgamma, float *dbeta, float *coef) {
-    GRID_LOOP(ch, (size_t)C) {
-        double sdy = 0.0, dot = 0.0;
-        for (int p = 0; p < parts; p++) {
-            sdy += part[(ch * parts + p) * 2];
-            dot += part[(ch * parts + p) * 2 + 1];
-        }
-        const double mean = save_mean[ch], invstd = save_invstd[ch];
-        if (dgamma) dgamma[ch] = __fadd_rn(dgamma[ch], (float)(dot * invstd));
-        if (dbeta) dbeta[ch] = __fadd_rn(dbeta[ch], (float)sdy);
-        coef[4 * ch + 0] = (float)mean;
-        coef[4 * ch + 1] = (float)(dot / (double)M * invstd * invstd);
-        coef[4 * ch + 2] = (float)(sdy / (double)M);
-        coef[4 * ch + 3] = (float)((double)gamma[ch] * invstd);
-    }
-}
-
-__global__ void k_bn_bwd_apply(float *dx, const float *x, const float *dy, const float *coef, int C, size_t HW,
-                               size_t total) {
-    GRID_LOOP(i, total) {
-        const int ch = (int)((i / HW) % (size_t)C);
-        const float tm = coef[4 * ch], k = coef[4 * ch + 1], gm = coef[4 * ch + 2], wi = coef[4 * ch + 3];
-        const float t = __fsub_rn(__fsub_rn(dy[i], gm), __fmul_rn(__fsub_rn(x[i], tm), k));
-        dx[i] = __fadd_rn(dx[i], __fmul_rn(t, wi));
-    }
-}
-
-__global__ void k_bn_eval_bwd_fin(const double *part, int C, int parts, const float *rv, double eps, float *dgamma,
-                                  float *dbeta) {
-    GRID_LOOP(ch, (size_t)C) {
-        double sdy = 0.0, dot = 0.0;
-        for (int p = 0; p < parts; p++) {
-            sdy += part[(ch * parts + p) * 2];
-            dot += part[(ch * parts + p) * 2 + 1];
-        }
-        const double invstd = 1.0 / sqrt((double)rv[ch] + eps);
-        if (dgamma) dgamma[ch] = __fadd_rn(dgamma[ch], (float)(dot * invstd));
-        if (dbeta) dbeta[ch] = __fadd_rn(dbeta[ch], (float)sdy);
-    }
-}
-
-// ------------------------------------------------------------------ element-wise
-__global__ void k_fill(float *x, size_t n, float v) {
-    GRID_LOOP(i, n) x[i] = v;
-}
-
-__global__ void k_mul_plane(float *y, const float *x, const float *g, size_t total, size_t HW, size_t mod,
-                            int accumulate) {
-    GRID_LOOP(i, total) {
-        const float v = __fmul_rn(x[i], g[(i / HW) % mod]);
-        y[i] = accumulate ? __fadd_rn(y[i], v) : v;
-    }
-}
-
-__global__ void k_crop_add(float *dx, const float *dxp, int H, int W, int Hp, int Wp, int pt, int pl, size_t total) {
-    GRID_LOOP(i, total) {
-        const size_t j = i % (size_t)W, r = (i / (size_t)W) % (size_t)H, plane = i / ((size_t)W * H);
-        dx[i] = __fadd_rn(dx[i], dxp[plane * Hp * Wp + (r + pt) * Wp + j + pl]);
-    }
-}
-
-__device__ inline float sigm(float v) { return __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-v))); }
-
-__global__ void k_act_fwd(int act, size_t n, const float *x, float *y) {
-    GRID_LOOP(i, n) {
-        const float v = x[i];
-        switch (act) {
-        case 1: y[i] = v > 0.0f ? v : 0.0f; break;      // ReLU
-        case 2: y[i] = __fmul_rn(v, sigm(v)); break;   // swish
-        case 3: y[i] = sigm(v); break;                 // sigmoid
-        default: y[i] = v; break;
+#endif
+#ifdef DPTK_HOST_CHECK
+// the same partial sums on the host, each block's elements in order
+template <int KIND>
+void host_chan_reduce(double *part, int C, size_t HW, size_t M, int parts, const float *a, const float *b,
+                      const void *mean) {
+    for (size_t blk = 0; blk < (size_t)C * parts; blk++) {
+        const int ch = (int)(blk / (size_t)parts), piece = (int)(blk % (size_t)parts);
+        const size_t m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
+        const double mu = red_mean<KIND>(mean, ch);
+        double s0 = 0.0, s1 = 0.0;
+        for (size_t m = m0; m < m1; m++) red_add<KIND>(red_idx(m, C, ch, HW), a, b, mu, &s0, &s1);
+        if (KIND == DPTK_RED_BN) {
+            part[blk * 2] = s0;
+            part[blk * 2 + 1] = s1;
+        } else {
+            part[blk] = s0;
         }
     }
 }
+#endif
 
-__global__ void k_act_bwd(int act, size_t n, const float *x, const float *y, const float *dy, float *dx) {
-    GRID_LOOP(i, n) {
-        const float g = dy[i];
-        float d;
-        switch (act) {
-        case 1: d = x[i] > 0.0f ? g : 0.0f; break;
-        case 2: { // dy * (s * (1 + x * (1 - s)))
-            const float s = sigm(x[i]);
-            d = __fmul_rn(g, __fmul_rn(s, __fadd_rn(1.0f, __fmul_rn(x[i], __fsub_rn(1.0f, s)))));
-            break;
-        }
-        case 3: d = __fmul_rn(__fmul_rn(g, __fsub_rn(1.0f, y[i])), y[i]); break; // dy * (1 - y) * y
-        default: d = g; break;
-        }
-        dx[i] = __fadd_rn(dx[i], d);
+// ------------------------------------------------------------------ per-channel finishing bodies
+__host__ __device__ inline void c_fin_sum(size_t ch, const double *part, int parts, float *out, int accumulate,
+                                          double div) {
+    double s = 0.0;
+    for (int p = 0; p < parts; p++) s += part[ch * parts + p];
+    out[ch] = accumulate ? radd(out[ch], (float)s) : (float)(s / div);
+}
+
+__host__ __device__ inline void c_bn_fin_mean(size_t ch, const double *part, int parts, size_t M, double *mean) {
+    double s = 0.0;
+    for (int p = 0; p < parts; p++) s += part[ch * parts + p];
+    mean[ch] = s / (double)M;
+}
+
+__host__ __device__ inline void c_bn_fin_var(size_t ch, const double *part, int parts, size_t M, const double *meanv,
+                                             const float *gamma, const float *beta, double eps, double momentum,
+                                             float *run_mean, float *run_var, float *save_mean, float *save_invstd,
+                                             float *alpha, float *shift) {
+    double ss = 0.0;
+    for (int p = 0; p < parts; p++) ss += part[ch * parts + p];
+    const double mean = meanv[ch];
+    const double invstd = 1.0 / sqrt(ss / (double)M + eps);
+    save_mean[ch] = (float)mean;
+    save_invstd[ch] = (float)invstd;
+    if (run_mean) { // PyTorch: r = momentum * batch + (1 - momentum) * r, unbiased variance
+        const double m = momentum;
+        run_mean[ch] = (float)(m * mean + (1.0 - m) * (double)run_mean[ch]);
+        run_var[ch] = (float)(m * (ss / (double)(M - 1)) + (1.0 - m) * (double)run_var[ch]);
+    }
+    alpha[ch] = (float)((double)gamma[ch] * invstd);
+    shift[ch] = (float)((double)beta[ch] - mean * (double)gamma[ch] * invstd);
+}
+
+__host__ __device__ inline void c_bn_eval_coef(size_t ch, const float *gamma, const float *beta, const float *rm,
+                                               const float *rv, double eps, float *alpha, float *shift) {
+    const double invstd = 1.0 / sqrt((double)rv[ch] + eps);
+    alpha[ch] = (float)((double)gamma[ch] * invstd);
+    if (shift) shift[ch] = (float)((double)beta[ch] - (double)rm[ch] * (double)gamma[ch] * invstd);
+}
+
+__host__ __device__ inline void c_bn_bwd_fin(size_t ch, const double *part, int parts, size_t M,
+                                             const float *save_mean, const float *save_invstd, const float *gamma,
+                                             float *dgamma, float *dbeta, float *coef) {
+    double sdy = 0.0, dot = 0.0;
+    for (int p = 0; p < parts; p++) {
+        sdy += part[(ch * parts + p) * 2];
+        dot += part[(ch * parts + p) * 2 + 1];
+    }
+    const double mean = save_mean[ch], invstd = save_invstd[ch];
+    if (dgamma) dgamma[ch] = radd(dgamma[ch], (float)(dot * invstd));
+    if (dbeta) dbeta[ch] = radd(dbeta[ch], (float)sdy);
+    coef[4 * ch + 0] = (float)mean;
+    coef[4 * ch + 1] = (float)(dot / (double)M * invstd * invstd);
+    coef[4 * ch + 2] = (float)(sdy / (double)M);
+    coef[4 * ch + 3] = (float)((double)gamma[ch] * invstd);
+}
+
+__host__ __device__ inline void c_bn_eval_bwd_fin(size_t ch, const double *part, int parts, const float *rv,
+                                                  double eps, float *dgamma, float *dbeta) {
+    double sdy = 0.0, dot = 0.0;
+    for (int p = 0; p < parts; p++) {
+        sdy += part[(ch * parts + p) * 2];
+        dot += part[(ch * parts + p) * 2 + 1];
+    }
+    const double invstd = 1.0 / sqrt((double)rv[ch] + eps);
+    if (dgamma) dgamma[ch] = radd(dgamma[ch], (float)(dot * invstd));
+    if (dbeta) dbeta[ch] = radd(dbeta[ch], (float)sdy);
+}
+
+// ------------------------------------------------------------------ element bodies
+__host__ __device__ inline void e_bn_apply(size_t i, float *y, const float *x, const float *alpha, const float *shift,
+                                           int C, size_t HW) {
+    const int ch = (int)((i / HW) % (size_t)C);
+    y[i] = radd(rmul(x[i], alpha[ch]), shift[ch]);
+}
+
+// dx += (dy - gm - (x - tm) * k) * wi
+__host__ __device__ inline void e_bn_bwd_apply(size_t i, float *dx, const float *x, const float *dy,
+                                               const float *coef, int C, size_t HW) {
+    const int ch = (int)((i / HW) % (size_t)C);
+    const float tm = coef[4 * ch], k = coef[4 * ch + 1], gm = coef[4 * ch + 2], wi = coef[4 * ch + 3];
+    const float t = rsub(rsub(dy[i], gm), rmul(rsub(x[i], tm), k));
+    dx[i] = radd(dx[i], rmul(t, wi));
+}
+
+__host__ __device__ inline void e_fill(size_t i, float *x, float v) { x[i] = v; }
+
+__host__ __device__ inline void e_mul_plane(size_t i, float *y, const float *x, const float *g, size_t HW, size_t mod,
+                                            int accumulate) {
+    const float v = rmul(x[i], g[(i / HW) % mod]);
+    y[i] = accumulate ? radd(y[i], v) : v;
+}
+
+__host__ __device__ inline void e_crop_add(size_t i, float *dx, const float *dxp, int H, int W, int Hp, int Wp, int pt,
+                                           int pl) {
+    const size_t j = i % (size_t)W, r = (i / (size_t)W) % (size_t)H, plane = i / ((size_t)W * H);
+    dx[i] = radd(dx[i], dxp[plane * Hp * Wp + (r + pt) * Wp + j + pl]);
+}
+
+__host__ __device__ inline float sigm(float v) { return rdiv(1.0f, radd(1.0f, expf(-v))); }
+
+__host__ __device__ inline void e_act_fwd(size_t i, int act, const float *x, float *y) {
+    const float v = x[i];
+    switch (act) {
+    case 1: y[i] = v > 0.0f ? v : 0.0f; break; // ReLU
+    case 2: y[i] = rmul(v, sigm(v)); break;    // swish: x * sigmoid(x)
+    case 3: y[i] = sigm(v); break;             // sigmoid
+    default: y[i] = v; break;
     }
 }
 
-__global__ void k_gap_bwd(size_t total, size_t HW, const float *dy, float *dx) {
-    GRID_LOOP(i, total) dx[i] = __fadd_rn(dx[i], (float)((double)dy[i / HW] / (double)HW));
-}
-
-__global__ void k_broadcast(size_t total, size_t HW, const float *x, float *y) {
-    GRID_LOOP(i, total) y[i] = x[i / HW];
-}
-
-__global__ void k_scse_fwd(int C, size_t HW, size_t total, const float *x, const float *cg, const float *sg,
-                           float *y) {
-    GRID_LOOP(i, total) {
-        const size_t q = i / HW, n = q / (size_t)C, p = i % HW;
-        y[i] = __fadd_rn(__fmul_rn(x[i], cg[q]), __fmul_rn(x[i], sg[n * HW + p]));
+__host__ __device__ inline void e_act_bwd(size_t i, int act, const float *x, const float *y, const float *dy,
+                                          float *dx) {
+    const float g = dy[i];
+    float d;
+    switch (act) {
+    case 1: d = x[i] > 0.0f ? g : 0.0f; break;
+    case 2: { // dy * (s * (1 + x * (1 - s)))
+        const float s = sigm(x[i]);
+        d = rmul(g, rmul(s, radd(1.0f, rmul(x[i], rsub(1.0f, s)))));
+        break;
     }
-}
-
-__global__ void k_scse_bwd_dx(int C, size_t HW, size_t total, const float *cg, const float *sg, const float *dy,
-                              float *dx) {
-    GRID_LOOP(i, total) {
-        const size_t q = i / HW, n = q / (size_t)C, p = i % HW;
-        dx[i] = __fadd_rn(dx[i], __fadd_rn(__fmul_rn(dy[i], cg[q]), __fmul_rn(dy[i], sg[n * HW + p])));
+    case 3: d = rmul(rmul(g, rsub(1.0f, y[i])), y[i]); break; // dy * (1 - y) * y
+    default: d = g; break;
     }
+    dx[i] = radd(dx[i], d);
 }
 
-__global__ void k_scse_bwd_dsg(int C, size_t HW, size_t total, const float *x, const float *dy, float *dsg) {
-    GRID_LOOP(t, total) { // t = n * HW + p
-        const size_t n = t / HW, p = t % HW;
-        float acc = dsg[t];
-        for (int ch = 0; ch < C; ch++) {
-            const size_t i = (n * (size_t)C + (size_t)ch) * HW + p;
-            acc = __fadd_rn(acc, __fmul_rn(dy[i], x[i]));
-        }
-        dsg[t] = acc;
+__host__ __device__ inline void e_gap_bwd(size_t i, size_t HW, const float *dy, float *dx) {
+    dx[i] = radd(dx[i], (float)((double)dy[i / HW] / (double)HW));
+}
+
+__host__ __device__ inline void e_broadcast(size_t i, size_t HW, const float *x, float *y) { y[i] = x[i / HW]; }
+
+__host__ __device__ inline void e_scse_fwd(size_t i, int C, size_t HW, const float *x, const float *cg,
+                                           const float *sg, float *y) {
+    const size_t q = i / HW, n = q / (size_t)C, p = i % HW;
+    y[i] = radd(rmul(x[i], cg[q]), rmul(x[i], sg[n * HW + p]));
+}
+
+__host__ __device__ inline void e_scse_bwd_dx(size_t i, int C, size_t HW, const float *cg, const float *sg,
+                                              const float *dy, float *dx) {
+    const size_t q = i / HW, n = q / (size_t)C, p = i % HW;
+    dx[i] = radd(dx[i], radd(rmul(dy[i], cg[q]), rmul(dy[i], sg[n * HW + p])));
+}
+
+// t = n * HW + p: dsg[t] += dy * x over the channels in order
+__host__ __device__ inline void e_scse_bwd_dsg(size_t t, int C, size_t HW, const float *x, const float *dy,
+                                               float *dsg) {
+    const size_t n = t / HW, p = t % HW;
+    float acc = dsg[t];
+    for (int ch = 0; ch < C; ch++) {
+        const size_t i = (n * (size_t)C + (size_t)ch) * HW + p;
+        acc = radd(acc, rmul(dy[i], x[i]));
     }
+    dsg[t] = acc;
 }
 
-__global__ void k_add(size_t n, const float *a, const float *b, float *y) {
-    GRID_LOOP(i, n) y[i] = __fadd_rn(a[i], b[i]);
+__host__ __device__ inline void e_add(size_t i, const float *a, const float *b, float *y) { y[i] = radd(a[i], b[i]); }
+
+__host__ __device__ inline void e_acc(size_t i, const float *dy, float *dx) { dx[i] = radd(dx[i], dy[i]); }
+
+__host__ __device__ inline void e_concat_part(size_t i, int Cx, int Cy, int c0, size_t HW, const float *x, float *y) {
+    const size_t p = i % HW, c = (i / HW) % (size_t)Cx, n = i / (HW * (size_t)Cx);
+    y[(n * (size_t)Cy + (size_t)c0 + c) * HW + p] = x[i];
 }
 
-__global__ void k_acc(size_t n, const float *dy, float *dx) {
-    GRID_LOOP(i, n) dx[i] = __fadd_rn(dx[i], dy[i]);
-}
-
-__global__ void k_concat_part(int Cx, int Cy, int c0, size_t HW, size_t total, const float *x, float *y) {
-    GRID_LOOP(i, total) {
-        const size_t p = i % HW, c = (i / HW) % (size_t)Cx, n = i / (HW * (size_t)Cx);
-        y[(n * (size_t)Cy + (size_t)c0 + c) * HW + p] = x[i];
-    }
-}
-
-__global__ void k_split_part(int Cx, int Cy, int c0, size_t HW, size_t total, const float *dy, float *dx) {
-    GRID_LOOP(i, total) {
-        const size_t p = i % HW, c = (i / HW) % (size_t)Cx, n = i / (HW * (size_t)Cx);
-        dx[i] = __fadd_rn(dx[i], dy[(n * (size_t)Cy + (size_t)c0 + c) * HW + p]);
-    }
+__host__ __device__ inline void e_split_part(size_t i, int Cx, int Cy, int c0, size_t HW, const float *dy,
+                                             float *dx) {
+    const size_t p = i % HW, c = (i / HW) % (size_t)Cx, n = i / (HW * (size_t)Cx);
+    dx[i] = radd(dx[i], dy[(n * (size_t)Cy + (size_t)c0 + c) * HW + p]);
 }
 
 // ------------------------------------------------------------------ bilinear upsampling, align_corners=True
-// float operations rounded on their own: the intrinsics on the device, plain (uncontracted) on the host (the
-// coordinate helpers and the gather are __host__ __device__, so that they can be checked on the host too)
-__host__ __device__ inline float up_mul(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fmul_rn(a, b);
-#else
-    return a * b;
-#endif
-}
-__host__ __device__ inline float up_add(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fadd_rn(a, b);
-#else
-    return a + b;
-#endif
-}
-__host__ __device__ inline float up_sub(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fsub_rn(a, b);
-#else
-    return a - b;
-#endif
-}
-__host__ __device__ inline float up_div(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fdiv_rn(a, b);
-#else
-    return a / b;
-#endif
-}
-
 // the CPU's up_coord: scale = (in - 1) / (out - 1) in float, src = scale * o, i0 = (int)src, ...
 __host__ __device__ inline void up_coord(int in, int out, int o, int *i0, int *i1, float *l0, float *l1) {
-    const float scale = out > 1 ? up_div((float)(in - 1), (float)(out - 1)) : 0.0f;
-    const float src = up_mul(scale, (float)o);
+    const float scale = out > 1 ? rdiv((float)(in - 1), (float)(out - 1)) : 0.0f;
+    const float src = rmul(scale, (float)o);
     int a = (int)src;
     if (a > in - 1) a = in - 1;
     *i0 = a;
     *i1 = a < in - 1 ? a + 1 : in - 1;
-    *l1 = up_sub(src, (float)a);
-    *l0 = up_sub(1.0f, *l1);
+    *l1 = rsub(src, (float)a);
+    *l0 = rsub(1.0f, *l1);
 }
 
 __host__ __device__ inline int up_i0(int in, int out, int o) {
@@ -377,97 +391,148 @@ __host__ __device__ inline float up_gather(int h, int w, int f, const float *dY,
             if (w0 > iw) break;
             const bool c0 = w0 == iw, c1 = w1 == iw;
             if (!c0 && !c1) continue;
-            const float g = dY[(size_t)oh * OW + ow], g0 = up_mul(lh0, g), g1 = up_mul(lh1, g);
-            if (m0 && c0) acc = up_add(acc, up_mul(lw0, g0));
-            if (m0 && c1) acc = up_add(acc, up_mul(lw1, g0));
-            if (m1 && c0) acc = up_add(acc, up_mul(lw0, g1));
-            if (m1 && c1) acc = up_add(acc, up_mul(lw1, g1));
+            const float g = dY[(size_t)oh * OW + ow], g0 = rmul(lh0, g), g1 = rmul(lh1, g);
+            if (m0 && c0) acc = radd(acc, rmul(lw0, g0));
+            if (m0 && c1) acc = radd(acc, rmul(lw1, g0));
+            if (m1 && c0) acc = radd(acc, rmul(lw0, g1));
+            if (m1 && c1) acc = radd(acc, rmul(lw1, g1));
         }
     }
     return acc;
 }
 
-__global__ void k_up_fwd(int h, int w, int f, size_t total, const float *x, float *y) {
+__host__ __device__ inline void e_up_fwd(size_t i, int h, int w, int f, const float *x, float *y) {
     const int OH = h * f, OW = w * f;
-    GRID_LOOP(i, total) {
-        const int ow = (int)(i % (size_t)OW), oh = (int)((i / (size_t)OW) % (size_t)OH);
-        const size_t plane = i / ((size_t)OW * OH);
-        int h0, h1, w0, w1;
-        float lh0, lh1, lw0, lw1;
-        up_coord(h, OH, oh, &h0, &h1, &lh0, &lh1);
-        up_coord(w, OW, ow, &w0, &w1, &lw0, &lw1);
-        const float *r0 = x + plane * h * w + (size_t)h0 * w, *r1 = x + plane * h * w + (size_t)h1 * w;
-        const float t0 = __fadd_rn(__fmul_rn(lw0, r0[w0]), __fmul_rn(lw1, r0[w1]));
-        const float t1 = __fadd_rn(__fmul_rn(lw0, r1[w0]), __fmul_rn(lw1, r1[w1]));
-        y[i] = __fadd_rn(__fmul_rn(lh0, t0), __fmul_rn(lh1, t1));
-    }
+    const int ow = (int)(i % (size_t)OW), oh = (int)((i / (size_t)OW) % (size_t)OH);
+    const size_t plane = i / ((size_t)OW * OH);
+    int h0, h1, w0, w1;
+    float lh0, lh1, lw0, lw1;
+    up_coord(h, OH, oh, &h0, &h1, &lh0, &lh1);
+    up_coord(w, OW, ow, &w0, &w1, &lw0, &lw1);
+    const float *r0 = x + plane * h * w + (size_t)h0 * w, *r1 = x + plane * h * w + (size_t)h1 * w;
+    const float t0 = radd(rmul(lw0, r0[w0]), rmul(lw1, r0[w1]));
+    const float t1 = radd(rmul(lw0, r1[w0]), rmul(lw1, r1[w1]));
+    y[i] = radd(rmul(lh0, t0), rmul(lh1, t1));
 }
 
-__global__ void k_up_bwd(int h, int w, int f, size_t total, const float *dy, float *dx) {
-    GRID_LOOP(i, total) {
-        const int iw = (int)(i % (size_t)w), ih = (int)((i / (size_t)w) % (size_t)h);
-        const size_t plane = i / ((size_t)w * h);
-        dx[i] = up_gather(h, w, f, dy + plane * h * f * w * f, ih, iw, dx[i]);
-    }
+__host__ __device__ inline void e_up_bwd(size_t i, int h, int w, int f, const float *dy, float *dx) {
+    const int iw = (int)(i % (size_t)w), ih = (int)((i / (size_t)w) % (size_t)h);
+    const size_t plane = i / ((size_t)w * h);
+    dx[i] = up_gather(h, w, f, dy + plane * h * f * w * f, ih, iw, dx[i]);
 }
 
-// ------------------------------------------------------------------ softmax over channels
-__global__ void k_softmax_fwd(int C, size_t HW, size_t total, const float *x, float *y) {
-    GRID_LOOP(t, total) { // pixels (image, position)
-        const size_t o = (t / HW) * (size_t)C * HW + t % HW;
-        const float *X = x + o;
-        float *Y = y + o;
-        float m = X[0];
-        for (int c = 1; c < C; c++) m = X[(size_t)c * HW] > m ? X[(size_t)c * HW] : m;
-        double s = 0.0;
-        for (int c = 0; c < C; c++) {
-            const float e = expf(__fsub_rn(X[(size_t)c * HW], m));
-            Y[(size_t)c * HW] = e;
-            s += e;
-        }
-        const float inv = (float)(1.0 / s);
-        for (int c = 0; c < C; c++) Y[(size_t)c * HW] = __fmul_rn(Y[(size_t)c * HW], inv);
+// ------------------------------------------------------------------ softmax over channels (t: pixel)
+__host__ __device__ inline void e_softmax_fwd(size_t t, int C, size_t HW, const float *x, float *y) {
+    const size_t o = (t / HW) * (size_t)C * HW + t % HW;
+    const float *X = x + o;
+    float *Y = y + o;
+    float m = X[0];
+    for (int c = 1; c < C; c++) m = X[(size_t)c * HW] > m ? X[(size_t)c * HW] : m;
+    double s = 0.0;
+    for (int c = 0; c < C; c++) {
+        const float e = expf(rsub(X[(size_t)c * HW], m));
+        Y[(size_t)c * HW] = e;
+        s += e;
     }
+    const float inv = (float)(1.0 / s);
+    for (int c = 0; c < C; c++) Y[(size_t)c * HW] = rmul(Y[(size_t)c * HW], inv);
 }
 
-__global__ void k_softmax_bwd(int C, size_t HW, size_t total, const float *y, const float *dy, float *dx) {
-    GRID_LOOP(t, total) {
-        const size_t o = (t / HW) * (size_t)C * HW + t % HW;
-        double dot = 0.0;
-        for (int c = 0; c < C; c++) dot += (double)__fmul_rn(dy[o + (size_t)c * HW], y[o + (size_t)c * HW]);
-        const float td = (float)dot;
-        for (int c = 0; c < C; c++) {
-            const size_t i = o + (size_t)c * HW;
-            dx[i] = __fadd_rn(dx[i], __fmul_rn(y[i], __fsub_rn(dy[i], td)));
-        }
+__host__ __device__ inline void e_softmax_bwd(size_t t, int C, size_t HW, const float *y, const float *dy, float *dx) {
+    const size_t o = (t / HW) * (size_t)C * HW + t % HW;
+    double dot = 0.0;
+    for (int c = 0; c < C; c++) dot += (double)rmul(dy[o + (size_t)c * HW], y[o + (size_t)c * HW]);
+    const float td = (float)dot;
+    for (int c = 0; c < C; c++) {
+        const size_t i = o + (size_t)c * HW;
+        dx[i] = radd(dx[i], rmul(y[i], rsub(dy[i], td)));
     }
 }
 
 // ------------------------------------------------------------------ dropout, drop-connect
-__global__ void k_dropout(size_t n, float scale, const uint8_t *mask, const float *x, float *y, int accumulate) {
-    GRID_LOOP(i, n) {
-        const float v = __fmul_rn(__fmul_rn(x[i], (float)mask[i]), scale);
-        y[i] = accumulate ? __fadd_rn(y[i], v) : v;
-    }
+__host__ __device__ inline void e_dropout(size_t i, float scale, const uint8_t *mask, const float *x, float *y,
+                                          int accumulate) {
+    const float v = rmul(rmul(x[i], (float)mask[i]), scale); // (x * mask) * scale
+    y[i] = accumulate ? radd(y[i], v) : v;
 }
 
-__global__ void k_drop_connect(size_t n, size_t per, float keep, const uint8_t *mask, const float *x, float *y,
-                               int accumulate) {
-    GRID_LOOP(i, n) {
-        const float m = (float)mask[i / per];
-        if (accumulate) y[i] = __fadd_rn(y[i], __fdiv_rn(__fmul_rn(x[i], m), keep)); // (dy * binary) / keep
-        else y[i] = __fmul_rn(__fdiv_rn(x[i], keep), m);                              // inputs / keep * binary
-    }
+__host__ __device__ inline void e_drop_connect(size_t i, size_t per, float keep, const uint8_t *mask, const float *x,
+                                               float *y, int accumulate) {
+    const float m = (float)mask[i / per];
+    if (accumulate) y[i] = radd(y[i], rdiv(rmul(x[i], m), keep)); // (dy * binary) / keep
+    else y[i] = rmul(rdiv(x[i], keep), m);                        // inputs / keep * binary
 }
 
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
+// ------------------------------------------------------------------ the kernels: grid-stride loops over the bodies
+// K(body, (params), (args)) defines __global__ k_body(size_t total, params) running body(i, args) for i < total
+#define K(body, params, args)                                                                                  \
+    __global__ void k_##body(size_t total, DPTK_UNPAREN params) { GRID_LOOP(i, total) body(i, DPTK_UNPAREN args); }
+#define DPTK_UNPAREN(...) __VA_ARGS__
+
+K(c_fin_sum, (const double *part, int parts, float *out, int acc, double div), (part, parts, out, acc, div))
+K(c_bn_fin_mean, (const double *part, int parts, size_t M, double *mean), (part, parts, M, mean))
+K(c_bn_fin_var,
+  (const double *part, int parts, size_t M, const double *mean, const float *gamma, const float *beta, double eps,
+   double mom, float *rm, float *rv, float *sm, float *si, float *alpha, float *shift),
+  (part, parts, M, mean, gamma, beta, eps, mom, rm, rv, sm, si, alpha, shift))
+K(c_bn_eval_coef,
+  (const float *gamma, const float *beta, const float *rm, const float *rv, double eps, float *alpha, float *shift),
+  (gamma, beta, rm, rv, eps, alpha, shift))
+K(c_bn_bwd_fin,
+  (const double *part, int parts, size_t M, const float *sm, const float *si, const float *gamma, float *dg,
+   float *db, float *coef),
+  (part, parts, M, sm, si, gamma, dg, db, coef))
+K(c_bn_eval_bwd_fin, (const double *part, int parts, const float *rv, double eps, float *dg, float *db),
+  (part, parts, rv, eps, dg, db))
+K(e_bn_apply, (float *y, const float *x, const float *alpha, const float *shift, int C, size_t HW),
+  (y, x, alpha, shift, C, HW))
+K(e_bn_bwd_apply, (float *dx, const float *x, const float *dy, const float *coef, int C, size_t HW),
+  (dx, x, dy, coef, C, HW))
+K(e_fill, (float *x, float v), (x, v))
+K(e_mul_plane, (float *y, const float *x, const float *g, size_t HW, size_t mod, int acc), (y, x, g, HW, mod, acc))
+K(e_crop_add, (float *dx, const float *dxp, int H, int W, int Hp, int Wp, int pt, int pl),
+  (dx, dxp, H, W, Hp, Wp, pt, pl))
+K(e_act_fwd, (int act, const float *x, float *y), (act, x, y))
+K(e_act_bwd, (int act, const float *x, const float *y, const float *dy, float *dx), (act, x, y, dy, dx))
+K(e_gap_bwd, (size_t HW, const float *dy, float *dx), (HW, dy, dx))
+K(e_broadcast, (size_t HW, const float *x, float *y), (HW, x, y))
+K(e_scse_fwd, (int C, size_t HW, const float *x, const float *cg, const float *sg, float *y), (C, HW, x, cg, sg, y))
+K(e_scse_bwd_dx, (int C, size_t HW, const float *cg, const float *sg, const float *dy, float *dx),
+  (C, HW, cg, sg, dy, dx))
+K(e_scse_bwd_dsg, (int C, size_t HW, const float *x, const float *dy, float *dsg), (C, HW, x, dy, dsg))
+K(e_add, (const float *a, const float *b, float *y), (a, b, y))
+K(e_acc, (const float *dy, float *dx), (dy, dx))
+K(e_concat_part, (int Cx, int Cy, int c0, size_t HW, const float *x, float *y), (Cx, Cy, c0, HW, x, y))
+K(e_split_part, (int Cx, int Cy, int c0, size_t HW, const float *dy, float *dx), (Cx, Cy, c0, HW, dy, dx))
+K(e_up_fwd, (int h, int w, int f, const float *x, float *y), (h, w, f, x, y))
+K(e_up_bwd, (int h, int w, int f, const float *dy, float *dx), (h, w, f, dy, dx))
+K(e_softmax_fwd, (int C, size_t HW, const float *x, float *y), (C, HW, x, y))
+K(e_softmax_bwd, (int C, size_t HW, const float *y, const float *dy, float *dx), (C, HW, y, dy, dx))
+K(e_dropout, (float scale, const uint8_t *mask, const float *x, float *y, int acc), (scale, mask, x, y, acc))
+K(e_drop_connect, (size_t per, float keep, const uint8_t *mask, const float *x, float *y, int acc),
+  (per, keep, mask, x, y, acc))
+
+#endif
 } // namespace
 
-#define LAUNCH1(kernel, n, ...)                                                                                \
+// RUN(n, body, args...): body(i, args) for i < n: a launch of k_body on the stream, or (DPTK_HOST_CHECK) a loop on
+// the host over host memory
+#ifdef DPTK_HOST_CHECK
+#define RUN(n, body, ...)                                                                                      \
+    do {                                                                                                       \
+        (void)stream;                                                                                          \
+        for (size_t i_ = 0; i_ < (size_t)(n); i_++) body(i_, __VA_ARGS__);                                    \
+        return 0;                                                                                              \
+    } while (0)
+#else
+#define RUN(n, body, ...)                                                                                      \
     do {                                                                                                       \
         if ((n) == 0) return 0;                                                                                \
-        kernel<<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>(__VA_ARGS__);                                  \
+        k_##body<<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>((size_t)(n), __VA_ARGS__);                   \
         return (int)cudaGetLastError();                                                                        \
     } while (0)
+#endif
 
 extern "C" {
 
@@ -484,6 +549,16 @@ int dptk_chan_reduce(void *stream, int kind, double *part, int N, int C, size_t 
     const int parts = dptk_red_parts(N, HW);
     const size_t nb = (size_t)C * parts;
     if (nb > 0x7fffffffu) return (int)cudaErrorInvalidConfiguration;
+#ifdef DPTK_HOST_CHECK
+    (void)stream;
+    switch (kind) {
+    case DPTK_RED_SUM: host_chan_reduce<DPTK_RED_SUM>(part, C, HW, M, parts, a, b, mean); return 0;
+    case DPTK_RED_DOT: host_chan_reduce<DPTK_RED_DOT>(part, C, HW, M, parts, a, b, mean); return 0;
+    case DPTK_RED_SQDEV: host_chan_reduce<DPTK_RED_SQDEV>(part, C, HW, M, parts, a, b, mean); return 0;
+    case DPTK_RED_BN: host_chan_reduce<DPTK_RED_BN>(part, C, HW, M, parts, a, b, mean); return 0;
+    default: return (int)cudaErrorInvalidValue;
+    }
+#else
     const unsigned th = red_threads(M < RED_CHUNK ? M : RED_CHUNK);
     cudaStream_t s = (cudaStream_t)stream;
     switch (kind) {
@@ -496,145 +571,123 @@ int dptk_chan_reduce(void *stream, int kind, double *part, int N, int C, size_t 
     default: return (int)cudaErrorInvalidValue;
     }
     return (int)cudaGetLastError();
+#endif
 }
 
 int dptk_fin_sum(void *stream, const double *part, int C, int parts, float *out, int accumulate, double div) {
-    LAUNCH1(k_fin_sum, (size_t)C, part, C, parts, out, accumulate, div);
+    RUN((size_t)C, c_fin_sum, part, parts, out, accumulate, div);
 }
 
 int dptk_bn_fin_mean(void *stream, const double *part, int C, int parts, size_t M, double *mean) {
-    LAUNCH1(k_bn_fin_mean, (size_t)C, part, C, parts, M, mean);
+    RUN((size_t)C, c_bn_fin_mean, part, parts, M, mean);
 }
 
 int dptk_bn_fin_var(void *stream, const double *part, int C, int parts, size_t M, const double *mean,
                     const float *gamma, const float *beta, double eps, double momentum, float *run_mean,
                     float *run_var, float *save_mean, float *save_invstd, float *alpha, float *shift) {
-    LAUNCH1(k_bn_fin_var, (size_t)C, part, C, parts, M, mean, gamma, beta, eps, momentum, run_mean, run_var,
-            save_mean, save_invstd, alpha, shift);
+    RUN((size_t)C, c_bn_fin_var, part, parts, M, mean, gamma, beta, eps, momentum, run_mean, run_var, save_mean,
+        save_invstd, alpha, shift);
 }
 
 int dptk_bn_eval_coef(void *stream, int C, const float *gamma, const float *beta, const float *run_mean,
                       const float *run_var, double eps, float *alpha, float *shift) {
-    LAUNCH1(k_bn_eval_coef, (size_t)C, C, gamma, beta, run_mean, run_var, eps, alpha, shift);
+    RUN((size_t)C, c_bn_eval_coef, gamma, beta, run_mean, run_var, eps, alpha, shift);
 }
 
 int dptk_bn_apply(void *stream, float *y, const float *x, const float *alpha, const float *shift, int N, int C,
                   size_t HW) {
-    const size_t t = (size_t)N * C * HW;
-    LAUNCH1(k_bn_apply, t, y, x, alpha, shift, C, HW, t);
+    RUN((size_t)N * C * HW, e_bn_apply, y, x, alpha, shift, C, HW);
 }
 
 int dptk_bn_bwd_fin(void *stream, const double *part, int C, int parts, size_t M, const float *save_mean,
                     const float *save_invstd, const float *gamma, float *dgamma, float *dbeta, float *coef) {
-    LAUNCH1(k_bn_bwd_fin, (size_t)C, part, C, parts, M, save_mean, save_invstd, gamma, dgamma, dbeta, coef);
+    RUN((size_t)C, c_bn_bwd_fin, part, parts, M, save_mean, save_invstd, gamma, dgamma, dbeta, coef);
 }
 
 int dptk_bn_bwd_apply(void *stream, float *dx, const float *x, const float *dy, const float *coef, int N, int C,
                       size_t HW) {
-    const size_t t = (size_t)N * C * HW;
-    LAUNCH1(k_bn_bwd_apply, t, dx, x, dy, coef, C, HW, t);
+    RUN((size_t)N * C * HW, e_bn_bwd_apply, dx, x, dy, coef, C, HW);
 }
 
 int dptk_bn_eval_bwd_fin(void *stream, const double *part, int C, int parts, const float *run_var, double eps,
                          float *dgamma, float *dbeta) {
-    LAUNCH1(k_bn_eval_bwd_fin, (size_t)C, part, C, parts, run_var, eps, dgamma, dbeta);
+    RUN((size_t)C, c_bn_eval_bwd_fin, part, parts, run_var, eps, dgamma, dbeta);
 }
 
-int dptk_fill(void *stream, float *x, size_t n, float v) { LAUNCH1(k_fill, n, x, n, v); }
+int dptk_fill(void *stream, float *x, size_t n, float v) { RUN(n, e_fill, x, v); }
 
 int dptk_mul_plane(void *stream, float *y, const float *x, const float *g, size_t count, size_t HW, size_t mod,
                    int accumulate) {
-    LAUNCH1(k_mul_plane, count, y, x, g, count, HW, mod, accumulate);
+    RUN(count, e_mul_plane, y, x, g, HW, mod, accumulate);
 }
 
 int dptk_crop_add(void *stream, float *dx, const float *dxp, int N, int C, int H, int W, int Hp, int Wp, int pt,
                   int pl) {
-    const size_t t = (size_t)N * C * H * W;
-    LAUNCH1(k_crop_add, t, dx, dxp, H, W, Hp, Wp, pt, pl, t);
+    RUN((size_t)N * C * H * W, e_crop_add, dx, dxp, H, W, Hp, Wp, pt, pl);
 }
 
-int dptk_act_fwd(void *stream, int act, size_t n, const float *x, float *y) { LAUNCH1(k_act_fwd, n, act, n, x, y); }
+int dptk_act_fwd(void *stream, int act, size_t n, const float *x, float *y) { RUN(n, e_act_fwd, act, x, y); }
 
 int dptk_act_bwd(void *stream, int act, size_t n, const float *x, const float *y, const float *dy, float *dx) {
-    LAUNCH1(k_act_bwd, n, act, n, x, y, dy, dx);
+    RUN(n, e_act_bwd, act, x, y, dy, dx);
 }
 
 int dptk_gap_bwd(void *stream, size_t count, size_t HW, const float *dy, float *dx) {
-    LAUNCH1(k_gap_bwd, count, count, HW, dy, dx);
+    RUN(count, e_gap_bwd, HW, dy, dx);
 }
 
 int dptk_broadcast(void *stream, size_t count, size_t HW, const float *x, float *y) {
-    LAUNCH1(k_broadcast, count, count, HW, x, y);
+    RUN(count, e_broadcast, HW, x, y);
 }
 
 int dptk_scse_fwd(void *stream, int N, int C, size_t HW, const float *x, const float *cg, const float *sg, float *y) {
-    const size_t t = (size_t)N * C * HW;
-    LAUNCH1(k_scse_fwd, t, C, HW, t, x, cg, sg, y);
+    RUN((size_t)N * C * HW, e_scse_fwd, C, HW, x, cg, sg, y);
 }
 
 int dptk_scse_bwd_dx(void *stream, int N, int C, size_t HW, const float *cg, const float *sg, const float *dy,
                      float *dx) {
-    const size_t t = (size_t)N * C * HW;
-    LAUNCH1(k_scse_bwd_dx, t, C, HW, t, cg, sg, dy, dx);
+    RUN((size_t)N * C * HW, e_scse_bwd_dx, C, HW, cg, sg, dy, dx);
 }
 
 int dptk_scse_bwd_dsg(void *stream, int N, int C, size_t HW, const float *x, const float *dy, float *dsg) {
-    const size_t t = (size_t)N * HW;
-    LAUNCH1(k_scse_bwd_dsg, t, C, HW, t, x, dy, dsg);
+    RUN((size_t)N * HW, e_scse_bwd_dsg, C, HW, x, dy, dsg);
 }
 
-int dptk_add(void *stream, size_t n, const float *a, const float *b, float *y) { LAUNCH1(k_add, n, n, a, b, y); }
+int dptk_add(void *stream, size_t n, const float *a, const float *b, float *y) { RUN(n, e_add, a, b, y); }
 
-int dptk_acc(void *stream, size_t n, const float *dy, float *dx) { LAUNCH1(k_acc, n, n, dy, dx); }
+int dptk_acc(void *stream, size_t n, const float *dy, float *dx) { RUN(n, e_acc, dy, dx); }
 
 int dptk_concat_part(void *stream, int N, int Cx, int Cy, int c0, size_t HW, const float *x, float *y) {
-    const size_t t = (size_t)N * Cx * HW;
-    LAUNCH1(k_concat_part, t, Cx, Cy, c0, HW, t, x, y);
+    RUN((size_t)N * Cx * HW, e_concat_part, Cx, Cy, c0, HW, x, y);
 }
 
 int dptk_split_part(void *stream, int N, int Cx, int Cy, int c0, size_t HW, const float *dy, float *dx) {
-    const size_t t = (size_t)N * Cx * HW;
-    LAUNCH1(k_split_part, t, Cx, Cy, c0, HW, t, dy, dx);
+    RUN((size_t)N * Cx * HW, e_split_part, Cx, Cy, c0, HW, dy, dx);
 }
 
 int dptk_upsample_fwd(void *stream, size_t NC, int h, int w, int f, const float *x, float *y) {
-    const size_t t = NC * (size_t)h * f * (size_t)w * f;
-    LAUNCH1(k_up_fwd, t, h, w, f, t, x, y);
+    RUN(NC * (size_t)h * f * (size_t)w * f, e_up_fwd, h, w, f, x, y);
 }
 
 int dptk_upsample_bwd(void *stream, size_t NC, int h, int w, int f, const float *dy, float *dx) {
-    const size_t t = NC * (size_t)h * w;
-    LAUNCH1(k_up_bwd, t, h, w, f, t, dy, dx);
+    RUN(NC * (size_t)h * w, e_up_bwd, h, w, f, dy, dx);
 }
 
 int dptk_softmax_fwd(void *stream, int N, int C, size_t HW, const float *x, float *y) {
-    const size_t t = (size_t)N * HW;
-    LAUNCH1(k_softmax_fwd, t, C, HW, t, x, y);
+    RUN((size_t)N * HW, e_softmax_fwd, C, HW, x, y);
 }
 
 int dptk_softmax_bwd(void *stream, int N, int C, size_t HW, const float *y, const float *dy, float *dx) {
-    const size_t t = (size_t)N * HW;
-    LAUNCH1(k_softmax_bwd, t, C, HW, t, y, dy, dx);
+    RUN((size_t)N * HW, e_softmax_bwd, C, HW, y, dy, dx);
 }
 
 int dptk_dropout(void *stream, size_t n, float scale, const uint8_t *mask, const float *x, float *y, int accumulate) {
-    LAUNCH1(k_dropout, n, n, scale, mask, x, y, accumulate);
+    RUN(n, e_dropout, scale, mask, x, y, accumulate);
 }
 
 int dptk_drop_connect(void *stream, size_t n, size_t per, float keep, const uint8_t *mask, const float *x, float *y,
                       int accumulate) {
-    LAUNCH1(k_drop_connect, n, n, per, keep, mask, x, y, accumulate);
+    RUN(n, e_drop_connect, per, keep, mask, x, y, accumulate);
 }
-
-#ifdef DPTK_HOST_CHECK /* the gather on the host (libdisopt_cuda_hostcheck, tests/test_cuda_train_host) */
-void dptk_host_upsample_bwd(size_t NC, int h, int w, int f, const float *dy, float *dx) {
-    for (size_t q = 0; q < NC; q++)
-        for (int ih = 0; ih < h; ih++)
-            for (int iw = 0; iw < w; iw++) {
-                float *d = dx + q * h * w + (size_t)ih * w + iw;
-                *d = up_gather(h, w, f, dy + q * h * f * w * f, ih, iw, *d);
-            }
-}
-#endif
 
 } // extern "C"

@@ -147,20 +147,12 @@ void dptk_optim_args_make(int adamw, double lr, double weight_decay, double mome
 int dptk_optim(void *stream, const dptk_optim_args *a, const dptk_seg *seg, int n_seg, size_t total, size_t n,
                float *params, const float *grads, float *state);
 
-/* ---------------------------------------------------------------- host twins (DPTK_HOST_CHECK builds only) */
-/* The __host__ __device__ bodies of the kernels run on the host, pixel by pixel in order, for
- * tests/test_cuda_train_host.c (no device needed): upsampling's gather, the masks, the seg and kd losses, the
- * optimizer's element update. */
-void dptk_host_upsample_bwd(size_t NC, int h, int w, int f, const float *dy, float *dx);
+/* ---------------------------------------------------------------- host twins */
+/* Built with DPTK_HOST_CHECK (libdisopt_cuda_hostcheck, for tests/test_cuda_train_host.c), every launcher above
+ * runs its kernel's __host__ __device__ body on the host instead, index by index in order, over HOST memory
+ * (the stream is ignored); the reductions put all their sums in block 0 (the other blocks' partials are 0).
+ * And one more entry: Philox block b of stream seed. */
 void dptk_host_philox(uint64_t seed, uint64_t b, uint32_t out[4]);
-void dptk_host_dropout_mask(uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask);
-void dptk_host_drop_connect_mask(uint64_t seed, uint64_t counter, float keep, int n, uint8_t *mask);
-int dptk_host_seg(int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid, double w_ce,
-                  double w_dice, double gscale, double dice_eps, double *ce, double *dice, float *gx);
-double dptk_host_kd(int N, int C, size_t P, const float *s, const float *t, const uint8_t *valid, double gscale,
-                    float *gs, float *gt);
-void dptk_host_optim(const dptk_optim_args *a, const dptk_seg *seg, int n_seg, size_t total, size_t n, float *params,
-                     const float *grads, float *state);
 
 #ifdef __cplusplus
 }

@@ -2,11 +2,13 @@
 // (core/train/loss.inc: CE + smp-0.2.0 Dice from logits, pixel-wise KD, feature MSE, argmax) and the optimizer
 // update (core/train/optim.inc: SGD momentum/Nesterov + weight decay, AdamW) as one kernel over a flat arena.
 //
-// Conventions (see train_kernels.h): launchers are extern "C", launch on the given stream and return
-// cudaGetLastError(). Masks are bitwise the CPU's (the same integer arithmetic, the same float comparisons).
-// The losses do their pixel math in double as the CPU does; their sums are per-block partials (a fixed grid for
-// a given size, a shared-memory tree per block) that the host adds in block order: deterministic. The
-// optimizer repeats optim.inc's float operations one by one, each rounded (__fmul_rn, ...): bitwise the CPU's.
+// Conventions (see train_kernels.h and train_kernels.cu): launchers are extern "C", launch on the given stream
+// and return cudaGetLastError(); the kernels are grid-stride loops over __host__ __device__ bodies, which the
+// DPTK_HOST_CHECK build runs on the host instead (tests/test_cuda_train_host.c). Masks are bitwise the CPU's
+// (the same integer arithmetic, the same float comparisons). The losses do their pixel math in double as the
+// CPU does; their sums are per-block partials (a fixed grid for a given size, a shared-memory tree per block;
+// on the host: everything in block 0, in pixel order) that the caller adds in block order: deterministic. The
+// optimizer repeats optim.inc's float operations one by one, each rounded on its own: bitwise the CPU's.
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -22,6 +24,7 @@ constexpr int LOSS_MAX_BLOCKS = 512;
 #define GRID_LOOP(i, total)                                                                                    \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
 
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
 inline unsigned blocks_for(size_t n) {
     size_t b = (n + TPB - 1) / TPB;
     if (b == 0) b = 1;
@@ -40,6 +43,7 @@ __device__ inline double block_sum(double v, double *sh) {
     return r;
 }
 
+#endif
 // float operations rounded on their own: the intrinsics on the device, plain (uncontracted: the module is
 // compiled with -ffp-contract=off) on the host, where the __host__ __device__ bodies below are checked too
 // (tests/test_cuda_train_host.c)
@@ -99,7 +103,7 @@ __host__ __device__ inline void philox_block(uint64_t seed, uint64_t b, uint32_t
 __host__ __device__ inline float u01(uint32_t w) { return (float)(w >> 8) * 5.9604644775390625e-08f; }
 
 // dropout mask values 4b .. 4b + 3 (block b of the draw)
-__host__ __device__ inline void dropout_mask_block(uint64_t seed, uint64_t counter, double keep, size_t n, size_t b,
+__host__ __device__ inline void dropout_mask_block(size_t b, uint64_t seed, uint64_t counter, double keep, size_t n,
                                                    uint8_t *mask) {
     uint32_t w[4];
     philox_block(seed, counter + b, w);
@@ -116,13 +120,9 @@ __host__ __device__ inline uint8_t drop_connect_one(uint64_t seed, uint64_t coun
     return (uint8_t)floorf(o_add(keep, u01(w[i % 4])));
 }
 
-__global__ void k_dropout_mask(uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask) {
-    const size_t nb = (n + 3) / 4;
-    GRID_LOOP(b, nb) dropout_mask_block(seed, counter, keep, n, b, mask);
-}
-
-__global__ void k_drop_connect_mask(uint64_t seed, uint64_t counter, float keep, int n, uint8_t *mask) {
-    GRID_LOOP(i, (size_t)n) mask[i] = drop_connect_one(seed, counter, keep, i);
+__host__ __device__ inline void e_drop_connect_mask(size_t i, uint64_t seed, uint64_t counter, float keep,
+                                                    uint8_t *mask) {
+    mask[i] = drop_connect_one(seed, counter, keep, i);
 }
 
 // ------------------------------------------------------------------ losses
@@ -192,51 +192,74 @@ __host__ __device__ inline double kd_px(const float *s, const float *t, size_t P
     return px;
 }
 
-__global__ void k_seg_stats(int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid,
+// seg pass 1 at pixel q: its statistics into st (st[2]: valid pixels with a target outside [0, C))
+__host__ __device__ inline void e_seg_stats(size_t q, int C, size_t P, const float *x, const int32_t *target,
+                                            const uint8_t *valid, double *st) {
+    if (valid && !valid[q]) return;
+    const int32_t y = target[q];
+    if (y < 0 || y >= C) {
+        st[2] += 1.0;
+        return;
+    }
+    seg_px_stats(x + (q / P) * (size_t)C * P + q % P, P, C, y, st);
+}
+
+__host__ __device__ inline void e_seg_grad(size_t q, int C, size_t P, const float *x, const int32_t *target,
+                                           const uint8_t *valid, const dptk_seg_coef &cf, float *gx) {
+    if (valid && !valid[q]) return;
+    const int32_t y = target[q];
+    if (y < 0 || y >= C) return; // (refused by the caller before this pass)
+    const size_t n = q / P;
+    seg_px_grad(x + n * (size_t)C * P, gx + n * (size_t)C * P, P, C, q % P, y, cf);
+}
+
+__host__ __device__ inline double e_kd(size_t q, int C, size_t P, const float *s, const float *t, const uint8_t *valid,
+                                       double gsc, float *gs, float *gt) {
+    if (valid && !valid[q]) return 0.0;
+    return kd_px(s, t, P, C, (q / P) * (size_t)C * P + q % P, gsc, gs, gt);
+}
+
+__host__ __device__ inline double e_mse(size_t i, const float *a, const float *b, double k, float *ga, float *gb) {
+    const double d = (double)a[i] - (double)b[i];
+    if (ga) ga[i] = (float)((double)ga[i] + k * d);
+    if (gb) gb[i] = (float)((double)gb[i] - k * d);
+    return d * d;
+}
+
+__host__ __device__ inline void e_argmax(size_t q, int C, size_t P, const float *x, int32_t *labels) {
+    const float *xn = x + (q / P) * (size_t)C * P;
+    const size_t p = q % P;
+    int best = 0;
+    float bv = xn[p];
+    for (int k = 1; k < C; k++) {
+        const float v = xn[(size_t)k * P + p];
+        if (v > bv || (isnan(v) && !isnan(bv))) { // torch.argmax: NaN is the maximum
+            bv = v;
+            best = k;
+        }
+    }
+    labels[q] = best;
+}
+
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
+__global__ void k_seg_stats(int C, size_t P, size_t NP, const float *x, const int32_t *target, const uint8_t *valid,
                             double *part) {
     __shared__ double sh[TPB];
     double st[3 + 3 * DPTK_MAX_C];
     const int nvals = 3 + 3 * C;
     for (int v = 0; v < nvals; v++) st[v] = 0.0;
-    const size_t NP = (size_t)N * P;
-    GRID_LOOP(q, NP) {
-        if (valid && !valid[q]) continue;
-        const int32_t y = target[q];
-        if (y < 0 || y >= C) {
-            st[2] += 1.0;
-            continue;
-        }
-        const size_t n = q / P, p = q % P;
-        seg_px_stats(x + n * (size_t)C * P + p, P, C, y, st);
-    }
+    GRID_LOOP(q, NP) e_seg_stats(q, C, P, x, target, valid, st);
     for (int v = 0; v < nvals; v++) {
         const double r = block_sum(st[v], sh);
         if (threadIdx.x == 0) part[(size_t)blockIdx.x * nvals + v] = r;
     }
 }
 
-__global__ void k_seg_grad(int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid,
-                           dptk_seg_coef cf, float *gx) {
-    const size_t NP = (size_t)N * P;
-    GRID_LOOP(q, NP) {
-        if (valid && !valid[q]) continue;
-        const int32_t y = target[q];
-        if (y < 0 || y >= C) continue; // (refused by the host before this pass)
-        const size_t n = q / P, p = q % P;
-        seg_px_grad(x + n * (size_t)C * P, gx + n * (size_t)C * P, P, C, p, y, cf);
-    }
-}
-
-__global__ void k_kd(int N, int C, size_t P, const float *s, const float *t, const uint8_t *valid, double gsc,
+__global__ void k_kd(int C, size_t P, size_t NP, const float *s, const float *t, const uint8_t *valid, double gsc,
                      float *gs, float *gt, double *part) {
     __shared__ double sh[TPB];
     double sum = 0.0;
-    const size_t NP = (size_t)N * P;
-    GRID_LOOP(q, NP) {
-        if (valid && !valid[q]) continue;
-        const size_t n = q / P, p = q % P;
-        sum += kd_px(s, t, P, C, n * (size_t)C * P + p, gsc, gs, gt);
-    }
+    GRID_LOOP(q, NP) sum += e_kd(q, C, P, s, t, valid, gsc, gs, gt);
     const double r = block_sum(sum, sh);
     if (threadIdx.x == 0) part[blockIdx.x] = r;
 }
@@ -244,37 +267,16 @@ __global__ void k_kd(int N, int C, size_t P, const float *s, const float *t, con
 __global__ void k_mse(size_t n, const float *a, const float *b, double k, float *ga, float *gb, double *part) {
     __shared__ double sh[TPB];
     double sum = 0.0;
-    GRID_LOOP(i, n) {
-        const double d = (double)a[i] - (double)b[i];
-        sum += d * d;
-        if (ga) ga[i] = (float)((double)ga[i] + k * d);
-        if (gb) gb[i] = (float)((double)gb[i] - k * d);
-    }
+    GRID_LOOP(i, n) sum += e_mse(i, a, b, k, ga, gb);
     const double r = block_sum(sum, sh);
     if (threadIdx.x == 0) part[blockIdx.x] = r;
 }
 
-__global__ void k_argmax(int C, size_t P, size_t NP, const float *x, int32_t *labels) {
-    GRID_LOOP(q, NP) {
-        const size_t n = q / P, p = q % P;
-        const float *xn = x + n * (size_t)C * P;
-        int best = 0;
-        float bv = xn[p];
-        for (int k = 1; k < C; k++) {
-            const float v = xn[(size_t)k * P + p];
-            if (v > bv || (isnan(v) && !isnan(bv))) { // torch.argmax: NaN is the maximum
-                bv = v;
-                best = k;
-            }
-        }
-        labels[q] = best;
-    }
-}
-
+#endif
 // ------------------------------------------------------------------ optimizer (optim.inc, element by element)
 // element t of the segments' concatenation: the last segment starting at or before t (empty segments are not
 // in the table), then optim.inc's update of that arena element
-__host__ __device__ inline void optim_one(const dptk_optim_args &a, const dptk_seg *seg, int n_seg, size_t t,
+__host__ __device__ inline void optim_one(size_t t, const dptk_optim_args &a, const dptk_seg *seg, int n_seg,
                                           size_t n, float *p, const float *g, float *st) {
     int lo = 0, hi = n_seg - 1;
     while (lo < hi) {
@@ -308,25 +310,50 @@ __host__ __device__ inline void optim_one(const dptk_optim_args &a, const dptk_s
     }
 }
 
-__global__ void k_optim(dptk_optim_args a, const dptk_seg *seg, int n_seg, size_t total, size_t n, float *p,
-                        const float *g, float *st) {
-    GRID_LOOP(t, total) optim_one(a, seg, n_seg, t, n, p, g, st);
-}
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
+// the element-wise kernels: grid-stride loops over the bodies (train_kernels.cu's K)
+#define K(body, params, args)                                                                                  \
+    __global__ void k_##body(size_t total, DPTK_UNPAREN params) { GRID_LOOP(i, total) body(i, DPTK_UNPAREN args); }
+#define DPTK_UNPAREN(...) __VA_ARGS__
 
+K(dropout_mask_block, (uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask),
+  (seed, counter, keep, n, mask))
+K(e_drop_connect_mask, (uint64_t seed, uint64_t counter, float keep, uint8_t *mask), (seed, counter, keep, mask))
+K(e_seg_grad, (int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid, dptk_seg_coef cf,
+               float *gx),
+  (C, P, x, target, valid, cf, gx))
+K(e_argmax, (int C, size_t P, const float *x, int32_t *labels), (C, P, x, labels))
+K(optim_one, (dptk_optim_args a, const dptk_seg *seg, int n_seg, size_t n, float *p, const float *g, float *st),
+  (a, seg, n_seg, n, p, g, st))
+
+#endif
 } // namespace
+
+// RUN(n, body, args...): body(i, args) for i < n: a launch of k_body, or (DPTK_HOST_CHECK) a loop on the host
+#ifdef DPTK_HOST_CHECK
+#define RUN(n, body, ...)                                                                                      \
+    do {                                                                                                       \
+        (void)stream;                                                                                          \
+        for (size_t i_ = 0; i_ < (size_t)(n); i_++) body(i_, __VA_ARGS__);                                    \
+        return 0;                                                                                              \
+    } while (0)
+#else
+#define RUN(n, body, ...)                                                                                      \
+    do {                                                                                                       \
+        if ((n) == 0) return 0;                                                                                \
+        k_##body<<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>((size_t)(n), __VA_ARGS__);                   \
+        return (int)cudaGetLastError();                                                                        \
+    } while (0)
+#endif
 
 extern "C" {
 
 int dptk_dropout_mask(void *stream, uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask) {
-    if (n == 0) return 0;
-    k_dropout_mask<<<blocks_for((n + 3) / 4), TPB, 0, (cudaStream_t)stream>>>(seed, counter, keep, n, mask);
-    return (int)cudaGetLastError();
+    RUN((n + 3) / 4, dropout_mask_block, seed, counter, keep, n, mask);
 }
 
 int dptk_drop_connect_mask(void *stream, uint64_t seed, uint64_t counter, float keep, int n, uint8_t *mask) {
-    if (n <= 0) return 0;
-    k_drop_connect_mask<<<blocks_for((size_t)n), TPB, 0, (cudaStream_t)stream>>>(seed, counter, keep, n, mask);
-    return (int)cudaGetLastError();
+    RUN((size_t)(n > 0 ? n : 0), e_drop_connect_mask, seed, counter, keep, mask);
 }
 
 int dptk_loss_blocks(size_t np) {
@@ -337,8 +364,18 @@ int dptk_loss_blocks(size_t np) {
 int dptk_seg_stats(void *stream, int N, int C, size_t P, const float *x, const int32_t *target,
                    const uint8_t *valid, double *part) {
     if (C <= 0 || C > DPTK_MAX_C) return (int)cudaErrorInvalidValue;
-    k_seg_stats<<<dptk_loss_blocks((size_t)N * P), TPB, 0, (cudaStream_t)stream>>>(N, C, P, x, target, valid, part);
+    const size_t NP = (size_t)N * P;
+    const int nb = dptk_loss_blocks(NP), nv = 3 + 3 * C;
+#ifdef DPTK_HOST_CHECK /* every pixel in block 0, in order; the other blocks' partials 0 */
+    (void)stream;
+    for (size_t v = 0; v < (size_t)nb * nv; v++) part[v] = 0.0;
+    for (size_t q = 0; q < NP; q++) e_seg_stats(q, C, P, x, target, valid, part);
+    return 0;
+#else
+    (void)nv;
+    k_seg_stats<<<nb, TPB, 0, (cudaStream_t)stream>>>(C, P, NP, x, target, valid, part);
     return (int)cudaGetLastError();
+#endif
 }
 
 void dptk_seg_finish(const double *tot, int C, double w_ce, double w_dice, double gscale, double dice_eps,
@@ -366,27 +403,40 @@ void dptk_seg_finish(const double *tot, int C, double w_ce, double w_dice, doubl
 int dptk_seg_grad(void *stream, int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid,
                   const dptk_seg_coef *coef, float *gx) {
     if (C <= 0 || C > DPTK_MAX_C) return (int)cudaErrorInvalidValue;
-    k_seg_grad<<<blocks_for((size_t)N * P), TPB, 0, (cudaStream_t)stream>>>(N, C, P, x, target, valid, *coef, gx);
-    return (int)cudaGetLastError();
+    RUN((size_t)N * P, e_seg_grad, C, P, x, target, valid, *coef, gx);
 }
 
 int dptk_kd(void *stream, int N, int C, size_t P, const float *s, const float *t, const uint8_t *valid, double gsc,
             float *gs, float *gt, double *part) {
     if (C <= 0 || C > DPTK_MAX_C) return (int)cudaErrorInvalidValue;
-    k_kd<<<dptk_loss_blocks((size_t)N * P), TPB, 0, (cudaStream_t)stream>>>(N, C, P, s, t, valid, gsc, gs, gt, part);
+    const size_t NP = (size_t)N * P;
+    const int nb = dptk_loss_blocks(NP);
+#ifdef DPTK_HOST_CHECK
+    (void)stream;
+    for (int b = 0; b < nb; b++) part[b] = 0.0;
+    for (size_t q = 0; q < NP; q++) part[0] += e_kd(q, C, P, s, t, valid, gsc, gs, gt);
+    return 0;
+#else
+    k_kd<<<nb, TPB, 0, (cudaStream_t)stream>>>(C, P, NP, s, t, valid, gsc, gs, gt, part);
     return (int)cudaGetLastError();
+#endif
 }
 
 int dptk_mse(void *stream, size_t n, const float *a, const float *b, double k, float *ga, float *gb, double *part) {
-    k_mse<<<dptk_loss_blocks(n), TPB, 0, (cudaStream_t)stream>>>(n, a, b, k, ga, gb, part);
+    const int nb = dptk_loss_blocks(n);
+#ifdef DPTK_HOST_CHECK
+    (void)stream;
+    for (int q = 0; q < nb; q++) part[q] = 0.0;
+    for (size_t i = 0; i < n; i++) part[0] += e_mse(i, a, b, k, ga, gb);
+    return 0;
+#else
+    k_mse<<<nb, TPB, 0, (cudaStream_t)stream>>>(n, a, b, k, ga, gb, part);
     return (int)cudaGetLastError();
+#endif
 }
 
 int dptk_argmax(void *stream, int N, int C, size_t P, const float *x, int32_t *labels) {
-    const size_t np = (size_t)N * P;
-    if (np == 0) return 0;
-    k_argmax<<<blocks_for(np), TPB, 0, (cudaStream_t)stream>>>(C, P, np, x, labels);
-    return (int)cudaGetLastError();
+    RUN((size_t)N * P, e_argmax, C, P, x, labels);
 }
 
 void dptk_optim_args_make(int adamw, double lr, double weight_decay, double momentum, double dampening, int nesterov,
@@ -421,54 +471,12 @@ void dptk_optim_args_make(int adamw, double lr, double weight_decay, double mome
 
 int dptk_optim(void *stream, const dptk_optim_args *a, const dptk_seg *seg, int n_seg, size_t total, size_t n,
                float *params, const float *grads, float *state) {
-    if (total == 0 || n_seg <= 0) return 0;
-    k_optim<<<blocks_for(total), TPB, 0, (cudaStream_t)stream>>>(*a, seg, n_seg, total, n, params, grads, state);
-    return (int)cudaGetLastError();
+    if (n_seg <= 0) return 0;
+    RUN(total, optim_one, *a, seg, n_seg, n, params, grads, state);
 }
 
-#ifdef DPTK_HOST_CHECK /* the bodies above run on the host (libdisopt_cuda_hostcheck, tests/test_cuda_train_host) */
+#ifdef DPTK_HOST_CHECK
 void dptk_host_philox(uint64_t seed, uint64_t b, uint32_t out[4]) { philox_block(seed, b, out); }
-
-void dptk_host_dropout_mask(uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask) {
-    for (size_t b = 0; b < (n + 3) / 4; b++) dropout_mask_block(seed, counter, keep, n, b, mask);
-}
-
-void dptk_host_drop_connect_mask(uint64_t seed, uint64_t counter, float keep, int n, uint8_t *mask) {
-    for (int i = 0; i < n; i++) mask[i] = drop_connect_one(seed, counter, keep, (size_t)i);
-}
-
-int dptk_host_seg(int N, int C, size_t P, const float *x, const int32_t *target, const uint8_t *valid, double w_ce,
-                  double w_dice, double gscale, double dice_eps, double *ce, double *dice, float *gx) {
-    if (C <= 0 || C > DPTK_MAX_C) return -1;
-    double st[3 + 3 * DPTK_MAX_C];
-    for (int v = 0; v < 3 + 3 * C; v++) st[v] = 0.0;
-    for (size_t q = 0; q < (size_t)N * P; q++) {
-        if (valid && !valid[q]) continue;
-        if (target[q] < 0 || target[q] >= C) return -1;
-        seg_px_stats(x + (q / P) * (size_t)C * P + q % P, P, C, target[q], st);
-    }
-    dptk_seg_coef cf;
-    dptk_seg_finish(st, C, w_ce, w_dice, gscale, dice_eps, &cf, ce, dice);
-    if (gx && st[1] > 0)
-        for (size_t q = 0; q < (size_t)N * P; q++)
-            if (!valid || valid[q])
-                seg_px_grad(x + (q / P) * (size_t)C * P, gx + (q / P) * (size_t)C * P, P, C, q % P, target[q], cf);
-    return 0;
-}
-
-double dptk_host_kd(int N, int C, size_t P, const float *s, const float *t, const uint8_t *valid, double gscale,
-                    float *gs, float *gt) {
-    const double inv_hw = 1.0 / (double)P;
-    double sum = 0.0;
-    for (size_t q = 0; q < (size_t)N * P; q++)
-        if (!valid || valid[q]) sum += kd_px(s, t, P, C, (q / P) * (size_t)C * P + q % P, gscale * inv_hw, gs, gt);
-    return sum * inv_hw;
-}
-
-void dptk_host_optim(const dptk_optim_args *a, const dptk_seg *seg, int n_seg, size_t total, size_t n, float *params,
-                     const float *grads, float *state) {
-    for (size_t t = 0; t < total; t++) optim_one(*a, seg, n_seg, t, n, params, grads, state);
-}
 #endif
 
 } // extern "C"
