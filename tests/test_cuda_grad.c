@@ -18,7 +18,8 @@
  *    (rounding about sqrt(K) * 6e-8 relative; an indexing, padding or grouping bug gives errors of order 1);
  *  - losses: values within 1e-9 relative (double pixel math and double sums, other order), gradients 1e-6;
  *  - masks: bitwise equal (memcmp), and the stream's counter advanced alike;
- *  - the chain: 1e-4 (the differences above, carried through five ops and BN's normalisation).
+ *  - the chain: 1e-4 (the differences above, carried through five ops and BN's normalisation);
+ *  - determinism: BN's backward (its reductions) and the bilinear backward run twice give the same bits.
  * Without a CUDA device (CI, the build machine) the test prints why and exits 77, which ctest reports as
  * skipped; it fails instead if the refusal is not the clean DISOPT_ERR_UNSUPPORTED with a message.
  * DISOPT_TEST_FILTER runs only the tests matching a cmocka pattern, DISOPT_TEST_SKIP skips those matching one
@@ -130,6 +131,13 @@ static void check_val(const char *what, double gpu, double cpu, double tol) {
     if (!(e <= tol)) fail_msg("%s: gpu %.17g vs cpu %.17g (relative %g > %g)", what, gpu, cpu, e, tol);
 }
 
+/* two device tensors are bitwise equal (a deterministic op run twice) */
+static void same_bits(const char *what, const float *a, const float *b, size_t n) {
+    const float *ha = down(a, n), *hb = down(b, n);
+    printf("# %-58s %s\n", what, memcmp(ha, hb, n * sizeof(float)) ? "DIFFERENT" : "bitwise equal");
+    assert_memory_equal(ha, hb, n * sizeof(float));
+}
+
 #define TOL_ELT 1e-6
 #define TOL_RED 1e-5
 #define TOL_CONV 1e-4
@@ -208,6 +216,13 @@ static void bn_case(int n, int c, size_t hw, double eps) {
     OK(dp_cu_tr_bn_fwd_train(g_ctx, n, c, hw, X, G, Bt, eps, mom, RM, RV, SM, SI, Y));
     float *SMc = dupf(sm, c), *SIc = dupf(si, c), *DX = dupf(dx0, cnt), *DG = dupf(dg0, c), *DB = dupf(db0, c);
     OK(dp_cu_tr_bn_bwd_train(g_ctx, n, c, hw, X, DY, G, SMc, SIc, DX, DG, DB));
+    { /* deterministic: the same backward again gives the same bits */
+        float *DX2 = dupf(dx0, cnt), *DG2 = dupf(dg0, c), *DB2 = dupf(db0, c);
+        OK(dp_cu_tr_bn_bwd_train(g_ctx, n, c, hw, X, DY, G, SMc, SIc, DX2, DG2, DB2));
+        same_bits("bn backward run twice: dx", DX, DX2, cnt);
+        same_bits("bn backward run twice: dgamma", DG, DG2, (size_t)c);
+        same_bits("bn backward run twice: dbeta", DB, DB2, (size_t)c);
+    }
     float *RM0 = dupf(rm0, c), *RV0 = dupf(rv0, c), *YE = poison(cnt);
     float *DXE = dupf(dx0, cnt), *DGE = dupf(dg0, c), *DBE = dupf(db0, c);
     OK(dp_cu_tr_bn_fwd_eval(g_ctx, n, c, hw, X, G, Bt, RM0, RV0, eps, YE));
@@ -369,7 +384,10 @@ static void up_case(int n, int c, int h, int w, int f) {
     OK(dp_tr_upsample_bwd_f32(n, c, h, w, f, dy, dx));
     float *Y = poison(ny), *DX = dupf(dx0, nx);
     OK(dp_cu_tr_upsample_fwd(g_ctx, n, c, h, w, f, dupf(x, nx), Y));
-    OK(dp_cu_tr_upsample_bwd(g_ctx, n, c, h, w, f, dupf(dy, ny), DX));
+    float *DYd = dupf(dy, ny), *DX2 = dupf(dx0, nx);
+    OK(dp_cu_tr_upsample_bwd(g_ctx, n, c, h, w, f, DYd, DX));
+    OK(dp_cu_tr_upsample_bwd(g_ctx, n, c, h, w, f, DYd, DX2));
+    same_bits("upsample backward run twice", DX, DX2, nx);
     char what[96];
     snprintf(what, sizeof what, "upsample x%d n%d c%d %dx%d: y", f, n, c, h, w);
     check(what, Y, y, ny, TOL_ELT);
