@@ -1,0 +1,693 @@
+// train_kernels.cu - the training ops' own kernels (issue 5): per-channel reductions and batch norm, activations,
+// GAP, broadcast, channel scale, SCSE, add, concat/split, bilinear upsampling, softmax, dropout, drop-connect;
+// float32 only. cuDNN does the convolutions (train_ops.c); masks, losses and the optimizer are in train_loss.cu.
+//
+// Conventions (see train_kernels.h):
+//  - every launcher is extern "C", takes the context's stream, launches, returns cudaGetLastError();
+//  - each kernel is a thin grid-stride loop over a __host__ __device__ body (one element, one channel, one pixel):
+//    built with DPTK_HOST_CHECK (libdisopt_cuda_hostcheck), the same launchers run those bodies on the host, in
+//    index order, over host memory, so that tests/test_cuda_train_host.c checks them against the CPU kernels
+//    without a device;
+//  - element-wise math repeats the CPU kernel's (core/train/grad_tmpl.h) operations in its order, each float
+//    operation rounded on its own (rmul and friends: __fmul_rn on the device, where nvcc would otherwise contract
+//    a * b + c into an FMA, which the CPU build, ISO C without -ffp-contract, never does; a plain operation on the
+//    host, compiled with -ffp-contract=off); exp is expf (<= 2 ulp on the device, glibc's is correctly rounded:
+//    sigmoid, swish and softmax may differ from the CPU by an ulp or two there);
+//  - reductions (BN statistics and gradients, GAP, per-channel gradients) accumulate in double: a fixed number
+//    of blocks per channel for a given shape, a shared-memory tree in each block, the blocks' partial sums
+//    added in order by a finishing kernel: deterministic run to run, no atomics anywhere;
+//  - the bilinear backward gathers: each input pixel sums the contributions of the output pixels that read
+//    it, in the CPU scatter's order (output pixels row-major, the four taps of each in order), so it equals
+//    the CPU's result bit for bit, without atomics.
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "train_kernels.h"
+
+namespace {
+
+#ifndef DPTK_HOST_CHECK
+constexpr int TPB = 256;
+#endif
+constexpr size_t RED_CHUNK = 16384; // elements of a channel per reduction block
+
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
+inline unsigned blocks_for(size_t n) {
+    size_t b = (n + TPB - 1) / TPB;
+    if (b == 0) b = 1;
+    return (unsigned)(b > 65535u * 64u ? 65535u * 64u : b);
+}
+
+#endif
+#define GRID_LOOP(i, total)                                                                                    \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+
+// float operations rounded on their own
+__host__ __device__ inline float rmul(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+__host__ __device__ inline float radd(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+__host__ __device__ inline float rsub(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+__host__ __device__ inline float rdiv(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
+// sum of v over the block (blockDim.x a power of two <= TPB); every thread gets the result
+__device__ inline double block_sum(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    const double r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+// threads of a reduction block for m elements: a power of two
+inline unsigned red_threads(size_t m) { return m >= (size_t)TPB ? TPB : m >= 64 ? 64 : 32; }
+
+#endif
+// ------------------------------------------------------------------ per-channel reductions
+// element m of channel ch
+__host__ __device__ inline size_t red_idx(size_t m, int C, int ch, size_t HW) {
+    return ((m / HW) * (size_t)C + (size_t)ch) * HW + m % HW;
+}
+
+// adds element idx's value(s) to s0 (and s1)
+template <int KIND>
+__host__ __device__ inline void red_add(size_t idx, const float *a, const float *b, double mu, double *s0, double *s1) {
+    if (KIND == DPTK_RED_SUM) {
+        *s0 += (double)a[idx];
+    } else if (KIND == DPTK_RED_DOT) {
+        *s0 += (double)rmul(a[idx], b[idx]);
+    } else if (KIND == DPTK_RED_SQDEV) {
+        const double d = (double)a[idx] - mu;
+        *s0 += d * d;
+    } else {
+        const double g = (double)b[idx];
+        *s0 += g;
+        *s1 += g * ((double)a[idx] - mu);
+    }
+}
+
+template <int KIND> __host__ __device__ inline double red_mean(const void *mean, int ch) {
+    if (KIND == DPTK_RED_SQDEV) return ((const double *)mean)[ch];
+    if (KIND == DPTK_RED_BN) return (double)((const float *)mean)[ch];
+    return 0.0;
+}
+
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
+// block (ch, piece): elements [piece * RED_CHUNK, ...) of channel ch
+template <int KIND>
+__global__ void k_chan_reduce(double *part, int C, size_t HW, size_t M, int parts, const float *a, const float *b,
+                              const void *mean) {
+    __shared__ double sh[TPB];
+    const size_t blk = blockIdx.x;
+    const int ch = (int)(blk / (size_t)parts), piece = (int)(blk % (size_t)parts);
+    const size_t m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
+    const double mu = red_mean<KIND>(mean, ch);
+    double s0 = 0.0, s1 = 0.0;
+    for (size_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) red_add<KIND>(red_idx(m, C, ch, HW), a, b, mu, &s0, &s1);
+    s0 = block_sum(s0, sh);
+    if (KIND == DPTK_RED_BN) {
+        s1 = block_sum(s1, sh);
+        if (threadIdx.x == 0) {
+            part[blk * 2] = s0;
+            part[blk * 2 + 1] = s1;
+        }
+    } else if (threadIdx.x == 0) {
+        part[blk] = s0;
+    }
+}
+
+#endif
+#ifdef DPTK_HOST_CHECK
+// the same partial sums on the host, each block's elements in order
+template <int KIND>
+void host_chan_reduce(double *part, int C, size_t HW, size_t M, int parts, const float *a, const float *b,
+                      const void *mean) {
+    for (size_t blk = 0; blk < (size_t)C * parts; blk++) {
+        const int ch = (int)(blk / (size_t)parts), piece = (int)(blk % (size_t)parts);
+        const size_t m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
+        const double mu = red_mean<KIND>(mean, ch);
+        double s0 = 0.0, s1 = 0.0;
+        for (size_t m = m0; m < m1; m++) red_add<KIND>(red_idx(m, C, ch, HW), a, b, mu, &s0, &s1);
+        if (KIND == DPTK_RED_BN) {
+            part[blk * 2] = s0;
+            part[blk * 2 + 1] = s1;
+        } else {
+            part[blk] = s0;
+        }
+    }
+}
+#endif
+
+// ------------------------------------------------------------------ per-channel finishing bodies
+__host__ __device__ inline void c_fin_sum(size_t ch, const double *part, int parts, float *out, int accumulate,
+                                          double div) {
+    double s = 0.0;
+    for (int p = 0; p < parts; p++) s += part[ch * parts + p];
+    out[ch] = accumulate ? radd(out[ch], (float)s) : (float)(s / div);
+}
+
+__host__ __device__ inline void c_bn_fin_mean(size_t ch, const double *part, int parts, size_t M, double *mean) {
+    double s = 0.0;
+    for (int p = 0; p < parts; p++) s += part[ch * parts + p];
+    mean[ch] = s / (double)M;
+}
+
+__host__ __device__ inline void c_bn_fin_var(size_t ch, const double *part, int parts, size_t M, const double *meanv,
+                                             const float *gamma, const float *beta, double eps, double momentum,
+                                             float *run_mean, float *run_var, float *save_mean, float *save_invstd,
+                                             float *alpha, float *shift) {
+    double ss = 0.0;
+    for (int p = 0; p < parts; p++) ss += part[ch * parts + p];
+    const double mean = meanv[ch];
+    const double invstd = 1.0 / sqrt(ss / (double)M + eps);
+    save_mean[ch] = (float)mean;
+    save_invstd[ch] = (float)invstd;
+    if (run_mean) { // PyTorch: r = momentum * batch + (1 - momentum) * r, unbiased variance
+        const double m = momentum;
+        run_mean[ch] = (float)(m * mean + (1.0 - m) * (double)run_mean[ch]);
+        run_var[ch] = (float)(m * (ss / (double)(M - 1)) + (1.0 - m) * (double)run_var[ch]);
+    }
+    alpha[ch] = (float)((double)gamma[ch] * invstd);
+    shift[ch] = (float)((double)beta[ch] - mean * (double)gamma[ch] * invstd);
+}
+
+__host__ __device__ inline void c_bn_eval_coef(size_t ch, const float *gamma, const float *beta, const float *rm,
+                                               const float *rv, double eps, float *alpha, float *shift) {
+    const double invstd = 1.0 / sqrt((double)rv[ch] + eps);
+    alpha[ch] = (float)((double)gamma[ch] * invstd);
+    if (shift) shift[ch] = (float)((double)beta[ch] - (double)rm[ch] * (double)gamma[ch] * invstd);
+}
+
+__host__ __device__ inline void c_bn_bwd_fin(size_t ch, const double *part, int parts, size_t M,
+                                             const float *save_mean, const float *save_invstd, const float *gamma,
+                                             float *dgamma, float *dbeta, float *coef) {
+    double sdy = 0.0, dot = 0.0;
+    for (int p = 0; p < parts; p++) {
+        sdy += part[(ch * parts + p) * 2];
+        dot += part[(ch * parts + p) * 2 + 1];
+    }
+    const double mean = save_mean[ch], invstd = save_invstd[ch];
+    if (dgamma) dgamma[ch] = radd(dgamma[ch], (float)(dot * invstd));
+    if (dbeta) dbeta[ch] = radd(dbeta[ch], (float)sdy);
+    coef[4 * ch + 0] = (float)mean;
+    coef[4 * ch + 1] = (float)(dot / (double)M * invstd * invstd);
+    coef[4 * ch + 2] = (float)(sdy / (double)M);
+    coef[4 * ch + 3] = (float)((double)gamma[ch] * invstd);
+}
+
+__host__ __device__ inline void c_bn_eval_bwd_fin(size_t ch, const double *part, int parts, const float *rv,
+                                                  double eps, float *dgamma, float *dbeta) {
+    double sdy = 0.0, dot = 0.0;
+    for (int p = 0; p < parts; p++) {
+        sdy += part[(ch * parts + p) * 2];
+        dot += part[(ch * parts + p) * 2 + 1];
+    }
+    const double invstd = 1.0 / sqrt((double)rv[ch] + eps);
+    if (dgamma) dgamma[ch] = radd(dgamma[ch], (float)(dot * invstd));
+    if (dbeta) dbeta[ch] = radd(dbeta[ch], (float)sdy);
+}
+
+// ------------------------------------------------------------------ element bodies
+__host__ __device__ inline void e_bn_apply(size_t i, float *y, const float *x, const float *alpha, const float *shift,
+                                           int C, size_t HW) {
+    const int ch = (int)((i / HW) % (size_t)C);
+    y[i] = radd(rmul(x[i], alpha[ch]), shift[ch]);
+}
+
+// dx += (dy - gm - (x - tm) * k) * wi
+__host__ __device__ inline void e_bn_bwd_apply(size_t i, float *dx, const float *x, const float *dy,
+                                               const float *coef, int C, size_t HW) {
+    const int ch = (int)((i / HW) % (size_t)C);
+    const float tm = coef[4 * ch], k = coef[4 * ch + 1], gm = coef[4 * ch + 2], wi = coef[4 * ch + 3];
+    const float t = rsub(rsub(dy[i], gm), rmul(rsub(x[i], tm), k));
+    dx[i] = radd(dx[i], rmul(t, wi));
+}
+
+__host__ __device__ inline void e_fill(size_t i, float *x, float v) { x[i] = v; }
+
+__host__ __device__ inline void e_mul_plane(size_t i, float *y, const float *x, const float *g, size_t HW, size_t mod,
+                                            int accumulate) {
+    const float v = rmul(x[i], g[(i / HW) % mod]);
+    y[i] = accumulate ? radd(y[i], v) : v;
+}
+
+__host__ __device__ inline void e_crop_add(size_t i, float *dx, const float *dxp, int H, int W, int Hp, int Wp, int pt,
+                                           int pl) {
+    const size_t j = i % (size_t)W, r = (i / (size_t)W) % (size_t)H, plane = i / ((size_t)W * H);
+    dx[i] = radd(dx[i], dxp[plane * Hp * Wp + (r + pt) * Wp + j + pl]);
+}
+
+__host__ __device__ inline float sigm(float v) { return rdiv(1.0f, radd(1.0f, expf(-v))); }
+
+__host__ __device__ inline void e_act_fwd(size_t i, int act, const float *x, float *y) {
+    const float v = x[i];
+    switch (act) {
+    case 1: y[i] = v > 0.0f ? v : 0.0f; break; // ReLU
+    case 2: y[i] = rmul(v, sigm(v)); break;    // swish: x * sigmoid(x)
+    case 3: y[i] = sigm(v); break;             // sigmoid
+    default: y[i] = v; break;
+    }
+}
+
+__host__ __device__ inline void e_act_bwd(size_t i, int act, const float *x, const float *y, const float *dy,
+                                          float *dx) {
+    const float g = dy[i];
+    float d;
+    switch (act) {
+    case 1: d = x[i] > 0.0f ? g : 0.0f; break;
+    case 2: { // dy * (s * (1 + x * (1 - s)))
+        const float s = sigm(x[i]);
+        d = rmul(g, rmul(s, radd(1.0f, rmul(x[i], rsub(1.0f, s)))));
+        break;
+    }
+    case 3: d = rmul(rmul(g, rsub(1.0f, y[i])), y[i]); break; // dy * (1 - y) * y
+    default: d = g; break;
+    }
+    dx[i] = radd(dx[i], d);
+}
+
+__host__ __device__ inline void e_gap_bwd(size_t i, size_t HW, const float *dy, float *dx) {
+    dx[i] = radd(dx[i], (float)((double)dy[i / HW] / (double)HW));
+}
+
+__host__ __device__ inline void e_broadcast(size_t i, size_t HW, const float *x, float *y) { y[i] = x[i / HW]; }
+
+__host__ __device__ inline void e_scse_fwd(size_t i, int C, size_t HW, const float *x, const float *cg,
+                                           const float *sg, float *y) {
+    const size_t q = i / HW, n = q / (size_t)C, p = i % HW;
+    y[i] = radd(rmul(x[i], cg[q]), rmul(x[i], sg[n * HW + p]));
+}
+
+__host__ __device__ inline void e_scse_bwd_dx(size_t i, int C, size_t HW, const float *cg, const float *sg,
+                                              const float *dy, float *dx) {
+    const size_t q = i / HW, n = q / (size_t)C, p = i % HW;
+    dx[i] = radd(dx[i], radd(rmul(dy[i], cg[q]), rmul(dy[i], sg[n * HW + p])));
+}
+
+// t = n * HW + p: dsg[t] += dy * x over the channels in order
+__host__ __device__ inline void e_scse_bwd_dsg(size_t t, int C, size_t HW, const float *x, const float *dy,
+                                               float *dsg) {
+    const size_t n = t / HW, p = t % HW;
+    float acc = dsg[t];
+    for (int ch = 0; ch < C; ch++) {
+        const size_t i = (n * (size_t)C + (size_t)ch) * HW + p;
+        acc = radd(acc, rmul(dy[i], x[i]));
+    }
+    dsg[t] = acc;
+}
+
+__host__ __device__ inline void e_add(size_t i, const float *a, const float *b, float *y) { y[i] = radd(a[i], b[i]); }
+
+__host__ __device__ inline void e_acc(size_t i, const float *dy, float *dx) { dx[i] = radd(dx[i], dy[i]); }
+
+__host__ __device__ inline void e_concat_part(size_t i, int Cx, int Cy, int c0, size_t HW, const float *x, float *y) {
+    const size_t p = i % HW, c = (i / HW) % (size_t)Cx, n = i / (HW * (size_t)Cx);
+    y[(n * (size_t)Cy + (size_t)c0 + c) * HW + p] = x[i];
+}
+
+__host__ __device__ inline void e_split_part(size_t i, int Cx, int Cy, int c0, size_t HW, const float *dy,
+                                             float *dx) {
+    const size_t p = i % HW, c = (i / HW) % (size_t)Cx, n = i / (HW * (size_t)Cx);
+    dx[i] = radd(dx[i], dy[(n * (size_t)Cy + (size_t)c0 + c) * HW + p]);
+}
+
+// ------------------------------------------------------------------ bilinear upsampling, align_corners=True
+// the CPU's up_coord: scale = (in - 1) / (out - 1) in float, src = scale * o, i0 = (int)src, ...
+__host__ __device__ inline void up_coord(int in, int out, int o, int *i0, int *i1, float *l0, float *l1) {
+    const float scale = out > 1 ? rdiv((float)(in - 1), (float)(out - 1)) : 0.0f;
+    const float src = rmul(scale, (float)o);
+    int a = (int)src;
+    if (a > in - 1) a = in - 1;
+    *i0 = a;
+    *i1 = a < in - 1 ? a + 1 : in - 1;
+    *l1 = rsub(src, (float)a);
+    *l0 = rsub(1.0f, *l1);
+}
+
+__host__ __device__ inline int up_i0(int in, int out, int o) {
+    int a, b;
+    float l0, l1;
+    up_coord(in, out, o, &a, &b, &l0, &l1);
+    return a;
+}
+
+// first output index whose i0 >= target (i0 is non-decreasing in the output index), out if none
+__host__ __device__ inline int up_first(int in, int out, int target) {
+    int lo = 0, hi = out;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (up_i0(in, out, mid) >= target) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+// acc + the CPU scatter's terms that land on input pixel (ih, iw) of an h x w plane from dY (h f x w f), in the
+// scatter's order: output pixels row-major and, for each, r0[w0], r0[w1], r1[w0], r1[w1] with
+// r0[w0] += lw0 * (lh0 * g) etc. The outputs that touch input row ih are those with h0 in {ih - 1, ih}
+// (h1 = min(h0 + 1, h - 1)); the same along columns.
+__host__ __device__ inline float up_gather(int h, int w, int f, const float *dY, int ih, int iw, float acc) {
+    const int OH = h * f, OW = w * f;
+    const int oh_start = up_first(h, OH, ih - 1), ow_start = up_first(w, OW, iw - 1);
+    for (int oh = oh_start; oh < OH; oh++) {
+        int h0, h1;
+        float lh0, lh1;
+        up_coord(h, OH, oh, &h0, &h1, &lh0, &lh1);
+        if (h0 > ih) break;
+        const bool m0 = h0 == ih, m1 = h1 == ih;
+        if (!m0 && !m1) continue;
+        for (int ow = ow_start; ow < OW; ow++) {
+            int w0, w1;
+            float lw0, lw1;
+            up_coord(w, OW, ow, &w0, &w1, &lw0, &lw1);
+            if (w0 > iw) break;
+            const bool c0 = w0 == iw, c1 = w1 == iw;
+            if (!c0 && !c1) continue;
+            const float g = dY[(size_t)oh * OW + ow], g0 = rmul(lh0, g), g1 = rmul(lh1, g);
+            if (m0 && c0) acc = radd(acc, rmul(lw0, g0));
+            if (m0 && c1) acc = radd(acc, rmul(lw1, g0));
+            if (m1 && c0) acc = radd(acc, rmul(lw0, g1));
+            if (m1 && c1) acc = radd(acc, rmul(lw1, g1));
+        }
+    }
+    return acc;
+}
+
+__host__ __device__ inline void e_up_fwd(size_t i, int h, int w, int f, const float *x, float *y) {
+    const int OH = h * f, OW = w * f;
+    const int ow = (int)(i % (size_t)OW), oh = (int)((i / (size_t)OW) % (size_t)OH);
+    const size_t plane = i / ((size_t)OW * OH);
+    int h0, h1, w0, w1;
+    float lh0, lh1, lw0, lw1;
+    up_coord(h, OH, oh, &h0, &h1, &lh0, &lh1);
+    up_coord(w, OW, ow, &w0, &w1, &lw0, &lw1);
+    const float *r0 = x + plane * h * w + (size_t)h0 * w, *r1 = x + plane * h * w + (size_t)h1 * w;
+    const float t0 = radd(rmul(lw0, r0[w0]), rmul(lw1, r0[w1]));
+    const float t1 = radd(rmul(lw0, r1[w0]), rmul(lw1, r1[w1]));
+    y[i] = radd(rmul(lh0, t0), rmul(lh1, t1));
+}
+
+__host__ __device__ inline void e_up_bwd(size_t i, int h, int w, int f, const float *dy, float *dx) {
+    const int iw = (int)(i % (size_t)w), ih = (int)((i / (size_t)w) % (size_t)h);
+    const size_t plane = i / ((size_t)w * h);
+    dx[i] = up_gather(h, w, f, dy + plane * h * f * w * f, ih, iw, dx[i]);
+}
+
+// ------------------------------------------------------------------ softmax over channels (t: pixel)
+__host__ __device__ inline void e_softmax_fwd(size_t t, int C, size_t HW, const float *x, float *y) {
+    const size_t o = (t / HW) * (size_t)C * HW + t % HW;
+    const float *X = x + o;
+    float *Y = y + o;
+    float m = X[0];
+    for (int c = 1; c < C; c++) m = X[(size_t)c * HW] > m ? X[(size_t)c * HW] : m;
+    double s = 0.0;
+    for (int c = 0; c < C; c++) {
+        const float e = expf(rsub(X[(size_t)c * HW], m));
+        Y[(size_t)c * HW] = e;
+        s += e;
+    }
+    const float inv = (float)(1.0 / s);
+    for (int c = 0; c < C; c++) Y[(size_t)c * HW] = rmul(Y[(size_t)c * HW], inv);
+}
+
+__host__ __device__ inline void e_softmax_bwd(size_t t, int C, size_t HW, const float *y, const float *dy, float *dx) {
+    const size_t o = (t / HW) * (size_t)C * HW + t % HW;
+    double dot = 0.0;
+    for (int c = 0; c < C; c++) dot += (double)rmul(dy[o + (size_t)c * HW], y[o + (size_t)c * HW]);
+    const float td = (float)dot;
+    for (int c = 0; c < C; c++) {
+        const size_t i = o + (size_t)c * HW;
+        dx[i] = radd(dx[i], rmul(y[i], rsub(dy[i], td)));
+    }
+}
+
+// ------------------------------------------------------------------ dropout, drop-connect
+__host__ __device__ inline void e_dropout(size_t i, float scale, const uint8_t *mask, const float *x, float *y,
+                                          int accumulate) {
+    const float v = rmul(rmul(x[i], (float)mask[i]), scale); // (x * mask) * scale
+    y[i] = accumulate ? radd(y[i], v) : v;
+}
+
+__host__ __device__ inline void e_drop_connect(size_t i, size_t per, float keep, const uint8_t *mask, const float *x,
+                                               float *y, int accumulate) {
+    const float m = (float)mask[i / per];
+    if (accumulate) y[i] = radd(y[i], rdiv(rmul(x[i], m), keep)); // (dy * binary) / keep
+    else y[i] = rmul(rdiv(x[i], keep), m);                        // inputs / keep * binary
+}
+
+#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
+// ------------------------------------------------------------------ the kernels: grid-stride loops over the bodies
+// K(body, (params), (args)) defines __global__ k_body(size_t total, params) running body(i, args) for i < total
+#define K(body, params, args)                                                                                  \
+    __global__ void k_##body(size_t total, DPTK_UNPAREN params) { GRID_LOOP(i, total) body(i, DPTK_UNPAREN args); }
+#define DPTK_UNPAREN(...) __VA_ARGS__
+
+K(c_fin_sum, (const double *part, int parts, float *out, int acc, double div), (part, parts, out, acc, div))
+K(c_bn_fin_mean, (const double *part, int parts, size_t M, double *mean), (part, parts, M, mean))
+K(c_bn_fin_var,
+  (const double *part, int parts, size_t M, const double *mean, const float *gamma, const float *beta, double eps,
+   double mom, float *rm, float *rv, float *sm, float *si, float *alpha, float *shift),
+  (part, parts, M, mean, gamma, beta, eps, mom, rm, rv, sm, si, alpha, shift))
+K(c_bn_eval_coef,
+  (const float *gamma, const float *beta, const float *rm, const float *rv, double eps, float *alpha, float *shift),
+  (gamma, beta, rm, rv, eps, alpha, shift))
+K(c_bn_bwd_fin,
+  (const double *part, int parts, size_t M, const float *sm, const float *si, const float *gamma, float *dg,
+   float *db, float *coef),
+  (part, parts, M, sm, si, gamma, dg, db, coef))
+K(c_bn_eval_bwd_fin, (const double *part, int parts, const float *rv, double eps, float *dg, float *db),
+  (part, parts, rv, eps, dg, db))
+K(e_bn_apply, (float *y, const float *x, const float *alpha, const float *shift, int C, size_t HW),
+  (y, x, alpha, shift, C, HW))
+K(e_bn_bwd_apply, (float *dx, const float *x, const float *dy, const float *coef, int C, size_t HW),
+  (dx, x, dy, coef, C, HW))
+K(e_fill, (float *x, float v), (x, v))
+K(e_mul_plane, (float *y, const float *x, const float *g, size_t HW, size_t mod, int acc), (y, x, g, HW, mod, acc))
+K(e_crop_add, (float *dx, const float *dxp, int H, int W, int Hp, int Wp, int pt, int pl),
+  (dx, dxp, H, W, Hp, Wp, pt, pl))
+K(e_act_fwd, (int act, const float *x, float *y), (act, x, y))
+K(e_act_bwd, (int act, const float *x, const float *y, const float *dy, float *dx), (act, x, y, dy, dx))
+K(e_gap_bwd, (size_t HW, const float *dy, float *dx), (HW, dy, dx))
+K(e_broadcast, (size_t HW, const float *x, float *y), (HW, x, y))
+K(e_scse_fwd, (int C, size_t HW, const float *x, const float *cg, const float *sg, float *y), (C, HW, x, cg, sg, y))
+K(e_scse_bwd_dx, (int C, size_t HW, const float *cg, const float *sg, const float *dy, float *dx),
+  (C, HW, cg, sg, dy, dx))
+K(e_scse_bwd_dsg, (int C, size_t HW, const float *x, const float *dy, float *dsg), (C, HW, x, dy, dsg))
+K(e_add, (const float *a, const float *b, float *y), (a, b, y))
+K(e_acc, (const float *dy, float *dx), (dy, dx))
+K(e_concat_part, (int Cx, int Cy, int c0, size_t HW, const float *x, float *y), (Cx, Cy, c0, HW, x, y))
+K(e_split_part, (int Cx, int Cy, int c0, size_t HW, const float *dy, float *dx), (Cx, Cy, c0, HW, dy, dx))
+K(e_up_fwd, (int h, int w, int f, const float *x, float *y), (h, w, f, x, y))
+K(e_up_bwd, (int h, int w, int f, const float *dy, float *dx), (h, w, f, dy, dx))
+K(e_softmax_fwd, (int C, size_t HW, const float *x, float *y), (C, HW, x, y))
+K(e_softmax_bwd, (int C, size_t HW, const float *y, const float *dy, float *dx), (C, HW, y, dy, dx))
+K(e_dropout, (float scale, const uint8_t *mask, const float *x, float *y, int acc), (scale, mask, x, y, acc))
+K(e_drop_connect, (size_t per, float keep, const uint8_t *mask, const float *x, float *y, int acc),
+  (per, keep, mask, x, y, acc))
+
+#endif
+} // namespace
+
+// RUN(n, body, args...): body(i, args) for i < n: a launch of k_body on the stream, or (DPTK_HOST_CHECK) a loop on
+// the host over host memory
+#ifdef DPTK_HOST_CHECK
+#define RUN(n, body, ...)                                                                                      \
+    do {                                                                                                       \
+        (void)stream;                                                                                          \
+        for (size_t i_ = 0; i_ < (size_t)(n); i_++) body(i_, __VA_ARGS__);                                    \
+        return 0;                                                                                              \
+    } while (0)
+#else
+#define RUN(n, body, ...)                                                                                      \
+    do {                                                                                                       \
+        if ((n) == 0) return 0;                                                                                \
+        k_##body<<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>((size_t)(n), __VA_ARGS__);                   \
+        return (int)cudaGetLastError();                                                                        \
+    } while (0)
+#endif
+
+extern "C" {
+
+int dptk_red_parts(int N, size_t HW) {
+    const size_t M = (size_t)N * HW, p = (M + RED_CHUNK - 1) / RED_CHUNK;
+    return p ? (int)p : 1;
+}
+
+size_t dptk_red_bytes(int N, int C, size_t HW) { return (size_t)C * (size_t)dptk_red_parts(N, HW) * 2 * sizeof(double); }
+
+int dptk_chan_reduce(void *stream, int kind, double *part, int N, int C, size_t HW, const float *a, const float *b,
+                     const void *mean) {
+    const size_t M = (size_t)N * HW;
+    const int parts = dptk_red_parts(N, HW);
+    const size_t nb = (size_t)C * parts;
+    if (nb > 0x7fffffffu) return (int)cudaErrorInvalidConfiguration;
+#ifdef DPTK_HOST_CHECK
+    (void)stream;
+    switch (kind) {
+    case DPTK_RED_SUM: host_chan_reduce<DPTK_RED_SUM>(part, C, HW, M, parts, a, b, mean); return 0;
+    case DPTK_RED_DOT: host_chan_reduce<DPTK_RED_DOT>(part, C, HW, M, parts, a, b, mean); return 0;
+    case DPTK_RED_SQDEV: host_chan_reduce<DPTK_RED_SQDEV>(part, C, HW, M, parts, a, b, mean); return 0;
+    case DPTK_RED_BN: host_chan_reduce<DPTK_RED_BN>(part, C, HW, M, parts, a, b, mean); return 0;
+    default: return (int)cudaErrorInvalidValue;
+    }
+#else
+    const unsigned th = red_threads(M < RED_CHUNK ? M : RED_CHUNK);
+    cudaStream_t s = (cudaStream_t)stream;
+    switch (kind) {
+    case DPTK_RED_SUM: k_chan_reduce<DPTK_RED_SUM><<<(unsigned)nb, th, 0, s>>>(part, C, HW, M, parts, a, b, mean); break;
+    case DPTK_RED_DOT: k_chan_reduce<DPTK_RED_DOT><<<(unsigned)nb, th, 0, s>>>(part, C, HW, M, parts, a, b, mean); break;
+    case DPTK_RED_SQDEV:
+        k_chan_reduce<DPTK_RED_SQDEV><<<(unsigned)nb, th, 0, s>>>(part, C, HW, M, parts, a, b, mean);
+        break;
+    case DPTK_RED_BN: k_chan_reduce<DPTK_RED_BN><<<(unsigned)nb, th, 0, s>>>(part, C, HW, M, parts, a, b, mean); break;
+    default: return (int)cudaErrorInvalidValue;
+    }
+    return (int)cudaGetLastError();
+#endif
+}
+
+int dptk_fin_sum(void *stream, const double *part, int C, int parts, float *out, int accumulate, double div) {
+    RUN((size_t)C, c_fin_sum, part, parts, out, accumulate, div);
+}
+
+int dptk_bn_fin_mean(void *stream, const double *part, int C, int parts, size_t M, double *mean) {
+    RUN((size_t)C, c_bn_fin_mean, part, parts, M, mean);
+}
+
+int dptk_bn_fin_var(void *stream, const double *part, int C, int parts, size_t M, const double *mean,
+                    const float *gamma, const float *beta, double eps, double momentum, float *run_mean,
+                    float *run_var, float *save_mean, float *save_invstd, float *alpha, float *shift) {
+    RUN((size_t)C, c_bn_fin_var, part, parts, M, mean, gamma, beta, eps, momentum, run_mean, run_var, save_mean,
+        save_invstd, alpha, shift);
+}
+
+int dptk_bn_eval_coef(void *stream, int C, const float *gamma, const float *beta, const float *run_mean,
+                      const float *run_var, double eps, float *alpha, float *shift) {
+    RUN((size_t)C, c_bn_eval_coef, gamma, beta, run_mean, run_var, eps, alpha, shift);
+}
+
+int dptk_bn_apply(void *stream, float *y, const float *x, const float *alpha, const float *shift, int N, int C,
+                  size_t HW) {
+    RUN((size_t)N * C * HW, e_bn_apply, y, x, alpha, shift, C, HW);
+}
+
+int dptk_bn_bwd_fin(void *stream, const double *part, int C, int parts, size_t M, const float *save_mean,
+                    const float *save_invstd, const float *gamma, float *dgamma, float *dbeta, float *coef) {
+    RUN((size_t)C, c_bn_bwd_fin, part, parts, M, save_mean, save_invstd, gamma, dgamma, dbeta, coef);
+}
+
+int dptk_bn_bwd_apply(void *stream, float *dx, const float *x, const float *dy, const float *coef, int N, int C,
+                      size_t HW) {
+    RUN((size_t)N * C * HW, e_bn_bwd_apply, dx, x, dy, coef, C, HW);
+}
+
+int dptk_bn_eval_bwd_fin(void *stream, const double *part, int C, int parts, const float *run_var, double eps,
+                         float *dgamma, float *dbeta) {
+    RUN((size_t)C, c_bn_eval_bwd_fin, part, parts, run_var, eps, dgamma, dbeta);
+}
+
+int dptk_fill(void *stream, float *x, size_t n, float v) { RUN(n, e_fill, x, v); }
+
+int dptk_mul_plane(void *stream, float *y, const float *x, const float *g, size_t count, size_t HW, size_t mod,
+                   int accumulate) {
+    RUN(count, e_mul_plane, y, x, g, HW, mod, accumulate);
+}
+
+int dptk_crop_add(void *stream, float *dx, const float *dxp, int N, int C, int H, int W, int Hp, int Wp, int pt,
+                  int pl) {
+    RUN((size_t)N * C * H * W, e_crop_add, dx, dxp, H, W, Hp, Wp, pt, pl);
+}
+
+int dptk_act_fwd(void *stream, int act, size_t n, const float *x, float *y) { RUN(n, e_act_fwd, act, x, y); }
+
+int dptk_act_bwd(void *stream, int act, size_t n, const float *x, const float *y, const float *dy, float *dx) {
+    RUN(n, e_act_bwd, act, x, y, dy, dx);
+}
+
+int dptk_gap_bwd(void *stream, size_t count, size_t HW, const float *dy, float *dx) {
+    RUN(count, e_gap_bwd, HW, dy, dx);
+}
+
+int dptk_broadcast(void *stream, size_t count, size_t HW, const float *x, float *y) {
+    RUN(count, e_broadcast, HW, x, y);
+}
+
+int dptk_scse_fwd(void *stream, int N, int C, size_t HW, const float *x, const float *cg, const float *sg, float *y) {
+    RUN((size_t)N * C * HW, e_scse_fwd, C, HW, x, cg, sg, y);
+}
+
+int dptk_scse_bwd_dx(void *stream, int N, int C, size_t HW, const float *cg, const float *sg, const float *dy,
+                     float *dx) {
+    RUN((size_t)N * C * HW, e_scse_bwd_dx, C, HW, cg, sg, dy, dx);
+}
+
+int dptk_scse_bwd_dsg(void *stream, int N, int C, size_t HW, const float *x, const float *dy, float *dsg) {
+    RUN((size_t)N * HW, e_scse_bwd_dsg, C, HW, x, dy, dsg);
+}
+
+int dptk_add(void *stream, size_t n, const float *a, const float *b, float *y) { RUN(n, e_add, a, b, y); }
+
+int dptk_acc(void *stream, size_t n, const float *dy, float *dx) { RUN(n, e_acc, dy, dx); }
+
+int dptk_concat_part(void *stream, int N, int Cx, int Cy, int c0, size_t HW, const float *x, float *y) {
+    RUN((size_t)N * Cx * HW, e_concat_part, Cx, Cy, c0, HW, x, y);
+}
+
+int dptk_split_part(void *stream, int N, int Cx, int Cy, int c0, size_t HW, const float *dy, float *dx) {
+    RUN((size_t)N * Cx * HW, e_split_part, Cx, Cy, c0, HW, dy, dx);
+}
+
+int dptk_upsample_fwd(void *stream, size_t NC, int h, int w, int f, const float *x, float *y) {
+    RUN(NC * (size_t)h * f * (size_t)w * f, e_up_fwd, h, w, f, x, y);
+}
+
+int dptk_upsample_bwd(void *stream, size_t NC, int h, int w, int f, const float *dy, float *dx) {
+    RUN(NC * (size_t)h * w, e_up_bwd, h, w, f, dy, dx);
+}
+
+int dptk_softmax_fwd(void *stream, int N, int C, size_t HW, const float *x, float *y) {
+    RUN((size_t)N * HW, e_softmax_fwd, C, HW, x, y);
+}
+
+int dptk_softmax_bwd(void *stream, int N, int C, size_t HW, const float *y, const float *dy, float *dx) {
+    RUN((size_t)N * HW, e_softmax_bwd, C, HW, y, dy, dx);
+}
+
+int dptk_dropout(void *stream, size_t n, float scale, const uint8_t *mask, const float *x, float *y, int accumulate) {
+    RUN(n, e_dropout, scale, mask, x, y, accumulate);
+}
+
+int dptk_drop_connect(void *stream, size_t n, size_t per, float keep, const uint8_t *mask, const float *x, float *y,
+                      int accumulate) {
+    RUN(n, e_drop_connect, per, keep, mask, x, y, accumulate);
+}
+
+} // extern "C"
