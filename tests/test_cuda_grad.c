@@ -735,7 +735,27 @@ static void test_chain(void **st) {
     check("chain: running var", RV, rvc, C, TOL_CHAIN);
     check("chain: d input", DX, dx, nx, TOL_CHAIN);
     check("chain: d conv weight", DW, dw, nw, TOL_CHAIN);
-    check("chain: d conv bias", DB, db, C, TOL_CHAIN);
+    /* the conv bias feeds BN in training mode, which removes each channel's batch mean: its gradient, the
+     * sum over n, h, w of the gradient into the conv output (g1, zero-mean per channel), is 0 up to the
+     * rounding of that sum. Compared relatively to itself it is noise against noise (seen on the H100:
+     * 0.11 of max|db|), so the bound is on the absolute difference, relative to the magnitude of the summed
+     * terms (sum over n, h, w of |g1|), and both sides must be that close to 0. */
+    {
+        const float *gdb = down(DB, C);
+        double scale = 0, e = 0, z = 0;
+        for (int c = 0; c < C; c++) {
+            double sabs = 0;
+            for (int i = 0; i < n; i++)
+                for (int k = 0; k < h * w; k++) sabs += fabs((double)g1[((size_t)i * C + c) * h * w + k]);
+            scale = fmax(scale, sabs);
+            e = fmax(e, fabs((double)gdb[c] - db[c]));
+            z = fmax(z, fmax(fabs((double)gdb[c]), fabs((double)db[c])));
+        }
+        printf("# %-58s %9.3g  (bound %.0e of sum|g1| %.3g; max|db| %.3g, which BN makes 0)\n", "chain: d conv bias",
+               e / scale, TOL_CHAIN, scale, z);
+        if (!(e <= TOL_CHAIN * scale && z <= TOL_CHAIN * scale))
+            fail_msg("chain: d conv bias: gpu vs cpu %g, max|db| %g, bound %g", e, z, TOL_CHAIN * scale);
+    }
     check("chain: d bn gamma", DG, dg, C, TOL_CHAIN);
     check("chain: d bn beta", DBT, dbt, C, TOL_CHAIN);
     release();
