@@ -978,7 +978,14 @@ static void text_block(FILE *f, const char *title, const disopt_eval_counts *c) 
     fprintf(f, "\n");
 }
 
-static json_object *jnum(double v) { return isnan(v) ? NULL : json_object_new_double(v); }
+/* ratios as JSON numbers of 15 significant digits (json-c's default prints 17: 0.59999999999999998) */
+static json_object *jnum(double v) {
+    if (isnan(v)) return NULL;
+    char s[40];
+    snprintf(s, sizeof s, "%.15g", v);
+    if (!strpbrk(s, ".eEn")) strcat(s, ".0");
+    return json_object_new_double_s(v, s);
+}
 
 static json_object *json_counts(const disopt_eval_counts *c) {
     disopt_eval_metrics m;
@@ -1053,9 +1060,9 @@ disopt_status disopt_eval_report(const disopt_eval_pair_result *pairs, int n, co
     if (fmt == DISOPT_EVAL_JSON) {
         json_object *root = json_object_new_object(), *arr = json_object_new_array(), *opt = json_object_new_object();
         if (!root || !arr || !opt) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "eval report: out of memory");
-        json_object_object_add(opt, "threshold", json_object_new_double(o->threshold));
-        json_object_object_add(opt, "iou_threshold", json_object_new_double(o->iou_threshold));
-        json_object_object_add(opt, "min_area_m2", json_object_new_double(o->min_area_m2));
+        json_object_object_add(opt, "threshold", jnum(o->threshold));
+        json_object_object_add(opt, "iou_threshold", jnum(o->iou_threshold));
+        json_object_object_add(opt, "min_area_m2", jnum(o->min_area_m2));
         json_object_object_add(opt, "min_pixels", json_object_new_int(o->min_pixels));
         json_object_object_add(opt, "connectivity", json_object_new_int(o->connectivity));
         for (int i = 0; i < n; i++) {
