@@ -355,6 +355,25 @@ static void test_size_rules(void **st) {
     assert_int_equal(c.truth_polygons, 1);
 }
 
+/* Truth beyond the grid: vector truth is clipped to the prediction's footprint before the size rule.
+ * A 20 x 20 building at x in [195, 215) keeps 5 x 20 = 100 px (25 m^2) inside; predicted there
+ * (100 px) -> IoU 1, TP (unclipped it would be 100/400 = 0.25). A 12 x 10 building at x in [198, 210)
+ * keeps 2 x 10 = 20 px = 5 m^2 -> dropped as small (unclipped, 30 m^2, it would be an FN). A building
+ * wholly outside the grid is not counted at all. -> TP 1, FP 0, FN 0, 1 truth dropped. */
+static void test_clip_to_grid(void **st) {
+    (void)st;
+    bld b[3] = {{{195, 50, 215, 70}, 0, {0}}, {{198, 100, 210, 110}, 0, {0}}, {{-50, -50, -30, -30}, 0, {0}}};
+    unsigned char *m = calloc(NPX, 1);
+    fill(m, (rect){195, 50, 200, 70}, 1);
+    disopt_eval_counts c = eval_ok(write_mask("edge_pred.tif", m), write_geojson("edge_truth.geojson", b, 3, 0), NULL);
+    free(m);
+    /* the 20 px of the small building are not burned (dropped before rasterizing) */
+    expect_pixels(&c, 100, 0, 0, 0);
+    expect_bld(&c, 1, 0, 0);
+    assert_int_equal(c.truth_dropped, 1);
+    assert_int_equal(c.truth_polygons, 1);
+}
+
 /* Nodata and probabilities. Float32 prediction, nodata -1 in columns x < 15, 0.9 on the building
  * [10, 30) x [10, 30) (except where nodata), exactly 0.5 on [150, 170)^2 (not a building: the rule
  * is > threshold) and 0.51 on [100, 120) x [150, 170) (a building, no truth: FP).
@@ -363,7 +382,12 @@ static void test_size_rules(void **st) {
  * ignored); FP 400 (the 0.51 square).
  * Buildings: predicted polygon 300 px vs truth polygon 400 px: IoU 0.75 -> TP; the 0.51 square FP;
  * the building wholly under nodata is dropped (not FN). -> TP 1, FP 1, FN 0, 1 truth dropped.
- * With -threshold 0.6 the 0.51 square is background: FP 0 pixels, 0 buildings. */
+ * A 20 x 5 blob of 0.9 on rows y < 5, [50, 70) x [0, 5) (100 px), adds FP 100 pixels and 1 FP building.
+ * -> pixels TP 300, FP 500, FN 0; buildings TP 1, FP 2, FN 0, 1 truth dropped.
+ * With -threshold 0.6 the 0.51 square is background: FP 100 pixels, 1 FP building.
+ * A truth raster with nodata on rows y < 5 and the same two buildings: the blob lies wholly in the
+ * truth's ignored area (dropped, not FP), the building at x < 15 wholly in the prediction's (dropped,
+ * not FN). */
 static void test_nodata_and_threshold(void **st) {
     (void)st;
     float *v = calloc(NPX, sizeof *v);
@@ -373,6 +397,8 @@ static void test_nodata_and_threshold(void **st) {
         for (int x = 150; x < 170; x++) v[y * W + x] = 0.5f;
     for (int y = 150; y < 170; y++)
         for (int x = 100; x < 120; x++) v[y * W + x] = 0.51f;
+    for (int y = 0; y < 5; y++)
+        for (int x = 50; x < 70; x++) v[y * W + x] = 0.9f;
     for (int y = 0; y < H; y++)
         for (int x = 0; x < 15; x++) v[y * W + x] = -1.0f;
     const char *pred = write_float("nodata_pred.tif", v, -1.0);
@@ -380,25 +406,29 @@ static void test_nodata_and_threshold(void **st) {
     bld b[2] = {{{10, 10, 30, 30}, 0, {0}}, {{2, 100, 12, 120}, 0, {0}}};
     const char *truth = write_geojson("nodata_truth.geojson", b, 2, 0);
     disopt_eval_counts c = eval_ok(pred, truth, NULL);
-    expect_pixels(&c, 300, 400, 0, 3000);
-    expect_bld(&c, 1, 1, 0);
+    expect_pixels(&c, 300, 500, 0, 3000);
+    expect_bld(&c, 1, 2, 0);
     assert_int_equal(c.truth_dropped, 1);
+    assert_int_equal(c.pred_dropped, 0);
     disopt_eval_options o;
     disopt_eval_options_init(&o);
     o.threshold = 0.6;
     c = eval_ok(pred, truth, &o);
-    expect_pixels(&c, 300, 0, 0, 3000);
-    expect_bld(&c, 1, 0, 0);
+    expect_pixels(&c, 300, 100, 0, 3000);
+    expect_bld(&c, 1, 1, 0);
 
     /* truth raster with its own nodata (255) over rows y < 5: those pixels are ignored too */
     unsigned char *m = calloc(NPX, 1);
     fill(m, b[0].outer, 1);
+    fill(m, b[1].outer, 1);
     fill(m, (rect){0, 0, W, 5}, 255);
     c = eval_ok(pred, write_mask_ex("nodata_truth.tif", m, W, H, GT, 32631, 255), NULL);
     free(m);
     /* ignored: 3000 (pred) + 5 rows x 185 columns not already ignored = 3925 */
     expect_pixels(&c, 300, 400, 0, 3000 + 5 * 185);
     expect_bld(&c, 1, 1, 0);
+    assert_int_equal(c.pred_dropped, 1);
+    assert_int_equal(c.truth_dropped, 1);
 }
 
 /* Empty cases. No prediction vs one 400 px building: pixels FN 400, Dice = IoU = recall = 0,
@@ -747,6 +777,7 @@ int main(void) {
         cmocka_unit_test(test_touching_buildings_merged),
         cmocka_unit_test(test_courtyard),
         cmocka_unit_test(test_size_rules),
+        cmocka_unit_test(test_clip_to_grid),
         cmocka_unit_test(test_nodata_and_threshold),
         cmocka_unit_test(test_empty_cases),
         cmocka_unit_test(test_connectivity),
