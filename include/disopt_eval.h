@@ -12,18 +12,21 @@
  *      prediction's size, geotransform and CRS, or
  *    - a vector file (any OGR format, any CRS; every polygon / multipolygon feature of every layer is
  *      one building): reprojected to the prediction's CRS, clipped to the prediction's footprint,
- *      polygons of area <= min_area_m2 (20 m^2, SpaceNet 6) dropped, then rasterized onto the
- *      prediction grid with GDALRasterizeGeometries (pixel-centre rule).
+ *      polygons of area <= min_area_m2 (20 m^2, SpaceNet 6) dropped (area measured in the prediction's
+ *      CRS if projected, else the layer's if projected, else in pixels: <= 80 px or min_pixels), then
+ *      rasterized onto the prediction grid with GDALRasterizeGeometries (pixel-centre rule).
  *
  * Pixel metrics count the pixels valid in both rasters: TP, FP, FN, TN; Dice = 2TP / (2TP + FP + FN),
  * IoU = TP / (TP + FP + FN), precision = TP / (TP + FP), recall = TP / (TP + FN).
  *
  * Building (SpaceNet) metrics: the prediction mask is polygonized (GDALPolygonize, 4-connected by
  * default as in solaris, whose rasterio.features.shapes defaults to 4), each connected component one
- * polygon, holes kept. A predicted polygon counts when it has >= min_pixels pixels (80) and, on a grid
- * in a projected CRS, an area >= min_area_m2 (20 m^2); the same rule applies to truth polygons made by
- * polygonizing a truth raster, so that a perfect prediction scores F1 = 1. Truth polygons from a vector
- * file follow the rasterization rule above (area <= 20 m^2 dropped). A polygon whose pixels all lie in
+ * polygon, holes kept. A predicted polygon counts when, on a grid in a projected CRS, its area is
+ * >= min_area_m2 (20 m^2), and, on a grid without one, it has >= 80 pixels (SpaceNet's "80 px / 20 m^2"
+ * are the same thing at its 0.5 m; at other resolutions the metric rule is the meaningful one). An
+ * explicit min_pixels >= 0 applies on every grid, in addition. The same rule applies to truth polygons
+ * made by polygonizing a truth raster, so that a perfect prediction scores F1 = 1. Truth polygons from a
+ * vector file follow the rasterization rule above (area <= 20 m^2 dropped). A polygon whose pixels all lie in
  * the ignored area of the other raster is dropped too. Predictions are taken in raster order (the
  * component whose first pixel comes first in row-major order first); each is matched to the still
  * unmatched truth polygon of highest IoU (polygon areas: OGR_G_Intersection / OGR_G_Area,
@@ -51,7 +54,8 @@ typedef struct disopt_eval_options {
     double threshold;     /* float predictions: building where value > threshold (default 0.5) */
     double iou_threshold; /* a match needs IoU >= this (default 0.5) */
     double min_area_m2;   /* default 20; applies only where the grid's CRS is projected */
-    int min_pixels;       /* default 80 (= 20 m^2 at SpaceNet 6's 0.5 m) */
+    int min_pixels;       /* default -1 (auto): 80 on grids without a projected CRS, else unused;
+                             >= 0: applies on every grid (80 px = 20 m^2 at SpaceNet 6's 0.5 m) */
     int connectivity;     /* 4 (default, as solaris) or 8 */
 } disopt_eval_options;
 

@@ -355,6 +355,46 @@ static void test_size_rules(void **st) {
     assert_int_equal(c.truth_polygons, 1);
 }
 
+/* Size rules on other grids (truth and prediction rasters, identical: a perfect prediction).
+ * No CRS, no geotransform: the pixel rule (80 px) holds: 8 x 10 (80 px) kept, 8 x 9 (72 px) dropped on
+ * both sides -> TP 1, one dropped each.
+ * EPSG:32631 at 2 m (4 m^2 per pixel): the area rule holds: 3 x 3 (36 m^2) kept, 2 x 2 (16 m^2)
+ * dropped -> TP 1; with an explicit -min_pixels 80 both are dropped -> TP 0, two dropped each.
+ * At 0.5 m an explicit -min_pixels 100 drops the 80 px (20 m^2) blob of the first size scene. */
+static void test_size_rules_other_grids(void **st) {
+    (void)st;
+    unsigned char *m = calloc(NPX, 1);
+    fill(m, (rect){10, 10, 18, 20}, 1);
+    fill(m, (rect){50, 50, 58, 59}, 1);
+    const char *bare = write_mask_ex("bare_blobs.tif", m, W, H, NULL, 0, -1);
+    disopt_eval_counts c = eval_ok(bare, bare, NULL);
+    expect_pixels(&c, 152, 0, 0, 0);
+    expect_bld(&c, 1, 0, 0);
+    assert_int_equal(c.pred_dropped, 1);
+    assert_int_equal(c.truth_dropped, 1);
+    memset(m, 0, NPX);
+    fill(m, (rect){10, 10, 13, 13}, 1);
+    fill(m, (rect){50, 50, 52, 52}, 1);
+    const double gt2[6] = {600000.0, 2.0, 0.0, 5750000.0, 0.0, -2.0};
+    const char *coarse = write_mask_ex("coarse_blobs.tif", m, W, H, gt2, 32631, -1);
+    free(m);
+    c = eval_ok(coarse, coarse, NULL);
+    expect_bld(&c, 1, 0, 0);
+    assert_int_equal(c.pred_dropped, 1);
+    assert_int_equal(c.truth_dropped, 1);
+    disopt_eval_options o;
+    disopt_eval_options_init(&o);
+    o.min_pixels = 80;
+    c = eval_ok(coarse, coarse, &o);
+    expect_bld(&c, 0, 0, 0);
+    assert_int_equal(c.pred_dropped, 2);
+    assert_int_equal(c.truth_dropped, 2);
+    o.min_pixels = 100;
+    c = eval_ok(P("size_pred.tif"), P("size_truth.geojson"), &o);
+    expect_bld(&c, 1, 0, 0);
+    assert_int_equal(c.pred_dropped, 2);
+}
+
 /* Truth beyond the grid: vector truth is clipped to the prediction's footprint before the size rule.
  * A 20 x 20 building at x in [195, 215) keeps 5 x 20 = 100 px (25 m^2) inside; predicted there
  * (100 px) -> IoU 1, TP (unclipped it would be 100/400 = 0.25). A 12 x 10 building at x in [198, 210)
@@ -777,6 +817,7 @@ int main(void) {
         cmocka_unit_test(test_touching_buildings_merged),
         cmocka_unit_test(test_courtyard),
         cmocka_unit_test(test_size_rules),
+        cmocka_unit_test(test_size_rules_other_grids),
         cmocka_unit_test(test_clip_to_grid),
         cmocka_unit_test(test_nodata_and_threshold),
         cmocka_unit_test(test_empty_cases),

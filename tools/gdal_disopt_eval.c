@@ -34,8 +34,9 @@ static void usage(FILE *f) {
             "            the building F1 is computed from TP/FP/FN summed over all pairs.\n"
             "-threshold: probability threshold for float predictions (default 0.5)\n"
             "-iou:       IoU a building match needs, >= (default 0.5)\n"
-            "-min_area:  smallest predicted building in m^2 (default 20; projected CRS only)\n"
-            "-min_pixels: smallest predicted building in pixels (default 80)\n"
+            "-min_area:  smallest predicted building in m^2 (default 20; grids in a projected CRS)\n"
+            "-min_pixels: smallest predicted building in pixels (default: 80 on grids without a\n"
+            "            projected CRS, none on projected grids; a value given applies everywhere)\n"
             "-connectivity: polygonizing connectivity, 4 (default, as SpaceNet's solaris) or 8\n"
             "-of:        output format (default TEXT); -o: output file (default stdout)\n");
 }
