@@ -641,6 +641,91 @@ static void test_errors(void **st) {
     assert_int_equal(disopt_eval_pair(pred, truth, &o, &c), DISOPT_ERR_INVALID_ARGUMENT);
 }
 
+/* Random scenes checked against answers computed here independently: one truth rectangle per 48 x 48
+ * cell (some cells empty), the prediction the same rectangle jittered in position and size (some
+ * missing, some without truth). Rectangles of neighbouring cells never touch, so every rectangle is
+ * its own polygon and the expected TP/FP/FN follow from rectangle IoUs, in raster order of the
+ * rectangles' top-left pixels, with the documented size rules (truth from vector: dropped if
+ * <= 20 m^2; predictions and raster truth: dropped if < 20 m^2). Pixels: per-cell intersections. */
+static int64_t rect_area(rect r) { return (int64_t)(r.x1 - r.x0) * (r.y1 - r.y0); }
+static int64_t rect_inter(rect a, rect b) {
+    int w = (a.x1 < b.x1 ? a.x1 : b.x1) - (a.x0 > b.x0 ? a.x0 : b.x0);
+    int h = (a.y1 < b.y1 ? a.y1 : b.y1) - (a.y0 > b.y0 ? a.y0 : b.y0);
+    return w > 0 && h > 0 ? (int64_t)w * h : 0;
+}
+
+static void test_random_rectangles(void **st) {
+    (void)st;
+    enum { CELLS = 4 }; /* W / 48 = 4 cells per side (192 px), the rest of the grid stays empty */
+    tu_rng rng = tu_rng_fresh();
+    for (int round = 0; round < 3; round++) {
+        bld tb[CELLS * CELLS];
+        rect pr[CELLS * CELLS];
+        int has_t[CELLS * CELLS], has_p[CELLS * CELLS], nt = 0;
+        memset(tb, 0, sizeof tb);
+        unsigned char *pm = calloc(NPX, 1), *tm = calloc(NPX, 1);
+        for (int cy = 0; cy < CELLS; cy++)
+            for (int cx = 0; cx < CELLS; cx++) {
+                int k = cy * CELLS + cx;
+                int w = 6 + (int)(tu_next(&rng) % 19), h = 6 + (int)(tu_next(&rng) % 19); /* 6..24 */
+                int x0 = cx * 48 + 7 + (int)(tu_next(&rng) % 7), y0 = cy * 48 + 7 + (int)(tu_next(&rng) % 7);
+                rect t = {x0, y0, x0 + w, y0 + h};
+                int dx = (int)(tu_next(&rng) % 13) - 6, dy = (int)(tu_next(&rng) % 13) - 6;
+                int dw = (int)(tu_next(&rng) % 9) - 4, dh = (int)(tu_next(&rng) % 9) - 4;
+                rect p = {x0 + dx, y0 + dy, x0 + dx + (w + dw < 4 ? 4 : w + dw), y0 + dy + (h + dh < 4 ? 4 : h + dh)};
+                int r = (int)(tu_next(&rng) % 10);
+                has_t[k] = r != 0; /* 10 %: prediction without truth */
+                has_p[k] = r != 1; /* 10 %: truth without prediction */
+                pr[k] = p;
+                if (has_t[k]) {
+                    tb[nt++] = (bld){t, 0, {0}};
+                    fill(tm, t, 1);
+                }
+                if (has_p[k]) fill(pm, p, 1);
+            }
+        /* expected, for vector truth (vec = 1) and raster truth (vec = 0) */
+        for (int vec = 1; vec >= 0; vec--) {
+            int64_t etp = 0, efp = 0, efn = 0, ptp = 0, pfp = 0, pfn = 0;
+            int ti = 0;
+            for (int k = 0; k < CELLS * CELLS; k++) {
+                rect t = has_t[k] ? tb[ti++].outer : (rect){0, 0, 0, 0};
+                int64_t ta = has_t[k] ? rect_area(t) : 0, pa = has_p[k] ? rect_area(pr[k]) : 0;
+                int t_kept = has_t[k] && (vec ? ta * 0.25 > 20.0 : ta * 0.25 >= 20.0);
+                int p_kept = has_p[k] && pa * 0.25 >= 20.0;
+                /* pixels: vector truth burns kept polygons only; raster truth is the raster */
+                int t_burn = vec ? t_kept : has_t[k];
+                int64_t inter = (has_p[k] && t_burn) ? rect_inter(pr[k], t) : 0;
+                ptp += inter;
+                pfp += pa - inter;
+                pfn += (t_burn ? ta : 0) - inter;
+                /* buildings (cells are scanned in raster order; one candidate per cell) */
+                if (p_kept) {
+                    int64_t i = t_kept ? rect_inter(pr[k], t) : 0;
+                    if (i > 0 && (double)i / (double)(pa + ta - i) >= 0.5) etp++;
+                    else {
+                        efp++;
+                        if (t_kept) efn++;
+                    }
+                } else if (t_kept) {
+                    efn++;
+                }
+            }
+            char pn[64], tn[64];
+            snprintf(pn, sizeof pn, "rand_pred_%d.tif", round);
+            snprintf(tn, sizeof tn, vec ? "rand_truth_%d.geojson" : "rand_truth_%d.tif", round);
+            const char *pred = write_mask(pn, pm);
+            const char *truth = vec ? write_geojson(tn, tb, nt, 0) : write_mask(tn, tm);
+            disopt_eval_counts c = eval_ok(pred, truth, NULL);
+            fprintf(stderr, "# round %d (%s truth): TP %lld FP %lld FN %lld\n", round, vec ? "vector" : "raster",
+                    (long long)etp, (long long)efp, (long long)efn);
+            expect_pixels(&c, ptp, pfp, pfn, 0);
+            expect_bld(&c, etp, efp, efn);
+        }
+        free(pm);
+        free(tm);
+    }
+}
+
 /* Reports: JSON parsed back with json-c (null for undefined ratios), CSV rows. */
 static void test_report_formats(void **st) {
     (void)st;
@@ -824,6 +909,7 @@ int main(void) {
         cmocka_unit_test(test_connectivity),
         cmocka_unit_test(test_multi_pair_aggregation),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_random_rectangles),
         cmocka_unit_test(test_report_formats),
         cmocka_unit_test(test_tool_end_to_end),
     };
