@@ -355,6 +355,45 @@ static void test_size_rules(void **st) {
     assert_int_equal(c.truth_polygons, 1);
 }
 
+/* A rotated grid (30 degrees, 0.5 m pixels; like the Capella SLC chips' geotransforms). The truth
+ * building is the pixel rectangle [40, 60) x [50, 60) (200 px) mapped through the geotransform: a
+ * rotated rectangle in UTM. Rasterized (pixel centres), it burns exactly those 200 pixels; the
+ * polygonized prediction of the same pixels is the same rotated rectangle: TP 1, pixels perfect. A
+ * second building hangs over the grid's (rotated) edge, [190, 215) x [100, 120): clipped to the
+ * footprint it keeps 10 x 20 = 200 px, predicted exactly -> TP. */
+static void test_rotated_grid(void **st) {
+    (void)st;
+    const double c = cos(3.14159265358979323846 / 6), s = sin(3.14159265358979323846 / 6);
+    const double gt[6] = {600000.0, 0.5 * c, 0.5 * s, 5750000.0, 0.5 * s, -0.5 * c};
+    rect rs[2] = {{40, 50, 60, 60}, {190, 100, 215, 120}};
+    unsigned char *m = calloc(NPX, 1);
+    fill(m, rs[0], 1);
+    fill(m, (rect){190, 100, 200, 120}, 1);
+    const char *pred = write_mask_ex("rot_pred.tif", m, W, H, gt, 32631, -1);
+    free(m);
+    const char *path = P("rot_truth.geojson");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"type\":\"FeatureCollection\",\"crs\":{\"type\":\"name\",\"properties\":{\"name\":"
+               "\"urn:ogc:def:crs:EPSG::32631\"}},\"features\":[");
+    for (int i = 0; i < 2; i++) {
+        rect r = rs[i];
+        double xs[5] = {r.x0, r.x0, r.x1, r.x1, r.x0}, ys[5] = {r.y0, r.y1, r.y1, r.y0, r.y0};
+        fprintf(f, "%s{\"type\":\"Feature\",\"properties\":{},\"geometry\":{\"type\":\"Polygon\","
+                   "\"coordinates\":[[",
+                i ? "," : "");
+        for (int k = 0; k < 5; k++)
+            fprintf(f, "%s[%.6f,%.6f]", k ? "," : "", gt[0] + xs[k] * gt[1] + ys[k] * gt[2],
+                    gt[3] + xs[k] * gt[4] + ys[k] * gt[5]);
+        fprintf(f, "]]}}");
+    }
+    fprintf(f, "]}\n");
+    fclose(f);
+    disopt_eval_counts cc = eval_ok(pred, path, NULL);
+    expect_pixels(&cc, 400, 0, 0, 0);
+    expect_bld(&cc, 2, 0, 0);
+}
+
 /* Size rules on other grids (truth and prediction rasters, identical: a perfect prediction).
  * No CRS, no geotransform: the pixel rule (80 px) holds: 8 x 10 (80 px) kept, 8 x 9 (72 px) dropped on
  * both sides -> TP 1, one dropped each.
@@ -902,6 +941,7 @@ int main(void) {
         cmocka_unit_test(test_touching_buildings_merged),
         cmocka_unit_test(test_courtyard),
         cmocka_unit_test(test_size_rules),
+        cmocka_unit_test(test_rotated_grid),
         cmocka_unit_test(test_size_rules_other_grids),
         cmocka_unit_test(test_clip_to_grid),
         cmocka_unit_test(test_nodata_and_threshold),
