@@ -12,6 +12,7 @@
 #include <cpl_string.h>
 #include <cpl_vsi.h>
 #include <gdal.h>
+#include <gdal_alg.h>
 #include <json-c/json.h>
 #include <math.h>
 #include <ogr_srs_api.h>
@@ -19,6 +20,11 @@
 #include <sys/wait.h>
 
 #include "disopt_eval.h"
+
+#ifndef DISOPT_SHARED
+#define DISOPT_SHARED "../shared"
+#endif
+#define SAR_REAL DISOPT_SHARED "/realdata/rotterdam_capella/sar_masked.tif"
 
 #ifndef DISOPT_EVAL_TOOL
 #define DISOPT_EVAL_TOOL "gdal_disopt_eval"
@@ -765,6 +771,141 @@ static void test_random_rectangles(void **st) {
     }
 }
 
+/* Real SAR (../shared/realdata, Capella over Rotterdam, 200 x 200 at 4.5 m in EPSG:32631, 39 % NaN):
+ * "buildings" = band 1 > 0 dB: hundreds of irregular speckle blobs with many diagonal contacts.
+ * Prediction: the Float32 band itself (NaN = nodata) with -threshold 0. Truth: the same rule as a
+ * Byte mask (nodata 255 where NaN), and as polygons (GDALPolygonize of that mask, reprojected to
+ * WGS 84 lon/lat in a GeoJSON). Both must score perfectly: pixels TP = the count of > 0 dB pixels,
+ * FP = FN = 0, ignored = the NaN count; buildings TP = the number of connected components counted
+ * here by a flood fill (4- and 8-connected; at 20.25 m^2 per pixel no blob is too small). */
+static int64_t count_components(const unsigned char *b, int w, int h, int conn) {
+    int *stack = malloc(sizeof(int) * (size_t)w * h);
+    unsigned char *seen = calloc((size_t)w * h, 1);
+    int64_t n = 0;
+    for (int i = 0; i < w * h; i++) {
+        if (!b[i] || seen[i]) continue;
+        n++;
+        int sp = 0;
+        stack[sp++] = i;
+        seen[i] = 1;
+        while (sp) {
+            int p = stack[--sp], x = p % w, y = p / w;
+            for (int dy = -1; dy <= 1; dy++)
+                for (int dx = -1; dx <= 1; dx++) {
+                    if ((!dx && !dy) || (conn == 4 && dx && dy)) continue;
+                    int nx = x + dx, ny = y + dy;
+                    if (nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
+                    int q = ny * w + nx;
+                    if (b[q] && !seen[q]) {
+                        seen[q] = 1;
+                        stack[sp++] = q;
+                    }
+                }
+        }
+    }
+    free(stack);
+    free(seen);
+    return n;
+}
+
+static void test_real_sar_blobs(void **st) {
+    (void)st;
+    GDALDatasetH src = GDALOpen(SAR_REAL, GA_ReadOnly);
+    assert_non_null(src);
+    int w = GDALGetRasterXSize(src), h = GDALGetRasterYSize(src);
+    double gt[6];
+    assert_int_equal(GDALGetGeoTransform(src, gt), CE_None);
+    float *v = malloc(sizeof(float) * (size_t)w * h);
+    unsigned char *mask = malloc((size_t)w * h), *bin = malloc((size_t)w * h);
+    assert_int_equal(GDALRasterIO(GDALGetRasterBand(src, 1), GF_Read, 0, 0, w, h, v, w, h, GDT_Float32, 0, 0), CE_None);
+    int64_t nbld = 0, nnan = 0;
+    for (int i = 0; i < w * h; i++) {
+        bin[i] = !isnan(v[i]) && v[i] > 0.0f;
+        mask[i] = isnan(v[i]) ? 255 : bin[i];
+        nbld += bin[i];
+        nnan += isnan(v[i]) != 0;
+    }
+    /* prediction: band 1 as Float32, NaN as the only nodata */
+    GDALDatasetH pd = GDALCreate(GDALGetDriverByName("GTiff"), P("sar_pred.tif"), w, h, 1, GDT_Float32, NULL);
+    assert_non_null(pd);
+    GDALSetGeoTransform(pd, gt);
+    GDALSetProjection(pd, GDALGetProjectionRef(src));
+    assert_int_equal(GDALRasterIO(GDALGetRasterBand(pd, 1), GF_Write, 0, 0, w, h, v, w, h, GDT_Float32, 0, 0), CE_None);
+    GDALClose(pd);
+    /* truth raster */
+    GDALDatasetH td = GDALCreate(GDALGetDriverByName("GTiff"), P("sar_truth.tif"), w, h, 1, GDT_Byte, NULL);
+    assert_non_null(td);
+    GDALSetGeoTransform(td, gt);
+    GDALSetProjection(td, GDALGetProjectionRef(src));
+    GDALSetRasterNoDataValue(GDALGetRasterBand(td, 1), 255);
+    assert_int_equal(GDALRasterIO(GDALGetRasterBand(td, 1), GF_Write, 0, 0, w, h, mask, w, h, GDT_Byte, 0, 0), CE_None);
+    /* truth polygons: polygonize (value 1 only), reproject to lon/lat, write GeoJSON */
+    GDALDatasetH mem = GDALCreate(GDALGetDriverByName("Memory"), "", 0, 0, 0, GDT_Unknown, NULL);
+    OGRSpatialReferenceH utm = OSRNewSpatialReference(GDALGetProjectionRef(src)), ll = OSRNewSpatialReference(NULL);
+    OSRSetWellKnownGeogCS(ll, "WGS84");
+    OSRSetAxisMappingStrategy(utm, OAMS_TRADITIONAL_GIS_ORDER);
+    OSRSetAxisMappingStrategy(ll, OAMS_TRADITIONAL_GIS_ORDER);
+    OGRLayerH ml = GDALDatasetCreateLayer(mem, "p", utm, wkbPolygon, NULL);
+    OGRFieldDefnH fd = OGR_Fld_Create("dn", OFTInteger);
+    OGR_L_CreateField(ml, fd, TRUE);
+    OGR_Fld_Destroy(fd);
+    assert_int_equal(GDALPolygonize(GDALGetRasterBand(td, 1), GDALGetMaskBand(GDALGetRasterBand(td, 1)), ml, 0, NULL,
+                                    NULL, NULL), CE_None);
+    GDALClose(td);
+    GDALDatasetH gj = GDALCreate(GDALGetDriverByName("GeoJSON"), P("sar_truth.geojson"), 0, 0, 0, GDT_Unknown, NULL);
+    assert_non_null(gj);
+    OGRLayerH gl = GDALDatasetCreateLayer(gj, "truth", ll, wkbPolygon, NULL);
+    OGRCoordinateTransformationH ct = OCTNewCoordinateTransformation(utm, ll);
+    assert_non_null(ct);
+    OGRFeatureH f;
+    int64_t npoly = 0;
+    OGR_L_ResetReading(ml);
+    while ((f = OGR_L_GetNextFeature(ml)) != NULL) {
+        if (OGR_F_GetFieldAsInteger(f, 0) == 1) {
+            OGRGeometryH g = OGR_G_Clone(OGR_F_GetGeometryRef(f));
+            assert_int_equal(OGR_G_Transform(g, ct), OGRERR_NONE);
+            OGRFeatureH nf = OGR_F_Create(OGR_L_GetLayerDefn(gl));
+            OGR_F_SetGeometryDirectly(nf, g);
+            assert_int_equal(OGR_L_CreateFeature(gl, nf), OGRERR_NONE);
+            OGR_F_Destroy(nf);
+            npoly++;
+        }
+        OGR_F_Destroy(f);
+    }
+    GDALClose(gj);
+    GDALClose(mem);
+    OCTDestroyCoordinateTransformation(ct);
+    OSRDestroySpatialReference(utm);
+    OSRDestroySpatialReference(ll);
+    GDALClose(src);
+
+    int64_t n4 = count_components(bin, w, h, 4), n8 = count_components(bin, w, h, 8);
+    fprintf(stderr, "# real SAR > 0 dB: %lld px, %lld NaN, %lld 4-connected blobs, %lld 8-connected\n",
+            (long long)nbld, (long long)nnan, (long long)n4, (long long)n8);
+    assert_true(n4 > 20 && n8 < n4 && npoly == n4);
+    disopt_eval_options o;
+    disopt_eval_options_init(&o);
+    o.threshold = 0.0;
+    for (int k = 0; k < 3; k++) {
+        o.connectivity = k == 2 ? 8 : 4;
+        disopt_eval_counts c;
+        assert_int_equal(disopt_eval_pair(P("sar_pred.tif"), P(k == 1 ? "sar_truth.geojson" : "sar_truth.tif"), &o, &c),
+                         DISOPT_OK);
+        assert_int_equal(c.tp + c.fp + c.fn + c.tn + c.ignored, (int64_t)w * h);
+        assert_int_equal(c.tp, nbld);
+        assert_int_equal(c.fp, 0);
+        assert_int_equal(c.fn, 0);
+        assert_int_equal(c.ignored, nnan);
+        assert_int_equal(c.bld_tp, k == 2 ? n8 : n4);
+        assert_int_equal(c.bld_fp, 0);
+        assert_int_equal(c.bld_fn, 0);
+        assert_int_equal(c.pred_dropped + c.truth_dropped, 0);
+    }
+    free(v);
+    free(mask);
+    free(bin);
+}
+
 /* Reports: JSON parsed back with json-c (null for undefined ratios), CSV rows. */
 static void test_report_formats(void **st) {
     (void)st;
@@ -950,6 +1091,7 @@ int main(void) {
         cmocka_unit_test(test_multi_pair_aggregation),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_random_rectangles),
+        cmocka_unit_test(test_real_sar_blobs),
         cmocka_unit_test(test_report_formats),
         cmocka_unit_test(test_tool_end_to_end),
     };
