@@ -587,6 +587,42 @@ static void test_connectivity(void **st) {
     expect_bld(&c, 1, 0, 1);
 }
 
+/* An invalid truth polygon is repaired (OGR_G_MakeValid), not dropped: one feature whose single ring
+ * crosses itself, (100,30) (120,30) (120,50) (110,50) (110,20) (100,20) in pixel corners: a figure
+ * eight of B = [100, 110) x [20, 30) (100 px) and A = [110, 120) x [30, 50) (200 px) meeting at the
+ * crossing (110, 30). Repaired it is a multipolygon of 300 px, one building (unrepaired its shoelace
+ * area would be 200 - 100 and GEOS would refuse it). Predicted exactly, 4-connected: B comes first in
+ * raster order, IoU 100/300 < 0.5 -> FP; then A, IoU 200/300 -> TP. 8-connected: one polygon equal
+ * to the building -> TP 1, FP 0. */
+static void test_invalid_truth_polygon(void **st) {
+    (void)st;
+    const char *path = P("bowtie.geojson");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    const int xs[7] = {100, 120, 120, 110, 110, 100, 100}, ys[7] = {30, 30, 50, 50, 20, 20, 30};
+    fprintf(f, "{\"type\":\"FeatureCollection\",\"crs\":{\"type\":\"name\",\"properties\":{\"name\":"
+               "\"urn:ogc:def:crs:EPSG::32631\"}},\"features\":[{\"type\":\"Feature\",\"properties\":{},"
+               "\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[[");
+    for (int k = 0; k < 7; k++)
+        fprintf(f, "%s[%.3f,%.3f]", k ? "," : "", GT[0] + xs[k] * GT[1], GT[3] + ys[k] * GT[5]);
+    fprintf(f, "]]}}]}\n");
+    fclose(f);
+    unsigned char *m = calloc(NPX, 1);
+    fill(m, (rect){100, 20, 110, 30}, 1);
+    fill(m, (rect){110, 30, 120, 50}, 1);
+    const char *pred = write_mask("bowtie_pred.tif", m);
+    free(m);
+    disopt_eval_counts c = eval_ok(pred, path, NULL);
+    expect_pixels(&c, 300, 0, 0, 0);
+    expect_bld(&c, 1, 1, 0);
+    assert_int_equal(c.truth_polygons, 1);
+    disopt_eval_options o;
+    disopt_eval_options_init(&o);
+    o.connectivity = 8;
+    c = eval_ok(pred, path, &o);
+    expect_bld(&c, 1, 0, 0);
+}
+
 /* Aggregation over pairs: pair 1 is the perfect match (TP 1, FP 0, FN 0: F1 1), pair 2 the three
  * merged buildings (TP 0, FP 1, FN 3: F1 0). Summed: TP 1, FP 1, FN 3 -> F1 = 2 / (2 + 1 + 3) = 1/3,
  * not the mean of the per-pair F1s (0.5). The list is read with relative paths. */
@@ -1088,6 +1124,7 @@ int main(void) {
         cmocka_unit_test(test_nodata_and_threshold),
         cmocka_unit_test(test_empty_cases),
         cmocka_unit_test(test_connectivity),
+        cmocka_unit_test(test_invalid_truth_polygon),
         cmocka_unit_test(test_multi_pair_aggregation),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_random_rectangles),

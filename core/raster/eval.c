@@ -25,6 +25,7 @@
 #include <math.h>
 #include <ogr_api.h>
 #include <ogr_srs_api.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +173,10 @@ static disopt_status ctx_open(const char *pred, const char *truth, ev_ctx *c) {
     if (GDALDataTypeIsComplex(pdt))
         return dp_error(DISOPT_ERR_INPUT, "prediction '%s': band 1 is complex (%s); a mask or probability is needed",
                         pred, GDALGetDataTypeName(pdt));
+    if ((int64_t)c->W * c->H > INT32_MAX)
+        return dp_error(DISOPT_ERR_UNSUPPORTED,
+                        "prediction '%s': %d x %d pixels is more than 2^31; score it in tiles (-list)", pred, c->W,
+                        c->H);
     c->has_gt = GDALGetGeoTransform(c->pred, c->gt) == CE_None;
     if (!c->has_gt) {
         const double id[6] = {0, 1, 0, 0, 0, 1};
@@ -363,19 +368,24 @@ static OGRGeometryH polygonal(OGRGeometryH g) {
     return NULL;
 }
 
-/* A valid polygonal geometry (consumes g); NULL when invalid beyond repair or not polygonal. */
-static OGRGeometryH valid_polygonal(OGRGeometryH g) {
-    g = polygonal(g);
-    if (!g) return NULL;
+/* *g (consumed) becomes a valid polygonal geometry, or NULL when nothing polygonal is left (points,
+ * lines, zero-area rings). Fails only when GEOS cannot repair an invalid polygon. */
+static disopt_status make_valid(OGRGeometryH *g) {
+    *g = polygonal(*g);
+    if (!*g) return DISOPT_OK;
     CPLPushErrorHandler(CPLQuietErrorHandler);
-    int ok = OGR_G_IsValid(g);
-    OGRGeometryH out = g;
+    CPLErrorReset();
+    int ok = OGR_G_IsValid(*g);
+    disopt_status s = DISOPT_OK;
     if (!ok) {
-        out = polygonal(OGR_G_MakeValid(g));
-        OGR_G_DestroyGeometry(g);
+        OGRGeometryH fixed = OGR_G_MakeValid(*g);
+        OGR_G_DestroyGeometry(*g);
+        *g = NULL;
+        if (!fixed) s = gdal_fail(DISOPT_ERR_INPUT, "%s", "an invalid polygon could not be repaired (OGR_G_MakeValid)");
+        else *g = polygonal(fixed);
     }
     CPLPopErrorHandler();
-    return out;
+    return s;
 }
 
 /* Connected components of (state == ST_BLD), row-major first-pixel order, labels 1..*ncomp (0 =
@@ -488,7 +498,10 @@ static GDALDatasetH mem_raster(const ev_ctx *c, GDALDataType dt) {
     if (!ds) return NULL;
     double gt[6];
     memcpy(gt, c->gt, sizeof gt);
-    GDALSetGeoTransform(ds, gt);
+    if (GDALSetGeoTransform(ds, gt) != CE_None) {
+        GDALClose(ds);
+        return NULL;
+    }
     return ds;
 }
 
@@ -561,12 +574,11 @@ static disopt_status polygonize_components(const ev_ctx *c, int conn, int32_t *l
     }
     for (int32_t l = 1; l <= nc; l++) {
         if (!byl[l]) continue;
-        OGRGeometryH g = valid_polygonal(byl[l]);
+        OGRGeometryH g = byl[l];
         byl[l] = NULL;
-        if (!g) {
-            s = dp_error(DISOPT_ERR_INTERNAL, "eval: a polygonized component is not a valid polygon");
-            goto done;
-        }
+        s = make_valid(&g);
+        if (s == DISOPT_OK && !g) s = dp_error(DISOPT_ERR_INTERNAL, "eval: a polygonized component has no area");
+        if (s != DISOPT_OK) goto done;
         s = polys_push(ps, g);
         if (s != DISOPT_OK) goto done;
     }
@@ -638,7 +650,10 @@ static disopt_status truth_from_vector(const ev_ctx *c, const disopt_eval_option
     for (int k = 0; k < 5; k++)
         OGR_G_AddPoint_2D(ring, c->gt[0] + px[k] * c->gt[1] + py[k] * c->gt[2],
                           c->gt[3] + px[k] * c->gt[4] + py[k] * c->gt[5]);
-    OGR_G_AddGeometryDirectly(foot, ring);
+    if (OGR_G_AddGeometryDirectly(foot, ring) != OGRERR_NONE) {
+        OGR_G_DestroyGeometry(foot);
+        return dp_error(DISOPT_ERR_INTERNAL, "eval: cannot build the grid footprint");
+    }
     OGREnvelope fe;
     OGR_G_GetEnvelope(foot, &fe);
     int axis_aligned = c->gt[2] == 0 && c->gt[4] == 0;
@@ -669,6 +684,7 @@ static disopt_status truth_from_vector(const ev_ctx *c, const disopt_eval_option
         while (s == DISOPT_OK && (f = OGR_L_GetNextFeature(layer)) != NULL) {
             OGRGeometryH g0 = OGR_F_GetGeometryRef(f);
             OGRGeometryH g = g0 ? polygonal(OGR_G_Clone(g0)) : NULL;
+            GIntBig fid = OGR_F_GetFID(f);
             OGR_F_Destroy(f);
             if (!g) continue; /* points, lines, empty features: not buildings */
             double area_layer_m2 = layer_lin > 0 ? OGR_G_Area(g) * layer_lin * layer_lin : 0;
@@ -677,8 +693,13 @@ static disopt_status truth_from_vector(const ev_ctx *c, const disopt_eval_option
                 s = gdal_fail(DISOPT_ERR_INPUT, "truth '%s': reprojecting a polygon failed", path);
                 break;
             }
-            g = valid_polygonal(g);
-            if (!g) continue;
+            s = make_valid(&g);
+            if (s != DISOPT_OK) {
+                dp_error_prefix(s, "truth '%s', layer '%s', feature %lld", path, OGR_L_GetName(layer),
+                                (long long)fid);
+                break;
+            }
+            if (!g) continue; /* degenerate: no area */
             OGREnvelope e;
             OGR_G_GetEnvelope(g, &e);
             if (e.MaxX <= fe.MinX || e.MinX >= fe.MaxX || e.MaxY <= fe.MinY || e.MinY >= fe.MaxY) {
@@ -686,8 +707,13 @@ static disopt_status truth_from_vector(const ev_ctx *c, const disopt_eval_option
                 continue;
             }
             if (!(axis_aligned && e.MinX >= fe.MinX && e.MaxX <= fe.MaxX && e.MinY >= fe.MinY && e.MaxY <= fe.MaxY)) {
+                CPLErrorReset();
                 OGRGeometryH clip = OGR_G_Intersection(g, foot);
                 OGR_G_DestroyGeometry(g);
+                if (!clip) {
+                    s = gdal_fail(DISOPT_ERR_INTERNAL, "truth '%s': clipping a polygon to the grid failed (GEOS)", path);
+                    break;
+                }
                 g = polygonal(clip);
                 if (!g || OGR_G_Area(g) <= 0) {
                     if (g) OGR_G_DestroyGeometry(g);
