@@ -440,6 +440,55 @@ static void test_size_rules_other_grids(void **st) {
     assert_int_equal(c.pred_dropped, 2);
 }
 
+/* Any OGR format and CRS, several layers: a GeoPackage in EPSG:3857 (Web Mercator, whose own units
+ * inflate areas by about 1/cos^2(52 deg) = 2.7 here) with two layers: layer 1 holds an 8 x 8 px box
+ * (16 m^2 on the ground, about 43 "m^2" in EPSG:3857 units), layer 2 a 12 x 8 px box (24 m^2).
+ * The 20 m^2 rule is applied after reprojecting to the prediction's UTM grid: the first is dropped,
+ * the second kept. Both are predicted exactly: the 64 px blob is too small to be a building, the
+ * 96 px one is a TP. -> TP 1, FP 0, FN 0, 1 truth and 1 prediction dropped; pixels TP 96, FP 64. */
+static void test_gpkg_web_mercator_layers(void **st) {
+    (void)st;
+    rect boxes[2] = {{20, 60, 28, 68}, {60, 60, 72, 68}};
+    const char *path = P("truth_3857.gpkg");
+    GDALDatasetH ds = GDALCreate(GDALGetDriverByName("GPKG"), path, 0, 0, 0, GDT_Unknown, NULL);
+    assert_non_null(ds);
+    OGRSpatialReferenceH utm = OSRNewSpatialReference(NULL), wm = OSRNewSpatialReference(NULL);
+    OSRImportFromEPSG(utm, 32631);
+    OSRImportFromEPSG(wm, 3857);
+    OSRSetAxisMappingStrategy(utm, OAMS_TRADITIONAL_GIS_ORDER);
+    OSRSetAxisMappingStrategy(wm, OAMS_TRADITIONAL_GIS_ORDER);
+    OGRCoordinateTransformationH ct = OCTNewCoordinateTransformation(utm, wm);
+    assert_non_null(ct);
+    for (int l = 0; l < 2; l++) {
+        OGRLayerH layer = GDALDatasetCreateLayer(ds, l ? "big" : "small", wm, wkbPolygon, NULL);
+        assert_non_null(layer);
+        rect r = boxes[l];
+        OGRGeometryH poly = OGR_G_CreateGeometry(wkbPolygon), ring = OGR_G_CreateGeometry(wkbLinearRing);
+        const int xs[5] = {r.x0, r.x0, r.x1, r.x1, r.x0}, ys[5] = {r.y0, r.y1, r.y1, r.y0, r.y0};
+        for (int k = 0; k < 5; k++) OGR_G_AddPoint_2D(ring, GT[0] + xs[k] * GT[1], GT[3] + ys[k] * GT[5]);
+        OGR_G_AddGeometryDirectly(poly, ring);
+        assert_int_equal(OGR_G_Transform(poly, ct), OGRERR_NONE);
+        if (l == 0) assert_true(OGR_G_Area(poly) > 40.0); /* Web Mercator "m^2": would pass a 20 m^2 rule */
+        OGRFeatureH f = OGR_F_Create(OGR_L_GetLayerDefn(layer));
+        OGR_F_SetGeometryDirectly(f, poly);
+        assert_int_equal(OGR_L_CreateFeature(layer, f), OGRERR_NONE);
+        OGR_F_Destroy(f);
+    }
+    OCTDestroyCoordinateTransformation(ct);
+    OSRDestroySpatialReference(utm);
+    OSRDestroySpatialReference(wm);
+    GDALClose(ds);
+    unsigned char *m = calloc(NPX, 1);
+    fill(m, boxes[0], 1);
+    fill(m, boxes[1], 1);
+    disopt_eval_counts c = eval_ok(write_mask("gpkg_pred.tif", m), path, NULL);
+    free(m);
+    expect_pixels(&c, 96, 64, 0, 0);
+    expect_bld(&c, 1, 0, 0);
+    assert_int_equal(c.truth_dropped, 1);
+    assert_int_equal(c.pred_dropped, 1);
+}
+
 /* Truth beyond the grid: vector truth is clipped to the prediction's footprint before the size rule.
  * A 20 x 20 building at x in [195, 215) keeps 5 x 20 = 100 px (25 m^2) inside; predicted there
  * (100 px) -> IoU 1, TP (unclipped it would be 100/400 = 0.25). A 12 x 10 building at x in [198, 210)
@@ -1120,6 +1169,7 @@ int main(void) {
         cmocka_unit_test(test_size_rules),
         cmocka_unit_test(test_rotated_grid),
         cmocka_unit_test(test_size_rules_other_grids),
+        cmocka_unit_test(test_gpkg_web_mercator_layers),
         cmocka_unit_test(test_clip_to_grid),
         cmocka_unit_test(test_nodata_and_threshold),
         cmocka_unit_test(test_empty_cases),
