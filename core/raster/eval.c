@@ -209,11 +209,12 @@ static disopt_status ctx_open(const char *pred, const char *truth, ev_ctx *c) {
                             t_has ? tgt[0] : 0, t_has ? tgt[1] : 1, t_has ? tgt[2] : 0, t_has ? tgt[3] : 0,
                             t_has ? tgt[4] : 0, t_has ? tgt[5] : 1);
         OGRSpatialReferenceH ts = srs_of_wkt(GDALGetProjectionRef(c->truth));
+        int one_missing = !ts != !c->srs;
         int same = (!ts && !c->srs) || (ts && c->srs && OSRIsSame(ts, c->srs));
         if (ts) OSRDestroySpatialReference(ts);
         if (!same)
             return dp_error(DISOPT_ERR_INPUT, "grids differ: prediction '%s' and truth '%s' have different CRS%s", pred,
-                            truth, (!ts || !c->srs) ? " (one of them has none)" : "");
+                            truth, one_missing ? " (one of them has none)" : "");
         GDALDataType tdt = GDALGetRasterDataType(GDALGetRasterBand(c->truth, 1));
         if (GDALDataTypeIsComplex(tdt))
             return dp_error(DISOPT_ERR_INPUT, "truth '%s': band 1 is complex", truth);
