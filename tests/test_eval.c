@@ -1128,6 +1128,21 @@ static void test_tool_end_to_end(void **st) {
     free(s);
     assert_int_equal(sh("%s %s %s 2> /dev/null", tool, P("perfect_pred.tif"), P("utm32.tif")), 1);
     assert_int_equal(sh("%s -list %s 2> /dev/null", tool, P("empty.csv")), 1);
+    /* an empty (0-byte) file is no raster */
+    FILE *z = fopen(P("zero.tif"), "w");
+    fclose(z);
+    assert_int_equal(sh("%s %s %s 2> /dev/null", tool, P("zero.tif"), P("perfect_utm.geojson")), 1);
+    assert_int_equal(sh("%s %s %s 2> /dev/null", tool, P("perfect_pred.tif"), P("zero.tif")), 1);
+    /* JSON on stdout, progress (none with -q) never mixed in */
+    assert_int_equal(sh("%s -of json %s %s > %s", tool, P("perfect_pred.tif"), P("perfect_utm.geojson"), P("o.json")), 0);
+    s = slurp(P("o.json"));
+    root = json_tokener_parse(s);
+    free(s);
+    assert_non_null(root);
+    assert_true(json_object_object_get_ex(root, "total", &tot));
+    assert_true(json_object_object_get_ex(tot, "pairs", &v));
+    assert_int_equal(json_object_get_int(v), 1);
+    json_object_put(root);
     /* a bad pair anywhere in a list fails before any work: nothing is written */
     FILE *f = fopen(P("badpairs.csv"), "w");
     fprintf(f, "perfect_pred.tif,perfect_utm.geojson\nperfect_pred.tif,small.tif\n");
