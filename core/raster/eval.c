@@ -807,6 +807,20 @@ done:
 /* ------------------------------------------------------------------------------------------ */
 /* matching                                                                                     */
 
+/* Area of the surfaces in g (an intersection may also hold the points and lines where two polygons
+ * only touch; OGR_G_Area warns on those). */
+static double surface_area(OGRGeometryH g) {
+    OGRwkbGeometryType t = wkbFlatten(OGR_G_GetGeometryType(g));
+    if (t == wkbPolygon || t == wkbMultiPolygon || t == wkbCurvePolygon || t == wkbMultiSurface)
+        return OGR_G_Area(g);
+    if (t == wkbGeometryCollection) {
+        double a = 0;
+        for (int i = 0; i < OGR_G_GetGeometryCount(g); i++) a += surface_area(OGR_G_GetGeometryRef(g, i));
+        return a;
+    }
+    return 0;
+}
+
 static int cmp_minx(const void *a, const void *b) {
     const ev_poly *p = a, *q = b;
     if (p->e.MinX < q->e.MinX) return -1;
@@ -835,12 +849,17 @@ static disopt_status match(const disopt_eval_options *o, ev_polys *pred, ev_poly
         for (int j = a; j < nt && t[j].e.MinX <= p->e.MaxX; j++) {
             if (t[j].matched || t[j].e.MaxX <= p->e.MinX || t[j].e.MinY >= p->e.MaxY || t[j].e.MaxY <= p->e.MinY)
                 continue;
+            /* IoU <= min(|P|, |T|) / max(|P|, |T|): a pair that cannot reach the threshold cannot be the
+             * match, and skipping it changes nothing (a best candidate below the threshold is no match
+             * either). Spares GEOS e.g. a whole-scene blob against every building. */
+            double lo = p->area < t[j].area ? p->area : t[j].area, hi = p->area < t[j].area ? t[j].area : p->area;
+            if (lo < o->iou_threshold * hi * (1.0 - 1e-9)) continue;
             CPLErrorReset();
             CPLPushErrorHandler(CPLQuietErrorHandler);
             OGRGeometryH x = OGR_G_Intersection(p->g, t[j].g);
             CPLPopErrorHandler();
             if (!x) return gdal_fail(DISOPT_ERR_INTERNAL, "%s", "polygon intersection (GEOS) failed");
-            double ai = OGR_G_Area(x);
+            double ai = surface_area(x);
             OGR_G_DestroyGeometry(x);
             if (!(ai > 0)) continue;
             double iou = ai / (p->area + t[j].area - ai);
