@@ -29,9 +29,13 @@
  * vector file follow the rasterization rule above (area <= 20 m^2 dropped). A polygon whose pixels all lie in
  * the ignored area of the other raster is dropped too. Predictions are taken in raster order (the
  * component whose first pixel comes first in row-major order first); each is matched to the still
- * unmatched truth polygon of highest IoU (polygon areas: OGR_G_Intersection / OGR_G_Area,
- * IoU = |P n T| / (|P| + |T| - |P n T|); ties go to the earlier truth polygon); the match counts when
- * IoU >= iou_threshold (0.5; solaris requires > 0.5, which differs only at exactly 0.5). Matched
+ * unmatched truth polygon of highest IoU, IoU = |P n T| / (|P| + |T| - |P n T|) (ties go to the earlier
+ * truth polygon); the match counts when IoU >= iou_threshold (0.5; solaris requires > 0.5, which
+ * differs only at exactly 0.5). Against vector truth the areas are polygon areas (OGR_G_Intersection /
+ * OGR_G_Area) and IoUs within 1e-9 count as equal (floating-point areas of reprojected polygons miss
+ * exact ratios such as 1/2 by ~1e-10). Against a truth raster both sides are unions of whole pixel
+ * cells (exactly what GDALPolygonize traces), so the areas are pixel counts times the pixel area and
+ * the IoU is computed exactly from counts, without polygons (the same numbers, much faster). Matched
  * predictions are TP, the others FP; truth polygons left unmatched are FN.
  * F1 = 2TP / (2TP + FP + FN), summed over all pairs (not averaged).
  *

@@ -873,8 +873,8 @@ static void test_random_rectangles(void **st) {
 /* Real SAR (../shared/realdata, Capella over Rotterdam, 200 x 200 at 4.5 m in EPSG:32631, 39 % NaN):
  * "buildings" = band 1 > 0 dB: hundreds of irregular speckle blobs with many diagonal contacts.
  * Prediction: the Float32 band itself (NaN = nodata) with -threshold 0. Truth: the same rule as a
- * Byte mask (nodata 255 where NaN), and as polygons (GDALPolygonize of that mask, reprojected to
- * WGS 84 lon/lat in a GeoJSON). Both must score perfectly: pixels TP = the count of > 0 dB pixels,
+ * Byte mask (nodata 255 where NaN), and as polygons (GDALPolygonize of that mask, 4- and 8-connected,
+ * reprojected to WGS 84 lon/lat in GeoJSON; the 8-connected rings touch themselves and are repaired). Both must score perfectly: pixels TP = the count of > 0 dB pixels,
  * FP = FN = 0, ignored = the NaN count; buildings TP = the number of connected components counted
  * here by a flood fill (4- and 8-connected; at 20.25 m^2 per pixel no blob is too small). */
 static int64_t count_components(const unsigned char *b, int w, int h, int conn) {
@@ -905,6 +905,50 @@ static int64_t count_components(const unsigned char *b, int w, int h, int conn) 
     free(stack);
     free(seen);
     return n;
+}
+
+/* Polygonizes the value-1 pixels of band 1 of td (its mask band honoured), writes them reprojected
+ * to WGS 84 lon/lat as a GeoJSON file; returns the number of polygons. */
+static int64_t polygonize_to_lonlat(GDALDatasetH td, GDALDatasetH src, const char *out, int conn) {
+    GDALDatasetH mem = GDALCreate(GDALGetDriverByName("Memory"), "", 0, 0, 0, GDT_Unknown, NULL);
+    OGRSpatialReferenceH utm = OSRNewSpatialReference(GDALGetProjectionRef(src)), ll = OSRNewSpatialReference(NULL);
+    OSRSetWellKnownGeogCS(ll, "WGS84");
+    OSRSetAxisMappingStrategy(utm, OAMS_TRADITIONAL_GIS_ORDER);
+    OSRSetAxisMappingStrategy(ll, OAMS_TRADITIONAL_GIS_ORDER);
+    OGRLayerH ml = GDALDatasetCreateLayer(mem, "p", utm, wkbPolygon, NULL);
+    OGRFieldDefnH fd = OGR_Fld_Create("dn", OFTInteger);
+    OGR_L_CreateField(ml, fd, TRUE);
+    OGR_Fld_Destroy(fd);
+    char **opt = conn == 8 ? CSLSetNameValue(NULL, "8CONNECTED", "8") : NULL;
+    assert_int_equal(GDALPolygonize(GDALGetRasterBand(td, 1), GDALGetMaskBand(GDALGetRasterBand(td, 1)), ml, 0, opt,
+                                    NULL, NULL), CE_None);
+    CSLDestroy(opt);
+    GDALDatasetH gj = GDALCreate(GDALGetDriverByName("GeoJSON"), out, 0, 0, 0, GDT_Unknown, NULL);
+    assert_non_null(gj);
+    OGRLayerH gl = GDALDatasetCreateLayer(gj, "truth", ll, wkbPolygon, NULL);
+    OGRCoordinateTransformationH ct = OCTNewCoordinateTransformation(utm, ll);
+    assert_non_null(ct);
+    OGRFeatureH f;
+    int64_t npoly = 0;
+    OGR_L_ResetReading(ml);
+    while ((f = OGR_L_GetNextFeature(ml)) != NULL) {
+        if (OGR_F_GetFieldAsInteger(f, 0) == 1) {
+            OGRGeometryH g = OGR_G_Clone(OGR_F_GetGeometryRef(f));
+            assert_int_equal(OGR_G_Transform(g, ct), OGRERR_NONE);
+            OGRFeatureH nf = OGR_F_Create(OGR_L_GetLayerDefn(gl));
+            OGR_F_SetGeometryDirectly(nf, g);
+            assert_int_equal(OGR_L_CreateFeature(gl, nf), OGRERR_NONE);
+            OGR_F_Destroy(nf);
+            npoly++;
+        }
+        OGR_F_Destroy(f);
+    }
+    GDALClose(gj);
+    GDALClose(mem);
+    OCTDestroyCoordinateTransformation(ct);
+    OSRDestroySpatialReference(utm);
+    OSRDestroySpatialReference(ll);
+    return npoly;
 }
 
 static void test_real_sar_blobs(void **st) {
@@ -938,65 +982,53 @@ static void test_real_sar_blobs(void **st) {
     GDALSetProjection(td, GDALGetProjectionRef(src));
     GDALSetRasterNoDataValue(GDALGetRasterBand(td, 1), 255);
     assert_int_equal(GDALRasterIO(GDALGetRasterBand(td, 1), GF_Write, 0, 0, w, h, mask, w, h, GDT_Byte, 0, 0), CE_None);
-    /* truth polygons: polygonize (value 1 only), reproject to lon/lat, write GeoJSON */
-    GDALDatasetH mem = GDALCreate(GDALGetDriverByName("Memory"), "", 0, 0, 0, GDT_Unknown, NULL);
-    OGRSpatialReferenceH utm = OSRNewSpatialReference(GDALGetProjectionRef(src)), ll = OSRNewSpatialReference(NULL);
-    OSRSetWellKnownGeogCS(ll, "WGS84");
-    OSRSetAxisMappingStrategy(utm, OAMS_TRADITIONAL_GIS_ORDER);
-    OSRSetAxisMappingStrategy(ll, OAMS_TRADITIONAL_GIS_ORDER);
-    OGRLayerH ml = GDALDatasetCreateLayer(mem, "p", utm, wkbPolygon, NULL);
-    OGRFieldDefnH fd = OGR_Fld_Create("dn", OFTInteger);
-    OGR_L_CreateField(ml, fd, TRUE);
-    OGR_Fld_Destroy(fd);
-    assert_int_equal(GDALPolygonize(GDALGetRasterBand(td, 1), GDALGetMaskBand(GDALGetRasterBand(td, 1)), ml, 0, NULL,
-                                    NULL, NULL), CE_None);
+    /* truth polygons: polygonize (value 1 only; 4- and 8-connected), reproject to lon/lat, GeoJSON */
+    int64_t npoly = polygonize_to_lonlat(td, src, P("sar_truth.geojson"), 4);
+    int64_t npoly8 = polygonize_to_lonlat(td, src, P("sar_truth8.geojson"), 8);
     GDALClose(td);
-    GDALDatasetH gj = GDALCreate(GDALGetDriverByName("GeoJSON"), P("sar_truth.geojson"), 0, 0, 0, GDT_Unknown, NULL);
-    assert_non_null(gj);
-    OGRLayerH gl = GDALDatasetCreateLayer(gj, "truth", ll, wkbPolygon, NULL);
-    OGRCoordinateTransformationH ct = OCTNewCoordinateTransformation(utm, ll);
-    assert_non_null(ct);
-    OGRFeatureH f;
-    int64_t npoly = 0;
-    OGR_L_ResetReading(ml);
-    while ((f = OGR_L_GetNextFeature(ml)) != NULL) {
-        if (OGR_F_GetFieldAsInteger(f, 0) == 1) {
-            OGRGeometryH g = OGR_G_Clone(OGR_F_GetGeometryRef(f));
-            assert_int_equal(OGR_G_Transform(g, ct), OGRERR_NONE);
-            OGRFeatureH nf = OGR_F_Create(OGR_L_GetLayerDefn(gl));
-            OGR_F_SetGeometryDirectly(nf, g);
-            assert_int_equal(OGR_L_CreateFeature(gl, nf), OGRERR_NONE);
-            OGR_F_Destroy(nf);
-            npoly++;
-        }
-        OGR_F_Destroy(f);
-    }
-    GDALClose(gj);
-    GDALClose(mem);
-    OCTDestroyCoordinateTransformation(ct);
-    OSRDestroySpatialReference(utm);
-    OSRDestroySpatialReference(ll);
     GDALClose(src);
 
     int64_t n4 = count_components(bin, w, h, 4), n8 = count_components(bin, w, h, 8);
     fprintf(stderr, "# real SAR > 0 dB: %lld px, %lld NaN, %lld 4-connected blobs, %lld 8-connected\n",
             (long long)nbld, (long long)nnan, (long long)n4, (long long)n8);
-    assert_true(n4 > 20 && n8 < n4 && npoly == n4);
+    assert_true(n4 > 20 && n8 < n4 && npoly == n4 && npoly8 == n8);
     disopt_eval_options o;
     disopt_eval_options_init(&o);
     o.threshold = 0.0;
-    for (int k = 0; k < 3; k++) {
-        o.connectivity = k == 2 ? 8 : 4;
-        disopt_eval_counts c = eval_ok(P("sar_pred.tif"), P(k == 1 ? "sar_truth.geojson" : "sar_truth.tif"), &o);
+    for (int k = 0; k < 4; k++) {
+        o.connectivity = k >= 2 ? 8 : 4;
+        const char *truth = k == 0 || k == 2 ? "sar_truth.tif" : k == 1 ? "sar_truth.geojson" : "sar_truth8.geojson";
+        disopt_eval_counts c = eval_ok(P("sar_pred.tif"), P(truth), &o);
         assert_int_equal(c.tp + c.fp + c.fn + c.tn + c.ignored, (int64_t)w * h);
         assert_int_equal(c.tp, nbld);
         assert_int_equal(c.fp, 0);
         assert_int_equal(c.fn, 0);
         assert_int_equal(c.ignored, nnan);
-        assert_int_equal(c.bld_tp, k == 2 ? n8 : n4);
+        assert_int_equal(c.bld_tp, k >= 2 ? n8 : n4);
         assert_int_equal(c.bld_fp, 0);
         assert_int_equal(c.bld_fn, 0);
         assert_int_equal(c.pred_dropped + c.truth_dropped, 0);
+    }
+    /* Imperfect predictions (> 2, > 4, > 8 dB, and 8-connected) against the > 0 dB truth: the truth
+     * raster is scored from pixel counts, the truth polygons through GEOS intersections; the two
+     * must agree exactly (at 20.25 m^2 per pixel the size rules drop nothing on either path). */
+    for (int k = 0; k < 4; k++) {
+        o.threshold = k == 3 ? 2.0 : 2.0 * (1 << k);
+        o.connectivity = k == 3 ? 8 : 4;
+        disopt_eval_counts cr = eval_ok(P("sar_pred.tif"), P("sar_truth.tif"), &o);
+        disopt_eval_counts cv =
+            eval_ok(P("sar_pred.tif"), P(o.connectivity == 8 ? "sar_truth8.geojson" : "sar_truth.geojson"), &o);
+        fprintf(stderr, "# > %g dB, %d-connected: pixels TP %lld FN %lld, buildings TP %lld FP %lld FN %lld\n",
+                o.threshold, o.connectivity, (long long)cr.tp, (long long)cr.fn, (long long)cr.bld_tp,
+                (long long)cr.bld_fp, (long long)cr.bld_fn);
+        assert_true(cr.fn > 0 && cr.bld_tp > 0 && cr.bld_fn > 0);
+        assert_int_equal(cr.tp, cv.tp);
+        assert_int_equal(cr.fp, cv.fp);
+        assert_int_equal(cr.fn, cv.fn);
+        assert_int_equal(cr.ignored, cv.ignored);
+        expect_bld(&cv, cr.bld_tp, cr.bld_fp, cr.bld_fn);
+        assert_int_equal(cr.pred_polygons, cv.pred_polygons);
+        assert_int_equal(cr.truth_polygons, cv.truth_polygons);
     }
     free(v);
     free(mask);

@@ -33,6 +33,11 @@
 
 enum { ST_BG = 0, ST_BLD = 1, ST_IGN = 2 };
 
+/* IoUs closer than this are equal (for ties and for the threshold): polygon areas in floating point,
+ * after reprojection, miss exact ratios such as 1/2 by ~1e-12..1e-10; distinct IoUs of real
+ * buildings differ by far more. */
+#define DP_EVAL_IOU_EPS 1e-9
+
 /* ------------------------------------------------------------------------------------------ */
 /* options, counts, metrics                                                                     */
 
@@ -602,35 +607,170 @@ static int64_t min_pixels_of(const ev_ctx *c, const disopt_eval_options *o) {
     return c->px_area_m2 > 0 ? 0 : DP_EVAL_AUTO_MIN_PIXELS;
 }
 
+/* Connected components of one mask after the size rule and the "wholly ignored" rule. */
+typedef struct ev_comps {
+    int32_t *lab;        /* W * H labels, 0 = background; dropped components keep their label */
+    int32_t n;           /* labels 1..n */
+    int64_t *npx;        /* pixels per label */
+    unsigned char *keep; /* per label: scored */
+    int64_t kept;
+} ev_comps;
+
+static void comps_free(ev_comps *k) {
+    free(k->lab);
+    free(k->npx);
+    free(k->keep);
+    memset(k, 0, sizeof *k);
+}
+
+static disopt_status components(const ev_ctx *c, const disopt_eval_options *o, const unsigned char *state,
+                                const unsigned char *other, ev_comps *k, int64_t *dropped) {
+    memset(k, 0, sizeof *k);
+    size_t total = (size_t)c->W * (size_t)c->H;
+    k->lab = malloc(total * sizeof *k->lab);
+    if (!k->lab) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "eval: out of memory for %zu labels", total);
+    int64_t *nign = NULL;
+    disopt_status s = label_components(state, other, c->W, c->H, o->connectivity, k->lab, &k->n, &k->npx, &nign);
+    if (s == DISOPT_OK) {
+        k->keep = calloc((size_t)k->n + 1, 1);
+        if (!k->keep) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "eval: out of memory");
+    }
+    if (s == DISOPT_OK) {
+        int64_t min_px = min_pixels_of(c, o);
+        for (int32_t l = 1; l <= k->n; l++) {
+            int64_t n = k->npx[l];
+            int small = n < min_px || (c->px_area_m2 > 0 && (double)n * c->px_area_m2 < o->min_area_m2);
+            int ignored = nign[l] == n;
+            k->keep[l] = !small && !ignored;
+            if (k->keep[l]) k->kept++;
+            else (*dropped)++;
+        }
+    }
+    free(nign);
+    if (s != DISOPT_OK) comps_free(k);
+    return s;
+}
+
 /* Components of state == ST_BLD -> polygons, after the size rule and the "wholly ignored" rule. */
 static disopt_status polygons_of_mask(const ev_ctx *c, const disopt_eval_options *o, const unsigned char *state,
                                       const unsigned char *other, ev_polys *ps, int64_t *dropped) {
-    size_t total = (size_t)c->W * (size_t)c->H;
-    int32_t *lab = malloc(total * sizeof *lab);
-    if (!lab) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "eval: out of memory for %zu labels", total);
-    int32_t nc = 0;
-    int64_t *npx = NULL, *nign = NULL;
-    disopt_status s = label_components(state, other, c->W, c->H, o->connectivity, lab, &nc, &npx, &nign);
-    unsigned char *keep = NULL;
-    int64_t min_px = min_pixels_of(c, o);
-    if (s == DISOPT_OK) {
-        keep = calloc((size_t)nc + 1, 1);
-        if (!keep) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "eval: out of memory");
-    }
-    if (s == DISOPT_OK) {
-        for (int32_t l = 1; l <= nc; l++) {
-            int small = npx[l] < min_px || (c->px_area_m2 > 0 && (double)npx[l] * c->px_area_m2 < o->min_area_m2);
-            int ignored = nign[l] == npx[l];
-            keep[l] = !small && !ignored;
-            if (!keep[l]) (*dropped)++;
-        }
-        s = polygonize_components(c, o->connectivity, lab, nc, keep, ps);
-    }
-    free(keep);
-    free(npx);
-    free(nign);
-    free(lab);
+    ev_comps k;
+    disopt_status s = components(c, o, state, other, &k, dropped);
+    if (s == DISOPT_OK) s = polygonize_components(c, o->connectivity, k.lab, k.n, k.keep, ps);
+    comps_free(&k);
     return s;
+}
+
+/* Matching against a truth raster, from pixel counts. Both sides are unions of whole pixels (what
+ * GDALPolygonize would trace is exactly the pixel cells of a component), so |P n T| is the number of
+ * pixels in both times the pixel area and the IoU from counts equals the polygon IoU; no polygons are
+ * needed. Same order and tie rules as match(): predictions by label (raster order), ties to the lower
+ * truth label (also raster order). */
+typedef struct ev_pair {
+    uint64_t key; /* pred label << 32 | truth label; 0 = empty slot */
+    int64_t n;
+} ev_pair;
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static int pair_add(ev_pair **tab, size_t *cap, size_t *used, uint64_t key, int64_t n) {
+    if (2 * (*used + 1) > *cap) {
+        size_t ncap = *cap ? 2 * *cap : 4096;
+        ev_pair *nt = calloc(ncap, sizeof *nt);
+        if (!nt) return 0;
+        for (size_t i = 0; i < *cap; i++) {
+            if (!(*tab)[i].key) continue;
+            size_t h = mix64((*tab)[i].key) & (ncap - 1);
+            while (nt[h].key) h = (h + 1) & (ncap - 1);
+            nt[h] = (*tab)[i];
+        }
+        free(*tab);
+        *tab = nt;
+        *cap = ncap;
+    }
+    size_t h = mix64(key) & (*cap - 1);
+    while ((*tab)[h].key && (*tab)[h].key != key) h = (h + 1) & (*cap - 1);
+    if (!(*tab)[h].key) {
+        (*tab)[h].key = key;
+        (*used)++;
+    }
+    (*tab)[h].n += n;
+    return 1;
+}
+
+static int cmp_pair(const void *a, const void *b) {
+    uint64_t x = ((const ev_pair *)a)->key, y = ((const ev_pair *)b)->key;
+    return x < y ? -1 : x > y;
+}
+
+static disopt_status match_pixels(const disopt_eval_options *o, size_t total, const ev_comps *pk, const ev_comps *tk,
+                                  disopt_eval_counts *out) {
+    ev_pair *tab = NULL;
+    size_t cap = 0, used = 0;
+    uint64_t run_key = 0;
+    int64_t run_n = 0;
+    for (size_t i = 0; i <= total; i++) {
+        uint64_t key = 0;
+        if (i < total) {
+            int32_t p = pk->lab[i], t = tk->lab[i];
+            if (p && t && pk->keep[p] && tk->keep[t]) key = (uint64_t)(uint32_t)p << 32 | (uint32_t)t;
+        }
+        if (key == run_key) {
+            run_n += key != 0;
+            continue;
+        }
+        if (run_key && !pair_add(&tab, &cap, &used, run_key, run_n)) {
+            free(tab);
+            return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "eval: out of memory for component overlaps");
+        }
+        run_key = key;
+        run_n = key != 0;
+    }
+    /* compact and sort: all pairs of one prediction become contiguous, truth labels ascending */
+    size_t m = 0;
+    for (size_t i = 0; i < cap; i++)
+        if (tab[i].key) tab[m++] = tab[i];
+    if (m > 1) qsort(tab, m, sizeof *tab, cmp_pair);
+    unsigned char *used_t = calloc((size_t)tk->n + 1, 1);
+    if (!used_t) {
+        free(tab);
+        return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "eval: out of memory");
+    }
+    size_t j = 0;
+    for (int32_t p = 1; p <= pk->n; p++) {
+        if (!pk->keep[p]) continue;
+        while (j < m && (tab[j].key >> 32) < (uint64_t)p) j++;
+        int32_t best = 0;
+        double best_iou = 0;
+        for (; j < m && (tab[j].key >> 32) == (uint64_t)p; j++) {
+            int32_t t = (int32_t)(tab[j].key & 0xffffffffu);
+            if (used_t[t]) continue;
+            double iou = (double)tab[j].n / (double)(pk->npx[p] + tk->npx[t] - tab[j].n);
+            if (!best || iou > best_iou + DP_EVAL_IOU_EPS) { /* ascending t: ties keep the lower */
+                best = t;
+                best_iou = iou;
+            }
+        }
+        if (best && best_iou >= o->iou_threshold - DP_EVAL_IOU_EPS) {
+            used_t[best] = 1;
+            out->bld_tp++;
+        } else {
+            out->bld_fp++;
+        }
+    }
+    for (int32_t t = 1; t <= tk->n; t++)
+        if (tk->keep[t] && !used_t[t]) out->bld_fn++;
+    out->pred_polygons = pk->kept;
+    out->truth_polygons = tk->kept;
+    free(used_t);
+    free(tab);
+    return DISOPT_OK;
 }
 
 /* Truth polygons from a vector file: reprojected, clipped to the footprint, size-filtered, then
@@ -863,12 +1003,13 @@ static disopt_status match(const disopt_eval_options *o, ev_polys *pred, ev_poly
             OGR_G_DestroyGeometry(x);
             if (!(ai > 0)) continue;
             double iou = ai / (p->area + t[j].area - ai);
-            if (best < 0 || iou > best_iou || (iou == best_iou && t[j].order < t[best].order)) {
+            if (best < 0 || iou > best_iou + DP_EVAL_IOU_EPS ||
+                (iou >= best_iou - DP_EVAL_IOU_EPS && t[j].order < t[best].order)) {
                 best = j;
                 best_iou = iou;
             }
         }
-        if (best >= 0 && best_iou >= o->iou_threshold) {
+        if (best >= 0 && best_iou >= o->iou_threshold - DP_EVAL_IOU_EPS) {
             t[best].matched = 1;
             out->bld_tp++;
         } else {
@@ -898,6 +1039,7 @@ disopt_status disopt_eval_pair(const char *prediction, const char *truth, const 
     size_t total = (size_t)c.W * (size_t)c.H;
     unsigned char *ps = malloc(total), *ts = malloc(total);
     ev_polys pp = {0}, tp = {0};
+    ev_comps pk = {0}, tk = {0};
     disopt_eval_counts r;
     memset(&r, 0, sizeof r);
     r.pairs = 1;
@@ -907,12 +1049,8 @@ disopt_status disopt_eval_pair(const char *prediction, const char *truth, const 
     }
     s = read_state(c.pred, "prediction", c.W, c.H, 1, o->threshold, ps);
     if (s != DISOPT_OK) goto done;
-    if (c.truth_is_raster) {
-        s = read_state(c.truth, "truth", c.W, c.H, 0, 0, ts);
-        if (s == DISOPT_OK) s = polygons_of_mask(&c, o, ts, ps, &tp, &r.truth_dropped);
-    } else {
-        s = truth_from_vector(&c, o, truth, ps, ts, &tp, &r.truth_dropped);
-    }
+    if (c.truth_is_raster) s = read_state(c.truth, "truth", c.W, c.H, 0, 0, ts);
+    else s = truth_from_vector(&c, o, truth, ps, ts, &tp, &r.truth_dropped);
     if (s != DISOPT_OK) goto done;
     for (size_t i = 0; i < total; i++) {
         unsigned char a = ps[i], b = ts[i];
@@ -925,16 +1063,25 @@ disopt_status disopt_eval_pair(const char *prediction, const char *truth, const 
             else r.tn++;
         }
     }
-    s = polygons_of_mask(&c, o, ps, ts, &pp, &r.pred_dropped);
-    if (s != DISOPT_OK) goto done;
-    r.pred_polygons = pp.n;
-    r.truth_polygons = tp.n;
-    s = match(o, &pp, &tp, &r);
+    if (c.truth_is_raster) {
+        /* both sides are pixel unions: exact IoU from pixel counts (see match_pixels) */
+        s = components(&c, o, ps, ts, &pk, &r.pred_dropped);
+        if (s == DISOPT_OK) s = components(&c, o, ts, ps, &tk, &r.truth_dropped);
+        if (s == DISOPT_OK) s = match_pixels(o, total, &pk, &tk, &r);
+    } else {
+        s = polygons_of_mask(&c, o, ps, ts, &pp, &r.pred_dropped);
+        if (s != DISOPT_OK) goto done;
+        r.pred_polygons = pp.n;
+        r.truth_polygons = tp.n;
+        s = match(o, &pp, &tp, &r);
+    }
     if (s == DISOPT_OK) *out = r;
 done:
     if (s != DISOPT_OK) dp_error_prefix(s, "%s vs %s", prediction, truth);
     polys_free(&pp);
     polys_free(&tp);
+    comps_free(&pk);
+    comps_free(&tk);
     free(ps);
     free(ts);
     ctx_close(&c);
