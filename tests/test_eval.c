@@ -503,6 +503,32 @@ static void test_gpkg_web_mercator_layers(void **st) {
     assert_int_equal(c.pred_dropped, 1);
 }
 
+/* One truth file for several tiles (only the features near a tile are read, through a spatial filter
+ * in the file's CRS): a CRS84 GeoJSON with building A = [10, 30)^2 of tile 1 and building B =
+ * [250, 270) x [50, 70) in tile 1's pixels, which is [50, 70)^2 of tile 2 (tile 2 starts 100 m east).
+ * Each tile predicts its own building exactly -> TP 1, FP 0, FN 0 and 1 truth polygon per tile. */
+static void test_one_truth_two_tiles(void **st) {
+    (void)st;
+    bld b[2] = {{{10, 10, 30, 30}, 0, {0}}, {{250, 50, 270, 70}, 0, {0}}};
+    const char *truth = write_geojson("two_tiles_crs84.geojson", b, 2, 1);
+    double gt2[6];
+    memcpy(gt2, GT, sizeof gt2);
+    gt2[0] += 100.0;
+    unsigned char *m = calloc(NPX, 1);
+    fill(m, b[0].outer, 1);
+    const char *t1 = write_mask("tile1.tif", m);
+    memset(m, 0, NPX);
+    fill(m, (rect){50, 50, 70, 70}, 1);
+    const char *t2 = write_mask_ex("tile2.tif", m, W, H, gt2, 32631, -1);
+    free(m);
+    for (int k = 0; k < 2; k++) {
+        disopt_eval_counts c = eval_ok(k ? t2 : t1, truth, NULL);
+        expect_pixels(&c, 400, 0, 0, 0);
+        expect_bld(&c, 1, 0, 0);
+        assert_int_equal(c.truth_polygons, 1);
+    }
+}
+
 /* Truth beyond the grid: vector truth is clipped to the prediction's footprint before the size rule.
  * A 20 x 20 building at x in [195, 215) keeps 5 x 20 = 100 px (25 m^2) inside; predicted there
  * (100 px) -> IoU 1, TP (unclipped it would be 100/400 = 0.25). A 12 x 10 building at x in [198, 210)
@@ -1229,6 +1255,7 @@ int main(void) {
         cmocka_unit_test(test_rotated_grid),
         cmocka_unit_test(test_size_rules_other_grids),
         cmocka_unit_test(test_gpkg_web_mercator_layers),
+        cmocka_unit_test(test_one_truth_two_tiles),
         cmocka_unit_test(test_clip_to_grid),
         cmocka_unit_test(test_nodata_and_threshold),
         cmocka_unit_test(test_empty_cases),

@@ -820,6 +820,19 @@ static disopt_status truth_from_vector(const ev_ctx *c, const disopt_eval_option
                 }
             }
         }
+        /* read only features near the grid (a city-wide file serves many tiles): a spatial filter on
+         * the footprint's bounds in the layer's CRS, with a margin; the exact clip follows below */
+        double bx0 = fe.MinX, by0 = fe.MinY, bx1 = fe.MaxX, by1 = fe.MaxY;
+        int filter = 1;
+        if (ct) {
+            OGRCoordinateTransformationH back = OCTNewCoordinateTransformation(c->srs, lsc);
+            filter = back && OCTTransformBounds(back, fe.MinX, fe.MinY, fe.MaxX, fe.MaxY, &bx0, &by0, &bx1, &by1, 21);
+            if (back) OCTDestroyCoordinateTransformation(back);
+        }
+        if (filter && bx0 < bx1 && by0 < by1) { /* (not across the antimeridian) */
+            double mx = 0.01 * (bx1 - bx0), my = 0.01 * (by1 - by0);
+            OGR_L_SetSpatialFilterRect(layer, bx0 - mx, by0 - my, bx1 + mx, by1 + my);
+        }
         OGR_L_ResetReading(layer);
         OGRFeatureH f;
         while (s == DISOPT_OK && (f = OGR_L_GetNextFeature(layer)) != NULL) {
@@ -873,6 +886,7 @@ static disopt_status truth_from_vector(const ev_ctx *c, const disopt_eval_option
             }
             s = polys_push(&all, g);
         }
+        OGR_L_SetSpatialFilter(layer, NULL);
         if (ct) OCTDestroyCoordinateTransformation(ct);
         if (lsc) OSRDestroySpatialReference(lsc);
     }
