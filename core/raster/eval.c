@@ -1392,6 +1392,11 @@ disopt_status disopt_eval_report(const disopt_eval_pair_result *pairs, int n, co
                     &pairs[i].counts);
         csv_row(f, "TOTAL", "", total);
     } else {
+        char mp[32];
+        if (o->min_pixels >= 0) snprintf(mp, sizeof mp, "%d px", o->min_pixels);
+        else snprintf(mp, sizeof mp, "auto");
+        fprintf(f, "rules: probability > %g, match IoU >= %g, smallest building %g m^2 / %s, %d-connected\n",
+                o->threshold, o->iou_threshold, o->min_area_m2, mp, o->connectivity);
         for (int i = 0; i < n; i++) {
             char title[2048];
             snprintf(title, sizeof title, "%s vs %s", pairs[i].prediction ? pairs[i].prediction : "?",
