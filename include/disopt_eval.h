@@ -10,8 +10,8 @@
  *  - truth, either
  *    - a raster (band 1, any nonzero = building; its nodata/NaN pixels are ignored) with exactly the
  *      prediction's size, geotransform and CRS, or
- *    - a vector file (any OGR format, any CRS; every polygon / multipolygon feature of every layer is
- *      one building): reprojected to the prediction's CRS, clipped to the prediction's footprint,
+ *    - a vector file (any OGR format, any CRS; every polygon / multipolygon feature of every layer, or
+ *      of the layers named in options.layers and passing options.where, is one building): reprojected to the prediction's CRS, clipped to the prediction's footprint,
  *      polygons of area <= min_area_m2 (20 m^2, SpaceNet 6) dropped (area measured in the prediction's
  *      CRS if projected, else the layer's if projected, else in pixels: <= 80 px or min_pixels), then
  *      rasterized onto the prediction grid with GDALRasterizeGeometries (pixel-centre rule).
@@ -61,6 +61,8 @@ typedef struct disopt_eval_options {
     int min_pixels;       /* default -1 (auto): 80 on grids without a projected CRS, else unused;
                              >= 0: applies on every grid (80 px = 20 m^2 at SpaceNet 6's 0.5 m) */
     int connectivity;     /* 4 (default, as solaris) or 8 */
+    const char *const *layers; /* vector truth: names of the layers to read, NULL-terminated; NULL = all */
+    const char *where;    /* vector truth: OGR SQL attribute filter (OGR_L_SetAttributeFilter); NULL = none */
 } disopt_eval_options;
 
 typedef struct disopt_eval_counts {
@@ -92,7 +94,7 @@ DISOPT_API void disopt_eval_options_init(disopt_eval_options *o);
 
 /* Opens both files and checks them without computing anything: prediction readable with one or more
  * bands; truth a raster on the same grid (size, geotransform, CRS) or a vector file with at least one
- * layer, with a georeferenced prediction. Errors: DISOPT_ERR_IO (missing/unreadable),
+ * layer (and the named layers, and a where filter OGR accepts), with a georeferenced prediction. Errors: DISOPT_ERR_IO (missing/unreadable),
  * DISOPT_ERR_INPUT (grid mismatch, empty raster, no georeferencing, no layer),
  * DISOPT_ERR_INVALID_ARGUMENT (bad options). */
 DISOPT_API disopt_status disopt_eval_check_pair(const char *prediction, const char *truth,

@@ -476,6 +476,9 @@ static void test_gpkg_web_mercator_layers(void **st) {
     for (int l = 0; l < 2; l++) {
         OGRLayerH layer = GDALDatasetCreateLayer(ds, l ? "big" : "small", wm, wkbPolygon, NULL);
         assert_non_null(layer);
+        OGRFieldDefnH fd = OGR_Fld_Create("kind", OFTString);
+        assert_int_equal(OGR_L_CreateField(layer, fd, TRUE), OGRERR_NONE);
+        OGR_Fld_Destroy(fd);
         rect r = boxes[l];
         OGRGeometryH poly = OGR_G_CreateGeometry(wkbPolygon), ring = OGR_G_CreateGeometry(wkbLinearRing);
         const int xs[5] = {r.x0, r.x0, r.x1, r.x1, r.x0}, ys[5] = {r.y0, r.y1, r.y1, r.y0, r.y0};
@@ -484,6 +487,7 @@ static void test_gpkg_web_mercator_layers(void **st) {
         assert_int_equal(OGR_G_Transform(poly, ct), OGRERR_NONE);
         if (l == 0) assert_true(OGR_G_Area(poly) > 40.0); /* Web Mercator "m^2": would pass a 20 m^2 rule */
         OGRFeatureH f = OGR_F_Create(OGR_L_GetLayerDefn(layer));
+        OGR_F_SetFieldString(f, 0, l ? "house" : "shed");
         OGR_F_SetGeometryDirectly(f, poly);
         assert_int_equal(OGR_L_CreateFeature(layer, f), OGRERR_NONE);
         OGR_F_Destroy(f);
@@ -501,6 +505,36 @@ static void test_gpkg_web_mercator_layers(void **st) {
     expect_bld(&c, 1, 0, 0);
     assert_int_equal(c.truth_dropped, 1);
     assert_int_equal(c.pred_dropped, 1);
+    /* only layer "big", or only features of kind 'house': the 16 m^2 shed is never read */
+    disopt_eval_options o;
+    disopt_eval_options_init(&o);
+    const char *only_big[] = {"big", NULL};
+    o.layers = only_big;
+    c = eval_ok(P("gpkg_pred.tif"), path, &o);
+    expect_bld(&c, 1, 0, 0);
+    assert_int_equal(c.truth_dropped, 0);
+    disopt_eval_options_init(&o);
+    o.where = "kind = 'house'";
+    c = eval_ok(P("gpkg_pred.tif"), path, &o);
+    expect_bld(&c, 1, 0, 0);
+    assert_int_equal(c.truth_dropped, 0);
+    /* only sheds: the house is not truth, its 96 px prediction is an FP */
+    o.where = "kind = 'shed'";
+    c = eval_ok(P("gpkg_pred.tif"), path, &o);
+    expect_pixels(&c, 0, 160, 0, 0);
+    expect_bld(&c, 0, 1, 0);
+    /* errors before any work: an unknown layer, a where clause OGR rejects, layers for raster truth */
+    const char *nope[] = {"big", "nope", NULL};
+    disopt_eval_options_init(&o);
+    o.layers = nope;
+    assert_int_equal(disopt_eval_check_pair(P("gpkg_pred.tif"), path, &o), DISOPT_ERR_INPUT);
+    assert_non_null(strstr(disopt_last_error(), "nope"));
+    disopt_eval_options_init(&o);
+    o.where = "kind = = (";
+    assert_int_equal(disopt_eval_check_pair(P("gpkg_pred.tif"), path, &o), DISOPT_ERR_INVALID_ARGUMENT);
+    o.where = NULL;
+    o.layers = only_big;
+    assert_int_equal(disopt_eval_check_pair(P("gpkg_pred.tif"), P("gpkg_pred.tif"), &o), DISOPT_ERR_INVALID_ARGUMENT);
 }
 
 /* One truth file for several tiles (only the features near a tile are read, through a spatial filter
@@ -1198,6 +1232,13 @@ static void test_tool_end_to_end(void **st) {
     free(s);
     assert_int_equal(sh("%s %s %s 2> /dev/null", tool, P("perfect_pred.tif"), P("utm32.tif")), 1);
     assert_int_equal(sh("%s -list %s 2> /dev/null", tool, P("empty.csv")), 1);
+    /* -l / -where on a GeoPackage */
+    assert_int_equal(sh("%s -q -of CSV -l big -where \"kind = 'house'\" -o %s %s %s", tool, P("gpkg.csv"),
+                        P("gpkg_pred.tif"), P("truth_3857.gpkg")), 0);
+    s = slurp(P("gpkg.csv"));
+    assert_non_null(strstr(s, ",96,64,0,"));
+    free(s);
+    assert_int_equal(sh("%s -l nope %s %s 2> /dev/null", tool, P("gpkg_pred.tif"), P("truth_3857.gpkg")), 1);
     /* an empty (0-byte) file is no raster */
     FILE *z = fopen(P("zero.tif"), "w");
     fclose(z);

@@ -22,7 +22,7 @@ static void usage(FILE *f) {
             "Usage: gdal_disopt_eval [--help] [--help-general] [--version] [-q]\n"
             "                        [-of TEXT|JSON|CSV] [-o OUTPUT]\n"
             "                        [-threshold T] [-iou T] [-min_area M2] [-min_pixels N]\n"
-            "                        [-connectivity 4|8]\n"
+            "                        [-connectivity 4|8] [-l LAYER]... [-where EXPR]\n"
             "                        (PREDICTION TRUTH | -list PAIRS.csv)\n"
             "\n"
             "PREDICTION: a raster; band 1 is a mask (integer: nonzero = building) or a probability\n"
@@ -38,6 +38,8 @@ static void usage(FILE *f) {
             "-min_pixels: smallest predicted building in pixels (default: 80 on grids without a\n"
             "            projected CRS, none on projected grids; a value given applies everywhere)\n"
             "-connectivity: polygonizing connectivity, 4 (default, as SpaceNet's solaris) or 8\n"
+            "-l:         vector truth: a layer to read (repeatable; default: all layers)\n"
+            "-where:     vector truth: an OGR SQL attribute filter, e.g. \"class = 'building'\"\n"
             "-of:        output format (default TEXT); -o: output file (default stdout)\n");
 }
 
@@ -65,7 +67,8 @@ static int parse_int(const char *s, int *out) {
     return 1;
 }
 
-static int run(int argc, char **argv) {
+/* *layers (the -l names) is owned by the caller, which frees it whatever run returns */
+static int run(int argc, char **argv, char ***layers_out) {
     disopt_eval_options o;
     disopt_eval_options_init(&o);
     disopt_eval_format fmt = DISOPT_EVAL_TEXT;
@@ -101,6 +104,11 @@ static int run(int argc, char **argv) {
         } else if ((EQUAL(a, "-min_pixels") || EQUAL(a, "-min-pixels")) && has_val) {
             if (!parse_int(argv[++i], &o.min_pixels) || o.min_pixels < 0)
                 return usage_error("-min_pixels %s: must be an integer >= 0", argv[i]);
+        } else if (EQUAL(a, "-l") && has_val) {
+            *layers_out = CSLAddString(*layers_out, argv[++i]);
+            o.layers = (const char *const *)*layers_out;
+        } else if (EQUAL(a, "-where") && has_val) {
+            o.where = argv[++i];
         } else if (EQUAL(a, "-connectivity") && has_val) {
             if (!parse_int(argv[++i], &o.connectivity) || (o.connectivity != 4 && o.connectivity != 8))
                 return usage_error("-connectivity %s: must be 4 or 8", argv[i]);
@@ -205,7 +213,9 @@ int main(int argc, char **argv) {
         GDALDestroyDriverManager();
         return argc == 0 ? 0 : 2;
     }
-    int rc = run(argc, argv);
+    char **layers = NULL;
+    int rc = run(argc, argv, &layers);
+    CSLDestroy(layers);
     CSLDestroy(argv);
     GDALDestroyDriverManager();
     return rc;

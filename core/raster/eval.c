@@ -165,7 +165,14 @@ static int gt_equal(const double *a, const double *b) {
     return 1;
 }
 
-static disopt_status ctx_open(const char *pred, const char *truth, ev_ctx *c) {
+static int layer_selected(const disopt_eval_options *o, OGRLayerH layer) {
+    if (!o->layers || !o->layers[0]) return 1;
+    for (int k = 0; o->layers[k]; k++)
+        if (strcmp(o->layers[k], OGR_L_GetName(layer)) == 0) return 1;
+    return 0;
+}
+
+static disopt_status ctx_open(const char *pred, const char *truth, const disopt_eval_options *o, ev_ctx *c) {
     memset(c, 0, sizeof *c);
     if (!pred || !truth) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "eval: NULL file name");
     c->pred = open_quiet(pred, GDAL_OF_RASTER);
@@ -220,6 +227,9 @@ static disopt_status ctx_open(const char *pred, const char *truth, ev_ctx *c) {
         if (!same)
             return dp_error(DISOPT_ERR_INPUT, "grids differ: prediction '%s' and truth '%s' have different CRS%s", pred,
                             truth, one_missing ? " (one of them has none)" : "");
+        if ((o->layers && o->layers[0]) || (o->where && *o->where))
+            return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "truth '%s' is a raster: layers and where filters are for "
+                            "vector truth", truth);
         GDALDataType tdt = GDALGetRasterDataType(GDALGetRasterBand(c->truth, 1));
         if (GDALDataTypeIsComplex(tdt))
             return dp_error(DISOPT_ERR_INPUT, "truth '%s': band 1 is complex", truth);
@@ -229,13 +239,34 @@ static disopt_status ctx_open(const char *pred, const char *truth, ev_ctx *c) {
             return dp_error(DISOPT_ERR_INPUT,
                             "prediction '%s' has no geotransform: vector truth '%s' cannot be placed on it", pred,
                             truth);
+        for (int k = 0; o->layers && o->layers[k]; k++)
+            if (!GDALDatasetGetLayerByName(c->truth, o->layers[k]))
+                return dp_error(DISOPT_ERR_INPUT, "truth '%s' has no layer '%s'", truth, o->layers[k]);
         for (int l = 0; l < GDALDatasetGetLayerCount(c->truth); l++) {
             OGRLayerH layer = GDALDatasetGetLayer(c->truth, l);
+            if (!layer_selected(o, layer)) continue;
             if (OGR_L_GetSpatialRef(layer) && !c->srs)
                 return dp_error(DISOPT_ERR_INPUT,
                                 "prediction '%s' has no CRS: vector truth '%s' (layer '%s' has one) cannot be "
                                 "reprojected onto it",
                                 pred, truth, OGR_L_GetName(layer));
+            if (o->where && *o->where) {
+                /* some drivers (GPKG: SQLite) only complain when reading: read one feature */
+                CPLPushErrorHandler(CPLQuietErrorHandler);
+                CPLErrorReset();
+                OGRErr e = OGR_L_SetAttributeFilter(layer, o->where);
+                if (e == OGRERR_NONE) {
+                    OGR_L_ResetReading(layer);
+                    OGRFeatureH f = OGR_L_GetNextFeature(layer);
+                    if (f) OGR_F_Destroy(f);
+                    if (CPLGetLastErrorType() >= CE_Failure) e = OGRERR_FAILURE;
+                }
+                CPLPopErrorHandler();
+                if (e != OGRERR_NONE)
+                    return gdal_fail(DISOPT_ERR_INVALID_ARGUMENT, "where filter rejected by layer '%s'",
+                                     OGR_L_GetName(layer));
+                OGR_L_SetAttributeFilter(layer, NULL);
+            }
         }
     } else {
         return dp_error(DISOPT_ERR_INPUT, "truth '%s': neither a raster band nor a vector layer", truth);
@@ -247,7 +278,7 @@ disopt_status disopt_eval_check_pair(const char *prediction, const char *truth, 
     disopt_status s = check_options(o);
     if (s != DISOPT_OK) return s;
     ev_ctx c;
-    s = ctx_open(prediction, truth, &c);
+    s = ctx_open(prediction, truth, o, &c);
     ctx_close(&c);
     return s;
 }
@@ -797,6 +828,11 @@ static disopt_status truth_from_vector(const ev_ctx *c, const disopt_eval_option
     int nl = GDALDatasetGetLayerCount(c->truth);
     for (int li = 0; li < nl && s == DISOPT_OK; li++) {
         OGRLayerH layer = GDALDatasetGetLayer(c->truth, li);
+        if (!layer_selected(o, layer)) continue;
+        if (o->where && *o->where && OGR_L_SetAttributeFilter(layer, o->where) != OGRERR_NONE) {
+            s = gdal_fail(DISOPT_ERR_INVALID_ARGUMENT, "where filter rejected by layer '%s'", OGR_L_GetName(layer));
+            break;
+        }
         OGRSpatialReferenceH ls = OGR_L_GetSpatialRef(layer), lsc = NULL;
         OGRCoordinateTransformationH ct = NULL;
         double layer_lin = 0;
@@ -830,7 +866,8 @@ static disopt_status truth_from_vector(const ev_ctx *c, const disopt_eval_option
         }
         OGR_L_ResetReading(layer);
         OGRFeatureH f;
-        while (s == DISOPT_OK && (f = OGR_L_GetNextFeature(layer)) != NULL) {
+        /* the error state is reset before each read, so that it tells a failed read from the end */
+        while (s == DISOPT_OK && (CPLErrorReset(), (f = OGR_L_GetNextFeature(layer)) != NULL)) {
             OGRGeometryH g0 = OGR_F_GetGeometryRef(f);
             OGRGeometryH g = g0 ? polygonal(OGR_G_Clone(g0)) : NULL;
             GIntBig fid = OGR_F_GetFID(f);
@@ -881,7 +918,11 @@ static disopt_status truth_from_vector(const ev_ctx *c, const disopt_eval_option
             }
             s = polys_push(&all, g);
         }
+        /* a read that failed ends the feature loop like the end of the layer: tell them apart */
+        if (s == DISOPT_OK && CPLGetLastErrorType() >= CE_Failure)
+            s = gdal_fail(DISOPT_ERR_IO, "truth '%s': reading features failed", path);
         OGR_L_SetSpatialFilter(layer, NULL);
+        if (o->where && *o->where) OGR_L_SetAttributeFilter(layer, NULL);
         if (ct) OCTDestroyCoordinateTransformation(ct);
         if (lsc) OSRDestroySpatialReference(lsc);
     }
@@ -1120,7 +1161,7 @@ disopt_status disopt_eval_pair(const char *prediction, const char *truth, const 
     disopt_status s = check_options(o);
     if (s != DISOPT_OK) return s;
     ev_ctx c;
-    s = ctx_open(prediction, truth, &c);
+    s = ctx_open(prediction, truth, o, &c);
     if (s != DISOPT_OK) {
         ctx_close(&c);
         return s;
