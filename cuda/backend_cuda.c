@@ -17,6 +17,7 @@
  *    copying the input into a zero-padded workspace buffer first; the SE gate folded into a conv
  *    (in[1]) is applied by a scaling pass into the workspace.
  */
+#include "cu_status.h"
 #include "internal.h"
 #include "kernels.h"
 
@@ -74,24 +75,10 @@ typedef struct cu_backend {
 
 
 static disopt_status cuda_fail(const cu_backend *cb, cudaError_t e, const char *what) {
-    return cb->host->error(e == cudaErrorMemoryAllocation ? DISOPT_ERR_OUT_OF_MEMORY : DISOPT_ERR_BACKEND,
-                           "cuda: %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+    return dp_cu_status(cb->host, e, what);
 }
-static disopt_status cudnn_fail(const cu_backend *cb, cudnnStatus_t e, const char *what) {
-    return cb->host->error(e == CUDNN_STATUS_ALLOC_FAILED ? DISOPT_ERR_OUT_OF_MEMORY : DISOPT_ERR_BACKEND,
-                           "cudnn: %s: %s", what, cudnnGetErrorString(e));
-}
-
-#define CU_TRY(cb, expr, what)                                                                                \
-    do {                                                                                                      \
-        cudaError_t e_ = (expr);                                                                              \
-        if (e_ != cudaSuccess) return cuda_fail((cb), e_, (what));                                            \
-    } while (0)
-#define DNN_TRY(cb, expr, what)                                                                               \
-    do {                                                                                                      \
-        cudnnStatus_t e_ = (expr);                                                                            \
-        if (e_ != CUDNN_STATUS_SUCCESS) return cudnn_fail((cb), e_, (what));                                  \
-    } while (0)
+#define CU_TRY(cb, expr, what) DP_CU_TRY((cb)->host, expr, what)
+#define DNN_TRY(cb, expr, what) DP_DNN_TRY((cb)->host, expr, what)
 #define K_TRY(cb, expr, what) CU_TRY(cb, (cudaError_t)(expr), what)
 
 static disopt_status cublas_fail(const cu_backend *cb, cublasStatus_t e, const char *what) {
@@ -725,7 +712,7 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnSetStream(cb->cudnn, cb->stream);
     if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->xdesc);
     if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->ydesc);
-    if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = cudnn_fail(cb, d, "cudnn setup");
+    if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = dp_dnn_status(cb->host, d, "cudnn setup");
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
     if (s == DISOPT_OK) bs = cublasCreate(&cb->cublas);
     if (s == DISOPT_OK && bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(cb->cublas, cb->stream);

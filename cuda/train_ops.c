@@ -11,6 +11,8 @@
  */
 #include "train_ops.h"
 
+#include "cu_status.h"
+
 #include "kernels.h"
 #include "train_kernels.h"
 
@@ -47,26 +49,8 @@ struct dp_cu_tr_ctx {
     int nalgos, next_algo;
 };
 
-static disopt_status cu_fail(const dp_cu_tr_ctx *c, cudaError_t e, const char *what) {
-    return c->host->error(e == cudaErrorMemoryAllocation ? DISOPT_ERR_OUT_OF_MEMORY : DISOPT_ERR_BACKEND,
-                          "cuda: %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
-}
-
-static disopt_status dnn_fail(const dp_cu_tr_ctx *c, cudnnStatus_t e, const char *what) {
-    return c->host->error(e == CUDNN_STATUS_ALLOC_FAILED ? DISOPT_ERR_OUT_OF_MEMORY : DISOPT_ERR_BACKEND,
-                          "cudnn: %s: %s", what, cudnnGetErrorString(e));
-}
-
-#define CU_TRY(c, expr, what)                                                                                      \
-    do {                                                                                                           \
-        cudaError_t e_ = (expr);                                                                                   \
-        if (e_ != cudaSuccess) return cu_fail((c), e_, (what));                                                    \
-    } while (0)
-#define DNN_TRY(c, expr, what)                                                                                     \
-    do {                                                                                                           \
-        cudnnStatus_t e_ = (expr);                                                                                 \
-        if (e_ != CUDNN_STATUS_SUCCESS) return dnn_fail((c), e_, (what));                                          \
-    } while (0)
+#define CU_TRY(c, expr, what) DP_CU_TRY((c)->host, expr, what)
+#define DNN_TRY(c, expr, what) DP_DNN_TRY((c)->host, expr, what)
 #define K_TRY(c, expr, what) CU_TRY(c, (cudaError_t)(expr), what)
 #define TRY(expr)                                                                                                  \
     do {                                                                                                           \
@@ -117,7 +101,7 @@ disopt_status dp_cu_tr_ctx_create(const dp_cuda_host *host, int device, dp_cu_tr
     disopt_status s = DISOPT_OK;
     cudaError_t r = cudaSetDevice(device);
     if (r == cudaSuccess) r = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
-    if (r != cudaSuccess) s = cu_fail(c, r, "training context setup");
+    if (r != cudaSuccess) s = dp_cu_status(c->host, r, "training context setup");
     cudnnStatus_t d = CUDNN_STATUS_SUCCESS;
     if (!s) d = cudnnCreate(&c->dnn);
     if (!s && d == CUDNN_STATUS_SUCCESS) d = cudnnSetStream(c->dnn, c->stream);
@@ -125,7 +109,7 @@ disopt_status dp_cu_tr_ctx_create(const dp_cuda_host *host, int device, dp_cu_tr
     if (!s && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&c->yd);
     if (!s && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateFilterDescriptor(&c->fd);
     if (!s && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateConvolutionDescriptor(&c->cd);
-    if (!s && d != CUDNN_STATUS_SUCCESS) s = dnn_fail(c, d, "training context setup");
+    if (!s && d != CUDNN_STATUS_SUCCESS) s = dp_dnn_status(c->host, d, "training context setup");
     if (s) {
         dp_cu_tr_ctx_destroy(c);
         return s;
@@ -857,7 +841,7 @@ static disopt_status sum_parts(dp_cu_tr_ctx *c, size_t off, int nb, int nv, doub
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) {
         free(h);
-        return cu_fail(c, e, "loss sums");
+        return dp_cu_status(c->host, e, "loss sums");
     }
     for (int v = 0; v < nv; v++) tot[v] = 0.0;
     for (int b = 0; b < nb; b++)
@@ -1010,7 +994,7 @@ disopt_status dp_cu_tr_loss_stage2(dp_cu_tr_ctx *c, const dp_stage2_in_f32 *in, 
                              g_sar, w.sar);
     if (!s) {
         cudaError_t e = (cudaError_t)dptk_argmax(c->stream, sh.n, sh.c, P, in->t_logits, labels);
-        if (e != cudaSuccess) s = cu_fail(c, e, "stage-2 loss: argmax");
+        if (e != cudaSuccess) s = dp_cu_status(c->host, e, "stage-2 loss: argmax");
     }
     if (!s)
         s = seg_at(c, off, sh, in->logit_rgb, labels, in->valid, w.ce, w.dice, &t.ce_rgb, &t.dice_rgb, g_rgb, w.rgb);
@@ -1100,7 +1084,7 @@ disopt_status dp_cu_tr_optim_update(dp_cu_tr_ctx *c, const dp_optim_config *cfg,
     if (!st && m) { /* in stream order (earlier kernels may still read the scratch), then the table may go */
         cudaError_t e = cudaMemcpyAsync(c->scratch, tab, (size_t)m * sizeof *tab, cudaMemcpyHostToDevice, c->stream);
         if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
-        if (e != cudaSuccess) st = cu_fail(c, e, "optimizer segments");
+        if (e != cudaSuccess) st = dp_cu_status(c->host, e, "optimizer segments");
     }
     free(tab);
     if (st || !m) return st;

@@ -9,19 +9,10 @@
 #      E2E_SIZE^2 scene with the driver's stage times (device_e2e.sh part b only).
 # Carry .cudarun (bundle.sh) and, for 4, .gdalrun (bundle_gdal.sh). Logs go to $OUT (a tgz + a summary).
 # Env: OLD_MODULE (.cudarun/old/libdisopt_cuda.so.0), ROUNDS (2), RUNS (6), E2E_SIZE (0), E2E_CASES.
-R=$PWD; B=$R/.cudarun
+. "$(dirname "$0")/device_env.sh"
 O=/tmp/ab; rm -rf $O; mkdir -p $O
 snap() { tar -czf $OUT/ab_logs.tgz -C $O . 2>/dev/null; }  # after every step: a killed call still returns logs
-for d in /tmp/wt /tmp/lead; do ln -sfn "$R" $d; done
-[ -e /work/main ] || { mkdir -p /work && ln -s "$R" /work/main; }
-NV=$(python3 -c 'import nvidia.cudnn,nvidia.cublas,os;print(os.path.dirname(nvidia.cudnn.__file__)+"/lib:"+os.path.dirname(nvidia.cublas.__file__)+"/lib")' 2>/dev/null)
-export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:$NV:$LD_LIBRARY_PATH
-export DISOPT_BENCH_BACKEND=cuda CMOCKA_MESSAGE_OUTPUT=stdout
 NEW=$B/lib/libdisopt_cuda.so.0; OLD=${OLD_MODULE:-$B/old/libdisopt_cuda.so.0}
-chmod +x $B/bin/*
-for d in /tmp/lead/build/tools /work/main/build/tools; do mkdir -p $d; cp $B/bin/disopt_testmodel $d/ 2>/dev/null; done
-M=/tmp/m.safetensors
-$B/bin/disopt_testmodel testdata/golden/student_b3.safetensors $M > /dev/null || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee $O/gpu.txt
 echo "== test_cuda"; DISOPT_CUDA_MODULE=$NEW timeout 120 $B/bin/test_cuda > $O/test_cuda.log 2>&1; echo "rc=$?"
 grep -E "^\[  (PASSED|FAILED|  ERROR) \]|FAILED|error" $O/test_cuda.log | head -12; snap

@@ -3,16 +3,7 @@
 # an inference's time goes: phases (input check, upload, network, download) with ordinary and
 # pinned host buffers per precision and batch, and an nsys trace of the graph replay when nsys
 # exists. Logs go to $OUT.
-R=$PWD; B=$R/.cudarun
-for d in /tmp/wt /tmp/lead; do ln -sfn "$R" $d; done
-[ -e /work/main ] || { mkdir -p /work && ln -s "$R" /work/main; }
-NV=$(python3 -c 'import nvidia.cudnn,nvidia.cublas,os;print(os.path.dirname(nvidia.cudnn.__file__)+"/lib:"+os.path.dirname(nvidia.cublas.__file__)+"/lib")' 2>/dev/null)
-export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:$NV:$LD_LIBRARY_PATH
-export DISOPT_CUDA_MODULE=$B/lib/libdisopt_cuda.so.0 DISOPT_BENCH_BACKEND=cuda CMOCKA_MESSAGE_OUTPUT=stdout
-chmod +x $B/bin/*
-for d in /tmp/lead/build/tools /work/main/build/tools; do mkdir -p $d; cp $B/bin/disopt_testmodel $d/ 2>/dev/null; done
-M=/tmp/m.safetensors
-$B/bin/disopt_testmodel testdata/golden/student_b3.safetensors $M > /dev/null || exit 1
+. "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > $OUT/test_cuda.log 2>&1
 echo "== test_cuda"; $B/bin/test_cuda >> $OUT/test_cuda.log 2>&1; echo "rc=$?"; grep -E "FAIL|PASSED|ERROR|refused" $OUT/test_cuda.log | head
 echo "== goldens on CUDA"; DISOPT_TEST_BACKEND=cuda $B/bin/test_golden > $OUT/golden_cuda.log 2>&1; echo "rc=$?"

@@ -6,15 +6,7 @@
 #      warp stall reasons of the depthwise kernels (graphs off so that each launch is profiled).
 # Logs go to $OUT: nsys_<prec>.csv, ncu_dw_sol.txt, ncu_dw_detail.txt.
 # Env: PRECS (fp16 fp32), NCU_COUNT (launches of the depthwise kernel with the SOL section: 30).
-R=$PWD; B=$R/.cudarun
-for d in /tmp/wt /tmp/lead; do ln -sfn "$R" $d; done
-[ -e /work/main ] || { mkdir -p /work && ln -s "$R" /work/main; }
-NV=$(python3 -c 'import nvidia.cudnn,nvidia.cublas,os;print(os.path.dirname(nvidia.cudnn.__file__)+"/lib:"+os.path.dirname(nvidia.cublas.__file__)+"/lib")' 2>/dev/null)
-export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:$NV:$LD_LIBRARY_PATH
-export DISOPT_CUDA_MODULE=$B/lib/libdisopt_cuda.so.0 DISOPT_BENCH_BACKEND=cuda CMOCKA_MESSAGE_OUTPUT=stdout
-chmod +x $B/bin/*
-M=/tmp/m.safetensors
-[ -f $M ] || $B/bin/disopt_testmodel testdata/golden/student_b3.safetensors $M > /dev/null || exit 1
+. "$(dirname "$0")/device_env.sh"
 find_tool() { command -v "$1" || ls /usr/local/cuda/bin/$1 /opt/nvidia/nsight-*/*/$1 /opt/nvidia/nsight-*/*/bin/$1 \
   /usr/local/cuda/nsight-*/$1 /usr/local/cuda/nsight-*/bin/$1 2>/dev/null | head -1; }
 NSYS=$(find_tool nsys); NCU=$(find_tool ncu)

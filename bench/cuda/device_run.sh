@@ -2,16 +2,7 @@
 # device_run.sh - on the lent GPU machine (see bundle.sh): CUDA op tests (every precision), the
 # goldens on CUDA, tiles/s per precision and batch (two rounds), a per-op profile, and the 512x512
 # equality of student B3 against PyTorch fp32/fp64 (needs .ref carried). Logs go to $OUT.
-R=$PWD; B=$R/.cudarun
-# the binaries look for testdata and disopt_testmodel where they were built
-ln -sfn "$R" /tmp/wt; [ -e /work/main ] || { mkdir -p /work && ln -s "$R" /work/main; }
-mkdir -p /work/main/build/tools && cp $B/bin/disopt_testmodel /work/main/build/tools/ 2>/dev/null
-NV=$(python3 -c 'import nvidia.cudnn,nvidia.cublas,os;print(os.path.dirname(nvidia.cudnn.__file__)+"/lib:"+os.path.dirname(nvidia.cublas.__file__)+"/lib")' 2>/dev/null)
-export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:$NV:$LD_LIBRARY_PATH
-export DISOPT_CUDA_MODULE=$B/lib/libdisopt_cuda.so.0 DISOPT_BENCH_BACKEND=cuda CMOCKA_MESSAGE_OUTPUT=stdout
-chmod +x $B/bin/*
-M=/tmp/m.safetensors
-$B/bin/disopt_testmodel testdata/golden/student_b3.safetensors $M > /dev/null || exit 1
+. "$(dirname "$0")/device_env.sh"
 echo "== test_cuda"; $B/bin/test_cuda > $OUT/test_cuda.log 2>&1; echo "rc=$?"; grep -E "FAIL|PASSED|ERROR" $OUT/test_cuda.log | head
 echo "== goldens on CUDA"; DISOPT_TEST_BACKEND=cuda $B/bin/test_golden > $OUT/golden_cuda.log 2>&1; echo "rc=$?"
 for r in 1 2; do for p in fp32 tf32 fp16 bf16; do for b in 1 8 32; do
