@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "train_kernels.h"
+#include "train/rng.h"
 
 namespace {
 
@@ -77,30 +78,13 @@ __host__ __device__ inline float o_sqrt(float a) {
 }
 
 // ------------------------------------------------------------------ Philox4x32-10 (rng.c)
+// the CPU's Philox (rng.h, one definition for both)
 __host__ __device__ inline void philox_block(uint64_t seed, uint64_t b, uint32_t out[4]) {
-    uint32_t c0 = (uint32_t)b, c1 = (uint32_t)(b >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int round = 0; round < 10; round++) {
-        if (round) {
-            k0 += 0x9E3779B9u;
-            k1 += 0xBB67AE85u;
-        }
-        const uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        const uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
-        const uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
-        c0 = hi1 ^ c1 ^ k0;
-        c1 = lo1;
-        c2 = hi0 ^ c3 ^ k1;
-        c3 = lo0;
-    }
-    out[0] = c0;
-    out[1] = c1;
-    out[2] = c2;
-    out[3] = c3;
+    dp_rng_block_inline(seed, b, out);
 }
 
 // dp_rng_u01: (w >> 8) * 2^-24, exact in float (a product by a power of two: no rounding anywhere)
-__host__ __device__ inline float u01(uint32_t w) { return (float)(w >> 8) * 5.9604644775390625e-08f; }
+__host__ __device__ inline float u01(uint32_t w) { return dp_rng_u01(w); }
 
 // dropout mask values 4b .. 4b + 3 (block b of the draw)
 __host__ __device__ inline void dropout_mask_block(size_t b, uint64_t seed, uint64_t counter, double keep, size_t n,
