@@ -495,7 +495,9 @@ static disopt_status warp_window(const dp_sample *sm, GDALDatasetH src, const ch
         GDALSetRasterNoDataValue(b, NAN);
         GDALFillRaster(b, NAN, 0.0);
     }
-    char *args[] = {"-r", (char *)resampling, "-et", "0", "-q", NULL};
+    /* every band is data (a 4-band Byte GeoTIFF is RGBA to GDAL: no alpha here), the exact transformer (so a
+     * crop's pixels equal the whole grid's), and the window starts as nodata (NaN) */
+    char *args[] = {"-r", (char *)resampling, "-et", "0", "-nosrcalpha", "-wo", "INIT_DEST=NO_DATA", "-q", NULL};
     GDALWarpAppOptions *wo = GDALWarpAppOptionsNew(args, NULL);
     int err = 0;
     GDALDatasetH r = wo ? GDALWarp(NULL, m, 1, &src, wo, &err) : NULL;
