@@ -15,6 +15,7 @@
 #include "test_util.h"
 
 #include "raster/dataset.h"
+#include "train/trainer.h"
 
 #include <cpl_conv.h>
 #include <gdal.h>
@@ -344,6 +345,32 @@ static void test_pipeline(void **st) {
     assert_int_equal(mism, 0);
     cb_free(&b);
 
+    /* stage 1 without a SAR column (the optical's grid), and a separate validation list */
+    write_file(P("nosar.csv"), "sar,optical,label\n,opt1.tif,lab1.tif\n");
+    write_file(P("val.csv"), "optical,label,sar\nopt2.tif,lab2.geojson,sar2.tif\n");
+    {
+        dp_ds_options o1;
+        dp_ds_options_init(&o1);
+        o1.stage = 1;
+        o1.crop = 64;
+        dp_dataset *d1;
+        assert_int_equal(dp_dataset_open(P("nosar.csv"), P("val.csv"), &o1, &d1), DISOPT_OK);
+        assert_int_equal(dp_dataset_count(d1, 0), 1);
+        assert_int_equal(dp_dataset_count(d1, 1), 1);
+        crop_buf q = cb_new(64);
+        assert_int_equal(dp_dataset_load(d1, 0, 0, 0, 32, 0, q.x, NULL, q.tg, q.vd), DISOPT_OK);
+        for (int y = 0; y < 64; y++)
+            for (int x = 0; x < 64; x++) {
+                assert_int_equal(q.tg[y * 64 + x], in_building(1, x, y + 32, 1));
+                assert_true(q.x[y * 64 + x] == (in_building(1, x, y + 32, 1) ? norm(200.0f) : q.x[y * 64 + x]));
+            }
+        cb_free(&q);
+        dp_dataset_close(d1);
+        o1.stage = 2; /* the SAR is needed in stage 2 */
+        assert_int_not_equal(dp_dataset_open(P("nosar.csv"), NULL, &o1, &d1), DISOPT_OK);
+        assert_non_null(strstr(disopt_last_error(), "empty sar path"));
+    }
+
     /* flip and rotation of a 64 crop */
     const int c = 64;
     dp_dataset *dr = open_ds(c, 1), *dn = open_ds(c, 0);
@@ -554,6 +581,43 @@ static void test_train_stages(void **st) {
     assert_non_null(strstr(disopt_model_metadata(m, "training_options"), "stage=distill arch=student-b0"));
     fprintf(stderr, "# student: best val dice %s (epoch %s), %s\n", disopt_model_metadata(m, "best_val_dice"),
             disopt_model_metadata(m, "best_epoch"), disopt_model_metadata(m, "provenance"));
+    /* what validation computed (the trainer's eval forward on the file) is what inference computes (BN folded) */
+    {
+        dp_ds_options o;
+        dp_ds_options_init(&o);
+        o.crop = 64;
+        dp_dataset *ds;
+        assert_int_equal(dp_dataset_open(P("list.csv"), NULL, &o, &ds), DISOPT_OK);
+        crop_buf b = cb_new(64);
+        assert_int_equal(dp_dataset_load(ds, 1, 0, 16, 16, 0, b.x, b.xt, b.tg, b.vd), DISOPT_OK);
+        disopt_model_config mc;
+        assert_int_equal(disopt_model_config_parse("student-b0", &mc), DISOPT_OK);
+        dp_trainer_config tc = dp_trainer_config_authors(&mc, 1, 64, 64);
+        dp_trainer *t;
+        assert_int_equal(dp_trainer_create(&tc, P("student.safetensors"), P("teacher.safetensors"), &t), DISOPT_OK);
+        assert_int_equal(dp_trainer_forward_eval(t, b.x), DISOPT_OK);
+        int c, h, w;
+        const float *lt = dp_trainer_tensor(t, 0, "logits", &c, &h, &w);
+        assert_non_null(lt);
+        assert_true(c == 2 && h == 64 && w == 64);
+        float *li = malloc(2 * 64 * 64 * sizeof *li);
+        disopt_outputs outs;
+        memset(&outs, 0, sizeof outs);
+        outs.fused_logits = li;
+        assert_int_equal(disopt_model_infer(m, b.x, 1, 4, 64, 64, &outs), DISOPT_OK);
+        double md = 0, mx = 0;
+        for (int i = 0; i < 2 * 64 * 64; i++) {
+            md = fmax(md, fabs((double)lt[i] - li[i]));
+            mx = fmax(mx, fabs((double)lt[i]));
+        }
+        fprintf(stderr, "# trained student: trainer eval forward vs inference engine: max |diff| %.3g of max |logit| %.3g\n",
+                md, mx);
+        assert_true(md <= 1e-4 * mx + 1e-6);
+        free(li);
+        dp_trainer_destroy(t);
+        cb_free(&b);
+        dp_dataset_close(ds);
+    }
     disopt_model_destroy(m);
     disopt_engine_destroy(e);
     /* the tiler through disopt_run on a whole scene, and on the real SAR with the real student */

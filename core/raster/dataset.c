@@ -322,7 +322,7 @@ static disopt_status check_sample(dp_dataset *ds, dp_sample *sm, int lineno) {
     sm->wkt = strdup(GDALGetProjectionRef(g) ? GDALGetProjectionRef(g) : "");
     if (!sm->wkt)
         s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
-    if (s == DISOPT_OK && sm->sar)
+    if (s == DISOPT_OK && sm->sar && o->stage == 2)
         s = check_bands(g, sm->sar, "sar", o->sar_bands, o->n_sar_bands, o->channels, o->complex_mode, lineno);
     if (s == DISOPT_OK && (sm->w < o->crop || sm->h < o->crop))
         s = dp_error(DISOPT_ERR_INPUT, "sample %d: '%s' is %d x %d pixels, smaller than the crop %d x %d", lineno,
