@@ -679,6 +679,9 @@ static void test_resume(void **st) {
     assert_false(exists(P("killed.safetensors")));
     assert_int_equal(sh("%s %s --resume %s %s", TRAIN_TOOL, args, ck, P("killed.safetensors")), 0);
     assert_true(same_bytes(P("straight.safetensors"), P("killed.safetensors")));
+    /* resuming a finished run only writes the same model again */
+    assert_int_equal(sh("%s %s --resume %s %s", TRAIN_TOOL, args, ck, P("again.safetensors")), 0);
+    assert_true(same_bytes(P("straight.safetensors"), P("again.safetensors")));
     char *a = slurp(P("straight.log.csv"), NULL), *b = slurp(P("killed.log.csv"), NULL);
     /* the logs agree up to the seconds column: same number of rows */
     int ra = 0, rb = 0;

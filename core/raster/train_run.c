@@ -364,6 +364,7 @@ static disopt_status run(run_ctx *R) {
     int64_t start_epoch = 0;
     double best = -1.0;
     int64_t best_epoch = 0;
+    double last_dice = -1.0;
     if (o->resume) {
         disopt_st *md = NULL;
         s = dp_checkpoint_load(R->t, o->resume, &md);
@@ -383,6 +384,8 @@ static disopt_status run(run_ctx *R) {
             start_epoch = strtoll(ep, NULL, 10);
             best = bs ? strtod(bs, NULL) : -1.0;
             best_epoch = be ? strtoll(be, NULL, 10) : 0;
+            const char *ld = disopt_st_metadata(md, "last_val_dice");
+            last_dice = ld ? strtod(ld, NULL) : -1.0;
         }
         disopt_st_close(md);
         if (s != DISOPT_OK)
@@ -405,7 +408,6 @@ static disopt_status run(run_ctx *R) {
     DP_TRY(rewrite_log(R->logp, start_epoch, header));
 
     const int64_t total = (int64_t)o->epochs * iters;
-    double last_dice = -1.0;
     conf_mat cm;
     memset(&cm, 0, sizeof cm);
     if (o->progress)
@@ -475,12 +477,14 @@ static disopt_status run(run_ctx *R) {
         else
             logf_(o, "epoch %" PRId64 "/%d: loss %.5g, lr %.4g (%.1f s)", e + 1, o->epochs, acc[0], lr, secs);
         /* the checkpoint: everything the rest of the run depends on */
-        char ep[32], bs[64], be[32];
+        char ep[32], bs[64], be[32], ls[64];
         snprintf(ep, sizeof ep, "%" PRId64, e + 1);
         snprintf(bs, sizeof bs, "%.17g", best);
         snprintf(be, sizeof be, "%" PRId64, best_epoch);
-        dp_kv kv[4];
+        snprintf(ls, sizeof ls, "%.17g", last_dice);
+        dp_kv kv[5];
         int nkv = 0;
+        meta_add(kv, &nkv, "last_val_dice", ls);
         meta_add(kv, &nkv, "run", R->ident);
         meta_add(kv, &nkv, "epochs_done", ep);
         meta_add(kv, &nkv, "best_val_dice", bs);
