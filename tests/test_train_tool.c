@@ -6,7 +6,8 @@
  *    thread count;
  *  - warping onto a rotated grid: the real Capella SLC chip (complex -> dB) against rgb_unmasked.tif, each
  *    warped pixel checked against a bilinear interpolation computed here;
- *  - stage 1 then stage 2 on the result, then disopt_run (the inference loader + tiler) on the trained student;
+ *  - stage 1 then stage 2 on the result, then disopt_run and the BUILDINGS driver (gdal_translate) on the trained
+ *    student, and the trainer's eval forward (what validation scores) against the inference engine;
  *  - kill -9 after the first checkpoint, --resume: the final model is byte-identical to an uninterrupted run's,
  *    and so are runs with other loader / compute thread counts;
  *  - --init from a partial file (matched / skipped counts);
@@ -456,6 +457,42 @@ static double bilinear(const unsigned char *img, int w, int h, double sx, double
     return wsum > 0 ? acc / wsum : NAN;
 }
 
+/* every pixel of the crop's warped optical (model band 1 = rgb band 3) against a bilinear interpolation of
+ * rgb_unmasked at the pixel's centre, computed here from the two geotransforms */
+static void check_warp(const char *sar_path, const crop_buf *b, int x0, int y0, int c, const char *what) {
+    GDALDatasetH sar = GDALOpen(sar_path, GA_ReadOnly), rgb = GDALOpen(REAL "/rgb_unmasked.tif", GA_ReadOnly);
+    assert_non_null(sar);
+    assert_non_null(rgb);
+    double sgt[6], rgt[6], inv[6];
+    GDALGetGeoTransform(sar, sgt);
+    GDALGetGeoTransform(rgb, rgt);
+    assert_true(GDALInvGeoTransform(rgt, inv));
+    const int rw = GDALGetRasterXSize(rgb), rh = GDALGetRasterYSize(rgb);
+    unsigned char *band3 = malloc((size_t)rw * rh);
+    assert_int_equal(GDALRasterIO(GDALGetRasterBand(rgb, 3), GF_Read, 0, 0, rw, rh, band3, rw, rh, GDT_Byte, 0, 0),
+                     CE_None);
+    double maxerr = 0;
+    int n = 0;
+    for (int y = 0; y < c; y++)
+        for (int x = 0; x < c; x++) {
+            const double px = x0 + x + 0.5, py = y0 + y + 0.5;
+            const double X = sgt[0] + px * sgt[1] + py * sgt[2], Y = sgt[3] + px * sgt[4] + py * sgt[5];
+            const double sx = inv[0] + X * inv[1] + Y * inv[2], sy = inv[3] + X * inv[4] + Y * inv[5];
+            if (sx < 1 || sy < 1 || sx > rw - 1 || sy > rh - 1) continue;
+            const double want = bilinear(band3, rw, rh, sx, sy);
+            const double got = (b->xt[y * c + x] * 0.125 + 0.5) * 255.0;
+            if (fabs(got - want) > maxerr) maxerr = fabs(got - want);
+            n++;
+        }
+    fprintf(stderr, "# %s: %d warped pixels checked, max |GDALWarp - bilinear here| = %.3g (of 0..255)\n", what, n,
+            maxerr);
+    assert_true(n > c * c / 2);
+    assert_true(maxerr < 0.05);
+    free(band3);
+    GDALClose(sar);
+    GDALClose(rgb);
+}
+
 static void test_real_warp(void **st) {
     (void)st;
     write_file(P("slc.csv"), "sar,optical,label\n" REAL "/sar_hh.tif," REAL "/rgb_unmasked.tif,lab0.geojson\n");
@@ -480,45 +517,52 @@ static void test_real_warp(void **st) {
     crop_buf b = cb_new(c);
     assert_int_equal(dp_dataset_load(ds, 0, 0, x0, y0, 0, b.x, b.xt, b.tg, b.vd), DISOPT_OK);
     /* SAR: 10 log10 |z|^2 of the chip */
-    GDALDatasetH sar = GDALOpen(REAL "/sar_hh.tif", GA_ReadOnly), rgb = GDALOpen(REAL "/rgb_unmasked.tif", GA_ReadOnly);
+    GDALDatasetH sar = GDALOpen(REAL "/sar_hh.tif", GA_ReadOnly);
     float *z = malloc((size_t)c * c * 8);
     assert_int_equal(GDALRasterIO(GDALGetRasterBand(sar, 1), GF_Read, x0, y0, c, c, z, c, c, GDT_CFloat32, 0, 0),
                      CE_None);
-    int nvalid = 0;
     for (int p = 0; p < c * c; p++) {
         const float q = z[2 * p] * z[2 * p] + z[2 * p + 1] * z[2 * p + 1];
         if (q > 0) assert_true(b.x[p] == norm(10.0f * log10f(q)) && b.x[3 * c * c + p] == b.x[p]);
     }
     /* optical: each warped pixel against a bilinear interpolation of rgb_unmasked at its centre */
-    double sgt[6], rgt[6], inv[6];
+    double sgt[6];
     GDALGetGeoTransform(sar, sgt);
-    GDALGetGeoTransform(rgb, rgt);
     assert_true(fabs(sgt[2]) > 1.0); /* the chip's grid is rotated */
-    assert_true(GDALInvGeoTransform(rgt, inv));
-    const int rw = GDALGetRasterXSize(rgb), rh = GDALGetRasterYSize(rgb);
-    unsigned char *band3 = malloc((size_t)rw * rh);
-    assert_int_equal(GDALRasterIO(GDALGetRasterBand(rgb, 3), GF_Read, 0, 0, rw, rh, band3, rw, rh, GDT_Byte, 0, 0),
-                     CE_None);
-    double maxerr = 0;
-    for (int y = 0; y < c; y++)
-        for (int x = 0; x < c; x++) {
-            const double px = x0 + x + 0.5, py = y0 + y + 0.5;
-            const double X = sgt[0] + px * sgt[1] + py * sgt[2], Y = sgt[3] + px * sgt[4] + py * sgt[5];
-            const double sx = inv[0] + X * inv[1] + Y * inv[2], sy = inv[3] + X * inv[4] + Y * inv[5];
-            if (sx < 1 || sy < 1 || sx > rw - 1 || sy > rh - 1 || !b.vd[y * c + x]) continue;
-            const double want = bilinear(band3, rw, rh, sx, sy);
-            const double got = (b.xt[y * c + x] * 0.125 + 0.5) * 255.0; /* band 1 of the model = rgb band 3 */
-            if (fabs(got - want) > maxerr) maxerr = fabs(got - want);
-            nvalid++;
-        }
-    fprintf(stderr, "# Capella SLC (rotated grid) + rgb_unmasked: %d warped pixels checked, max |GDALWarp - "
-                    "bilinear here| = %.3g (of 0..255)\n", nvalid, maxerr);
-    assert_true(nvalid > c * c / 2);
-    assert_true(maxerr < 0.05);
+    check_warp(REAL "/sar_hh.tif", &b, x0, y0, c, "Capella SLC (rotated grid) + rgb_unmasked");
     free(z);
-    free(band3);
     GDALClose(sar);
-    GDALClose(rgb);
+    cb_free(&b);
+    dp_dataset_close(ds);
+
+    /* the co-registered pair: sar_masked (NaN nodata) + rgb_unmasked (pixel 6e-5 larger: warped too) */
+    write_file(P("pair.csv"), "sar,optical,label\n" REAL "/sar_masked.tif," REAL "/rgb_unmasked.tif,lab0.geojson\n");
+    o.complex_mode = DISOPT_COMPLEX_ERROR;
+    o.n_sar_bands = 0;
+    assert_int_equal(dp_dataset_open(P("pair.csv"), NULL, &o, &ds), DISOPT_OK);
+    b = cb_new(c);
+    const int px0 = 100, py0 = 40;
+    assert_int_equal(dp_dataset_load(ds, 0, 0, px0, py0, 0, b.x, b.xt, b.tg, b.vd), DISOPT_OK);
+    sar = GDALOpen(REAL "/sar_masked.tif", GA_ReadOnly);
+    float *raw = malloc((size_t)c * c * sizeof *raw);
+    int nan_px = 0;
+    for (int bd = 1; bd <= 4; bd++) {
+        assert_int_equal(GDALRasterIO(GDALGetRasterBand(sar, bd), GF_Read, px0, py0, c, c, raw, c, c, GDT_Float32, 0, 0),
+                         CE_None);
+        for (int p = 0; p < c * c; p++) {
+            if (isnan(raw[p])) {
+                nan_px += bd == 1;
+                assert_int_equal(b.vd[p], 0);
+                assert_true(b.x[(bd - 1) * c * c + p] == norm(0.0f));
+            } else {
+                assert_true(b.x[(bd - 1) * c * c + p] == norm(raw[p]));
+            }
+        }
+    }
+    fprintf(stderr, "# sar_masked crop: %d NaN pixels masked\n", nan_px);
+    check_warp(REAL "/sar_masked.tif", &b, px0, py0, c, "sar_masked + rgb_unmasked");
+    free(raw);
+    GDALClose(sar);
     cb_free(&b);
     dp_dataset_close(ds);
 }
@@ -628,6 +672,17 @@ static void test_train_stages(void **st) {
     assert_int_equal(GDALGetRasterXSize(pd), S);
     assert_non_null(strstr(GDALGetMetadataItem(pd, "DISOPT_MODEL_PROVENANCE", NULL), "gdal_disopt_train"));
     float prob[S * S];
+    assert_int_equal(GDALRasterIO(GDALGetRasterBand(pd, 1), GF_Read, 0, 0, S, S, prob, S, S, GDT_Float32, 0, 0),
+                     CE_None);
+    for (int p = 0; p < S * S; p++) assert_true(prob[p] >= 0.0f && prob[p] <= 1.0f);
+    GDALClose(pd);
+    /* the BUILDINGS driver (plugin from the build tree: GDAL_DRIVER_PATH) takes the trained student */
+    assert_int_equal(sh("gdal_translate -q -of BUILDINGS -co MODEL=%s -co TILE_SIZE=64 -co OVERLAP=16 -co NUM_THREADS=1 "
+                        "%s %s",
+                        P("student.safetensors"), P("sar2.tif"), P("drv2.tif")), 0);
+    pd = GDALOpen(P("drv2.tif"), GA_ReadOnly);
+    assert_non_null(pd);
+    assert_string_equal(GDALGetMetadataItem(pd, "DISOPT_MODEL", NULL), "student-b0 (gdal_disopt_train)");
     assert_int_equal(GDALRasterIO(GDALGetRasterBand(pd, 1), GF_Read, 0, 0, S, S, prob, S, S, GDT_Float32, 0, 0),
                      CE_None);
     for (int p = 0; p < S * S; p++) assert_true(prob[p] >= 0.0f && prob[p] <= 1.0f);

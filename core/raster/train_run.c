@@ -402,9 +402,9 @@ static disopt_status run(run_ctx *R) {
     }
 
     const char *header = o->stage == 1
-                             ? "epoch,steps,lr,loss,ce,dice,val_dice,val_iou,val_precision,val_recall,seconds"
+                             ? "epoch,steps,lr,loss,ce,dice,val_dice,val_iou,val_precision,val_recall,seconds,data_wait_seconds"
                              : "epoch,steps,lr,loss,seg_sar,seg_rgb,kd_rgb,seg_fused,feat,val_dice,val_iou,"
-                               "val_precision,val_recall,seconds";
+                               "val_precision,val_recall,seconds,data_wait_seconds";
     DP_TRY(rewrite_log(R->logp, start_epoch, header));
 
     const int64_t total = (int64_t)o->epochs * iters;
@@ -414,11 +414,13 @@ static disopt_status run(run_ctx *R) {
         o->progress(total ? (double)(start_epoch * iters) / (double)total : 1.0, NULL, o->progress_arg);
     for (int64_t e = start_epoch; e < o->epochs; e++) {
         const double t0 = now_s();
-        double acc[6] = {0, 0, 0, 0, 0, 0}, lr = 0.0;
+        double acc[6] = {0, 0, 0, 0, 0, 0}, lr = 0.0, wait = 0.0;
         DP_TRY(dp_loader_begin(R->tl, e, 0, iters));
         for (int64_t i = 0; i < iters; i++) {
             const dp_batch *B;
+            const double w0 = now_s();
             DP_TRY(dp_loader_next(R->tl, &B));
+            wait += now_s() - w0; /* time the step waited for GDAL */
             const int64_t g = e * iters + i;
             lr = dp_lr_authors(o->lr, o->epochs, iters, g);
             if (lr < 0)
@@ -465,17 +467,20 @@ static disopt_status run(run_ctx *R) {
         else
             snprintf(vals, sizeof vals, ",,,");
         if (o->stage == 1)
-            snprintf(row, sizeof row, "%" PRId64 ",%" PRId64 ",%.9g,%.9g,%.9g,%.9g,%s,%.3f", e + 1, (e + 1) * iters, lr,
-                     acc[0], acc[1], acc[2], vals, secs);
+            snprintf(row, sizeof row, "%" PRId64 ",%" PRId64 ",%.9g,%.9g,%.9g,%.9g,%s,%.3f,%.3f", e + 1, (e + 1) * iters,
+                     lr, acc[0], acc[1], acc[2], vals, secs, wait);
         else
-            snprintf(row, sizeof row, "%" PRId64 ",%" PRId64 ",%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%s,%.3f", e + 1,
-                     (e + 1) * iters, lr, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], vals, secs);
+            snprintf(row, sizeof row, "%" PRId64 ",%" PRId64 ",%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%s,%.3f,%.3f", e + 1,
+                     (e + 1) * iters, lr, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], vals, secs, wait);
         DP_TRY(append_log(R->logp, row));
         if (R->vl)
-            logf_(o, "epoch %" PRId64 "/%d: loss %.5g, lr %.4g, val dice %.4f iou %.4f precision %.4f recall %.4f (%.1f s)",
-                  e + 1, o->epochs, acc[0], lr, dice, iou, prec, rec, secs);
+            logf_(o,
+                  "epoch %" PRId64 "/%d: loss %.5g, lr %.4g, val dice %.4f iou %.4f precision %.4f recall %.4f (%.1f s, "
+                  "%.2f s waiting for data)",
+                  e + 1, o->epochs, acc[0], lr, dice, iou, prec, rec, secs, wait);
         else
-            logf_(o, "epoch %" PRId64 "/%d: loss %.5g, lr %.4g (%.1f s)", e + 1, o->epochs, acc[0], lr, secs);
+            logf_(o, "epoch %" PRId64 "/%d: loss %.5g, lr %.4g (%.1f s, %.2f s waiting for data)", e + 1, o->epochs, acc[0],
+                  lr, secs, wait);
         /* the checkpoint: everything the rest of the run depends on */
         char ep[32], bs[64], be[32], ls[64];
         snprintf(ep, sizeof ep, "%" PRId64, e + 1);
