@@ -495,7 +495,15 @@ static void check_warp(const char *sar_path, const crop_buf *b, int x0, int y0, 
 
 static void test_real_warp(void **st) {
     (void)st;
-    write_file(P("slc.csv"), "sar,optical,label\n" REAL "/sar_hh.tif," REAL "/rgb_unmasked.tif,lab0.geojson\n");
+    /* a 60 x 40 m building (axis-aligned in UTM, so oblique to the chip's grid) and a 4 x 4 m one (dropped) */
+    write_file(P("slc_lab.geojson"),
+               "{\"type\":\"FeatureCollection\",\"crs\":{\"type\":\"name\",\"properties\":{\"name\":"
+               "\"urn:ogc:def:crs:EPSG::32631\"}},\"features\":["
+               "{\"type\":\"Feature\",\"properties\":{},\"geometry\":{\"type\":\"Polygon\",\"coordinates\":"
+               "[[[592840,5749430],[592900,5749430],[592900,5749470],[592840,5749470],[592840,5749430]]]}},"
+               "{\"type\":\"Feature\",\"properties\":{},\"geometry\":{\"type\":\"Polygon\",\"coordinates\":"
+               "[[[592800,5749500],[592804,5749500],[592804,5749504],[592800,5749504],[592800,5749500]]]}}]}\n");
+    write_file(P("slc.csv"), "sar,optical,label\n" REAL "/sar_hh.tif," REAL "/rgb_unmasked.tif,slc_lab.geojson\n");
     dp_ds_options o;
     dp_ds_options_init(&o);
     o.crop = 64;
@@ -530,6 +538,20 @@ static void test_real_warp(void **st) {
     GDALGetGeoTransform(sar, sgt);
     assert_true(fabs(sgt[2]) > 1.0); /* the chip's grid is rotated */
     check_warp(REAL "/sar_hh.tif", &b, x0, y0, c, "Capella SLC (rotated grid) + rgb_unmasked");
+    /* the label burnt on the rotated grid: pixel centres inside the big building, none of the small one */
+    int burnt = 0, wrong = 0;
+    for (int y = 0; y < c; y++)
+        for (int x = 0; x < c; x++) {
+            const double px = x0 + x + 0.5, py = y0 + y + 0.5;
+            const double X = sgt[0] + px * sgt[1] + py * sgt[2], Y = sgt[3] + px * sgt[4] + py * sgt[5];
+            const int in = X > 592840 && X < 592900 && Y > 5749430 && Y < 5749470;
+            burnt += b.tg[y * c + x];
+            wrong += b.tg[y * c + x] != in;
+        }
+    fprintf(stderr, "# rotated grid: %d pixels burnt (%.0f m^2 at 6.25 m^2 per pixel; the polygon has 2400), %d differ "
+                    "from the pixel-centre rule computed here\n", burnt, burnt * 6.25, wrong);
+    assert_true(burnt > 300);
+    assert_int_equal(wrong, 0);
     free(z);
     GDALClose(sar);
     cb_free(&b);
