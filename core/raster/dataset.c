@@ -343,6 +343,14 @@ static disopt_status check_sample(dp_dataset *ds, dp_sample *sm, int lineno) {
                 s = georef_needed(op, "optical", sm->opt, lineno);
             if (s == DISOPT_OK)
                 s = check_overlap(sm, g, op, "optical", sm->opt, lineno);
+            for (int i = 0; s == DISOPT_OK && i < o->channels; i++) {
+                const int bi = o->n_opt_bands ? o->opt_bands[i] : i + 1;
+                if (GDALDataTypeIsComplex(GDALGetRasterDataType(GDALGetRasterBand(op, bi))))
+                    s = dp_error(DISOPT_ERR_UNSUPPORTED,
+                                 "sample %d: optical '%s' is complex and off the SAR grid: warping complex values is "
+                                 "not supported",
+                                 lineno, sm->opt);
+            }
         }
     }
     /* the label: a vector file with layers, else a raster */
@@ -356,6 +364,15 @@ static disopt_status check_sample(dp_dataset *ds, dp_sample *sm, int lineno) {
                     s = dp_error(DISOPT_ERR_INPUT,
                                  "sample %d: label '%s' has a CRS but '%s' has no georeferencing: cannot align them",
                                  lineno, sm->label, gpath);
+                if (s == DISOPT_OK && srs) {
+                    OGRSpatialReferenceH dst = OSRNewSpatialReference(sm->wkt);
+                    OGRCoordinateTransformationH ct = dst ? OCTNewCoordinateTransformation(srs, dst) : NULL;
+                    if (!ct)
+                        s = dp_error(DISOPT_ERR_INPUT, "sample %d: label '%s': no transformation to the CRS of '%s': %s",
+                                     lineno, sm->label, gpath, gdal_msg());
+                    OCTDestroyCoordinateTransformation(ct);
+                    OSRDestroySpatialReference(dst);
+                }
             }
         } else {
             if (lab)
@@ -748,6 +765,7 @@ disopt_status dp_dataset_load(const dp_dataset *ds, int val, int index, int x0, 
     if (o->stage == 2 && !xt)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "dataset_load: stage 2 needs the teacher buffer");
     const int ox = sm->rotate ? sm->w - x0 - c : x0, oy = sm->rotate ? sm->h - y0 - c : y0;
+    CPLPushErrorHandler(CPLQuietErrorHandler); /* this thread's GDAL messages end up in ours */
     int sb[DISOPT_MAX_BANDS], obd[DISOPT_MAX_BANDS];
     for (int i = 0; i < C; i++) {
         sb[i] = o->n_sar_bands ? o->sar_bands[i] : i + 1;
@@ -808,6 +826,7 @@ disopt_status dp_dataset_load(const dp_dataset *ds, int val, int index, int x0, 
     free(ok_s);
     free(ok_o);
     free(tmp);
+    CPLPopErrorHandler();
     return s;
 }
 

@@ -154,12 +154,12 @@ static void identity(const disopt_train_options *o, uint64_t data_hash, int64_t 
              "stage=%s arch=%s-b%d epochs=%d batch=%d crop=%d lr=%.17g optimizer=%s weight_decay=%.17g "
              "momentum=%.17g seed=%" PRIu64 " steps_per_epoch=%" PRId64 " dropout=%d drop_connect=%d precision=%s "
              "rotate180=%d sar_bands=%s optical_bands=%s complex=%d min_area=%.17g norm=%.9g/%.9g/%.9g "
-             "data_fnv1a64=%016" PRIx64 " init=%s",
+             "data_fnv1a64=%016" PRIx64,
              o->stage == 1 ? "optical" : "distill", o->stage == 1 ? "teacher" : "student", o->variant, o->epochs,
              o->batch, o->crop, o->lr, o->optimizer == DISOPT_OPTIM_ADAMW ? "adamw" : "sgd", o->weight_decay,
              o->momentum, o->seed, iters, o->dropout, o->drop_connect, o->f64 ? "fp64" : "fp32", o->rotate180, sb, ob,
              (int)o->complex_mode, o->min_area, (double)o->norm_scale, (double)o->norm_mean, (double)o->norm_std,
-             data_hash, o->init ? CPLGetFilename(o->init) : "none");
+             data_hash);
 }
 
 typedef struct {
@@ -365,6 +365,8 @@ static disopt_status run(run_ctx *R) {
     double best = -1.0;
     int64_t best_epoch = 0;
     double last_dice = -1.0;
+    char init_name[512];
+    snprintf(init_name, sizeof init_name, "%s", o->init ? CPLGetFilename(o->init) : "none");
     if (o->resume) {
         disopt_st *md = NULL;
         s = dp_checkpoint_load(R->t, o->resume, &md);
@@ -386,11 +388,14 @@ static disopt_status run(run_ctx *R) {
             best_epoch = be ? strtoll(be, NULL, 10) : 0;
             const char *ld = disopt_st_metadata(md, "last_val_dice");
             last_dice = ld ? strtod(ld, NULL) : -1.0;
+            const char *in = disopt_st_metadata(md, "init");
+            snprintf(init_name, sizeof init_name, "%s", in ? in : "none");
         }
         disopt_st_close(md);
         if (s != DISOPT_OK)
             return s;
-        logf_(o, "resumed from %s after epoch %" PRId64, o->resume, start_epoch);
+        logf_(o, "resumed from %s after epoch %" PRId64 "%s", o->resume, start_epoch,
+              o->init ? " (--init ignored: the checkpoint holds the weights)" : "");
     } else if (o->init) {
         int matched = 0, skipped = 0;
         s = dp_trainer_init_from(R->t, o->init, &matched, &skipped);
@@ -487,9 +492,10 @@ static disopt_status run(run_ctx *R) {
         snprintf(bs, sizeof bs, "%.17g", best);
         snprintf(be, sizeof be, "%" PRId64, best_epoch);
         snprintf(ls, sizeof ls, "%.17g", last_dice);
-        dp_kv kv[5];
+        dp_kv kv[6];
         int nkv = 0;
         meta_add(kv, &nkv, "last_val_dice", ls);
+        meta_add(kv, &nkv, "init", init_name);
         meta_add(kv, &nkv, "run", R->ident);
         meta_add(kv, &nkv, "epochs_done", ep);
         meta_add(kv, &nkv, "best_val_dice", bs);
@@ -531,6 +537,7 @@ static disopt_status run(run_ctx *R) {
     meta_add(kv, &nkv, "name", name);
     meta_add(kv, &nkv, "provenance", prov);
     meta_add(kv, &nkv, "training_options", R->ident);
+    meta_add(kv, &nkv, "init", init_name);
     meta_add(kv, &nkv, "data_list_fnv1a64", hash);
     meta_add(kv, &nkv, "epochs", ep);
     if (R->vl) {
