@@ -38,9 +38,20 @@ static void usage(FILE *f) {
             "  (OUTPUT minus its .safetensors ending).\n");
 }
 
+/* the progress line and the epoch lines share the terminal: an epoch line mid-progress starts on a new line */
+typedef struct {
+    int mid; /* a progress line is open */
+} term_state;
+
+static int progress(double f, const char *msg, void *arg) {
+    term_state *t = arg;
+    t->mid = f < 1.0;
+    return GDALTermProgress(f, msg, NULL);
+}
+
 static void log_line(void *user, const char *line) {
-    (void)user;
-    printf("%s\n", line);
+    term_state *t = user;
+    printf("%s%s\n", t->mid ? "\n" : "", line);
     fflush(stdout);
 }
 
@@ -244,9 +255,12 @@ int main(int argc, char **argv) {
     }
     o.list = pos[0];
     o.output = pos[1];
+    term_state ts = {0};
     if (!quiet) {
         o.log = log_line;
-        o.progress = GDALTermProgress;
+        o.log_user = &ts;
+        o.progress = progress;
+        o.progress_arg = &ts;
     }
     disopt_status s = disopt_train_run(&o);
     if (s != DISOPT_OK) {

@@ -164,6 +164,8 @@ static void identity(const disopt_train_options *o, uint64_t data_hash, int64_t 
 
 typedef struct {
     double tp, fp, fn, tn;
+    double dice_authors_sum; /* per sample: (2 |P n G| + 1) / (|P| + |G| + 1), the authors' dice_coeff (smooth 1) */
+    int samples;
 } conf_mat;
 
 static disopt_status validate(dp_trainer *t, dp_loader *vl, int f64, int crop, conf_mat *cm) {
@@ -180,18 +182,25 @@ static disopt_status validate(dp_trainer *t, dp_loader *vl, int f64, int crop, c
         const double *L64 = f64 ? dp_trainer_tensor_f64(t, 0, "logits", &c, &h, &w) : NULL;
         if ((!L32 && !L64) || c != 2 || (size_t)h * (size_t)w != P)
             return dp_error(DISOPT_ERR_INTERNAL, "validation: logits missing");
-        for (int n = 0; n < B->n_real; n++)
+        for (int n = 0; n < B->n_real; n++) {
+            double si = 0, sp = 0, sg = 0;
             for (size_t p = 0; p < P; p++) {
                 if (!B->valid[(size_t)n * P + p])
                     continue;
                 const size_t i0 = ((size_t)n * 2) * P + p, i1 = i0 + P;
                 const int pred = f64 ? L64[i1] > L64[i0] : L32[i1] > L32[i0]; /* argmax: first max wins ties */
                 const int y = B->target[(size_t)n * P + p] != 0;
+                si += pred && y;
+                sp += pred;
+                sg += y;
                 if (pred && y) cm->tp++;
                 else if (pred) cm->fp++;
                 else if (y) cm->fn++;
                 else cm->tn++;
             }
+            cm->dice_authors_sum += (2.0 * si + 1.0) / (sp + sg + 1.0);
+            cm->samples++;
+        }
     }
     dp_loader_end(vl);
     return DISOPT_OK;
@@ -407,9 +416,10 @@ static disopt_status run(run_ctx *R) {
     }
 
     const char *header = o->stage == 1
-                             ? "epoch,steps,lr,loss,ce,dice,val_dice,val_iou,val_precision,val_recall,seconds,data_wait_seconds"
+                             ? "epoch,steps,lr,loss,ce,dice,val_dice,val_iou,val_precision,val_recall,val_dice_authors,seconds,"
+                               "data_wait_seconds"
                              : "epoch,steps,lr,loss,seg_sar,seg_rgb,kd_rgb,seg_fused,feat,val_dice,val_iou,"
-                               "val_precision,val_recall,seconds,data_wait_seconds";
+                               "val_precision,val_recall,val_dice_authors,seconds,data_wait_seconds";
     DP_TRY(rewrite_log(R->logp, start_epoch, header));
 
     const int64_t total = (int64_t)o->epochs * iters;
@@ -452,13 +462,14 @@ static disopt_status run(run_ctx *R) {
         dp_loader_end(R->tl);
         for (int k = 0; k < 6; k++)
             acc[k] /= (double)iters;
-        double dice = -1, iou = -1, prec = -1, rec = -1;
+        double dice = -1, iou = -1, prec = -1, rec = -1, dice_a = -1;
         if (R->vl) {
             DP_TRY(validate(R->t, R->vl, o->f64, o->crop, &cm));
             dice = ratio(2 * cm.tp, 2 * cm.tp + cm.fp + cm.fn, 1.0);
             iou = ratio(cm.tp, cm.tp + cm.fp + cm.fn, 1.0);
             prec = ratio(cm.tp, cm.tp + cm.fp, 1.0);
             rec = ratio(cm.tp, cm.tp + cm.fn, 1.0);
+            dice_a = ratio(cm.dice_authors_sum, cm.samples, 1.0);
             last_dice = dice;
             if (dice > best) {
                 best = dice;
@@ -468,9 +479,9 @@ static disopt_status run(run_ctx *R) {
         const double secs = now_s() - t0;
         char row[1024], vals[256];
         if (R->vl)
-            snprintf(vals, sizeof vals, "%.6f,%.6f,%.6f,%.6f", dice, iou, prec, rec);
+            snprintf(vals, sizeof vals, "%.6f,%.6f,%.6f,%.6f,%.6f", dice, iou, prec, rec, dice_a);
         else
-            snprintf(vals, sizeof vals, ",,,");
+            snprintf(vals, sizeof vals, ",,,,");
         if (o->stage == 1)
             snprintf(row, sizeof row, "%" PRId64 ",%" PRId64 ",%.9g,%.9g,%.9g,%.9g,%s,%.3f,%.3f", e + 1, (e + 1) * iters,
                      lr, acc[0], acc[1], acc[2], vals, secs, wait);
