@@ -145,8 +145,32 @@ static void bands_str(const int *b, int n, char *out, size_t len) {
         o += (size_t)snprintf(out + o, len - o, "%s%d", i ? "," : "", b[i]);
 }
 
+/* FNV-1a 64 of a file's bytes (the teacher's identity) */
+static disopt_status file_fnv(const char *path, uint64_t *h) {
+    VSILFILE *f = VSIFOpenL(path, "rb");
+    if (!f)
+        return dp_error(DISOPT_ERR_IO, "%s: cannot open", path);
+    unsigned char *buf = malloc(1 << 20);
+    if (!buf) {
+        VSIFCloseL(f);
+        return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    uint64_t v = 0xcbf29ce484222325ULL;
+    size_t n;
+    while ((n = VSIFReadL(buf, 1, 1 << 20, f)) > 0)
+        for (size_t i = 0; i < n; i++) {
+            v ^= buf[i];
+            v *= 0x100000001b3ULL;
+        }
+    free(buf);
+    VSIFCloseL(f);
+    *h = v;
+    return DISOPT_OK;
+}
+
 /* Everything that decides the run's numbers (not the thread counts): stored in checkpoints, compared at resume. */
-static void identity(const disopt_train_options *o, uint64_t data_hash, int64_t iters, char *out, size_t len) {
+static void identity(const disopt_train_options *o, uint64_t data_hash, uint64_t teacher_hash, int64_t iters, char *out,
+                     size_t len) {
     char sb[128], ob[128];
     bands_str(o->sar_bands, o->n_sar_bands, sb, sizeof sb);
     bands_str(o->opt_bands, o->n_opt_bands, ob, sizeof ob);
@@ -154,12 +178,12 @@ static void identity(const disopt_train_options *o, uint64_t data_hash, int64_t 
              "stage=%s arch=%s-b%d epochs=%d batch=%d crop=%d lr=%.17g optimizer=%s weight_decay=%.17g "
              "momentum=%.17g seed=%" PRIu64 " steps_per_epoch=%" PRId64 " dropout=%d drop_connect=%d precision=%s "
              "rotate180=%d sar_bands=%s optical_bands=%s complex=%d min_area=%.17g norm=%.9g/%.9g/%.9g "
-             "data_fnv1a64=%016" PRIx64,
+             "data_fnv1a64=%016" PRIx64 " teacher_fnv1a64=%016" PRIx64,
              o->stage == 1 ? "optical" : "distill", o->stage == 1 ? "teacher" : "student", o->variant, o->epochs,
              o->batch, o->crop, o->lr, o->optimizer == DISOPT_OPTIM_ADAMW ? "adamw" : "sgd", o->weight_decay,
              o->momentum, o->seed, iters, o->dropout, o->drop_connect, o->f64 ? "fp64" : "fp32", o->rotate180, sb, ob,
              (int)o->complex_mode, o->min_area, (double)o->norm_scale, (double)o->norm_mean, (double)o->norm_std,
-             data_hash);
+             data_hash, teacher_hash);
 }
 
 typedef struct {
@@ -341,7 +365,10 @@ static disopt_status run(run_ctx *R) {
     if (n_val > 0)
         DP_TRY(dp_loader_create(R->ds, 1, o->batch, o->loader_threads, data_seed, &R->vl));
     const int64_t iters = o->steps_per_epoch > 0 ? o->steps_per_epoch : dp_loader_batches(R->tl);
-    identity(o, dp_dataset_hash(R->ds), iters, R->ident, sizeof R->ident);
+    uint64_t teacher_hash = 0;
+    if (o->stage == 2)
+        DP_TRY(file_fnv(o->teacher, &teacher_hash));
+    identity(o, dp_dataset_hash(R->ds), teacher_hash, iters, R->ident, sizeof R->ident);
     logf_(o, "samples: %d training, %d validation; %" PRId64 " steps per epoch, batch %d, crop %d", n_train, n_val,
           iters, o->batch, o->crop);
 
