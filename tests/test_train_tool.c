@@ -53,7 +53,8 @@ static int sh(const char *fmt, ...) {
 
 static char *slurp(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    if (!f)
+        return NULL;
     fseek(f, 0, SEEK_END);
     long l = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -61,7 +62,8 @@ static char *slurp(const char *path, size_t *n) {
     size_t got = fread(b, 1, (size_t)l, f);
     fclose(f);
     b[got] = '\0';
-    if (n) *n = got;
+    if (n)
+        *n = got;
     return b;
 }
 
@@ -98,7 +100,8 @@ static double origin_y(int k) { return 5749800.0 - 100.0 * k; }
 static int in_building(int k, int x, int y, int with_tiny) {
     for (int b = 0; b < (with_tiny ? 5 : 4); b++) {
         const rect *r = &BUILD[k][b];
-        if (x >= r->x && x < r->x + r->w && y >= r->y && y < r->y + r->h) return 1;
+        if (x >= r->x && x < r->x + r->w && y >= r->y && y < r->y + r->h)
+            return 1;
     }
     return 0;
 }
@@ -131,12 +134,15 @@ static void make_sar(int k, const char *path) {
         for (int y = 0; y < S; y++)
             for (int x = 0; x < S; x++) {
                 float f = in_building(k, x, y, 1) ? 60.0f + 10.0f * noise(&s) : 15.0f + 10.0f * noise(&s) + b;
-                if (k == 0 && x < 4) f = NAN;
-                if (k == 1 && y >= 90) f = -9999.0f;
+                if (k == 0 && x < 4)
+                    f = NAN;
+                if (k == 1 && y >= 90)
+                    f = -9999.0f;
                 v[y * S + x] = f;
             }
         GDALRasterBandH rb = GDALGetRasterBand(d, b);
-        if (k == 1) GDALSetRasterNoDataValue(rb, -9999.0);
+        if (k == 1)
+            GDALSetRasterNoDataValue(rb, -9999.0);
         assert_int_equal(GDALRasterIO(rb, GF_Write, 0, 0, S, S, v, S, S, GDT_Float32, 0, 0), CE_None);
     }
     free(v);
@@ -188,21 +194,27 @@ static void make_geojson(int k, const char *path, int lonlat) {
             lonlat ? "" : "\"crs\":{\"type\":\"name\",\"properties\":{\"name\":\"urn:ogc:def:crs:EPSG::32631\"}},");
     for (int b = 0; b < 5; b++) {
         const rect *r = &BUILD[k][b];
-        double xs[5] = {r->x, r->x + r->w, r->x + r->w, r->x, r->x}, ys[5] = {r->y, r->y, r->y + r->h, r->y + r->h, r->y};
+        double xs[5] = {r->x, r->x + r->w, r->x + r->w, r->x, r->x},
+               ys[5] = {r->y, r->y, r->y + r->h, r->y + r->h, r->y};
         double X[5], Y[5];
         for (int i = 0; i < 5; i++) {
             X[i] = origin_x(k) + xs[i];
             Y[i] = origin_y(k) - ys[i];
         }
-        if (ct) assert_true(OCTTransform(ct, 5, X, Y, NULL));
-        fprintf(f, "%s{\"type\":\"Feature\",\"properties\":{\"id\":%d},\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[[",
-                b ? "," : "", b);
-        for (int i = 0; i < 5; i++) fprintf(f, "%s[%.10f,%.10f]", i ? "," : "", X[i], Y[i]);
+        if (ct)
+            assert_true(OCTTransform(ct, 5, X, Y, NULL));
+        fprintf(
+            f,
+            "%s{\"type\":\"Feature\",\"properties\":{\"id\":%d},\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[[",
+            b ? "," : "", b);
+        for (int i = 0; i < 5; i++)
+            fprintf(f, "%s[%.10f,%.10f]", i ? "," : "", X[i], Y[i]);
         fprintf(f, "]]}}");
     }
     fprintf(f, "]}\n");
     fclose(f);
-    if (ct) OCTDestroyCoordinateTransformation(ct);
+    if (ct)
+        OCTDestroyCoordinateTransformation(ct);
 }
 
 /* Byte mask on the SAR grid, 1 = building (the tiny one too: raster labels are taken as they are), nodata 255 in
@@ -214,7 +226,8 @@ static void make_mask(int k, const char *path) {
     set_srs(d);
     unsigned char *v = malloc(S * S);
     for (int y = 0; y < S; y++)
-        for (int x = 0; x < S; x++) v[y * S + x] = y < 2 ? 255 : (unsigned char)in_building(k, x, y, 1);
+        for (int x = 0; x < S; x++)
+            v[y * S + x] = y < 2 ? 255 : (unsigned char)in_building(k, x, y, 1);
     GDALSetRasterNoDataValue(GDALGetRasterBand(d, 1), 255);
     assert_int_equal(GDALRasterIO(GDALGetRasterBand(d, 1), GF_Write, 0, 0, S, S, v, S, S, GDT_Byte, 0, 0), CE_None);
     free(v);
@@ -233,7 +246,8 @@ static int setup(void **state) {
     GDALAllRegister();
     const char *t = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(g_dir, sizeof g_dir, "%s/disopt_train_tool_%d", t, (int)getpid());
-    if (mkdir(g_dir, 0755) != 0) return -1;
+    if (mkdir(g_dir, 0755) != 0)
+        return -1;
     char n[64];
     for (int k = 0; k < 3; k++) {
         snprintf(n, sizeof n, "sar%d.tif", k);
@@ -254,7 +268,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    if (!getenv("DISOPT_TEST_KEEP")) sh("rm -rf '%s'", g_dir);
+    if (!getenv("DISOPT_TEST_KEEP"))
+        sh("rm -rf '%s'", g_dir);
     return 0;
 }
 
@@ -268,7 +283,8 @@ static dp_dataset *open_ds(int crop, int rotate) {
     o.rotate180 = rotate;
     dp_dataset *ds = NULL;
     disopt_status s = dp_dataset_open(P("list.csv"), NULL, &o, &ds);
-    if (s) fprintf(stderr, "# %s\n", disopt_last_error());
+    if (s)
+        fprintf(stderr, "# %s\n", disopt_last_error());
     assert_int_equal(s, DISOPT_OK);
     return ds;
 }
@@ -309,10 +325,14 @@ static void test_pipeline(void **st) {
             12 * 12 + 16 * 10 + 10 * 14 + 14 * 14, mism);
     assert_int_equal(mism, 0); /* pixel-centre rule; the 16 m^2 polygon dropped */
     for (int y = 0; y < S; y++) {
-        for (int x = 0; x < 4; x++) assert_int_equal(b.vd[y * S + x], 0);           /* NaN SAR */
-        for (int x = 94; x < S; x++) assert_int_equal(b.vd[y * S + x], 0);         /* outside the optical */
-        for (int x = 5; x < 92; x++) assert_int_equal(b.vd[y * S + x], 1);
-        for (int x = 0; x < 4; x++) assert_true(b.x[y * S + x] == norm(0.0f));      /* raw 0 there */
+        for (int x = 0; x < 4; x++)
+            assert_int_equal(b.vd[y * S + x], 0); /* NaN SAR */
+        for (int x = 94; x < S; x++)
+            assert_int_equal(b.vd[y * S + x], 0); /* outside the optical */
+        for (int x = 5; x < 92; x++)
+            assert_int_equal(b.vd[y * S + x], 1);
+        for (int x = 0; x < 4; x++)
+            assert_true(b.x[y * S + x] == norm(0.0f)); /* raw 0 there */
     }
     /* the SAR normalisation, read back from the file */
     GDALDatasetH d = GDALOpen(P("sar0.tif"), GA_ReadOnly);
@@ -320,10 +340,12 @@ static void test_pipeline(void **st) {
     assert_int_equal(GDALRasterIO(GDALGetRasterBand(d, 3), GF_Read, 0, 0, S, S, raw, S, S, GDT_Float32, 0, 0), CE_None);
     GDALClose(d);
     for (int p = 0; p < S * S; p++)
-        if (p % S >= 4) assert_true(b.x[2 * S * S + p] == norm(raw[p]));
+        if (p % S >= 4)
+            assert_true(b.x[2 * S * S + p] == norm(raw[p]));
     /* the warped optical: 200 inside a building (away from its edges), 40..70 on the background */
     for (int y = 52; y < 58; y++)
-        for (int x = 43; x < 53; x++) assert_float_equal(b.xt[S * S + y * S + x], norm(200.0f), 1e-4);
+        for (int x = 43; x < 53; x++)
+            assert_float_equal(b.xt[S * S + y * S + x], norm(200.0f), 1e-4);
     for (int x = 24; x < 38; x++) {
         const float v = b.xt[3 * S * S + 40 * S + x] * 0.125f + 0.5f;
         assert_true(v * 255.0f > 39.9f && v * 255.0f < 70.1f);
@@ -335,13 +357,15 @@ static void test_pipeline(void **st) {
         for (int x = 0; x < S; x++) {
             const int inval = y < 2 || y >= 90;
             assert_int_equal(b.vd[y * S + x], !inval);
-            if (!inval) mism += b.tg[y * S + x] != in_building(1, x, y, 1);
+            if (!inval)
+                mism += b.tg[y * S + x] != in_building(1, x, y, 1);
         }
     assert_int_equal(mism, 0);
     /* scene 2 (val): CRS84 GeoJSON reprojected onto UTM */
     assert_int_equal(dp_dataset_load(ds, 1, 0, 0, 0, 0, b.x, b.xt, b.tg, b.vd), DISOPT_OK);
     mism = 0;
-    for (int p = 0; p < S * S; p++) mism += b.tg[p] != in_building(2, p % S, p / S, 0);
+    for (int p = 0; p < S * S; p++)
+        mism += b.tg[p] != in_building(2, p % S, p / S, 0);
     fprintf(stderr, "# scene 2 (CRS84 polygons): %d pixels differ from the UTM squares\n", mism);
     assert_int_equal(mism, 0);
     cb_free(&b);
@@ -449,7 +473,8 @@ static double bilinear(const unsigned char *img, int w, int h, double sx, double
     for (int j = 0; j < 2; j++)
         for (int i = 0; i < 2; i++) {
             int x = x0 + i, y = y0 + j;
-            if (x < 0 || y < 0 || x >= w || y >= h) continue;
+            if (x < 0 || y < 0 || x >= w || y >= h)
+                continue;
             double wt = (i ? ax : 1 - ax) * (j ? ay : 1 - ay);
             acc += wt * img[y * w + x];
             wsum += wt;
@@ -478,10 +503,12 @@ static void check_warp(const char *sar_path, const crop_buf *b, int x0, int y0, 
             const double px = x0 + x + 0.5, py = y0 + y + 0.5;
             const double X = sgt[0] + px * sgt[1] + py * sgt[2], Y = sgt[3] + px * sgt[4] + py * sgt[5];
             const double sx = inv[0] + X * inv[1] + Y * inv[2], sy = inv[3] + X * inv[4] + Y * inv[5];
-            if (sx < 1 || sy < 1 || sx > rw - 1 || sy > rh - 1) continue;
+            if (sx < 1 || sy < 1 || sx > rw - 1 || sy > rh - 1)
+                continue;
             const double want = bilinear(band3, rw, rh, sx, sy);
             const double got = (b->xt[y * c + x] * 0.125 + 0.5) * 255.0;
-            if (fabs(got - want) > maxerr) maxerr = fabs(got - want);
+            if (fabs(got - want) > maxerr)
+                maxerr = fabs(got - want);
             n++;
         }
     fprintf(stderr, "# %s: %d warped pixels checked, max |GDALWarp - bilinear here| = %.3g (of 0..255)\n", what, n,
@@ -513,7 +540,8 @@ static void test_real_warp(void **st) {
     fprintf(stderr, "# %s\n", disopt_last_error());
     assert_non_null(strstr(disopt_last_error(), "band(s)"));
     o.n_sar_bands = 4;
-    for (int i = 0; i < 4; i++) o.sar_bands[i] = 1;
+    for (int i = 0; i < 4; i++)
+        o.sar_bands[i] = 1;
     assert_int_not_equal(dp_dataset_open(P("slc.csv"), NULL, &o, &ds), DISOPT_OK);
     assert_non_null(strstr(disopt_last_error(), "complex"));
     o.complex_mode = DISOPT_COMPLEX_DB;
@@ -531,7 +559,8 @@ static void test_real_warp(void **st) {
                      CE_None);
     for (int p = 0; p < c * c; p++) {
         const float q = z[2 * p] * z[2 * p] + z[2 * p + 1] * z[2 * p + 1];
-        if (q > 0) assert_true(b.x[p] == norm(10.0f * log10f(q)) && b.x[3 * c * c + p] == b.x[p]);
+        if (q > 0)
+            assert_true(b.x[p] == norm(10.0f * log10f(q)) && b.x[3 * c * c + p] == b.x[p]);
     }
     /* optical: each warped pixel against a bilinear interpolation of rgb_unmasked at its centre */
     double sgt[6];
@@ -548,8 +577,10 @@ static void test_real_warp(void **st) {
             burnt += b.tg[y * c + x];
             wrong += b.tg[y * c + x] != in;
         }
-    fprintf(stderr, "# rotated grid: %d pixels burnt (%.0f m^2 at 6.25 m^2 per pixel; the polygon has 2400), %d differ "
-                    "from the pixel-centre rule computed here\n", burnt, burnt * 6.25, wrong);
+    fprintf(stderr,
+            "# rotated grid: %d pixels burnt (%.0f m^2 at 6.25 m^2 per pixel; the polygon has 2400), %d differ "
+            "from the pixel-centre rule computed here\n",
+            burnt, burnt * 6.25, wrong);
     assert_true(burnt > 300);
     assert_int_equal(wrong, 0);
     free(z);
@@ -569,8 +600,8 @@ static void test_real_warp(void **st) {
     float *raw = malloc((size_t)c * c * sizeof *raw);
     int nan_px = 0;
     for (int bd = 1; bd <= 4; bd++) {
-        assert_int_equal(GDALRasterIO(GDALGetRasterBand(sar, bd), GF_Read, px0, py0, c, c, raw, c, c, GDT_Float32, 0, 0),
-                         CE_None);
+        assert_int_equal(
+            GDALRasterIO(GDALGetRasterBand(sar, bd), GF_Read, px0, py0, c, c, raw, c, c, GDT_Float32, 0, 0), CE_None);
         for (int p = 0; p < c * c; p++) {
             if (isnan(raw[p])) {
                 nan_px += bd == 1;
@@ -606,12 +637,15 @@ static void test_train_stages(void **st) {
      * differs from the SAR's by 6e-5) */
     write_file(P("real.csv"), "sar,optical,label\n" REAL "/sar_masked.tif," REAL "/rgb_unmasked.tif,lab0.geojson\n");
     assert_int_equal(sh("%s -q --stage optical " BASE " --epochs 1 --optical-bands 3,1,1,2 %s %s", TRAIN_TOOL,
-                        P("real.csv"), P("real_t.safetensors")), 0);
+                        P("real.csv"), P("real_t.safetensors")),
+                     0);
     assert_int_equal(sh("%s -q --stage distill --teacher %s " BASE " --epochs 1 --optical-bands 3,1,1,2 %s %s",
-                        TRAIN_TOOL, P("real_t.safetensors"), P("real.csv"), P("real_s.safetensors")), 0);
+                        TRAIN_TOOL, P("real_t.safetensors"), P("real.csv"), P("real_s.safetensors")),
+                     0);
     /* the synthetic scenes: stage 1, stage 2 on its result */
     assert_int_equal(sh("%s --stage optical " BASE " --epochs 2 %s %s > %s", TRAIN_TOOL, P("list.csv"),
-                        P("teacher.safetensors"), P("t.out")), 0);
+                        P("teacher.safetensors"), P("t.out")),
+                     0);
     char *out = slurp(P("t.out"), NULL);
     fprintf(stderr, "%s", out);
     assert_non_null(strstr(out, "2 training, 1 validation"));
@@ -625,7 +659,8 @@ static void test_train_stages(void **st) {
     assert_non_null(strstr(log, "\n2,"));
     free(log);
     assert_int_equal(sh("%s -q --stage distill --teacher %s " BASE " --epochs 2 %s %s", TRAIN_TOOL,
-                        P("teacher.safetensors"), P("list.csv"), P("student.safetensors")), 0);
+                        P("teacher.safetensors"), P("list.csv"), P("student.safetensors")),
+                     0);
     log = slurp(P("student.log.csv"), NULL);
     assert_non_null(strstr(log, "seg_sar,seg_rgb,kd_rgb,seg_fused,feat"));
     free(log);
@@ -678,7 +713,8 @@ static void test_train_stages(void **st) {
             md = fmax(md, fabs((double)lt[i] - li[i]));
             mx = fmax(mx, fabs((double)lt[i]));
         }
-        fprintf(stderr, "# trained student: trainer eval forward vs inference engine: max |diff| %.3g of max |logit| %.3g\n",
+        fprintf(stderr,
+                "# trained student: trainer eval forward vs inference engine: max |diff| %.3g of max |logit| %.3g\n",
                 md, mx);
         assert_true(md <= 1e-4 * mx + 1e-6);
         free(li);
@@ -690,7 +726,8 @@ static void test_train_stages(void **st) {
     disopt_engine_destroy(e);
     /* the tiler through disopt_run on a whole scene, and on the real SAR with the real student */
     assert_int_equal(sh("%s -q -threads 1 -tile 64 -overlap 16 -m %s %s %s", RUN_TOOL, P("student.safetensors"),
-                        P("sar2.tif"), P("prob2.tif")), 0);
+                        P("sar2.tif"), P("prob2.tif")),
+                     0);
     GDALDatasetH pd = GDALOpen(P("prob2.tif"), GA_ReadOnly);
     assert_non_null(pd);
     assert_int_equal(GDALGetRasterXSize(pd), S);
@@ -698,21 +735,26 @@ static void test_train_stages(void **st) {
     float prob[S * S];
     assert_int_equal(GDALRasterIO(GDALGetRasterBand(pd, 1), GF_Read, 0, 0, S, S, prob, S, S, GDT_Float32, 0, 0),
                      CE_None);
-    for (int p = 0; p < S * S; p++) assert_true(prob[p] >= 0.0f && prob[p] <= 1.0f);
+    for (int p = 0; p < S * S; p++)
+        assert_true(prob[p] >= 0.0f && prob[p] <= 1.0f);
     GDALClose(pd);
     /* the BUILDINGS driver (plugin from the build tree: GDAL_DRIVER_PATH) takes the trained student */
-    assert_int_equal(sh("gdal_translate -q -of BUILDINGS -co MODEL=%s -co TILE_SIZE=64 -co OVERLAP=16 -co NUM_THREADS=1 "
-                        "%s %s",
-                        P("student.safetensors"), P("sar2.tif"), P("drv2.tif")), 0);
+    assert_int_equal(
+        sh("gdal_translate -q -of BUILDINGS -co MODEL=%s -co TILE_SIZE=64 -co OVERLAP=16 -co NUM_THREADS=1 "
+           "%s %s",
+           P("student.safetensors"), P("sar2.tif"), P("drv2.tif")),
+        0);
     pd = GDALOpen(P("drv2.tif"), GA_ReadOnly);
     assert_non_null(pd);
     assert_string_equal(GDALGetMetadataItem(pd, "DISOPT_MODEL", NULL), "student-b0 (gdal_disopt_train)");
     assert_int_equal(GDALRasterIO(GDALGetRasterBand(pd, 1), GF_Read, 0, 0, S, S, prob, S, S, GDT_Float32, 0, 0),
                      CE_None);
-    for (int p = 0; p < S * S; p++) assert_true(prob[p] >= 0.0f && prob[p] <= 1.0f);
+    for (int p = 0; p < S * S; p++)
+        assert_true(prob[p] >= 0.0f && prob[p] <= 1.0f);
     GDALClose(pd);
     assert_int_equal(sh("%s -q -threads 1 -tile 64 -overlap 16 -m %s %s %s", RUN_TOOL, P("real_s.safetensors"),
-                        REAL "/sar_masked.tif", P("prob_real.tif")), 0);
+                        REAL "/sar_masked.tif", P("prob_real.tif")),
+                     0);
 }
 
 /* kill -9 after the first checkpoint, resume: byte-identical to an uninterrupted run */
@@ -736,7 +778,8 @@ static void test_resume(void **st) {
         int n = 0;
         char *dup = strdup(args), *save = NULL;
         argv[n++] = TRAIN_TOOL;
-        for (char *tok = strtok_r(dup, " ", &save); tok && n < 36; tok = strtok_r(NULL, " ", &save)) argv[n++] = tok;
+        for (char *tok = strtok_r(dup, " ", &save); tok && n < 36; tok = strtok_r(NULL, " ", &save))
+            argv[n++] = tok;
         argv[n++] = P("killed.safetensors");
         argv[n] = NULL;
         execv(TRAIN_TOOL, (char *const *)argv);
@@ -764,15 +807,17 @@ static void test_resume(void **st) {
     char *a = slurp(P("straight.log.csv"), NULL), *b = slurp(P("killed.log.csv"), NULL);
     /* the logs agree up to the seconds column: same number of rows */
     int ra = 0, rb = 0;
-    for (char *p = a; *p; p++) ra += *p == '\n';
-    for (char *p = b; *p; p++) rb += *p == '\n';
+    for (char *p = a; *p; p++)
+        ra += *p == '\n';
+    for (char *p = b; *p; p++)
+        rb += *p == '\n';
     assert_int_equal(ra, 1 + RESUME_EPOCHS);
     assert_int_equal(rb, 1 + RESUME_EPOCHS);
     free(a);
     free(b);
     /* a checkpoint of another run is refused */
-    assert_int_equal(sh("%s %s --lr 0.01 --resume %s %s 2> %s", TRAIN_TOOL, args, ck, P("other.safetensors"),
-                        P("err.txt")), 1);
+    assert_int_equal(
+        sh("%s %s --lr 0.01 --resume %s %s 2> %s", TRAIN_TOOL, args, ck, P("other.safetensors"), P("err.txt")), 1);
     char *err = slurp(P("err.txt"), NULL);
     assert_non_null(strstr(err, "belongs to another run"));
     free(err);
@@ -790,7 +835,8 @@ static void test_init(void **st) {
         const disopt_st_tensor_info *ti = disopt_st_find(src, keys[k]);
         assert_non_null(ti);
         size_t n = 1;
-        for (int d = 0; d < ti->ndim; d++) n *= (size_t)ti->shape[d];
+        for (int d = 0; d < ti->ndim; d++)
+            n *= (size_t)ti->shape[d];
         float *v = malloc(n * sizeof *v);
         assert_int_equal(disopt_st_read_f32(src, ti, v, n), DISOPT_OK);
         char name[128];
@@ -807,14 +853,16 @@ static void test_init(void **st) {
     disopt_st_close(src);
     assert_int_equal(sh("%s --stage distill --teacher %s " BASE " --epochs 1 --steps-per-epoch 1 --init %s %s %s > %s",
                         TRAIN_TOOL, P("teacher.safetensors"), P("partial.safetensors"), P("list.csv"),
-                        P("init.safetensors"), P("init.out")), 0);
+                        P("init.safetensors"), P("init.out")),
+                     0);
     char *out = slurp(P("init.out"), NULL);
     fprintf(stderr, "%s", out);
     assert_non_null(strstr(out, "2 tensors loaded (name and shape matched), 2 skipped"));
     free(out);
     /* nothing matches: an error */
     assert_int_equal(sh("%s -q --stage optical " BASE " --epochs 1 --init %s %s %s 2> %s", TRAIN_TOOL,
-                        P("partial.safetensors"), P("list.csv"), P("init2.safetensors"), P("err.txt")), 1);
+                        P("partial.safetensors"), P("list.csv"), P("init2.safetensors"), P("err.txt")),
+                     1);
     out = slurp(P("err.txt"), NULL);
     assert_non_null(strstr(out, "no tensor matches"));
     free(out);
@@ -858,8 +906,8 @@ static void test_bad_input(void **st) {
     GDALClose(ng);
     write_file(P("nogeo.csv"), "sar,optical,label\nsar0.tif,optnogeo.tif,lab0.geojson\n");
     bad_case("optical without georeferencing", "", P("nogeo.csv"), out, "cannot align it");
-    assert_int_equal(sh("gdal_translate -q -a_ullr 100000 5000000 100192 4999808 %s %s", P("opt0.tif"), P("optfar.tif")),
-                     0);
+    assert_int_equal(
+        sh("gdal_translate -q -a_ullr 100000 5000000 100192 4999808 %s %s", P("opt0.tif"), P("optfar.tif")), 0);
     write_file(P("far.csv"), "sar,optical,label\nsar0.tif,optfar.tif,lab0.geojson\n");
     bad_case("no overlap", "", P("far.csv"), out, "does not overlap the SAR grid");
     bad_case("crop larger than a tile", "--crop 128", P("list.csv"), out, "smaller than the crop 128 x 128");
@@ -895,8 +943,8 @@ static void test_bad_input(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pipeline),    cmocka_unit_test(test_real_warp), cmocka_unit_test(test_train_stages),
-        cmocka_unit_test(test_resume),      cmocka_unit_test(test_init),      cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_pipeline), cmocka_unit_test(test_real_warp), cmocka_unit_test(test_train_stages),
+        cmocka_unit_test(test_resume),   cmocka_unit_test(test_init),      cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -144,95 +144,171 @@ int main(int argc, char **argv) {
         }                                                                                                              \
         i++;                                                                                                           \
     } while (0)
-        if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
-        else if (!strcmp(a, "--stage")) { NEED_ARG(); }
-        else if (!strcmp(a, "--teacher")) { NEED_ARG(); if (!rc) o.teacher = v; }
-        else if (!strcmp(a, "--val")) { NEED_ARG(); if (!rc) o.val_list = v; }
-        else if (!strcmp(a, "--init")) { NEED_ARG(); if (!rc) o.init = v; }
-        else if (!strcmp(a, "--resume")) { NEED_ARG(); if (!rc) o.resume = v; }
-        else if (!strcmp(a, "--log")) { NEED_ARG(); if (!rc) o.log_csv = v; }
-        else if (!strcmp(a, "--arch")) {
+        if (!strcmp(a, "-q") || !strcmp(a, "--quiet"))
+            quiet = 1;
+        else if (!strcmp(a, "--stage")) {
             NEED_ARG();
-            if (rc) break;
+        } else if (!strcmp(a, "--teacher")) {
+            NEED_ARG();
+            if (!rc)
+                o.teacher = v;
+        } else if (!strcmp(a, "--val")) {
+            NEED_ARG();
+            if (!rc)
+                o.val_list = v;
+        } else if (!strcmp(a, "--init")) {
+            NEED_ARG();
+            if (!rc)
+                o.init = v;
+        } else if (!strcmp(a, "--resume")) {
+            NEED_ARG();
+            if (!rc)
+                o.resume = v;
+        } else if (!strcmp(a, "--log")) {
+            NEED_ARG();
+            if (!rc)
+                o.log_csv = v;
+        } else if (!strcmp(a, "--arch")) {
+            NEED_ARG();
+            if (rc)
+                break;
             const char *p = v;
-            if (!strncmp(p, "student-", 8)) p += 8;
-            else if (!strncmp(p, "teacher-", 8)) p += 8;
+            if (!strncmp(p, "student-", 8))
+                p += 8;
+            else if (!strncmp(p, "teacher-", 8))
+                p += 8;
             if ((p[0] != 'b' && p[0] != 'B') || parse_int(p + 1, &n)) {
                 fprintf(stderr, "ERROR 1: unknown architecture '%s': b0..b7 (EfficientNet encoders)\n", v);
                 rc = 1;
             } else
                 o.variant = n;
-        } else if (!strcmp(a, "--epochs")) { NEED_ARG(); if (!rc && parse_int(v, &o.epochs)) rc = bad(a, v); }
-        else if (!strcmp(a, "--batch")) { NEED_ARG(); if (!rc && parse_int(v, &o.batch)) rc = bad(a, v); }
-        else if (!strcmp(a, "--crop")) { NEED_ARG(); if (!rc && parse_int(v, &o.crop)) rc = bad(a, v); }
-        else if (!strcmp(a, "--threads")) { NEED_ARG(); if (!rc && parse_int(v, &o.threads)) rc = bad(a, v); }
-        else if (!strcmp(a, "--loader-threads")) {
+        } else if (!strcmp(a, "--epochs")) {
             NEED_ARG();
-            if (!rc && parse_int(v, &o.loader_threads)) rc = bad(a, v);
+            if (!rc && parse_int(v, &o.epochs))
+                rc = bad(a, v);
+        } else if (!strcmp(a, "--batch")) {
+            NEED_ARG();
+            if (!rc && parse_int(v, &o.batch))
+                rc = bad(a, v);
+        } else if (!strcmp(a, "--crop")) {
+            NEED_ARG();
+            if (!rc && parse_int(v, &o.crop))
+                rc = bad(a, v);
+        } else if (!strcmp(a, "--threads")) {
+            NEED_ARG();
+            if (!rc && parse_int(v, &o.threads))
+                rc = bad(a, v);
+        } else if (!strcmp(a, "--loader-threads")) {
+            NEED_ARG();
+            if (!rc && parse_int(v, &o.loader_threads))
+                rc = bad(a, v);
         } else if (!strcmp(a, "--steps-per-epoch")) {
             NEED_ARG();
-            if (!rc && parse_int(v, &o.steps_per_epoch)) rc = bad(a, v);
+            if (!rc && parse_int(v, &o.steps_per_epoch))
+                rc = bad(a, v);
         } else if (!strcmp(a, "--seed")) {
             NEED_ARG();
-            if (rc) break;
+            if (rc)
+                break;
             char *end;
             errno = 0;
             unsigned long long u = strtoull(v, &end, 10);
-            if (errno || end == v || *end || v[0] == '-') rc = bad(a, v);
-            else o.seed = (uint64_t)u;
-        } else if (!strcmp(a, "--lr")) { NEED_ARG(); if (!rc && parse_double(v, &o.lr)) rc = bad(a, v); }
-        else if (!strcmp(a, "--weight-decay")) { NEED_ARG(); if (!rc && parse_double(v, &o.weight_decay)) rc = bad(a, v); }
-        else if (!strcmp(a, "--momentum")) { NEED_ARG(); if (!rc && parse_double(v, &o.momentum)) rc = bad(a, v); }
-        else if (!strcmp(a, "--min-area")) { NEED_ARG(); if (!rc && parse_double(v, &o.min_area)) rc = bad(a, v); }
-        else if (!strcmp(a, "--optimizer")) {
+            if (errno || end == v || *end || v[0] == '-')
+                rc = bad(a, v);
+            else
+                o.seed = (uint64_t)u;
+        } else if (!strcmp(a, "--lr")) {
             NEED_ARG();
-            if (rc) break;
-            if (EQUAL(v, "sgd")) o.optimizer = DISOPT_OPTIM_SGD;
-            else if (EQUAL(v, "adamw")) o.optimizer = DISOPT_OPTIM_ADAMW;
-            else rc = bad(a, v);
+            if (!rc && parse_double(v, &o.lr))
+                rc = bad(a, v);
+        } else if (!strcmp(a, "--weight-decay")) {
+            NEED_ARG();
+            if (!rc && parse_double(v, &o.weight_decay))
+                rc = bad(a, v);
+        } else if (!strcmp(a, "--momentum")) {
+            NEED_ARG();
+            if (!rc && parse_double(v, &o.momentum))
+                rc = bad(a, v);
+        } else if (!strcmp(a, "--min-area")) {
+            NEED_ARG();
+            if (!rc && parse_double(v, &o.min_area))
+                rc = bad(a, v);
+        } else if (!strcmp(a, "--optimizer")) {
+            NEED_ARG();
+            if (rc)
+                break;
+            if (EQUAL(v, "sgd"))
+                o.optimizer = DISOPT_OPTIM_SGD;
+            else if (EQUAL(v, "adamw"))
+                o.optimizer = DISOPT_OPTIM_ADAMW;
+            else
+                rc = bad(a, v);
         } else if (!strcmp(a, "--precision")) {
             NEED_ARG();
-            if (rc) break;
-            if (EQUAL(v, "fp32")) o.f64 = 0;
-            else if (EQUAL(v, "fp64")) o.f64 = 1;
+            if (rc)
+                break;
+            if (EQUAL(v, "fp32"))
+                o.f64 = 0;
+            else if (EQUAL(v, "fp64"))
+                o.f64 = 1;
             else {
                 fprintf(stderr, "ERROR 1: --precision %s: the CPU trainer runs fp32 (or fp64 for debugging)\n", v);
                 rc = 1;
             }
         } else if (!strcmp(a, "--device")) {
             NEED_ARG();
-            if (rc) break;
-            if (EQUAL(v, "cpu")) o.device = DISOPT_BACKEND_CPU;
-            else if (EQUAL(v, "cuda") || !strncmp(v, "cuda:", 5) || !strncmp(v, "CUDA", 4)) o.device = DISOPT_BACKEND_CUDA;
-            else rc = bad(a, v);
+            if (rc)
+                break;
+            if (EQUAL(v, "cpu"))
+                o.device = DISOPT_BACKEND_CPU;
+            else if (EQUAL(v, "cuda") || !strncmp(v, "cuda:", 5) || !strncmp(v, "CUDA", 4))
+                o.device = DISOPT_BACKEND_CUDA;
+            else
+                rc = bad(a, v);
         } else if (!strcmp(a, "--rotate180")) {
             NEED_ARG();
-            if (rc) break;
-            if (EQUAL(v, "column")) o.rotate180 = -1;
-            else if (EQUAL(v, "yes") || !strcmp(v, "1")) o.rotate180 = 1;
-            else if (EQUAL(v, "no") || !strcmp(v, "0")) o.rotate180 = 0;
-            else rc = bad(a, v);
+            if (rc)
+                break;
+            if (EQUAL(v, "column"))
+                o.rotate180 = -1;
+            else if (EQUAL(v, "yes") || !strcmp(v, "1"))
+                o.rotate180 = 1;
+            else if (EQUAL(v, "no") || !strcmp(v, "0"))
+                o.rotate180 = 0;
+            else
+                rc = bad(a, v);
         } else if (!strcmp(a, "--complex")) {
             NEED_ARG();
-            if (rc) break;
-            if (EQUAL(v, "error")) o.complex_mode = DISOPT_COMPLEX_ERROR;
-            else if (EQUAL(v, "db")) o.complex_mode = DISOPT_COMPLEX_DB;
-            else if (EQUAL(v, "intensity")) o.complex_mode = DISOPT_COMPLEX_INTENSITY;
-            else if (EQUAL(v, "amplitude")) o.complex_mode = DISOPT_COMPLEX_AMPLITUDE;
-            else rc = bad(a, v);
+            if (rc)
+                break;
+            if (EQUAL(v, "error"))
+                o.complex_mode = DISOPT_COMPLEX_ERROR;
+            else if (EQUAL(v, "db"))
+                o.complex_mode = DISOPT_COMPLEX_DB;
+            else if (EQUAL(v, "intensity"))
+                o.complex_mode = DISOPT_COMPLEX_INTENSITY;
+            else if (EQUAL(v, "amplitude"))
+                o.complex_mode = DISOPT_COMPLEX_AMPLITUDE;
+            else
+                rc = bad(a, v);
         } else if (!strcmp(a, "--sar-bands")) {
             NEED_ARG();
-            if (!rc && parse_bands(v, o.sar_bands, &o.n_sar_bands)) rc = bad(a, v);
+            if (!rc && parse_bands(v, o.sar_bands, &o.n_sar_bands))
+                rc = bad(a, v);
         } else if (!strcmp(a, "--optical-bands")) {
             NEED_ARG();
-            if (!rc && parse_bands(v, o.opt_bands, &o.n_opt_bands)) rc = bad(a, v);
-        } else if (!strcmp(a, "--no-dropout")) o.dropout = 0;
-        else if (!strcmp(a, "--no-drop-connect")) o.drop_connect = 0;
+            if (!rc && parse_bands(v, o.opt_bands, &o.n_opt_bands))
+                rc = bad(a, v);
+        } else if (!strcmp(a, "--no-dropout"))
+            o.dropout = 0;
+        else if (!strcmp(a, "--no-drop-connect"))
+            o.drop_connect = 0;
         else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "ERROR 2: unknown option %s\n", a);
             usage(stderr);
             rc = 2;
-        } else if (npos < 2) pos[npos++] = a;
+        } else if (npos < 2)
+            pos[npos++] = a;
         else {
             fprintf(stderr, "ERROR 2: too many arguments (%s)\n", a);
             usage(stderr);

@@ -29,13 +29,13 @@
 typedef struct dp_sample {
     char *sar, *opt, *label; /* resolved paths; sar may be NULL in stage 1 */
     int val, rotate;
-    int w, h;          /* the grid's raster size */
-    double gt[6];      /* the grid's geotransform (identity-like when has_gt = 0) */
+    int w, h;     /* the grid's raster size */
+    double gt[6]; /* the grid's geotransform (identity-like when has_gt = 0) */
     int has_gt;
-    char *wkt;         /* the grid's CRS ("" when none) */
-    int opt_direct;    /* optical on the grid: read windows directly */
-    int label_vector;  /* 1: OGR vector, 0: raster */
-    int label_direct;  /* raster label on the grid */
+    char *wkt;        /* the grid's CRS ("" when none) */
+    int opt_direct;   /* optical on the grid: read windows directly */
+    int label_vector; /* 1: OGR vector, 0: raster */
+    int label_direct; /* raster label on the grid */
 } dp_sample;
 
 struct dp_dataset {
@@ -151,11 +151,16 @@ static disopt_status parse_list(dp_dataset *ds, const char *path, int all_val) {
         if (!header) {
             header = 1;
             for (int i = 0; i < nf; i++) {
-                if (EQUAL(f[i], "sar")) col_sar = i;
-                else if (EQUAL(f[i], "optical")) col_opt = i;
-                else if (EQUAL(f[i], "label")) col_lab = i;
-                else if (EQUAL(f[i], "split")) col_split = i;
-                else if (EQUAL(f[i], "rotate180")) col_rot = i;
+                if (EQUAL(f[i], "sar"))
+                    col_sar = i;
+                else if (EQUAL(f[i], "optical"))
+                    col_opt = i;
+                else if (EQUAL(f[i], "label"))
+                    col_lab = i;
+                else if (EQUAL(f[i], "split"))
+                    col_split = i;
+                else if (EQUAL(f[i], "rotate180"))
+                    col_rot = i;
             }
             if (col_sar < 0 || col_opt < 0 || col_lab < 0)
                 s = dp_error(DISOPT_ERR_INPUT,
@@ -165,7 +170,8 @@ static disopt_status parse_list(dp_dataset *ds, const char *path, int all_val) {
             continue;
         }
         int need = col_sar > col_opt ? col_sar : col_opt;
-        if (col_lab > need) need = col_lab;
+        if (col_lab > need)
+            need = col_lab;
         if (nf <= need) {
             s = dp_error(DISOPT_ERR_INPUT, "%s:%d: %d fields, %d expected", path, lineno, nf, need + 1);
             break;
@@ -191,7 +197,8 @@ static disopt_status parse_list(dp_dataset *ds, const char *path, int all_val) {
             if (EQUAL(f[col_split], "val") || EQUAL(f[col_split], "validation"))
                 sm->val = 1;
             else if (!EQUAL(f[col_split], "train"))
-                s = dp_error(DISOPT_ERR_INPUT, "%s:%d: split '%s' is neither train nor val", path, lineno, f[col_split]);
+                s = dp_error(DISOPT_ERR_INPUT, "%s:%d: split '%s' is neither train nor val", path, lineno,
+                             f[col_split]);
         }
         if (col_rot >= 0 && col_rot < nf && *f[col_rot]) {
             if (strcmp(f[col_rot], "1") == 0 || EQUAL(f[col_rot], "yes") || EQUAL(f[col_rot], "true"))
@@ -201,7 +208,9 @@ static disopt_status parse_list(dp_dataset *ds, const char *path, int all_val) {
         }
         if (s == DISOPT_OK && (!sm->opt || !sm->label || (!sm->sar && ds->o.stage == 2)))
             s = dp_error(DISOPT_ERR_INPUT, "%s:%d: empty %s path", path, lineno,
-                         !sm->opt ? "optical" : !sm->label ? "label" : "sar");
+                         !sm->opt     ? "optical"
+                         : !sm->label ? "label"
+                                      : "sar");
     }
     VSIFCloseL(fp);
     if (s == DISOPT_OK && !header)
@@ -282,8 +291,10 @@ static disopt_status check_overlap(const dp_sample *sm, GDALDatasetH grid, GDALD
         for (int i = 0; i <= 8 && !inside; i++) {
             double x = (sm->w * i) / 8.0, y = (sm->h * j) / 8.0, z = 0.0;
             int ok = 0;
-            if (i == 8) x -= 0.5;
-            if (j == 8) y -= 0.5;
+            if (i == 8)
+                x -= 0.5;
+            if (j == 8)
+                y -= 0.5;
             GDALGenImgProjTransform(tr, TRUE, 1, &x, &y, &z, &ok); /* grid pixel -> other pixel */
             if (ok && x >= 0 && y >= 0 && x < ow && y < oh)
                 inside = 1;
@@ -298,9 +309,8 @@ static disopt_status georef_needed(GDALDatasetH d, const char *what, const char 
     double gt[6];
     const char *wkt = GDALGetProjectionRef(d);
     if (GDALGetGeoTransform(d, gt) != CE_None || !wkt || !*wkt)
-        return dp_error(DISOPT_ERR_INPUT,
-                        "sample %d: %s '%s' is not on the SAR grid and has no %s: cannot align it", lineno, what, path,
-                        GDALGetGeoTransform(d, gt) != CE_None ? "geotransform" : "CRS");
+        return dp_error(DISOPT_ERR_INPUT, "sample %d: %s '%s' is not on the SAR grid and has no %s: cannot align it",
+                        lineno, what, path, GDALGetGeoTransform(d, gt) != CE_None ? "geotransform" : "CRS");
     return DISOPT_OK;
 }
 
@@ -368,8 +378,9 @@ static disopt_status check_sample(dp_dataset *ds, dp_sample *sm, int lineno) {
                     OGRSpatialReferenceH dst = OSRNewSpatialReference(sm->wkt);
                     OGRCoordinateTransformationH ct = dst ? OCTNewCoordinateTransformation(srs, dst) : NULL;
                     if (!ct)
-                        s = dp_error(DISOPT_ERR_INPUT, "sample %d: label '%s': no transformation to the CRS of '%s': %s",
-                                     lineno, sm->label, gpath, gdal_msg());
+                        s = dp_error(DISOPT_ERR_INPUT,
+                                     "sample %d: label '%s': no transformation to the CRS of '%s': %s", lineno,
+                                     sm->label, gpath, gdal_msg());
                     OCTDestroyCoordinateTransformation(ct);
                     OSRDestroySpatialReference(dst);
                 }
@@ -465,10 +476,17 @@ static disopt_status read_direct(GDALDatasetH d, const char *path, const int *ba
                 const float re = cbuf[2 * p], im = cbuf[2 * p + 1], q = re * re + im * im;
                 float v;
                 switch (cm) {
-                case DISOPT_COMPLEX_DB: v = q > 0.0f ? 10.0f * log10f(q) : NAN; break;
-                case DISOPT_COMPLEX_INTENSITY: v = q; break;
-                case DISOPT_COMPLEX_AMPLITUDE: v = sqrtf(q); break;
-                default: return dp_error(DISOPT_ERR_INPUT, "%s: complex band refused", path);
+                case DISOPT_COMPLEX_DB:
+                    v = q > 0.0f ? 10.0f * log10f(q) : NAN;
+                    break;
+                case DISOPT_COMPLEX_INTENSITY:
+                    v = q;
+                    break;
+                case DISOPT_COMPLEX_AMPLITUDE:
+                    v = sqrtf(q);
+                    break;
+                default:
+                    return dp_error(DISOPT_ERR_INPUT, "%s: complex band refused", path);
                 }
                 dst[p] = v;
             }
@@ -844,10 +862,10 @@ struct dp_loader {
     slot *slots;
     int *perm; /* the epoch's permutation (training) */
     int64_t epoch, first, count;
-    int64_t next_item;   /* next item to claim, relative to first * batch */
-    int64_t released;    /* batches handed back (relative to first) */
-    int64_t current;     /* the batch handed out last (relative), -1 none */
-    int active;          /* workers inside an item */
+    int64_t next_item; /* next item to claim, relative to first * batch */
+    int64_t released;  /* batches handed back (relative to first) */
+    int64_t current;   /* the batch handed out last (relative), -1 none */
+    int active;        /* workers inside an item */
     int stop, quit;
     disopt_status err;
     char errmsg[1024];
@@ -987,8 +1005,7 @@ void dp_loader_destroy(dp_loader *l) {
     free(l);
 }
 
-disopt_status dp_loader_create(const dp_dataset *ds, int val, int batch, int nthreads, uint64_t seed,
-                               dp_loader **out) {
+disopt_status dp_loader_create(const dp_dataset *ds, int val, int batch, int nthreads, uint64_t seed, dp_loader **out) {
     if (!ds || !out || batch < 1 || nthreads < 0)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "loader: bad argument");
     *out = NULL;

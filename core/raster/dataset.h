@@ -73,8 +73,7 @@ typedef struct dp_batch {
 typedef struct dp_loader dp_loader;
 
 /* nthreads: loader threads (0: load in the consumer's thread). seed: the data stream's seed. */
-disopt_status dp_loader_create(const dp_dataset *ds, int val, int batch, int nthreads, uint64_t seed,
-                               dp_loader **out);
+disopt_status dp_loader_create(const dp_dataset *ds, int val, int batch, int nthreads, uint64_t seed, dp_loader **out);
 void dp_loader_destroy(dp_loader *l);
 /* Batches per epoch: validation: ceil(count / batch); training: count / batch (at least 1). */
 int64_t dp_loader_batches(const dp_loader *l);

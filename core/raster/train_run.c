@@ -123,8 +123,9 @@ static disopt_status check_teacher(const char *path, int variant) {
                         "optical)",
                         path, cfg);
     if (r.missing || r.unexpected || r.bad_shape)
-        return dp_error(DISOPT_ERR_INPUT, "teacher '%s' does not load as %s (%d missing, %d unexpected keys, %d shapes)",
-                        path, cfg, r.missing, r.unexpected, r.bad_shape);
+        return dp_error(DISOPT_ERR_INPUT,
+                        "teacher '%s' does not load as %s (%d missing, %d unexpected keys, %d shapes)", path, cfg,
+                        r.missing, r.unexpected, r.bad_shape);
     if (r.config.variant != variant)
         return dp_error(DISOPT_ERR_INPUT, "teacher '%s' is %s, the student is b%d: the encoders must match", path, cfg,
                         variant);
@@ -217,10 +218,14 @@ static disopt_status validate(dp_trainer *t, dp_loader *vl, int f64, int crop, c
                 si += pred && y;
                 sp += pred;
                 sg += y;
-                if (pred && y) cm->tp++;
-                else if (pred) cm->fp++;
-                else if (y) cm->fn++;
-                else cm->tn++;
+                if (pred && y)
+                    cm->tp++;
+                else if (pred)
+                    cm->fp++;
+                else if (y)
+                    cm->fn++;
+                else
+                    cm->tn++;
             }
             cm->dice_authors_sum += (2.0 * si + 1.0) / (sp + sg + 1.0);
             cm->samples++;
@@ -442,11 +447,12 @@ static disopt_status run(run_ctx *R) {
             return dp_error(DISOPT_ERR_INPUT, "--init '%s': no tensor matches the model's keys and shapes", o->init);
     }
 
-    const char *header = o->stage == 1
-                             ? "epoch,steps,lr,loss,ce,dice,val_dice,val_iou,val_precision,val_recall,val_dice_authors,seconds,"
-                               "data_wait_seconds"
-                             : "epoch,steps,lr,loss,seg_sar,seg_rgb,kd_rgb,seg_fused,feat,val_dice,val_iou,"
-                               "val_precision,val_recall,val_dice_authors,seconds,data_wait_seconds";
+    const char *header =
+        o->stage == 1
+            ? "epoch,steps,lr,loss,ce,dice,val_dice,val_iou,val_precision,val_recall,val_dice_authors,seconds,"
+              "data_wait_seconds"
+            : "epoch,steps,lr,loss,seg_sar,seg_rgb,kd_rgb,seg_fused,feat,val_dice,val_iou,"
+              "val_precision,val_recall,val_dice_authors,seconds,data_wait_seconds";
     DP_TRY(rewrite_log(R->logp, start_epoch, header));
 
     const int64_t total = (int64_t)o->epochs * iters;
@@ -510,20 +516,21 @@ static disopt_status run(run_ctx *R) {
         else
             snprintf(vals, sizeof vals, ",,,,");
         if (o->stage == 1)
-            snprintf(row, sizeof row, "%" PRId64 ",%" PRId64 ",%.9g,%.9g,%.9g,%.9g,%s,%.3f,%.3f", e + 1, (e + 1) * iters,
-                     lr, acc[0], acc[1], acc[2], vals, secs, wait);
+            snprintf(row, sizeof row, "%" PRId64 ",%" PRId64 ",%.9g,%.9g,%.9g,%.9g,%s,%.3f,%.3f", e + 1,
+                     (e + 1) * iters, lr, acc[0], acc[1], acc[2], vals, secs, wait);
         else
             snprintf(row, sizeof row, "%" PRId64 ",%" PRId64 ",%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%s,%.3f,%.3f", e + 1,
                      (e + 1) * iters, lr, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], vals, secs, wait);
         DP_TRY(append_log(R->logp, row));
         if (R->vl)
             logf_(o,
-                  "epoch %" PRId64 "/%d: loss %.5g, lr %.4g, val dice %.4f iou %.4f precision %.4f recall %.4f (%.1f s, "
+                  "epoch %" PRId64
+                  "/%d: loss %.5g, lr %.4g, val dice %.4f iou %.4f precision %.4f recall %.4f (%.1f s, "
                   "%.2f s waiting for data)",
                   e + 1, o->epochs, acc[0], lr, dice, iou, prec, rec, secs, wait);
         else
-            logf_(o, "epoch %" PRId64 "/%d: loss %.5g, lr %.4g (%.1f s, %.2f s waiting for data)", e + 1, o->epochs, acc[0],
-                  lr, secs, wait);
+            logf_(o, "epoch %" PRId64 "/%d: loss %.5g, lr %.4g (%.1f s, %.2f s waiting for data)", e + 1, o->epochs,
+                  acc[0], lr, secs, wait);
         /* the checkpoint: everything the rest of the run depends on */
         char ep[32], bs[64], be[32], ls[64];
         snprintf(ep, sizeof ep, "%" PRId64, e + 1);

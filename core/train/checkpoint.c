@@ -118,7 +118,8 @@ static disopt_status ckpt_build(dp_trainer *t, disopt_st_writer *w, const dp_kv 
     for (int k = 0; k < st.n_opt_state; k++) {
         char name[64];
         snprintf(name, sizeof name, "optim.%s", dp_optim_state_name(&cfg->optim, k));
-        DP_TRY(dp_st_writer_add_raw(w, name, dt, 1, &shp, (const char *)st.opt_state + (size_t)k * st.n_params * st.esz));
+        DP_TRY(
+            dp_st_writer_add_raw(w, name, dt, 1, &shp, (const char *)st.opt_state + (size_t)k * st.n_params * st.esz));
     }
     return DISOPT_OK;
 }
