@@ -459,6 +459,28 @@ static void test_pipeline(void **st) {
     dp_loader_destroy(l0);
     dp_loader_destroy(l3);
     dp_loader_destroy(l9);
+    /* a file that disappears after the checks: the loader threads' error reaches the consumer (no hang) */
+    assert_int_equal(sh("cp %s %s", P("sar1.tif"), P("gone.tif")), 0);
+    write_file(P("gone.csv"), "sar,optical,label\ngone.tif,opt1.tif,lab1.tif\n");
+    for (int th = 0; th <= 2; th += 2) {
+        dp_ds_options og;
+        dp_ds_options_init(&og);
+        og.crop = c;
+        dp_dataset *dg;
+        assert_int_equal(dp_dataset_open(P("gone.csv"), NULL, &og, &dg), DISOPT_OK);
+        assert_int_equal(remove(P("gone.tif")), 0);
+        dp_loader *lg;
+        assert_int_equal(dp_loader_create(dg, 0, 2, th, 1, &lg), DISOPT_OK);
+        assert_int_equal(dp_loader_begin(lg, 0, 0, 3), DISOPT_OK);
+        const dp_batch *bg;
+        assert_int_equal(dp_loader_next(lg, &bg), DISOPT_ERR_IO);
+        fprintf(stderr, "# %d loader threads, file removed: %s\n", th, disopt_last_error());
+        assert_non_null(strstr(disopt_last_error(), "gone.tif"));
+        assert_null(strstr(disopt_last_error(), "no GDAL message")); /* GDAL's own reason is kept */
+        dp_loader_destroy(lg);
+        dp_dataset_close(dg);
+        assert_int_equal(sh("cp %s %s", P("sar1.tif"), P("gone.tif")), 0);
+    }
     dp_dataset_close(dr);
     dp_dataset_close(dn);
     dp_dataset_close(ds);

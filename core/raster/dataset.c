@@ -322,7 +322,7 @@ static disopt_status check_sample(dp_dataset *ds, dp_sample *sm, int lineno) {
     DP_TRY(exists(sm->opt, "optical", lineno));
     DP_TRY(exists(sm->label, "label", lineno));
     disopt_status s = DISOPT_OK;
-    GDALDatasetH g = GDALOpenEx(gpath, GDAL_OF_RASTER | GDAL_OF_READONLY, NULL, NULL, NULL);
+    GDALDatasetH g = GDALOpenEx(gpath, GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR, NULL, NULL, NULL);
     GDALDatasetH op = NULL, lab = NULL;
     if (!g)
         return dp_error(DISOPT_ERR_INPUT, "sample %d: cannot open '%s' as a raster: %s", lineno, gpath, gdal_msg());
@@ -338,7 +338,8 @@ static disopt_status check_sample(dp_dataset *ds, dp_sample *sm, int lineno) {
         s = dp_error(DISOPT_ERR_INPUT, "sample %d: '%s' is %d x %d pixels, smaller than the crop %d x %d", lineno,
                      gpath, sm->w, sm->h, o->crop, o->crop);
     if (s == DISOPT_OK) {
-        op = sm->sar ? GDALOpenEx(sm->opt, GDAL_OF_RASTER | GDAL_OF_READONLY, NULL, NULL, NULL) : g;
+        op = sm->sar ? GDALOpenEx(sm->opt, GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR, NULL, NULL, NULL)
+                     : g;
         if (!op)
             s = dp_error(DISOPT_ERR_INPUT, "sample %d: cannot open optical '%s' as a raster: %s", lineno, sm->opt,
                          gdal_msg());
@@ -388,7 +389,7 @@ static disopt_status check_sample(dp_dataset *ds, dp_sample *sm, int lineno) {
         } else {
             if (lab)
                 GDALClose(lab);
-            lab = GDALOpenEx(sm->label, GDAL_OF_RASTER | GDAL_OF_READONLY, NULL, NULL, NULL);
+            lab = GDALOpenEx(sm->label, GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR, NULL, NULL, NULL);
             if (!lab)
                 s = dp_error(DISOPT_ERR_INPUT, "sample %d: cannot open label '%s' as a vector or a raster: %s", lineno,
                              sm->label, gdal_msg());
@@ -567,7 +568,7 @@ static int is_area_geom(OGRwkbGeometryType t) {
 }
 
 static disopt_status rasterize_label(const dp_sample *sm, double min_area, int ox, int oy, int c, uint8_t *lab) {
-    GDALDatasetH v = GDALOpenEx(sm->label, GDAL_OF_VECTOR | GDAL_OF_READONLY, NULL, NULL, NULL);
+    GDALDatasetH v = GDALOpenEx(sm->label, GDAL_OF_VECTOR | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR, NULL, NULL, NULL);
     if (!v)
         return dp_error(DISOPT_ERR_IO, "%s: cannot open: %s", sm->label, gdal_msg());
     GDALDatasetH m = mem_window(sm, ox, oy, c, 1, GDT_Byte);
@@ -666,7 +667,7 @@ static disopt_status read_label(const dp_sample *sm, double min_area, int ox, in
             target[p] = lab[p] != 0;
         return DISOPT_OK;
     }
-    GDALDatasetH d = GDALOpenEx(sm->label, GDAL_OF_RASTER | GDAL_OF_READONLY, NULL, NULL, NULL);
+    GDALDatasetH d = GDALOpenEx(sm->label, GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR, NULL, NULL, NULL);
     if (!d)
         return dp_error(DISOPT_ERR_IO, "%s: cannot open: %s", sm->label, gdal_msg());
     disopt_status s = DISOPT_OK;
@@ -801,7 +802,8 @@ disopt_status dp_dataset_load(const dp_dataset *ds, int val, int index, int x0, 
     float *xo = o->stage == 2 ? xt : x; /* where the optical goes */
     /* the optical */
     if (s == DISOPT_OK) {
-        GDALDatasetH d = GDALOpenEx(sm->opt, GDAL_OF_RASTER | GDAL_OF_READONLY, NULL, NULL, NULL);
+        GDALDatasetH d =
+            GDALOpenEx(sm->opt, GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR, NULL, NULL, NULL);
         if (!d)
             s = dp_error(DISOPT_ERR_IO, "%s: cannot open: %s", sm->opt, gdal_msg());
         else {
@@ -811,7 +813,8 @@ disopt_status dp_dataset_load(const dp_dataset *ds, int val, int index, int x0, 
     }
     /* the SAR (stage 2) */
     if (s == DISOPT_OK && o->stage == 2) {
-        GDALDatasetH d = GDALOpenEx(sm->sar, GDAL_OF_RASTER | GDAL_OF_READONLY, NULL, NULL, NULL);
+        GDALDatasetH d =
+            GDALOpenEx(sm->sar, GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR, NULL, NULL, NULL);
         if (!d)
             s = dp_error(DISOPT_ERR_IO, "%s: cannot open: %s", sm->sar, gdal_msg());
         else {
