@@ -939,6 +939,7 @@ static void test_bad_input(void **st) {
     bad_case("cuda", "--device cuda", P("list.csv"), out, "the CUDA trainer does not exist yet");
     bad_case("unwritable output folder", "", P("list.csv"), "/proc/disopt_out.safetensors", "not writable");
     bad_case("missing output folder", "", P("list.csv"), P("no/such/dir/out.safetensors"), "does not exist");
+    bad_case("output is a folder", "", P("list.csv"), g_dir, "is not a regular file");
     /* a student passed as the teacher */
     int rc = sh("%s -q --stage distill --teacher %s " BASE " --epochs 1 %s %s 2> %s", TRAIN_TOOL,
                 P("student.safetensors"), P("list.csv"), out, P("err.txt"));

@@ -89,6 +89,9 @@ static disopt_status check_writable(const char *out) {
     VSIStatBufL st;
     if (VSIStatL(dir, &st) != 0 || !VSI_ISDIR(st.st_mode))
         return dp_error(DISOPT_ERR_IO, "output folder '%s' does not exist", dir);
+    VSIStatBufL ost;
+    if (VSIStatL(out, &ost) == 0 && !VSI_ISREG(ost.st_mode))
+        return dp_error(DISOPT_ERR_IO, "output '%s' exists and is not a regular file", out);
     char probe[4200];
     snprintf(probe, sizeof probe, "%s/.disopt_probe_%ld", dir, (long)getpid());
     FILE *f = fopen(probe, "wb");
