@@ -231,5 +231,11 @@ float dp_f16_to_f32(uint16_t h);
 float dp_bf16_to_f32(uint16_t h);
 uint16_t dp_f32_to_f16(float f);
 uint16_t dp_f32_to_bf16(float f);
+/* Raw tensors (training checkpoints: double arenas, exact bytes). The bytes are little-endian element
+ * values of dtype's size (the host order on the x86-64 / aarch64 hosts we build for); numel * size bytes. */
+disopt_status dp_st_writer_add_raw(disopt_st_writer *w, const char *name, disopt_dtype dtype, int ndim,
+                                   const int64_t *shape, const void *bytes);
+/* Reads a tensor's bytes unconverted; nbytes must equal the tensor's size. */
+disopt_status dp_st_read_raw(disopt_st *st, const disopt_st_tensor_info *t, void *dst, size_t nbytes);
 
 #endif

@@ -467,6 +467,56 @@ disopt_status disopt_st_writer_add(disopt_st_writer *w, const char *name, disopt
     return DISOPT_OK;
 }
 
+disopt_status dp_st_writer_add_raw(disopt_st_writer *w, const char *name, disopt_dtype dtype, int ndim,
+                                   const int64_t *shape, const void *bytes) {
+    if (!w || !name || (!shape && ndim > 0) || !bytes)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "writer_add_raw: NULL argument");
+    int es = dtype_size(dtype);
+    if (es == 0) return dp_error(DISOPT_ERR_UNSUPPORTED, "writer_add_raw: unknown dtype");
+    size_t numel = 1;
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0 || !dp_mul_size(numel, (size_t)shape[i], &numel))
+            return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "writer_add_raw: bad shape");
+    size_t nbytes;
+    if (!dp_mul_size(numel, (size_t)es, &nbytes))
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "writer_add_raw: too big");
+    if (w->n == w->cap) {
+        int nc = w->cap ? 2 * w->cap : 64;
+        st_wtensor *nt = realloc(w->t, (size_t)nc * sizeof *nt);
+        if (!nt) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
+        w->t = nt;
+        w->cap = nc;
+    }
+    for (int i = 0; i < w->n; i++)
+        if (strcmp(w->t[i].name, name) == 0)
+            return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "writer_add_raw: tensor '%s' added twice", name);
+    if (strcmp(name, "__metadata__") == 0) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "reserved tensor name");
+    st_wtensor *t = &w->t[w->n];
+    memset(t, 0, sizeof *t);
+    t->nbytes = nbytes;
+    t->bytes = malloc(t->nbytes ? t->nbytes : 1);
+    t->name = strdup(name);
+    if (!t->bytes || !t->name) {
+        free(t->bytes);
+        free(t->name);
+        return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    if (t->nbytes) memcpy(t->bytes, bytes, t->nbytes);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    w->n++;
+    return DISOPT_OK;
+}
+
+disopt_status dp_st_read_raw(disopt_st *st, const disopt_st_tensor_info *t, void *dst, size_t nbytes) {
+    if (!st || !t || !dst) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "dp_st_read_raw: NULL argument");
+    if (t->nbytes != (uint64_t)nbytes)
+        return dp_error(DISOPT_ERR_SHAPE, "%s: tensor '%s' holds %llu bytes, %zu wanted", st->path, t->name,
+                        (unsigned long long)t->nbytes, nbytes);
+    return st_read(st, st->data_start + t->offset, dst, nbytes);
+}
+
 /* The JSON header of the file (caller puts root). */
 static disopt_status writer_header(disopt_st_writer *w, json_object **out) {
     json_object *root = json_object_new_object();

@@ -717,10 +717,20 @@ void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *mi) {
 disopt_status dp_trainer_save(const dp_trainer *t, const char *path) {
     if (!t || !path)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
-    const dp_net *m = &t->net;
-    const dp_graph *g = &m->g;
     disopt_st_writer *w = NULL;
     DP_TRY(disopt_st_writer_create(&w));
+    disopt_status s = dp_trainer_add_state_dict(t, w);
+    if (s == DISOPT_OK)
+        s = disopt_st_writer_save(w, path);
+    disopt_st_writer_destroy(w);
+    return s;
+}
+
+disopt_status dp_trainer_add_state_dict(const dp_trainer *t, disopt_st_writer *w) {
+    if (!t || !w)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    const dp_net *m = &t->net;
+    const dp_graph *g = &m->g;
     char variant[8];
     snprintf(variant, sizeof variant, "b%d", t->cfg.model.variant);
     disopt_status s = disopt_st_writer_set_metadata(w, "arch", t->stage == 2 ? "student" : "teacher");
@@ -756,8 +766,38 @@ disopt_status dp_trainer_save(const dp_trainer *t, const char *path) {
         s = disopt_st_writer_add(w, p->key, DISOPT_DTYPE_F32, p->ndim, p->shape, data);
     }
     free(tmp);
-    if (s == DISOPT_OK)
-        s = disopt_st_writer_save(w, path);
-    disopt_st_writer_destroy(w);
     return s;
+}
+
+disopt_status dp_trainer_get_state(dp_trainer *t, dp_trainer_state *st) {
+    if (!t || !st)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    memset(st, 0, sizeof *st);
+    st->esz = t->net.esz;
+    st->params = t->net.params;
+    st->n_params = t->net.n_params;
+    st->bufs = t->net.bufs;
+    st->n_bufs = t->net.n_bufs;
+    int ns = dp_optim_state_count(&t->cfg.optim);
+    st->n_opt_state = ns > 0 ? ns : 0;
+    if (t->cfg.f64) {
+        st->opt_state = t->state64;
+        st->opt_step = &t->step64;
+    } else {
+        st->opt_state = t->opt->state;
+        st->opt_step = &t->opt->step;
+    }
+    st->rng = &t->rng;
+    st->forwards = &t->forwards;
+    return DISOPT_OK;
+}
+
+const dp_trainer_config *dp_trainer_get_config(const dp_trainer *t) { return t ? &t->cfg : NULL; }
+
+disopt_status dp_trainer_forward_eval(dp_trainer *t, const float *x) {
+    if (!t || !x)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    if (t->cfg.f64)
+        return net_forward_f64(&t->net, x, 0, 0, 0, &t->rng);
+    return net_forward_f32(&t->net, x, 0, 0, 0, &t->rng);
 }

@@ -33,6 +33,7 @@
 #include "../internal.h"
 #include "loss.h"
 #include "optim.h"
+#include "rng.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -107,5 +108,34 @@ void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *m);
  * metadata arch (teacher / student) and variant (bN), so that dp_trainer_create and the inference
  * loader read it back. */
 disopt_status dp_trainer_save(const dp_trainer *t, const char *path);
+/* The same state dict and metadata added to a caller's writer (which may add more metadata and save). */
+disopt_status dp_trainer_add_state_dict(const dp_trainer *t, disopt_st_writer *w);
+
+/* ---------------------------------------------------------------- state (checkpoints, issue 6) */
+/* Everything a training run's future depends on, as pointers into the trainer (read to save, written to
+ * restore): the parameter arena (trainable kinds, optimizer segments' layout), the BN running-statistics
+ * arena, the optimizer state (n_opt_state arrays of n_params elements back to back) and its step counter,
+ * the mask RNG, and the training forwards run (num_batches_tracked). Elements are esz bytes (float, or
+ * double with cfg.f64); alignment gaps inside the arenas are part of them (zero). */
+typedef struct dp_trainer_state {
+    size_t esz;
+    void *params;
+    size_t n_params;
+    void *bufs;
+    size_t n_bufs;
+    void *opt_state;
+    int n_opt_state;
+    int64_t *opt_step;
+    dp_rng *rng;
+    int64_t *forwards;
+} dp_trainer_state;
+disopt_status dp_trainer_get_state(dp_trainer *t, dp_trainer_state *st);
+const dp_trainer_config *dp_trainer_get_config(const dp_trainer *t);
+
+/* Forward of the trained network in eval mode (BN with running statistics, no dropout / drop-connect, no
+ * RNG draw, running statistics and num_batches_tracked untouched); x: n x in_channels x h x w of the
+ * config. The outputs are read with dp_trainer_tensor (teacher = 0): "logits" (the fused logits of a
+ * student, the logits of a teacher), "logit_sar", "logit_rgb". */
+disopt_status dp_trainer_forward_eval(dp_trainer *t, const float *x);
 
 #endif
