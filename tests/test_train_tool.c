@@ -20,6 +20,7 @@
 
 #include <cpl_conv.h>
 #include <gdal.h>
+#include <json-c/json.h>
 #include <ogr_srs_api.h>
 
 #include <math.h>
@@ -774,6 +775,28 @@ static void test_train_stages(void **st) {
     for (int p = 0; p < S * S; p++)
         assert_true(prob[p] >= 0.0f && prob[p] <= 1.0f);
     GDALClose(pd);
+    /* ... and gdal_disopt_eval scores the driver's output against the scene's footprints (issue 6's chain:
+     * stage 1, stage 2, the driver, eval); the numbers are those of a few steps of training, the test is that
+     * every metric is there and in range, with the scene's buildings counted */
+    assert_int_equal(sh("%s -q -of JSON -o %s %s %s", EVAL_TOOL, P("eval.json"), P("drv2.tif"), P("lab2.geojson")), 0);
+    {
+        char *js = slurp(P("eval.json"), NULL);
+        assert_non_null(js);
+        json_object *root = json_tokener_parse(js), *tot, *px, *bl, *v;
+        assert_non_null(root);
+        assert_true(json_object_object_get_ex(root, "total", &tot));
+        assert_true(json_object_object_get_ex(tot, "pixels", &px));
+        assert_true(json_object_object_get_ex(tot, "buildings", &bl));
+        assert_true(json_object_object_get_ex(px, "tp", &v));
+        const int64_t tp = json_object_get_int64(v);
+        assert_true(json_object_object_get_ex(px, "fn", &v));
+        assert_true(tp + json_object_get_int64(v) > 0); /* the scene has building pixels */
+        assert_true(json_object_object_get_ex(bl, "truth_polygons", &v));
+        assert_true(json_object_get_int64(v) > 0);
+        fprintf(stderr, "# eval of the trained student through the driver: %s\n", js);
+        json_object_put(root);
+        free(js);
+    }
     assert_int_equal(sh("%s -q -threads 1 -tile 64 -overlap 16 -m %s %s %s", RUN_TOOL, P("real_s.safetensors"),
                         REAL "/sar_masked.tif", P("prob_real.tif")),
                      0);
