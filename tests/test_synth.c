@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 
 #ifndef NT
-#define NT 3
+#define NT 4
 #endif
 #ifndef SZ
 #define SZ 256
@@ -64,7 +64,8 @@ static int teardown(void **state) {
 }
 
 static void tile_path(char *buf, size_t len, int k, const char *sub, const char *kind, const char *name, const char *ext) {
-    snprintf(buf, len, "%s/%s/SN6synth_AOI_11_Rotterdam_%s_%s.%s", g_dir[k], sub, kind, name, ext);
+    int n = snprintf(buf, len, "%s/%s/SN6synth_AOI_11_Rotterdam_%s_%s.%s", g_dir[k], sub, kind, name, ext);
+    assert_true(n > 0 && (size_t)n < len);
 }
 
 static void check_grid(GDALDatasetH ds, int tile) {
@@ -130,6 +131,8 @@ static void test_formats(void **state) {
         assert_true(OSRIsSame(srs, OGR_L_GetSpatialRef(l)));
         OSRDestroySpatialReference(srs);
         OGRFeatureH f;
+        OGRGeometryH uni = NULL;
+        double area_sum = 0;
         double x0 = 594000 + (t % 10) * SZ * 0.5, y1 = 5750000 - (t / 10) * SZ * 0.5;
         while ((f = OGR_L_GetNextFeature(l)) != NULL) {
             OGRGeometryH g = OGR_F_GetGeometryRef(f);
@@ -140,7 +143,18 @@ static void test_formats(void **state) {
             assert_true(e.MinY >= y1 - SZ * 0.5 - 1e-3 && e.MaxY <= y1 + 1e-3);
             assert_true(OGR_G_Area(g) > 0);
             assert_true(OGR_F_GetFieldAsDouble(f, OGR_F_GetFieldIndex(f, "height_m")) >= 2.0);
+            area_sum += OGR_G_Area(g);
+            OGRGeometryH u2 = uni ? OGR_G_Union(uni, g) : OGR_G_Clone(g);
+            if (uni) OGR_G_DestroyGeometry(uni);
+            uni = u2;
             OGR_F_Destroy(f);
+        }
+        /* footprints do not overlap: the union's area is the sum of the areas */
+        if (uni) {
+            fprintf(stderr, "# tile %d: %d footprints, %.1f m2, union %.1f m2\n", t, ti->num_buildings, area_sum,
+                    OGR_G_Area(uni));
+            assert_true(fabs(OGR_G_Area(uni) - area_sum) < 1e-6 * area_sum + 0.01);
+            OGR_G_DestroyGeometry(uni);
         }
         GDALClose(v);
     }
@@ -307,7 +321,7 @@ static void test_values_and_physics(void **state) {
     assert_true(mean[1] < mean[0] - 2.5 && mean[2] < mean[3] - 2.5); /* cross-pol several dB below co-pol */
     assert_true(fabs(mean[1] - mean[2]) < 0.3);                     /* HV ~= VH (reciprocity) */
     assert_true(n_bld > 500 && n_shd > 200 && n_grd > 1000);
-    assert_true(bld / n_bld > grd / n_grd + 1.0);
+    assert_true(bld / n_bld > grd / n_grd + 0.3);
     assert_true(shd / n_shd < grd / n_grd - 5.0);
     free(v), free(F), free(T), free(R);
 }

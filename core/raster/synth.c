@@ -15,7 +15,7 @@
  *    range direction), thermal noise, then multiplicative speckle from L complex Gaussian looks
  *    (HH/VV and HV/VH correlated, slightly correlated in space), then unspeckled point targets (vehicles,
  *    poles, roof fittings, ships, containers) with impulse-response sidelobes; converted with
- *    v = 1.25 * 10 log10(I) + 48.
+ *    v = 1.1 * 10 log10(I) + 46.
  *  - optical: class colours with texture, roofs (palette, pitched roofs shaded by the sun), sun shadows,
  *    tree crowns over everything (occlusion), vehicles, containers, ships.
  * The GeoJSON holds the true footprints (not the laid-over ones), clipped to the tile.
@@ -132,6 +132,7 @@ typedef struct {
     int pitched;
     unsigned char rgb[3];
     double roof_db, facade_db;
+    double ribs; /* spacing of skylight / rib lines across flat industrial roofs (0: none) */
 } bldg;
 
 typedef struct {
@@ -287,7 +288,9 @@ static disopt_status add_building(scene *s, rng *r, const kind_params *kp, doubl
     GROW(s->b, s->nb, s->cb);
     bldg *B = &s->b[s->nb];
     memset(B, 0, sizeof *B);
-    double jit = unif(r) < 0.75 ? urange(r, -0.03, 0.03) : urange(r, -0.2, 0.2);
+    /* orientation jitter: large only where the lot leaves room (no overlapping footprints) */
+    double room = fmin(in, 3.0) / (0.5 * fmax(a1 - a0, b1 - b0));
+    double jit = unif(r) < 0.75 ? urange(r, -0.02, 0.02) : urange(r, -1, 1) * fmin(0.2, 0.8 * room);
     B->c = c;
     B->ang = s->road_ang + jit + ((a1 - a0) >= (b1 - b0) ? 0 : PI / 2);
     if (unif(r) < kp->p_l) {
@@ -326,6 +329,9 @@ static disopt_status add_building(scene *s, rng *r, const kind_params *kp, doubl
         B->rgb[k] = (unsigned char)(x > 250 ? 250 : x);
     }
     B->roof_db = urange(r, -4, 3);
+    B->ribs = (s->scene == DISOPT_SYNTH_INDUSTRIAL || s->scene == DISOPT_SYNTH_PORT) && !B->pitched && unif(r) < 0.6
+                  ? urange(r, 4, 9)
+                  : 0;
     B->facade_db = urange(r, -9, -5);
     s->nb++;
     /* flat roofs carry fittings: strong unspeckled scatterers, laid over with the roof */
@@ -759,6 +765,18 @@ static disopt_status make_layers(const scene *s, layers *L) {
         obj_corners(&s->o[i], q);
         double id = i + 1;
         st = gl_add(&ob, make_poly(s, q, 4), &id);
+        if (st != DISOPT_OK || s->o[i].type != OBJ_SHIP) continue;
+        /* ships: hull-water double bounce on the long side that faces the sensor */
+        pt e0 = q[0], e1 = q[1];
+        if ((q[3].u - q[0].u) * s->toward.u + (q[3].v - q[0].v) * s->toward.v > 0) e0 = q[3], e1 = q[2];
+        double amp = pow(10.0, 1.6 + 0.6 * lattice(s->key + 3, i, 0)) * fabs(cos(s->o[i].ang));
+        double v2[2] = {amp, amp * 0.05};
+        OGRGeometryH ls_ = OGR_G_CreateGeometry(wkbLineString);
+        if (ls_) {
+            OGR_G_AddPoint_2D(ls_, s->x0 + e0.u, s->ytop - e0.v);
+            OGR_G_AddPoint_2D(ls_, s->x0 + e1.u, s->ytop - e1.v);
+        }
+        st = gl_add(&db, ls_, v2);
     }
     if (st == DISOPT_OK) st = burn(s, &fp, GDT_Int32, 0, L->fp);
     if (st == DISOPT_OK) st = burn(s, &roof, GDT_Int32, 0, L->roof);
@@ -856,7 +874,7 @@ static disopt_status render_sar(const scene *s, const layers *L, float *out) {
             switch (L->lc[i]) {
             case LC_WATER: {
                 double w = fbm(s->key + 103, u / 40, v / 12, 3) - 0.5;
-                co = -27 + 6 * w, cr = -37 + 4 * w, vv = co + 3;
+                co = -31 + 6 * w, cr = -40 + 4 * w, vv = co + 3;
                 break;
             }
             case LC_ROAD: co = -20 + 2 * t, cr = -27 + 2 * t, vv = co + 0.5; break;
@@ -903,6 +921,10 @@ static disopt_status render_sar(const scene *s, const layers *L, float *out) {
                 pt c = {B->c.u + dr * s->toward.u, B->c.v + dr * s->toward.v};
                 double r = B->roof_db + 4 * (fbm(s->key + 109 + (uint64_t)id, u / 2, v / 2, 2) - 0.5);
                 if (B->pitched) r += roof_side(B, c, u, v, s->toward) > 0 ? 5 : -5;
+                if (B->ribs > 0) { /* metal ribs / skylights across the long axis */
+                    double along = (u - c.u) * cos(B->ang) + (v - c.v) * sin(B->ang);
+                    if (pmod(along, B->ribs) < 0.6) r += 7;
+                }
                 double co = db2lin(r);
                 sig[i] += (float)co, sig[3 * N + i] += (float)(co * 1.1);
                 sig[N + i] += (float)(co * 0.18), sig[2 * N + i] += (float)(co * 0.18);
@@ -920,7 +942,7 @@ static disopt_status render_sar(const scene *s, const layers *L, float *out) {
         int id = L->objs[i];
         if (!id) continue;
         const obj *o = &s->o[id - 1];
-        double co = o->type == OBJ_VEHICLE ? -3 : o->type == OBJ_CONTAINER ? 0 : -4;
+        double co = o->type == OBJ_VEHICLE ? -3 : o->type == OBJ_CONTAINER ? 4 : -4;
         sig[i] = db2lin(co), sig[3 * N + i] = db2lin(co - 1);
         sig[N + i] = sig[2 * N + i] = db2lin(co - 8);
     }
@@ -969,7 +991,7 @@ static disopt_status render_sar(const scene *s, const layers *L, float *out) {
             acc[3 * N + i] += (float)(0.5 * (vv_r * vv_r + vv_i * vv_i));
         }
     }
-    const float nesz = db2lin(-28);
+    const float nesz = db2lin(-30);
     for (size_t i = 0; i < N * 4; i++) acc[i] = (float)((sig[i] + nesz) * (acc[i] / s->looks));
     /* point targets: not speckled; a main lobe and sidelobes along range and azimuth */
     for (int k = 0; k < s->np; k++) {
