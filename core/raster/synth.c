@@ -15,7 +15,7 @@
  *    range direction), thermal noise, then multiplicative speckle from L complex Gaussian looks
  *    (HH/VV and HV/VH correlated, slightly correlated in space), then unspeckled point targets (vehicles,
  *    poles, roof fittings, ships, containers) with impulse-response sidelobes; converted with
- *    v = 1.1 * 10 log10(I) + 46.
+ *    v = 1.4 * 10 log10(I) + 47.
  *  - optical: class colours with texture, roofs (palette, pitched roofs shaded by the sun), sun shadows,
  *    tree crowns over everything (occlusion), vehicles, containers, ships.
  * The GeoJSON holds the true footprints (not the laid-over ones), clipped to the tile.
@@ -328,7 +328,7 @@ static disopt_status add_building(scene *s, rng *r, const kind_params *kp, doubl
         double x = ROOF_PALETTE[pal][k] * urange(r, 0.9, 1.1);
         B->rgb[k] = (unsigned char)(x > 250 ? 250 : x);
     }
-    B->roof_db = urange(r, -4, 3);
+    B->roof_db = urange(r, -8, 0);
     B->ribs = (s->scene == DISOPT_SYNTH_INDUSTRIAL || s->scene == DISOPT_SYNTH_PORT) && !B->pitched && unif(r) < 0.6
                   ? urange(r, 4, 9)
                   : 0;
@@ -741,7 +741,7 @@ static disopt_status make_layers(const scene *s, layers *L) {
             double cphi = n.u * s->toward.u + n.v * s->toward.v;
             if (cphi <= 0.05) continue;
             double phi = acos(cphi > 1 ? 1 : cphi);
-            double amp = pow(10.0, 1.3 + 0.7 * lattice(s->key, i, k)) * (exp(-(phi / 0.2) * (phi / 0.2)) + 0.1 * cphi);
+            double amp = pow(10.0, 1.0 + 0.7 * lattice(s->key, i, k)) * (exp(-(phi / 0.2) * (phi / 0.2)) + 0.1 * cphi);
             double sx = sin(2 * phi);
             double v2[2] = {amp, amp * (0.02 + 0.15 * sx * sx)};
             OGRGeometryH ls_ = OGR_G_CreateGeometry(wkbLineString);
@@ -877,10 +877,10 @@ static disopt_status render_sar(const scene *s, const layers *L, float *out) {
                 co = -31 + 6 * w, cr = -40 + 4 * w, vv = co + 3;
                 break;
             }
-            case LC_ROAD: co = -20 + 2 * t, cr = -27 + 2 * t, vv = co + 0.5; break;
-            case LC_PAVED: co = -17 + 3 * t, cr = -24 + 3 * t, vv = co + 0.5; break;
-            case LC_BARE: co = -14 + 4 * t, cr = -20.5 + 4 * t, vv = co + 1; break;
-            default: co = -12 + 4 * t, cr = -18 + 4 * t, vv = co + 1; break;
+            case LC_ROAD: co = -20 + 2 * t, cr = -25.5 + 2 * t, vv = co + 0.5; break;
+            case LC_PAVED: co = -17 + 3 * t, cr = -22.5 + 3 * t, vv = co + 0.5; break;
+            case LC_BARE: co = -14 + 4 * t, cr = -19 + 4 * t, vv = co + 1; break;
+            default: co = -12 + 4 * t, cr = -16.5 + 4 * t, vv = co + 1; break;
             }
             if (L->tree[i] > 0) { /* volume scattering: cross-pol only ~6 dB below co-pol */
                 double c = fbm(s->key + 107, u / 3, v / 3, 3) - 0.5;
@@ -951,7 +951,7 @@ static disopt_status render_sar(const scene *s, const layers *L, float *out) {
     rng r = rng_make(s->key, (uint64_t)s->index, 3);
     float *acc = out;
     memset(acc, 0, N * 4 * sizeof *acc);
-    const double rho_co = 0.6, rho_x = 0.95;
+    const double rho_co = 0.6, rho_x = 0.85;
     for (int l = 0; l < s->looks; l++) {
         for (size_t i = 0; i < N * 4; i++) {
             double a, b;
@@ -991,7 +991,7 @@ static disopt_status render_sar(const scene *s, const layers *L, float *out) {
             acc[3 * N + i] += (float)(0.5 * (vv_r * vv_r + vv_i * vv_i));
         }
     }
-    const float nesz = db2lin(-30);
+    const float nesz = db2lin(-25);
     for (size_t i = 0; i < N * 4; i++) acc[i] = (float)((sig[i] + nesz) * (acc[i] / s->looks));
     /* point targets: not speckled; a main lobe and sidelobes along range and azimuth */
     for (int k = 0; k < s->np; k++) {
