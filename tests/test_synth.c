@@ -433,6 +433,8 @@ static void test_errors_and_tool(void **state) {
     assert_int_equal(sh("%s --version > /dev/null", DISOPT_SYNTH_TOOL), 0);
     assert_int_equal(WEXITSTATUS(sh("%s --tiles x --out /tmp/y 2>/dev/null", DISOPT_SYNTH_TOOL)), 2);
     assert_int_equal(WEXITSTATUS(sh("%s --bogus 2>/dev/null", DISOPT_SYNTH_TOOL)), 2);
+    assert_int_equal(WEXITSTATUS(sh("%s -q --tiles 0 --out /tmp/y 2>/dev/null", DISOPT_SYNTH_TOOL)), 2);
+    assert_int_equal(WEXITSTATUS(sh("%s -q --out 2>/dev/null", DISOPT_SYNTH_TOOL)), 2);
     assert_int_equal(WEXITSTATUS(sh("%s -q --tiles 1 --size 32 --out /proc/disopt_no/such 2>/dev/null",
                                     DISOPT_SYNTH_TOOL)), 1);
     char d[400];

@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
         } else if (EQUAL(a, "--seed") && more) {
             char *end;
             const char *s = argv[++i];
-            o.seed = strtoull(s, &end, 0);
+            o.seed = strtoull(s, &end, 10);
             if (!*s || *end || *s == '-') rc = 2;
         } else if (EQUAL(a, "--split") && more) {
             char **t = CSLTokenizeString2(argv[++i], ",", 0);
@@ -134,10 +134,14 @@ int main(int argc, char **argv) {
         if (!ti) {
             CPLError(CE_Failure, CPLE_OutOfMemory, "out of memory");
             rc = 1;
-        } else if (disopt_synth_generate(out, &o, quiet ? NULL : GDALTermProgress, NULL, ti) != DISOPT_OK) {
-            CPLError(CE_Failure, CPLE_AppDefined, "%s", disopt_last_error());
-            rc = 1;
         } else {
+            disopt_status st = disopt_synth_generate(out, &o, quiet ? NULL : GDALTermProgress, NULL, ti);
+            if (st != DISOPT_OK) {
+                CPLError(CE_Failure, CPLE_AppDefined, "%s", disopt_last_error());
+                rc = st == DISOPT_ERR_INVALID_ARGUMENT ? 2 : 1; /* a bad option value is a usage error */
+            }
+        }
+        if (rc < 0) {
             rc = 0;
             if (!quiet) {
                 int total = 0, south = 0;

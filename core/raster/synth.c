@@ -1173,15 +1173,9 @@ static disopt_status write_geojson(const scene *s, const char *path, int *count)
     if (st == DISOPT_OK && !clip) st = dp_error(DISOPT_ERR_INTERNAL, "synth: OGR could not build a geometry");
     for (int i = 0; st == DISOPT_OK && i < s->nb; i++) {
         const bldg *B = &s->b[i];
-        int inside = 1, outside = 1;
-        for (int k = 0; k < B->npoly; k++) {
-            int in = B->poly[k].u > 0 && B->poly[k].v > 0 && B->poly[k].u < s->W && B->poly[k].v < s->W;
-            inside &= in;
-            outside &= (B->poly[k].u <= 0 || B->poly[k].v <= 0 || B->poly[k].u >= s->W || B->poly[k].v >= s->W);
-        }
-        if (outside) {
-            /* all corners outside may still cross a corner of the tile; the intersection decides */
-        }
+        int inside = 1; /* else clipped (a polygon with every corner outside may still cross the tile) */
+        for (int k = 0; k < B->npoly; k++)
+            inside &= B->poly[k].u > 0 && B->poly[k].v > 0 && B->poly[k].u < s->W && B->poly[k].v < s->W;
         OGRGeometryH g = make_poly(s, B->poly, B->npoly);
         if (!g) {
             st = dp_error(DISOPT_ERR_INTERNAL, "synth: OGR could not build a geometry");
