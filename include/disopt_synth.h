@@ -73,7 +73,7 @@ DISOPT_API disopt_status disopt_synth_generate(const char *out_dir, const disopt
 /* SAR value mapping used by the generator: v = DISOPT_SYNTH_DB_SCALE * 10 log10(I) + DISOPT_SYNTH_DB_OFFSET,
  * clamped to [DISOPT_SYNTH_MIN_VALUE, DISOPT_SYNTH_MAX_VALUE]; 0 is nodata. */
 #define DISOPT_SYNTH_DB_SCALE 1.4
-#define DISOPT_SYNTH_DB_OFFSET 47.0
+#define DISOPT_SYNTH_DB_OFFSET 48.0
 #define DISOPT_SYNTH_MIN_VALUE 0.01
 #define DISOPT_SYNTH_MAX_VALUE 92.0
 

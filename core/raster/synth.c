@@ -15,7 +15,7 @@
  *    range direction), thermal noise, then multiplicative speckle from L complex Gaussian looks
  *    (HH/VV and HV/VH correlated, slightly correlated in space), then unspeckled point targets (vehicles,
  *    poles, roof fittings, ships, containers) with impulse-response sidelobes; converted with
- *    v = 1.4 * 10 log10(I) + 47.
+ *    v = 1.4 * 10 log10(I) + 48.
  *  - optical: class colours with texture, roofs (palette, pitched roofs shaded by the sun), sun shadows,
  *    tree crowns over everything (occlusion), vehicles, containers, ships.
  * The GeoJSON holds the true footprints (not the laid-over ones), clipped to the tile.
@@ -888,6 +888,22 @@ static disopt_status render_sar(const scene *s, const layers *L, float *out) {
             }
             sig[i] = db2lin(co), sig[N + i] = db2lin(cr), sig[2 * N + i] = db2lin(cr), sig[3 * N + i] = db2lin(vv);
         }
+    /* trees shadow the ground behind them (away from the sensor) over about h tan(inc) / 2 */
+    for (int k = 0; k < s->nt; k++) {
+        const tree *t = &s->t[k];
+        double off = 0.5 * t->h * tan(s->inc);
+        pt c = {t->c.u - off * s->toward.u, t->c.v - off * s->toward.v};
+        double rad = t->r + 0.5 * off;
+        int x0 = (int)floor((c.u - t->r) / s->res), x1 = (int)ceil((c.u + t->r) / s->res);
+        int y0 = (int)floor((c.v - rad) / s->res), y1 = (int)ceil((c.v + rad) / s->res);
+        for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < S; y++)
+            for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < S; x++) {
+                double du = ((x + 0.5) * s->res - c.u) / t->r, dv = ((y + 0.5) * s->res - c.v) / rad;
+                size_t i = (size_t)y * S + x;
+                if (du * du + dv * dv > 1 || L->tree[i] > 0 || L->fp[i]) continue;
+                for (int ch = 0; ch < 4; ch++) sig[ch * N + i] *= 0.12f;
+            }
+    }
     /* radar shadow and hidden ground, then facades and roofs laid over, then double bounce */
     for (size_t i = 0; i < N; i++)
         if (L->dark[i])
@@ -1081,6 +1097,7 @@ static void render_optical(const scene *s, const layers *L, unsigned char *out) 
                 c[0] = 44 * k, c[1] = 74 * k, c[2] = 38 * k;
             }
             double nz = (unif(&r) - 0.5) * 8;
+            c[2] += 9; /* haze: the real PS-RGB tile is bluer (band means 94 / 97 / 90) */
             for (int m = 0; m < 3; m++) out[m * N + i] = clamp_byte(c[m] + nz);
         }
     /* tree shadows: a disc offset along the sun-shadow direction, on ground pixels outside crowns */
