@@ -39,7 +39,7 @@ typedef enum disopt_synth_split {
 
 typedef struct disopt_synth_options {
     int num_tiles;       /* default 8 */
-    int size;            /* tile width = height in pixels, default 900 */
+    int size;            /* tile width = height in pixels, 32..4096, default 900 */
     double res;          /* metres per pixel, default 0.5 */
     uint64_t seed;       /* default 1 */
     double split[3];     /* train, val, test fractions (sum 1), default 0.7, 0.15, 0.15 */

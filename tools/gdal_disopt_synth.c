@@ -24,7 +24,7 @@ static int usage(int rc) {
             "  --out DIR       where to write SAR-Intensity/, PS-RGB/, geojson_buildings/, tiles.csv,\n"
             "                  SAR_orientations.txt (created as needed)\n"
             "  --tiles N       number of tiles (default 8)\n"
-            "  --size PX       tile width and height in pixels (default 900)\n"
+            "  --size PX       tile width and height in pixels, 32..4096 (default 900)\n"
             "  --res M         pixel size in metres (default 0.5)\n"
             "  --seed S        random seed, an unsigned 64-bit integer (default 1); same seed, same bytes\n"
             "  --split A,B,C   train, val, test fractions (default 0.7,0.15,0.15)\n"

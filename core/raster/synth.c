@@ -1362,8 +1362,8 @@ disopt_status disopt_synth_generate(const char *out_dir, const disopt_synth_opti
     if (!out_dir || !o) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "synth: NULL argument");
     if (o->num_tiles < 1 || o->num_tiles > 1000000)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "synth: tiles must be in 1..1000000, not %d", o->num_tiles);
-    if (o->size < 32 || o->size > 8192)
-        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "synth: size must be in 32..8192, not %d", o->size);
+    if (o->size < 32 || o->size > 4096) /* about 150 bytes of working memory per pixel */
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "synth: size must be in 32..4096, not %d", o->size);
     if (!(o->res >= 0.1 && o->res <= 5))
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "synth: resolution must be in 0.1..5 m, not %g", o->res);
     double sum = o->split[0] + o->split[1] + o->split[2];
