@@ -446,6 +446,12 @@ static void test_errors_and_tool(void **state) {
     assert_int_equal(sh("%s --stats %s/SAR-Intensity/SN6synth_AOI_11_Rotterdam_SAR-Intensity_%s.tif --sn6 > /dev/null",
                         DISOPT_SYNTH_TOOL, d, g_info[0][0].name), 0);
     sh("rm -rf '%s'", d);
+    /* a relative --out whose folders do not exist yet (GDAL 3.6's VSIMkdirRecursive failed on it) */
+    assert_int_equal(sh("mkdir -p '%s' && cd '%s' && %s -q --tiles 1 --size 32 --out rel/nested", d, d, DISOPT_SYNTH_TOOL),
+                     0);
+    snprintf(q, sizeof q, "%s/rel/nested/tiles.csv", d);
+    assert_int_equal(access(q, R_OK), 0);
+    sh("rm -rf '%s'", d);
 }
 
 int main(void) {

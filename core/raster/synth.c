@@ -20,6 +20,7 @@
  *    tree crowns over everything (occlusion), vehicles, containers, ships.
  * The GeoJSON holds the true footprints (not the laid-over ones), clipped to the tile.
  */
+#define _LARGEFILE64_SOURCE 1 /* VSIStatBufL is struct stat64 */
 #include "disopt_synth.h"
 
 #include "internal.h"
@@ -1272,9 +1273,26 @@ static void strip_id(uint64_t seed, int strip, char *buf, size_t len) {
     snprintf(buf, len, "%s_%s", s0, s1);
 }
 
+static int is_dir(const char *p) {
+    VSIStatBufL st;
+    return VSIStatL(p, &st) == 0 && VSI_ISDIR(st.st_mode);
+}
+
+/* dir and every missing folder above it, one component at a time (GDAL 3.6's VSIMkdirRecursive fails on a
+ * relative path whose first component is missing) */
 static disopt_status mkdir_p(const char *dir) {
-    /* VSIMkdirRecursive succeeds when the directory exists already */
-    if (VSIMkdirRecursive(dir, 0755) != 0) return dp_error(DISOPT_ERR_IO, "synth: cannot create directory %s", dir);
+    char buf[4096];
+    const size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof buf) return dp_error(DISOPT_ERR_IO, "synth: bad directory name '%s'", dir);
+    memcpy(buf, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        const char c = buf[i];
+        buf[i] = '\0';
+        if (!is_dir(buf) && VSIMkdir(buf, 0755) != 0 && !is_dir(buf))
+            return dp_error(DISOPT_ERR_IO, "synth: cannot create directory %s", buf);
+        buf[i] = c;
+    }
     return DISOPT_OK;
 }
 
