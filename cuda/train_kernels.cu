@@ -27,21 +27,10 @@
 
 namespace {
 
-#ifndef DPTK_HOST_CHECK
-constexpr int TPB = 256;
-#endif
+#include "train_launch.h"
+
 constexpr size_t RED_CHUNK = 16384; // elements of a channel per reduction block
 
-#ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
-inline unsigned blocks_for(size_t n) {
-    size_t b = (n + TPB - 1) / TPB;
-    if (b == 0) b = 1;
-    return (unsigned)(b > 65535u * 64u ? 65535u * 64u : b);
-}
-
-#endif
-#define GRID_LOOP(i, total)                                                                                    \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
 
 // float operations rounded on their own
 __host__ __device__ inline float rmul(float a, float b) {
@@ -465,10 +454,7 @@ __host__ __device__ inline void e_drop_connect(size_t i, size_t per, float keep,
 
 #ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
 // ------------------------------------------------------------------ the kernels: grid-stride loops over the bodies
-// K(body, (params), (args)) defines __global__ k_body(size_t total, params) running body(i, args) for i < total
-#define K(body, params, args)                                                                                  \
-    __global__ void k_##body(size_t total, DPTK_UNPAREN params) { GRID_LOOP(i, total) body(i, DPTK_UNPAREN args); }
-#define DPTK_UNPAREN(...) __VA_ARGS__
+// K: train_launch.h
 
 K(c_fin_sum, (const double *part, int parts, float *out, int acc, double div), (part, parts, out, acc, div))
 K(c_bn_fin_mean, (const double *part, int parts, size_t M, double *mean), (part, parts, M, mean))
@@ -516,23 +502,7 @@ K(e_drop_connect, (size_t per, float keep, const uint8_t *mask, const float *x, 
 #endif
 } // namespace
 
-// RUN(n, body, args...): body(i, args) for i < n: a launch of k_body on the stream, or (DPTK_HOST_CHECK) a loop on
-// the host over host memory
-#ifdef DPTK_HOST_CHECK
-#define RUN(n, body, ...)                                                                                      \
-    do {                                                                                                       \
-        (void)stream;                                                                                          \
-        for (size_t i_ = 0; i_ < (size_t)(n); i_++) body(i_, __VA_ARGS__);                                    \
-        return 0;                                                                                              \
-    } while (0)
-#else
-#define RUN(n, body, ...)                                                                                      \
-    do {                                                                                                       \
-        if ((n) == 0) return 0;                                                                                \
-        k_##body<<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>((size_t)(n), __VA_ARGS__);                   \
-        return (int)cudaGetLastError();                                                                        \
-    } while (0)
-#endif
+// RUN: train_launch.h
 
 extern "C" {
 

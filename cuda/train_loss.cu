@@ -19,18 +19,11 @@
 
 namespace {
 
-constexpr int TPB = 256;
+#include "train_launch.h"
+
 constexpr int LOSS_MAX_BLOCKS = 512;
 
-#define GRID_LOOP(i, total)                                                                                    \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
-
 #ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
-inline unsigned blocks_for(size_t n) {
-    size_t b = (n + TPB - 1) / TPB;
-    if (b == 0) b = 1;
-    return (unsigned)(b > 65535u * 64u ? 65535u * 64u : b);
-}
 
 __device__ inline double block_sum(double v, double *sh) {
     sh[threadIdx.x] = v;
@@ -295,10 +288,7 @@ __host__ __device__ inline void optim_one(size_t t, const dptk_optim_args &a, co
 }
 
 #ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
-// the element-wise kernels: grid-stride loops over the bodies (train_kernels.cu's K)
-#define K(body, params, args)                                                                                  \
-    __global__ void k_##body(size_t total, DPTK_UNPAREN params) { GRID_LOOP(i, total) body(i, DPTK_UNPAREN args); }
-#define DPTK_UNPAREN(...) __VA_ARGS__
+// the element-wise kernels: grid-stride loops over the bodies (K: train_launch.h)
 
 K(dropout_mask_block, (uint64_t seed, uint64_t counter, double keep, size_t n, uint8_t *mask),
   (seed, counter, keep, n, mask))
@@ -313,22 +303,7 @@ K(optim_one, (dptk_optim_args a, const dptk_seg *seg, int n_seg, size_t n, float
 #endif
 } // namespace
 
-// RUN(n, body, args...): body(i, args) for i < n: a launch of k_body, or (DPTK_HOST_CHECK) a loop on the host
-#ifdef DPTK_HOST_CHECK
-#define RUN(n, body, ...)                                                                                      \
-    do {                                                                                                       \
-        (void)stream;                                                                                          \
-        for (size_t i_ = 0; i_ < (size_t)(n); i_++) body(i_, __VA_ARGS__);                                    \
-        return 0;                                                                                              \
-    } while (0)
-#else
-#define RUN(n, body, ...)                                                                                      \
-    do {                                                                                                       \
-        if ((n) == 0) return 0;                                                                                \
-        k_##body<<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>((size_t)(n), __VA_ARGS__);                   \
-        return (int)cudaGetLastError();                                                                        \
-    } while (0)
-#endif
+// RUN: train_launch.h
 
 extern "C" {
 
