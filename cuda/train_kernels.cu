@@ -32,35 +32,7 @@ namespace {
 constexpr size_t RED_CHUNK = 16384; // elements of a channel per reduction block
 
 
-// float operations rounded on their own
-__host__ __device__ inline float rmul(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fmul_rn(a, b);
-#else
-    return a * b;
-#endif
-}
-__host__ __device__ inline float radd(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fadd_rn(a, b);
-#else
-    return a + b;
-#endif
-}
-__host__ __device__ inline float rsub(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fsub_rn(a, b);
-#else
-    return a - b;
-#endif
-}
-__host__ __device__ inline float rdiv(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fdiv_rn(a, b);
-#else
-    return a / b;
-#endif
-}
+// rmul / radd / rsub / rdiv: train_launch.h
 
 #ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
 // sum of v over the block (blockDim.x a power of two <= TPB); every thread gets the result

@@ -1,4 +1,4 @@
-// train_launch.h - launch helpers shared by the training kernels (train_kernels.cu, train_loss.cu); internal,
+// train_launch.h - launch helpers and rounded float operations shared by the training kernels (train_kernels.cu, train_loss.cu); internal,
 // included inside each file's anonymous namespace.
 //  - K(body, (params), (args)) defines __global__ k_body(size_t total, params), a grid-stride loop running
 //    body(i, args) for i < total (device builds only);
@@ -11,6 +11,38 @@ constexpr int TPB = 256;
 
 #define GRID_LOOP(i, total)                                                                                    \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+
+// float operations rounded on their own: the intrinsics on the device, plain on the host (uncontracted: the
+// host code is compiled with -ffp-contract=off), where the __host__ __device__ bodies are checked too
+// (tests/test_cuda_train_host.c)
+__host__ __device__ inline float rmul(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+__host__ __device__ inline float radd(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+__host__ __device__ inline float rsub(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+__host__ __device__ inline float rdiv(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
 
 #ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
 inline unsigned blocks_for(size_t n) {

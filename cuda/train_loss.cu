@@ -38,30 +38,7 @@ __device__ inline double block_sum(double v, double *sh) {
 }
 
 #endif
-// float operations rounded on their own: the intrinsics on the device, plain (uncontracted: the module is
-// compiled with -ffp-contract=off) on the host, where the __host__ __device__ bodies below are checked too
-// (tests/test_cuda_train_host.c)
-__host__ __device__ inline float o_mul(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fmul_rn(a, b);
-#else
-    return a * b;
-#endif
-}
-__host__ __device__ inline float o_add(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fadd_rn(a, b);
-#else
-    return a + b;
-#endif
-}
-__host__ __device__ inline float o_div(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fdiv_rn(a, b);
-#else
-    return a / b;
-#endif
-}
+// rmul / radd / rdiv (train_launch.h); the square root rounded on its own:
 __host__ __device__ inline float o_sqrt(float a) {
 #ifdef __CUDA_ARCH__
     return __fsqrt_rn(a);
@@ -94,7 +71,7 @@ __host__ __device__ inline void dropout_mask_block(size_t b, uint64_t seed, uint
 __host__ __device__ inline uint8_t drop_connect_one(uint64_t seed, uint64_t counter, float keep, size_t i) {
     uint32_t w[4];
     philox_block(seed, counter + i / 4, w);
-    return (uint8_t)floorf(o_add(keep, u01(w[i % 4])));
+    return (uint8_t)floorf(radd(keep, u01(w[i % 4])));
 }
 
 __host__ __device__ inline void e_drop_connect_mask(size_t i, uint64_t seed, uint64_t counter, float keep,
@@ -265,25 +242,25 @@ __host__ __device__ inline void optim_one(size_t t, const dptk_optim_args &a, co
     const int dec = seg[lo].decay ? 1 : 0;
     if (!a.adamw) {
         float d = g[i];
-        if (a.use_wd[dec]) d = o_add(d, o_mul(a.wd[dec], p[i]));
+        if (a.use_wd[dec]) d = radd(d, rmul(a.wd[dec], p[i]));
         if (a.use_mom) {
             float b;
             if (a.first) b = d;
-            else b = o_add(o_mul(st[i], a.mom), o_mul(a.damp1, d));
+            else b = radd(rmul(st[i], a.mom), rmul(a.damp1, d));
             st[i] = b;
-            d = a.nesterov ? o_add(d, o_mul(a.mom, b)) : b;
+            d = a.nesterov ? radd(d, rmul(a.mom, b)) : b;
         }
-        p[i] = o_add(p[i], o_mul(a.neg_lr, d));
+        p[i] = radd(p[i], rmul(a.neg_lr, d));
     } else {
         float *m = st, *v = st + n;
         const float gi = g[i];
-        const float pi = o_mul(p[i], a.shrink[dec]);
-        const float mi = o_add(o_mul(m[i], a.b1), o_mul(a.one_b1, gi));
-        const float vi = o_add(o_mul(v[i], a.b2), o_mul(o_mul(a.one_b2, gi), gi));
+        const float pi = rmul(p[i], a.shrink[dec]);
+        const float mi = radd(rmul(m[i], a.b1), rmul(a.one_b1, gi));
+        const float vi = radd(rmul(v[i], a.b2), rmul(rmul(a.one_b2, gi), gi));
         m[i] = mi;
         v[i] = vi;
-        const float denom = o_add(o_div(o_sqrt(vi), a.bc2_sqrt), a.eps);
-        p[i] = o_add(pi, o_div(o_mul(a.neg_step, mi), denom));
+        const float denom = radd(rdiv(o_sqrt(vi), a.bc2_sqrt), a.eps);
+        p[i] = radd(pi, rdiv(rmul(a.neg_step, mi), denom));
     }
 }
 
