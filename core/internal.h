@@ -185,6 +185,10 @@ typedef struct dp_backend_vtable {
      * The model then skips its host-side scan of the input. */
     disopt_status (*upload_checked)(dp_backend *b, const dp_tview *dst, const float *src);
     disopt_status (*nonfinite_result)(dp_backend *b, unsigned long long *count);
+    /* Optional: channels [c0, c0 + nc) of every image of src into dst (n x nc x h x w float32, NCHW),
+     * without the rest (the probability of the building class out of the softmax: half of what
+     * download moves, and no host-side copy). */
+    disopt_status (*download_planes)(dp_backend *b, float *dst, const dp_tview *src, int c0, int nc);
     unsigned caps;      /* DP_CAP_* */
 } dp_backend_vtable;
 
@@ -202,7 +206,7 @@ disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_bac
  * engine dlopens when a caller asks for CUDA, so that the library and the GDAL plugin load and run
  * on machines without the CUDA libraries. The module reports errors through the host's functions
  * (one thread-local message, the core's). */
-#define DP_CUDA_ABI 3
+#define DP_CUDA_ABI 4
 typedef struct dp_cuda_host {
     int abi;
     disopt_status (*error)(disopt_status s, const char *fmt, ...) DP_PRINTF(2, 3);

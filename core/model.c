@@ -862,7 +862,10 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
             dp_tview v = view_of(m, outs[i].t);
             s = be->vt->download(be, outs[i].dst, &v);
         }
-    if (s == DISOPT_OK && o->probability) {
+    if (s == DISOPT_OK && o->probability && be->vt->download_planes) {
+        dp_tview v = view_of(m, sm);
+        s = be->vt->download_planes(be, o->probability, &v, g->num_classes > 1 ? 1 : 0, 1);
+    } else if (s == DISOPT_OK && o->probability) {
         dp_tview v = view_of(m, sm);
         size_t hw = (size_t)h * w;
         int K = g->num_classes;

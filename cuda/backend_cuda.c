@@ -239,6 +239,29 @@ static disopt_status cu_download(dp_backend *b, float *dst, const dp_tview *src)
     return DISOPT_OK;
 }
 
+/* channels [c0, c0 + nc) of each image: one strided copy (after the half -> float32 conversion of
+ * the whole tensor on the device, which costs a fraction of what the copy saves) */
+static disopt_status cu_download_planes(dp_backend *b, float *dst, const dp_tview *src, int c0, int nc) {
+    cu_backend *cb = (cu_backend *)b;
+    if (c0 < 0 || nc < 1 || c0 + nc > src->c)
+        return cb->host->error(DISOPT_ERR_INTERNAL, "cuda: planes %d+%d of %d channels", c0, nc, src->c);
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    const size_t hw = (size_t)src->h * src->w, n = (size_t)src->n * src->c * hw;
+    const char *from = src->data;
+    if (cb->dt != DPK_F32) {
+        disopt_status s = stage_reserve(cb, n * sizeof(float));
+        if (s != DISOPT_OK) return s;
+        K_TRY(cb, dpk_to_f32(cb->stream, cb->dt, cb->stage, src->data, n), "download conversion");
+        from = (const char *)cb->stage;
+    }
+    const size_t row = (size_t)nc * hw * sizeof(float), pitch = (size_t)src->c * hw * sizeof(float);
+    CU_TRY(cb, cudaMemcpy2DAsync(dst, row, from + (size_t)c0 * hw * sizeof(float), pitch, row, (size_t)src->n,
+                                 cudaMemcpyDeviceToHost, cb->stream),
+           "download");
+    CU_TRY(cb, cudaStreamSynchronize(cb->stream), "download");
+    return DISOPT_OK;
+}
+
 static int is_depthwise(const dp_conv_params *c) { return c->groups > 1 && c->groups == c->cin && c->groups == c->cout; }
 
 static void cu_release(dp_backend *b, dp_node *node) {
@@ -669,6 +692,7 @@ static const dp_backend_vtable CUDA_VT = {
     cu_prepare, cu_release, cu_workspace, cu_run, cu_sync, cu_run_conv_gap,
     cu_graph_begin, cu_graph_end, cu_graph_launch, cu_graph_destroy,
     cu_host_alloc, cu_host_free, cu_upload_checked, cu_nonfinite_result,
+    cu_download_planes,
     DP_CAP_DW_PRE_ACT,
 };
 

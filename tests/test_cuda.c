@@ -369,6 +369,85 @@ static void test_model_replay(void **s) {
     disopt_engine_destroy(cpu);
 }
 
+/* A full batch (32 windows of 512 x 512, the driver's batch) gives every image what it gives that
+ * image alone, in FP32 and FP16, and image 0 matches the CPU backend: no index, grid or batch
+ * stride of a kernel may depend on the batch size. */
+static void test_batch32(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    char path[256];
+    make_student_b3(path, sizeof path, "cuda_b32");
+    const int N = 32, H = 512, W = 512;
+    const size_t hw = (size_t)H * W, per_in = 4 * hw, per_l = 2 * hw;
+    float *x = rnd((size_t)N * per_in, 0, 60), *lb = malloc((size_t)N * per_l * 4), *l1 = malloc(per_l * 4),
+          *lc = malloc(per_l * 4);
+    assert_non_null(lb);
+    disopt_engine *cpu;
+    disopt_model *mc;
+    assert_int_equal(disopt_engine_create(NULL, &cpu), DISOPT_OK);
+    assert_int_equal(disopt_model_load(cpu, path, &mc), DISOPT_OK);
+    assert_int_equal(disopt_model_normalize(mc, x, N, H, W), DISOPT_OK);
+    disopt_outputs oc = {lc, NULL, NULL, NULL, NULL, 0};
+    assert_int_equal(disopt_model_infer(mc, x, 1, 4, H, W, &oc), DISOPT_OK);
+    disopt_engine *engs[2] = {g_cuda, g_half[0]};
+    for (int k = 0; k < 2; k++) {
+        if (!engs[k]) continue;
+        disopt_model *m;
+        assert_int_equal(disopt_model_load(engs[k], path, &m), DISOPT_OK);
+        for (size_t i = 0; i < (size_t)N * per_l; i++) lb[i] = NAN; /* poisoned */
+        disopt_outputs ob = {lb, NULL, NULL, NULL, NULL, 0}, o1 = {l1, NULL, NULL, NULL, NULL, 0};
+        if (disopt_model_infer(m, x, N, 4, H, W, &ob) != DISOPT_OK) fail_msg("%s", disopt_last_error());
+        double worst = 0;
+        for (int b = 0; b < N; b++) {
+            if (disopt_model_infer(m, x + (size_t)b * per_in, 1, 4, H, W, &o1) != DISOPT_OK)
+                fail_msg("%s", disopt_last_error());
+            worst = fmax(worst, nerr(lb + (size_t)b * per_l, l1, per_l));
+        }
+        const double ec = nerr(lb, lc, per_l);
+        printf("# %s batch 32 vs one by one: worst image %.3g; image 0 vs CPU FP32: %.3g\n", k ? "FP16" : "FP32",
+               worst, ec);
+        assert_true(worst < (k ? 2e-2 : 1e-4));
+        assert_true(ec < (k ? 5e-2 : 1e-4));
+        disopt_model_destroy(m);
+    }
+    disopt_model_destroy(mc);
+    disopt_engine_destroy(cpu);
+    remove(path);
+    free(x); free(lb); free(l1); free(lc);
+}
+
+/* The probability output in the half modes is the softmax's building plane (channel 1) of every
+ * image, as the same run's logits say: p = 1 / (1 + exp(l0 - l1)), to the storage's rounding. */
+static void test_probability_half(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    char path[256];
+    make_student_b3(path, sizeof path, "cuda_prob");
+    for (int k = 0; k < 2; k++) {
+        if (!g_half[k]) continue;
+        disopt_model *m;
+        assert_int_equal(disopt_model_load(g_half[k], path, &m), DISOPT_OK);
+        const int N = 3, H = 64, W = 64;
+        const size_t hw = (size_t)H * W;
+        float *x = rnd((size_t)N * 4 * hw, 0, 60), *l = malloc((size_t)N * 2 * hw * 4), *p = malloc((size_t)N * hw * 4);
+        assert_int_equal(disopt_model_normalize(m, x, N, H, W), DISOPT_OK);
+        for (size_t i = 0; i < (size_t)N * hw; i++) p[i] = -1.0f; /* poisoned */
+        disopt_outputs o = {l, p, NULL, NULL, NULL, 0};
+        if (disopt_model_infer(m, x, N, 4, H, W, &o) != DISOPT_OK) fail_msg("%s", disopt_last_error());
+        double e = 0;
+        for (int b = 0; b < N; b++)
+            for (size_t i = 0; i < hw; i++) {
+                const double l0 = l[(size_t)b * 2 * hw + i], l1 = l[((size_t)b * 2 + 1) * hw + i];
+                e = fmax(e, fabs(p[(size_t)b * hw + i] - 1.0 / (1.0 + exp(l0 - l1))));
+            }
+        printf("# %s probability vs the logits' softmax: max abs %.3g\n", k ? "BF16" : "FP16", e);
+        assert_true(e < (k ? 2e-2 : 3e-3));
+        free(x); free(l); free(p);
+        disopt_model_destroy(m);
+    }
+    remove(path);
+}
+
 /* Pinned host buffers work as inputs and outputs, NaN/Inf are found on the device with the
  * location of the first one, and the model runs normally after such a refusal. */
 static void test_input_check_pinned(void **s) {
@@ -436,6 +515,8 @@ int main(void) {
         cmocka_unit_test(test_bad_device),
         cmocka_unit_test(test_model_replay),
         cmocka_unit_test(test_input_check_pinned),
+        cmocka_unit_test(test_probability_half),
+        cmocka_unit_test(test_batch32),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -142,7 +142,7 @@ for scene in ${SCENES:-sar small iid}; do
   run "$scene cpu" "$G/bin/gdal_translate" "${base[@]}" -co DEVICE=CPU "$src" "$W/${scene}_cpu.tif"
   say "a. $scene CPU FP32 b1: ${SECS} s (rc $RC)"
   run "$scene cpu envi" "$G/bin/gdal_translate" -q -of ENVI "$W/${scene}_cpu.tif" "$W/${scene}_cpu.raw"
-  if [ "$SKIP_CUDA" = 1 ]; then cases="CPU:FP32:8"; else cases="CUDA:FP32:1 CUDA:FP32:8 CUDA:FP16:1 CUDA:FP16:8"; fi
+  if [ "$SKIP_CUDA" = 1 ]; then cases="CPU:FP32:8"; else cases=${SMALLCASES:-"CUDA:FP32:1 CUDA:FP32:8 CUDA:FP32:32 CUDA:FP16:1 CUDA:FP16:8 CUDA:FP16:32"}; fi
   for c in $cases; do
     IFS=: read -r dev prec bs <<< "$c"; tag=${scene}_${dev}_${prec}_b${bs}
     run "$tag" "$G/bin/gdal_translate" "${base[@]}" -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs "$src" "$W/$tag.tif"
@@ -204,13 +204,16 @@ PLUGS="cur"; [ -n "${OLD_PLUGIN_DIR:-}" ] && [ -f "$OLD_PLUGIN_DIR/gdal_BUILDING
 for c0 in $cases; do for plug in $PLUGS; do
   c=$c0
   if [ $plug = old ]; then export GDAL_DRIVER_PATH=$OLD_PLUGIN_DIR; else export GDAL_DRIVER_PATH=$G/plugins; fi
-  IFS=: read -r dev prec bs <<< "$c"
+  IFS=: read -r dev prec bs nt <<< "$c"
+  # a fourth field "nt": the run with --config GDAL_NUM_THREADS ALL_CPUS (GTiff then decodes the
+  # source's tiles in threads too)
+  XCFG=""; [ "${nt:-}" = nt ] && XCFG="--config GDAL_NUM_THREADS ALL_CPUS"
   if [ $(( $(elapsed) + last + 10 )) -gt "$BUDGET" ]; then say "b. $plug $dev $prec b$bs skipped: $(elapsed) s used of BUDGET=$BUDGET"; continue; fi
   rm -f "$W/big_out.tif"
   # through measure.py: wall time, peak RSS of gdal_translate, GPU busy fraction (nvidia-smi samples)
   echo "\$ [big $dev $prec b$bs] gdal_translate -of BUILDINGS ... $BIGSRC" >> "$LOG"
   MEAS=$(python3 "$R/bench/cuda/measure.py" --ld "$GLD" -- "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="$M" \
-      -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs ${BIG_CONFIG:-} --config CPL_DEBUG BUILDINGS \
+      -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs ${BIG_CONFIG:-} $XCFG --config CPL_DEBUG BUILDINGS \
       --config GDAL_CACHEMAX "${BIG_CACHEMAX:-256}" "$BIGSRC" "$W/big_out.tif" 2>>"$LOG" | tail -1)
   echo "  -> $MEAS" >> "$LOG"
   grep 'tiler run' "$LOG" | tail -1 | sed "s/^/   $plug $dev $prec b$bs: /" >> "$BENCH"
@@ -222,8 +225,8 @@ for c0 in $cases; do for plug in $PLUGS; do
     -v pl=$plug 'BEGIN{printf "%-3s %-6s %-9s %5d  %7.2f  %6.2f  %7.2f  %8.2f  %6s  %8s   %d\n", pl, d, p, b, t, n*n/1e6/t, c/t, w/t, g, r, rc}' >> "$BENCH"
   say "b. $plug $dev $prec b$bs: $(tail -1 "$BENCH")"
   if [ $RC = 0 ]; then
-    run "big stats" "$G/bin/gdalinfo" -approx_stats "$W/big_out.tif"
-    echo "   $dev $prec b$bs: $(sed -n '/^\$ \[big stats\]/,$p' "$LOG" | grep -m1 'Minimum=' | sed 's/^ *//'), $(du -h "$W/big_out.tif" | cut -f1)" >> "$BENCH"
+    run "big stats" "$G/bin/gdalinfo" ${BIGSTATS:--approx_stats} "$W/big_out.tif"
+    echo "   $dev $prec b$bs${nt:+ $nt} (gdalinfo ${BIGSTATS:--approx_stats}): $(sed -n '/^\$ \[big stats\]/,$p' "$LOG" | grep -m1 'Minimum=' | sed 's/^ *//'), $(du -h "$W/big_out.tif" | cut -f1)" >> "$BENCH"
     sed -i '/^\$ \[big stats\]/,$d' "$LOG"  # keep the log short; the line above has what matters
   fi
 done; done

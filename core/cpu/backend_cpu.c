@@ -46,6 +46,15 @@ static disopt_status cpu_download(dp_backend *b, float *dst, const dp_tview *src
     return DISOPT_OK;
 }
 
+static disopt_status cpu_download_planes(dp_backend *b, float *dst, const dp_tview *src, int c0, int nc) {
+    (void)b;
+    const size_t hw = (size_t)src->h * src->w;
+    for (int i = 0; i < src->n; i++)
+        memcpy(dst + (size_t)i * nc * hw, (const float *)src->data + ((size_t)i * src->c + c0) * hw,
+               (size_t)nc * hw * sizeof(float));
+    return DISOPT_OK;
+}
+
 /* Dense convs (groups 1) that run on our own GEMM get their weights packed once here; depthwise
  * and the rest use the folded OIHW weights as they are. */
 static disopt_status cpu_prepare(dp_backend *b, dp_node *node) {
@@ -119,6 +128,7 @@ static const dp_backend_vtable CPU_VT = {
     cpu_prepare, cpu_release, cpu_workspace, cpu_run, cpu_sync, cpu_run_conv_gap,
     NULL, NULL, NULL, NULL, /* no graphs */
     NULL, NULL, NULL, NULL, /* ordinary host memory; the model checks inputs on the host */
+    cpu_download_planes,
     0,                      /* no deferred activations */
 };
 
