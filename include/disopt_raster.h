@@ -69,11 +69,14 @@ DISOPT_API disopt_status disopt_tiler_read(disopt_tiler *t, int x, int y, int w,
 typedef int (*disopt_tiler_sink)(void *user, int x, int y, int w, int h, const float *prob);
 
 /* Computes the whole raster once, handing out the output cells (step x step, the last ones of a
- * row or column clipped) to sink, on the calling thread. Reading the source (io_threads threads),
- * the network (one thread) and blending + sink (the caller) run at the same time on three batch
- * buffers; the result does not depend on their timing. progress (may be NULL) is GDAL's, called
- * from the calling thread; a FALSE return cancels with DISOPT_ERR_CANCELLED. Memory: three
- * batches of windows and a window cache, independent of the raster size. */
+ * row or column clipped) to sink, in a fixed order, from one writer thread that the run starts
+ * (never two calls at once; the sink may use a GDAL dataset that nothing else touches during the
+ * run; its CPLError message, if it fails, becomes the run's). Reading the source (io_threads
+ * threads), the network (one thread), blending (the calling thread) and the sink (the writer) run
+ * at the same time on three batch buffers and three step buffers; the result does not depend on
+ * their timing. progress (may be NULL) is GDAL's, called from the calling thread with the share of
+ * cells written; a FALSE return cancels with DISOPT_ERR_CANCELLED. Memory: three batches of
+ * windows, a window cache and three rows of 16 cells, independent of the raster size. */
 DISOPT_API disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *sink_user,
                                           GDALProgressFunc progress, void *progress_arg);
 

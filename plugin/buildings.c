@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifndef DISOPT_DEFAULT_MODEL
 #define DISOPT_DEFAULT_MODEL "/usr/local/share/gdal-disopt/default.safetensors"
@@ -294,8 +295,15 @@ static disopt_status bld_tiler_create(const bld_opts *o, bld_model *m, GDALDatas
     return s;
 }
 
+static double bld_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int bld_model_load(const bld_opts *o, bld_model *m) {
     memset(m, 0, sizeof *m);
+    const double t0 = bld_now();
     GByte *buf = NULL;
     vsi_l_offset size = 0;
     VSILFILE *fp = VSIFOpenL(o->model, "rb");
@@ -324,6 +332,7 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
     eo.backend = o->device == 1 ? DISOPT_BACKEND_CPU : DISOPT_BACKEND_CUDA;
     eo.device = o->gpu;
     eo.precision = o->precision;
+    const double t1 = bld_now();
     disopt_status s = disopt_engine_create(&eo, &m->engine);
     if (s != DISOPT_OK && o->device == 0) { /* AUTO: no usable GPU, the CPU it is */
         CPLDebug("BUILDINGS", "DEVICE=AUTO: no CUDA backend (%s); running on the CPU", disopt_last_error());
@@ -335,6 +344,7 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
         VSIFree(buf);
         return 0;
     }
+    const double t2 = bld_now();
     /* a PyTorch checkpoint (.pth, .pth.tar: a zip) goes through the restricted reader of disopt_io.h */
     disopt_file_kind kind = disopt_file_kind_of(buf, (size_t)size);
     if (s == DISOPT_OK && (kind == DISOPT_FILE_PTH_ZIP || kind == DISOPT_FILE_PTH_LEGACY))
@@ -349,6 +359,8 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
         bld_model_free(m);
         return 0;
     }
+    CPLDebug("BUILDINGS", "model: read + SHA-256 %.2f s, engine (%s) %.2f s, load %.2f s", t1 - t0,
+             disopt_engine_backend_name(m->engine), t2 - t1, bld_now() - t2);
     return 1;
 }
 
@@ -648,7 +660,9 @@ GDALDatasetH disopt_bld_create_copy(const char *filename, GDALDatasetH src, int 
             CPLError(CE_Failure, CPLE_OutOfMemory, "BUILDINGS: out of memory");
             ok = 0;
         } else {
+            const double t0 = bld_now();
             run_status = disopt_tiler_run(tiler, sink_write, &cs, progress, progress_arg);
+            CPLDebug("BUILDINGS", "CreateCopy: tiler run %.2f s", bld_now() - t0);
             if (run_status != DISOPT_OK) ok = 0;
         }
         VSIFree(cs.buf);
@@ -657,7 +671,9 @@ GDALDatasetH disopt_bld_create_copy(const char *filename, GDALDatasetH src, int 
             const CPLErrorNum en = CPLGetLastErrorNo();
             char *em = CPLStrdup(CPLGetLastErrorMsg());
             CPLErrorReset();
+            const double t0 = bld_now();
             GDALFlushCache(dst);
+            CPLDebug("BUILDINGS", "CreateCopy: flush %.2f s", bld_now() - t0);
             if (CPLGetLastErrorType() == CE_Failure) ok = 0;
             else CPLErrorSetState(et, en, em);
             CPLFree(em);

@@ -186,6 +186,25 @@ if [ "${BIGFMT:-ENVI}" = GTIFF ] && [ "$SIZE" != 0 ]; then
   rm -f "$W/big.raw"; BIGSRC=$W/big.tif
   say "b. source as a tiled GeoTIFF (512 x 512 blocks), converted in $(awk -v a="$ts" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
 fi
+# CROP=1: the same pixels three ways on a cell-aligned crop (the 4224^2 at 3840,3840; its interior
+# 2688^2 at +768 only sees windows that lie inside the crop, so there the crop's result must be the
+# big raster's): CPU FP32 and CUDA FP32 b32 on the crop, the lazy BUILDINGS: dataset of the big
+# scene on CUDA (disopt_tiler_read), and, below, each timed CreateCopy run of the big scene
+if [ "${CROP:-0}" = 1 ] && [ "$SIZE" -ge 8192 ]; then
+  run "crop" "$G/bin/gdal_translate" -q -of GTiff -co TILED=YES -srcwin 3840 3840 4224 4224 "$BIGSRC" "$W/crop.tif"
+  for dev in CPU CUDA; do
+    run "crop $dev" "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="$M" -co DEVICE=$dev -co PRECISION=FP32 \
+        -co BATCH_SIZE=32 -co OUTPUT=PROBABILITY "$W/crop.tif" "$W/crop_$dev.tif"
+    say "b. crop $dev FP32: ${SECS} s (rc $RC)"
+    run "crop $dev in" "$G/bin/gdal_translate" -q -of ENVI -srcwin 768 768 2688 2688 "$W/crop_$dev.tif" "$W/crop_${dev}_in.raw"
+  done
+  python3 "$W/e2e.py" compare "crop interior: CUDA vs CPU" "$W/crop_CPU_in.raw" "$W/crop_CUDA_in.raw" >> "$CMP" 2>&1
+  run "lazy big" "$G/bin/gdal_translate" -q -of ENVI -srcwin 4608 4608 2688 2688 -oo MODEL="$M" -oo DEVICE=CUDA \
+      -oo PRECISION=FP32 "BUILDINGS:$BIGSRC" "$W/lazy_in.raw"
+  say "b. lazy big CUDA FP32 (the crop's interior): ${SECS} s (rc $RC)"
+  python3 "$W/e2e.py" compare "big lazy CUDA vs crop CPU" "$W/crop_CPU_in.raw" "$W/lazy_in.raw" >> "$CMP" 2>&1
+  python3 "$W/e2e.py" compare "big lazy CUDA vs crop CUDA" "$W/crop_CUDA_in.raw" "$W/lazy_in.raw" >> "$CMP" 2>&1
+fi
 say "b. scene ${SIZE}x${SIZE}x4 Float32 ENVI raw ($(du -h "$W/big.raw" | cut -f1)) made in $(awk -v a="$ts" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
 # windows: canonical cells (one 512 window per 384 x 384 output cell) and what CreateCopy computes
 # (columns of 16 cells, each with one extra window on either side: core/raster/tiler.c)
@@ -213,10 +232,10 @@ for c0 in $cases; do for plug in $PLUGS; do
   # through measure.py: wall time, peak RSS of gdal_translate, GPU busy fraction (nvidia-smi samples)
   echo "\$ [big $dev $prec b$bs] gdal_translate -of BUILDINGS ... $BIGSRC" >> "$LOG"
   MEAS=$(python3 "$R/bench/cuda/measure.py" --ld "$GLD" -- "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="$M" \
-      -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs ${BIG_CONFIG:-} $XCFG --config CPL_DEBUG BUILDINGS \
+      -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs ${BIG_CONFIG:-} $XCFG --config CPL_DEBUG BUILDINGS --config CPL_TIMESTAMP ON \
       --config GDAL_CACHEMAX "${BIG_CACHEMAX:-256}" "$BIGSRC" "$W/big_out.tif" 2>>"$LOG" | tail -1)
   echo "  -> $MEAS" >> "$LOG"
-  grep 'tiler run' "$LOG" | tail -1 | sed "s/^/   $plug $dev $prec b$bs: /" >> "$BENCH"
+  grep -E 'BUILDINGS: (model:|CreateCopy:|tiler run:)' "$LOG" | tail -4 | sed "s/^/   $plug $dev $prec b$bs: /" >> "$BENCH"
   SECS=$(sed -n 's/.*wall_s=\([0-9.]*\).*/\1/p' <<< "$MEAS"); RC=$(sed -n 's/.*rc=\([0-9-]*\).*/\1/p' <<< "$MEAS")
   RSS=$(sed -n 's/.*peak_rss_mib=\([0-9]*\).*/\1/p' <<< "$MEAS"); BUSY=$(sed -n 's/.*gpu_busy=\([0-9.na]*\).*/\1/p' <<< "$MEAS")
   [ -n "$SECS" ] || { SECS=1; RC=99; }
@@ -228,6 +247,11 @@ for c0 in $cases; do for plug in $PLUGS; do
     run "big stats" "$G/bin/gdalinfo" ${BIGSTATS:--approx_stats} "$W/big_out.tif"
     echo "   $dev $prec b$bs${nt:+ $nt} (gdalinfo ${BIGSTATS:--approx_stats}): $(sed -n '/^\$ \[big stats\]/,$p' "$LOG" | grep -m1 'Minimum=' | sed 's/^ *//'), $(du -h "$W/big_out.tif" | cut -f1)" >> "$BENCH"
     sed -i '/^\$ \[big stats\]/,$d' "$LOG"  # keep the log short; the line above has what matters
+    if [ -f "$W/crop_CPU_in.raw" ]; then
+      run "big in" "$G/bin/gdal_translate" -q -of ENVI -srcwin 4608 4608 2688 2688 "$W/big_out.tif" "$W/big_in.raw"
+      python3 "$W/e2e.py" compare "big $plug $dev $prec b$bs${nt:+ $nt} vs crop CPU" "$W/crop_CPU_in.raw" "$W/big_in.raw" >> "$CMP" 2>&1
+      python3 "$W/e2e.py" compare "big $plug $dev $prec b$bs${nt:+ $nt} vs big lazy" "$W/lazy_in.raw" "$W/big_in.raw" >> "$CMP" 2>&1
+    fi
   fi
 done; done
 export GDAL_DRIVER_PATH=$G/plugins

@@ -537,14 +537,18 @@ disopt_status disopt_tiler_read(disopt_tiler *t, int x, int y, int w, int h, flo
  *   - readers (io_threads threads, each with its own handle on the source): read and normalise
  *     windows into the batch buffers, in sequence order;
  *   - the inference thread: runs batch j once its windows are read;
- *   - the caller's thread: stores inferred batches in the window cache, blends and hands out the
- *     cells (the sink and the progress callback are only ever called from it).
+ *   - the caller's thread: stores inferred batches in the window cache, blends a step's cells into
+ *     one of NSTEP step buffers and reports progress (the progress callback is only ever called
+ *     from it);
+ *   - the writer thread: hands the blended cells to the sink, step after step in order (the sink is
+ *     only ever called from it, one call at a time).
  * NSLOT batch buffers rotate: batch j uses buffer j % NSLOT, free again once batch j is stored.
  * Every window is computed from the same input in the same batch whatever the timing or the
  * number of readers, so the result is the same bit for bit.
  */
 #define BAND_CELLS 16
 #define NSLOT 3
+#define NSTEP 3
 #define MAX_READERS 16
 
 static int imin(int a, int b) { return a < b ? a : b; }
@@ -641,7 +645,16 @@ struct run_pipe {
     /* seconds per stage, for CPLDebug("BUILDINGS") at the end: readers' reading (summed over the
      * readers) and waiting for a free buffer; the network and its wait for read windows; the
      * caller's wait for inferred batches, storing, blending and the sink */
-    double t_read, t_read_wait, t_infer, t_infer_wait, t_main_wait, t_store, t_blend, t_sink;
+    double t_read, t_read_wait, t_infer, t_infer_wait, t_main_wait, t_store, t_blend, t_sink, t_write_wait;
+    /* the writer: NSTEP buffers of one step's blended cells each, handed to the sink in order on
+     * the writer's thread; steps [written, pushed) are queued; no_more: the caller pushed its last */
+    disopt_tiler_sink sink;
+    void *sink_user;
+    float *wbuf[NSTEP];
+    int wcell[NSTEP][BAND_CELLS][4]; /* x, y, w, h of each cell of a queued step */
+    int wn[NSTEP];
+    long pushed, written, cells_written;
+    int no_more;
 };
 
 static double now_s(void) {
@@ -734,6 +747,42 @@ static void *infer_main(void *arg) {
     }
 }
 
+/* The writer: hands the queued steps' cells to the sink, in order, until the caller has pushed
+ * its last step and all are written, or the run stops. */
+static void *writer_main(void *arg) {
+    run_pipe *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->written == p->pushed && !p->no_more) pthread_cond_wait(&p->cv, &p->mu);
+        if (p->stop || p->written == p->pushed) break;
+        const int k = (int)(p->written % NSTEP), n = p->wn[k];
+        pthread_mutex_unlock(&p->mu);
+        const double t0 = now_s();
+        const float *cell = p->wbuf[k];
+        disopt_status st = DISOPT_OK;
+        const size_t S2 = (size_t)p->t->step * p->t->step;
+        for (int c = 0; c < n && st == DISOPT_OK; c++) {
+            const int *r = p->wcell[k][c];
+            if (p->sink(p->sink_user, r[0], r[1], r[2], r[3], cell + c * S2)) {
+                const char *m = CPLGetLastErrorMsg();
+                st = dp_error(DISOPT_ERR_IO, "writing the result: %s", (m && *m) ? m : "the sink failed");
+            }
+        }
+        const double t1 = now_s();
+        pthread_mutex_lock(&p->mu);
+        p->t_sink += t1 - t0;
+        if (st != DISOPT_OK) {
+            pipe_fail(p, st);
+            break;
+        }
+        p->written++;
+        p->cells_written += n;
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
 /* A cache slot for a new window of step (band; columns tx0..tx1, rows ty0..ty1) whose new windows
  * end at seq need: an empty one, or one no step from this one on needs (an earlier window that
  * this step does not read: within a band rows only move down, and bands never come back). Windows
@@ -823,14 +872,24 @@ static GDALDatasetH reopen_source(const disopt_tiler *t) {
     return ds;
 }
 
-/* the bulk sweep on the caller's thread: store, blend, hand out, report */
-static disopt_status run_cells(run_pipe *p, disopt_tiler_sink sink, void *sink_user, GDALProgressFunc progress,
-                               void *progress_arg, float *cell) {
+/* progress callback with the cells written so far; FALSE: cancelled */
+static int report(run_pipe *p, long total, GDALProgressFunc progress, void *progress_arg) {
+    if (!progress) return 1;
+    pthread_mutex_lock(&p->mu);
+    const long done = p->cells_written;
+    pthread_mutex_unlock(&p->mu);
+    return progress((double)done / total, NULL, progress_arg);
+}
+
+/* the bulk sweep on the caller's thread: store, blend a step's cells into a free writer buffer,
+ * queue it for the writer, report progress; at the end, wait for the writer to finish */
+static disopt_status run_cells(run_pipe *p, GDALProgressFunc progress, void *progress_arg) {
     disopt_tiler *t = p->t;
     const int S = t->step;
+    const size_t S2 = (size_t)S * S;
     const long total = (long)t->ntx * t->nty;
     const int nbands = (t->ntx + BAND_CELLS - 1) / BAND_CELLS;
-    long done = 0, stored = 0, need = 0;
+    long stored = 0, need = 0;
     for (int band = 0; band < nbands; band++) {
         const int b0 = band * BAND_CELLS, b1 = imin(b0 + BAND_CELLS, t->ntx);
         int prev_ty1 = -1;
@@ -841,13 +900,22 @@ static disopt_status run_cells(run_pipe *p, disopt_tiler_sink sink, void *sink_u
             if (r0 <= ty1) need += (long)(ty1 - r0 + 1) * (tx1 - tx0 + 1);
             prev_ty1 = ty1;
             DP_TRY(run_store(p, &stored, need, band, tx0, tx1, ty0, ty1));
+            /* a free writer buffer */
+            const double tw = now_s();
+            pthread_mutex_lock(&p->mu);
+            while (!p->stop && p->pushed - p->written >= NSTEP) pthread_cond_wait(&p->cv, &p->mu);
+            const int stop = p->stop;
+            pthread_mutex_unlock(&p->mu);
+            p->t_write_wait += now_s() - tw; /* (only the caller's thread writes t_write_wait/t_blend) */
+            if (stop) return DISOPT_ERR_CANCELLED; /* the failing stage recorded why */
+            const int k = (int)(p->pushed % NSTEP);
             const int oy = cy * S, oh = imin(S, t->H - oy);
+            const double t0 = now_s();
             for (int cx = b0; cx < b1; cx++) {
                 const int ox = cx * S, ow = imin(S, t->W - ox);
                 int wx0, wx1, wy0, wy1;
                 window_range(t, ox, ow, t->ntx, &wx0, &wx1);
                 window_range(t, oy, oh, t->nty, &wy0, &wy1);
-                const double t0 = now_s();
                 DP_TRY(acc_reset(t, ow, oh));
                 for (int ty = wy0; ty <= wy1; ty++) /* the order of disopt_tiler_read */
                     for (int tx = wx0; tx <= wx1; tx++) {
@@ -855,21 +923,32 @@ static disopt_status run_cells(run_pipe *p, disopt_tiler_sink sink, void *sink_u
                         if (!sl) return dp_error(DISOPT_ERR_INTERNAL, "tiler: window %d,%d missing in a bulk run", tx, ty);
                         accumulate(t, sl, ox, oy, ow, oh);
                     }
-                acc_finish(t, (size_t)ow * oh, cell);
-                const double t1 = now_s();
-                p->t_blend += t1 - t0;
-                if (sink(sink_user, ox, oy, ow, oh, cell)) {
-                    const char *m = CPLGetLastErrorMsg();
-                    return dp_error(DISOPT_ERR_IO, "writing the result: %s", (m && *m) ? m : "the sink failed");
-                }
-                p->t_sink += now_s() - t1;
-                done++;
+                acc_finish(t, (size_t)ow * oh, p->wbuf[k] + (size_t)(cx - b0) * S2);
+                int *r = p->wcell[k][cx - b0];
+                r[0] = ox, r[1] = oy, r[2] = ow, r[3] = oh;
             }
-            if (progress && !progress((double)done / total, NULL, progress_arg))
-                return dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
+            p->t_blend += now_s() - t0;
+            pthread_mutex_lock(&p->mu);
+            p->wn[k] = b1 - b0;
+            p->pushed++;
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+            if (!report(p, total, progress, progress_arg)) return dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
         }
     }
-    return DISOPT_OK;
+    /* the last steps: wait for the writer (progress as it goes) */
+    pthread_mutex_lock(&p->mu);
+    p->no_more = 1;
+    pthread_cond_broadcast(&p->cv);
+    while (!p->stop && p->written < p->pushed) {
+        pthread_cond_wait(&p->cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+        if (!report(p, total, progress, progress_arg)) return dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
+        pthread_mutex_lock(&p->mu);
+    }
+    const int stop = p->stop;
+    pthread_mutex_unlock(&p->mu);
+    return stop ? DISOPT_ERR_CANCELLED : DISOPT_OK;
 }
 
 static int auto_io_threads(void) {
@@ -882,13 +961,13 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     if (!t || !sink) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler_run: NULL argument");
     run_pipe *p = calloc(1, sizeof *p);
     run_reader *rr = calloc(MAX_READERS, sizeof *rr);
-    float *cell = malloc((size_t)t->step * t->step * sizeof(float));
-    if (!p || !rr || !cell) {
+    if (!p || !rr) {
         free(p);
         free(rr);
-        free(cell);
         return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
     }
+    p->sink = sink;
+    p->sink_user = sink_user;
     p->t = t;
     p->B = t->o.batch_size;
     p->total = -1;
@@ -906,6 +985,10 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
             p->wty[i] = p->wtx[i] + p->B;
             p->wband[i] = p->wty[i] + p->B;
         }
+    }
+    for (int i = 0; i < NSTEP && s == DISOPT_OK; i++) {
+        p->wbuf[i] = malloc((size_t)BAND_CELLS * t->step * t->step * sizeof(float));
+        if (!p->wbuf[i]) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
     }
     /* readers: each on its own handle of the source; one on the caller's handle when the source
      * cannot be opened again */
@@ -925,39 +1008,42 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     for (int i = 0; i < t->nslots; i++) t->slots[i].seq = -1;
     if (s == DISOPT_OK && progress && !progress(0.0, NULL, progress_arg))
         s = dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
-    pthread_t rth[MAX_READERS], ith;
-    int rstarted = 0, istarted = 0;
+    pthread_t rth[MAX_READERS], ith, wth;
+    int rstarted = 0, istarted = 0, wstarted = 0;
     if (s == DISOPT_OK) {
         for (; rstarted < nr; rstarted++)
             if (pthread_create(&rth[rstarted], NULL, reader_main, &rr[rstarted]) != 0) break;
         istarted = pthread_create(&ith, NULL, infer_main, p) == 0;
-        if (!rstarted || !istarted) s = dp_error(DISOPT_ERR_INTERNAL, "tiler: could not start the pipeline threads");
+        wstarted = pthread_create(&wth, NULL, writer_main, p) == 0;
+        if (!rstarted || !istarted || !wstarted)
+            s = dp_error(DISOPT_ERR_INTERNAL, "tiler: could not start the pipeline threads");
     }
     const double t_start = now_s();
-    if (s == DISOPT_OK) s = run_cells(p, sink, sink_user, progress, progress_arg, cell);
+    if (s == DISOPT_OK) s = run_cells(p, progress, progress_arg);
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < rstarted; i++) pthread_join(rth[i], NULL);
     if (istarted) pthread_join(ith, NULL);
+    if (wstarted) pthread_join(wth, NULL);
     /* a stage's failure is why the caller's thread stopped: report it */
     if (p->err != DISOPT_OK) s = dp_error(p->err, "%s", p->msg);
     CPLDebug("BUILDINGS",
              "tiler run: %.2f s, %ld windows in batches of %d, %d reader%s; readers: reading %.2f s, waiting for a "
              "buffer %.2f s (summed); network %.2f s, waiting for read windows %.2f s; caller: waiting for the "
-             "network %.2f s, storing %.2f s, blending %.2f s, sink %.2f s",
+             "network %.2f s, storing %.2f s, blending %.2f s, waiting for the writer %.2f s; writer: sink %.2f s",
              now_s() - t_start, p->total, p->B, nr, nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer,
-             p->t_infer_wait, p->t_main_wait, p->t_store, p->t_blend, p->t_sink);
+             p->t_infer_wait, p->t_main_wait, p->t_store, p->t_blend, p->t_write_wait, p->t_sink);
     for (int i = 0; i < nr; i++) reader_free(&rr[i].rd);
     for (int i = 0; i < NSLOT; i++) {
         batch_free(t, &p->buf[i]);
         free(p->wtx[i]);
     }
+    for (int i = 0; i < NSTEP; i++) free(p->wbuf[i]);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p);
     free(rr);
-    free(cell);
     return s;
 }
