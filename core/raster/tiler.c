@@ -58,6 +58,7 @@ struct disopt_tiler {
     int bands[DISOPT_MAX_BANDS];
     int is_complex[DISOPT_MAX_BANDS];
     int is_float[DISOPT_MAX_BANDS];
+    int any_complex;
     batch_buf batch;       /* lazy reads: one batch */
     reader rd;             /* lazy reads: the source handle we were given */
     float *wx;             /* T: 1-D blending weight across a window */
@@ -217,6 +218,7 @@ disopt_status disopt_tiler_create(disopt_model *model, GDALDatasetH src, const d
         t->bands[i] = bands[i];
         GDALDataType dt = GDALGetRasterDataType(GDALGetRasterBand(src, bands[i]));
         t->is_complex[i] = GDALDataTypeIsComplex(dt);
+        t->any_complex |= t->is_complex[i];
         t->is_float[i] = GDALDataTypeIsFloating(dt);
         if (dt == GDT_Unknown)
             s = dp_error(DISOPT_ERR_INPUT, "band %d has no numeric data type", bands[i]);
@@ -294,10 +296,21 @@ static disopt_status load_window(const disopt_tiler *t, reader *r, batch_buf *b,
     memset(valid, 0, T2);
     for (int yy = 0; yy < rh; yy++) memset(valid + (size_t)(ry0 - y0 + yy) * T + (rx0 - x0), 1, (size_t)rw);
     const size_t off = (size_t)(ry0 - y0) * T + (rx0 - x0);
+    /* real bands in one dataset read (GDAL de-interleaves a pixel-interleaved source's blocks in
+     * one pass instead of once per band) */
+    const int whole = !t->any_complex;
+    int bmap[DISOPT_MAX_BANDS]; /* (GDAL 3.6 takes a non-const band map) */
+    memcpy(bmap, t->bands, sizeof bmap);
+    if (whole && GDALDatasetRasterIO(r->ds, GF_Read, rx0, ry0, rw, rh, x + off, rw, rh, GDT_Float32, t->C, bmap,
+                                     sizeof(float), (GSpacing)T * sizeof(float),
+                                     (GSpacing)T2 * sizeof(float)) != CE_None)
+        return gdal_fail("reading the source");
     for (int c = 0; c < t->C; c++) {
         GDALRasterBandH band = GDALGetRasterBand(r->ds, t->bands[c]);
         float *plane = x + (size_t)c * T2;
-        if (t->is_complex[c]) {
+        if (whole) {
+            /* read above */
+        } else if (t->is_complex[c]) {
             if (GDALRasterIO(band, GF_Read, rx0, ry0, rw, rh, r->cbuf, rw, rh, GDT_CFloat32, 0, 0) != CE_None)
                 return gdal_fail("reading the source");
             for (int yy = 0; yy < rh; yy++)
