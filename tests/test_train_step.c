@@ -27,6 +27,7 @@
 #include "train/trainer.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -129,6 +130,22 @@ static size_t sample_idx(size_t n, int k, int j) {
 }
 
 /* ---------------------------------------------------------------- the trainer in either precision */
+/* DISOPT_TEST_BACKEND=cuda: every float32 trainer of these tests runs on the GPU (cfg.cuda), checked
+ * against the same PyTorch fixtures; the float64 ones stay on the CPU (the reference). Without a CUDA
+ * device the tests skip. */
+static int g_cuda;
+
+static disopt_status create(dp_trainer_config *cfg, const char *w, const char *tw, dp_trainer **out) {
+    if (g_cuda && !cfg->f64)
+        cfg->cuda = 1;
+    disopt_status s = dp_trainer_create(cfg, w, tw, out);
+    if (s == DISOPT_ERR_UNSUPPORTED && cfg->cuda) {
+        printf("# no CUDA trainer: %s\n", disopt_last_error());
+        skip();
+    }
+    return s;
+}
+
 typedef struct {
     dp_trainer *t;
     int f64;
@@ -143,7 +160,7 @@ static void run_make(run *r, const char *model, int f64, int random_on, uint64_t
     cfg.f64 = f64;
     r->f64 = f64;
     r->t = NULL;
-    if (dp_trainer_create(&cfg, NULL, NULL, &r->t) != DISOPT_OK)
+    if (create(&cfg, NULL, NULL, &r->t) != DISOPT_OK)
         fail_msg("trainer: %s", disopt_last_error());
 }
 
@@ -730,7 +747,7 @@ static void test_load_weights(void **state) {
     dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, 64, 64);
     cfg.dropout = cfg.drop_connect = 0;
     dp_trainer *b = NULL;
-    if (dp_trainer_create(&cfg, sp, tp, &b) != DISOPT_OK)
+    if (create(&cfg, sp, tp, &b) != DISOPT_OK)
         fail_msg("%s", disopt_last_error());
     assert_int_equal(dp_trainer_forward_backward(b, x, xt, y, NULL, &Lb), DISOPT_OK);
     /* both files open in the inference engine; the teacher's inference logits (BN folded) against the
@@ -774,7 +791,7 @@ static void test_load_weights(void **state) {
     assert_memory_equal(ga, gb, (size_t)n * sizeof *ga);
     /* a missing key is named */
     dp_trainer *c = NULL;
-    assert_int_not_equal(dp_trainer_create(&cfg, tp, tp, &c), DISOPT_OK);
+    assert_int_not_equal(create(&cfg, tp, tp, &c), DISOPT_OK);
     assert_null(c);
     printf("  student from a teacher file: %s\n", disopt_last_error());
     dp_trainer_destroy(b);
@@ -801,7 +818,7 @@ static void test_threads(void **state) {
     for (int k = 0; k < 2; k++) {
         dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, 64, 64);
         cfg.nthreads = k ? 3 : 1; /* dropout and drop-connect on: the masks too */
-        if (dp_trainer_create(&cfg, NULL, NULL, &t[k]) != DISOPT_OK)
+        if (create(&cfg, NULL, NULL, &t[k]) != DISOPT_OK)
             fail_msg("%s", disopt_last_error());
         assert_int_equal(dp_trainer_step(t[k], x, xt, y, NULL, 5e-3, &L[k]), DISOPT_OK);
     }
@@ -871,6 +888,8 @@ static void test_random_step(void **state) {
 }
 
 int main(void) {
+    const char *be = getenv("DISOPT_TEST_BACKEND");
+    g_cuda = be && strcmp(be, "cuda") == 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_training_graph),    cmocka_unit_test(test_teacher_step_f64),
         cmocka_unit_test(test_teacher_step_f32),  cmocka_unit_test(test_student_step_f64),

@@ -230,6 +230,7 @@ disopt_status dp_checkpoint_load(dp_trainer *t, const char *path, disopt_st **ou
         st.rng->seed = seed;
         st.rng->counter = counter;
         *st.forwards = forwards;
+        s = dp_trainer_push(t); /* CUDA: the host copies back to the device */
     }
     free(scratch);
     if (s == DISOPT_OK && out)
@@ -261,7 +262,9 @@ disopt_status dp_trainer_init_from(dp_trainer *t, const char *path, int *matched
     disopt_keylist *kl = NULL;
     DP_TRY(disopt_keylist_create(&cfg->model, &kl));
     disopt_st *f = NULL;
-    disopt_status s = disopt_st_open(path, &f);
+    disopt_status s = dp_trainer_pull(t); /* CUDA: every host copy current before some are overwritten */
+    if (s == DISOPT_OK)
+        s = disopt_st_open(path, &f);
     float *tmp = NULL;
     for (int i = 0; s == DISOPT_OK && i < disopt_st_num_tensors(f); i++) {
         const disopt_st_tensor_info *ti = disopt_st_tensor(f, i);
@@ -312,5 +315,7 @@ disopt_status dp_trainer_init_from(dp_trainer *t, const char *path, int *matched
     free(tmp);
     disopt_st_close(f);
     disopt_keylist_destroy(kl);
+    if (s == DISOPT_OK)
+        s = dp_trainer_push(t); /* CUDA: the host copies back to the device */
     return s;
 }

@@ -13,6 +13,7 @@
 
 #include "grad_ops.h"
 #include "rng.h"
+#include "trainer_cu.h"
 
 #include <limits.h>
 #include <math.h>
@@ -50,6 +51,10 @@ typedef struct dp_net {
     void *ws;
     size_t ws_elems;
     dp_pool *pool; /* the trainer's (not owned); NULL: the caller's thread */
+    /* CUDA nets: params, grads, bufs, act, save and mask are DEVICE memory; the host copies of the first
+     * three (what the accessors return) are hparams, hgrads, hbufs */
+    dp_tr_cu *cu;
+    void *hparams, *hgrads, *hbufs;
 } dp_net;
 
 struct dp_trainer {
@@ -64,6 +69,19 @@ struct dp_trainer {
     dp_rng rng;
     dp_pool *pool;    /* cfg.nthreads > 1 */
     int64_t forwards; /* training forwards run (num_batches_tracked) */
+    /* CUDA (cfg.cuda): the context; the optimizer state on the device and its host copy (steps counted in
+     * step64); the loss's targets and validity masks uploaded into target_d / valid_d; the host copies of
+     * the tensors dp_trainer_tensor handed out */
+    dp_tr_cu *cu;
+    float *state_d, *state_h;
+    int32_t *target_d;
+    uint8_t *valid_d;
+    struct {
+        const dp_net *net;
+        int tensor;
+        float *data;
+    } hcopy[16];
+    int n_hcopy;
 };
 
 dp_trainer_config dp_trainer_config_authors(const disopt_model_config *model, int n, int h, int w) {
@@ -163,6 +181,21 @@ static disopt_status load_weights(dp_graph *g, const char *path) {
 /* ---------------------------------------------------------------- network setup */
 static void net_free(dp_net *m) {
     dp_graph_free(&m->g);
+    if (m->cu) { /* an arena with a host copy is on the device (to_device); act, save, mask always are */
+        void **arena[3] = {&m->params, &m->grads, &m->bufs}, **host[3] = {&m->hparams, &m->hgrads, &m->hbufs};
+        for (int i = 0; i < 3; i++)
+            if (*host[i]) {
+                m->cu->f.free(m->cu->ctx, *arena[i]);
+                *arena[i] = *host[i]; /* freed below */
+                *host[i] = NULL;
+            }
+        void *dev[3] = {m->act, m->save, m->mask};
+        for (int i = 0; i < 3; i++)
+            if (dev[i])
+                m->cu->f.free(m->cu->ctx, dev[i]);
+        m->act = m->save = NULL;
+        m->mask = NULL;
+    }
     free(m->params);
     free(m->grads);
     free(m->bufs);
@@ -380,8 +413,35 @@ static disopt_status plan_train(dp_net *m, const int *roots, int n_roots) {
     return s;
 }
 
+/* device memory of a CUDA net, zeroed (NULL for 0 bytes) */
+static void *dzalloc(dp_tr_cu *cu, size_t bytes, disopt_status *s) {
+    void *p = NULL;
+    if (*s != DISOPT_OK || bytes == 0)
+        return NULL;
+    *s = cu->f.alloc(cu->ctx, bytes, &p);
+    if (*s == DISOPT_OK)
+        *s = cu->f.zero(cu->ctx, p, bytes);
+    return p;
+}
+
+/* a host arena -> a new device arena of the same bytes; the host one stays as the copy (*host) */
+static disopt_status to_device(dp_tr_cu *cu, void **arena, void **host, size_t bytes) {
+    disopt_status s = DISOPT_OK;
+    void *d = dzalloc(cu, bytes, &s);
+    if (s == DISOPT_OK && bytes)
+        s = cu->f.upload(cu->ctx, d, *arena, bytes);
+    if (s != DISOPT_OK) {
+        if (d)
+            cu->f.free(cu->ctx, d);
+        return s;
+    }
+    *host = *arena;
+    *arena = d;
+    return DISOPT_OK;
+}
+
 static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, int h, int w, int trained, int f64,
-                              dp_pool *pool, const char *weights) {
+                              dp_pool *pool, dp_tr_cu *cu, const char *weights) {
     disopt_status s = DISOPT_OK;
     memset(m, 0, sizeof *m);
     DP_TRY(dp_graph_build_train(cfg, &m->g));
@@ -498,6 +558,23 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
         m->n_unplanned = 2 * m->n_act;
         DP_TRY(plan_train(m, roots, nr));
     }
+    if (cu) { /* on the device: the weights moved there (host copies kept), the rest made there; the
+               * training context owns its convolution workspace */
+        m->cu = cu;
+        m->ws_elems = 0;
+        if (s == DISOPT_OK)
+            s = to_device(cu, &m->params, &m->hparams, m->n_params * m->esz);
+        if (s == DISOPT_OK)
+            s = to_device(cu, &m->bufs, &m->hbufs, m->n_bufs * m->esz);
+        if (s == DISOPT_OK && trained)
+            s = to_device(cu, &m->grads, &m->hgrads, m->n_params * m->esz);
+        m->act = dzalloc(cu, m->n_act * m->esz, &s);
+        m->save = dzalloc(cu, m->n_save * m->esz, &s);
+        m->mask = dzalloc(cu, m->n_mask, &s);
+        if (trained)
+            m->gact = m->act;
+        return s;
+    }
     m->act = zalloc(m->n_act, m->esz, &s);
     if (trained)
         m->gact = m->act; /* one arena (plan_train) */
@@ -511,18 +588,97 @@ static int find_t(const dp_net *m, const char *name) { return dp_graph_find_tens
 static size_t hw_(const dp_net *m, int t) { return (size_t)m->g.tensors[t].h * (size_t)m->g.tensors[t].w; }
 static size_t count_(const dp_net *m, int t) { return (size_t)m->n * (size_t)m->g.tensors[t].c * hw_(m, t); }
 
-/* the typed half: forward, backward, the loss */
+/* the typed half: forward, backward, the loss (trainer.inc's macros) */
+static disopt_status tr_input_f32(float *d, const float *x, size_t n) {
+    memcpy(d, x, n * sizeof *d);
+    return DISOPT_OK;
+}
+static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        d[i] = (double)x[i];
+    return DISOPT_OK;
+}
+#define TR_CTX(m) ((m)->pool)
+#define TR_ZERO(m, p, bytes) (memset((p), 0, (bytes)), DISOPT_OK)
+#define TR_COPY(m, d, src, bytes) (memcpy((d), (src), (bytes)), DISOPT_OK)
+#define TR_DROPOUT_MASK(m, rng, p, n, mk) dp_tr_dropout_mask(rng, p, n, mk)
+#define TR_DC_MASK(m, rng, p, n, mk) dp_tr_drop_connect_mask(rng, p, n, mk)
+
 #define TR_T float
 #define TR_S f32
+#define TR_L f32
+#define TR_INPUT(m, d, x, n) tr_input_f32(d, x, n)
+#define TR_LOSS1(t, ...) dp_loss_stage1_f32(__VA_ARGS__)
+#define TR_LOSS2(t, ...) dp_loss_stage2_f32(__VA_ARGS__)
 #include "trainer.inc"
 #undef TR_T
 #undef TR_S
+#undef TR_L
+#undef TR_INPUT
+#undef TR_LOSS1
+#undef TR_LOSS2
 
 #define TR_T double
 #define TR_S f64
+#define TR_L f64
+#define TR_INPUT(m, d, x, n) tr_input_f64(d, x, n)
+#define TR_LOSS1(t, ...) dp_loss_stage1_f64(__VA_ARGS__)
+#define TR_LOSS2(t, ...) dp_loss_stage2_f64(__VA_ARGS__)
 #include "trainer.inc"
 #undef TR_T
 #undef TR_S
+#undef TR_L
+#undef TR_INPUT
+#undef TR_LOSS1
+#undef TR_LOSS2
+#undef TR_CTX
+#undef TR_ZERO
+#undef TR_COPY
+#undef TR_DROPOUT_MASK
+#undef TR_DC_MASK
+
+/* CUDA: the loss's host targets and masks go to the device first */
+static disopt_status tr_upload_labels(dp_trainer *t, dp_lshape sh, const int32_t *target, const uint8_t *valid) {
+    const size_t px = (size_t)sh.n * (size_t)sh.h * (size_t)sh.w;
+    DP_TRY(t->cu->f.upload(t->cu->ctx, t->target_d, target, px * sizeof *target));
+    return valid ? t->cu->f.upload(t->cu->ctx, t->valid_d, valid, px) : DISOPT_OK;
+}
+static disopt_status tr_loss1_cu(dp_trainer *t, dp_lshape sh, const float *logits, const int32_t *target,
+                                 const uint8_t *valid, dp_loss_weights w, dp_stage1_terms *terms, float *glogits) {
+    DP_TRY(tr_upload_labels(t, sh, target, valid));
+    return t->cu->f.loss_stage1(t->cu->ctx, sh, logits, t->target_d, valid ? t->valid_d : NULL, w, terms, glogits);
+}
+static disopt_status tr_loss2_cu(dp_trainer *t, const dp_stage2_in_f32 *in, dp_stage2_terms *terms,
+                                 const dp_stage2_grad_f32 *grad) {
+    DP_TRY(tr_upload_labels(t, in->shape, in->target, in->valid));
+    dp_stage2_in_f32 d = *in;
+    d.target = t->target_d;
+    d.valid = in->valid ? t->valid_d : NULL;
+    return t->cu->f.loss_stage2(t->cu->ctx, &d, terms, grad);
+}
+#define TR_CTX(m) ((m)->cu)
+#define TR_ZERO(m, p, bytes) (m)->cu->f.zero((m)->cu->ctx, (p), (bytes))
+#define TR_COPY(m, d, src, bytes) (m)->cu->f.copy((m)->cu->ctx, (d), (src), (bytes))
+#define TR_DROPOUT_MASK(m, rng, p, n, mk) (m)->cu->f.dropout_mask((m)->cu->ctx, rng, p, n, mk)
+#define TR_DC_MASK(m, rng, p, n, mk) (m)->cu->f.drop_connect_mask((m)->cu->ctx, rng, p, n, mk)
+#define TR_T float
+#define TR_S cu
+#define TR_L f32
+#define TR_INPUT(m, d, x, n) (m)->cu->f.upload((m)->cu->ctx, (d), (x), (n) * sizeof(float))
+#define TR_LOSS1(t, ...) tr_loss1_cu(t, __VA_ARGS__)
+#define TR_LOSS2(t, ...) tr_loss2_cu(t, __VA_ARGS__)
+#include "trainer.inc"
+#undef TR_T
+#undef TR_S
+#undef TR_L
+#undef TR_INPUT
+#undef TR_LOSS1
+#undef TR_LOSS2
+#undef TR_CTX
+#undef TR_ZERO
+#undef TR_COPY
+#undef TR_DROPOUT_MASK
+#undef TR_DC_MASK
 
 /* ---------------------------------------------------------------- trainer */
 disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weights, const char *teacher_weights,
@@ -539,14 +695,18 @@ disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weight
     t->rng = dp_rng_make(cfg->seed);
     t->stage = cfg->model.arch == DISOPT_ARCH_STUDENT ? 2 : 1;
     disopt_status s = DISOPT_OK;
-    if (cfg->nthreads > 1)
+    if (cfg->cuda && cfg->f64)
+        s = dp_error(DISOPT_ERR_UNSUPPORTED, "trainer: CUDA trains in float32 (f64 is the CPU's reference mode)");
+    if (s == DISOPT_OK && cfg->cuda)
+        s = dp_tr_cu_open(cfg->cuda_device, &t->cu);
+    if (s == DISOPT_OK && cfg->nthreads > 1 && !cfg->cuda)
         s = dp_pool_create(cfg->nthreads, &t->pool);
     if (s == DISOPT_OK)
-        s = net_init(&t->net, &cfg->model, cfg->n, cfg->h, cfg->w, 1, cfg->f64, t->pool, weights);
+        s = net_init(&t->net, &cfg->model, cfg->n, cfg->h, cfg->w, 1, cfg->f64, t->pool, t->cu, weights);
     if (s == DISOPT_OK && t->stage == 2) {
         disopt_model_config tc = cfg->model;
         tc.arch = DISOPT_ARCH_TEACHER;
-        s = net_init(&t->teacher, &tc, cfg->n, cfg->h, cfg->w, 0, cfg->f64, t->pool, teacher_weights);
+        s = net_init(&t->teacher, &tc, cfg->n, cfg->h, cfg->w, 0, cfg->f64, t->pool, t->cu, teacher_weights);
         if (s != DISOPT_OK)
             s = dp_error_prefix(s, "teacher");
     }
@@ -566,8 +726,18 @@ disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weight
             sg->decay = 1; /* one parameter group: every parameter decayed (optim.h) */
         }
     }
-    if (s == DISOPT_OK && !cfg->f64)
+    if (s == DISOPT_OK && t->cu) { /* the optimizer state and the loss's labels on the device */
+        s = dp_optim_validate(&cfg->optim, t->net.n_params, t->seg, t->n_seg);
+        const int ns = dp_optim_state_count(&cfg->optim);
+        const size_t sb = (size_t)(ns > 0 ? ns : 0) * t->net.n_params * sizeof(float);
+        const size_t px = (size_t)cfg->n * (size_t)cfg->h * (size_t)cfg->w;
+        t->state_d = dzalloc(t->cu, sb, &s);
+        t->state_h = zalloc(sb / sizeof(float), sizeof(float), &s);
+        t->target_d = dzalloc(t->cu, px * sizeof(int32_t), &s);
+        t->valid_d = dzalloc(t->cu, px, &s);
+    } else if (s == DISOPT_OK && !cfg->f64) {
         s = dp_optim_create(&cfg->optim, t->net.n_params, t->seg, t->n_seg, &t->opt);
+    }
     if (s == DISOPT_OK && cfg->f64) {
         s = dp_optim_validate(&cfg->optim, t->net.n_params, t->seg, t->n_seg);
         int ns = dp_optim_state_count(&cfg->optim);
@@ -587,6 +757,16 @@ void dp_trainer_destroy(dp_trainer *t) {
         return;
     net_free(&t->net);
     net_free(&t->teacher);
+    if (t->cu) {
+        void *dev[3] = {t->state_d, t->target_d, t->valid_d};
+        for (int i = 0; i < 3; i++)
+            if (dev[i])
+                t->cu->f.free(t->cu->ctx, dev[i]);
+        free(t->state_h);
+        for (int i = 0; i < t->n_hcopy; i++)
+            free(t->hcopy[i].data);
+        dp_tr_cu_close(t->cu);
+    }
     dp_optim_destroy(t->opt);
     free(t->state64);
     free(t->seg);
@@ -603,7 +783,9 @@ disopt_status dp_trainer_forward_backward(dp_trainer *t, const float *x, const f
     dp_trainer_loss L;
     memset(&L, 0, sizeof L);
     L.stage = t->stage;
-    if (t->cfg.f64)
+    if (t->cu)
+        DP_TRY(fwd_bwd_cu(t, x, x_teacher, target, valid, &L));
+    else if (t->cfg.f64)
         DP_TRY(fwd_bwd_f64(t, x, x_teacher, target, valid, &L));
     else
         DP_TRY(fwd_bwd_f32(t, x, x_teacher, target, valid, &L));
@@ -616,6 +798,13 @@ disopt_status dp_trainer_forward_backward(dp_trainer *t, const float *x, const f
 disopt_status dp_trainer_update(dp_trainer *t, double lr) {
     if (!t)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    if (t->cu) { /* one kernel over the arena; the step's errors surface here */
+        DP_TRY(t->cu->f.optim_update(t->cu->ctx, &t->cfg.optim, t->seg, t->n_seg, t->net.n_params, t->step64 + 1, lr,
+                                     t->net.params, t->net.grads, t->state_d));
+        DP_TRY(t->cu->f.sync(t->cu->ctx));
+        t->step64++;
+        return DISOPT_OK;
+    }
     if (!t->cfg.f64)
         return dp_optim_step(t->opt, t->net.params, t->net.grads, lr);
     DP_TRY(dp_optim_update_f64(&t->cfg.optim, t->seg, t->n_seg, t->net.n_params, t->step64 + 1, lr, t->net.params,
@@ -647,10 +836,29 @@ static int param_at(const dp_trainer *t, const char *key, size_t *off, int *trai
 float *dp_trainer_param(dp_trainer *t, const char *key, float **grad, int64_t *numel) {
     size_t off;
     int tr;
+    int64_t ne = 0;
     if (grad)
         *grad = NULL;
-    if (param_at(t, key, &off, &tr, numel) || t->cfg.f64)
+    if (numel)
+        *numel = 0;
+    if (param_at(t, key, &off, &tr, &ne) || t->cfg.f64)
         return NULL;
+    if (numel)
+        *numel = ne;
+    const dp_net *m = &t->net;
+    if (m->cu) { /* the host copies, brought up to date */
+        float *hp = (float *)(tr ? m->hparams : m->hbufs) + off;
+        const float *dp = (const float *)(tr ? m->params : m->bufs) + off;
+        if (m->cu->f.download(m->cu->ctx, hp, dp, (size_t)ne * sizeof(float)) != DISOPT_OK)
+            return NULL;
+        if (grad && tr) {
+            if (m->cu->f.download(m->cu->ctx, (float *)m->hgrads + off, (const float *)m->grads + off,
+                                  (size_t)ne * sizeof(float)) != DISOPT_OK)
+                return NULL;
+            *grad = (float *)m->hgrads + off;
+        }
+        return hp;
+    }
     if (grad && tr)
         *grad = (float *)t->net.grads + off;
     return (float *)(tr ? t->net.params : t->net.bufs) + off;
@@ -683,6 +891,26 @@ static const void *tensor_at(const dp_trainer *t, int teacher, const char *name,
         *h = m->g.tensors[i].h;
     if (w)
         *w = m->g.tensors[i].w;
+    if (m->cu) { /* a host copy, made again on every call (kept until the trainer goes) */
+        dp_trainer *tm = (dp_trainer *)(uintptr_t)t; /* the copies' table only */
+        int k = 0;
+        while (k < tm->n_hcopy && !(tm->hcopy[k].net == m && tm->hcopy[k].tensor == i))
+            k++;
+        if (k == tm->n_hcopy) {
+            if (k == (int)(sizeof tm->hcopy / sizeof tm->hcopy[0]))
+                return NULL;
+            tm->hcopy[k].net = m;
+            tm->hcopy[k].tensor = i;
+            tm->hcopy[k].data = malloc(count_(m, i) * sizeof(float) + 1);
+            if (!tm->hcopy[k].data)
+                return NULL;
+            tm->n_hcopy++;
+        }
+        if (m->cu->f.download(m->cu->ctx, tm->hcopy[k].data, (const float *)m->act + m->t_off[i],
+                              count_(m, i) * sizeof(float)) != DISOPT_OK)
+            return NULL;
+        return tm->hcopy[k].data;
+    }
     return (const char *)m->act + m->t_off[i] * m->esz;
 }
 
@@ -714,6 +942,36 @@ void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *mi) {
                       mi->saved_bytes + mi->workspace_bytes + mi->teacher_bytes;
 }
 
+disopt_status dp_trainer_pull(dp_trainer *t) {
+    if (!t)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    if (!t->cu)
+        return DISOPT_OK;
+    const dp_net *m = &t->net;
+    const int ns = dp_optim_state_count(&t->cfg.optim);
+    DP_TRY(t->cu->f.download(t->cu->ctx, m->hparams, m->params, m->n_params * m->esz));
+    DP_TRY(t->cu->f.download(t->cu->ctx, m->hbufs, m->bufs, m->n_bufs * m->esz));
+    if (ns > 0)
+        DP_TRY(t->cu->f.download(t->cu->ctx, t->state_h, t->state_d, (size_t)ns * m->n_params * sizeof(float)));
+    return DISOPT_OK;
+}
+
+disopt_status dp_trainer_push(dp_trainer *t) {
+    if (!t)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    if (!t->cu)
+        return DISOPT_OK;
+    const dp_net *m = &t->net;
+    const int ns = dp_optim_state_count(&t->cfg.optim);
+    DP_TRY(t->cu->f.upload(t->cu->ctx, m->params, m->hparams, m->n_params * m->esz));
+    DP_TRY(t->cu->f.upload(t->cu->ctx, m->bufs, m->hbufs, m->n_bufs * m->esz));
+    if (ns > 0)
+        DP_TRY(t->cu->f.upload(t->cu->ctx, t->state_d, t->state_h, (size_t)ns * m->n_params * sizeof(float)));
+    return DISOPT_OK;
+}
+
+int dp_trainer_on_cuda(const dp_trainer *t) { return t && t->cu; }
+
 disopt_status dp_trainer_save(const dp_trainer *t, const char *path) {
     if (!t || !path)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
@@ -733,7 +991,9 @@ disopt_status dp_trainer_add_state_dict(const dp_trainer *t, disopt_st_writer *w
     const dp_graph *g = &m->g;
     char variant[8];
     snprintf(variant, sizeof variant, "b%d", t->cfg.model.variant);
-    disopt_status s = disopt_st_writer_set_metadata(w, "arch", t->stage == 2 ? "student" : "teacher");
+    disopt_status s = dp_trainer_pull((dp_trainer *)(uintptr_t)t); /* CUDA: the host copies (no-op on the CPU) */
+    if (s == DISOPT_OK)
+        s = disopt_st_writer_set_metadata(w, "arch", t->stage == 2 ? "student" : "teacher");
     if (s == DISOPT_OK)
         s = disopt_st_writer_set_metadata(w, "variant", variant);
     float *tmp = NULL;
@@ -747,7 +1007,9 @@ disopt_status dp_trainer_add_state_dict(const dp_trainer *t, disopt_st_writer *w
         }
         if (m->p_off[i] == SIZE_MAX)
             continue;
-        const char *src = (const char *)(trainable_kind(p->kind) ? m->params : m->bufs) + m->p_off[i] * m->esz;
+        const void *arena = m->cu ? (trainable_kind(p->kind) ? m->hparams : m->hbufs)
+                                  : (trainable_kind(p->kind) ? m->params : m->bufs);
+        const char *src = (const char *)arena + m->p_off[i] * m->esz;
         const float *data = (const float *)(const void *)src;
         if (t->cfg.f64) {
             if ((size_t)p->numel > tmp_n) {
@@ -773,14 +1035,18 @@ disopt_status dp_trainer_get_state(dp_trainer *t, dp_trainer_state *st) {
     if (!t || !st)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
     memset(st, 0, sizeof *st);
+    DP_TRY(dp_trainer_pull(t));
     st->esz = t->net.esz;
-    st->params = t->net.params;
+    st->params = t->cu ? t->net.hparams : t->net.params;
     st->n_params = t->net.n_params;
-    st->bufs = t->net.bufs;
+    st->bufs = t->cu ? t->net.hbufs : t->net.bufs;
     st->n_bufs = t->net.n_bufs;
     int ns = dp_optim_state_count(&t->cfg.optim);
     st->n_opt_state = ns > 0 ? ns : 0;
-    if (t->cfg.f64) {
+    if (t->cu) {
+        st->opt_state = t->state_h;
+        st->opt_step = &t->step64;
+    } else if (t->cfg.f64) {
         st->opt_state = t->state64;
         st->opt_step = &t->step64;
     } else {
@@ -797,6 +1063,8 @@ const dp_trainer_config *dp_trainer_get_config(const dp_trainer *t) { return t ?
 disopt_status dp_trainer_forward_eval(dp_trainer *t, const float *x) {
     if (!t || !x)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    if (t->cu)
+        return net_forward_cu(&t->net, x, 0, 0, 0, &t->rng);
     if (t->cfg.f64)
         return net_forward_f64(&t->net, x, 0, 0, 0, &t->rng);
     return net_forward_f32(&t->net, x, 0, 0, 0, &t->rng);

@@ -24,6 +24,8 @@
  *    node by node in forward order; dropout and drop-connect can be switched off (identity).
  *  - Precision: float32 (training), or double (cfg.f64: the same step with the kernels' double
  *    instantiations, the reference the goldens check the math with); inputs are float either way.
+ *  - Place: the CPU, or one CUDA device (cfg.cuda: the same step with the CUDA module's training ops,
+ *    trainer_cu.h, float32; the arenas on the device, host copies for the accessors).
  *  - Threads: cfg.nthreads (the trainer's own dp_pool; 1 = the caller's thread), bitwise the same
  *    results on any count; errors through dp_error(); nothing aborts; no global state.
  */
@@ -46,6 +48,9 @@ typedef struct dp_trainer_config {
     uint64_t seed;             /* the masks' Philox stream */
     int f64;                   /* nonzero: every arena and kernel in double (reference runs) */
     int nthreads;              /* kernel threads (the trainer's pool); <= 1: the caller's thread */
+    int cuda;                  /* nonzero: every arena on CUDA device cuda_device, the module's training ops
+                                * (float32 only; see "CUDA" below) */
+    int cuda_device;
     dp_optim_config optim;
     dp_loss_weights loss;
 } dp_trainer_config;
@@ -131,6 +136,17 @@ typedef struct dp_trainer_state {
 } dp_trainer_state;
 disopt_status dp_trainer_get_state(dp_trainer *t, dp_trainer_state *st);
 const dp_trainer_config *dp_trainer_get_config(const dp_trainer *t);
+
+/* CUDA (cfg.cuda): the arenas live on the device; dp_trainer_param, dp_trainer_tensor and dp_trainer_get_state
+ * return HOST copies, current when returned (param: that entry and its gradient; get_state: the parameter,
+ * buffer and optimizer arenas); writes into them reach the device with dp_trainer_push. On the CPU these
+ * pointers are the arenas themselves and dp_trainer_push does nothing. */
+disopt_status dp_trainer_push(dp_trainer *t);
+/* CUDA: the parameter, buffer and optimizer arenas -> their host copies (all of them; push uploads all of
+ * them, so pull before writing a part of them) */
+disopt_status dp_trainer_pull(dp_trainer *t);
+/* nonzero when the trainer runs on CUDA */
+int dp_trainer_on_cuda(const dp_trainer *t);
 
 /* Forward of the trained network in eval mode (BN with running statistics, no dropout / drop-connect, no
  * RNG draw, running statistics and num_batches_tracked untouched); x: n x in_channels x h x w of the
