@@ -4,7 +4,8 @@
  * on fresh random inputs (SAR-like and optical-like values, random 2-class targets), with the authors'
  * settings (dropout, drop-connect, SGD momentum 0.9 Nesterov, weight decay 1e-4, lr 5e-3).
  *   bench_train [-model student-b3] [-batch 8] [-size 512] [-steps 10] [-warmup 3] [-device cpu|cuda[:N]]
- *               [-threads N] [-deterministic]
+ *               [-threads N] [-deterministic] [-profile]
+ * -profile: one more step after the timed ones, node by node (waiting for each), by op category.
  * Prints the memory plan (dp_trainer_memory), every timed step's loss and time, and one summary line:
  *   model=... device=... batch=... size=... ms_step_median=... ms_step_min=... planned_gib=...
  */
@@ -38,10 +39,11 @@ static float urand(uint64_t *s) {
 
 int main(int argc, char **argv) {
     const char *model = "student-b3", *device = "cpu";
-    int batch = 8, size = 512, steps = 10, warmup = 3, threads = 1, random_on = 1;
+    int batch = 8, size = 512, steps = 10, warmup = 3, threads = 1, random_on = 1, profile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-deterministic")) { random_on = 0; continue; }
+        if (!strcmp(a, "-profile")) { profile = 1; continue; }
         if (!v) { fprintf(stderr, "bench_train: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "-model")) model = v;
         else if (!strcmp(a, "-batch")) batch = atoi(v);
@@ -113,6 +115,18 @@ int main(int argc, char **argv) {
         }
         if (s >= 0) ms[s] = dt;
         printf("# step %3d%s: %.2f ms, loss %.6f\n", s, s < 0 ? " (warm-up)" : "", dt, total);
+    }
+    if (profile) {
+        char rep[4096];
+        dp_trainer_set_profiling(t, 1);
+        dp_trainer_loss L;
+        if (dp_trainer_step(t, x, mc.arch == DISOPT_ARCH_STUDENT ? xt : NULL, y, NULL, 5e-3, &L) != DISOPT_OK) {
+            fprintf(stderr, "bench_train: profiled step: %s\n", disopt_last_error());
+            return 1;
+        }
+        dp_trainer_profile_report(t, rep, sizeof rep);
+        printf("# one step, node by node (each waited for):\n%s", rep);
+        dp_trainer_set_profiling(t, 0);
     }
     qsort(ms, (size_t)steps, sizeof *ms, cmp);
     printf("model=%s device=%s batch=%d size=%d dropout=%s ms_step_median=%.2f ms_step_min=%.2f planned_gib=%.3f\n",

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static size_t al16(size_t n) { return (n + 15) & ~(size_t)15; }
 
@@ -55,6 +56,8 @@ typedef struct dp_net {
      * three (what the accessors return) are hparams, hgrads, hbufs */
     dp_tr_cu *cu;
     void *hparams, *hgrads, *hbufs;
+    double *prof; /* profiling: seconds per category (the trainer's table; NULL: off) */
+    int teacher;  /* the frozen teacher (its forward is one category) */
 } dp_net;
 
 struct dp_trainer {
@@ -82,6 +85,7 @@ struct dp_trainer {
         float *data;
     } hcopy[16];
     int n_hcopy;
+    double prof[DP_TR_PROF_N];
 };
 
 dp_trainer_config dp_trainer_config_authors(const disopt_model_config *model, int n, int h, int w) {
@@ -588,6 +592,65 @@ static int find_t(const dp_net *m, const char *name) { return dp_graph_find_tens
 static size_t hw_(const dp_net *m, int t) { return (size_t)m->g.tensors[t].h * (size_t)m->g.tensors[t].w; }
 static size_t count_(const dp_net *m, int t) { return (size_t)m->n * (size_t)m->g.tensors[t].c * hw_(m, t); }
 
+/* ---------------------------------------------------------------- profiling */
+static double tr_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const char *const tr_prof_names[DP_TR_PROF_N] = {
+    "teacher forward", "conv depthwise fwd", "conv 1x1 fwd", "conv kxk fwd", "conv on 1x1 maps fwd",
+    "batch norm fwd", "activation fwd", "other fwd", "conv depthwise bwd", "conv 1x1 bwd", "conv kxk bwd",
+    "conv on 1x1 maps bwd", "batch norm bwd", "activation bwd", "other bwd", "loss", "optimizer"};
+
+static int tr_prof_category(const dp_net *m, int i, int bwd) {
+    if (m->teacher)
+        return DP_TR_PROF_TEACHER;
+    const dp_node *nd = &m->g.nodes[i];
+    const int base = bwd ? DP_TR_PROF_CONV_DW_B : DP_TR_PROF_CONV_DW_F;
+    switch (nd->op) {
+    case DP_OP_CONV: {
+        const dp_conv_params *c = &nd->conv;
+        const dp_tensor *o = &m->g.tensors[nd->out];
+        if (o->h == 1 && o->w == 1)
+            return base + 3;
+        if (c->groups > 1)
+            return base;
+        return base + (c->kh == 1 && c->kw == 1 ? 1 : 2);
+    }
+    case DP_OP_BN:
+        return base + 4;
+    case DP_OP_ACT:
+        return base + 5;
+    default:
+        return base + 6;
+    }
+}
+
+void dp_trainer_set_profiling(dp_trainer *t, int on) {
+    if (!t)
+        return;
+    memset(t->prof, 0, sizeof t->prof);
+    t->net.prof = t->teacher.prof = on ? t->prof : NULL;
+}
+
+void dp_trainer_profile_report(dp_trainer *t, char *buf, size_t len) {
+    if (!t || !buf || !len)
+        return;
+    double total = 0;
+    for (int i = 0; i < DP_TR_PROF_N; i++)
+        total += t->prof[i];
+    size_t o = 0;
+    for (int i = 0; i < DP_TR_PROF_N && o < len; i++)
+        if (t->prof[i] > 0)
+            o += (size_t)snprintf(buf + o, len - o, "  %-22s %9.2f ms %5.1f%%\n", tr_prof_names[i], 1e3 * t->prof[i],
+                                  total > 0 ? 100.0 * t->prof[i] / total : 0.0);
+    if (o < len)
+        snprintf(buf + o, len - o, "  %-22s %9.2f ms\n", "total", 1e3 * total);
+    memset(t->prof, 0, sizeof t->prof);
+}
+
 /* the typed half: forward, backward, the loss (trainer.inc's macros) */
 static disopt_status tr_input_f32(float *d, const float *x, size_t n) {
     memcpy(d, x, n * sizeof *d);
@@ -599,6 +662,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
     return DISOPT_OK;
 }
 #define TR_CTX(m) ((m)->pool)
+#define TR_SYNC(m) DISOPT_OK
 #define TR_ZERO(m, p, bytes) (memset((p), 0, (bytes)), DISOPT_OK)
 #define TR_COPY(m, d, src, bytes) (memcpy((d), (src), (bytes)), DISOPT_OK)
 #define TR_DROPOUT_MASK(m, rng, p, n, mk) dp_tr_dropout_mask(rng, p, n, mk)
@@ -632,6 +696,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #undef TR_LOSS1
 #undef TR_LOSS2
 #undef TR_CTX
+#undef TR_SYNC
 #undef TR_ZERO
 #undef TR_COPY
 #undef TR_DROPOUT_MASK
@@ -657,6 +722,7 @@ static disopt_status tr_loss2_cu(dp_trainer *t, const dp_stage2_in_f32 *in, dp_s
     return t->cu->f.loss_stage2(t->cu->ctx, &d, terms, grad);
 }
 #define TR_CTX(m) ((m)->cu)
+#define TR_SYNC(m) (m)->cu->f.sync((m)->cu->ctx)
 #define TR_ZERO(m, p, bytes) (m)->cu->f.zero((m)->cu->ctx, (p), (bytes))
 #define TR_COPY(m, d, src, bytes) (m)->cu->f.copy((m)->cu->ctx, (d), (src), (bytes))
 #define TR_DROPOUT_MASK(m, rng, p, n, mk) (m)->cu->f.dropout_mask((m)->cu->ctx, rng, p, n, mk)
@@ -675,6 +741,7 @@ static disopt_status tr_loss2_cu(dp_trainer *t, const dp_stage2_in_f32 *in, dp_s
 #undef TR_LOSS1
 #undef TR_LOSS2
 #undef TR_CTX
+#undef TR_SYNC
 #undef TR_ZERO
 #undef TR_COPY
 #undef TR_DROPOUT_MASK
@@ -707,6 +774,7 @@ disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weight
         disopt_model_config tc = cfg->model;
         tc.arch = DISOPT_ARCH_TEACHER;
         s = net_init(&t->teacher, &tc, cfg->n, cfg->h, cfg->w, 0, cfg->f64, t->pool, t->cu, teacher_weights);
+        t->teacher.teacher = 1;
         if (s != DISOPT_OK)
             s = dp_error_prefix(s, "teacher");
     }
@@ -799,9 +867,12 @@ disopt_status dp_trainer_update(dp_trainer *t, double lr) {
     if (!t)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
     if (t->cu) { /* one kernel over the arena; the step's errors surface here */
+        const double t0 = tr_now();
         DP_TRY(t->cu->f.optim_update(t->cu->ctx, &t->cfg.optim, t->seg, t->n_seg, t->net.n_params, t->step64 + 1, lr,
                                      t->net.params, t->net.grads, t->state_d));
         DP_TRY(t->cu->f.sync(t->cu->ctx));
+        if (t->net.prof)
+            t->prof[DP_TR_PROF_OPTIM] += tr_now() - t0;
         t->step64++;
         return DISOPT_OK;
     }

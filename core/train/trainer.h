@@ -148,6 +148,20 @@ disopt_status dp_trainer_pull(dp_trainer *t);
 /* nonzero when the trainer runs on CUDA */
 int dp_trainer_on_cuda(const dp_trainer *t);
 
+/* Profiling (benchmarks): with it on, every node's work is waited for (CUDA: the stream synchronised) and
+ * its time added to a category (teacher forward; per direction: depthwise, 1x1, kxk convs, convs on 1x1
+ * maps, BN, activations, the rest; the loss, the optimizer); the report lists them and clears them. */
+enum {
+    DP_TR_PROF_TEACHER,
+    DP_TR_PROF_CONV_DW_F, /* then 1x1, kxk, 1px, BN, act, other: forward */
+    DP_TR_PROF_CONV_DW_B = DP_TR_PROF_CONV_DW_F + 7, /* the same seven: backward */
+    DP_TR_PROF_LOSS = DP_TR_PROF_CONV_DW_B + 7,
+    DP_TR_PROF_OPTIM,
+    DP_TR_PROF_N
+};
+void dp_trainer_set_profiling(dp_trainer *t, int on);
+void dp_trainer_profile_report(dp_trainer *t, char *buf, size_t len);
+
 /* Forward of the trained network in eval mode (BN with running statistics, no dropout / drop-connect, no
  * RNG draw, running statistics and num_batches_tracked untouched); x: n x in_channels x h x w of the
  * config. The outputs are read with dp_trainer_tensor (teacher = 0): "logits" (the fused logits of a
