@@ -3,6 +3,8 @@
 # third-party code from.  Nothing in .ref/ is ever committed.
 #
 #   .ref/authors/model.py   the authors' model.py (jiankang1991/TGRS_DisOptNet @ f7e7825)
+#   .ref/authors/utils/losses.py  their training losses (only when the source is a git mirror), read by
+#                           bench/bench_torch_train.py on the device, which has no mirror
 #   .ref/site/              pure-Python packages, no compiled code:
 #                             segmentation_models_pytorch 0.2.0, efficientnet_pytorch 0.6.3,
 #                             pretrainedmodels 0.7.4, timm 0.4.12, munch
@@ -24,6 +26,8 @@ if [ -f "$src" ]; then
     cp "$src" "$ref/authors/model.py"
 else
     git -C "$src" show "$commit:model.py" > "$ref/authors/model.py"
+    mkdir -p "$ref/authors/utils"
+    git -C "$src" show "$commit:utils/losses.py" > "$ref/authors/utils/losses.py"
 fi
 
 # --no-deps: torch / torchvision come from the machine; these five are all the
