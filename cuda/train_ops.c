@@ -16,6 +16,7 @@
 #include "kernels.h"
 #include "train_kernels.h"
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
@@ -47,6 +48,7 @@ struct dp_cu_tr_ctx {
     size_t ws_bytes, scratch_bytes;
     conv_algo algos[ALGO_CACHE]; /* the algorithm chosen per (conv, input shape, direction) */
     int nalgos, next_algo;
+    cublasHandle_t blas; /* pointwise convs as GEMMs (default math: FP32 FMA, no TF32) */
 };
 
 #define CU_TRY(c, expr, what) DP_CU_TRY((c)->host, expr, what)
@@ -58,6 +60,13 @@ struct dp_cu_tr_ctx {
         if (s_ != DISOPT_OK) return s_;                                                                            \
     } while (0)
 #define BAD(c, ...) (c)->host->error(DISOPT_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+#define BLAS_TRY(c, expr, what)                                                                                    \
+    do {                                                                                                           \
+        cublasStatus_t b_ = (expr);                                                                                \
+        if (b_ != CUBLAS_STATUS_SUCCESS)                                                                           \
+            return (c)->host->error(b_ == CUBLAS_STATUS_ALLOC_FAILED ? DISOPT_ERR_OUT_OF_MEMORY : DISOPT_ERR_BACKEND, \
+                                    "cublas: %s: %s", (what), cublasGetStatusString(b_));                            \
+    } while (0)
 /* every entry point: a context, its device current */
 #define ENTER(c)                                                                                                   \
     do {                                                                                                           \
@@ -75,6 +84,7 @@ void dp_cu_tr_ctx_destroy(dp_cu_tr_ctx *c) {
     if (c->fd) cudnnDestroyFilterDescriptor(c->fd);
     if (c->cd) cudnnDestroyConvolutionDescriptor(c->cd);
     if (c->dnn) cudnnDestroy(c->dnn);
+    if (c->blas) cublasDestroy(c->blas);
     if (c->ws) cudaFree(c->ws);
     if (c->scratch) cudaFree(c->scratch);
     if (c->stream) cudaStreamDestroy(c->stream);
@@ -110,6 +120,12 @@ disopt_status dp_cu_tr_ctx_create(const dp_cuda_host *host, int device, dp_cu_tr
     if (!s && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateFilterDescriptor(&c->fd);
     if (!s && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateConvolutionDescriptor(&c->cd);
     if (!s && d != CUDNN_STATUS_SUCCESS) s = dp_dnn_status(c->host, d, "training context setup");
+    cublasStatus_t bl = CUBLAS_STATUS_SUCCESS;
+    if (!s) bl = cublasCreate(&c->blas);
+    if (!s && bl == CUBLAS_STATUS_SUCCESS) bl = cublasSetStream(c->blas, c->stream);
+    if (!s && bl == CUBLAS_STATUS_SUCCESS) bl = cublasSetMathMode(c->blas, CUBLAS_PEDANTIC_MATH);
+    if (!s && bl != CUBLAS_STATUS_SUCCESS)
+        s = c->host->error(DISOPT_ERR_BACKEND, "cublas: training context setup: %s", cublasGetStatusString(bl));
     if (s) {
         dp_cu_tr_ctx_destroy(c);
         return s;
@@ -379,12 +395,78 @@ static disopt_status choose(dp_cu_tr_ctx *c, int dir, const dp_conv_params *p, i
     return DISOPT_OK;
 }
 
+/* Pointwise convs (1x1, stride 1, unpadded, groups 1: the MBConv expansions and projections, the SE and
+ * image-pooling FCs, the decoders' 1x1s) run as cuBLAS SGEMMs in FP32 (pedantic math: no TF32), which
+ * cuDNN's FMA GEMM-family algorithms do several times slower in the backward directions (measured:
+ * bench_train -profile, RESULTS.md). Row-major NCHW tensors are read as column-major matrices: image n of x
+ * is X_n (Cin x HW) row-major = X_n^T (HW x Cin) column-major, lda HW; W (Cout x Cin) row-major = W^T
+ * (Cin x Cout) column-major, lda Cin. On 1x1 maps (HW = 1) the batch is one GEMM dimension instead. */
+static int pointwise(const dp_conv_params *p) {
+    return p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->groups == 1 && p->pt == 0 && p->pb == 0 &&
+           p->pl == 0 && p->pr == 0;
+}
+
+/* y = conv(x) (no bias) */
+static disopt_status pw_fwd(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int hw, const float *x, const float *wt,
+                            float *y) {
+    const float one = 1.0f, zero = 0.0f;
+    if (hw == 1) /* Y^T (Cout x N) = W (Cout x Cin) X^T (Cin x N) */
+        BLAS_TRY(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, p->cout, n, p->cin, &one, wt, p->cin, x, p->cin,
+                                &zero, y, p->cout),
+                 "pointwise conv");
+    else /* per image: Y_n^T (HW x Cout) = X_n^T (HW x Cin) W^T (Cin x Cout) */
+        BLAS_TRY(c, cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, hw, p->cout, p->cin, &one, x, hw,
+                                              (long long)p->cin * hw, wt, p->cin, 0, &zero, y, hw,
+                                              (long long)p->cout * hw, n),
+                 "pointwise conv");
+    return DISOPT_OK;
+}
+
+/* dx += W^T dy */
+static disopt_status pw_bwd_data(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int hw, const float *dy,
+                                 const float *wt, float *dx) {
+    const float one = 1.0f;
+    if (hw == 1) /* dX^T (Cin x N) += W^T (Cin x Cout) dY^T (Cout x N) */
+        BLAS_TRY(c, cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, p->cin, n, p->cout, &one, wt, p->cin, dy, p->cout,
+                                &one, dx, p->cin),
+                 "pointwise conv data gradient");
+    else /* per image: dX_n^T (HW x Cin) += dY_n^T (HW x Cout) W (Cout x Cin) */
+        BLAS_TRY(c, cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, hw, p->cin, p->cout, &one, dy, hw,
+                                              (long long)p->cout * hw, wt, p->cin, 0, &one, dx, hw,
+                                              (long long)p->cin * hw, n),
+                 "pointwise conv data gradient");
+    return DISOPT_OK;
+}
+
+/* dw += sum over images of dy_n x_n^T, the images in order */
+static disopt_status pw_bwd_filter(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int hw, const float *x,
+                                   const float *dy, float *dw) {
+    const float one = 1.0f;
+    if (hw == 1) /* dW^T (Cin x Cout) += X^T (Cin x N) dY (N x Cout) */
+        BLAS_TRY(c, cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, p->cin, p->cout, n, &one, x, p->cin, dy, p->cout,
+                                &one, dw, p->cin),
+                 "pointwise conv filter gradient");
+    else /* dW^T (Cin x Cout) += X_n (Cin x HW) dY_n^T (HW x Cout) */
+        for (int i = 0; i < n; i++)
+            BLAS_TRY(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, p->cin, p->cout, hw, &one,
+                                    x + (size_t)i * p->cin * hw, hw, dy + (size_t)i * p->cout * hw, hw, &one, dw,
+                                    p->cin),
+                     "pointwise conv filter gradient");
+    return DISOPT_OK;
+}
+
 disopt_status dp_cu_tr_conv_fwd(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int h, int w, const float *x,
                                 const float *wt, const float *b, float *y) {
     ENTER(c);
     if (!x || !wt || !y) return BAD(c, "conv forward: NULL tensor");
     conv_geo g;
     TRY(conv_setup(c, p, n, h, w, &g));
+    if (pointwise(p)) {
+        TRY(pw_fwd(c, p, n, h * w, x, wt, y));
+        if (b)
+            K_TRY(c, dpk_bias_act(c->stream, DPK_F32, y, b, n, p->cout, (size_t)h * w, DPK_ACT_NONE), "conv bias");
+        return DISOPT_OK;
+    }
     int algo = 0;
     size_t aws = 0;
     TRY(choose(c, 0, p, n, h, w, &algo, &aws));
@@ -409,6 +491,7 @@ disopt_status dp_cu_tr_conv_bwd_data(dp_cu_tr_ctx *c, const dp_conv_params *p, i
     if (!dy || !wt || !dx) return BAD(c, "conv backward data: NULL tensor");
     conv_geo g;
     TRY(conv_setup(c, p, n, h, w, &g));
+    if (pointwise(p)) return pw_bwd_data(c, p, n, h * w, dy, wt, dx);
     int algo = 0;
     size_t aws = 0;
     TRY(choose(c, 1, p, n, h, w, &algo, &aws));
@@ -435,7 +518,9 @@ disopt_status dp_cu_tr_conv_bwd_filter(dp_cu_tr_ctx *c, const dp_conv_params *p,
     if (!x || !dy) return BAD(c, "conv backward filter: NULL tensor");
     conv_geo g;
     TRY(conv_setup(c, p, n, h, w, &g));
-    if (dw) {
+    if (dw && pointwise(p)) {
+        TRY(pw_bwd_filter(c, p, n, h * w, x, dy, dw));
+    } else if (dw) {
         int algo = 0;
         size_t aws = 0;
         TRY(choose(c, 2, p, n, h, w, &algo, &aws));

@@ -12,7 +12,8 @@
  *    parameters, conv params, concat's channel list and pointer arrays, the optimizer's config and segment
  *    table are host values;
  *  - FP32 exact: cuDNN convolutions run with CUDNN_FMA_MATH (no TF32) and only the GEMM-family / direct
- *    algorithms (no FFT, no Winograd), deterministic ones first; reductions (BN statistics, GAP, bias and
+ *    algorithms (no FFT, no Winograd), deterministic ones first; pointwise convs (1x1, stride 1, unpadded,
+ *    groups 1) are cuBLAS SGEMMs in pedantic math (no TF32), the filter gradient summed image by image; reductions (BN statistics, GAP, bias and
  *    per-channel gradients, loss sums) accumulate in double, in a fixed order for a given shape: results are
  *    bitwise reproducible run to run (given the same cuDNN algorithm), and no kernel of ours uses float
  *    atomics (bilinear upsampling's backward gathers; see train_kernels.cu);

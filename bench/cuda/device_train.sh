@@ -8,7 +8,7 @@
 #   3. with .ref carried and bench/bench_torch_train.py present: the authors' step in PyTorch, same
 #      batch and size (TORCH_MODES).
 # Carry .cudarun (bundle.sh) and, for 3, .ref. Logs: $OUT/train_logs.tgz and $OUT/summary.txt.
-# Env: BATCH (8), SIZE (512), STEPS (10), TORCH_MODES (fp32,amp16), SKIP_TEST=1.
+# Env: BATCH (8), SIZE (512), STEPS (10), TORCH_MODES (fp32,tf32,amp16,bf16), SKIP_TEST=1.
 . "$(dirname "$0")/device_env.sh"
 O=/tmp/dtrain; rm -rf $O; mkdir -p $O
 S=$OUT/summary.txt; : > $S
@@ -16,6 +16,11 @@ snap() { tar -czf $OUT/train_logs.tgz -C $O . 2>/dev/null; }
 say() { echo "$*" | tee -a $S; }
 BATCH=${BATCH:-8}; SIZE=${SIZE:-512}; STEPS=${STEPS:-10}
 say "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader) $(date -u +%FT%TZ)"
+if [ "${SKIP_TEST:-0}" != 1 ] && [ -x $B/bin/test_cuda_grad ]; then
+  say "== test_cuda_grad (every GPU training op against the CPU kernel)"
+  timeout 120 $B/bin/test_cuda_grad > $O/test_cuda_grad.log 2>&1
+  say "rc=$?"; grep -E "^\[ +(PASSED|FAILED|  ERROR) +\]|FAILED" $O/test_cuda_grad.log | head -10 | tee -a $S
+fi
 if [ "${SKIP_TEST:-0}" != 1 ]; then
   say "== test_train_step on CUDA"
   DISOPT_TEST_BACKEND=cuda timeout ${TEST_TIMEOUT:-300} $B/bin/test_train_step > $O/test_train_step_cuda.log 2>&1
@@ -34,13 +39,13 @@ memrun() {
   return $rc
 }
 say "== bench_train student-b3 batch $BATCH ${SIZE}^2 on CUDA"
-memrun ours timeout 300 $B/bin/bench_train -model student-b3 -batch $BATCH -size $SIZE -steps $STEPS -warmup 3 \
+memrun ours timeout 300 $B/bin/bench_train -model student-b3 -batch $BATCH -size $SIZE -steps $STEPS -warmup 3 -profile \
   -device cuda > $O/bench_train_cuda.log 2>&1
-say "rc=$?"; grep -E "^# (created|memory)|^model=|bench_train:" $O/bench_train_cuda.log | tee -a $S; snap
+say "rc=$?"; grep -E "^# (created|memory|one step)|^  |^model=|bench_train:" $O/bench_train_cuda.log | tee -a $S; snap
 if [ -f bench/bench_torch_train.py ] && [ -d .ref ]; then
   say "== PyTorch: the authors' stage-2 step, batch $BATCH ${SIZE}^2 ($TORCH_MODES)"
-  memrun torch timeout 300 python3 bench/bench_torch_train.py --batch $BATCH --size $SIZE --steps $STEPS \
-    --modes ${TORCH_MODES:-fp32,amp16} > $O/bench_torch_train.log 2>&1
+  memrun torch timeout 400 python3 bench/bench_torch_train.py --batch $BATCH --size $SIZE --steps $STEPS \
+    --modes ${TORCH_MODES:-fp32,tf32,amp16,bf16} > $O/bench_torch_train.log 2>&1
   say "rc=$?"; grep -E "^mode=|torch|device" $O/bench_torch_train.log | head -12 | tee -a $S
 fi
 snap
