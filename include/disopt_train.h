@@ -49,7 +49,8 @@ typedef struct disopt_train_options {
     int loader_threads;         /* sample loader threads (2); results do not depend on it */
     uint64_t seed;              /* 0 */
     int f64;                    /* debugging: the whole run in double */
-    disopt_backend_kind device; /* CPU (CUDA: not yet, refused) */
+    disopt_backend_kind device; /* CPU, or CUDA (float32; the trainer on GPU `gpu`) */
+    int gpu;                    /* CUDA device index (0) */
     int steps_per_epoch;        /* 0: training samples / batch */
     int dropout, drop_connect;  /* 1, 1 */
     int rotate180;              /* -1: the list's rotate180 column; 0: none; 1: every sample */

@@ -959,7 +959,7 @@ static void test_bad_input(void **st) {
     bad_case("crop not a multiple of 32", "--crop 48", P("list.csv"), out, "multiple of 32");
     bad_case("unknown architecture", "--arch b9", P("list.csv"), out, "unknown architecture");
     bad_case("unknown architecture name", "--arch resnet50", P("list.csv"), out, "unknown architecture");
-    bad_case("cuda", "--device cuda", P("list.csv"), out, "the CUDA trainer does not exist yet");
+    bad_case("cuda in fp64", "--device cuda --precision fp64", P("list.csv"), out, "--device cuda trains in fp32");
     bad_case("unwritable output folder", "", P("list.csv"), "/proc/disopt_out.safetensors", "not writable");
     bad_case("missing output folder", "", P("list.csv"), P("no/such/dir/out.safetensors"), "does not exist");
     bad_case("output is a folder", "", P("list.csv"), g_dir, "is not a regular file");

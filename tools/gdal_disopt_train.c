@@ -23,7 +23,7 @@ static void usage(FILE *f) {
             "         --stage optical|distill [--teacher T.safetensors] [--val LIST] [--init FILE] [--resume CKPT]\n"
             "         [--arch b0..b7] [--epochs N] [--batch N] [--crop N] [--lr X] [--optimizer sgd|adamw]\n"
             "         [--weight-decay X] [--momentum X] [--threads N] [--loader-threads N] [--seed N]\n"
-            "         [--precision fp32|fp64] [--device cpu|cuda] [--steps-per-epoch N] [--no-dropout]\n"
+            "         [--precision fp32|fp64] [--device cpu|cuda[:N]] [--steps-per-epoch N] [--no-dropout]\n"
             "         [--no-drop-connect] [--rotate180 column|yes|no] [--sar-bands B,B,B,B] [--optical-bands B,B,B,B]\n"
             "         [--complex error|db|intensity|amplitude] [--min-area M2] [--log LOG.csv]\n"
             "         LIST.csv OUTPUT.safetensors\n"
@@ -261,7 +261,9 @@ int main(int argc, char **argv) {
                 break;
             if (EQUAL(v, "cpu"))
                 o.device = DISOPT_BACKEND_CPU;
-            else if (EQUAL(v, "cuda") || !strncmp(v, "cuda:", 5) || !strncmp(v, "CUDA", 4))
+            else if (EQUAL(v, "cuda"))
+                o.device = DISOPT_BACKEND_CUDA;
+            else if (EQUALN(v, "cuda:", 5) && !parse_int(v + 5, &o.gpu) && o.gpu >= 0)
                 o.device = DISOPT_BACKEND_CUDA;
             else
                 rc = bad(a, v);

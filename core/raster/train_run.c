@@ -296,10 +296,10 @@ static disopt_status check_options(const disopt_train_options *o) {
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "a sample list and an output file are needed");
     if (o->stage != 1 && o->stage != 2)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "stage must be optical (1) or distill (2)");
-    if (o->device != DISOPT_BACKEND_CPU)
-        return dp_error(DISOPT_ERR_UNSUPPORTED,
-                        "--device cuda: the CUDA trainer does not exist yet (its backward kernels are being "
-                        "written); train with --device cpu");
+    if (o->device != DISOPT_BACKEND_CPU && o->device != DISOPT_BACKEND_CUDA)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "--device: cpu or cuda[:N]");
+    if (o->device == DISOPT_BACKEND_CUDA && o->f64)
+        return dp_error(DISOPT_ERR_UNSUPPORTED, "--device cuda trains in fp32 (fp64 is the CPU's debugging mode)");
     if (o->variant < 0 || o->variant > 7)
         return dp_error(DISOPT_ERR_UNSUPPORTED, "unknown architecture b%d: EfficientNet b0..b7", o->variant);
     if (o->crop < 32 || o->crop % 32)
@@ -392,6 +392,8 @@ static disopt_status run(run_ctx *R) {
     tc.seed = o->seed;
     tc.f64 = o->f64;
     tc.nthreads = o->threads;
+    tc.cuda = o->device == DISOPT_BACKEND_CUDA;
+    tc.cuda_device = o->gpu;
     if (o->optimizer == DISOPT_OPTIM_ADAMW) {
         tc.optim = dp_optim_config_adamw(o->lr, o->weight_decay);
     } else {
@@ -404,6 +406,10 @@ static disopt_status run(run_ctx *R) {
     disopt_status s = dp_trainer_create(&tc, NULL, o->stage == 2 ? o->teacher : NULL, &R->t);
     if (s != DISOPT_OK)
         return s;
+    if (tc.cuda)
+        logf_(o, "trainer: CUDA device %d, fp32", tc.cuda_device);
+    else
+        logf_(o, "trainer: CPU, %d thread%s, %s", tc.nthreads, tc.nthreads == 1 ? "" : "s", tc.f64 ? "fp64" : "fp32");
 
     int64_t start_epoch = 0;
     double best = -1.0;

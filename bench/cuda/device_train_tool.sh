@@ -1,0 +1,72 @@
+#!/bin/bash
+# device_train_tool.sh - the training tools end to end on the lent GPU (issues 6 and 8), one call, with the
+# GDAL bundle of bundle_gdal.sh (which packs gdal_disopt_train/eval/synth/model too):
+#   run(command="bash bench/cuda/device_train_tool.sh", carry=[".gdalrun"])
+#   1. gdal_disopt_synth: a training scene set (TILES tiles of SIZE px, seed 7, 85 % train / 15 % val) and
+#      an unseen one (6 tiles, seed 2026);
+#   2. per architecture in ARCHS: gdal_disopt_train --device cuda, stage 1 (optical teacher) and stage 2
+#      (the SAR student distilled from it), batch 8, crop CROP, AdamW lr 1e-3 (from scratch: no ImageNet
+#      weights here), TEPOCHS / SEPOCHS epochs of 30 steps;
+#   3. the student through the driver (gdal_translate -of BUILDINGS, DEVICE=CUDA) on the unseen tiles,
+#      scored by gdal_disopt_eval -list (pixel Dice, SpaceNet building F1);
+#   4. the b0 student (if trained) converted to F16 for $OUT (the demo model candidate).
+# $OUT: tt_logs.tgz (tools' stdout, the per-epoch CSV logs, eval reports), summary.txt, student_b0_f16.safetensors.
+# Env: ARCHS ("b0 b3"), TILES (120), SIZE (512), CROP (256), TEPOCHS (10), SEPOCHS (20), BUDGET (540 s).
+set -u
+T0=$(date +%s); R=$PWD
+OUT=${OUT:-/tmp/tt_out}; W=${WORK:-/tmp/tt}; GR=${GDALRUN:-/tmp/gdalrun}
+mkdir -p "$OUT" "$W"; rm -rf "$GR" "$W"/*; mkdir -p "$GR" "$W/logs"
+S=$OUT/summary.txt; : > "$S"
+say() { echo "$*" | tee -a "$S"; }
+el() { echo $(( $(date +%s) - T0 )); }
+snap() { tar -czf "$OUT/tt_logs.tgz" -C "$W/logs" . 2>/dev/null; }
+tar -C "$GR" -xJf "$R/.gdalrun/gdal.tar.xz" || { say "cannot unpack the bundle"; exit 1; }
+G=$GR/g
+NV=$(python3 -c 'import nvidia.cudnn,nvidia.cublas,os;print(os.path.dirname(nvidia.cudnn.__file__)+"/lib:"+os.path.dirname(nvidia.cublas.__file__)+"/lib")' 2>/dev/null)
+GLD=$G/lib:/usr/local/cuda/lib64${NV:+:$NV}
+export GDAL_DRIVER_PATH=$G/plugins GDAL_DATA=$G/share/gdal PROJ_DATA=$G/share/proj PROJ_LIB=$G/share/proj
+export DISOPT_CUDA_MODULE=$G/lib/libdisopt_cuda.so.0
+gd() { LD_LIBRARY_PATH=$GLD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} "$@"; }
+# timed NAME CMD...: runs, logs to logs/NAME.out, says the seconds and rc
+timed() {
+  local name=$1; shift; local a; a=$(date +%s.%N)
+  gd "$@" > "$W/logs/$name.out" 2>&1; local rc=$?
+  say "$name: rc $rc, $(awk -v a="$a" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
+  return $rc
+}
+say "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader) $(nproc) cores $(date -u +%FT%TZ)"
+cd "$W"
+ARCHS=${ARCHS:-b0 b3}; TILES=${TILES:-120}; SIZE=${SIZE:-512}; CROP=${CROP:-256}
+TEPOCHS=${TEPOCHS:-10}; SEPOCHS=${SEPOCHS:-20}; BUDGET=${BUDGET:-540}
+timed synth "$G/bin/gdal_disopt_synth" --out scenes --tiles "$TILES" --size "$SIZE" --seed 7 --split 0.85,0.15,0 -q
+timed synth_unseen "$G/bin/gdal_disopt_synth" --out unseen --tiles 6 --size "$SIZE" --seed 2026 --split 0,0,1 -q
+COMMON=(--batch 8 --crop "$CROP" --steps-per-epoch "${STEPS:-30}" --device "${DEVICE:-cuda}" --optimizer adamw --lr 1e-3 --weight-decay 1e-4
+        --optical-bands 3,1,1,2 --loader-threads 8)
+for a in $ARCHS; do
+  [ "$(el)" -lt $(( BUDGET - 60 )) ] || { say "$a: skipped ($(el) s used of $BUDGET)"; continue; }
+  timed "teacher_$a" "$G/bin/gdal_disopt_train" --stage optical --arch "$a" --epochs "$TEPOCHS" --seed 3 "${COMMON[@]}" \
+    scenes/tiles.csv "teacher_$a.safetensors" || continue
+  cp teacher_$a.log.csv logs/ 2>/dev/null
+  say "  teacher $a val: $(tail -1 teacher_$a.log.csv)"
+  timed "student_$a" "$G/bin/gdal_disopt_train" --stage distill --teacher "teacher_$a.safetensors" --arch "$a" \
+    --epochs "$SEPOCHS" --seed 4 "${COMMON[@]}" scenes/tiles.csv "student_$a.safetensors" || continue
+  cp student_$a.log.csv logs/ 2>/dev/null
+  say "  student $a val: $(tail -1 student_$a.log.csv)"
+  echo "prediction,truth" > "pairs_$a.csv"; i=0
+  for sar in unseen/SAR-Intensity/*.tif; do
+    tile=${sar##*_tile_}; tile=${tile%.tif}
+    truth=$(ls unseen/geojson_buildings/*_tile_$tile.geojson | head -1)
+    gd "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="student_$a.safetensors" -co DEVICE="${DEVICE:-cuda}" -co OUTPUT=PROBABILITY \
+      "$sar" "pred_${a}_$i.tif" >> "logs/driver_$a.out" 2>&1 && echo "pred_${a}_$i.tif,$truth" >> "pairs_$a.csv"
+    i=$((i + 1))
+  done
+  timed "eval_$a" "$G/bin/gdal_disopt_eval" -list "pairs_$a.csv"
+  grep -A4 "^total" "logs/eval_$a.out" | tee -a "$S"
+  snap
+done
+if [ -f student_b0.safetensors ]; then
+  timed convert "$G/bin/gdal_disopt_model" convert student_b0.safetensors "$OUT/student_b0_f16.safetensors" --dtype f16 \
+    && say "  student_b0 F16: $(du -h "$OUT/student_b0_f16.safetensors" | cut -f1)"
+fi
+say "total $(el) s"
+snap
