@@ -10,7 +10,8 @@
 #   3. the student through the driver (gdal_translate -of BUILDINGS, DEVICE=CUDA) on the unseen tiles,
 #      scored by gdal_disopt_eval -list (pixel Dice, SpaceNet building F1);
 #   4. the b0 student (if trained) converted to F16 for $OUT (the demo model candidate).
-# $OUT: tt_logs.tgz (tools' stdout, the per-epoch CSV logs, eval reports), summary.txt, student_b0_f16.safetensors.
+# $OUT: tt_logs.tgz (tools' stdout, the per-epoch CSV logs, eval reports), summary.txt, student_b0_f16.part00,
+# .part01 (cat them: the F16 b0 student).
 # Env: ARCHS ("b0 b3"), TILES (120), SIZE (512), CROP (256), TEPOCHS (10), SEPOCHS (20), BUDGET (540 s).
 set -u
 T0=$(date +%s); R=$PWD
@@ -64,9 +65,11 @@ for a in $ARCHS; do
   grep -A4 "^total" "logs/eval_$a.out" | tee -a "$S"
   snap
 done
-if [ -f student_b0.safetensors ]; then
-  timed convert "$G/bin/gdal_disopt_model" convert student_b0.safetensors "$OUT/student_b0_f16.safetensors" --dtype f16 \
-    && say "  student_b0 F16: $(du -h "$OUT/student_b0_f16.safetensors" | cut -f1)"
+if [ -f student_b0.safetensors ]; then # (files come back in pieces of at most 16 MiB: split, cat them here)
+  timed convert "$G/bin/gdal_disopt_model" convert student_b0.safetensors student_b0_f16.safetensors --dtype f16 \
+    --metadata "provenance=gdal_disopt_train --device cuda on gdal_disopt_synth scenes (seed 7, $TILES tiles), $(date -u +%F)" \
+    && say "  student_b0 F16: $(du -h student_b0_f16.safetensors | cut -f1), sha256 $(sha256sum student_b0_f16.safetensors | cut -c1-64)" \
+    && split -b 15m -d student_b0_f16.safetensors "$OUT/student_b0_f16.part"
 fi
 say "total $(el) s"
 snap
