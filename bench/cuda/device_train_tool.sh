@@ -12,7 +12,8 @@
 #   4. the b0 student (if trained) converted to F16 for $OUT (the demo model candidate).
 # $OUT: tt_logs.tgz (tools' stdout, the per-epoch CSV logs, eval reports), summary.txt, student_b0_f16.part00,
 # .part01 (cat them: the F16 b0 student).
-# Env: ARCHS ("b0 b3"), TILES (120), SIZE (512), CROP (256), TEPOCHS (10), SEPOCHS (20), BUDGET (540 s).
+# Env: ARCHS ("b0 b3"), TILES (120), SIZE (512), CROP (256), TEPOCHS (10), SEPOCHS (20), STEPS (30 per epoch),
+# BUDGET (540 s), DEVICE (cuda; cpu to try it here), MODE=experiments (+ SAR-only model, teacher scored on optical).
 set -u
 T0=$(date +%s); R=$PWD
 OUT=${OUT:-/tmp/tt_out}; W=${WORK:-/tmp/tt}; GR=${GDALRUN:-/tmp/gdalrun}
@@ -42,27 +43,45 @@ TEPOCHS=${TEPOCHS:-10}; SEPOCHS=${SEPOCHS:-20}; BUDGET=${BUDGET:-540}
 timed synth "$G/bin/gdal_disopt_synth" --out scenes --tiles "$TILES" --size "$SIZE" --seed 7 --split 0.85,0.15,0 -q
 timed synth_unseen "$G/bin/gdal_disopt_synth" --out unseen --tiles 6 --size "$SIZE" --seed 2026 --split 0,0,1 -q
 COMMON=(--batch 8 --crop "$CROP" --steps-per-epoch "${STEPS:-30}" --device "${DEVICE:-cuda}" --optimizer adamw --lr 1e-3 --weight-decay 1e-4
-        --optical-bands 3,1,1,2 --loader-threads 8)
-for a in $ARCHS; do
-  [ "$(el)" -lt $(( BUDGET - 60 )) ] || { say "$a: skipped ($(el) s used of $BUDGET)"; continue; }
-  timed "teacher_$a" "$G/bin/gdal_disopt_train" --stage optical --arch "$a" --epochs "$TEPOCHS" --seed 3 "${COMMON[@]}" \
-    scenes/tiles.csv "teacher_$a.safetensors" || continue
-  cp teacher_$a.log.csv logs/ 2>/dev/null
-  say "  teacher $a val: $(tail -1 teacher_$a.log.csv)"
-  timed "student_$a" "$G/bin/gdal_disopt_train" --stage distill --teacher "teacher_$a.safetensors" --arch "$a" \
-    --epochs "$SEPOCHS" --seed 4 "${COMMON[@]}" scenes/tiles.csv "student_$a.safetensors" || continue
-  cp student_$a.log.csv logs/ 2>/dev/null
-  say "  student $a val: $(tail -1 student_$a.log.csv)"
-  echo "prediction,truth" > "pairs_$a.csv"; i=0
-  for sar in unseen/SAR-Intensity/*.tif; do
-    tile=${sar##*_tile_}; tile=${tile%.tif}
+        --loader-threads 8)
+OPTB=(--optical-bands 3,1,1,2) # the synthetic optical is RGB: R, G, G, B for the 4-band teacher (as in §6)
+# evaluate NAME DIR BANDS: the model NAME.safetensors through the driver on the unseen tiles of DIR
+# (SAR-Intensity or PS-RGB; BANDS: the driver's BANDS option or empty), scored against their footprints
+evaluate() {
+  local name=$1 dir=$2 bands=$3 i=0
+  echo "prediction,truth" > "pairs_$name.csv"
+  for img in unseen/$dir/*.tif; do
+    tile=${img##*_tile_}; tile=${tile%.tif}
     truth=$(ls unseen/geojson_buildings/*_tile_$tile.geojson | head -1)
-    gd "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="student_$a.safetensors" -co DEVICE="${DEVICE:-cuda}" -co OUTPUT=PROBABILITY \
-      "$sar" "pred_${a}_$i.tif" >> "logs/driver_$a.out" 2>&1 && echo "pred_${a}_$i.tif,$truth" >> "pairs_$a.csv"
+    gd "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="$name.safetensors" -co DEVICE="${DEVICE:-cuda}" \
+      -co OUTPUT=PROBABILITY ${bands:+-co BANDS=$bands} "$img" "pred_${name}_$i.tif" >> "logs/driver_$name.out" 2>&1 \
+      && echo "pred_${name}_$i.tif,$truth" >> "pairs_$name.csv"
     i=$((i + 1))
   done
-  timed "eval_$a" "$G/bin/gdal_disopt_eval" -list "pairs_$a.csv"
-  grep -A4 "^total" "logs/eval_$a.out" | tee -a "$S"
+  timed "eval_$name" "$G/bin/gdal_disopt_eval" -list "pairs_$name.csv"
+  grep -A4 "^total" "logs/eval_$name.out" | tee -a "$S"
+}
+# train NAME ARGS...: gdal_disopt_train ... NAME.safetensors, its log kept
+train() {
+  local name=$1; shift
+  timed "$name" "$G/bin/gdal_disopt_train" "$@" "$name.safetensors" || return 1
+  cp "$name.log.csv" logs/ 2>/dev/null
+  say "  $name last epoch: $(tail -1 "$name.log.csv")"
+}
+# MODE=experiments: per architecture also the SAR-only DeepLabV3+ (stage 1 on the SAR images: the list's
+# optical column replaced by its SAR column), and the optical teacher scored on the unseen optical tiles
+awk -F, 'BEGIN{OFS=","} NR>1{$2=$1} {print}' scenes/tiles.csv > scenes/tiles_sar.csv
+for a in $ARCHS; do
+  [ "$(el)" -lt $(( BUDGET - 60 )) ] || { say "$a: skipped ($(el) s used of $BUDGET)"; continue; }
+  if [ "${MODE:-}" = experiments ]; then
+    train "saronly_$a" --stage optical --arch "$a" --epochs "$TEPOCHS" --seed 3 "${COMMON[@]}" --optical-bands 1,2,3,4 \
+      scenes/tiles_sar.csv && evaluate "saronly_$a" SAR-Intensity ""
+  fi
+  train "teacher_$a" --stage optical --arch "$a" --epochs "$TEPOCHS" --seed 3 "${COMMON[@]}" "${OPTB[@]}" scenes/tiles.csv || continue
+  [ "${MODE:-}" = experiments ] && evaluate "teacher_$a" PS-RGB 3,1,1,2
+  train "student_$a" --stage distill --teacher "teacher_$a.safetensors" --arch "$a" --epochs "$SEPOCHS" --seed 4 \
+    "${COMMON[@]}" "${OPTB[@]}" scenes/tiles.csv || continue
+  evaluate "student_$a" SAR-Intensity ""
   snap
 done
 if [ -f student_b0.safetensors ]; then # (files come back in pieces of at most 16 MiB: split, cat them here)
