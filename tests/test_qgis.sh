@@ -12,7 +12,7 @@ if ! QT_QPA_PLATFORM=offscreen /usr/bin/python3 -c 'import qgis.core' 2>/dev/nul
   echo "QGIS Python bindings missing (bash .ci/install-qgis): skipped"; exit 77
 fi
 export GDAL_DRIVER_PATH="$build/plugin" QT_QPA_PLATFORM=offscreen
-model="$build/default.safetensors"
+model="$build/testmodel_b3.safetensors"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 opts=(TILE_SIZE=128 OVERLAP=32 DEVICE=CPU)
 gdal_translate -q -of VRT -ot Float32 -scale -25 35 0 92 "$shared/realdata/rotterdam_capella/sar_masked.tif" "$tmp/scene.vrt"

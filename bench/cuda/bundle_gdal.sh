@@ -12,7 +12,7 @@
 # the replaced libraries needed is left out. glibc is not packed: the device has a newer one.
 # The demo model (92 MB of incompressible floats) is not packed either: the bundle carries
 # disopt_testmodel, which assembles it on the device from testdata/golden/student_b3.safetensors
-# (tracked), and the SHA-256 of the build's default.safetensors to check it against.
+# (tracked), and the SHA-256 of the build's testmodel_b3.safetensors to check it against.
 #
 # Env: KEEP_EXTRA='regex' keeps more libraries real (e.g. KEEP_EXTRA='libxml2|libicu' after a
 # "stub called" report); XZ_LEVEL (default -9); MEASURE=1 prints each library's compressed size.
@@ -90,7 +90,7 @@ done < "$T/stub"
 cp -r /usr/share/gdal "$G/share/gdal"
 cp /usr/share/proj/proj.db "$G/share/proj/"
 cp /work/shared/realdata/rotterdam_capella/sar_masked.tif "$G/" 2>/dev/null || cp ../shared/realdata/rotterdam_capella/sar_masked.tif "$G/"
-sha256sum "$B"/default.safetensors | awk '{print $1 "  default.safetensors"}' > "$G/default.safetensors.sha256"
+sha256sum "$B"/testmodel_b3.safetensors | awk '{print $1 "  testmodel_b3.safetensors"}' > "$G/testmodel_b3.safetensors.sha256"
 {
   echo "# gdal-disopt GDAL bundle, $(date -u +%FT%TZ), $(git -C "$R" rev-parse --short HEAD), build $B"
   echo "# real libraries"; for l in $(cat "$T/real"); do echo "real $(basename "$l")"; done

@@ -55,13 +55,13 @@ run() {
   echo "== versions"; gd "$G/bin/gdalinfo" --version; python3 -c 'import numpy, sys; print(sys.version.split()[0], numpy.__version__)'
 } > "$OUT/env.txt" 2>&1
 
-# the model: the build's default.safetensors, assembled from the tracked golden B3 (92 MB of
+# the model: the build's testmodel_b3.safetensors (the tests' model), assembled from the tracked golden B3 (92 MB of
 # incompressible floats are not packed)
 M=$W/default.safetensors
 run model "$G/bin/disopt_testmodel" "$R/testdata/golden/student_b3.safetensors" "$M"
-want=$(awk '{print $1}' "$G/default.safetensors.sha256")
+want=$(awk '{print $1}' "$G/testmodel_b3.safetensors.sha256")
 got=$(python3 -c 'import hashlib,sys;print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$M" 2>/dev/null)
-[ "$want" = "$got" ] && say "model: default.safetensors, sha256 $got (= the build's)" \
+[ "$want" = "$got" ] && say "model: testmodel_b3.safetensors, sha256 $got (= the build's)" \
   || { say "model: sha256 $got differs from the build's $want"; exit 1; }
 run formats "$G/bin/gdalinfo" --formats
 grep -q '^ *BUILDINGS -raster' "$LOG" && say "driver: $(grep -m1 '^ *BUILDINGS -raster' "$LOG" | sed 's/^ *//')" \

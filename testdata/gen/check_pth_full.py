@@ -1,6 +1,6 @@
 """Full-architecture check of the PyTorch checkpoint reader (local; needs torch and .ref/, see make_ref.sh).
 
-For the demo model (student B3, build-*/default.safetensors) and teacher B3/B4 and student B4 with
+For the demo model (student B3, build-*/testmodel_b3.safetensors) and teacher B3/B4 and student B4 with
 torch's default initialisation (seed 0), this writes checkpoints with torch.save in the authors' wrapping
 ({'state_dict': {'module.' + key: ...}, 'epoch', 'best_metric'}, F32) and as a plain fp16 state
 dict, then compares, on the fixed input of `gdal_disopt_model verify` (1 x 4 x N x N):
@@ -124,7 +124,7 @@ def check(name, arch, variant, sd_model):
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
-    ok = check("student_b3_demo", "student", "b3", read_safetensors(BUILD / "default.safetensors"))
+    ok = check("student_b3_demo", "student", "b3", read_safetensors(BUILD / "testmodel_b3.safetensors"))
     for arch, variant in () if DEMO_ONLY else (("teacher", "b3"), ("teacher", "b4"), ("student", "b4")):
         torch.manual_seed(0)  # torch's default initialisation, BN statistics 0 / 1
         t = refmodel.build_model(arch, variant)
