@@ -1013,33 +1013,27 @@ void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *mi) {
                       mi->saved_bytes + mi->workspace_bytes + mi->teacher_bytes;
 }
 
-disopt_status dp_trainer_pull(dp_trainer *t) {
+/* CUDA: the parameter, buffer and optimizer arenas to their host copies (to_device 0) or back */
+static disopt_status sync_arenas(dp_trainer *t, int to_device) {
     if (!t)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
     if (!t->cu)
         return DISOPT_OK;
     const dp_net *m = &t->net;
     const int ns = dp_optim_state_count(&t->cfg.optim);
-    DP_TRY(t->cu->f.download(t->cu->ctx, m->hparams, m->params, m->n_params * m->esz));
-    DP_TRY(t->cu->f.download(t->cu->ctx, m->hbufs, m->bufs, m->n_bufs * m->esz));
-    if (ns > 0)
-        DP_TRY(t->cu->f.download(t->cu->ctx, t->state_h, t->state_d, (size_t)ns * m->n_params * sizeof(float)));
+    void *dev[3] = {m->params, m->bufs, t->state_d}, *host[3] = {m->hparams, m->hbufs, t->state_h};
+    const size_t bytes[3] = {m->n_params * m->esz, m->n_bufs * m->esz,
+                             (size_t)(ns > 0 ? ns : 0) * m->n_params * sizeof(float)};
+    for (int i = 0; i < 3; i++)
+        if (bytes[i])
+            DP_TRY(to_device ? t->cu->f.upload(t->cu->ctx, dev[i], host[i], bytes[i])
+                             : t->cu->f.download(t->cu->ctx, host[i], dev[i], bytes[i]));
     return DISOPT_OK;
 }
 
-disopt_status dp_trainer_push(dp_trainer *t) {
-    if (!t)
-        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
-    if (!t->cu)
-        return DISOPT_OK;
-    const dp_net *m = &t->net;
-    const int ns = dp_optim_state_count(&t->cfg.optim);
-    DP_TRY(t->cu->f.upload(t->cu->ctx, m->params, m->hparams, m->n_params * m->esz));
-    DP_TRY(t->cu->f.upload(t->cu->ctx, m->bufs, m->hbufs, m->n_bufs * m->esz));
-    if (ns > 0)
-        DP_TRY(t->cu->f.upload(t->cu->ctx, t->state_d, t->state_h, (size_t)ns * m->n_params * sizeof(float)));
-    return DISOPT_OK;
-}
+disopt_status dp_trainer_pull(dp_trainer *t) { return sync_arenas(t, 0); }
+
+disopt_status dp_trainer_push(dp_trainer *t) { return sync_arenas(t, 1); }
 
 int dp_trainer_on_cuda(const dp_trainer *t) { return t && t->cu; }
 
