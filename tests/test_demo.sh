@@ -10,8 +10,9 @@ build=$(cd "$1" && pwd); src=$(cd "$2" && pwd)
 export GDAL_DRIVER_PATH="$build/plugin"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s.%N)
-gdal_translate -q -of BUILDINGS -co MODEL="$build/default.safetensors" -co DEVICE=CPU "$src/testdata/demo/sar.tif" \
-  "$tmp/buildings.tif"
+# (DISOPT_ASAN_PRELOAD: a sanitized build's plugin needs the ASan runtime first in gdal_translate)
+LD_PRELOAD=${DISOPT_ASAN_PRELOAD:-${LD_PRELOAD:-}} gdal_translate -q -of BUILDINGS -co MODEL="$build/default.safetensors" \
+  -co DEVICE=CPU "$src/testdata/demo/sar.tif" "$tmp/buildings.tif"
 echo "driver: $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
 "$build/tools/gdal_disopt_eval" "$tmp/buildings.tif" "$src/testdata/demo/buildings.geojson" | tee "$tmp/score.txt"
 dice=$(awk '/Dice/ {for (i = 1; i < NF; i++) if ($i == "Dice") print $(i + 1); exit}' "$tmp/score.txt")
