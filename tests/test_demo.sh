@@ -10,8 +10,9 @@ build=$(cd "$1" && pwd); src=$(cd "$2" && pwd)
 export GDAL_DRIVER_PATH="$build/plugin"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s.%N)
-# (DISOPT_ASAN_PRELOAD: a sanitized build's plugin needs the ASan runtime first in gdal_translate)
-LD_PRELOAD=${DISOPT_ASAN_PRELOAD:-${LD_PRELOAD:-}} gdal_translate -q -of BUILDINGS -co MODEL="$build/default.safetensors" \
+# GDAL's tools load the plugin (DISOPT_ASAN_PRELOAD: a sanitized build's plugin needs the ASan runtime first)
+gdal_() { LD_PRELOAD=${DISOPT_ASAN_PRELOAD:-${LD_PRELOAD:-}} "$@"; }
+gdal_ gdal_translate -q -of BUILDINGS -co MODEL="$build/default.safetensors" \
   -co DEVICE=CPU "$src/testdata/demo/sar.tif" "$tmp/buildings.tif"
 echo "driver: $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
 "$build/tools/gdal_disopt_eval" "$tmp/buildings.tif" "$src/testdata/demo/buildings.geojson" | tee "$tmp/score.txt"
@@ -19,7 +20,7 @@ dice=$(awk '/Dice/ {for (i = 1; i < NF; i++) if ($i == "Dice") print $(i + 1); e
 f1=$(awk '/F1/ {for (i = 1; i < NF; i++) if ($i == "F1") v = $(i + 1)} END {print v}' "$tmp/score.txt")
 echo "pixel Dice $dice, building F1 $f1"
 awk -v d="$dice" -v f="$f1" 'BEGIN {exit !(d != "" && f != "" && d >= 0.85 && f >= 0.85)}' || { echo "the demo model missed"; exit 1; }
-info=$(gdalinfo "$tmp/buildings.tif")
+info=$(gdal_ gdalinfo "$tmp/buildings.tif")
 grep -q 'ID\["EPSG",32631\]' <<< "$info" || { echo "result not in EPSG:32631"; exit 1; }
 grep -q 'DISOPT_MODEL=student-b0' <<< "$info" || { echo "result metadata does not name the demo model"; exit 1; }
 echo "ok"
