@@ -675,7 +675,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #define TR_LOSS1(t, ...) dp_loss_stage1_f32(__VA_ARGS__)
 #define TR_LOSS2(t, ...) dp_loss_stage2_f32(__VA_ARGS__)
 #include "trainer.inc"
-#undef TR_T
+#undef TR_T /* (the CPU's memory macros stay for the double instantiation) */
 #undef TR_S
 #undef TR_L
 #undef TR_INPUT
@@ -689,18 +689,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #define TR_LOSS1(t, ...) dp_loss_stage1_f64(__VA_ARGS__)
 #define TR_LOSS2(t, ...) dp_loss_stage2_f64(__VA_ARGS__)
 #include "trainer.inc"
-#undef TR_T
-#undef TR_S
-#undef TR_L
-#undef TR_INPUT
-#undef TR_LOSS1
-#undef TR_LOSS2
-#undef TR_CTX
-#undef TR_SYNC
-#undef TR_ZERO
-#undef TR_COPY
-#undef TR_DROPOUT_MASK
-#undef TR_DC_MASK
+#include "trainer_undef.inc"
 
 /* CUDA: the loss's host targets and masks go to the device first */
 static disopt_status tr_upload_labels(dp_trainer *t, dp_lshape sh, const int32_t *target, const uint8_t *valid) {
@@ -734,18 +723,7 @@ static disopt_status tr_loss2_cu(dp_trainer *t, const dp_stage2_in_f32 *in, dp_s
 #define TR_LOSS1(t, ...) tr_loss1_cu(t, __VA_ARGS__)
 #define TR_LOSS2(t, ...) tr_loss2_cu(t, __VA_ARGS__)
 #include "trainer.inc"
-#undef TR_T
-#undef TR_S
-#undef TR_L
-#undef TR_INPUT
-#undef TR_LOSS1
-#undef TR_LOSS2
-#undef TR_CTX
-#undef TR_SYNC
-#undef TR_ZERO
-#undef TR_COPY
-#undef TR_DROPOUT_MASK
-#undef TR_DC_MASK
+#include "trainer_undef.inc"
 
 /* ---------------------------------------------------------------- trainer */
 disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weights, const char *teacher_weights,
