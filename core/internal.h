@@ -185,9 +185,9 @@ typedef struct dp_backend_vtable {
      * The model then skips its host-side scan of the input. */
     disopt_status (*upload_checked)(dp_backend *b, const dp_tview *dst, const float *src);
     disopt_status (*nonfinite_result)(dp_backend *b, unsigned long long *count);
-    /* Optional: channels [c0, c0 + nc) of every image of src into dst (n x nc x h x w float32, NCHW),
-     * without the rest (the probability of the building class out of the softmax: half of what
-     * download moves, and no host-side copy). */
+    /* Channels [c0, c0 + nc) of every image of src into dst (n x nc x h x w float32, NCHW), without
+     * the rest (the probability of the building class out of the softmax: half of what download
+     * moves, and no host-side copy). */
     disopt_status (*download_planes)(dp_backend *b, float *dst, const dp_tview *src, int c0, int nc);
     unsigned caps;      /* DP_CAP_* */
 } dp_backend_vtable;

@@ -862,22 +862,9 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
             dp_tview v = view_of(m, outs[i].t);
             s = be->vt->download(be, outs[i].dst, &v);
         }
-    if (s == DISOPT_OK && o->probability && be->vt->download_planes) {
+    if (s == DISOPT_OK && o->probability) { /* the building plane only, into the caller's buffer */
         dp_tview v = view_of(m, sm);
         s = be->vt->download_planes(be, o->probability, &v, g->num_classes > 1 ? 1 : 0, 1);
-    } else if (s == DISOPT_OK && o->probability) {
-        dp_tview v = view_of(m, sm);
-        size_t hw = (size_t)h * w;
-        int K = g->num_classes;
-        float *all = malloc((size_t)n * K * hw * sizeof(float));
-        if (!all) {
-            s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
-        } else {
-            s = be->vt->download(be, all, &v);
-            for (int b = 0; s == DISOPT_OK && b < n; b++)
-                memcpy(o->probability + b * hw, all + ((size_t)b * K + (K > 1 ? 1 : 0)) * hw, hw * sizeof(float));
-            free(all);
-        }
     }
     tm->download_s = now_s() - t0;
     tm->total_s = now_s() - t_start;

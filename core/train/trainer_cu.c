@@ -23,7 +23,6 @@ disopt_status dp_tr_cu_open(int device, dp_tr_cu **out) {
     cu->host.abi = DP_CUDA_ABI;
     cu->host.error = dp_error;
     cu->host.log = dp_log;
-    cu->device = device;
     const char *cands[3] = {getenv("DISOPT_CUDA_MODULE"), DISOPT_CUDA_MODULE_PATH, "libdisopt_cuda.so.0"};
     char why[512] = "";
     for (int i = 0; i < 3 && !cu->module; i++) {

@@ -31,8 +31,7 @@
 typedef struct dp_tr_cu {
     void *module;       /* dlopen handle */
     dp_cuda_host host;  /* the callbacks the module reports through (outlives ctx) */
-    dp_cu_tr_ctx *ctx;  /* stream, cuDNN handle, workspace of device `device` */
-    int device;
+    dp_cu_tr_ctx *ctx;  /* stream, cuDNN and cuBLAS handles, workspace of one device */
     struct {
 #define DP_TR_CU_MEMBER(name) __typeof__(&dp_cu_tr_##name) name;
         DP_TR_CU_FNS(DP_TR_CU_MEMBER)
