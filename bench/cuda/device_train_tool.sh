@@ -15,29 +15,7 @@
 # Env: ARCHS ("b0 b3"), TILES (120), SIZE (512), CROP (256), TEPOCHS (10), SEPOCHS (20), STEPS (30 per epoch),
 # BUDGET (540 s), DEVICE (cuda; cpu to try it here), MODE=experiments (+ SAR-only model, teacher scored on optical).
 set -u
-T0=$(date +%s); R=$PWD
-OUT=${OUT:-/tmp/tt_out}; W=${WORK:-/tmp/tt}; GR=${GDALRUN:-/tmp/gdalrun}
-mkdir -p "$OUT" "$W"; rm -rf "$GR" "$W"/*; mkdir -p "$GR" "$W/logs"
-S=$OUT/summary.txt; : > "$S"
-say() { echo "$*" | tee -a "$S"; }
-el() { echo $(( $(date +%s) - T0 )); }
-snap() { tar -czf "$OUT/tt_logs.tgz" -C "$W/logs" . 2>/dev/null; }
-tar -C "$GR" -xJf "$R/.gdalrun/gdal.tar.xz" || { say "cannot unpack the bundle"; exit 1; }
-G=$GR/g
-NV=$(python3 -c 'import nvidia.cudnn,nvidia.cublas,os;print(os.path.dirname(nvidia.cudnn.__file__)+"/lib:"+os.path.dirname(nvidia.cublas.__file__)+"/lib")' 2>/dev/null)
-GLD=$G/lib:/usr/local/cuda/lib64${NV:+:$NV}
-export GDAL_DRIVER_PATH=$G/plugins GDAL_DATA=$G/share/gdal PROJ_DATA=$G/share/proj PROJ_LIB=$G/share/proj
-export DISOPT_CUDA_MODULE=$G/lib/libdisopt_cuda.so.0
-gd() { LD_LIBRARY_PATH=$GLD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} "$@"; }
-# timed NAME CMD...: runs, logs to logs/NAME.out, says the seconds and rc
-timed() {
-  local name=$1; shift; local a; a=$(date +%s.%N)
-  gd "$@" > "$W/logs/$name.out" 2>&1; local rc=$?
-  say "$name: rc $rc, $(awk -v a="$a" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
-  return $rc
-}
-say "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader) $(nproc) cores $(date -u +%FT%TZ)"
-cd "$W"
+. "$(dirname "$0")/tt_common.sh"
 ARCHS=${ARCHS:-b0 b3}; TILES=${TILES:-120}; SIZE=${SIZE:-512}; CROP=${CROP:-256}
 TEPOCHS=${TEPOCHS:-10}; SEPOCHS=${SEPOCHS:-20}; BUDGET=${BUDGET:-540}
 timed synth "$G/bin/gdal_disopt_synth" --out scenes --tiles "$TILES" --size "$SIZE" --seed 7 --split 0.85,0.15,0 -q
@@ -45,29 +23,6 @@ timed synth_unseen "$G/bin/gdal_disopt_synth" --out unseen --tiles 6 --size "$SI
 COMMON=(--batch 8 --crop "$CROP" --steps-per-epoch "${STEPS:-30}" --device "${DEVICE:-cuda}" --optimizer adamw --lr 1e-3 --weight-decay 1e-4
         --loader-threads 8)
 OPTB=(--optical-bands 3,1,1,2) # the synthetic optical is RGB: R, G, G, B for the 4-band teacher (as in §6)
-# evaluate NAME DIR BANDS: the model NAME.safetensors through the driver on the unseen tiles of DIR
-# (SAR-Intensity or PS-RGB; BANDS: the driver's BANDS option or empty), scored against their footprints
-evaluate() {
-  local name=$1 dir=$2 bands=$3 i=0
-  echo "prediction,truth" > "pairs_$name.csv"
-  for img in unseen/$dir/*.tif; do
-    tile=${img##*_tile_}; tile=${tile%.tif}
-    truth=$(ls unseen/geojson_buildings/*_tile_$tile.geojson | head -1)
-    gd "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="$name.safetensors" -co DEVICE="${DEVICE:-cuda}" \
-      -co OUTPUT=PROBABILITY ${bands:+-co BANDS=$bands} "$img" "pred_${name}_$i.tif" >> "logs/driver_$name.out" 2>&1 \
-      && echo "pred_${name}_$i.tif,$truth" >> "pairs_$name.csv"
-    i=$((i + 1))
-  done
-  timed "eval_$name" "$G/bin/gdal_disopt_eval" -list "pairs_$name.csv"
-  grep -A4 "^total" "logs/eval_$name.out" | tee -a "$S"
-}
-# train NAME ARGS...: gdal_disopt_train ... NAME.safetensors, its log kept
-train() {
-  local name=$1; shift
-  timed "$name" "$G/bin/gdal_disopt_train" "$@" "$name.safetensors" || return 1
-  cp "$name.log.csv" logs/ 2>/dev/null
-  say "  $name last epoch: $(tail -1 "$name.log.csv")"
-}
 # MODE=experiments: per architecture also the SAR-only DeepLabV3+ (stage 1 on the SAR images: the list's
 # optical column replaced by its SAR column), and the optical teacher scored on the unseen optical tiles
 awk -F, 'BEGIN{OFS=","} NR>1{$2=$1} {print}' scenes/tiles.csv > scenes/tiles_sar.csv
