@@ -21,6 +21,9 @@ disopt_status dp_error(disopt_status s, const char *fmt, ...) DP_PRINTF(2, 3);
 /* Prepends context to the current message: "context: previous message". Returns s. */
 disopt_status dp_error_prefix(disopt_status s, const char *fmt, ...) DP_PRINTF(2, 3);
 
+/* seconds on the monotonic clock (for timings and profiles) */
+double dp_now_s(void);
+
 void dp_log(const disopt_engine *e, disopt_log_level level, const char *fmt, ...) DP_PRINTF(3, 4);
 
 #define DP_TRY(expr)                                                                                          \

@@ -661,12 +661,6 @@ static double node_flops(const dp_node *n, const dp_tview *out) {
     return 2.0 * out->n * out->c * out->h * out->w * (double)(c->cin / c->groups) * c->kh * c->kw;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 void disopt_model_set_profiling(disopt_model *m, int on) {
     if (!m) return;
     m->profiling = on;
@@ -748,12 +742,12 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
     size_t total = (size_t)n * C * h * w;
     disopt_infer_timing *tm = &m->timing;
     memset(tm, 0, sizeof *tm);
-    double t_start = now_s(), t0 = t_start;
+    double t_start = dp_now_s(), t0 = t_start;
     /* NaN/Inf are refused: on the device when the backend can count them during the upload,
      * otherwise by a scan here first */
     const int dev_check = be->vt->upload_checked && be->vt->nonfinite_result;
     if (!dev_check && has_nonfinite(input, total)) return nonfinite_error(input, total, C, h, w);
-    tm->check_s = now_s() - t0;
+    tm->check_s = dp_now_s() - t0;
     /* which nodes are needed for what was asked */
     int T = g->n_tensors;
     char *want = calloc((size_t)T, 1);
@@ -783,11 +777,11 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
     if (s == DISOPT_OK) s = plan_build(m, n, h, w);
     if (s == DISOPT_OK) {
         dp_tview in = view_of(m, g->input);
-        t0 = now_s();
+        t0 = dp_now_s();
         s = dev_check ? be->vt->upload_checked(be, &in, input) : be->vt->upload(be, &in, input);
-        tm->upload_s = now_s() - t0;
+        tm->upload_s = dp_now_s() - t0;
     }
-    t0 = now_s();
+    t0 = dp_now_s();
     /* with a graph-capable backend (and no profiling): replay the recorded sequence for this set of
      * wanted tensors, or record it now */
     void *graph = NULL;
@@ -803,7 +797,7 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
         if (!want[nd->out]) continue;
         dp_tview ins[DP_MAX_IN], out = view_of(m, nd->out);
         for (int k = 0; k < nd->n_in; k++) ins[k] = view_of(m, nd->in[k]);
-        double t0 = m->profiling ? now_s() : 0.0;
+        double t0 = m->profiling ? dp_now_s() : 0.0;
         const int fuse = gap_fused(m, i) && want[g->nodes[i + 1].out]; /* profiled as part of the conv */
         if (fuse) {
             dp_tview gv = view_of(m, g->nodes[i + 1].out);
@@ -814,7 +808,7 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
         if (m->profiling && s == DISOPT_OK) {
             s = be->vt->synchronize(be);
             int cat = prof_category(nd, &out);
-            double dt = now_s() - t0;
+            double dt = dp_now_s() - t0;
             m->prof_s[cat] += dt;
             if (m->prof_node) m->prof_node[i] += dt;
             m->prof_flop[cat] += node_flops(nd, &out);
@@ -847,8 +841,8 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
         s = be->vt->nonfinite_result(be, &bad);
         if (s == DISOPT_OK && bad) s = nonfinite_error(input, total, C, h, w);
     }
-    tm->compute_s = now_s() - t0;
-    t0 = now_s();
+    tm->compute_s = dp_now_s() - t0;
+    t0 = dp_now_s();
     for (int i = 0; s == DISOPT_OK && i < o->num_taps; i++) {
         dp_tview v = view_of(m, tapt[i]);
         s = be->vt->download(be, o->taps[i].data, &v);
@@ -866,8 +860,8 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
         dp_tview v = view_of(m, sm);
         s = be->vt->download_planes(be, o->probability, &v, g->num_classes > 1 ? 1 : 0, 1);
     }
-    tm->download_s = now_s() - t0;
-    tm->total_s = now_s() - t_start;
+    tm->download_s = dp_now_s() - t0;
+    tm->total_s = dp_now_s() - t_start;
     free(want);
     free(tapt);
     return s;

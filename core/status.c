@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static _Thread_local char dp_msg[1024];
 
@@ -136,4 +137,10 @@ uint16_t dp_f32_to_f16(float f) {
     }
     uint32_t r = ax + 0xc8000fffu + ((ax >> 13) & 1u); /* rebias exponent (-112<<23) and round */
     return (uint16_t)(sign | (r >> 13));
+}
+
+double dp_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

@@ -670,12 +670,6 @@ struct run_pipe {
     int no_more;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* records the first failure (with the thread's message) and stops every stage; call under mu */
 static void pipe_fail(run_pipe *p, disopt_status s) {
     if (!p->err) {
@@ -701,9 +695,9 @@ static void *reader_main(void *arg) {
         const long seq = p->next_seq, j = seq / p->B;
         const int s = (int)(j % NSLOT), k = (int)(seq % p->B);
         if (p->slot_batch[s] != j) { /* the buffer still holds batch j - NSLOT */
-            const double t0 = now_s();
+            const double t0 = dp_now_s();
             pthread_cond_wait(&p->cv, &p->mu);
-            p->t_read_wait += now_s() - t0;
+            p->t_read_wait += dp_now_s() - t0;
             continue;
         }
         int band, tx, ty;
@@ -717,9 +711,9 @@ static void *reader_main(void *arg) {
         p->wty[s][k] = ty;
         p->wband[s][k] = band;
         pthread_mutex_unlock(&p->mu);
-        const double t0 = now_s();
+        const double t0 = dp_now_s();
         const disopt_status st = load_window(p->t, &rr->rd, &p->buf[s], k, tx, ty);
-        const double t1 = now_s();
+        const double t1 = dp_now_s();
         pthread_mutex_lock(&p->mu);
         p->t_read += t1 - t0;
         if (st != DISOPT_OK) {
@@ -737,7 +731,7 @@ static void *infer_main(void *arg) {
     for (long j = 0;; j++) {
         const int s = (int)(j % NSLOT);
         int n;
-        const double t0 = now_s();
+        const double t0 = dp_now_s();
         pthread_mutex_lock(&p->mu);
         for (;;) {
             n = batch_n(p, j);
@@ -745,12 +739,12 @@ static void *infer_main(void *arg) {
             pthread_cond_wait(&p->cv, &p->mu);
         }
         const int go = !p->stop && n > 0;
-        const double t1 = now_s();
+        const double t1 = dp_now_s();
         p->t_infer_wait += t1 - t0;
         pthread_mutex_unlock(&p->mu);
         if (!go) return NULL;
         const disopt_status st = infer_batch(p->t, &p->buf[s], n);
-        const double t2 = now_s();
+        const double t2 = dp_now_s();
         pthread_mutex_lock(&p->mu);
         p->t_infer += t2 - t1;
         if (st != DISOPT_OK) pipe_fail(p, st);
@@ -770,7 +764,7 @@ static void *writer_main(void *arg) {
         if (p->stop || p->written == p->pushed) break;
         const int k = (int)(p->written % NSTEP), n = p->wn[k];
         pthread_mutex_unlock(&p->mu);
-        const double t0 = now_s();
+        const double t0 = dp_now_s();
         const float *cell = p->wbuf[k];
         disopt_status st = DISOPT_OK;
         const size_t S2 = (size_t)p->t->step * p->t->step;
@@ -781,7 +775,7 @@ static void *writer_main(void *arg) {
                 st = dp_error(DISOPT_ERR_IO, "writing the result: %s", (m && *m) ? m : "the sink failed");
             }
         }
-        const double t1 = now_s();
+        const double t1 = dp_now_s();
         pthread_mutex_lock(&p->mu);
         p->t_sink += t1 - t0;
         if (st != DISOPT_OK) {
@@ -827,12 +821,12 @@ static disopt_status run_store(run_pipe *p, long *stored, long need, int band, i
     while (*stored < need) {
         const long j = *stored / p->B;
         const int s = (int)(j % NSLOT);
-        const double t0 = now_s();
+        const double t0 = dp_now_s();
         pthread_mutex_lock(&p->mu);
         while (!p->stop && !(p->slot_batch[s] == j && p->inferred[s])) pthread_cond_wait(&p->cv, &p->mu);
         const int n = batch_n(p, j), stop = p->stop;
         pthread_mutex_unlock(&p->mu);
-        const double t1 = now_s();
+        const double t1 = dp_now_s();
         p->t_main_wait += t1 - t0; /* (only the caller's thread writes the t_main/store/blend/sink sums) */
         if (stop) return DISOPT_ERR_CANCELLED; /* the failing stage recorded why */
         for (int k = 0; k < n; k++) {
@@ -845,7 +839,7 @@ static disopt_status run_store(run_pipe *p, long *stored, long need, int band, i
             sl->seq = j * p->B + k;
             sl->stamp = ++t->clock;
         }
-        p->t_store += now_s() - t1;
+        p->t_store += dp_now_s() - t1;
         pthread_mutex_lock(&p->mu);
         p->slot_batch[s] = j + NSLOT;
         p->loaded[s] = 0;
@@ -914,16 +908,16 @@ static disopt_status run_cells(run_pipe *p, GDALProgressFunc progress, void *pro
             prev_ty1 = ty1;
             DP_TRY(run_store(p, &stored, need, band, tx0, tx1, ty0, ty1));
             /* a free writer buffer */
-            const double tw = now_s();
+            const double tw = dp_now_s();
             pthread_mutex_lock(&p->mu);
             while (!p->stop && p->pushed - p->written >= NSTEP) pthread_cond_wait(&p->cv, &p->mu);
             const int stop = p->stop;
             pthread_mutex_unlock(&p->mu);
-            p->t_write_wait += now_s() - tw; /* (only the caller's thread writes t_write_wait/t_blend) */
+            p->t_write_wait += dp_now_s() - tw; /* (only the caller's thread writes t_write_wait/t_blend) */
             if (stop) return DISOPT_ERR_CANCELLED; /* the failing stage recorded why */
             const int k = (int)(p->pushed % NSTEP);
             const int oy = cy * S, oh = imin(S, t->H - oy);
-            const double t0 = now_s();
+            const double t0 = dp_now_s();
             for (int cx = b0; cx < b1; cx++) {
                 const int ox = cx * S, ow = imin(S, t->W - ox);
                 int wx0, wx1, wy0, wy1;
@@ -940,7 +934,7 @@ static disopt_status run_cells(run_pipe *p, GDALProgressFunc progress, void *pro
                 int *r = p->wcell[k][cx - b0];
                 r[0] = ox, r[1] = oy, r[2] = ow, r[3] = oh;
             }
-            p->t_blend += now_s() - t0;
+            p->t_blend += dp_now_s() - t0;
             pthread_mutex_lock(&p->mu);
             p->wn[k] = b1 - b0;
             p->pushed++;
@@ -1031,7 +1025,7 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
         if (!rstarted || !istarted || !wstarted)
             s = dp_error(DISOPT_ERR_INTERNAL, "tiler: could not start the pipeline threads");
     }
-    const double t_start = now_s();
+    const double t_start = dp_now_s();
     if (s == DISOPT_OK) s = run_cells(p, progress, progress_arg);
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
@@ -1046,7 +1040,7 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
              "tiler run: %.2f s, %ld windows in batches of %d, %d reader%s; readers: reading %.2f s, waiting for a "
              "buffer %.2f s (summed); network %.2f s, waiting for read windows %.2f s; caller: waiting for the "
              "network %.2f s, storing %.2f s, blending %.2f s, waiting for the writer %.2f s; writer: sink %.2f s",
-             now_s() - t_start, p->total, p->B, nr, nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer,
+             dp_now_s() - t_start, p->total, p->B, nr, nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer,
              p->t_infer_wait, p->t_main_wait, p->t_store, p->t_blend, p->t_write_wait, p->t_sink);
     for (int i = 0; i < nr; i++) reader_free(&rr[i].rd);
     for (int i = 0; i < NSLOT; i++) {

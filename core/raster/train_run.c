@@ -59,12 +59,6 @@ static void logf_(const disopt_train_options *o, const char *fmt, ...) {
     o->log(o->log_user, b);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* OUTPUT without a ".safetensors" ending, + suffix */
 static char *derived(const char *out, const char *suffix) {
     size_t n = strlen(out);
@@ -470,14 +464,14 @@ static disopt_status run(run_ctx *R) {
     if (o->progress)
         o->progress(total ? (double)(start_epoch * iters) / (double)total : 1.0, NULL, o->progress_arg);
     for (int64_t e = start_epoch; e < o->epochs; e++) {
-        const double t0 = now_s();
+        const double t0 = dp_now_s();
         double acc[6] = {0, 0, 0, 0, 0, 0}, lr = 0.0, wait = 0.0;
         DP_TRY(dp_loader_begin(R->tl, e, 0, iters));
         for (int64_t i = 0; i < iters; i++) {
             const dp_batch *B;
-            const double w0 = now_s();
+            const double w0 = dp_now_s();
             DP_TRY(dp_loader_next(R->tl, &B));
-            wait += now_s() - w0; /* time the step waited for GDAL */
+            wait += dp_now_s() - w0; /* time the step waited for GDAL */
             const int64_t g = e * iters + i;
             lr = dp_lr_authors(o->lr, o->epochs, iters, g);
             if (lr < 0)
@@ -518,7 +512,7 @@ static disopt_status run(run_ctx *R) {
                 best_epoch = e + 1;
             }
         }
-        const double secs = now_s() - t0;
+        const double secs = dp_now_s() - t0;
         char row[1024], vals[256];
         if (R->vl)
             snprintf(vals, sizeof vals, "%.6f,%.6f,%.6f,%.6f,%.6f", dice, iou, prec, rec, dice_a);

@@ -593,12 +593,6 @@ static size_t hw_(const dp_net *m, int t) { return (size_t)m->g.tensors[t].h * (
 static size_t count_(const dp_net *m, int t) { return (size_t)m->n * (size_t)m->g.tensors[t].c * hw_(m, t); }
 
 /* ---------------------------------------------------------------- profiling */
-static double tr_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static const char *const tr_prof_names[DP_TR_PROF_N] = {
     "teacher forward", "conv depthwise fwd", "conv 1x1 fwd", "conv kxk fwd", "conv on 1x1 maps fwd",
     "batch norm fwd", "activation fwd", "other fwd", "conv depthwise bwd", "conv 1x1 bwd", "conv kxk bwd",
@@ -845,12 +839,12 @@ disopt_status dp_trainer_update(dp_trainer *t, double lr) {
     if (!t)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
     if (t->cu) { /* one kernel over the arena; the step's errors surface here */
-        const double t0 = tr_now();
+        const double t0 = dp_now_s();
         DP_TRY(t->cu->f.optim_update(t->cu->ctx, &t->cfg.optim, t->seg, t->n_seg, t->net.n_params, t->step64 + 1, lr,
                                      t->net.params, t->net.grads, t->state_d));
         DP_TRY(t->cu->f.sync(t->cu->ctx));
         if (t->net.prof)
-            t->prof[DP_TR_PROF_OPTIM] += tr_now() - t0;
+            t->prof[DP_TR_PROF_OPTIM] += dp_now_s() - t0;
         t->step64++;
         return DISOPT_OK;
     }
