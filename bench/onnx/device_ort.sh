@@ -4,6 +4,8 @@
 # ours against PyTorch fp32 on the same input, then run_bench.sh (ours vs ORT, interleaved) and
 # per-op profiles of both (PROF_OURS: only ours, chosen runs). With an old build in the bundle, first
 # old and new outputs are compared bit for bit. Logs go to $OUT. ROUNDS, RUNS, RUNS_B, THREADS, BATCHES as in run_bench.sh.
+# VARIANTS="name:VAR=value[,VAR=value] ...": ours again under environment settings, as more contenders (e.g.
+# "mt8:DISOPT_CPU_MIN_TASKS=8"). PROF_THREADS: the thread counts of the per-op profiles (default 1 and all).
 set -u
 R=$PWD D=$R/.whl/ortrun W=/tmp/ortd
 [ -n "${ORT_SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $D/whl/*.whl || exit 1
@@ -28,6 +30,11 @@ if [ -d $D/old ]; then
     cmp $W/new_t1.f32 $W/new_b1.f32 && echo "1 thread = $(nproc) threads: identical"
     head -c $(stat -c %s $W/new_b1.f32) $W/new_b4.f32 | cmp - $W/new_b1.f32 && echo "batch 4 image 1 = batch 1: identical"; } 2>&1 | tee $OUT/bitwise.log
 fi
+for v in ${VARIANTS:-}; do # wrappers: bench_cpu under the variant's environment
+  n=${v%%:*}; e=${v#*:}
+  printf '#!/bin/sh\nexec env %s %s "$@"\n' "${e//,/ }" $D/bin/bench_cpu > $W/$n.sh; chmod +x $W/$n.sh
+  OURS="$OURS $n=$W/$n.sh"
+done
 { echo "== check"; python3 bench/onnx/bench_ort.py $W/student_b3_fused.onnx --check $W/check_io.safetensors --threads 1 --runs 1 | grep check
   $D/bin/golden_compare $W/model.safetensors $W/check_io.safetensors 2>&1 | grep -v missing; } 2>&1 | tee $OUT/check.log
 OURS="$OURS" ORT_PY=python3 bash bench/onnx/run_bench.sh $W $OUT/bench.log > $OUT/bench_full.log 2>&1
@@ -37,7 +44,7 @@ if [ -n "${PROF_OURS:-}" ]; then # e.g. PROF_OURS="new:1:4 old:1:4": build:threa
   for s in $PROF_OURS; do IFS=: read who t b <<< "$s"; bin=$D/bin/bench_cpu; [ $who = old ] && bin=$W/old.sh
     echo "== profile $who threads $t batch $b"; $bin $W/model.safetensors -threads $t -batch $b -runs 1 -profile; done > $OUT/prof.log 2>&1
 else
-{ for t in 1 $T; do $D/bin/bench_cpu $W/model.safetensors -threads $t -runs 1 -profile
+{ for t in ${PROF_THREADS:-1 $T}; do $D/bin/bench_cpu $W/model.safetensors -threads $t -runs 1 -profile
     python3 bench/onnx/bench_ort.py $W/student_b3_fused.onnx --threads $t --runs 1 --profile /tmp/ortprof; done; } > $OUT/prof.log 2>&1
 fi
 grep -v "^    [0-9]" $OUT/prof.log
