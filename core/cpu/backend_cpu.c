@@ -146,7 +146,14 @@ disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_bac
     /* BLIS needs wide panels (aliasing of plane-strided rows); our kernels pack B and prefer narrow
      * panels to splitting rows, which would pack B again for every row block (measured) */
     cpu->gemm_min_cols = env_int("DISOPT_CPU_MIN_COLS", cpu->isa == DP_ISA_BLAS ? 256 : 64, 64, DP_CPU_COLS_MAX);
-    cpu->gemm_min_tasks = env_int("DISOPT_CPU_MIN_TASKS", 64, 1, 4096);
+    /* at least this many GEMM tasks per conv: enough to balance 16 threads (64: best of six settings on the
+     * 16-core Xeon), but each extra row block packs the B panel again, which at 1-2 threads only costs
+     * (8 measured faster than 64 at 1 and 2 threads on the 2-core EPYC and at 2 threads on the Xeon:
+     * bench/RESULTS.md section 5). With our kernels the split never changes the results (each output is
+     * one K-ordered sum); BLIS's are not split-invariant, so the BLAS path keeps one split at any count. */
+    int min_tasks = 4 * cpu->nthreads;
+    min_tasks = cpu->isa == DP_ISA_BLAS ? 64 : (min_tasks < 8 ? 8 : (min_tasks > 64 ? 64 : min_tasks));
+    cpu->gemm_min_tasks = env_int("DISOPT_CPU_MIN_TASKS", min_tasks, 1, 4096);
     disopt_status s = dp_pool_create(cpu->nthreads, &cpu->pool);
     if (s != DISOPT_OK) {
         free(cpu);

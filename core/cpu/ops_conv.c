@@ -445,10 +445,11 @@ static int im2col_cols(const dp_cpu *cpu, int K) {
 /* Work split of a GEMM conv. Column panels are gemm_cols pixels, at least gemm_min_cols: narrower panels
  * of a large plane make BLIS slow (strided B rows alias in the cache; measured 12 instead of 32
  * GFLOP/s at 512 columns of a 128x128 plane, bench/bench_gemm). When panels give fewer than 64
- * tasks, the output channels are split too, in blocks of whole micro-tile slivers (16 rows for
- * BLAS). The split depends on the shape only, never on the thread count, so results are the same at
- * any count. The defaults
- * (1024, 256, 64: best of six settings measured on the 16-core GPU machine) are set in backend_cpu.c. */
+ * tasks (gemm_min_tasks), the output channels are split too, in blocks of whole micro-tile slivers (16 rows
+ * for BLAS). With our kernels neither split changes any output element's operations (each is one
+ * K-ordered sum), so results are the same at any split and thread count; BLIS's results depend on the
+ * split, so there the split depends on the shape only. The defaults (1024, 256, and 4 x threads within
+ * 8..64 tasks, 64 for BLAS) are set in backend_cpu.c. */
 static void conv_split(const dp_cpu *cpu, conv_job *j, int tasks_other, int P, int M, int K, int max_cols) {
     int cols = max_cols, min_tasks = cpu->gemm_min_tasks;
     if (P <= max_cols && (double)tasks_other * P * M * K <= DP_TINY_GEMM) { /* see DP_TINY_GEMM */
