@@ -4,7 +4,8 @@
 # Same data and settings as device_train_tool.sh MODE=experiments (synth seed 7, 120 tiles of 512 px, B3,
 # batch 8, crop 256, AdamW lr 1e-3, 30 steps an epoch; unseen: 6 tiles of seed 2026), two chains on the GPU at once:
 #   A: the SAR-only DeepLabV3+ with as many steps as the student (SAREPOCHS = 60 epochs = 1800 steps), training
-#      seed 3 (the first pass's seed) and 13; then the --resume check (below);
+#      seed 3 (the first pass's seed); the --resume check (below); the same with seed 13, if it fits before
+#      DEADLINE (570 s from the start);
 #   B: training seed 13: optical teacher (TEPOCHS = 30 epochs, seed 13) and DisOptNet student (SEPOCHS = 60, seed 14).
 # Every model goes through the driver on the unseen tiles and gdal_disopt_eval (Dice, IoU, P, R, building F1).
 # --resume on CUDA: a small B0 teacher (3 epochs of 10 steps) run whole twice, and once killed with -9 after
@@ -48,7 +49,10 @@ print("resume: full1 == resumed bytes:", filecmp.cmp("full1.safetensors", "resum
       " max rel |d| %.3g" % cmp(a, c), " tensors", len(a), len(c))
 PY
 }
-( saronly 3; saronly 13; resume_check ) &
+# what fits: the call may get less than 600 s; chain A checks the time left before its optional parts
+DEADLINE=${DEADLINE:-570}
+fits() { [ $(( $(el) + $1 )) -lt "$DEADLINE" ] || { say "skipped $2: $(el) s used, ~$1 s needed, deadline $DEADLINE s"; return 1; }; }
+( saronly 3; fits 60 "the resume check" && resume_check; fits 170 "saronly seed 13" && saronly 13 ) &
 A=$!
 ( train teacher_b3_s13 --stage optical --arch b3 --epochs "$TEPOCHS" --seed 13 "${COMMON[@]}" "${OPTB[@]}" scenes/tiles.csv \
     && evaluate teacher_b3_s13 PS-RGB 3,1,1,2 \
