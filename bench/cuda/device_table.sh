@@ -6,7 +6,8 @@
 #   A: the SAR-only DeepLabV3+ with as many steps as the student (SAREPOCHS = 60 epochs = 1800 steps), training
 #      seed 3 (the first pass's seed); the --resume check (below); the same with seed 13, if it fits before
 #      DEADLINE (570 s from the start);
-#   B: training seed 13: optical teacher (TEPOCHS = 30 epochs, seed 13) and DisOptNet student (SEPOCHS = 60, seed 14).
+#   B: training seed 13: optical teacher (TEPOCHS = 30 epochs, seed 13) and DisOptNet student (SEPOCHS = 60, seed 14),
+#      the student if it fits before DEADLINE.
 # Every model goes through the driver on the unseen tiles and gdal_disopt_eval (Dice, IoU, P, R, building F1).
 # --resume on CUDA: a small B0 teacher (3 epochs of 10 steps) run whole twice, and once killed with -9 after
 # its first checkpoint and resumed from it; the three final models are compared (bytes and max |difference|).
@@ -56,6 +57,7 @@ fits() { [ $(( $(el) + $1 )) -lt "$DEADLINE" ] || { say "skipped $2: $(el) s use
 A=$!
 ( train teacher_b3_s13 --stage optical --arch b3 --epochs "$TEPOCHS" --seed 13 "${COMMON[@]}" "${OPTB[@]}" scenes/tiles.csv \
     && evaluate teacher_b3_s13 PS-RGB 3,1,1,2 \
+    && fits 230 "the seed-14 student" \
     && train student_b3_s14 --stage distill --teacher teacher_b3_s13.safetensors --arch b3 --epochs "$SEPOCHS" --seed 14 \
        "${COMMON[@]}" "${OPTB[@]}" scenes/tiles.csv \
     && evaluate student_b3_s14 SAR-Intensity "" ) &
