@@ -987,10 +987,35 @@ static void test_bad_input(void **st) {
     assert_false(exists(out));
 }
 
+/* a disk that fills up mid-run: RLIMIT_FSIZE (ulimit -f) stands in for it, so that the first checkpoint's write
+ * fails (EFBIG, SIGXFSZ ignored). The tool stops with exit 1 and a message naming the file, and leaves neither
+ * a model nor a checkpoint nor a temporary file behind. */
+static void test_disk_full(void **st) {
+    (void)st;
+    const char *out = P("full.safetensors");
+    char ck[512], dir[512];
+    snprintf(ck, sizeof ck, "%s", P("full.ckpt.safetensors"));
+    snprintf(dir, sizeof dir, "%s", g_dir);
+    remove(out);
+    remove(ck);
+    int rc = sh("ulimit -f 2048; trap '' XFSZ; %s -q --stage optical " BASE " --epochs 2 %s %s 2> %s", TRAIN_TOOL,
+                P("list.csv"), out, P("err.txt"));
+    char *err = slurp(P("err.txt"), NULL);
+    fprintf(stderr, "# disk full -> exit %d: %s", rc, err ? err : "(no message)");
+    assert_int_equal(rc, 1);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "write failed"));
+    assert_non_null(strstr(err, "full.ckpt.safetensors"));
+    free(err);
+    assert_false(exists(out));
+    assert_false(exists(ck));
+    assert_int_equal(sh("ls %s | grep -q 'full.*tmp'", dir), 1); /* no temporary file left */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipeline), cmocka_unit_test(test_real_warp), cmocka_unit_test(test_train_stages),
-        cmocka_unit_test(test_resume),   cmocka_unit_test(test_init),      cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_resume),   cmocka_unit_test(test_init),      cmocka_unit_test(test_bad_input), cmocka_unit_test(test_disk_full),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
