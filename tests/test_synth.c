@@ -430,7 +430,7 @@ static void test_errors_and_tool(void **state) {
     assert_true(strlen(disopt_last_error()) > 0);
     /* the tool: GDAL-style exit codes */
     assert_int_equal(sh("%s --help > /dev/null", DISOPT_SYNTH_TOOL), 0);
-    assert_int_equal(sh("%s --version > /dev/null", DISOPT_SYNTH_TOOL), 0);
+    assert_int_equal(sh("%s --version | grep -q '^gdal_disopt_synth (gdal-disopt .*GDAL'", DISOPT_SYNTH_TOOL), 0);
     assert_int_equal(WEXITSTATUS(sh("%s --tiles x --out /tmp/y 2>/dev/null", DISOPT_SYNTH_TOOL)), 2);
     assert_int_equal(WEXITSTATUS(sh("%s --bogus 2>/dev/null", DISOPT_SYNTH_TOOL)), 2);
     assert_int_equal(WEXITSTATUS(sh("%s -q --tiles 0 --out /tmp/y 2>/dev/null", DISOPT_SYNTH_TOOL)), 2);
