@@ -38,6 +38,24 @@
 #define ZERO_GRAD 1e-9 /* max|g| below this fraction of the model's largest: an exactly-zero gradient */
 
 /* ---------------------------------------------------------------- fixture access */
+/* DISOPT_STEP_SIZE=512 (with DISOPT_STEP_FIXTURES=DIR): the one-step checks against the full-size fixtures
+ * step_{student,teacher}_b3_512.safetensors in DIR, written by make_step_golden.py --size 512 (31 MB, made
+ * where they are checked, e.g. on the device); only the four step tests run then */
+static int g_size = 64;
+static const char *g_fixdir = NULL;
+
+/* "step_student_b3" -> "step_student_b3[_SIZE].safetensors" (one of four rotating buffers) */
+static const char *fxname(const char *base) {
+    static char buf[4][128];
+    static int k;
+    char *b = buf[k++ & 3];
+    if (g_size == 64)
+        snprintf(b, sizeof buf[0], "%s.safetensors", base);
+    else
+        snprintf(b, sizeof buf[0], "%s_%d.safetensors", base, g_size);
+    return b;
+}
+
 typedef struct {
     char path[512];
     disopt_st *st;
@@ -45,7 +63,10 @@ typedef struct {
 } fixture;
 
 static void fx_open(fixture *f, const char *name) {
-    snprintf(f->path, sizeof f->path, "%s/train/%s", DISOPT_TESTDATA, name);
+    if (g_fixdir)
+        snprintf(f->path, sizeof f->path, "%s/%s", g_fixdir, name);
+    else
+        snprintf(f->path, sizeof f->path, "%s/train/%s", DISOPT_TESTDATA, name);
     if (disopt_st_open(f->path, &f->st) != DISOPT_OK)
         fail_msg("cannot open %s: %s", f->path, disopt_last_error());
     FILE *fp = fopen(f->path, "rb");
@@ -154,7 +175,7 @@ typedef struct {
 static void run_make(run *r, const char *model, int f64, int random_on, uint64_t seed) {
     disopt_model_config mc;
     assert_int_equal(disopt_model_config_parse(model, &mc), DISOPT_OK);
-    dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, 64, 64);
+    dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, g_size, g_size);
     cfg.dropout = cfg.drop_connect = random_on;
     cfg.seed = seed;
     cfg.f64 = f64;
@@ -588,28 +609,28 @@ static void test_training_graph(void **state) {
 static void test_student_step_f64(void **state) {
     (void)state;
     errs E;
-    one_step("student-b3", "step_student_b3.safetensors", 1, &E);
+    one_step("student-b3", fxname("step_student_b3"), 1, &E);
     assert_f64(&E);
 }
 
 static void test_student_step_f32(void **state) {
     (void)state;
     errs E;
-    one_step("student-b3", "step_student_b3.safetensors", 0, &E);
+    one_step("student-b3", fxname("step_student_b3"), 0, &E);
     assert_f32(&E);
 }
 
 static void test_teacher_step_f64(void **state) {
     (void)state;
     errs E;
-    one_step("teacher-b3", "step_teacher_b3.safetensors", 1, &E);
+    one_step("teacher-b3", fxname("step_teacher_b3"), 1, &E);
     assert_f64(&E);
 }
 
 static void test_teacher_step_f32(void **state) {
     (void)state;
     errs E;
-    one_step("teacher-b3", "step_teacher_b3.safetensors", 0, &E);
+    one_step("teacher-b3", fxname("step_teacher_b3"), 0, &E);
     assert_f32(&E);
 }
 
@@ -645,7 +666,7 @@ static void read_curves(fixture *f, const char *P, const char *const *terms, int
 
 static void curve(int f64) {
     fixture f;
-    fx_open(&f, "step_student_b3.safetensors");
+    fx_open(&f, fxname("step_student_b3"));
     float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
     int32_t *y = fx_target(&f);
     run r;
@@ -727,7 +748,7 @@ static void test_student_curve_f32(void **state) {
 static void test_load_weights(void **state) {
     (void)state;
     fixture f;
-    fx_open(&f, "step_student_b3.safetensors");
+    fx_open(&f, fxname("step_student_b3"));
     float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
     int32_t *y = fx_target(&f);
     char sp[256], tp[256];
@@ -808,7 +829,7 @@ static void test_load_weights(void **state) {
 static void test_threads(void **state) {
     (void)state;
     fixture f;
-    fx_open(&f, "step_student_b3.safetensors");
+    fx_open(&f, fxname("step_student_b3"));
     float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
     int32_t *y = fx_target(&f);
     disopt_model_config mc;
@@ -856,7 +877,7 @@ static void test_threads(void **state) {
 static void test_random_step(void **state) {
     (void)state;
     fixture f;
-    fx_open(&f, "step_teacher_b3.safetensors");
+    fx_open(&f, fxname("step_teacher_b3"));
     float *x = fx_read_f32(&f, "x", NULL);
     int32_t *y = fx_target(&f);
     double loss[4];
@@ -904,6 +925,20 @@ int main(void) {
             printf("no CUDA trainer here: %s: skipped\n", disopt_last_error());
             return 77;
         }
+    }
+    const char *sz = getenv("DISOPT_STEP_SIZE");
+    g_size = sz && *sz ? atoi(sz) : 64;
+    g_fixdir = getenv("DISOPT_STEP_FIXTURES");
+    if (g_size != 64) { /* the full-size fixtures: the four one-step checks */
+        if (g_size < 32 || g_size % 32) {
+            fprintf(stderr, "DISOPT_STEP_SIZE=%s: a multiple of 32 expected\n", sz);
+            return 1;
+        }
+        const struct CMUnitTest full[] = {
+            cmocka_unit_test(test_teacher_step_f64), cmocka_unit_test(test_teacher_step_f32),
+            cmocka_unit_test(test_student_step_f64), cmocka_unit_test(test_student_step_f32),
+        };
+        return cmocka_run_group_tests(full, NULL, NULL);
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_training_graph),    cmocka_unit_test(test_teacher_step_f64),

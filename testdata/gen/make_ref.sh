@@ -3,7 +3,7 @@
 # third-party code from.  Nothing in .ref/ is ever committed.
 #
 #   .ref/authors/model.py   the authors' model.py (jiankang1991/TGRS_DisOptNet @ f7e7825)
-#   .ref/authors/utils/losses.py  their training losses (only when the source is a git mirror), read by
+#   .ref/authors/utils/losses.py, lr_scheduler.py  their training losses and LR schedule (only when the source is a git mirror), read by
 #                           bench/bench_torch_train.py on the device, which has no mirror
 #   .ref/site/              pure-Python packages, no compiled code:
 #                             segmentation_models_pytorch 0.2.0, efficientnet_pytorch 0.6.3,
@@ -28,6 +28,7 @@ else
     git -C "$src" show "$commit:model.py" > "$ref/authors/model.py"
     mkdir -p "$ref/authors/utils"
     git -C "$src" show "$commit:utils/losses.py" > "$ref/authors/utils/losses.py"
+    git -C "$src" show "$commit:utils/lr_scheduler.py" > "$ref/authors/utils/lr_scheduler.py"
 fi
 
 # --no-deps: torch / torchvision come from the machine; these five are all the

@@ -3,7 +3,8 @@
 (checked by tests/test_train_step.c against core/train/trainer.c).
 
 The authors' models (model.py on smp 0.2.0 + efficientnet_pytorch 0.6.3, imported from .ref/ by
-refmodel.py) at batch 2, 64x64, on the CPU in float32 (Debian torch 1.13):
+refmodel.py) at batch 2, 64x64 (--size: another side, written as *_<size>.safetensors without the curve),
+on the CPU in float32 (Debian torch 1.13):
   * weights: dwgen-1 (conv weights/biases as core/dwgen.c, BN weight 1 + 0.25 v, bias 0.1 v), BN
     running stats at PyTorch's initial values (mean 0, var 1): the C side regenerates them all;
   * student (stage 2, train_st2.py): model.train() with Dropout(0.5) and drop-connect off (the dropout
@@ -40,6 +41,7 @@ usage: /usr/bin/python3 testdata/gen/make_step_golden.py [--mirror BARE_REPO]
 """
 
 import argparse
+from pathlib import Path
 import sys
 
 import refmodel as R
@@ -294,20 +296,28 @@ def teacher_stage1(authors, Wr, dtype):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mirror", default=MT.MIRROR, help="bare git mirror of jiankang1991/TGRS_DisOptNet")
+    ap.add_argument("--size", type=int, default=64,
+                    help="tile side (default 64: the CI fixtures); another size writes step_<arch>_b3_<size>"
+                         ".safetensors without the ten-step curve (e.g. 512 for the full-size check on the device)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--out", default=str(OUT), help="output folder (default testdata/train)")
     args = ap.parse_args()
+    global H, W
+    H = W = args.size
     R.setup_imports()
     import torch
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     authors = MT.load_authors_utils(args.mirror)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for name, fn in (("step_student_b3", student), ("step_teacher_b3", teacher_stage1)):
         Wr = Writer()
         for dtype in (torch.float32, torch.float64):
             fn(authors, Wr, dtype)
-            if fn is student:
+            if fn is student and args.size == 64:
                 student_curve(authors, Wr, dtype)
-        path = OUT / (name + ".safetensors")
+        path = out / (name + ("" if args.size == 64 else "_%d" % args.size) + ".safetensors")
         Wr.save(path)
         print("%s: %d tensors, %d bytes" % (path, len(Wr.t), path.stat().st_size))
     return 0

@@ -111,12 +111,17 @@ def _prod(s):
 # ---------------------------------------------------------------- the authors' training utilities
 def load_authors_utils(mirror):
     """utils/losses.py and utils/lr_scheduler.py of the authors' repository at the pinned commit,
-    executed from the mirror as modules (read at run time, never copied into this repository)."""
+    executed as modules (read at run time, never copied into this repository): from the bare mirror, or
+    from a plain folder holding utils/<name>.py (.ref/authors as make_ref.sh extracts it, e.g. on the device)."""
     mods = {}
     for name in ("losses", "lr_scheduler"):
+        plain = Path(mirror) / "utils" / (name + ".py")
         try:
-            src = subprocess.run(["git", "-C", mirror, "show", "%s:utils/%s.py" % (R.AUTHORS_COMMIT, name)],
-                                 check=True, capture_output=True, text=True).stdout
+            if plain.is_file():
+                src = plain.read_text()
+            else:
+                src = subprocess.run(["git", "-C", mirror, "show", "%s:utils/%s.py" % (R.AUTHORS_COMMIT, name)],
+                                     check=True, capture_output=True, text=True).stdout
         except (OSError, subprocess.CalledProcessError) as exc:
             raise SystemExit("cannot read utils/%s.py from %s: %s" % (name, mirror, exc))
         m = types.ModuleType("authors_" + name)
