@@ -8,7 +8,7 @@
 #   3. with .ref carried and bench/bench_torch_train.py present: the authors' step in PyTorch, same
 #      batch and size (TORCH_MODES).
 # Carry .cudarun (bundle.sh) and, for 3, .ref. Logs: $OUT/train_logs.tgz and $OUT/summary.txt.
-# Env: BATCH (8), SIZE (512), STEPS (10), TORCH_MODES (fp32,tf32,amp16,bf16), SKIP_TEST=1.
+# Env: BATCH (8), SIZE (512), STEPS (10), TORCH_MODES (fp32,tf32,amp16,bf16), SKIP_TEST=1, STEP512=1 (below).
 . "$(dirname "$0")/device_env.sh"
 O=/tmp/dtrain; rm -rf $O; mkdir -p $O
 S=$OUT/summary.txt; : > $S
@@ -27,6 +27,17 @@ if [ "${SKIP_TEST:-0}" != 1 ]; then
   say "rc=$?"
   grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED|  ERROR) +\]|no CUDA|error|Error" $O/test_train_step_cuda.log | head -30 | tee -a $S
   snap
+fi
+# STEP512=1 (with .ref carried, which holds the authors' utils): the full-size fixtures (512 x 512, batch 2) made
+# here by make_step_golden.py, then the four one-step checks with the float trainer on the GPU
+if [ "${STEP512:-0}" = 1 ] && [ -d .ref ]; then
+  say "== test_train_step on CUDA at 512 x 512, batch 2"
+  timeout 300 python3 testdata/gen/make_step_golden.py --size 512 --out $O/fx512 --threads 16 --mirror .ref/authors \
+    > $O/fx512.log 2>&1; say "fixtures rc=$?"
+  DISOPT_TEST_BACKEND=cuda DISOPT_STEP_SIZE=512 DISOPT_STEP_FIXTURES=$O/fx512 timeout 400 $B/bin/test_train_step \
+    > $O/test_train_step_cuda_512.log 2>&1
+  say "rc=$?"; grep -E "^\[ +(OK|FAILED|PASSED|  ERROR) +\]|gradients \(|loss total" $O/test_train_step_cuda_512.log | tee -a $S
+  rm -rf $O/fx512; snap
 fi
 # peak device memory while a command runs: nvidia-smi every 100 ms into $O/mem_$1.txt
 memrun() {
