@@ -44,29 +44,19 @@
 static int g_size = 64;
 static const char *g_fixdir = NULL;
 
-/* "step_student_b3" -> "step_student_b3[_SIZE].safetensors" (one of four rotating buffers) */
-static const char *fxname(const char *base) {
-    static char buf[4][128];
-    static int k;
-    char *b = buf[k++ & 3];
-    if (g_size == 64)
-        snprintf(b, sizeof buf[0], "%s.safetensors", base);
-    else
-        snprintf(b, sizeof buf[0], "%s_%d.safetensors", base, g_size);
-    return b;
-}
-
 typedef struct {
     char path[512];
     disopt_st *st;
     uint64_t header; /* bytes before the data section */
 } fixture;
 
-static void fx_open(fixture *f, const char *name) {
-    if (g_fixdir)
-        snprintf(f->path, sizeof f->path, "%s/%s", g_fixdir, name);
-    else
-        snprintf(f->path, sizeof f->path, "%s/train/%s", DISOPT_TESTDATA, name);
+/* base "step_student_b3": step_student_b3.safetensors, or step_student_b3_<size>.safetensors at another size */
+static void fx_open(fixture *f, const char *base) {
+    char size[16] = "";
+    if (g_size != 64)
+        snprintf(size, sizeof size, "_%d", g_size);
+    snprintf(f->path, sizeof f->path, "%s/%s%s.safetensors", g_fixdir ? g_fixdir : DISOPT_TESTDATA "/train", base,
+             size);
     if (disopt_st_open(f->path, &f->st) != DISOPT_OK)
         fail_msg("cannot open %s: %s", f->path, disopt_last_error());
     FILE *fp = fopen(f->path, "rb");
@@ -430,9 +420,9 @@ static int32_t *fx_target(fixture *f) {
 }
 
 /* one step of model on fixture in one precision */
-static void one_step(const char *model, const char *fixture_name, int f64, errs *E) {
+static void one_step(const char *model, const char *fixture_base, int f64, errs *E) {
     fixture f;
-    fx_open(&f, fixture_name);
+    fx_open(&f, fixture_base);
     const char *P = f64 ? "f64." : "f32.";
     float *x = fx_read_f32(&f, "x", NULL);
     float *xt = disopt_st_find(f.st, "x_teacher") ? fx_read_f32(&f, "x_teacher", NULL) : NULL;
@@ -609,28 +599,28 @@ static void test_training_graph(void **state) {
 static void test_student_step_f64(void **state) {
     (void)state;
     errs E;
-    one_step("student-b3", fxname("step_student_b3"), 1, &E);
+    one_step("student-b3", "step_student_b3", 1, &E);
     assert_f64(&E);
 }
 
 static void test_student_step_f32(void **state) {
     (void)state;
     errs E;
-    one_step("student-b3", fxname("step_student_b3"), 0, &E);
+    one_step("student-b3", "step_student_b3", 0, &E);
     assert_f32(&E);
 }
 
 static void test_teacher_step_f64(void **state) {
     (void)state;
     errs E;
-    one_step("teacher-b3", fxname("step_teacher_b3"), 1, &E);
+    one_step("teacher-b3", "step_teacher_b3", 1, &E);
     assert_f64(&E);
 }
 
 static void test_teacher_step_f32(void **state) {
     (void)state;
     errs E;
-    one_step("teacher-b3", fxname("step_teacher_b3"), 0, &E);
+    one_step("teacher-b3", "step_teacher_b3", 0, &E);
     assert_f32(&E);
 }
 
@@ -666,7 +656,7 @@ static void read_curves(fixture *f, const char *P, const char *const *terms, int
 
 static void curve(int f64) {
     fixture f;
-    fx_open(&f, fxname("step_student_b3"));
+    fx_open(&f, "step_student_b3");
     float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
     int32_t *y = fx_target(&f);
     run r;
@@ -748,7 +738,7 @@ static void test_student_curve_f32(void **state) {
 static void test_load_weights(void **state) {
     (void)state;
     fixture f;
-    fx_open(&f, fxname("step_student_b3"));
+    fx_open(&f, "step_student_b3");
     float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
     int32_t *y = fx_target(&f);
     char sp[256], tp[256];
@@ -829,7 +819,7 @@ static void test_load_weights(void **state) {
 static void test_threads(void **state) {
     (void)state;
     fixture f;
-    fx_open(&f, fxname("step_student_b3"));
+    fx_open(&f, "step_student_b3");
     float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
     int32_t *y = fx_target(&f);
     disopt_model_config mc;
@@ -877,7 +867,7 @@ static void test_threads(void **state) {
 static void test_random_step(void **state) {
     (void)state;
     fixture f;
-    fx_open(&f, fxname("step_teacher_b3"));
+    fx_open(&f, "step_teacher_b3");
     float *x = fx_read_f32(&f, "x", NULL);
     int32_t *y = fx_target(&f);
     double loss[4];

@@ -6,6 +6,7 @@
  */
 #include "disopt.h"
 #include "disopt_eval.h"
+#include "tool_version.h"
 
 #include <cpl_conv.h>
 #include <cpl_error.h>
@@ -202,11 +203,8 @@ static int run(int argc, char **argv, char ***layers_out) {
 }
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (EQUAL(argv[i], "--version")) {
-            printf("gdal_disopt_eval (gdal-disopt %s), %s\n", disopt_version(), GDALVersionInfo("--version"));
-            return 0;
-        }
+    if (disopt_tool_version("gdal_disopt_eval", argc, argv))
+        return 0;
     GDALAllRegister();
     argc = GDALGeneralCmdLineProcessor(argc, &argv, 0);
     if (argc < 1) { /* --version, --formats, ... handled; a bad --config is < 0 */

@@ -5,6 +5,7 @@
  */
 #include "disopt.h"
 #include "disopt_io.h"
+#include "tool_version.h"
 
 #include <cpl_conv.h>
 #include <cpl_string.h>
@@ -241,11 +242,8 @@ static int cmd_verify(const char *path, int size, int threads, const char *dump)
 }
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (EQUAL(argv[i], "--version")) { /* ours and GDAL's, as gdal_disopt_eval */
-            printf("gdal_disopt_model (gdal-disopt %s), %s\n", disopt_version(), GDALVersionInfo("--version"));
-            return 0;
-        }
+    if (disopt_tool_version("gdal_disopt_model", argc, argv))
+        return 0;
     GDALAllRegister();
     argc = GDALGeneralCmdLineProcessor(argc, &argv, 0);
     if (argc < 1) return 0; /* --version, --formats, ... handled */

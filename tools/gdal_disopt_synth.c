@@ -6,6 +6,7 @@
  */
 #include "disopt.h"
 #include "disopt_synth.h"
+#include "tool_version.h"
 
 #include <cpl_conv.h>
 #include <cpl_error.h>
@@ -76,11 +77,8 @@ static int stats_main(const char *path, int sn6, int block) {
 }
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (EQUAL(argv[i], "--version")) { /* ours and GDAL's, as gdal_disopt_eval */
-            printf("gdal_disopt_synth (gdal-disopt %s), %s\n", disopt_version(), GDALVersionInfo("--version"));
-            return 0;
-        }
+    if (disopt_tool_version("gdal_disopt_synth", argc, argv))
+        return 0;
     GDALAllRegister();
     argc = GDALGeneralCmdLineProcessor(argc, &argv, 0);
     if (argc < 1) {

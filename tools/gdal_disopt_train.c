@@ -5,6 +5,7 @@
  */
 #include "disopt.h"
 #include "disopt_train.h"
+#include "tool_version.h"
 
 #include <cpl_conv.h>
 #include <cpl_error.h>
@@ -96,11 +97,8 @@ static int bad(const char *opt, const char *val) {
 }
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (EQUAL(argv[i], "--version")) { /* ours and GDAL's, as gdal_disopt_eval */
-            printf("gdal_disopt_train (gdal-disopt %s), %s\n", disopt_version(), GDALVersionInfo("--version"));
-            return 0;
-        }
+    if (disopt_tool_version("gdal_disopt_train", argc, argv))
+        return 0;
     GDALAllRegister();
     argc = GDALGeneralCmdLineProcessor(argc, &argv, 0);
     if (argc < 1)

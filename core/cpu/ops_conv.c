@@ -444,8 +444,8 @@ static int im2col_cols(const dp_cpu *cpu, int K) {
 
 /* Work split of a GEMM conv. Column panels are gemm_cols pixels, at least gemm_min_cols: narrower panels
  * of a large plane make BLIS slow (strided B rows alias in the cache; measured 12 instead of 32
- * GFLOP/s at 512 columns of a 128x128 plane, bench/bench_gemm). When panels give fewer than 64
- * tasks (gemm_min_tasks), the output channels are split too, in blocks of whole micro-tile slivers (16 rows
+ * GFLOP/s at 512 columns of a 128x128 plane, bench/bench_gemm). When panels give fewer than
+ * gemm_min_tasks tasks, the output channels are split too, in blocks of whole micro-tile slivers (16 rows
  * for BLAS). With our kernels neither split changes any output element's operations (each is one
  * K-ordered sum), so results are the same at any split and thread count; BLIS's results depend on the
  * split, so there the split depends on the shape only. The defaults (1024, 256, and 4 x threads within
