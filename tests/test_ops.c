@@ -490,6 +490,68 @@ static void test_rcp(void **state) {
 #endif
 }
 
+/* The interleaved activations (simd.h act512_n / act256_n, DP_ACT_NMAX vectors at once) give each
+ * element the bits of the one-vector act512 / act256 and of the scalar dp_cpu_act. */
+#define ACTN_COUNT 4096
+#ifdef DP_HAVE_SIMD
+__attribute__((target("avx512f,fma"))) static long actn_mismatches512(const float *x, dp_act act, const float *ref) {
+    long bad = 0;
+    for (int i = 0; i < ACTN_COUNT; i += 16 * DP_ACT_NMAX) {
+        __m512 v[DP_ACT_NMAX];
+        for (int q = 0; q < DP_ACT_NMAX; q++) v[q] = _mm512_loadu_ps(x + i + 16 * q);
+        act512_n(v, DP_ACT_NMAX, act);
+        for (int q = 0; q < DP_ACT_NMAX; q++) {
+            const __m512 one = act512(_mm512_loadu_ps(x + i + 16 * q), act), r = _mm512_loadu_ps(ref + i + 16 * q);
+            bad += __builtin_popcount(_mm512_cmpneq_epi32_mask(_mm512_castps_si512(v[q]), _mm512_castps_si512(one)));
+            bad += __builtin_popcount(_mm512_cmpneq_epi32_mask(_mm512_castps_si512(v[q]), _mm512_castps_si512(r)));
+        }
+    }
+    return bad;
+}
+
+__attribute__((target("avx2,fma"))) static long actn_mismatches256(const float *x, dp_act act, const float *ref) {
+    long bad = 0;
+    float out[8 * DP_ACT_NMAX], one[8];
+    for (int i = 0; i < ACTN_COUNT; i += 8 * DP_ACT_NMAX) {
+        __m256 v[DP_ACT_NMAX];
+        for (int q = 0; q < DP_ACT_NMAX; q++) v[q] = _mm256_loadu_ps(x + i + 8 * q);
+        act256_n(v, DP_ACT_NMAX, act);
+        for (int q = 0; q < DP_ACT_NMAX; q++) {
+            _mm256_storeu_ps(out + 8 * q, v[q]);
+            _mm256_storeu_ps(one, act256(_mm256_loadu_ps(x + i + 8 * q), act));
+            bad += memcmp(out + 8 * q, one, sizeof one) != 0;
+        }
+        bad += memcmp(out, ref + i, sizeof out) != 0;
+    }
+    return bad;
+}
+#endif
+
+static void test_act_n(void **state) {
+    (void)state;
+#ifdef DP_HAVE_SIMD
+    float *x = malloc(ACTN_COUNT * sizeof(float)), *ref = malloc(ACTN_COUNT * sizeof(float));
+    tu_fill(&g_rng, x, ACTN_COUNT, -100.0f, 100.0f);
+    const float special[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 87.3f, -87.3f, 88.0f, -88.0f, 80.0f, -80.0f, 1e30f, -1e30f,
+                             0.5f, -0.5f, 3.0e38f, -3.0e38f};
+    memcpy(x, special, sizeof special);
+    for (int i = 16; i < 1024; i++) x[i] *= 0.01f; /* a dense stretch near 0 */
+    const dp_act acts[3] = {DP_ACT_SWISH, DP_ACT_SIGMOID, DP_ACT_RELU};
+    __builtin_cpu_init();
+    for (int a = 0; a < 3; a++) {
+        memcpy(ref, x, ACTN_COUNT * sizeof(float));
+        dp_cpu_act(acts[a], ref, ACTN_COUNT);
+        if (__builtin_cpu_supports("avx512f")) assert_int_equal(actn_mismatches512(x, acts[a], ref), 0);
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            assert_int_equal(actn_mismatches256(x, acts[a], ref), 0);
+    }
+    free(x);
+    free(ref);
+#else
+    skip();
+#endif
+}
+
 static void count_task(void *ctx, int t, int th) {
     (void)th;
     int *hits = ctx;
@@ -516,7 +578,7 @@ int main(void) {
     g_rng = tu_rng_fresh();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv), cmocka_unit_test(test_conv_gap), cmocka_unit_test(test_conv_input_scale), cmocka_unit_test(test_upsample), cmocka_unit_test(test_eltwise),
-        cmocka_unit_test(test_pool), cmocka_unit_test(test_rcp),
+        cmocka_unit_test(test_pool), cmocka_unit_test(test_rcp), cmocka_unit_test(test_act_n),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

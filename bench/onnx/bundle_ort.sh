@@ -1,6 +1,6 @@
 #!/bin/bash
 # bundle_ort.sh [BUILD_DIR] [EXPORT_DIR] - packs what device_ort.sh needs into .whl/ortrun/ (git-ignored):
-# bench_cpu, golden_compare, disopt_testmodel, dump_fused and the libraries the device image lacks (libdisopt,
+# bench_cpu, golden_compare, disopt_testmodel, dump_fused, test_ops and the libraries the device image lacks (libdisopt,
 # BLIS, json-c); the exported graph (student_b3_fused.onnx, weights external in model.safetensors,
 # which the device rebuilds from testdata/golden with disopt_testmodel), check_io.safetensors, and
 # the onnxruntime wheel for the device's Python 3.12 (+ flatbuffers, protobuf). OLD_BUILD=DIR adds
@@ -16,6 +16,8 @@ D=.whl/ortrun
 mkdir -p $D/bin $D/lib $D/onnx $D/whl
 for t in bench/bench_cpu bench/golden_compare tools/disopt_testmodel; do cp "$B/$t" $D/bin/; done
 gcc -O2 -std=c11 -Wall -Werror -Iinclude bench/onnx/dump_fused.c -o $D/bin/dump_fused -L"$B"/core -ldisopt
+# test_ops: the CPU kernels against the scalar reference, bit for bit across ISAs (the device has AVX-512)
+cp "$B"/tests/test_ops $D/bin/ && cp -L /lib/x86_64-linux-gnu/libcmocka.so.0 $D/lib/
 if [ -n "${OLD_BUILD:-}" ]; then # a second build (the code before a change) timed as "old"
   mkdir -p $D/old && cp "$OLD_BUILD/bench/bench_cpu" $D/old/ && cp -L "$OLD_BUILD/core/libdisopt.so.0" $D/old/
 fi

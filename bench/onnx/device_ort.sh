@@ -14,6 +14,9 @@ chmod +x $D/bin/* 2>/dev/null
 mkdir -p $W && cp $D/onnx/* $W/
 python3 -c 'import sys,numpy,onnxruntime as o;print("python",sys.version.split()[0],"numpy",numpy.__version__,"ort",o.__version__)'
 lscpu > $OUT/lscpu.txt; grep -m1 "model name" /proc/cpuinfo; nproc
+if [ -x $D/bin/test_ops ]; then # the kernels on this CPU (AVX-512 here) against the scalar code, bit for bit
+  CMOCKA_MESSAGE_OUTPUT=stdout $D/bin/test_ops > $OUT/test_ops.log 2>&1; echo "test_ops rc $?"; tail -3 $OUT/test_ops.log
+fi
 $D/bin/disopt_testmodel testdata/golden/student_b3.safetensors $W/model.safetensors > /dev/null || exit 1
 [ "$(sha256sum $W/model.safetensors | cut -d' ' -f1)" = "$(cat $W/model.sha256)" ] && echo "model.safetensors sha256 matches" || { echo "model sha256 MISMATCH"; exit 1; }
 OURS="ours=$D/bin/bench_cpu"

@@ -4,7 +4,7 @@
  *   DT(name)       the function name with the ISA's suffix
  *   DT_TARGET      the target attribute
  *   DT_VL          floats per vector;  VF the vector type;  DT_MASK the lane-mask type
- *   DT_SET1, DT_LOADU, DT_STOREU, DT_MUL, DT_ADD, DT_ACT
+ *   DT_SET1, DT_LOADU, DT_STOREU, DT_MUL, DT_ADD, DT_ACT, DT_ACT_N (simd.h's act*_n)
  *   DT_FIRST(n)    mask of lanes 0..n-1 (0 <= n <= DT_VL);  DT_RANGE(lo, hi) lanes lo..hi-1
  *   DT_LOADM(m, p) masked load, zero elsewhere (masked-off lanes are never read);  DT_STOREM(p, m, v)
  *   DT_MADD(acc, m, v)  acc + v in the lanes of m, acc elsewhere
@@ -60,6 +60,17 @@ DT_TARGET static inline __attribute__((always_inline)) void DT(deinterleave)(con
 DT_TARGET static inline __attribute__((always_inline)) void DT(act_pass)(float *yb, size_t n, const dp_act ACT,
                                                                           const int gap_on, DT_GAP_T *g) {
     size_t i = 0;
+    for (; i + DP_ACT_NMAX * DT_VL <= n; i += DP_ACT_NMAX * DT_VL) { /* DP_ACT_NMAX vectors interleaved */
+        VF v[DP_ACT_NMAX];
+#pragma GCC unroll 4
+        for (int q = 0; q < DP_ACT_NMAX; q++) v[q] = DT_LOADU(yb + i + q * DT_VL);
+        DT_ACT_N(v, DP_ACT_NMAX, ACT);
+#pragma GCC unroll 4
+        for (int q = 0; q < DP_ACT_NMAX; q++) {
+            DT_STOREU(yb + i + q * DT_VL, v[q]);
+            if (gap_on) DT_GAP_ADD(*g, v[q], 1);
+        }
+    }
     for (; i + DT_VL <= n; i += DT_VL) {
         VF v = DT_ACT(DT_LOADU(yb + i), ACT);
         DT_STOREU(yb + i, v);
@@ -267,6 +278,7 @@ DT_TARGET static void DT(few_rows)(const few_job *f, int oh0, int oh1) {
 #undef DT_MUL
 #undef DT_ADD
 #undef DT_ACT
+#undef DT_ACT_N
 #undef DT_FIRST
 #undef DT_RANGE
 #undef DT_LOADM

@@ -112,20 +112,22 @@ __attribute__((target("avx512f,fma"))) static void gemm512(int M, int N, int K, 
                         }
                     }
                     /* constant-index stores keep c[][] in registers (a variable index would spill it) */
+                    if (last) { /* bias, then the activation two rows (four vectors) at a time, interleaved */
+#pragma GCC unroll 12
+                        for (int i = 0; i < MR512; i++)
+                            if (bias && i < rows) {
+                                const __m512 bb = _mm512_set1_ps(bias[mb * MR512 + i]);
+                                c[i][0] = _mm512_add_ps(c[i][0], bb);
+                                c[i][1] = _mm512_add_ps(c[i][1], bb);
+                            }
+#pragma GCC unroll 6
+                        for (int i = 0; i < MR512; i += 2) act512_n(&c[i][0], 4, act);
+                    }
 #pragma GCC unroll 12
                     for (int i = 0; i < MR512; i++) {
                         if (i < rows) {
                             float *dst = C + (size_t)(mb * MR512 + i) * ldc + n0;
-                            __m512 v0 = c[i][0], v1 = c[i][1];
-                            if (last) {
-                                if (bias) {
-                                    const __m512 bb = _mm512_set1_ps(bias[mb * MR512 + i]);
-                                    v0 = _mm512_add_ps(v0, bb);
-                                    v1 = _mm512_add_ps(v1, bb);
-                                }
-                                v0 = act512(v0, act);
-                                v1 = act512(v1, act);
-                            }
+                            const __m512 v0 = c[i][0], v1 = c[i][1];
                             _mm512_mask_storeu_ps(dst, m0, v0);
                             if (m1)
                                 _mm512_mask_storeu_ps(dst + 16, m1, v1);
@@ -200,20 +202,22 @@ __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, con
                             c[i][1] = _mm256_fmadd_ps(ai, b1, c[i][1]);
                         }
                     }
+                    if (last) { /* bias, then the activation two rows (four vectors) at a time, interleaved */
+#pragma GCC unroll 6
+                        for (int i = 0; i < MR256; i++)
+                            if (bias && i < rows) {
+                                const __m256 bb = _mm256_set1_ps(bias[mb * MR256 + i]);
+                                c[i][0] = _mm256_add_ps(c[i][0], bb);
+                                c[i][1] = _mm256_add_ps(c[i][1], bb);
+                            }
+#pragma GCC unroll 3
+                        for (int i = 0; i < MR256; i += 2) act256_n(&c[i][0], 4, act);
+                    }
 #pragma GCC unroll 6
                     for (int i = 0; i < MR256; i++) {
                         if (i < rows) {
                             float *dst = C + (size_t)(mb * MR256 + i) * ldc + n0;
-                            __m256 v0 = c[i][0], v1 = c[i][1];
-                            if (last) {
-                                if (bias) {
-                                    const __m256 bb = _mm256_set1_ps(bias[mb * MR256 + i]);
-                                    v0 = _mm256_add_ps(v0, bb);
-                                    v1 = _mm256_add_ps(v1, bb);
-                                }
-                                v0 = act256(v0, act);
-                                v1 = act256(v1, act);
-                            }
+                            const __m256 v0 = c[i][0], v1 = c[i][1];
                             if (nr == NR256) {
                                 _mm256_storeu_ps(dst, v0);
                                 _mm256_storeu_ps(dst + 8, v1);

@@ -140,6 +140,7 @@ static inline int dw_wrap(int a, int m) { return a < m ? a : (a < 2 * m ? a - m 
 #define DT_MUL _mm512_mul_ps
 #define DT_ADD _mm512_add_ps
 #define DT_ACT act512
+#define DT_ACT_N act512_n
 #define DT_FIRST(n) ((__mmask16)((1u << (n)) - 1u))
 #define DT_RANGE(lo, hi) ((__mmask16)(((1u << (hi)) - 1u) & ~((1u << (lo)) - 1u)))
 #define DT_LOADM(m, p) _mm512_maskz_loadu_ps(m, p)
@@ -172,6 +173,7 @@ typedef struct {
 #define DT_MUL _mm256_mul_ps
 #define DT_ADD _mm256_add_ps
 #define DT_ACT act256
+#define DT_ACT_N act256_n
 #define DT_FIRST(n) dp_mask8(n)
 #define DT_RANGE(lo, hi) _mm256_andnot_si256(dp_mask8(lo), dp_mask8(hi))
 #define DT_LOADM(m, p) _mm256_maskload_ps(p, m)
@@ -212,8 +214,7 @@ static size_t dw_scratch_floats(const dp_cpu *cpu, const dp_conv_params *c, int 
     return (sp + 1) * (size_t)c->sw * r + (Wp + 2 * DW_ROW_ALIGN + DW_ROW_ALIGN - 1) / DW_ROW_ALIGN * DW_ROW_ALIGN;
 }
 
-static void dw_task(void *ctx, int task, int thread) {
-    const conv_job *j = ctx;
+static void dw_plane_task(const conv_job *j, int task, int thread) {
     const dp_node *node = j->node;
     const dp_conv_params *c = &node->conv;
     int C = j->in->c;
@@ -258,6 +259,16 @@ static void dw_task(void *ctx, int task, int thread) {
     else if (j->gap)
         j->gap[task] = dp_cpu_gap_plane(Y, (size_t)OH * OW);
 #endif
+}
+
+/* A task is a run of j->cols consecutive planes (image-major): planes of small maps take a few
+ * microseconds each, and one task per plane made the 32x32 layers no faster at 2 threads than at 1
+ * (a shared counter and the pooled sums' cache lines bouncing between the cores per plane). */
+static void dw_task(void *ctx, int task, int thread) {
+    const conv_job *j = ctx;
+    const int planes = j->in->n * j->in->c;
+    const int p0 = task * j->cols, p1 = p0 + j->cols < planes ? p0 + j->cols : planes;
+    for (int p = p0; p < p1; p++) dw_plane_task(j, p, thread);
 }
 
 /* ---------------------------------------------------------------- few output channels */
@@ -428,6 +439,8 @@ int dp_cpu_conv_is_direct(const dp_node *node) {
            !c->pt && !c->pb && !c->pl && !c->pr;
 }
 
+#define DP_DW_RUN 65536L /* outputs */
+
 static int is_depthwise(const dp_conv_params *c) { return c->groups > 1 && c->groups == c->cin && c->groups == c->cout; }
 
 /* im2col convs: panels of at most 1M floats (K x cols) per thread */
@@ -512,7 +525,14 @@ static disopt_status conv_run(dp_cpu *cpu, const dp_node *node, const dp_tview *
         if (!ws || ws_bytes < need) return dp_error(DISOPT_ERR_INTERNAL, "conv: workspace too small");
         j.ws = ws;
         j.ws_per_thread = need / sizeof(float) / (size_t)cpu->nthreads;
-        dp_pool_run(cpu->pool, in->n * in->c, dw_task, &j);
+        /* planes per task: about 8 tasks per thread, and no run longer than DP_DW_RUN outputs */
+        const int planes = in->n * in->c;
+        const long plane_out = (long)out->h * out->w;
+        int per = planes / (8 * cpu->nthreads);
+        if ((long)per * plane_out > DP_DW_RUN) per = (int)(DP_DW_RUN / plane_out);
+        if (per < 1) per = 1;
+        j.cols = per;
+        dp_pool_run(cpu->pool, (planes + per - 1) / per, dw_task, &j);
         return DISOPT_OK;
     }
     if (gap) return dp_error(DISOPT_ERR_INTERNAL, "conv: pooling is fused into depthwise convs only");

@@ -1,6 +1,7 @@
 /*
  * pool.c - a small fork-join thread pool, one per CPU backend (no global state).
- * dp_pool_run hands out task indices through an atomic counter; the calling thread works too.
+ * dp_pool_run splits a job's tasks into one contiguous range per thread (the calling thread works
+ * too); a thread that finishes its range takes the remaining tasks of the others (see dp_cursor).
  * Threads spin briefly before they sleep (see DP_POOL_SPIN); which thread runs which task never
  * changes a result (cpu.h: tasks write disjoint outputs).
  */
@@ -38,8 +39,21 @@ static void dp_fp_leave(unsigned old) { (void)old; }
 #define dp_cpu_relax() ((void)0)
 #endif
 
+/* Task ranges: thread i owns tasks [next, end) of its own cursor, on its own cache line. Owning a
+ * contiguous range keeps consecutive jobs on the same data: a 1x1 conv's block of output channels
+ * and the depthwise conv that reads those channels next run on the same core. One shared counter
+ * dealt tasks round-robin, so at 2 threads half of every depthwise input came from the other core's
+ * cache: the 32x32 layers ran no faster at 2 threads than at 1 on the 2-vCPU EPYC (bench/RESULTS.md
+ * §5, session 7). A thread done with its range steals from the others' cursors, so a preempted
+ * thread does not hold up the job. Which thread runs a task never changes a result. */
+typedef struct {
+    _Alignas(64) atomic_int next;
+    int end;
+} dp_cursor;
+
 struct dp_pool {
     int n;                  /* workers including the caller */
+    dp_cursor *cur;         /* n task ranges */
     pthread_t *threads;     /* n - 1 */
     int nstarted;
     pthread_mutex_t mu;     /* guards the sleeps: generation changes and the last check-out under it */
@@ -50,7 +64,6 @@ struct dp_pool {
     dp_task_fn fn;
     void *ctx;
     int ntasks;
-    atomic_int next;
     atomic_int active;      /* workers that have not finished the current job */
 };
 
@@ -60,10 +73,13 @@ typedef struct {
 } dp_worker_arg;
 
 static void dp_pool_work(dp_pool *p, int thread) {
-    for (;;) {
-        int t = atomic_fetch_add(&p->next, 1);
-        if (t >= p->ntasks) break;
-        p->fn(p->ctx, t, thread);
+    for (int k = 0; k < p->n; k++) { /* its own range first, then the others' in turn */
+        dp_cursor *c = &p->cur[(thread + k) % p->n];
+        for (;;) {
+            int t = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+            if (t >= c->end) break;
+            p->fn(p->ctx, t, thread);
+        }
     }
 }
 
@@ -109,10 +125,18 @@ disopt_status dp_pool_create(int nthreads, dp_pool **out) {
     p = calloc(1, sizeof *p);
     if (!p) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "thread pool: out of memory");
     p->n = nthreads;
+    p->cur = aligned_alloc(_Alignof(dp_cursor), (size_t)nthreads * sizeof *p->cur);
+    if (!p->cur) {
+        free(p);
+        return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "thread pool: out of memory");
+    }
+    for (int i = 0; i < nthreads; i++) {
+        atomic_init(&p->cur[i].next, 0);
+        p->cur[i].end = 0;
+    }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv_work, NULL);
     pthread_cond_init(&p->cv_done, NULL);
-    atomic_init(&p->next, 0);
     atomic_init(&p->active, 0);
     atomic_init(&p->generation, 0);
     atomic_init(&p->quit, 0);
@@ -150,6 +174,7 @@ void dp_pool_destroy(dp_pool *p) {
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->nstarted; i++) pthread_join(p->threads[i], NULL);
     free(p->threads);
+    free(p->cur);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv_work);
     pthread_cond_destroy(&p->cv_done);
@@ -170,7 +195,10 @@ void dp_pool_run(dp_pool *p, int ntasks, dp_task_fn fn, void *ctx) {
     p->fn = fn;
     p->ctx = ctx;
     p->ntasks = ntasks;
-    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    for (int i = 0; i < p->n; i++) {
+        atomic_store_explicit(&p->cur[i].next, (int)((long)ntasks * i / p->n), memory_order_relaxed);
+        p->cur[i].end = (int)((long)ntasks * (i + 1) / p->n);
+    }
     atomic_store_explicit(&p->active, p->nstarted, memory_order_relaxed);
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
