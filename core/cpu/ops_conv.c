@@ -207,7 +207,8 @@ static int dw_vector(const dp_cpu *cpu, const dp_conv_params *c) {
 static size_t dw_scratch_floats(const dp_cpu *cpu, const dp_conv_params *c, int H, int W, int *rs, int *span) {
     size_t Hp = (size_t)(H + c->pt + c->pb), Wp = (size_t)(W + c->pl + c->pr);
     if (!dw_vector(cpu, c)) return Hp * Wp;
-    size_t r = ((Wp + (size_t)c->sw - 1) / (size_t)c->sw + DW_ROW_ALIGN - 1) / DW_ROW_ALIGN * DW_ROW_ALIGN;
+    /* + DW_ROW_ALIGN: pad_row's whole-vector stores run up to one vector past a row's end */
+    size_t r = ((Wp + (size_t)c->sw - 1) / (size_t)c->sw + DW_ROW_ALIGN + DW_ROW_ALIGN - 1) / DW_ROW_ALIGN * DW_ROW_ALIGN;
     size_t sp = (size_t)(c->kh - 1) * (size_t)c->dh + 1 + DW_AHEAD * (size_t)c->sh;
     if (rs) *rs = (int)r;
     if (span) *span = (int)sp;
