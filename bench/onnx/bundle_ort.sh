@@ -27,3 +27,15 @@ cp "$E"/student_b3_fused.onnx "$E"/check_io.safetensors "$E"/export.json $D/onnx
 sha256sum "$E"/model.safetensors | cut -d' ' -f1 > $D/onnx/model.sha256
 ls $D/whl/onnxruntime-*cp312*.whl > /dev/null
 du -sh $D
+# PACK=1: the same as one .whl/ortpack/ortrun.tar.xz (the run tool carries at most 64 MiB with the
+# tracked tree, ~36 MB since the demo model): the wheels unzipped into site/ without what
+# `import onnxruntime` does not load (the C-API library libonnxruntime.so, transformers/, quantization/,
+# tools/), xz-compressed (~15 MB). device_ort.sh unpacks it when it is there:
+#   run(command="bash bench/onnx/device_ort.sh", carry=[".whl/ortpack"])
+if [ -n "${PACK:-}" ]; then
+  P=$(mktemp -d) && mkdir -p $P/ortrun/site && cp -r $D/bin $D/lib $D/onnx $P/ortrun/ && { [ ! -d $D/old ] || cp -r $D/old $P/ortrun/; }
+  for w in $D/whl/*.whl; do (cd $P/ortrun/site && unzip -q -o "$OLDPWD/$w"); done
+  rm -rf $P/ortrun/site/onnxruntime/capi/libonnxruntime.so.* $P/ortrun/site/onnxruntime/{transformers,quantization,tools}
+  mkdir -p .whl/ortpack && tar cJf .whl/ortpack/ortrun.tar.xz -C $P ortrun && rm -rf $P
+  du -sh .whl/ortpack
+fi

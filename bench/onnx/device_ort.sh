@@ -7,9 +7,14 @@
 # VARIANTS="name:VAR=value[,VAR=value] ...": ours again under environment settings, as more contenders (e.g.
 # "mt8:DISOPT_CPU_MIN_TASKS=8"). PROF_THREADS: the thread counts of the per-op profiles (default 1 and all).
 set -u
-R=$PWD D=$R/.whl/ortrun W=/tmp/ortd
-[ -n "${ORT_SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $D/whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site LD_LIBRARY_PATH=$D/lib:${LD_LIBRARY_PATH:-}
+R=$PWD D=$R/.whl/ortrun W=/tmp/ortd SITE=/tmp/site
+if [ -f $R/.whl/ortpack/ortrun.tar.xz ]; then # the packed bundle (bundle_ort.sh PACK=1): wheels already unzipped
+  tar xJf $R/.whl/ortpack/ortrun.tar.xz -C /tmp || exit 1
+  D=/tmp/ortrun SITE=/tmp/ortrun/site
+elif [ -z "${ORT_SKIP_PIP:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE $D/whl/*.whl || exit 1
+fi
+export PYTHONPATH=$SITE LD_LIBRARY_PATH=$D/lib:${LD_LIBRARY_PATH:-}
 chmod +x $D/bin/* 2>/dev/null
 mkdir -p $W && cp $D/onnx/* $W/
 python3 -c 'import sys,numpy,onnxruntime as o;print("python",sys.version.split()[0],"numpy",numpy.__version__,"ort",o.__version__)'
