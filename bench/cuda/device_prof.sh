@@ -5,11 +5,11 @@
 #   2. ncu: speed of light (compute and memory throughput against the H100's peaks), occupancy and
 #      warp stall reasons of the depthwise kernels (graphs off so that each launch is profiled).
 # Logs go to $OUT: nsys_<prec>.csv, ncu_dw_sol.txt, ncu_dw_detail.txt.
-# Env: PRECS (fp16 fp32), NCU_COUNT (launches of the depthwise kernel with the SOL section: 30).
+# Env: PRECS (fp16 fp32), NO_NCU=1 (nsys only), NCU_COUNT (launches of the depthwise kernel with the SOL section: 30).
 . "$(dirname "$0")/device_env.sh"
 find_tool() { command -v "$1" || ls /usr/local/cuda/bin/$1 /opt/nvidia/nsight-*/*/$1 /opt/nvidia/nsight-*/*/bin/$1 \
   /usr/local/cuda/nsight-*/$1 /usr/local/cuda/nsight-*/bin/$1 2>/dev/null | head -1; }
-NSYS=$(find_tool nsys); NCU=$(find_tool ncu)
+NSYS=$(find_tool nsys); NCU=$(find_tool ncu); [ -z "${NO_NCU:-}" ] || NCU=
 echo "nsys: ${NSYS:-none}; ncu: ${NCU:-none}"
 if [ -n "$NSYS" ]; then
   for p in ${PRECS:-fp16 fp32}; do
