@@ -8,7 +8,7 @@
 #   3. with .ref carried and bench/bench_torch_train.py present: the authors' step in PyTorch, same
 #      batch and size (TORCH_MODES).
 # Carry .cudarun (bundle.sh) and, for 3, .ref. Logs: $OUT/train_logs.tgz and $OUT/summary.txt.
-# Env: BATCH (8), SIZE (512), STEPS (10), TORCH_MODES (fp32,tf32,amp16,bf16), SKIP_TEST=1, STEP512=1 (below).
+# Env: BATCH (8), SIZE (512), STEPS (10), TORCH_MODES (fp32,tf32,amp16,bf16), SKIP_TEST=1, STEP512=1 (below), ONLY_STEP512=1 (stop after the checks).
 . "$(dirname "$0")/device_env.sh"
 O=/tmp/dtrain; rm -rf $O; mkdir -p $O
 S=$OUT/summary.txt; : > $S
@@ -39,6 +39,7 @@ if [ "${STEP512:-0}" = 1 ] && [ -d .ref ]; then
   say "rc=$?"; grep -E "^\[ +(OK|FAILED|PASSED|  ERROR) +\]|gradients \(|loss total" $O/test_train_step_cuda_512.log | tee -a $S
   rm -rf $O/fx512; snap
 fi
+[ "${ONLY_STEP512:-0}" = 1 ] && exit 0 # ONLY_STEP512=1: the checks above and no timing
 # peak device memory while a command runs: nvidia-smi every 100 ms into $O/mem_$1.txt
 memrun() {
   local tag=$1; shift
