@@ -134,6 +134,8 @@ disopt_status dp_cu_tr_ctx_create(const dp_cuda_host *host, int device, dp_cu_tr
     return DISOPT_OK;
 }
 
+int dp_cu_tr_device(const dp_cu_tr_ctx *c) { return c ? c->device : -1; }
+
 void *dp_cu_tr_stream(dp_cu_tr_ctx *c) { return c ? (void *)c->stream : NULL; }
 
 disopt_status dp_cu_tr_sync(dp_cu_tr_ctx *c) {

@@ -53,6 +53,8 @@ DP_CU_TR_API disopt_status dp_cu_tr_ctx_create(const dp_cuda_host *host, int dev
 DP_CU_TR_API void dp_cu_tr_ctx_destroy(dp_cu_tr_ctx *c);
 /* the context's cudaStream_t */
 DP_CU_TR_API void *dp_cu_tr_stream(dp_cu_tr_ctx *c);
+/* the context's CUDA device */
+DP_CU_TR_API int dp_cu_tr_device(const dp_cu_tr_ctx *c);
 /* waits for every queued operation; reports an asynchronous kernel error if one happened */
 DP_CU_TR_API disopt_status dp_cu_tr_sync(dp_cu_tr_ctx *c);
 /* grows the context's workspace (cuDNN, explicit padding) and scratch (reductions) to at least these sizes */
@@ -198,6 +200,21 @@ DP_CU_TR_API disopt_status dp_cu_tr_loss_stage2(dp_cu_tr_ctx *c, const dp_stage2
 DP_CU_TR_API disopt_status dp_cu_tr_optim_update(dp_cu_tr_ctx *c, const dp_optim_config *cfg,
                                                  const dp_optim_segment *seg, int n_seg, size_t n, int64_t t,
                                                  double lr, float *params, const float *grads, float *state);
+
+/* ---------------------------------------------------------------- data parallelism (train_nccl.c) */
+/* One NCCL communicator per device for n ranks driven by this process (ncclCommInitAll; NCCL is dlopened
+ * here, DISOPT_ERR_UNSUPPORTED when it is missing): out[i] is rank i on devices[i] (distinct devices). */
+typedef struct dp_cu_tr_comm dp_cu_tr_comm;
+DP_CU_TR_API disopt_status dp_cu_tr_comm_init_all(const dp_cuda_host *host, int n, const int *devices,
+                                                  dp_cu_tr_comm **out);
+DP_CU_TR_API void dp_cu_tr_comm_destroy(dp_cu_tr_comm *c);
+/* the communicator's rank, and the number of ranks in *nranks */
+DP_CU_TR_API int dp_cu_tr_comm_rank(const dp_cu_tr_comm *c, int *nranks);
+/* x[0..n) = the mean over the ranks of their x, in place, queued on c's stream (c on the rank's device);
+ * every rank calls it with the same n, in the same order as its other collectives */
+DP_CU_TR_API disopt_status dp_cu_tr_allreduce_avg(dp_cu_tr_ctx *c, dp_cu_tr_comm *comm, float *x, size_t n);
+/* x[0..n) = rank root's x on every rank, in place, queued on c's stream */
+DP_CU_TR_API disopt_status dp_cu_tr_broadcast(dp_cu_tr_ctx *c, dp_cu_tr_comm *comm, float *x, size_t n, int root);
 
 #ifdef __cplusplus
 }

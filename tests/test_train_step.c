@@ -28,6 +28,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -898,6 +899,124 @@ static void test_random_step(void **state) {
     disopt_st_close(f.st);
 }
 
+/* DISOPT_TEST_BACKEND=cuda: data parallelism through NCCL (dp_trainer_comm_*). One rank: the all-reduce and
+ * the broadcast leave every arena as it is, so two steps with them equal two steps without, bit for bit.
+ * With a second GPU: two ranks fed the same batch average equal gradients, so both end bit-identical to the
+ * one-GPU run (the mean of two equal floats is exact). Skips without NCCL. */
+typedef struct {
+    dp_trainer *t;
+    dp_trainer_comm *c;
+    const float *x;
+    const int32_t *y;
+    disopt_status s;
+    char msg[256];
+} dp_rank;
+
+static void *dp_rank_steps(void *arg) {
+    dp_rank *r = arg;
+    r->s = dp_trainer_broadcast_state(r->t, r->c, 0);
+    for (int k = 0; k < 2 && r->s == DISOPT_OK; k++) {
+        dp_trainer_loss L;
+        r->s = dp_trainer_forward_backward(r->t, r->x, NULL, r->y, NULL, &L);
+        if (r->s == DISOPT_OK && r->c)
+            r->s = dp_trainer_allreduce_grads(r->t, r->c);
+        if (r->s == DISOPT_OK)
+            r->s = dp_trainer_update(r->t, 0.01);
+    }
+    if (r->s != DISOPT_OK)
+        snprintf(r->msg, sizeof r->msg, "%s", disopt_last_error());
+    return NULL;
+}
+
+static int same_state(dp_trainer *a, dp_trainer *b) {
+    dp_trainer_state sa, sb;
+    if (dp_trainer_get_state(a, &sa) != DISOPT_OK || dp_trainer_get_state(b, &sb) != DISOPT_OK)
+        fail_msg("get_state: %s", disopt_last_error());
+    return sa.n_params == sb.n_params && sa.n_bufs == sb.n_bufs && *sa.opt_step == *sb.opt_step &&
+           memcmp(sa.params, sb.params, sa.n_params * sa.esz) == 0 &&
+           memcmp(sa.bufs, sb.bufs, sa.n_bufs * sa.esz) == 0 &&
+           memcmp(sa.opt_state, sb.opt_state, (size_t)sa.n_opt_state * sa.n_params * sa.esz) == 0;
+}
+
+static void test_data_parallel(void **state) {
+    (void)state;
+    fixture f;
+    fx_open(&f, "step_teacher_b3");
+    float *x = fx_read_f32(&f, "x", NULL);
+    int32_t *y = fx_target(&f);
+    run plain, one;
+    run_make(&plain, "teacher-b3", 0, 0, 7);
+    run_make(&one, "teacher-b3", 0, 0, 7);
+    dp_trainer_comm *c1 = NULL;
+    disopt_status s = dp_trainer_comm_create(&one.t, 1, &c1);
+    if (s == DISOPT_ERR_UNSUPPORTED) {
+        printf("# no NCCL: %s\n", disopt_last_error());
+        dp_trainer_destroy(plain.t);
+        dp_trainer_destroy(one.t);
+        free(x);
+        free(y);
+        disopt_st_close(f.st);
+        skip();
+    }
+    if (s != DISOPT_OK)
+        fail_msg("comm_create: %s", disopt_last_error());
+    dp_rank r1 = {one.t, c1, x, y, DISOPT_OK, ""};
+    /* the plain run: no collective at all */
+    for (int k = 0; k < 2; k++) {
+        dp_trainer_loss L;
+        if (dp_trainer_forward_backward(plain.t, x, NULL, y, NULL, &L) != DISOPT_OK ||
+            dp_trainer_update(plain.t, 0.01) != DISOPT_OK)
+            fail_msg("plain step: %s", disopt_last_error());
+    }
+    dp_rank_steps(&r1);
+    if (r1.s != DISOPT_OK)
+        fail_msg("one rank: %s", r1.msg);
+    const int eq1 = same_state(plain.t, one.t);
+    printf("  one NCCL rank, 2 steps (broadcast, all-reduce, update) vs none: %s\n", eq1 ? "bit-identical" : "DIFFERENT");
+    assert_true(eq1);
+    dp_trainer_comm_destroy(c1);
+    dp_trainer_destroy(one.t);
+    /* two ranks, when a second device exists */
+    disopt_model_config mc;
+    assert_int_equal(disopt_model_config_parse("teacher-b3", &mc), DISOPT_OK);
+    dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, g_size, g_size);
+    cfg.dropout = cfg.drop_connect = 0;
+    cfg.seed = 7;
+    cfg.cuda = 1;
+    dp_trainer *t2[2] = {NULL, NULL};
+    cfg.cuda_device = 1;
+    s = dp_trainer_create(&cfg, NULL, NULL, &t2[1]);
+    if (s != DISOPT_OK) {
+        printf("  two ranks: not run (%s)\n", disopt_last_error());
+    } else {
+        cfg.cuda_device = 0;
+        if (dp_trainer_create(&cfg, NULL, NULL, &t2[0]) != DISOPT_OK)
+            fail_msg("rank 0: %s", disopt_last_error());
+        dp_trainer_comm *c2[2] = {NULL, NULL};
+        if (dp_trainer_comm_create(t2, 2, c2) != DISOPT_OK)
+            fail_msg("comm_create (2 ranks): %s", disopt_last_error());
+        dp_rank r2[2] = {{t2[0], c2[0], x, y, DISOPT_OK, ""}, {t2[1], c2[1], x, y, DISOPT_OK, ""}};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, dp_rank_steps, &r2[1]), 0);
+        dp_rank_steps(&r2[0]);
+        pthread_join(th, NULL);
+        if (r2[0].s != DISOPT_OK || r2[1].s != DISOPT_OK)
+            fail_msg("two ranks: %s / %s", r2[0].msg, r2[1].msg);
+        const int a = same_state(t2[0], plain.t), b = same_state(t2[1], plain.t);
+        printf("  two NCCL ranks on the same batch vs one GPU: rank 0 %s, rank 1 %s\n", a ? "bit-identical" : "DIFFERENT",
+               b ? "bit-identical" : "DIFFERENT");
+        assert_true(a && b);
+        dp_trainer_comm_destroy(c2[0]);
+        dp_trainer_comm_destroy(c2[1]);
+        dp_trainer_destroy(t2[0]);
+        dp_trainer_destroy(t2[1]);
+    }
+    dp_trainer_destroy(plain.t);
+    free(x);
+    free(y);
+    disopt_st_close(f.st);
+}
+
 int main(void) {
     const char *be = getenv("DISOPT_TEST_BACKEND");
     g_cuda = be && strcmp(be, "cuda") == 0;
@@ -937,5 +1056,10 @@ int main(void) {
         cmocka_unit_test(test_load_weights),      cmocka_unit_test(test_student_curve_f64),
         cmocka_unit_test(test_student_curve_f32), cmocka_unit_test(test_threads),
     };
+    if (g_cuda) { /* data parallelism only exists on the GPU */
+        const struct CMUnitTest cu[] = {cmocka_unit_test(test_data_parallel)};
+        const int rc = cmocka_run_group_tests(cu, NULL, NULL);
+        return rc ? rc : cmocka_run_group_tests(tests, NULL, NULL);
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,9 @@ for d in /work/main/build /work/main/build-gdalrun /tmp/lead/build; do
   mkdir -p $d/tools 2>/dev/null && cp $B/bin/disopt_testmodel $d/tools/ 2>/dev/null
 done
 NV=$(python3 -c 'import nvidia.cudnn,nvidia.cublas,os;print(os.path.dirname(nvidia.cudnn.__file__)+"/lib:"+os.path.dirname(nvidia.cublas.__file__)+"/lib")' 2>/dev/null)
+# NCCL for the data-parallel trainer (dlopened): the toolkit's, else PyTorch's wheel
+NC=$(python3 -c 'import nvidia.nccl,os;print(os.path.dirname(nvidia.nccl.__file__)+"/lib")' 2>/dev/null)
+[ -n "$NC" ] && NV=$NV:$NC
 export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:$NV${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export DISOPT_CUDA_MODULE=$B/lib/libdisopt_cuda.so.0 DISOPT_BENCH_BACKEND=cuda CMOCKA_MESSAGE_OUTPUT=stdout
 chmod +x $B/bin/*

@@ -1009,6 +1009,104 @@ disopt_status dp_trainer_push(dp_trainer *t) { return sync_arenas(t, 1); }
 
 int dp_trainer_on_cuda(const dp_trainer *t) { return t && t->cu; }
 
+/* ---------------------------------------------------------------- data parallelism */
+/* the module's communicator, with the trainer it was made for */
+struct dp_trainer_comm {
+    dp_cu_tr_comm *comm;
+    dp_tr_cu *cu; /* the module's functions (every rank loaded the same module) */
+};
+
+disopt_status dp_trainer_comm_create(dp_trainer *const *ranks, int n, dp_trainer_comm **comms) {
+    if (!ranks || n < 1 || !comms)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument or no rank");
+    int devices[64];
+    if (n > 64)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "data parallelism: %d ranks (at most 64)", n);
+    for (int i = 0; i < n; i++) {
+        comms[i] = NULL;
+        if (!ranks[i] || !ranks[i]->cu || ranks[i]->cfg.f64)
+            return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "data parallelism: rank %d is not a float32 CUDA trainer", i);
+        if (ranks[i]->net.n_params != ranks[0]->net.n_params || ranks[i]->net.n_bufs != ranks[0]->net.n_bufs)
+            return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "data parallelism: rank %d's model differs from rank 0's", i);
+        devices[i] = ranks[i]->cfg.cuda_device;
+    }
+    dp_cu_tr_comm *c[64];
+    dp_tr_cu *cu = ranks[0]->cu;
+    DP_TRY(cu->f.comm_init_all(&cu->host, n, devices, c));
+    for (int i = 0; i < n; i++) {
+        comms[i] = calloc(1, sizeof *comms[i]);
+        if (!comms[i]) {
+            for (int j = 0; j < n; j++) {
+                if (j >= i)
+                    cu->f.comm_destroy(c[j]);
+                dp_trainer_comm_destroy(comms[j]);
+                comms[j] = NULL;
+            }
+            return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "data parallelism: out of memory");
+        }
+        comms[i]->comm = c[i];
+        comms[i]->cu = ranks[i]->cu;
+    }
+    return DISOPT_OK;
+}
+
+void dp_trainer_comm_destroy(dp_trainer_comm *c) {
+    if (!c)
+        return;
+    if (c->comm)
+        c->cu->f.comm_destroy(c->comm);
+    free(c);
+}
+
+static disopt_status comm_args(const dp_trainer *t, const dp_trainer_comm *c) {
+    if (!t || !c)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    if (!t->cu || t->cfg.f64)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "data parallelism: not a float32 CUDA trainer");
+    return DISOPT_OK;
+}
+
+disopt_status dp_trainer_allreduce_grads(dp_trainer *t, dp_trainer_comm *c) {
+    DP_TRY(comm_args(t, c));
+    const double t0 = dp_now_s();
+    DP_TRY(t->cu->f.allreduce_avg(t->cu->ctx, c->comm, (float *)t->net.grads, t->net.n_params));
+    DP_TRY(t->cu->f.sync(t->cu->ctx));
+    if (t->net.prof)
+        t->prof[DP_TR_PROF_OPTIM] += dp_now_s() - t0;
+    return DISOPT_OK;
+}
+
+disopt_status dp_trainer_broadcast_state(dp_trainer *t, dp_trainer_comm *c, int root) {
+    DP_TRY(comm_args(t, c));
+    const int ns = dp_optim_state_count(&t->cfg.optim);
+    float *dev[3] = {(float *)t->net.params, (float *)t->net.bufs, t->state_d};
+    const size_t n[3] = {t->net.n_params, t->net.n_bufs, (size_t)(ns > 0 ? ns : 0) * t->net.n_params};
+    for (int i = 0; i < 3; i++)
+        if (n[i] && dev[i])
+            DP_TRY(t->cu->f.broadcast(t->cu->ctx, c->comm, dev[i], n[i], root));
+    /* the optimizer's step counter (the poly schedule and AdamW's bias correction read it) and the count of
+     * training forwards (num_batches_tracked) too; through floats they would lose digits past 2^24, so each
+     * travels as two 24-bit halves */
+    float *tmp = NULL;
+    DP_TRY(t->cu->f.alloc(t->cu->ctx, 4 * sizeof(float), (void **)&tmp));
+    const float hv[4] = {(float)(t->step64 >> 24), (float)(t->step64 & 0xffffff), (float)(t->forwards >> 24),
+                         (float)(t->forwards & 0xffffff)};
+    float back[4] = {0, 0, 0, 0};
+    disopt_status s = t->cu->f.upload(t->cu->ctx, tmp, hv, sizeof hv);
+    if (s == DISOPT_OK)
+        s = t->cu->f.broadcast(t->cu->ctx, c->comm, tmp, 4, root);
+    if (s == DISOPT_OK)
+        s = t->cu->f.download(t->cu->ctx, back, tmp, sizeof back);
+    if (s == DISOPT_OK)
+        s = t->cu->f.sync(t->cu->ctx);
+    t->cu->f.free(t->cu->ctx, tmp);
+    if (s == DISOPT_OK) {
+        t->step64 = ((int64_t)back[0] << 24) | (int64_t)back[1];
+        t->forwards = ((int64_t)back[2] << 24) | (int64_t)back[3];
+    }
+    return s;
+}
+
 disopt_status dp_trainer_save(const dp_trainer *t, const char *path) {
     if (!t || !path)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");

@@ -148,6 +148,26 @@ disopt_status dp_trainer_pull(dp_trainer *t);
 /* nonzero when the trainer runs on CUDA */
 int dp_trainer_on_cuda(const dp_trainer *t);
 
+/* ---------------------------------------------------------------- data parallelism (CUDA, NCCL) */
+/* Ranks: n float32 CUDA trainers of the same configuration, seed and weights, each on its own device
+ * (cfg.cuda_device), driven by one process, each rank from its own host thread. A step of rank i:
+ *   dp_trainer_forward_backward(t_i, its own share of the global batch, ...);
+ *   dp_trainer_allreduce_grads(t_i, c_i);   every rank's gradient arena := the mean over the ranks
+ *   dp_trainer_update(t_i, lr);             the same update on every rank, so the weights stay equal
+ * and once before the first step (and after restoring a checkpoint into rank 0 only):
+ *   dp_trainer_broadcast_state(t_i, c_i, 0); parameters, BN running statistics and optimizer state of rank 0.
+ * As PyTorch's DistributedDataParallel without SyncBatchNorm: BN uses each rank's own batch statistics;
+ * the running statistics are rank 0's whenever broadcast_state runs (DDP broadcasts them every step).
+ * The mean of the ranks' gradients is the gradient of the global batch's loss when the ranks have equal
+ * shares (every loss here is a mean over the batch). With one rank every call leaves the arenas as they
+ * are, bit for bit. NCCL (libnccl.so.2) is loaded on first use: DISOPT_ERR_UNSUPPORTED without it. */
+typedef struct dp_trainer_comm dp_trainer_comm;
+/* comms[i] for ranks[i]; the ranks' devices must differ */
+disopt_status dp_trainer_comm_create(dp_trainer *const *ranks, int n, dp_trainer_comm **comms);
+void dp_trainer_comm_destroy(dp_trainer_comm *c);
+disopt_status dp_trainer_allreduce_grads(dp_trainer *t, dp_trainer_comm *c);
+disopt_status dp_trainer_broadcast_state(dp_trainer *t, dp_trainer_comm *c, int root);
+
 /* Profiling (benchmarks): with it on, every node's work is waited for (CUDA: the stream synchronised) and
  * its time added to a category (teacher forward; per direction: depthwise, 1x1, kxk convs, convs on 1x1
  * maps, BN, activations, the rest; the loss, the optimizer); the report lists them and clears them. */
