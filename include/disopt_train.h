@@ -24,6 +24,8 @@
 extern "C" {
 #endif
 
+#define DISOPT_MAX_GPUS 16
+
 typedef enum disopt_optimizer { DISOPT_OPTIM_SGD = 1, DISOPT_OPTIM_ADAMW = 2 } disopt_optimizer;
 
 typedef void (*disopt_train_log_fn)(void *user, const char *line);
@@ -51,6 +53,9 @@ typedef struct disopt_train_options {
     int f64;                    /* debugging: the whole run in double */
     disopt_backend_kind device; /* CPU, or CUDA (float32; the trainer on GPU `gpu`) */
     int gpu;                    /* CUDA device index (0) */
+    int n_gpus;                 /* > 1: data parallelism over gpus[0..n_gpus) through NCCL (gpu ignored): one rank
+                                 * per GPU, each batch split evenly (batch % n_gpus == 0) */
+    int gpus[DISOPT_MAX_GPUS];
     int steps_per_epoch;        /* 0: training samples / batch */
     int dropout, drop_connect;  /* 1, 1 */
     int rotate180;              /* -1: the list's rotate180 column; 0: none; 1: every sample */

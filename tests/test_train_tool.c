@@ -960,9 +960,19 @@ static void test_bad_input(void **st) {
     bad_case("unknown architecture", "--arch b9", P("list.csv"), out, "unknown architecture");
     bad_case("unknown architecture name", "--arch resnet50", P("list.csv"), out, "unknown architecture");
     bad_case("cuda in fp64", "--device cuda --precision fp64", P("list.csv"), out, "--device cuda trains in fp32");
+    bad_case("batch not split over the GPUs", "--device cuda:0,1 --batch 3", P("list.csv"), out,
+             "does not split evenly over 2 GPUs");
     bad_case("unwritable output folder", "", P("list.csv"), "/proc/disopt_out.safetensors", "not writable");
     bad_case("missing output folder", "", P("list.csv"), P("no/such/dir/out.safetensors"), "does not exist");
     bad_case("output is a folder", "", P("list.csv"), g_dir, "is not a regular file");
+    /* a GPU list with a bad entry: a usage error (exit 2) */
+    int urc = sh("%s -q --stage distill --teacher %s " BASE " --epochs 1 --device cuda:0,x %s %s 2> %s", TRAIN_TOOL,
+                 P("teacher.safetensors"), P("list.csv"), out, P("err.txt"));
+    char *uerr = slurp(P("err.txt"), NULL);
+    fprintf(stderr, "# GPU list with a bad entry -> exit %d: %s", urc, uerr);
+    assert_int_equal(urc, 2);
+    assert_non_null(strstr(uerr, "--device: bad value 'cuda:0,x'"));
+    free(uerr);
     /* a student passed as the teacher */
     int rc = sh("%s -q --stage distill --teacher %s " BASE " --epochs 1 %s %s 2> %s", TRAIN_TOOL,
                 P("student.safetensors"), P("list.csv"), out, P("err.txt"));

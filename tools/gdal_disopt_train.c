@@ -24,7 +24,7 @@ static void usage(FILE *f) {
             "         --stage optical|distill [--teacher T.safetensors] [--val LIST] [--init FILE] [--resume CKPT]\n"
             "         [--arch b0..b7] [--epochs N] [--batch N] [--crop N] [--lr X] [--optimizer sgd|adamw]\n"
             "         [--weight-decay X] [--momentum X] [--threads N] [--loader-threads N] [--seed N]\n"
-            "         [--precision fp32|fp64] [--device cpu|cuda[:N]] [--steps-per-epoch N] [--no-dropout]\n"
+            "         [--precision fp32|fp64] [--device cpu|cuda[:N[,N...]]] [--steps-per-epoch N] [--no-dropout]\n"
             "         [--no-drop-connect] [--rotate180 column|yes|no] [--sar-bands B,B,B,B] [--optical-bands B,B,B,B]\n"
             "         [--complex error|db|intensity|amplitude] [--min-area M2] [--log LOG.csv]\n"
             "         LIST.csv OUTPUT.safetensors\n"
@@ -268,7 +268,21 @@ int main(int argc, char **argv) {
                 o.device = DISOPT_BACKEND_CUDA;
             else if (EQUALN(v, "cuda:", 5) && !parse_int(v + 5, &o.gpu) && o.gpu >= 0)
                 o.device = DISOPT_BACKEND_CUDA;
-            else
+            else if (EQUALN(v, "cuda:", 5) && strchr(v, ',')) { /* cuda:0,1,...: one rank per GPU (NCCL) */
+                char **ids = CSLTokenizeString2(v + 5, ",", 0);
+                const int n = CSLCount(ids);
+                o.n_gpus = 0;
+                for (int k = 0; k < n && !rc; k++) {
+                    int g = -1;
+                    if (n > DISOPT_MAX_GPUS || parse_int(ids[k], &g) || g < 0)
+                        rc = bad(a, v);
+                    else
+                        o.gpus[o.n_gpus++] = g;
+                }
+                CSLDestroy(ids);
+                if (!rc)
+                    o.device = DISOPT_BACKEND_CUDA;
+            } else
                 rc = bad(a, v);
         } else if (!strcmp(a, "--rotate180")) {
             NEED_ARG();

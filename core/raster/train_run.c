@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,19 +170,21 @@ static disopt_status file_fnv(const char *path, uint64_t *h) {
 /* Everything that decides the run's numbers (not the thread counts): stored in checkpoints, compared at resume. */
 static void identity(const disopt_train_options *o, uint64_t data_hash, uint64_t teacher_hash, int64_t iters, char *out,
                      size_t len) {
-    char sb[128], ob[128];
+    char sb[128], ob[128], gpus[32] = "";
+    if (o->n_gpus > 1) /* the ranks' batch statistics and masks differ from one GPU's: part of the run */
+        snprintf(gpus, sizeof gpus, " ranks=%d", o->n_gpus);
     bands_str(o->sar_bands, o->n_sar_bands, sb, sizeof sb);
     bands_str(o->opt_bands, o->n_opt_bands, ob, sizeof ob);
     snprintf(out, len,
              "stage=%s arch=%s-b%d epochs=%d batch=%d crop=%d lr=%.17g optimizer=%s weight_decay=%.17g "
              "momentum=%.17g seed=%" PRIu64 " steps_per_epoch=%" PRId64 " dropout=%d drop_connect=%d precision=%s "
              "rotate180=%d sar_bands=%s optical_bands=%s complex=%d min_area=%.17g norm=%.9g/%.9g/%.9g "
-             "data_fnv1a64=%016" PRIx64 " teacher_fnv1a64=%016" PRIx64,
+             "data_fnv1a64=%016" PRIx64 " teacher_fnv1a64=%016" PRIx64 "%s",
              o->stage == 1 ? "optical" : "distill", o->stage == 1 ? "teacher" : "student", o->variant, o->epochs,
              o->batch, o->crop, o->lr, o->optimizer == DISOPT_OPTIM_ADAMW ? "adamw" : "sgd", o->weight_decay,
              o->momentum, o->seed, iters, o->dropout, o->drop_connect, o->f64 ? "fp64" : "fp32", o->rotate180, sb, ob,
              (int)o->complex_mode, o->min_area, (double)o->norm_scale, (double)o->norm_mean, (double)o->norm_std,
-             data_hash, teacher_hash);
+             data_hash, teacher_hash, gpus);
 }
 
 typedef struct {
@@ -294,6 +297,13 @@ static disopt_status check_options(const disopt_train_options *o) {
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "--device: cpu or cuda[:N]");
     if (o->device == DISOPT_BACKEND_CUDA && o->f64)
         return dp_error(DISOPT_ERR_UNSUPPORTED, "--device cuda trains in fp32 (fp64 is the CPU's debugging mode)");
+    if (o->n_gpus < 0 || o->n_gpus > DISOPT_MAX_GPUS)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "%d GPUs: at most %d", o->n_gpus, DISOPT_MAX_GPUS);
+    if (o->n_gpus > 1 && o->device != DISOPT_BACKEND_CUDA)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "several GPUs need --device cuda:LIST");
+    if (o->n_gpus > 1 && (o->batch < o->n_gpus || o->batch % o->n_gpus))
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "--batch %d does not split evenly over %d GPUs", o->batch,
+                        o->n_gpus);
     if (o->variant < 0 || o->variant > 7)
         return dp_error(DISOPT_ERR_UNSUPPORTED, "unknown architecture b%d: EfficientNet b0..b7", o->variant);
     if (o->crop < 32 || o->crop % 32)
@@ -323,10 +333,165 @@ typedef struct {
     const disopt_train_options *o;
     dp_dataset *ds;
     dp_loader *tl, *vl;
-    dp_trainer *t;
+    dp_trainer *t; /* rank 0 (the only one without data parallelism) */
+    int nr;        /* ranks */
+    dp_trainer *rank[DISOPT_MAX_GPUS];
+    dp_trainer_comm *comm[DISOPT_MAX_GPUS];
     char *ckpt, *logp;
     char ident[2048];
 } run_ctx;
+
+/* ---------------------------------------------------------------- data parallelism */
+/* One thread per rank beyond 0 (rank 0 runs on the caller's): each does its share of a step, or the
+ * broadcast of rank 0's state, with its own NCCL communicator (dp_trainer_comm_*: every rank must call
+ * each collective). The ranks' losses are averaged for the log. */
+typedef struct {
+    run_ctx *R;
+    int r;
+    const dp_batch *B;
+    double lr;
+    int bcast; /* 1: dp_trainer_broadcast_state only */
+    dp_trainer_loss L;
+    disopt_status s;
+    char msg[512];
+} rank_job;
+
+static void rank_work(rank_job *j) {
+    run_ctx *R = j->R;
+    dp_trainer *t = R->rank[j->r];
+    if (j->bcast) {
+        j->s = dp_trainer_broadcast_state(t, R->comm[j->r], 0);
+    } else {
+        const dp_batch *B = j->B;
+        const int share = B->n / R->nr, hw = R->o->crop * R->o->crop;
+        const size_t off = (size_t)j->r * (size_t)share;
+        j->s = dp_trainer_forward_backward(t, B->x + off * 4 * (size_t)hw, B->xt ? B->xt + off * 4 * (size_t)hw : NULL,
+                                           B->target + off * (size_t)hw, B->valid ? B->valid + off * (size_t)hw : NULL,
+                                           &j->L);
+        /* the all-reduce even after a failed forward/backward: the other ranks wait in theirs, and the run
+         * ends with this rank's error after it */
+        const disopt_status a = dp_trainer_allreduce_grads(t, R->comm[j->r]);
+        if (j->s == DISOPT_OK)
+            j->s = a;
+        if (j->s == DISOPT_OK)
+            j->s = dp_trainer_update(t, j->lr);
+    }
+    if (j->s != DISOPT_OK)
+        snprintf(j->msg, sizeof j->msg, "%s", disopt_last_error());
+}
+
+/* the ranks' threads start their work together or not at all: a collective of a rank whose thread is
+ * missing would wait forever */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int go; /* 0: wait, 1: work, -1: leave */
+} rank_gate;
+
+typedef struct {
+    rank_job *job;
+    rank_gate *gate;
+} rank_arg;
+
+static void *rank_thread(void *arg) {
+    rank_arg *a = arg;
+    pthread_mutex_lock(&a->gate->mu);
+    while (a->gate->go == 0)
+        pthread_cond_wait(&a->gate->cv, &a->gate->mu);
+    const int go = a->gate->go;
+    pthread_mutex_unlock(&a->gate->mu);
+    if (go > 0)
+        rank_work(a->job);
+    return NULL;
+}
+
+static void gate_open(rank_gate *g, int go) {
+    pthread_mutex_lock(&g->mu);
+    g->go = go;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* every rank's job at once; the first error, with its rank */
+static disopt_status ranks_run(run_ctx *R, rank_job *jobs) {
+    pthread_t th[DISOPT_MAX_GPUS];
+    rank_arg args[DISOPT_MAX_GPUS];
+    rank_gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    int started = 1;
+    for (int r = 1; r < R->nr && started == r; r++) {
+        args[r].job = &jobs[r];
+        args[r].gate = &gate;
+        if (pthread_create(&th[r], NULL, rank_thread, &args[r]) == 0)
+            started++;
+    }
+    gate_open(&gate, started == R->nr ? 1 : -1);
+    if (started == R->nr)
+        rank_work(&jobs[0]);
+    for (int r = 1; r < started; r++)
+        pthread_join(th[r], NULL);
+    pthread_mutex_destroy(&gate.mu);
+    pthread_cond_destroy(&gate.cv);
+    if (started != R->nr)
+        return dp_error(DISOPT_ERR_BACKEND, "data parallelism: cannot start the thread of rank %d", started);
+    for (int r = 0; r < R->nr; r++)
+        if (jobs[r].s != DISOPT_OK)
+            return dp_error(jobs[r].s, "GPU %d (rank %d): %s", R->o->gpus[r], r, jobs[r].msg);
+    return DISOPT_OK;
+}
+
+/* one training step over the batch: on rank 0 alone, or split over the ranks */
+static disopt_status step_all(run_ctx *R, const dp_batch *B, double lr, dp_trainer_loss *L) {
+    if (R->nr <= 1)
+        return dp_trainer_step(R->t, B->x, B->xt, B->target, B->valid, lr, L);
+    rank_job jobs[DISOPT_MAX_GPUS];
+    memset(jobs, 0, sizeof jobs);
+    for (int r = 0; r < R->nr; r++) {
+        jobs[r].R = R;
+        jobs[r].r = r;
+        jobs[r].B = B;
+        jobs[r].lr = lr;
+    }
+    DP_TRY(ranks_run(R, jobs));
+    /* the log's losses: the ranks' mean (the terms are all doubles) */
+    *L = jobs[0].L;
+    double *d1 = (double *)&L->s1, *d2 = (double *)&L->s2;
+    const size_t n1 = sizeof L->s1 / sizeof(double), n2 = sizeof L->s2 / sizeof(double);
+    for (int r = 1; r < R->nr; r++) {
+        const double *e1 = (const double *)&jobs[r].L.s1, *e2 = (const double *)&jobs[r].L.s2;
+        for (size_t k = 0; k < n1; k++)
+            d1[k] += e1[k];
+        for (size_t k = 0; k < n2; k++)
+            d2[k] += e2[k];
+    }
+    for (size_t k = 0; k < n1; k++)
+        d1[k] /= R->nr;
+    for (size_t k = 0; k < n2; k++)
+        d2[k] /= R->nr;
+    return DISOPT_OK;
+}
+
+/* ranks 1.. (rank 0 is R->t, already made and initialised), the communicators, rank 0's state everywhere */
+static disopt_status ranks_create(run_ctx *R, const dp_trainer_config *tc0) {
+    const disopt_train_options *o = R->o;
+    R->rank[0] = R->t;
+    for (int r = 1; r < R->nr; r++) {
+        dp_trainer_config tc = *tc0;
+        tc.cuda_device = o->gpus[r];
+        tc.seed = tc0->seed + 0x9e3779b97f4a7c15ULL * (uint64_t)r; /* each rank its own dropout masks */
+        disopt_status s = dp_trainer_create(&tc, NULL, o->stage == 2 ? o->teacher : NULL, &R->rank[r]);
+        if (s != DISOPT_OK)
+            return dp_error_prefix(s, "GPU %d (rank %d)", o->gpus[r], r);
+    }
+    DP_TRY(dp_trainer_comm_create(R->rank, R->nr, R->comm));
+    rank_job jobs[DISOPT_MAX_GPUS];
+    memset(jobs, 0, sizeof jobs);
+    for (int r = 0; r < R->nr; r++) {
+        jobs[r].R = R;
+        jobs[r].r = r;
+        jobs[r].bcast = 1;
+    }
+    return ranks_run(R, jobs);
+}
 
 static void meta_add(dp_kv *kv, int *n, const char *k, const char *v) {
     kv[*n].key = k;
@@ -364,8 +529,10 @@ static disopt_status run(run_ctx *R) {
     const int n_train = dp_dataset_count(R->ds, 0), n_val = dp_dataset_count(R->ds, 1);
     const uint64_t data_seed = o->seed * 0x2545f4914f6cdd1dULL + 0xda7a;
     DP_TRY(dp_loader_create(R->ds, 0, o->batch, o->loader_threads, data_seed, &R->tl));
-    if (n_val > 0)
-        DP_TRY(dp_loader_create(R->ds, 1, o->batch, o->loader_threads, data_seed, &R->vl));
+    R->nr = o->n_gpus > 1 ? o->n_gpus : 1;
+    const int rank_batch = o->batch / R->nr;
+    if (n_val > 0) /* validation runs on rank 0, whose trainer takes batches of its share */
+        DP_TRY(dp_loader_create(R->ds, 1, rank_batch, o->loader_threads, data_seed, &R->vl));
     const int64_t iters = o->steps_per_epoch > 0 ? o->steps_per_epoch : dp_loader_batches(R->tl);
     uint64_t teacher_hash = 0;
     if (o->stage == 2)
@@ -380,14 +547,14 @@ static disopt_status run(run_ctx *R) {
     mc.variant = o->variant;
     mc.in_channels = 4;
     mc.num_classes = 2;
-    dp_trainer_config tc = dp_trainer_config_authors(&mc, o->batch, o->crop, o->crop);
+    dp_trainer_config tc = dp_trainer_config_authors(&mc, rank_batch, o->crop, o->crop);
     tc.dropout = o->dropout;
     tc.drop_connect = o->drop_connect;
     tc.seed = o->seed;
     tc.f64 = o->f64;
     tc.nthreads = o->threads;
     tc.cuda = o->device == DISOPT_BACKEND_CUDA;
-    tc.cuda_device = o->gpu;
+    tc.cuda_device = R->nr > 1 ? o->gpus[0] : o->gpu;
     if (o->optimizer == DISOPT_OPTIM_ADAMW) {
         tc.optim = dp_optim_config_adamw(o->lr, o->weight_decay);
     } else {
@@ -400,7 +567,10 @@ static disopt_status run(run_ctx *R) {
     disopt_status s = dp_trainer_create(&tc, NULL, o->stage == 2 ? o->teacher : NULL, &R->t);
     if (s != DISOPT_OK)
         return s;
-    if (tc.cuda)
+    if (tc.cuda && R->nr > 1)
+        logf_(o, "trainer: %d CUDA devices (data parallel through NCCL, %d images per GPU per step), fp32", R->nr,
+              rank_batch);
+    else if (tc.cuda)
         logf_(o, "trainer: CUDA device %d, fp32", tc.cuda_device);
     else
         logf_(o, "trainer: CPU, %d thread%s, %s", tc.nthreads, tc.nthreads == 1 ? "" : "s", tc.f64 ? "fp64" : "fp32");
@@ -450,6 +620,9 @@ static disopt_status run(run_ctx *R) {
             return dp_error(DISOPT_ERR_INPUT, "--init '%s': no tensor matches the model's keys and shapes", o->init);
     }
 
+    if (R->nr > 1) /* after --resume / --init on rank 0: every rank starts from its state */
+        DP_TRY(ranks_create(R, &tc));
+
     const char *header =
         o->stage == 1
             ? "epoch,steps,lr,loss,ce,dice,val_dice,val_iou,val_precision,val_recall,val_dice_authors,seconds,"
@@ -477,7 +650,7 @@ static disopt_status run(run_ctx *R) {
             if (lr < 0)
                 return dp_error(DISOPT_ERR_INTERNAL, "schedule: bad step %" PRId64, g);
             dp_trainer_loss L;
-            s = dp_trainer_step(R->t, B->x, B->xt, B->target, B->valid, lr, &L);
+            s = step_all(R, B, lr, &L);
             if (s != DISOPT_OK)
                 return dp_error_prefix(s, "epoch %" PRId64 " step %" PRId64, e + 1, i + 1);
             if (o->stage == 1) {
@@ -608,6 +781,10 @@ disopt_status disopt_train_run(const disopt_train_options *o) {
     disopt_status s = run(&R);
     dp_loader_destroy(R.tl);
     dp_loader_destroy(R.vl);
+    for (int r = 0; r < DISOPT_MAX_GPUS; r++)
+        dp_trainer_comm_destroy(R.comm[r]);
+    for (int r = 1; r < DISOPT_MAX_GPUS; r++)
+        dp_trainer_destroy(R.rank[r]);
     dp_trainer_destroy(R.t);
     dp_dataset_close(R.ds);
     free(R.ckpt);
