@@ -53,8 +53,9 @@ typedef struct disopt_train_options {
     int f64;                    /* debugging: the whole run in double */
     disopt_backend_kind device; /* CPU, or CUDA (float32; the trainer on GPU `gpu`) */
     int gpu;                    /* CUDA device index (0) */
-    int n_gpus;                 /* > 1: data parallelism over gpus[0..n_gpus) through NCCL (gpu ignored): one rank
-                                 * per GPU, each batch split evenly (batch % n_gpus == 0) */
+    int n_gpus;                 /* >= 1: data parallelism over gpus[0..n_gpus) through NCCL (gpu ignored): one rank
+                                 * per GPU, each batch split evenly (batch % n_gpus == 0); 1: the same path with one
+                                 * rank (gives the plain run's result, bit for bit) */
     int gpus[DISOPT_MAX_GPUS];
     int steps_per_epoch;        /* 0: training samples / batch */
     int dropout, drop_connect;  /* 1, 1 */

@@ -299,7 +299,7 @@ static disopt_status check_options(const disopt_train_options *o) {
         return dp_error(DISOPT_ERR_UNSUPPORTED, "--device cuda trains in fp32 (fp64 is the CPU's debugging mode)");
     if (o->n_gpus < 0 || o->n_gpus > DISOPT_MAX_GPUS)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "%d GPUs: at most %d", o->n_gpus, DISOPT_MAX_GPUS);
-    if (o->n_gpus > 1 && o->device != DISOPT_BACKEND_CUDA)
+    if (o->n_gpus >= 1 && o->device != DISOPT_BACKEND_CUDA)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "several GPUs need --device cuda:LIST");
     if (o->n_gpus > 1 && (o->batch < o->n_gpus || o->batch % o->n_gpus))
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "--batch %d does not split evenly over %d GPUs", o->batch,
@@ -441,7 +441,7 @@ static disopt_status ranks_run(run_ctx *R, rank_job *jobs) {
 
 /* one training step over the batch: on rank 0 alone, or split over the ranks */
 static disopt_status step_all(run_ctx *R, const dp_batch *B, double lr, dp_trainer_loss *L) {
-    if (R->nr <= 1)
+    if (R->o->n_gpus < 1)
         return dp_trainer_step(R->t, B->x, B->xt, B->target, B->valid, lr, L);
     rank_job jobs[DISOPT_MAX_GPUS];
     memset(jobs, 0, sizeof jobs);
@@ -529,7 +529,7 @@ static disopt_status run(run_ctx *R) {
     const int n_train = dp_dataset_count(R->ds, 0), n_val = dp_dataset_count(R->ds, 1);
     const uint64_t data_seed = o->seed * 0x2545f4914f6cdd1dULL + 0xda7a;
     DP_TRY(dp_loader_create(R->ds, 0, o->batch, o->loader_threads, data_seed, &R->tl));
-    R->nr = o->n_gpus > 1 ? o->n_gpus : 1;
+    R->nr = o->n_gpus >= 1 ? o->n_gpus : 1;
     const int rank_batch = o->batch / R->nr;
     if (n_val > 0) /* validation runs on rank 0, whose trainer takes batches of its share */
         DP_TRY(dp_loader_create(R->ds, 1, rank_batch, o->loader_threads, data_seed, &R->vl));
@@ -554,7 +554,7 @@ static disopt_status run(run_ctx *R) {
     tc.f64 = o->f64;
     tc.nthreads = o->threads;
     tc.cuda = o->device == DISOPT_BACKEND_CUDA;
-    tc.cuda_device = R->nr > 1 ? o->gpus[0] : o->gpu;
+    tc.cuda_device = o->n_gpus >= 1 ? o->gpus[0] : o->gpu;
     if (o->optimizer == DISOPT_OPTIM_ADAMW) {
         tc.optim = dp_optim_config_adamw(o->lr, o->weight_decay);
     } else {
@@ -567,7 +567,7 @@ static disopt_status run(run_ctx *R) {
     disopt_status s = dp_trainer_create(&tc, NULL, o->stage == 2 ? o->teacher : NULL, &R->t);
     if (s != DISOPT_OK)
         return s;
-    if (tc.cuda && R->nr > 1)
+    if (tc.cuda && o->n_gpus >= 1)
         logf_(o, "trainer: %d CUDA devices (data parallel through NCCL, %d images per GPU per step), fp32", R->nr,
               rank_batch);
     else if (tc.cuda)
@@ -620,7 +620,7 @@ static disopt_status run(run_ctx *R) {
             return dp_error(DISOPT_ERR_INPUT, "--init '%s': no tensor matches the model's keys and shapes", o->init);
     }
 
-    if (R->nr > 1) /* after --resume / --init on rank 0: every rank starts from its state */
+    if (o->n_gpus >= 1) /* after --resume / --init on rank 0: every rank starts from its state */
         DP_TRY(ranks_create(R, &tc));
 
     const char *header =
