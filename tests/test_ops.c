@@ -196,6 +196,8 @@ static void test_conv_gap(void **state) {
         {1, 3, 3, 20, 48, 3, 1, 1, 3, 1, 1, 1, 1, 1, DP_ACT_SWISH},   /* width 48: a half vector on AVX-512 */
         {1, 3, 3, 21, 37, 5, 1, 1, 3, 2, 2, 2, 2, 0, DP_ACT_SIGMOID}, /* width 37: pooled from the plane */
         {1, 2, 2, 22, 19, 9, 1, 1, 2, 4, 4, 4, 4, 1, DP_ACT_RELU},    /* 9x9: the scalar kernel */
+        {2, 101, 101, 16, 16, 3, 1, 1, 101, 1, 1, 1, 1, 1, DP_ACT_SWISH}, /* 202 planes: tasks are runs of 8 at 3
+                                                                        * threads, the last one short */
     };
     static const char *isas[3] = {"blas", "avx2", "avx512"};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
