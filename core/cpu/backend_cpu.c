@@ -2,10 +2,12 @@
  * backend_cpu.c - the CPU backend: NCHW float32 tensors in 64-byte aligned host memory, kernels
  * in ops_*.c, a thread pool of its own (OpenBLAS is linked in its single-threaded build).
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include "cpu.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static void cpu_destroy(dp_backend *b) {
     dp_cpu *cpu = (dp_cpu *)b;
@@ -23,7 +25,18 @@ static disopt_status cpu_alloc(dp_backend *b, size_t bytes, void **out) {
     (void)b;
     size_t sz = (bytes + 63) & ~(size_t)63;
     if (sz == 0) sz = 64;
-    void *p = aligned_alloc(64, sz);
+    void *p;
+    /* buffers of 4 MiB and more (the activation arena, the GEMM workspaces) on 2 MiB boundaries with
+     * transparent huge pages asked for (the kernels' default THP mode is "madvise"): the GEMM's B panels
+     * gather K rows a plane apart, a page each with 4 KiB pages. Measured on the 2-vCPU EPYC: 1-2 % at
+     * 2 threads, nothing at 1 (bench/RESULTS.md §5, session 7). DISOPT_CPU_NO_HUGEPAGES=1 turns it off. */
+    if (sz >= ((size_t)4 << 20) && !getenv("DISOPT_CPU_NO_HUGEPAGES")) {
+        sz = (sz + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+        p = aligned_alloc((size_t)2 << 20, sz);
+        if (p) madvise(p, sz, MADV_HUGEPAGE);
+    } else {
+        p = aligned_alloc(64, sz);
+    }
     if (!p) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "cpu: cannot allocate %zu bytes", bytes);
     *out = p;
     return DISOPT_OK;
