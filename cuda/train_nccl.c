@@ -113,6 +113,12 @@ disopt_status dp_cu_tr_comm_init_all(const dp_cuda_host *host, int n, const int 
         out[i]->f = f;
         out[i]->f.lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL); /* one reference each */
         if (!out[i]->f.lib) out[i]->f.lib = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
+        if (!out[i]->f.lib) {
+            s = host->error(DISOPT_ERR_UNSUPPORTED, "NCCL: cannot load the library again: %s", dlerror());
+            free(out[i]);
+            out[i] = NULL;
+            break;
+        }
         out[i]->comm = comms[i];
         out[i]->host = host;
         out[i]->rank = i;
@@ -136,11 +142,6 @@ void dp_cu_tr_comm_destroy(dp_cu_tr_comm *c) {
     if (c->comm) c->f.destroy(c->comm);
     if (c->f.lib) dlclose(c->f.lib);
     free(c);
-}
-
-int dp_cu_tr_comm_rank(const dp_cu_tr_comm *c, int *nranks) {
-    if (nranks) *nranks = c ? c->nranks : 0;
-    return c ? c->rank : -1;
 }
 
 /* the rank's communicator must belong to the context's device */

@@ -208,8 +208,6 @@ typedef struct dp_cu_tr_comm dp_cu_tr_comm;
 DP_CU_TR_API disopt_status dp_cu_tr_comm_init_all(const dp_cuda_host *host, int n, const int *devices,
                                                   dp_cu_tr_comm **out);
 DP_CU_TR_API void dp_cu_tr_comm_destroy(dp_cu_tr_comm *c);
-/* the communicator's rank, and the number of ranks in *nranks */
-DP_CU_TR_API int dp_cu_tr_comm_rank(const dp_cu_tr_comm *c, int *nranks);
 /* x[0..n) = the mean over the ranks of their x, in place, queued on c's stream (c on the rank's device);
  * every rank calls it with the same n, in the same order as its other collectives */
 DP_CU_TR_API disopt_status dp_cu_tr_allreduce_avg(dp_cu_tr_ctx *c, dp_cu_tr_comm *comm, float *x, size_t n);

@@ -24,6 +24,7 @@ typedef struct {
     float *ws;
     size_t ws_per_thread; /* floats */
     int col_blocks, cols;
+    int dw_run;           /* depthwise: planes per task */
     int m_blocks, m_rows; /* output channels of a group split into m_blocks blocks of m_rows */
 } conv_job;
 
@@ -262,13 +263,14 @@ static void dw_plane_task(const conv_job *j, int task, int thread) {
 #endif
 }
 
-/* A task is a run of j->cols consecutive planes (image-major): planes of small maps take a few
- * microseconds each, and one task per plane made the 32x32 layers no faster at 2 threads than at 1
- * (a shared counter and the pooled sums' cache lines bouncing between the cores per plane). */
+/* A task is a run of j->dw_run consecutive planes (image-major): a plane of a 32x32 map takes a few
+ * microseconds, so per-plane tasks cost a counter update and a pooled sum's cache line each. (The
+ * 32x32 layers' poor 2-thread scaling, first blamed on this, came from the pool's round-robin tasks:
+ * pool.c.) */
 static void dw_task(void *ctx, int task, int thread) {
     const conv_job *j = ctx;
     const int planes = j->in->n * j->in->c;
-    const int p0 = task * j->cols, p1 = p0 + j->cols < planes ? p0 + j->cols : planes;
+    const int p0 = task * j->dw_run, p1 = p0 + j->dw_run < planes ? p0 + j->dw_run : planes;
     for (int p = p0; p < p1; p++) dw_plane_task(j, p, thread);
 }
 
@@ -532,7 +534,7 @@ static disopt_status conv_run(dp_cpu *cpu, const dp_node *node, const dp_tview *
         int per = planes / (8 * cpu->nthreads);
         if ((long)per * plane_out > DP_DW_RUN) per = (int)(DP_DW_RUN / plane_out);
         if (per < 1) per = 1;
-        j.cols = per;
+        j.dw_run = per;
         dp_pool_run(cpu->pool, (planes + per - 1) / per, dw_task, &j);
         return DISOPT_OK;
     }

@@ -1030,24 +1030,27 @@ disopt_status dp_trainer_comm_create(dp_trainer *const *ranks, int n, dp_trainer
             return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "data parallelism: rank %d's model differs from rank 0's", i);
         devices[i] = ranks[i]->cfg.cuda_device;
     }
-    dp_cu_tr_comm *c[64];
-    dp_tr_cu *cu = ranks[0]->cu;
-    DP_TRY(cu->f.comm_init_all(&cu->host, n, devices, c));
-    for (int i = 0; i < n; i++) {
-        comms[i] = calloc(1, sizeof *comms[i]);
-        if (!comms[i]) {
-            for (int j = 0; j < n; j++) {
-                if (j >= i)
-                    cu->f.comm_destroy(c[j]);
-                dp_trainer_comm_destroy(comms[j]);
+    for (int i = 0; i < n; i++) /* the wrappers first: nothing to undo but memory if one is missing */
+        if (!(comms[i] = calloc(1, sizeof *comms[i]))) {
+            for (int j = 0; j < i; j++) {
+                free(comms[j]);
                 comms[j] = NULL;
             }
             return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "data parallelism: out of memory");
         }
-        comms[i]->comm = c[i];
-        comms[i]->cu = ranks[i]->cu;
+    dp_cu_tr_comm *c[64];
+    dp_tr_cu *cu = ranks[0]->cu;
+    disopt_status s = cu->f.comm_init_all(&cu->host, n, devices, c);
+    for (int i = 0; i < n; i++) {
+        if (s == DISOPT_OK) {
+            comms[i]->comm = c[i];
+            comms[i]->cu = ranks[i]->cu;
+        } else {
+            free(comms[i]);
+            comms[i] = NULL;
+        }
     }
-    return DISOPT_OK;
+    return s;
 }
 
 void dp_trainer_comm_destroy(dp_trainer_comm *c) {
