@@ -25,6 +25,10 @@ fi
 $D/bin/disopt_testmodel testdata/golden/student_b3.safetensors $W/model.safetensors > /dev/null || exit 1
 [ "$(sha256sum $W/model.safetensors | cut -d' ' -f1)" = "$(cat $W/model.sha256)" ] && echo "model.safetensors sha256 matches" || { echo "model sha256 MISMATCH"; exit 1; }
 OURS="ours=$D/bin/bench_cpu"
+if [ -x $D/bin/bench_owngemm ]; then # our SGEMM alone, one thread, new (and old) build alternating: is it steady?
+  { for r in 1 2; do echo "== new, round $r"; $D/bin/bench_owngemm 1024 3
+      [ ! -x $D/old/bench_owngemm ] || { echo "== old, round $r"; $D/old/bench_owngemm 1024 3; }; done; } 2>&1 | tee $OUT/owngemm.log
+fi
 if [ -d $D/old ]; then
   printf '#!/bin/sh\nLD_LIBRARY_PATH=%s:$LD_LIBRARY_PATH exec %s "$@"\n' $D/old $D/old/bench_cpu > $W/old.sh; chmod +x $W/old.sh
   OURS="$OURS old=$W/old.sh"

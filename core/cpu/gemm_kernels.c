@@ -5,11 +5,14 @@
  *  - C[M x N] = A[M x K] * B[K x N], row-major. A is the conv weight, packed once at load into
  *    slivers of MR rows (dp_gemm_pack_a: Ap[(block * K + k) * MR + i], rows past M are zero);
  *    B is the input plane (K channel rows of ldb pixels), C the output plane (ldc pixels).
- *  - K is taken in blocks of KC. For each block, the task's whole column block of B is copied, row
- *    by row (contiguous, prefetch-friendly reads), into KC x NR strips (the caller's workspace,
- *    64-byte aligned); every MR x NR micro-tile of a strip then reads it from L1, and A's KC columns
- *    stay in L2. Copying strip by strip instead reads B with a stride of a whole plane and ran at
- *    half the speed; without K blocks, K = 2304 ran at half the speed (both measured on AVX2).
+ *  - K is taken in blocks of KC. For each block, the task's whole column block of B is copied into
+ *    KC x NR strips (the caller's workspace, 64-byte aligned); every MR x NR micro-tile of a strip
+ *    then reads it from L1, and A's KC columns stay in L2. The copy goes PACK_KB (8) rows at a time,
+ *    strip by strip: 8 read streams one plane apart, and each strip's 8 x NR floats written in one
+ *    contiguous run. Copying all of a row first wrote N/NR streams KC x NR floats apart (32 KiB on
+ *    AVX-512), all in one L1 set (+0-15 % on AVX2, most for small M); copying a whole strip at a time
+ *    reads B with a stride of a whole plane, KC streams, and ran at half the speed; without K blocks,
+ *    K = 2304 ran at half the speed (all measured on AVX2).
  *    Later K blocks continue each accumulator from C, which is exact, so the FMA chain per element
  *    is the same as without blocking.
  *  - Each C element is one FMA chain over k = 0..K-1: the result does not depend on how M and N
@@ -40,6 +43,9 @@ void dp_gemm_pack_a(const float *A, int M, int K, int mr, float *Ap) {
 #if defined(__x86_64__) && defined(__GNUC__)
 
 #define KC 256 /* K block */
+#ifndef PACK_KB
+#define PACK_KB 8
+#endif
 /* Slivers of A per block: a block of A (slivers x MR x kc floats) is swept over one B strip after
  * another, so it should stay in L2: at most A_BLOCK_BYTES (AVX-512 machines have 1-2 MiB of L2 per
  * core, AVX2 ones from 512 KiB). Without the cap a batch of 4 at 32x32 (one task per 64-pixel
@@ -61,21 +67,24 @@ __attribute__((target("avx512f,fma"))) static void gemm512(int M, int N, int K, 
     for (int k0 = 0; k0 < K; k0 += KC) { /* K in blocks: A's KC columns stay in L2, a B strip in L1 */
         const int kc = K - k0 < KC ? K - k0 : KC, last = k0 + kc == K;
         const int per_block = a_block_slivers(K, kc, MR512, slivers, 512L << 10);
-        for (int k = 0; k < kc; k++) {
-            const float *src = B + (size_t)(k0 + k) * ldb;
+        for (int kb = 0; kb < kc; kb += PACK_KB) { /* PACK_KB rows at a time, strip by strip */
+            const int ke = kb + PACK_KB < kc ? kb + PACK_KB : kc;
             for (int n0 = 0; n0 < N; n0 += NR512) {
                 const int nr = N - n0 < NR512 ? N - n0 : NR512;
                 const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
                 const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : (nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0);
-                float *dst = Bp + ((size_t)(n0 / NR512) * kc + k) * NR512;
-                __m512 v0 = _mm512_maskz_loadu_ps(m0, src + n0), v1 = _mm512_maskz_loadu_ps(m1, src + n0 + 16);
-                if (kscale) {
-                    const __m512 sc = _mm512_set1_ps(kscale[k0 + k]);
-                    v0 = _mm512_mul_ps(v0, sc);
-                    v1 = _mm512_mul_ps(v1, sc);
+                float *dst = Bp + ((size_t)(n0 / NR512) * kc + kb) * NR512;
+                for (int k = kb; k < ke; k++, dst += NR512) {
+                    const float *src = B + (size_t)(k0 + k) * ldb + n0;
+                    __m512 v0 = _mm512_maskz_loadu_ps(m0, src), v1 = _mm512_maskz_loadu_ps(m1, src + 16);
+                    if (kscale) {
+                        const __m512 sc = _mm512_set1_ps(kscale[k0 + k]);
+                        v0 = _mm512_mul_ps(v0, sc);
+                        v1 = _mm512_mul_ps(v1, sc);
+                    }
+                    _mm512_store_ps(dst, v0);
+                    _mm512_store_ps(dst + 16, v1);
                 }
-                _mm512_store_ps(dst, v0);
-                _mm512_store_ps(dst + 16, v1);
             }
         }
         for (int mb0 = 0; mb0 < slivers; mb0 += per_block) {
@@ -149,26 +158,29 @@ __attribute__((target("avx2,fma"))) static void gemm256(int M, int N, int K, con
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int kc = K - k0 < KC ? K - k0 : KC, last = k0 + kc == K;
         const int per_block = a_block_slivers(K, kc, MR256, slivers, 256L << 10);
-        for (int k = 0; k < kc; k++) {
-            const float *src = B + (size_t)(k0 + k) * ldb;
+        for (int kb = 0; kb < kc; kb += PACK_KB) { /* PACK_KB rows at a time, strip by strip */
+            const int ke = kb + PACK_KB < kc ? kb + PACK_KB : kc;
             for (int n0 = 0; n0 < N; n0 += NR256) {
                 const int nr = N - n0 < NR256 ? N - n0 : NR256;
-                float *dst = Bp + ((size_t)(n0 / NR256) * kc + k) * NR256;
-                __m256 v0, v1;
-                if (nr == NR256) {
-                    v0 = _mm256_loadu_ps(src + n0);
-                    v1 = _mm256_loadu_ps(src + n0 + 8);
-                } else {
-                    v0 = _mm256_maskload_ps(src + n0, dp_mask8(nr));
-                    v1 = nr > 8 ? _mm256_maskload_ps(src + n0 + 8, dp_mask8(nr - 8)) : _mm256_setzero_ps();
+                float *dst = Bp + ((size_t)(n0 / NR256) * kc + kb) * NR256;
+                for (int k = kb; k < ke; k++, dst += NR256) {
+                    const float *src = B + (size_t)(k0 + k) * ldb + n0;
+                    __m256 v0, v1;
+                    if (nr == NR256) {
+                        v0 = _mm256_loadu_ps(src);
+                        v1 = _mm256_loadu_ps(src + 8);
+                    } else {
+                        v0 = _mm256_maskload_ps(src, dp_mask8(nr));
+                        v1 = nr > 8 ? _mm256_maskload_ps(src + 8, dp_mask8(nr - 8)) : _mm256_setzero_ps();
+                    }
+                    if (kscale) {
+                        const __m256 sc = _mm256_set1_ps(kscale[k0 + k]);
+                        v0 = _mm256_mul_ps(v0, sc);
+                        v1 = _mm256_mul_ps(v1, sc);
+                    }
+                    _mm256_store_ps(dst, v0);
+                    _mm256_store_ps(dst + 8, v1);
                 }
-                if (kscale) {
-                    const __m256 sc = _mm256_set1_ps(kscale[k0 + k]);
-                    v0 = _mm256_mul_ps(v0, sc);
-                    v1 = _mm256_mul_ps(v1, sc);
-                }
-                _mm256_store_ps(dst, v0);
-                _mm256_store_ps(dst + 8, v1);
             }
         }
         for (int mb0 = 0; mb0 < slivers; mb0 += per_block) {
