@@ -194,6 +194,43 @@ static void conv_gap_cases(void) {
     conv_gap_case(2, 12, 96, 128, 3, 2, 0, 1, 0, 1); /* vectorised loads, 3x3/s2, several tiles */
 }
 
+/* The pipelined depthwise kernel (several tiles per block, the next tile's loads in flight) against
+ * the one-tile-per-block kernel (DISOPT_CUDA_DW_NOPIPE=1) on the current precision: the same tiles and
+ * float operations, so bit for bit the same conv output and pooled sums. */
+static void dw_pipe_case(int n, int c, int h, int w, int k, int s, int pt, int pb, int pl, int pr) {
+    dp_node node;
+    memset(&node, 0, sizeof node);
+    node.op = DP_OP_CONV;
+    node.act = DP_ACT_SWISH;
+    node.n_in = 1;
+    node.conv = (dp_conv_params){c, c, k, k, s, s, 1, 1, c, pt, pb, pl, pr};
+    node.fw = rnd((size_t)c * k * k, -0.5f, 0.5f);
+    node.fb = rnd((size_t)c, -1, 1);
+    const int oh = (h + pt + pb - k) / s + 1, ow = (w + pl + pr - k) / s + 1;
+    const size_t on = (size_t)n * c * oh * ow, gn = (size_t)n * c;
+    dp_tview in = {n, c, h, w, rnd((size_t)n * c * h * w, -2, 2)}, out = {n, c, oh, ow, NULL};
+    float *ga, *gb, *a = run_conv_gap_on(cuda_be(), &node, &in, out, &ga);
+    float *p = run_on(cuda_be(), &node, &in, 1, out);
+    setenv("DISOPT_CUDA_DW_NOPIPE", "1", 1);
+    float *b = run_conv_gap_on(cuda_be(), &node, &in, out, &gb);
+    float *q = run_on(cuda_be(), &node, &in, 1, out);
+    unsetenv("DISOPT_CUDA_DW_NOPIPE");
+    printf("# depthwise pipelined vs one tile per block, n%d c%d %dx%d k%d s%d %s\n", n, c, h, w, k, s, g_prec);
+    if (memcmp(a, b, on * sizeof(float)) || memcmp(ga, gb, gn * sizeof(float)) || memcmp(p, q, on * sizeof(float)) ||
+        memcmp(a, p, on * sizeof(float)))
+        fail_msg("depthwise pipelined != one tile per block (n%d c%d %dx%d k%d s%d %s)", n, c, h, w, k, s, g_prec);
+    free(a); free(b); free(ga); free(gb); free(p); free(q); free(in.data); free(node.fw); free(node.fb);
+}
+
+static void dw_pipe_cases(void) {
+    dw_pipe_case(2, 40, 64, 64, 3, 1, 1, 1, 1, 1);    /* 3x3/s1, 4 tiles per plane */
+    dw_pipe_case(32, 96, 32, 32, 3, 1, 1, 1, 1, 1);   /* one tile per plane, many per block */
+    dw_pipe_case(3, 24, 96, 128, 3, 2, 0, 1, 0, 1);   /* 3x3/s2, static asymmetric pad */
+    dw_pipe_case(2, 20, 80, 64, 5, 1, 2, 2, 2, 2);    /* 5x5/s1, ragged tiles down */
+    dw_pipe_case(4, 16, 48, 48, 5, 2, 1, 2, 1, 2);    /* 5x5/s2, partial tiles */
+    dw_pipe_case(1, 7, 16, 16, 3, 1, 1, 1, 1, 1);     /* fewer tiles than SMs */
+}
+
 static void eltwise_case(dp_op op, dp_act act, int n, int c, int h, int w) {
     dp_node node;
     memset(&node, 0, sizeof node);
@@ -231,7 +268,10 @@ static void eltwise_cases(void) {
     eltwise_case(DP_OP_GAP, DP_ACT_NONE, 1, 3, 100, 90); /* large planes: block per plane */
     eltwise_case(DP_OP_SCALE_CH, DP_ACT_NONE, 2, 6, 9, 11);
     eltwise_case(DP_OP_SCSE, DP_ACT_NONE, 2, 6, 9, 11);
-    eltwise_case(DP_OP_ADD, DP_ACT_NONE, 1, 4, 10, 10);
+    eltwise_case(DP_OP_SCSE, DP_ACT_NONE, 2, 6, 16, 16); /* 16-byte vectors */
+    eltwise_case(DP_OP_ADD, DP_ACT_NONE, 1, 4, 10, 10);  /* vectors */
+    eltwise_case(DP_OP_ADD, DP_ACT_NONE, 1, 3, 7, 5);    /* odd count: scalar */
+    eltwise_case(DP_OP_UPSAMPLE, DP_ACT_NONE, 1, 2, 5, 7); /* Wo 28: vectors of 4 floats, scalar halves */
     eltwise_case(DP_OP_CONCAT, DP_ACT_NONE, 2, 6, 7, 5);
     eltwise_case(DP_OP_CONCAT, DP_ACT_NONE, 3, 10, 16, 24); /* planes of whole 16-byte vectors */
     eltwise_case(DP_OP_BROADCAST, DP_ACT_NONE, 2, 8, 13, 9);
@@ -267,6 +307,49 @@ static void test_eltwise(void **s) {
     (void)s;
     if (!g_cuda) skip();
     for_each_precision(eltwise_cases);
+}
+
+static void test_dw_pipe(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    for_each_precision(dw_pipe_cases);
+}
+
+/* the 16-byte vector kernels (add, SCSE, upsampling) against the scalar ones (DISOPT_CUDA_NO_VEC=1):
+ * the same float expression per element, so the same bits */
+static void vec_case(dp_op op, int n, int c, int h, int w) {
+    dp_node node;
+    memset(&node, 0, sizeof node);
+    node.op = op;
+    size_t nn = (size_t)n * c * h * w;
+    dp_tview ins[3] = {{n, c, h, w, rnd(nn, -6, 6)}, {n, c, h, w, rnd(nn, -2, 2)}, {n, 1, h, w, rnd((size_t)n * h * w, 0, 1)}};
+    dp_tview out = {n, c, h, w, NULL};
+    int n_in = 2;
+    if (op == DP_OP_SCSE) n_in = 3, ins[1].h = ins[1].w = 1;
+    if (op == DP_OP_UPSAMPLE) n_in = 1, node.scale = 4, out.h = h * 4, out.w = w * 4;
+    node.n_in = n_in;
+    const size_t on = (size_t)out.n * out.c * out.h * out.w;
+    float *a = run_on(cuda_be(), &node, ins, n_in, out);
+    setenv("DISOPT_CUDA_NO_VEC", "1", 1);
+    float *b = run_on(cuda_be(), &node, ins, n_in, out);
+    unsetenv("DISOPT_CUDA_NO_VEC");
+    printf("# vector vs scalar kernel, op %d n%d c%d %dx%d %s: %s\n", (int)op, n, c, h, w, g_prec,
+           memcmp(a, b, on * sizeof(float)) ? "DIFFER" : "identical");
+    if (memcmp(a, b, on * sizeof(float))) fail_msg("op %d: vector kernel != scalar kernel (%s)", (int)op, g_prec);
+    free(a); free(b);
+    for (int k = 0; k < 3; k++) free(ins[k].data);
+}
+
+static void vec_cases(void) {
+    vec_case(DP_OP_ADD, 2, 8, 32, 32);
+    vec_case(DP_OP_SCSE, 2, 8, 32, 32);
+    vec_case(DP_OP_UPSAMPLE, 2, 8, 32, 32);
+}
+
+static void test_vec_kernels(void **s) {
+    (void)s;
+    if (!g_cuda) skip();
+    for_each_precision(vec_cases);
 }
 
 static void test_conv_gap(void **s) {
@@ -512,6 +595,8 @@ int main(void) {
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_eltwise),
         cmocka_unit_test(test_conv_gap),
+        cmocka_unit_test(test_dw_pipe),
+        cmocka_unit_test(test_vec_kernels),
         cmocka_unit_test(test_bad_device),
         cmocka_unit_test(test_model_replay),
         cmocka_unit_test(test_input_check_pinned),
