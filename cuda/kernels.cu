@@ -151,6 +151,22 @@ template <typename T> __device__ inline float pre_apply(float v, const float *pr
     return act_t<T>(pre_act, v + (pre_b ? pre_b[c] : 0.0f));
 }
 
+// The activations of the depthwise kernels, fixed at compile time where the launcher knows them (A, P
+// >= -1; DW_RT: read at run time). With a run-time switch per element, each of a thread's loaded
+// elements was a chain of compares and branches: ncu showed the FP16 kernel issue-bound (0.81 warp
+// instructions per scheduler and cycle, ~150 instructions per output, DRAM 17 % busy).
+constexpr int DW_RT = -2;
+template <typename T, int A> __device__ __forceinline__ float act_k(int act, float x) {
+    if constexpr (A == DW_RT) return act_t<T>(act, x);
+    else return act_t<T>(A, x);
+}
+// pb: pre_b[c] (0 without a deferred bias), as pre_apply adds it
+template <typename T, int P> __device__ __forceinline__ float pre_k(float v, float pb, int pre_act) {
+    if constexpr (P == DW_RT) return pre_act < 0 ? v : act_t<T>(pre_act, v + pb);
+    else if constexpr (P < 0) return v;
+    else return act_t<T>(P, v + pb);
+}
+
 // depthwise conv, any k/stride/dilation/padding, one thread per output (fallback)
 template <typename T, typename I>
 __global__ void k_depthwise(T *y, const T *x, const float *w, const float *bias, int C, int H, int W, int Ho, int Wo,
@@ -199,7 +215,7 @@ __device__ inline void block_sum_store(double v, double *out) {
 constexpr int DW_TW = 32, DW_TH = 32, DW_ROWS = 4; // block 32 x 8 threads
 // K, S > 0: kernel size and stride fixed at compile time (3x3 and 5x5, stride 1 and 2: every
 // depthwise conv of the network), so the tap loops unroll and the weights stay in registers
-template <typename T, int K, int S>
+template <typename T, int K, int S, int A, int P>
 __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
                                   const float *__restrict__ bias, int C, int H, int W, int Ho, int Wo, int kh_, int kw_,
                                   int sh_, int sw_, int dh, int dw, int pt, int pl, int act, int IH, int IW, int TWs,
@@ -215,6 +231,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
     const int ix0 = ox0 * sw - pl, iy0 = oy0 * sh - pt;
     const T *xp = x + (size_t)nc * H * W;
     const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthr = blockDim.x * blockDim.y;
+    const float pb = pre_b ? pre_b[c] : 0.0f;
     if (K > 0 && vec) {
         // 16-byte loads of whole aligned vectors (W % VEC == 0, so a vector is all inside the raster
         // row or all outside): the tile starts d0 columns left of the window, at an aligned column
@@ -229,7 +246,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                 float f[VEC];
                 unpack16(xp, __ldg(reinterpret_cast<const uint4 *>(xp + (size_t)yi * W + xi)), f);
 #pragma unroll
-                for (int e = 0; e < VEC; e++) f[e] = pre_apply<T>(f[e], pre_b, c, pre_act);
+                for (int e = 0; e < VEC; e++) f[e] = pre_k<T, P>(f[e], pb, pre_act);
 #pragma unroll
                 for (int q = 0; q < VEC / 4; q++) dst[q] = make_float4(f[4 * q], f[4 * q + 1], f[4 * q + 2], f[4 * q + 3]);
             } else {
@@ -243,7 +260,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
 #pragma unroll 4
         for (int i = tid; i < IHc * IWc; i += nthr) { // (unrolled: several loads in flight per thread)
             const int ty = i / IWc, tx = i - ty * IWc, yi = iy0 + ty, xi = ix0 + tx;
-            tile[i] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? pre_apply<T>(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act)
+            tile[i] = (yi >= 0 && yi < H && xi >= 0 && xi < W) ? pre_k<T, P>(ld(xp + (size_t)yi * W + xi), pb, pre_act)
                                                                : 0.0f;
         }
     } else {
@@ -253,7 +270,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
             for (int tx = threadIdx.x; tx < IW; tx += blockDim.x) {
                 const int xi = ix0 + tx;
                 tile[ty * TWs + tx] =
-                    (rowok && xi >= 0 && xi < W) ? pre_apply<T>(ld(xp + (size_t)yi * W + xi), pre_b, c, pre_act) : 0.0f;
+                    (rowok && xi >= 0 && xi < W) ? pre_k<T, P>(ld(xp + (size_t)yi * W + xi), pb, pre_act) : 0.0f;
             }
         }
     }
@@ -295,7 +312,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                 const int oy = oy0 + ly0 + r;
                 if (oy < Ho) {
                     T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-                    const float v = act_t<T>(act, acc[r] + b);
+                    const float v = act_k<T, A>(act, acc[r] + b);
                     st(yp, v);
                     if (gpart) gsum += rounded(yp, v);
                 }
@@ -313,7 +330,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                 for (int kj = 0; kj < K; kj++) acc += wr[ki * K + kj] * row[kj * dw];
             }
             T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-            const float v = act_t<T>(act, acc + b);
+            const float v = act_k<T, A>(act, acc + b);
             st(yp, v);
             if (gpart) gsum += rounded(yp, v);
         }
@@ -328,7 +345,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                 for (int kj = 0; kj < kw; kj++) acc += wsh[ki * kw + kj] * row[kj * dw];
             }
             T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-            const float v = act_t<T>(act, acc + b);
+            const float v = act_k<T, A>(act, acc + b);
             st(yp, v);
             if (gpart) gsum += rounded(yp, v);
         }
@@ -375,7 +392,7 @@ __device__ inline void dw_pipe_load(const T *__restrict__ x, unsigned t, int tpp
     *ok = m;
 }
 
-template <typename T, int K, int S>
+template <typename T, int K, int S, int A, int P>
 __global__ void __launch_bounds__(DW_NT) k_depthwise_pipe(T *__restrict__ y, const T *__restrict__ x,
                                                           const float *__restrict__ w, const float *__restrict__ bias,
                                                           int C, int H, int W, int Ho, int Wo, int pt, int pl, int act,
@@ -395,6 +412,7 @@ __global__ void __launch_bounds__(DW_NT) k_depthwise_pipe(T *__restrict__ y, con
         const unsigned nc = t / (unsigned)tpp;
         const int bt = (int)(t - nc * (unsigned)tpp), c = (int)(nc % (unsigned)C);
         const int ox0 = (bt % ntx) * DW_TW, oy0 = (bt / ntx) * DW_TH;
+        const float pb = pre_b ? pre_b[c] : 0.0f;
         __syncthreads(); // every thread is done reading the previous tile
 #pragma unroll
         for (int j = 0; j < G::LPT; j++) {
@@ -406,7 +424,7 @@ __global__ void __launch_bounds__(DW_NT) k_depthwise_pipe(T *__restrict__ y, con
                     float f[G::VEC];
                     unpack16(x, r[j], f);
 #pragma unroll
-                    for (int e = 0; e < G::VEC; e++) f[e] = pre_apply<T>(f[e], pre_b, c, pre_act);
+                    for (int e = 0; e < G::VEC; e++) f[e] = pre_k<T, P>(f[e], pb, pre_act);
 #pragma unroll
                     for (int q = 0; q < G::VEC / 4; q++)
                         dst[q] = make_float4(f[4 * q], f[4 * q + 1], f[4 * q + 2], f[4 * q + 3]);
@@ -449,7 +467,7 @@ __global__ void __launch_bounds__(DW_NT) k_depthwise_pipe(T *__restrict__ y, con
                 const int oy = oy0 + ly0 + q;
                 if (oy < Ho) {
                     T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-                    const float v = act_t<T>(act, acc[q] + b);
+                    const float v = act_k<T, A>(act, acc[q] + b);
                     st(yp, v);
                     if (gpart) gsum += rounded(yp, v);
                 }
@@ -870,6 +888,20 @@ int dpk_depthwise(void *stream, int dt, void *y, const void *x, const float *w, 
     return depthwise_go(stream, dt, y, x, w, bias, N, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act, NULL, NULL,
                         pre_b, pre_act);
 }
+// the (output, deferred input) activation pairs of the network's depthwise convs compiled in, others at
+// run time (DISOPT_CUDA_DW_RTACT=1: always at run time, for comparisons)
+static int dw_rtact_forced(void) {
+    const char *v = getenv("DISOPT_CUDA_DW_RTACT");
+    return v && *v == '1';
+}
+#define DW_ACTS(GO)                                                                                            \
+    do {                                                                                                       \
+        const int rt_ = dw_rtact_forced();                                                                     \
+        if (!rt_ && act == DPK_ACT_SWISH && pre_act == DPK_ACT_SWISH) GO(DPK_ACT_SWISH, DPK_ACT_SWISH);        \
+        else if (!rt_ && act == DPK_ACT_SWISH && pre_act < 0) GO(DPK_ACT_SWISH, -1);                           \
+        else if (!rt_ && act == DPK_ACT_NONE && pre_act < 0) GO(DPK_ACT_NONE, -1);                             \
+        else GO(DW_RT, DW_RT);                                                                                 \
+    } while (0)
 static int depthwise_go(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int C,
                         int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
                         int act, void *gap, double *gpart, const float *pre_b, int pre_act) {
@@ -894,21 +926,26 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
         if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
         if (e != cudaSuccess) return (int)e;
         const size_t psmem = (size_t)IH * TWs * sizeof(float);
-#define DW_PIPE(K, S)                                                                                          \
+#define DW_PIPE(K, S, A, P)                                                                                    \
     DISPATCH(dt, {                                                                                             \
         int fit = 0;                                                                                           \
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, k_depthwise_pipe<T, K, S>, DW_NT, psmem);       \
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, k_depthwise_pipe<T, K, S, A, P>, DW_NT, psmem); \
         if (e != cudaSuccess) return (int)e;                                                                   \
         const size_t want = (size_t)(sms > 0 ? sms : 1) * (size_t)(fit > 0 ? fit : 1);                         \
         const unsigned per = (unsigned)((nblocks + want - 1) / want), grid = (unsigned)((nblocks + per - 1) / per); \
-        k_depthwise_pipe<T, K, S><<<grid, dim3(DW_TW, DW_TH / DW_ROWS), psmem, (cudaStream_t)stream>>>(           \
+        k_depthwise_pipe<T, K, S, A, P><<<grid, dim3(DW_TW, DW_TH / DW_ROWS), psmem, (cudaStream_t)stream>>>(           \
             TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, pt, pl, act, TWs, d0, (unsigned)nblocks, per,               \
             gap ? gpart : nullptr, pre_b, pre_act);                                                            \
     })
-        if (kh == 3 && sh == 1) DW_PIPE(3, 1)
-        else if (kh == 3 && sh == 2) DW_PIPE(3, 2)
-        else if (kh == 5 && sh == 1) DW_PIPE(5, 1)
-        else DW_PIPE(5, 2)
+#define DW_PIPE_KS(A, P)                                                                                       \
+    do {                                                                                                       \
+        if (kh == 3 && sh == 1) DW_PIPE(3, 1, A, P)                                                            \
+        else if (kh == 3 && sh == 2) DW_PIPE(3, 2, A, P)                                                       \
+        else if (kh == 5 && sh == 1) DW_PIPE(5, 1, A, P)                                                       \
+        else DW_PIPE(5, 2, A, P)                                                                               \
+    } while (0)
+        DW_ACTS(DW_PIPE_KS);
+#undef DW_PIPE_KS
 #undef DW_PIPE
         if (gap) {
             const int planes = N * C, ntiles = (int)(nblocks / (size_t)planes);
@@ -918,17 +955,22 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
         return cudaGetLastError();
     }
     if (smem <= 48 * 1024 && nblocks <= 0x7fffffffu) {
-#define DW_GO(K, S)                                                                                            \
-    DISPATCH(dt, k_depthwise_tiled<T, K, S><<<(unsigned)nblocks, dim3(DW_TW, DW_TH / DW_ROWS), smem,                \
+#define DW_GO(K, S, A, P)                                                                                      \
+    DISPATCH(dt, k_depthwise_tiled<T, K, S, A, P><<<(unsigned)nblocks, dim3(DW_TW, DW_TH / DW_ROWS), smem,                \
                                               (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh,  \
                                                                       kw, sh, sw, dh, dw, pt, pl, act, IH, IW, TWs, \
                                                                       d0, vec, gap ? gpart : nullptr, pre_b,     \
                                                                       pre_act))
-        if (sq && kh == 3 && sh == 1) DW_GO(3, 1)
-        else if (sq && kh == 3 && sh == 2) DW_GO(3, 2)
-        else if (sq && kh == 5 && sh == 1) DW_GO(5, 1)
-        else if (sq && kh == 5 && sh == 2) DW_GO(5, 2)
-        else DW_GO(0, 0)
+#define DW_GO_KS(A, P)                                                                                         \
+    do {                                                                                                       \
+        if (sq && kh == 3 && sh == 1) DW_GO(3, 1, A, P)                                                        \
+        else if (sq && kh == 3 && sh == 2) DW_GO(3, 2, A, P)                                                   \
+        else if (sq && kh == 5 && sh == 1) DW_GO(5, 1, A, P)                                                   \
+        else if (sq && kh == 5 && sh == 2) DW_GO(5, 2, A, P)                                                   \
+        else DW_GO(0, 0, DW_RT, DW_RT)                                                                         \
+    } while (0)
+        DW_ACTS(DW_GO_KS);
+#undef DW_GO_KS
 #undef DW_GO
         if (gap) {
             const int planes = N * C, ntiles = (int)(nblocks / (size_t)planes);

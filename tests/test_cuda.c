@@ -214,12 +214,16 @@ static void dw_pipe_case(int n, int c, int h, int w, int k, int s, int pt, int p
     setenv("DISOPT_CUDA_DW_NOPIPE", "1", 1);
     float *b = run_conv_gap_on(cuda_be(), &node, &in, out, &gb);
     float *q = run_on(cuda_be(), &node, &in, 1, out);
+    setenv("DISOPT_CUDA_DW_RTACT", "1", 1); /* and the activations chosen at run time */
+    float *gr, *r = run_conv_gap_on(cuda_be(), &node, &in, out, &gr);
     unsetenv("DISOPT_CUDA_DW_NOPIPE");
+    unsetenv("DISOPT_CUDA_DW_RTACT");
     printf("# depthwise pipelined vs one tile per block, n%d c%d %dx%d k%d s%d %s\n", n, c, h, w, k, s, g_prec);
     if (memcmp(a, b, on * sizeof(float)) || memcmp(ga, gb, gn * sizeof(float)) || memcmp(p, q, on * sizeof(float)) ||
-        memcmp(a, p, on * sizeof(float)))
+        memcmp(a, p, on * sizeof(float)) || memcmp(a, r, on * sizeof(float)) || memcmp(ga, gr, gn * sizeof(float)))
         fail_msg("depthwise pipelined != one tile per block (n%d c%d %dx%d k%d s%d %s)", n, c, h, w, k, s, g_prec);
-    free(a); free(b); free(ga); free(gb); free(p); free(q); free(in.data); free(node.fw); free(node.fb);
+    free(a); free(b); free(ga); free(gb); free(p); free(q); free(r); free(gr); free(in.data); free(node.fw);
+    free(node.fb);
 }
 
 static void dw_pipe_cases(void) {
