@@ -353,130 +353,6 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
     if (gpart) block_sum_store(gsum, gpart + blockIdx.x);
 }
 
-// depthwise conv, pipelined: the vectorised path of k_depthwise_tiled (K, S compiled in, undilated,
-// 16-byte tile loads) with the same tiles, the same float operations in the same order and the same
-// partial sums (bitwise the same outputs), but each block computes `per` consecutive tiles (tile t =
-// plane t / tiles-per-plane) and loads tile t + 1 into registers while it computes tile t. The one-tile
-// blocks waited for their loads, computed ~36 FMAs per thread and exited: at 32 x 32 planes (FP16 b32)
-// they moved 0.43 TB/s. The weights come from global memory (cached) straight into registers.
-constexpr int DW_NT = DW_TW * DW_TH / DW_ROWS; // threads per block (256)
-template <typename T, int K, int S> struct dw_geo {
-    static constexpr int VEC = 16 / sizeof(T);
-    static constexpr int IHc = (DW_TH - 1) * S + K, IWc = (DW_TW - 1) * S + K;
-    static constexpr int NVMAX = (VEC - 1 + IWc + VEC - 1) / VEC; // vectors per tile row, at most
-    static constexpr int LPT = (IHc * NVMAX + DW_NT - 1) / DW_NT;  // vector loads per thread, at most
-};
-
-// issues thread tid's loads of tile t into r; bit j of *ok: r[j] holds raster data (else zeros)
-template <typename T, int K, int S>
-__device__ inline void dw_pipe_load(const T *__restrict__ x, unsigned t, int tpp, int ntx, int H, int W, int pt,
-                                    int pl, int d0, int nv, int tid, uint4 *r, unsigned *ok) {
-    using G = dw_geo<T, K, S>;
-    const unsigned nc = t / (unsigned)tpp;
-    const int bt = (int)(t - nc * (unsigned)tpp);
-    const int ix0 = (bt % ntx) * DW_TW * S - pl, iy0 = (bt / ntx) * DW_TH * S - pt, ax0 = ix0 - d0;
-    const T *xp = x + (size_t)nc * H * W;
-    unsigned m = 0;
-#pragma unroll
-    for (int j = 0; j < G::LPT; j++) {
-        const int i = tid + j * DW_NT;
-        r[j] = make_uint4(0u, 0u, 0u, 0u);
-        if (i < G::IHc * nv) {
-            const int ty = i / nv, v = i - ty * nv, yi = iy0 + ty, xi = ax0 + v * G::VEC;
-            if (yi >= 0 && yi < H && xi >= 0 && xi < W) {
-                r[j] = __ldg(reinterpret_cast<const uint4 *>(xp + (size_t)yi * W + xi));
-                m |= 1u << j;
-            }
-        }
-    }
-    *ok = m;
-}
-
-template <typename T, int K, int S, int A, int P>
-__global__ void __launch_bounds__(DW_NT) k_depthwise_pipe(T *__restrict__ y, const T *__restrict__ x,
-                                                          const float *__restrict__ w, const float *__restrict__ bias,
-                                                          int C, int H, int W, int Ho, int Wo, int pt, int pl, int act,
-                                                          int TWs, int d0, unsigned ntiles, unsigned per,
-                                                          double *__restrict__ gpart, const float *__restrict__ pre_b,
-                                                          int pre_act) {
-    using G = dw_geo<T, K, S>;
-    static_assert(G::LPT <= 32, "load mask");
-    extern __shared__ float tile[]; // IHc x TWs floats, the window's first input column at d0
-    const int ntx = (Wo + DW_TW - 1) / DW_TW, tpp = ntx * ((Ho + DW_TH - 1) / DW_TH);
-    const int nv = TWs / G::VEC, tid = threadIdx.y * DW_TW + threadIdx.x;
-    const unsigned t0 = blockIdx.x * per, t1 = t0 + per < ntiles ? t0 + per : ntiles;
-    uint4 r[G::LPT];
-    unsigned ok = 0;
-    if (t0 < t1) dw_pipe_load<T, K, S>(x, t0, tpp, ntx, H, W, pt, pl, d0, nv, tid, r, &ok);
-    for (unsigned t = t0; t < t1; t++) {
-        const unsigned nc = t / (unsigned)tpp;
-        const int bt = (int)(t - nc * (unsigned)tpp), c = (int)(nc % (unsigned)C);
-        const int ox0 = (bt % ntx) * DW_TW, oy0 = (bt / ntx) * DW_TH;
-        const float pb = pre_b ? pre_b[c] : 0.0f;
-        __syncthreads(); // every thread is done reading the previous tile
-#pragma unroll
-        for (int j = 0; j < G::LPT; j++) {
-            const int i = tid + j * DW_NT;
-            if (i < G::IHc * nv) {
-                const int ty = i / nv, v = i - ty * nv;
-                float4 *dst = reinterpret_cast<float4 *>(tile + ty * TWs + v * G::VEC);
-                if (ok >> j & 1u) {
-                    float f[G::VEC];
-                    unpack16(x, r[j], f);
-#pragma unroll
-                    for (int e = 0; e < G::VEC; e++) f[e] = pre_k<T, P>(f[e], pb, pre_act);
-#pragma unroll
-                    for (int q = 0; q < G::VEC / 4; q++)
-                        dst[q] = make_float4(f[4 * q], f[4 * q + 1], f[4 * q + 2], f[4 * q + 3]);
-                } else {
-#pragma unroll
-                    for (int q = 0; q < G::VEC / 4; q++) dst[q] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                }
-            }
-        }
-        __syncthreads();
-        if (t + 1 < t1) dw_pipe_load<T, K, S>(x, t + 1, tpp, ntx, H, W, pt, pl, d0, nv, tid, r, &ok); // in flight
-        const int ox = ox0 + threadIdx.x;
-        double gsum = 0.0; // of the stored (rounded) outputs, when gpart asks for the SE pooling
-        if (ox < Wo) {
-            float wr[K * K];
-#pragma unroll
-            for (int i = 0; i < K * K; i++) wr[i] = __ldg(w + (size_t)c * K * K + i);
-            const float b = bias ? __ldg(bias + c) : 0.0f;
-            const int ly0 = threadIdx.y * DW_ROWS;
-            float acc[DW_ROWS];
-#pragma unroll
-            for (int q = 0; q < DW_ROWS; q++) acc[q] = 0.0f;
-#pragma unroll
-            for (int rr = 0; rr < (DW_ROWS - 1) * S + K; rr++) {
-                const float *row = tile + (ly0 * S + rr) * TWs + d0 + threadIdx.x * S;
-                float v[K];
-#pragma unroll
-                for (int kj = 0; kj < K; kj++) v[kj] = row[kj];
-#pragma unroll
-                for (int q = 0; q < DW_ROWS; q++) {
-                    const int ki = rr - q * S;
-                    if (ki >= 0 && ki < K) {
-#pragma unroll
-                        for (int kj = 0; kj < K; kj++) acc[q] += wr[ki * K + kj] * v[kj];
-                    }
-                }
-            }
-#pragma unroll
-            for (int q = 0; q < DW_ROWS; q++) {
-                const int oy = oy0 + ly0 + q;
-                if (oy < Ho) {
-                    T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
-                    const float v = act_k<T, A>(act, acc[q] + b);
-                    st(yp, v);
-                    if (gpart) gsum += rounded(yp, v);
-                }
-            }
-        }
-        if (gpart) block_sum_store(gsum, gpart + t);
-    }
-}
-
 // SE pooling after the tiled depthwise conv: plane p's mean from its tiles' partial sums, summed
 // in a fixed order (deterministic, unlike atomics)
 template <typename T> __global__ void k_gap_parts(T *y, const double *part, int ntiles, double HW, int planes) {
@@ -839,12 +715,6 @@ static int dw_scalar_forced(void) {
     return v && *v == '1';
 }
 
-// DISOPT_CUDA_DW_NOPIPE=1: one tile per block (k_depthwise_tiled) instead of the pipelined blocks
-static int dw_nopipe_forced(void) {
-    const char *v = getenv("DISOPT_CUDA_DW_NOPIPE");
-    return v && *v == '1';
-}
-
 #define TP(p) (T *)(p)
 #define CTP(p) (const T *)(p)
 
@@ -919,41 +789,6 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
     const int TWs = vec ? (d0 + IW + VEC - 1) / VEC * VEC : IW;
     const size_t smem = ((size_t)IH * TWs + (size_t)kh * kw) * sizeof(float);
     const size_t nblocks = (size_t)((Wo + DW_TW - 1) / DW_TW) * ((Ho + DW_TH - 1) / DW_TH) * N * C;
-    if (vec && smem <= 48 * 1024 && nblocks <= 0xffffffffu && !dw_nopipe_forced()) {
-        // pipelined: one wave of blocks (as many as fit on the SMs at once), each taking consecutive tiles
-        int dev = 0, sms = 0;
-        cudaError_t e = cudaGetDevice(&dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        if (e != cudaSuccess) return (int)e;
-        const size_t psmem = (size_t)IH * TWs * sizeof(float);
-#define DW_PIPE(K, S, A, P)                                                                                    \
-    DISPATCH(dt, {                                                                                             \
-        int fit = 0;                                                                                           \
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, k_depthwise_pipe<T, K, S, A, P>, DW_NT, psmem); \
-        if (e != cudaSuccess) return (int)e;                                                                   \
-        const size_t want = (size_t)(sms > 0 ? sms : 1) * (size_t)(fit > 0 ? fit : 1);                         \
-        const unsigned per = (unsigned)((nblocks + want - 1) / want), grid = (unsigned)((nblocks + per - 1) / per); \
-        k_depthwise_pipe<T, K, S, A, P><<<grid, dim3(DW_TW, DW_TH / DW_ROWS), psmem, (cudaStream_t)stream>>>(           \
-            TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, pt, pl, act, TWs, d0, (unsigned)nblocks, per,               \
-            gap ? gpart : nullptr, pre_b, pre_act);                                                            \
-    })
-#define DW_PIPE_KS(A, P)                                                                                       \
-    do {                                                                                                       \
-        if (kh == 3 && sh == 1) DW_PIPE(3, 1, A, P)                                                            \
-        else if (kh == 3 && sh == 2) DW_PIPE(3, 2, A, P)                                                       \
-        else if (kh == 5 && sh == 1) DW_PIPE(5, 1, A, P)                                                       \
-        else DW_PIPE(5, 2, A, P)                                                                               \
-    } while (0)
-        DW_ACTS(DW_PIPE_KS);
-#undef DW_PIPE_KS
-#undef DW_PIPE
-        if (gap) {
-            const int planes = N * C, ntiles = (int)(nblocks / (size_t)planes);
-            DISPATCH(dt, k_gap_parts<T><<<(unsigned)((planes + TPB - 1) / TPB), TPB, 0, (cudaStream_t)stream>>>(
-                             TP(gap), gpart, ntiles, (double)Ho * Wo, planes))
-        }
-        return cudaGetLastError();
-    }
     if (smem <= 48 * 1024 && nblocks <= 0x7fffffffu) {
 #define DW_GO(K, S, A, P)                                                                                      \
     DISPATCH(dt, k_depthwise_tiled<T, K, S, A, P><<<(unsigned)nblocks, dim3(DW_TW, DW_TH / DW_ROWS), smem,                \

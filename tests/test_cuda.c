@@ -194,10 +194,10 @@ static void conv_gap_cases(void) {
     conv_gap_case(2, 12, 96, 128, 3, 2, 0, 1, 0, 1); /* vectorised loads, 3x3/s2, several tiles */
 }
 
-/* The pipelined depthwise kernel (several tiles per block, the next tile's loads in flight) against
- * the one-tile-per-block kernel (DISOPT_CUDA_DW_NOPIPE=1) on the current precision: the same tiles and
- * float operations, so bit for bit the same conv output and pooled sums. */
-static void dw_pipe_case(int n, int c, int h, int w, int k, int s, int pt, int pb, int pl, int pr) {
+/* The depthwise kernel with its activations compiled in against the same kernel choosing them at run
+ * time (DISOPT_CUDA_DW_RTACT=1), on the current precision: bit for bit the same conv output and pooled
+ * sums; and the conv alone (run_node) = the conv of the conv + pooling pass. */
+static void dw_act_case(int n, int c, int h, int w, int k, int s, int pt, int pb, int pl, int pr) {
     dp_node node;
     memset(&node, 0, sizeof node);
     node.op = DP_OP_CONV;
@@ -209,30 +209,24 @@ static void dw_pipe_case(int n, int c, int h, int w, int k, int s, int pt, int p
     const int oh = (h + pt + pb - k) / s + 1, ow = (w + pl + pr - k) / s + 1;
     const size_t on = (size_t)n * c * oh * ow, gn = (size_t)n * c;
     dp_tview in = {n, c, h, w, rnd((size_t)n * c * h * w, -2, 2)}, out = {n, c, oh, ow, NULL};
-    float *ga, *gb, *a = run_conv_gap_on(cuda_be(), &node, &in, out, &ga);
+    float *ga, *gr, *a = run_conv_gap_on(cuda_be(), &node, &in, out, &ga);
     float *p = run_on(cuda_be(), &node, &in, 1, out);
-    setenv("DISOPT_CUDA_DW_NOPIPE", "1", 1);
-    float *b = run_conv_gap_on(cuda_be(), &node, &in, out, &gb);
-    float *q = run_on(cuda_be(), &node, &in, 1, out);
-    setenv("DISOPT_CUDA_DW_RTACT", "1", 1); /* and the activations chosen at run time */
-    float *gr, *r = run_conv_gap_on(cuda_be(), &node, &in, out, &gr);
-    unsetenv("DISOPT_CUDA_DW_NOPIPE");
+    setenv("DISOPT_CUDA_DW_RTACT", "1", 1);
+    float *r = run_conv_gap_on(cuda_be(), &node, &in, out, &gr);
     unsetenv("DISOPT_CUDA_DW_RTACT");
-    printf("# depthwise pipelined vs one tile per block, n%d c%d %dx%d k%d s%d %s\n", n, c, h, w, k, s, g_prec);
-    if (memcmp(a, b, on * sizeof(float)) || memcmp(ga, gb, gn * sizeof(float)) || memcmp(p, q, on * sizeof(float)) ||
-        memcmp(a, p, on * sizeof(float)) || memcmp(a, r, on * sizeof(float)) || memcmp(ga, gr, gn * sizeof(float)))
-        fail_msg("depthwise pipelined != one tile per block (n%d c%d %dx%d k%d s%d %s)", n, c, h, w, k, s, g_prec);
-    free(a); free(b); free(ga); free(gb); free(p); free(q); free(r); free(gr); free(in.data); free(node.fw);
-    free(node.fb);
+    printf("# depthwise, activations compiled in vs at run time, n%d c%d %dx%d k%d s%d %s\n", n, c, h, w, k, s, g_prec);
+    if (memcmp(a, r, on * sizeof(float)) || memcmp(ga, gr, gn * sizeof(float)) || memcmp(a, p, on * sizeof(float)))
+        fail_msg("depthwise: compiled-in != run-time activations (n%d c%d %dx%d k%d s%d %s)", n, c, h, w, k, s, g_prec);
+    free(a); free(ga); free(p); free(r); free(gr); free(in.data); free(node.fw); free(node.fb);
 }
 
-static void dw_pipe_cases(void) {
-    dw_pipe_case(2, 40, 64, 64, 3, 1, 1, 1, 1, 1);    /* 3x3/s1, 4 tiles per plane */
-    dw_pipe_case(32, 96, 32, 32, 3, 1, 1, 1, 1, 1);   /* one tile per plane, many per block */
-    dw_pipe_case(3, 24, 96, 128, 3, 2, 0, 1, 0, 1);   /* 3x3/s2, static asymmetric pad */
-    dw_pipe_case(2, 20, 80, 64, 5, 1, 2, 2, 2, 2);    /* 5x5/s1, ragged tiles down */
-    dw_pipe_case(4, 16, 48, 48, 5, 2, 1, 2, 1, 2);    /* 5x5/s2, partial tiles */
-    dw_pipe_case(1, 7, 16, 16, 3, 1, 1, 1, 1, 1);     /* fewer tiles than SMs */
+static void dw_act_cases(void) {
+    dw_act_case(2, 40, 64, 64, 3, 1, 1, 1, 1, 1);    /* 3x3/s1, 4 tiles per plane */
+    dw_act_case(32, 96, 32, 32, 3, 1, 1, 1, 1, 1);   /* one tile per plane */
+    dw_act_case(3, 24, 96, 128, 3, 2, 0, 1, 0, 1);   /* 3x3/s2, static asymmetric pad */
+    dw_act_case(2, 20, 80, 64, 5, 1, 2, 2, 2, 2);    /* 5x5/s1, ragged tiles down */
+    dw_act_case(4, 16, 48, 48, 5, 2, 1, 2, 1, 2);    /* 5x5/s2, partial tiles */
+    dw_act_case(1, 7, 16, 16, 3, 1, 1, 1, 1, 1);     /* a partial tile */
 }
 
 static void eltwise_case(dp_op op, dp_act act, int n, int c, int h, int w) {
@@ -313,10 +307,10 @@ static void test_eltwise(void **s) {
     for_each_precision(eltwise_cases);
 }
 
-static void test_dw_pipe(void **s) {
+static void test_dw_act(void **s) {
     (void)s;
     if (!g_cuda) skip();
-    for_each_precision(dw_pipe_cases);
+    for_each_precision(dw_act_cases);
 }
 
 /* the 16-byte vector kernels (add, SCSE, upsampling) against the scalar ones (DISOPT_CUDA_NO_VEC=1):
@@ -599,7 +593,7 @@ int main(void) {
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_eltwise),
         cmocka_unit_test(test_conv_gap),
-        cmocka_unit_test(test_dw_pipe),
+        cmocka_unit_test(test_dw_act),
         cmocka_unit_test(test_vec_kernels),
         cmocka_unit_test(test_bad_device),
         cmocka_unit_test(test_model_replay),
