@@ -472,6 +472,64 @@ K(e_drop_connect, (size_t per, float keep, const uint8_t *mask, const float *x, 
   (per, keep, mask, x, y, acc))
 
 #endif
+// ------------------------------------------------------------------ depthwise conv backward (own kernels)
+// data: one dx element; the oh whose window row covers ih ascending (ki then follows), kj ascending: the order
+// in which grad_tmpl.h's scatter adds into that element
+__host__ __device__ inline void c_dw_bwd_data(size_t i, dptk_dw_geo g, const float *dy, const float *wt, float *dx) {
+    const int iw = (int)(i % (size_t)g.W);
+    const size_t r = i / (size_t)g.W, nc = r / (size_t)g.H;
+    const int ih = (int)(r % (size_t)g.H), c = (int)(nc % (size_t)g.C);
+    const float *dY = dy + nc * (size_t)g.OH * g.OW, *wk = wt + (size_t)c * g.kh * g.kw;
+    const int top = ih + g.pt; // = oh * sh + ki * dh
+    const int lo = top - (g.kh - 1) * g.dh;
+    const int oh0 = lo <= 0 ? 0 : (lo + g.sh - 1) / g.sh, oh1 = top / g.sh < g.OH - 1 ? top / g.sh : g.OH - 1;
+    float acc = dx[i];
+    for (int oh = oh0; oh <= oh1; oh++) {
+        const int rem = top - oh * g.sh;
+        if (rem % g.dh) continue;
+        const int ki = rem / g.dh;
+        if (ki >= g.kh) continue;
+        for (int kj = 0; kj < g.kw; kj++) {
+            const int t = iw + g.pl - kj * g.dw; // = ow * sw
+            if (t < 0 || t % g.sw) continue;
+            const int ow = t / g.sw;
+            if (ow >= g.OW) continue;
+            acc = radd(acc, rmul(wk[ki * g.kw + kj], dY[(size_t)oh * g.OW + ow]));
+        }
+    }
+    dx[i] = acc;
+}
+#ifndef DPTK_HOST_CHECK
+K(c_dw_bwd_data, (dptk_dw_geo g, const float *dy, const float *wt, float *dx), (g, dy, wt, dx))
+#endif
+
+// filter: the term of output pixel m = (n, oh, ow) for channel ch, tap (ki, kj): 0 where the tap reads padding
+__host__ __device__ inline double dw_filter_term(size_t m, const dptk_dw_geo &g, int ch, int ki, int kj,
+                                                 const float *x, const float *dy) {
+    const int ow = (int)(m % (size_t)g.OW);
+    const size_t r = m / (size_t)g.OW, n = r / (size_t)g.OH;
+    const int oh = (int)(r % (size_t)g.OH);
+    const int ih = oh * g.sh - g.pt + ki * g.dh, iw = ow * g.sw - g.pl + kj * g.dw;
+    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return 0.0;
+    const size_t nc = n * (size_t)g.C + (size_t)ch;
+    return (double)rmul(x[(nc * g.H + ih) * g.W + iw], dy[(nc * g.OH + oh) * g.OW + ow]);
+}
+
+#ifndef DPTK_HOST_CHECK
+// block (ch * taps + tap, piece): output pixels [piece * RED_CHUNK, ...) of every image
+__global__ void k_dw_bwd_filter(double *part, dptk_dw_geo g, int parts, const float *x, const float *dy) {
+    __shared__ double sh[TPB];
+    const size_t blk = blockIdx.x, ct = blk / (size_t)parts;
+    const int piece = (int)(blk % (size_t)parts), taps = g.kh * g.kw;
+    const int ch = (int)(ct / (size_t)taps), tap = (int)(ct % (size_t)taps);
+    const size_t M = (size_t)g.N * g.OH * g.OW, m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
+    double s = 0.0;
+    for (size_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) s += dw_filter_term(m, g, ch, tap / g.kw, tap % g.kw, x, dy);
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) part[blk] = s;
+}
+#endif
+
 } // namespace
 
 // RUN: train_launch.h
@@ -516,6 +574,38 @@ int dptk_chan_reduce(void *stream, int kind, double *part, int N, int C, size_t 
 #endif
 }
 
+int dptk_dw_bwd_data(void *stream, const dptk_dw_geo *g, const float *dy, const float *wt, float *dx) {
+    RUN((size_t)g->N * g->C * g->H * g->W, c_dw_bwd_data, *g, dy, wt, dx);
+}
+int dptk_dw_bwd_filter_parts(const dptk_dw_geo *g) {
+    const size_t M = (size_t)g->N * g->OH * g->OW;
+    return (int)(M == 0 ? 1 : (M + RED_CHUNK - 1) / RED_CHUNK);
+}
+size_t dptk_dw_bwd_filter_bytes(const dptk_dw_geo *g) {
+    return (size_t)g->C * g->kh * g->kw * (size_t)dptk_dw_bwd_filter_parts(g) * sizeof(double);
+}
+int dptk_dw_bwd_filter(void *stream, const dptk_dw_geo *g, double *part, const float *x, const float *dy, float *dw) {
+    const int parts = dptk_dw_bwd_filter_parts(g), taps = g->kh * g->kw;
+    const size_t nb = (size_t)g->C * taps * parts, M = (size_t)g->N * g->OH * g->OW;
+    if (nb == 0) return 0;
+    if (nb > 0x7fffffffu) return (int)cudaErrorInvalidConfiguration;
+#ifdef DPTK_HOST_CHECK
+    for (size_t blk = 0; blk < nb; blk++) { /* each block's pixels in order */
+        const size_t ct = blk / (size_t)parts, m0 = (blk % (size_t)parts) * RED_CHUNK;
+        const size_t m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
+        const int ch = (int)(ct / (size_t)taps), tap = (int)(ct % (size_t)taps);
+        double s = 0.0;
+        for (size_t m = m0; m < m1; m++) s += dw_filter_term(m, *g, ch, tap / g->kw, tap % g->kw, x, dy);
+        part[blk] = s;
+    }
+#else
+    const unsigned th = red_threads(M < RED_CHUNK ? M : RED_CHUNK);
+    k_dw_bwd_filter<<<(unsigned)nb, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
+    const int e = (int)cudaGetLastError();
+    if (e) return e;
+#endif
+    RUN((size_t)g->C * taps, c_fin_sum, part, parts, dw, 1, 1.0);
+}
 int dptk_fin_sum(void *stream, const double *part, int C, int parts, float *out, int accumulate, double div) {
     RUN((size_t)C, c_fin_sum, part, parts, out, accumulate, div);
 }

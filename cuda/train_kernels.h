@@ -129,6 +129,22 @@ int dptk_kd(void *stream, int N, int C, size_t P, const float *s, const float *t
 int dptk_mse(void *stream, size_t n, const float *a, const float *b, double k, float *ga, float *gb, double *part);
 int dptk_argmax(void *stream, int N, int C, size_t P, const float *x, int32_t *labels);
 
+/* ---------------------------------------------------------------- depthwise conv backward (own kernels) */
+/* A depthwise conv (groups = C = cin = cout): x N x C x H x W, y / dy N x C x OH x OW, weights C x kh x kw;
+ * stride, dilation, top/left zero padding (bottom/right padding is implied by OH / OW). */
+typedef struct dptk_dw_geo {
+    int N, C, H, W, OH, OW, kh, kw, sh, sw, dh, dw, pt, pl;
+} dptk_dw_geo;
+/* dx += conv_transpose(dy, wt): each dx element gathers its (oh, ki, kj) contributions in the CPU scatter's
+ * order (grad_tmpl.h), each product and sum rounded on its own: bitwise the CPU's */
+int dptk_dw_bwd_data(void *stream, const dptk_dw_geo *g, const float *dy, const float *wt, float *dx);
+/* dw[c, ki, kj] += sum over (n, oh, ow) of x * dy, in double: dptk_dw_bwd_filter_parts(g) blocks per (c, tap)
+ * write their partial sums to part (dptk_dw_bwd_filter_bytes(g)), a finishing pass adds them in order
+ * (deterministic; the CPU's eight partial sums are another order: an ulp apart at most) */
+int dptk_dw_bwd_filter_parts(const dptk_dw_geo *g);
+size_t dptk_dw_bwd_filter_bytes(const dptk_dw_geo *g);
+int dptk_dw_bwd_filter(void *stream, const dptk_dw_geo *g, double *part, const float *x, const float *dy, float *dw);
+
 /* ---------------------------------------------------------------- optimizer (train_loss.cu) */
 typedef struct dptk_seg {
     size_t offset, count, start; /* start: elements of the segments before this one */

@@ -49,6 +49,7 @@ struct dp_cu_tr_ctx {
     conv_algo algos[ALGO_CACHE]; /* the algorithm chosen per (conv, input shape, direction) */
     int nalgos, next_algo;
     cublasHandle_t blas; /* pointwise convs as GEMMs (default math: FP32 FMA, no TF32) */
+    int own_dw;          /* DISOPT_CUDA_TR_DW=own: depthwise backward by our kernels (dptk_dw_bwd_*), not cuDNN */
 };
 
 #define CU_TRY(c, expr, what) DP_CU_TRY((c)->host, expr, what)
@@ -108,6 +109,8 @@ disopt_status dp_cu_tr_ctx_create(const dp_cuda_host *host, int device, dp_cu_tr
     if (!c) return host->error(DISOPT_ERR_OUT_OF_MEMORY, "cuda training context: out of memory");
     c->host = host;
     c->device = device;
+    const char *dwk = getenv("DISOPT_CUDA_TR_DW");
+    c->own_dw = dwk && !strcmp(dwk, "own");
     disopt_status s = DISOPT_OK;
     cudaError_t r = cudaSetDevice(device);
     if (r == cudaSuccess) r = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
@@ -403,6 +406,13 @@ static disopt_status choose(dp_cu_tr_ctx *c, int dir, const dp_conv_params *p, i
  * bench_train -profile, RESULTS.md). Row-major NCHW tensors are read as column-major matrices: image n of x
  * is X_n (Cin x HW) row-major = X_n^T (HW x Cin) column-major, lda HW; W (Cout x Cin) row-major = W^T
  * (Cin x Cout) column-major, lda Cin. On 1x1 maps (HW = 1) the batch is one GEMM dimension instead. */
+static int depthwise(const dp_conv_params *p) { return p->groups > 1 && p->groups == p->cin && p->groups == p->cout; }
+
+static dptk_dw_geo dw_geo(const dp_conv_params *p, int n, int h, int w, const conv_geo *g) {
+    const dptk_dw_geo d = {n, p->cin, h, w, g->oh, g->ow, p->kh, p->kw, p->sh, p->sw, p->dh, p->dw, p->pt, p->pl};
+    return d;
+}
+
 static int pointwise(const dp_conv_params *p) {
     return p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->groups == 1 && p->pt == 0 && p->pb == 0 &&
            p->pl == 0 && p->pr == 0;
@@ -494,6 +504,11 @@ disopt_status dp_cu_tr_conv_bwd_data(dp_cu_tr_ctx *c, const dp_conv_params *p, i
     conv_geo g;
     TRY(conv_setup(c, p, n, h, w, &g));
     if (pointwise(p)) return pw_bwd_data(c, p, n, h * w, dy, wt, dx);
+    if (c->own_dw && depthwise(p)) { /* gathers in the CPU's order: dx += directly */
+        const dptk_dw_geo dg = dw_geo(p, n, h, w, &g);
+        K_TRY(c, dptk_dw_bwd_data(c->stream, &dg, dy, wt, dx), "depthwise backward data");
+        return DISOPT_OK;
+    }
     int algo = 0;
     size_t aws = 0;
     TRY(choose(c, 1, p, n, h, w, &algo, &aws));
@@ -522,6 +537,10 @@ disopt_status dp_cu_tr_conv_bwd_filter(dp_cu_tr_ctx *c, const dp_conv_params *p,
     TRY(conv_setup(c, p, n, h, w, &g));
     if (dw && pointwise(p)) {
         TRY(pw_bwd_filter(c, p, n, h * w, x, dy, dw));
+    } else if (dw && c->own_dw && depthwise(p)) {
+        const dptk_dw_geo dg = dw_geo(p, n, h, w, &g);
+        TRY(need_scratch(c, dptk_dw_bwd_filter_bytes(&dg)));
+        K_TRY(c, dptk_dw_bwd_filter(c->stream, &dg, c->scratch, x, dy, dw), "depthwise backward filter");
     } else if (dw) {
         int algo = 0;
         size_t aws = 0;

@@ -288,6 +288,42 @@ static void test_upsample(void **st) {
     }
 }
 
+/* ---------------------------------------------------------------- depthwise conv backward (own kernels) */
+static void dw_case(int n, int c, int h, int w, int k, int s, int d, int pt, int pb, int pl, int pr) {
+    const dp_conv_params p = {c, c, k, k, s, s, d, d, c, pt, pb, pl, pr};
+    const int oh = (h + pt + pb - d * (k - 1) - 1) / s + 1, ow = (w + pl + pr - d * (k - 1) - 1) / s + 1;
+    const size_t nx = (size_t)n * c * h * w, ny = (size_t)n * c * oh * ow, nw = (size_t)c * k * k;
+    float *x = rnd(nx, -2, 2), *dy = rnd(ny, -1, 1), *wt = rnd(nw, -0.5f, 0.5f);
+    float *dx = rnd(nx, -1, 1), *DX = fdup(dx, nx), *dw = rnd(nw, -1, 1), *DW = fdup(dw, nw);
+    const size_t wse = 1 << 16; /* (the CPU kernels' workspace; depthwise convs barely use it) */
+    float *ws = zalloc(wse * sizeof(float));
+    OK(dp_tr_conv_bwd_data_f32(&p, n, h, w, dy, wt, dx, ws, wse));
+    OK(dp_tr_conv_bwd_filter_f32(&p, n, h, w, x, dy, dw, NULL, ws, wse));
+    const dptk_dw_geo g = {n, c, h, w, oh, ow, k, k, s, s, d, d, pt, pl};
+    double *part = zalloc(dptk_dw_bwd_filter_bytes(&g));
+    K0(dptk_dw_bwd_data(NULL, &g, dy, wt, DX));
+    K0(dptk_dw_bwd_filter(NULL, &g, part, x, dy, DW));
+    char what[112];
+    snprintf(what, sizeof what, "depthwise bwd n%d c%d %dx%d k%d s%d d%d pad %d%d%d%d: data (gather)", n, c, h, w, k, s,
+             d, pt, pb, pl, pr);
+    check(what, DX, dx, nx, 0);
+    snprintf(what, sizeof what, "depthwise bwd n%d c%d %dx%d k%d s%d d%d: filter (%d partial sums)", n, c, h, w, k, s,
+             d, dptk_dw_bwd_filter_parts(&g));
+    check(what, DW, dw, nw, 1e-6);
+    release();
+}
+
+static void test_dw_bwd(void **st) {
+    (void)st;
+    dw_case(2, 5, 17, 13, 3, 1, 1, 1, 1, 1, 1);    /* 3x3/s1, pad 1 */
+    dw_case(2, 4, 16, 16, 3, 2, 1, 0, 1, 0, 1);    /* 3x3/s2, EfficientNet's static asymmetric pad */
+    dw_case(1, 3, 15, 18, 5, 2, 1, 1, 2, 1, 2);    /* 5x5/s2, asymmetric */
+    dw_case(2, 3, 12, 12, 5, 1, 2, 4, 4, 4, 4);    /* 5x5 dilated 2 (stage 5 of the student) */
+    dw_case(1, 2, 9, 7, 3, 1, 3, 3, 3, 3, 3);      /* dilation 3 */
+    dw_case(3, 2, 80, 72, 3, 1, 1, 1, 1, 1, 1);    /* several reduction blocks per tap (N*OH*OW > 16384) */
+    dw_case(1, 1, 1, 1, 3, 1, 1, 1, 1, 1, 1);      /* one pixel */
+}
+
 /* ---------------------------------------------------------------- masks, dropout, drop-connect */
 static void test_masks(void **st) {
     (void)st;
@@ -456,7 +492,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bn),     cmocka_unit_test(test_eltwise), cmocka_unit_test(test_concat_crop),
         cmocka_unit_test(test_upsample), cmocka_unit_test(test_masks), cmocka_unit_test(test_losses),
-        cmocka_unit_test(test_optim),
+        cmocka_unit_test(test_optim),   cmocka_unit_test(test_dw_bwd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
