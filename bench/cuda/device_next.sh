@@ -1,0 +1,43 @@
+#!/bin/bash
+# device_next.sh - one device call for the changes that session 8 could not run on a GPU (carry
+# .whl/cudapack = .cudarun of bench/cuda/bundle.sh packed with tar cJf; optionally with a second CUDA module at
+# .cudarun/lib/alt/libdisopt_cuda.so.0, e.g. built from branch s8-dw-grid-untested):
+#   1. test_cuda with the main module (and with the alt module);
+#   2. test_cuda_grad with cuDNN's depthwise backward and with ours (DISOPT_CUDA_TR_DW=own), and
+#      test_train_step on CUDA with ours (the whole trainer against the PyTorch fixtures);
+#   3. bench_train (student B3 + frozen teacher B3, batch 8, 512^2, 10 steps): cuDNN's vs our depthwise
+#      backward, alternating, two rounds each;
+#   4. inference tiles/s: main vs alt module (device_variants.sh, FP16/BF16/FP32 b32, two rounds).
+# Key lines to stdout, logs to $OUT/next.tgz.
+set -u
+REAL_OUT=$OUT; L=/tmp/dnext; rm -rf $L; mkdir -p $L
+[ -d .cudarun ] || tar xJf .whl/cudapack/cudarun.tar.xz || { echo "no .cudarun"; exit 1; }
+. bench/cuda/device_env.sh
+ALT=$R/.cudarun/lib/alt/libdisopt_cuda.so.0
+pack() { tar czf $REAL_OUT/next.tgz -C $L . 2>/dev/null; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+res() { grep -E "^\[ +(PASSED|FAILED|  ERROR) +\]" "$1" | tr '\n' ' '; echo; }
+echo "== 1. test_cuda"; $B/bin/test_cuda > $L/test_cuda.log 2>&1; echo "main rc $? $(res $L/test_cuda.log)"
+[ -f $ALT ] && { DISOPT_CUDA_MODULE=$ALT $B/bin/test_cuda > $L/test_cuda_alt.log 2>&1; echo "alt rc $? $(res $L/test_cuda_alt.log)"; }
+pack
+echo "== 2. training ops"
+$B/bin/test_cuda_grad > $L/grad_cudnn.log 2>&1; echo "test_cuda_grad (cuDNN dw) rc $? $(res $L/grad_cudnn.log)"
+DISOPT_CUDA_TR_DW=own $B/bin/test_cuda_grad > $L/grad_own.log 2>&1; echo "test_cuda_grad (own dw) rc $? $(res $L/grad_own.log)"
+grep -iE "depthwise" $L/grad_own.log | head -8
+DISOPT_CUDA_TR_DW=own DISOPT_TEST_BACKEND=cuda timeout 200 $B/bin/test_train_step > $L/tts_own.log 2>&1
+echo "test_train_step CUDA (own dw) rc $? $(res $L/tts_own.log)"
+pack
+echo "== 3. bench_train b8 512"
+for r in 1 2; do for v in cudnn own; do
+  E=""; [ $v = own ] && E="DISOPT_CUDA_TR_DW=own"
+  env $E timeout 200 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 10 -warmup 3 -device cuda \
+    > $L/bt_${v}_$r.log 2>&1
+  echo "round $r $v: $(grep -oE "ms_step_median=[0-9.]+ ms_step_min=[0-9.]+" $L/bt_${v}_$r.log)"
+done; done
+pack
+if [ -f $ALT ]; then
+  echo "== 4. inference, main vs alt module"
+  OUT=$L VARIANTS="main: alt:DISOPT_CUDA_MODULE=$ALT" CASES="fp16:32 bf16:32 fp32:32" bash bench/cuda/device_variants.sh 2>&1 \
+    | grep -E "^round" | tee $L/variants_stdout.log
+fi
+pack
