@@ -164,7 +164,8 @@ static float *run_conv_gap_on(dp_backend *be, dp_node *node, const dp_tview *in_
     return o;
 }
 
-static void conv_gap_case(int n, int c, int h, int w, int k, int s, int pt, int pb, int pl, int pr) {
+/* a depthwise k x k conv node with bias and swish, random weights (caller frees fw, fb) */
+static dp_node dw_node(int c, int k, int s, int pt, int pb, int pl, int pr) {
     dp_node node;
     memset(&node, 0, sizeof node);
     node.op = DP_OP_CONV;
@@ -173,6 +174,11 @@ static void conv_gap_case(int n, int c, int h, int w, int k, int s, int pt, int 
     node.conv = (dp_conv_params){c, c, k, k, s, s, 1, 1, c, pt, pb, pl, pr};
     node.fw = rnd((size_t)c * k * k, -0.5f, 0.5f);
     node.fb = rnd((size_t)c, -1, 1);
+    return node;
+}
+
+static void conv_gap_case(int n, int c, int h, int w, int k, int s, int pt, int pb, int pl, int pr) {
+    dp_node node = dw_node(c, k, s, pt, pb, pl, pr);
     const int oh = (h + pt + pb - k) / s + 1, ow = (w + pl + pr - k) / s + 1;
     dp_tview in = {n, c, h, w, rnd((size_t)n * c * h * w, -2, 2)}, out = {n, c, oh, ow, NULL};
     dp_backend *cpu;
@@ -198,14 +204,7 @@ static void conv_gap_cases(void) {
  * time (DISOPT_CUDA_DW_RTACT=1), on the current precision: bit for bit the same conv output and pooled
  * sums; and the conv alone (run_node) = the conv of the conv + pooling pass. */
 static void dw_act_case(int n, int c, int h, int w, int k, int s, int pt, int pb, int pl, int pr) {
-    dp_node node;
-    memset(&node, 0, sizeof node);
-    node.op = DP_OP_CONV;
-    node.act = DP_ACT_SWISH;
-    node.n_in = 1;
-    node.conv = (dp_conv_params){c, c, k, k, s, s, 1, 1, c, pt, pb, pl, pr};
-    node.fw = rnd((size_t)c * k * k, -0.5f, 0.5f);
-    node.fb = rnd((size_t)c, -1, 1);
+    dp_node node = dw_node(c, k, s, pt, pb, pl, pr);
     const int oh = (h + pt + pb - k) / s + 1, ow = (w + pl + pr - k) / s + 1;
     const size_t on = (size_t)n * c * oh * ow, gn = (size_t)n * c;
     dp_tview in = {n, c, h, w, rnd((size_t)n * c * h * w, -2, 2)}, out = {n, c, oh, ow, NULL};
