@@ -473,6 +473,29 @@ K(e_drop_connect, (size_t per, float keep, const uint8_t *mask, const float *x, 
 
 #endif
 // ------------------------------------------------------------------ depthwise conv backward (own kernels)
+// forward: one output element, its taps in (ki, kj) order from 0, then the bias (grad_tmpl.h's order)
+__host__ __device__ inline void c_dw_fwd(size_t i, dptk_dw_geo g, const float *x, const float *wt, const float *b,
+                                         float *y) {
+    const int ow = (int)(i % (size_t)g.OW);
+    const size_t r = i / (size_t)g.OW, nc = r / (size_t)g.OH;
+    const int oh = (int)(r % (size_t)g.OH), c = (int)(nc % (size_t)g.C);
+    const float *X = x + nc * (size_t)g.H * g.W, *wk = wt + (size_t)c * g.kh * g.kw;
+    float acc = 0.0f;
+    for (int ki = 0; ki < g.kh; ki++) {
+        const int ih = oh * g.sh - g.pt + ki * g.dh;
+        if (ih < 0 || ih >= g.H) continue;
+        for (int kj = 0; kj < g.kw; kj++) {
+            const int iw = ow * g.sw - g.pl + kj * g.dw;
+            if (iw < 0 || iw >= g.W) continue;
+            acc = radd(acc, rmul(wk[ki * g.kw + kj], X[(size_t)ih * g.W + iw]));
+        }
+    }
+    y[i] = b ? radd(acc, b[c]) : acc;
+}
+#ifndef DPTK_HOST_CHECK
+K(c_dw_fwd, (dptk_dw_geo g, const float *x, const float *wt, const float *b, float *y), (g, x, wt, b, y))
+#endif
+
 // data: one dx element; the oh whose window row covers ih ascending (ki then follows), kj ascending: the order
 // in which grad_tmpl.h's scatter adds into that element
 __host__ __device__ inline void c_dw_bwd_data(size_t i, dptk_dw_geo g, const float *dy, const float *wt, float *dx) {
@@ -574,6 +597,9 @@ int dptk_chan_reduce(void *stream, int kind, double *part, int N, int C, size_t 
 #endif
 }
 
+int dptk_dw_fwd(void *stream, const dptk_dw_geo *g, const float *x, const float *wt, const float *b, float *y) {
+    RUN((size_t)g->N * g->C * g->OH * g->OW, c_dw_fwd, *g, x, wt, b, y);
+}
 int dptk_dw_bwd_data(void *stream, const dptk_dw_geo *g, const float *dy, const float *wt, float *dx) {
     RUN((size_t)g->N * g->C * g->H * g->W, c_dw_bwd_data, *g, dy, wt, dx);
 }

@@ -135,6 +135,9 @@ int dptk_argmax(void *stream, int N, int C, size_t P, const float *x, int32_t *l
 typedef struct dptk_dw_geo {
     int N, C, H, W, OH, OW, kh, kw, sh, sw, dh, dw, pt, pl;
 } dptk_dw_geo;
+/* y = conv(x, wt) + b (b may be NULL): each output sums its taps in (ki, kj) order, then the bias, each
+ * operation rounded on its own: bitwise the CPU's */
+int dptk_dw_fwd(void *stream, const dptk_dw_geo *g, const float *x, const float *wt, const float *b, float *y);
 /* dx += conv_transpose(dy, wt): each dx element gathers its (oh, ki, kj) contributions in the CPU scatter's
  * order (grad_tmpl.h), each product and sum rounded on its own: bitwise the CPU's */
 int dptk_dw_bwd_data(void *stream, const dptk_dw_geo *g, const float *dy, const float *wt, float *dx);

@@ -49,7 +49,7 @@ struct dp_cu_tr_ctx {
     conv_algo algos[ALGO_CACHE]; /* the algorithm chosen per (conv, input shape, direction) */
     int nalgos, next_algo;
     cublasHandle_t blas; /* pointwise convs as GEMMs (default math: FP32 FMA, no TF32) */
-    int own_dw;          /* DISOPT_CUDA_TR_DW=own: depthwise backward by our kernels (dptk_dw_bwd_*), not cuDNN */
+    int own_dw;          /* DISOPT_CUDA_TR_DW=own: depthwise convs (forward, backward) by our kernels (dptk_dw_*), not cuDNN */
 };
 
 #define CU_TRY(c, expr, what) DP_CU_TRY((c)->host, expr, what)
@@ -477,6 +477,11 @@ disopt_status dp_cu_tr_conv_fwd(dp_cu_tr_ctx *c, const dp_conv_params *p, int n,
         TRY(pw_fwd(c, p, n, h * w, x, wt, y));
         if (b)
             K_TRY(c, dpk_bias_act(c->stream, DPK_F32, y, b, n, p->cout, (size_t)h * w, DPK_ACT_NONE), "conv bias");
+        return DISOPT_OK;
+    }
+    if (c->own_dw && depthwise(p)) { /* the bias included, in the CPU's order */
+        const dptk_dw_geo dg = dw_geo(p, n, h, w, &g);
+        K_TRY(c, dptk_dw_fwd(c->stream, &dg, x, wt, b, y), "depthwise forward");
         return DISOPT_OK;
     }
     int algo = 0;

@@ -288,7 +288,7 @@ static void test_upsample(void **st) {
     }
 }
 
-/* ---------------------------------------------------------------- depthwise conv backward (own kernels) */
+/* ---------------------------------------------------------------- depthwise conv (own kernels) */
 static void dw_case(int n, int c, int h, int w, int k, int s, int d, int pt, int pb, int pl, int pr) {
     const dp_conv_params p = {c, c, k, k, s, s, d, d, c, pt, pb, pl, pr};
     const int oh = (h + pt + pb - d * (k - 1) - 1) / s + 1, ow = (w + pl + pr - d * (k - 1) - 1) / s + 1;
@@ -297,13 +297,19 @@ static void dw_case(int n, int c, int h, int w, int k, int s, int d, int pt, int
     float *dx = rnd(nx, -1, 1), *DX = fdup(dx, nx), *dw = rnd(nw, -1, 1), *DW = fdup(dw, nw);
     const size_t wse = 1 << 16; /* (the CPU kernels' workspace; depthwise convs barely use it) */
     float *ws = zalloc(wse * sizeof(float));
+    float *b = rnd((size_t)c, -1, 1), *y = zalloc(ny * sizeof(float)), *Y = zalloc(ny * sizeof(float));
+    OK(dp_tr_conv_fwd_f32(&p, n, h, w, x, wt, b, y, ws, wse));
     OK(dp_tr_conv_bwd_data_f32(&p, n, h, w, dy, wt, dx, ws, wse));
     OK(dp_tr_conv_bwd_filter_f32(&p, n, h, w, x, dy, dw, NULL, ws, wse));
     const dptk_dw_geo g = {n, c, h, w, oh, ow, k, k, s, s, d, d, pt, pl};
     double *part = zalloc(dptk_dw_bwd_filter_bytes(&g));
+    K0(dptk_dw_fwd(NULL, &g, x, wt, b, Y));
     K0(dptk_dw_bwd_data(NULL, &g, dy, wt, DX));
     K0(dptk_dw_bwd_filter(NULL, &g, part, x, dy, DW));
     char what[112];
+    snprintf(what, sizeof what, "depthwise n%d c%d %dx%d k%d s%d d%d pad %d%d%d%d: forward + bias", n, c, h, w, k, s, d,
+             pt, pb, pl, pr);
+    check(what, Y, y, ny, 0);
     snprintf(what, sizeof what, "depthwise bwd n%d c%d %dx%d k%d s%d d%d pad %d%d%d%d: data (gather)", n, c, h, w, k, s,
              d, pt, pb, pl, pr);
     check(what, DX, dx, nx, 0);

@@ -3,10 +3,10 @@
 # .whl/cudapack = .cudarun of bench/cuda/bundle.sh packed with tar cJf; optionally with a second CUDA module at
 # .cudarun/lib/alt/libdisopt_cuda.so.0, e.g. built from branch s8-dw-grid-untested):
 #   1. test_cuda with the main module (and with the alt module);
-#   2. test_cuda_grad with cuDNN's depthwise backward and with ours (DISOPT_CUDA_TR_DW=own), and
+#   2. test_cuda_grad with cuDNN's depthwise convs and with ours (DISOPT_CUDA_TR_DW=own), and
 #      test_train_step on CUDA with ours (the whole trainer against the PyTorch fixtures);
 #   3. bench_train (student B3 + frozen teacher B3, batch 8, 512^2, 10 steps): cuDNN's vs our depthwise
-#      backward, alternating, two rounds each;
+#      convs (forward and backward), alternating, two rounds each;
 #   4. inference tiles/s: main vs alt module (device_variants.sh, FP16/BF16/FP32 b32, two rounds).
 # Key lines to stdout, logs to $OUT/next.tgz.
 set -u
