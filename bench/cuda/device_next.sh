@@ -1,7 +1,7 @@
 #!/bin/bash
 # device_next.sh - one device call for the changes that session 8 could not run on a GPU (carry
 # .whl/cudapack = .cudarun of bench/cuda/bundle.sh packed with tar cJf; optionally with a second CUDA module at
-# .cudarun/lib/alt/libdisopt_cuda.so.0, e.g. built from branch s8-dw-grid-untested):
+# .cudarun/lib/alt/libdisopt_cuda.so.0, e.g. built from branch s8-dw-grid-on-main):
 #   1. test_cuda with the main module (and with the alt module);
 #   2. test_cuda_grad with cuDNN's depthwise convs and with ours (DISOPT_CUDA_TR_DW=own), and
 #      test_train_step on CUDA with ours (the whole trainer against the PyTorch fixtures);
