@@ -400,12 +400,7 @@ static disopt_status choose(dp_cu_tr_ctx *c, int dir, const dp_conv_params *p, i
     return DISOPT_OK;
 }
 
-/* Pointwise convs (1x1, stride 1, unpadded, groups 1: the MBConv expansions and projections, the SE and
- * image-pooling FCs, the decoders' 1x1s) run as cuBLAS SGEMMs in FP32 (pedantic math: no TF32), which
- * cuDNN's FMA GEMM-family algorithms do several times slower in the backward directions (measured:
- * bench_train -profile, RESULTS.md). Row-major NCHW tensors are read as column-major matrices: image n of x
- * is X_n (Cin x HW) row-major = X_n^T (HW x Cin) column-major, lda HW; W (Cout x Cin) row-major = W^T
- * (Cin x Cout) column-major, lda Cin. On 1x1 maps (HW = 1) the batch is one GEMM dimension instead. */
+/* depthwise convs (groups = cin = cout) run by our kernels with DISOPT_CUDA_TR_DW=own (dptk_dw_*) */
 static int depthwise(const dp_conv_params *p) { return p->groups > 1 && p->groups == p->cin && p->groups == p->cout; }
 
 static dptk_dw_geo dw_geo(const dp_conv_params *p, int n, int h, int w, const conv_geo *g) {
@@ -413,6 +408,12 @@ static dptk_dw_geo dw_geo(const dp_conv_params *p, int n, int h, int w, const co
     return d;
 }
 
+/* Pointwise convs (1x1, stride 1, unpadded, groups 1: the MBConv expansions and projections, the SE and
+ * image-pooling FCs, the decoders' 1x1s) run as cuBLAS SGEMMs in FP32 (pedantic math: no TF32), which
+ * cuDNN's FMA GEMM-family algorithms do several times slower in the backward directions (measured:
+ * bench_train -profile, RESULTS.md). Row-major NCHW tensors are read as column-major matrices: image n of x
+ * is X_n (Cin x HW) row-major = X_n^T (HW x Cin) column-major, lda HW; W (Cout x Cin) row-major = W^T
+ * (Cin x Cout) column-major, lda Cin. On 1x1 maps (HW = 1) the batch is one GEMM dimension instead. */
 static int pointwise(const dp_conv_params *p) {
     return p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->groups == 1 && p->pt == 0 && p->pb == 0 &&
            p->pl == 0 && p->pr == 0;

@@ -33,7 +33,7 @@ static disopt_status cpu_alloc(dp_backend *b, size_t bytes, void **out) {
     if (sz >= ((size_t)4 << 20) && !getenv("DISOPT_CPU_NO_HUGEPAGES")) {
         sz = (sz + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
         p = aligned_alloc((size_t)2 << 20, sz);
-        if (p) madvise(p, sz, MADV_HUGEPAGE);
+        if (p) (void)madvise(p, sz, MADV_HUGEPAGE); /* advice only: refused, the buffer keeps 4 KiB pages */
     } else {
         p = aligned_alloc(64, sz);
     }
