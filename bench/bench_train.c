@@ -4,10 +4,11 @@
  * on fresh random inputs (SAR-like and optical-like values, random 2-class targets), with the authors'
  * settings (dropout, drop-connect, SGD momentum 0.9 Nesterov, weight decay 1e-4, lr 5e-3).
  *   bench_train [-model student-b3] [-batch 8] [-size 512] [-steps 10] [-warmup 3] [-device cpu|cuda[:N]]
- *               [-threads N] [-deterministic] [-profile]
+ *               [-threads N] [-math fp32|tf32|bf16] [-deterministic] [-profile]
+ * -math: the convs' and GEMMs' math on CUDA (dp_trainer_math; fp32: exact, the default).
  * -profile: one more step after the timed ones, node by node (waiting for each), by op category.
  * Prints the memory plan (dp_trainer_memory), every timed step's loss and time, and one summary line:
- *   model=... device=... batch=... size=... ms_step_median=... ms_step_min=... planned_gib=...
+ *   model=... device=... math=... batch=... size=... ms_step_median=... ms_step_min=... planned_gib=...
  */
 #include "internal.h"
 #include "train/trainer.h"
@@ -38,7 +39,7 @@ static float urand(uint64_t *s) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = "student-b3", *device = "cpu";
+    const char *model = "student-b3", *device = "cpu", *math = "fp32";
     int batch = 8, size = 512, steps = 10, warmup = 3, threads = 1, random_on = 1, profile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -52,6 +53,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-warmup")) warmup = atoi(v);
         else if (!strcmp(a, "-device")) device = v;
         else if (!strcmp(a, "-threads")) threads = atoi(v);
+        else if (!strcmp(a, "-math")) math = v;
         else { fprintf(stderr, "bench_train: unknown option %s\n", a); return 2; }
         i++;
     }
@@ -71,6 +73,9 @@ int main(int argc, char **argv) {
         cfg.cuda = 1;
         cfg.cuda_device = device[4] == ':' ? atoi(device + 5) : 0;
     }
+    if (!strcmp(math, "tf32")) cfg.cuda_math = DP_TRAINER_MATH_TF32;
+    else if (!strcmp(math, "bf16")) cfg.cuda_math = DP_TRAINER_MATH_BF16;
+    else if (strcmp(math, "fp32")) { fprintf(stderr, "bench_train: -math fp32|tf32|bf16\n"); return 2; }
     dp_trainer *t = NULL;
     const double t0 = now();
     if (dp_trainer_create(&cfg, NULL, NULL, &t) != DISOPT_OK) {
@@ -129,8 +134,9 @@ int main(int argc, char **argv) {
         dp_trainer_set_profiling(t, 0);
     }
     qsort(ms, (size_t)steps, sizeof *ms, cmp);
-    printf("model=%s device=%s batch=%d size=%d dropout=%s ms_step_median=%.2f ms_step_min=%.2f planned_gib=%.3f\n",
-           model, device, batch, size, random_on ? "on" : "off", ms[steps / 2], ms[0], mi.total_bytes / G);
+    printf("model=%s device=%s math=%s batch=%d size=%d dropout=%s ms_step_median=%.2f ms_step_min=%.2f "
+           "planned_gib=%.3f\n",
+           model, device, math, batch, size, random_on ? "on" : "off", ms[steps / 2], ms[0], mi.total_bytes / G);
     dp_trainer_destroy(t);
     free(x);
     free(xt);

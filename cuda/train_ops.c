@@ -48,7 +48,8 @@ struct dp_cu_tr_ctx {
     size_t ws_bytes, scratch_bytes;
     conv_algo algos[ALGO_CACHE]; /* the algorithm chosen per (conv, input shape, direction) */
     int nalgos, next_algo;
-    cublasHandle_t blas; /* pointwise convs as GEMMs (default math: FP32 FMA, no TF32) */
+    cublasHandle_t blas; /* pointwise convs as GEMMs (FP32 mode: pedantic math, no TF32) */
+    int math;            /* DP_CU_TR_MATH_*: the convs' and GEMMs' math (dp_cu_tr_set_math) */
     int own_dw;          /* DISOPT_CUDA_TR_DW=own: depthwise convs (forward, backward) by our kernels (dptk_dw_*), not cuDNN */
 };
 
@@ -138,6 +139,20 @@ disopt_status dp_cu_tr_ctx_create(const dp_cuda_host *host, int device, dp_cu_tr
 }
 
 int dp_cu_tr_device(const dp_cu_tr_ctx *c) { return c ? c->device : -1; }
+
+disopt_status dp_cu_tr_set_math(dp_cu_tr_ctx *c, int math) {
+    ENTER(c);
+    if (math != DP_CU_TR_MATH_FP32 && math != DP_CU_TR_MATH_TF32 && math != DP_CU_TR_MATH_BF16)
+        return BAD(c, "training math mode %d (0 FP32, 1 TF32, 2 BF16)", math);
+    /* BF16 mode: cublasGemmEx's compute type asks for BF16; the handle's mode must not force pedantic FP32 */
+    const cublasMath_t bm = math == DP_CU_TR_MATH_FP32   ? CUBLAS_PEDANTIC_MATH
+                            : math == DP_CU_TR_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                         : CUBLAS_DEFAULT_MATH;
+    BLAS_TRY(c, cublasSetMathMode(c->blas, bm), "math mode");
+    c->math = math;
+    c->nalgos = c->next_algo = 0; /* the algorithms were chosen for the old math */
+    return DISOPT_OK;
+}
 
 void *dp_cu_tr_stream(dp_cu_tr_ctx *c) { return c ? (void *)c->stream : NULL; }
 
@@ -290,7 +305,9 @@ static disopt_status conv_setup(dp_cu_tr_ctx *c, const dp_conv_params *p, int n,
                                                p->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
             "convolution");
     DNN_TRY(c, cudnnSetConvolutionGroupCount(c->cd, p->groups), "group count");
-    DNN_TRY(c, cudnnSetConvolutionMathType(c->cd, CUDNN_FMA_MATH), "math type"); /* FP32: no TF32 */
+    /* FP32: FMA math (no TF32); TF32 and BF16 modes: cuDNN's default math, TF32 tensor cores on FP32 data */
+    DNN_TRY(c, cudnnSetConvolutionMathType(c->cd, c->math == DP_CU_TR_MATH_FP32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH),
+            "math type");
     int dn, dc, dh, dw;
     DNN_TRY(c, cudnnGetConvolution2dForwardOutputDim(c->cd, c->xd, c->fd, &dn, &dc, &dh, &dw), "output size");
     if (dn != n || dc != p->cout || dh != g->oh || dw != g->ow)
@@ -300,8 +317,9 @@ static disopt_status conv_setup(dp_cu_tr_ctx *c, const dp_conv_params *p, int n,
 }
 
 /* Candidate algorithms in order of preference: the heuristics' GEMM-family ones (no FFT, no Winograd) with FMA
- * math and deterministic; then not necessarily deterministic; then any math type (the descriptor forbids TF32
- * anyway); then the rest of the family in enum order. Each listed once; returns the count. */
+ * math (FP32 mode only; in TF32/BF16 mode any math, in the heuristics' order) and deterministic; then not
+ * necessarily deterministic; then any math type (in FP32 mode the descriptor forbids TF32 anyway); then the
+ * rest of the family in enum order. Each listed once; returns the count. */
 #define RANK_BODY(family, nfamily)                                                                                 \
     int m = 0;                                                                                                     \
     for (int pass = 0; pass < 4; pass++)                                                                           \
@@ -312,7 +330,7 @@ static disopt_status conv_setup(dp_cu_tr_ctx *c, const dp_conv_params *p, int n,
             for (int k = 0; k < m; k++) seen |= out[k] == a;                                                       \
             if (!ok || seen) continue;                                                                             \
             if (pass < 3 && (perf[i].status != CUDNN_STATUS_SUCCESS ||                                             \
-                             (pass < 2 && perf[i].mathType != CUDNN_FMA_MATH) ||                                   \
+                             (pass < 2 && fma_only && perf[i].mathType != CUDNN_FMA_MATH) ||                       \
                              (pass < 1 && perf[i].determinism != CUDNN_DETERMINISTIC)))                            \
                 continue;                                                                                          \
             out[m++] = a;                                                                                          \
@@ -326,11 +344,13 @@ static const int BWD_DATA_FAMILY[2] = {CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_
 static const int BWD_FILTER_FAMILY[3] = {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
                                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3};
 
-static int rank_fwd(const cudnnConvolutionFwdAlgoPerf_t *perf, int got, int *out) { RANK_BODY(FWD_FAMILY, 4); }
-static int rank_bwd_data(const cudnnConvolutionBwdDataAlgoPerf_t *perf, int got, int *out) {
+static int rank_fwd(const cudnnConvolutionFwdAlgoPerf_t *perf, int got, int fma_only, int *out) {
+    RANK_BODY(FWD_FAMILY, 4);
+}
+static int rank_bwd_data(const cudnnConvolutionBwdDataAlgoPerf_t *perf, int got, int fma_only, int *out) {
     RANK_BODY(BWD_DATA_FAMILY, 2);
 }
-static int rank_bwd_filter(const cudnnConvolutionBwdFilterAlgoPerf_t *perf, int got, int *out) {
+static int rank_bwd_filter(const cudnnConvolutionBwdFilterAlgoPerf_t *perf, int got, int fma_only, int *out) {
     RANK_BODY(BWD_FILTER_FAMILY, 3);
 }
 
@@ -349,24 +369,25 @@ static disopt_status choose(dp_cu_tr_ctx *c, int dir, const dp_conv_params *p, i
         }
     static const char *const what[3] = {"forward", "backward data", "backward filter"};
     int got = 0, cand[8], nc = 0;
+    const int fma = c->math == DP_CU_TR_MATH_FP32;
     if (dir == 0) {
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
         DNN_TRY(c, cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, c->xd, c->fd, c->cd, c->yd,
                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf),
                 "forward heuristics");
-        nc = rank_fwd(perf, got, cand);
+        nc = rank_fwd(perf, got, fma, cand);
     } else if (dir == 1) {
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         DNN_TRY(c, cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, c->fd, c->yd, c->cd, c->xd,
                                                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf),
                 "backward data heuristics");
-        nc = rank_bwd_data(perf, got, cand);
+        nc = rank_bwd_data(perf, got, fma, cand);
     } else {
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
         DNN_TRY(c, cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->dnn, c->xd, c->yd, c->cd, c->fd,
                                                                  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf),
                 "backward filter heuristics");
-        nc = rank_bwd_filter(perf, got, cand);
+        nc = rank_bwd_filter(perf, got, fma, cand);
     }
     cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
     int k = 0;
@@ -419,16 +440,38 @@ static int pointwise(const dp_conv_params *p) {
            p->pl == 0 && p->pr == 0;
 }
 
+/* C = alpha op(A) op(B) + beta C in the context's math: FP32 and TF32 modes through cublasSgemm (the handle's
+ * math mode: pedantic FP32, or TF32 tensor ops); BF16 mode through cublasGemmEx with FP32 matrices and
+ * CUBLAS_COMPUTE_32F_FAST_16BF (operands rounded to BF16 inside cuBLAS, FP32 accumulation and output). */
+static cublasStatus_t gemm(dp_cu_tr_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float *alpha, const float *a, int lda, const float *b, int ldb, const float *beta,
+                           float *cm, int ldc) {
+    if (c->math != DP_CU_TR_MATH_BF16)
+        return cublasSgemm(c->blas, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cm, ldc);
+    return cublasGemmEx(c->blas, ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb, beta, cm, CUDA_R_32F,
+                        ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);
+}
+static cublasStatus_t gemm_sb(dp_cu_tr_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                              const float *alpha, const float *a, int lda, long long sa, const float *b, int ldb,
+                              long long sb, const float *beta, float *cm, int ldc, long long sc, int count) {
+    if (c->math != DP_CU_TR_MATH_BF16)
+        return cublasSgemmStridedBatched(c->blas, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, cm, ldc, sc,
+                                         count);
+    return cublasGemmStridedBatchedEx(c->blas, ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, sa, b, CUDA_R_32F, ldb, sb,
+                                      beta, cm, CUDA_R_32F, ldc, sc, count, CUBLAS_COMPUTE_32F_FAST_16BF,
+                                      CUBLAS_GEMM_DEFAULT);
+}
+
 /* y = conv(x) (no bias) */
 static disopt_status pw_fwd(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int hw, const float *x, const float *wt,
                             float *y) {
     const float one = 1.0f, zero = 0.0f;
     if (hw == 1) /* Y^T (Cout x N) = W (Cout x Cin) X^T (Cin x N) */
-        BLAS_TRY(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, p->cout, n, p->cin, &one, wt, p->cin, x, p->cin,
+        BLAS_TRY(c, gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, p->cout, n, p->cin, &one, wt, p->cin, x, p->cin,
                                 &zero, y, p->cout),
                  "pointwise conv");
     else /* per image: Y_n^T (HW x Cout) = X_n^T (HW x Cin) W^T (Cin x Cout) */
-        BLAS_TRY(c, cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, hw, p->cout, p->cin, &one, x, hw,
+        BLAS_TRY(c, gemm_sb(c, CUBLAS_OP_N, CUBLAS_OP_N, hw, p->cout, p->cin, &one, x, hw,
                                               (long long)p->cin * hw, wt, p->cin, 0, &zero, y, hw,
                                               (long long)p->cout * hw, n),
                  "pointwise conv");
@@ -440,11 +483,11 @@ static disopt_status pw_bwd_data(dp_cu_tr_ctx *c, const dp_conv_params *p, int n
                                  const float *wt, float *dx) {
     const float one = 1.0f;
     if (hw == 1) /* dX^T (Cin x N) += W^T (Cin x Cout) dY^T (Cout x N) */
-        BLAS_TRY(c, cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, p->cin, n, p->cout, &one, wt, p->cin, dy, p->cout,
+        BLAS_TRY(c, gemm(c, CUBLAS_OP_N, CUBLAS_OP_N, p->cin, n, p->cout, &one, wt, p->cin, dy, p->cout,
                                 &one, dx, p->cin),
                  "pointwise conv data gradient");
     else /* per image: dX_n^T (HW x Cin) += dY_n^T (HW x Cout) W (Cout x Cin) */
-        BLAS_TRY(c, cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, hw, p->cin, p->cout, &one, dy, hw,
+        BLAS_TRY(c, gemm_sb(c, CUBLAS_OP_N, CUBLAS_OP_T, hw, p->cin, p->cout, &one, dy, hw,
                                               (long long)p->cout * hw, wt, p->cin, 0, &one, dx, hw,
                                               (long long)p->cin * hw, n),
                  "pointwise conv data gradient");
@@ -456,12 +499,12 @@ static disopt_status pw_bwd_filter(dp_cu_tr_ctx *c, const dp_conv_params *p, int
                                    const float *dy, float *dw) {
     const float one = 1.0f;
     if (hw == 1) /* dW^T (Cin x Cout) += X^T (Cin x N) dY (N x Cout) */
-        BLAS_TRY(c, cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, p->cin, p->cout, n, &one, x, p->cin, dy, p->cout,
+        BLAS_TRY(c, gemm(c, CUBLAS_OP_N, CUBLAS_OP_T, p->cin, p->cout, n, &one, x, p->cin, dy, p->cout,
                                 &one, dw, p->cin),
                  "pointwise conv filter gradient");
     else /* dW^T (Cin x Cout) += X_n (Cin x HW) dY_n^T (HW x Cout) */
         for (int i = 0; i < n; i++)
-            BLAS_TRY(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, p->cin, p->cout, hw, &one,
+            BLAS_TRY(c, gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, p->cin, p->cout, hw, &one,
                                     x + (size_t)i * p->cin * hw, hw, dy + (size_t)i * p->cout * hw, hw, &one, dw,
                                     p->cin),
                      "pointwise conv filter gradient");

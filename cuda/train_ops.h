@@ -11,7 +11,7 @@
  *  - every tensor pointer is DEVICE memory (cudaMalloc or dp_cu_tr_alloc) of the context's device; shapes,
  *    parameters, conv params, concat's channel list and pointer arrays, the optimizer's config and segment
  *    table are host values;
- *  - FP32 exact: cuDNN convolutions run with CUDNN_FMA_MATH (no TF32) and only the GEMM-family / direct
+ *  - FP32 exact (the default; see dp_cu_tr_set_math for TF32 and BF16): cuDNN convolutions run with CUDNN_FMA_MATH (no TF32) and only the GEMM-family / direct
  *    algorithms (no FFT, no Winograd), deterministic ones first; pointwise convs (1x1, stride 1, unpadded,
  *    groups 1) are cuBLAS SGEMMs in pedantic math (no TF32), the filter gradient summed image by image; reductions (BN statistics, GAP, bias and
  *    per-channel gradients, loss sums) accumulate in double, in a fixed order for a given shape: results are
@@ -57,6 +57,20 @@ DP_CU_TR_API void *dp_cu_tr_stream(dp_cu_tr_ctx *c);
 DP_CU_TR_API int dp_cu_tr_device(const dp_cu_tr_ctx *c);
 /* waits for every queued operation; reports an asynchronous kernel error if one happened */
 DP_CU_TR_API disopt_status dp_cu_tr_sync(dp_cu_tr_ctx *c);
+/* The math of the convolutions and pointwise GEMMs (cuDNN, cuBLAS); our own kernels (BN, activations, losses,
+ * reductions, the optimizer, DISOPT_CUDA_TR_DW=own's depthwise convs) are FP32 with double reductions in every
+ * mode, and every tensor stays FP32 in memory (parameters, activations, gradients):
+ *  - DP_CU_TR_MATH_FP32 (a new context's): exact FP32, cuDNN FMA math, cuBLAS pedantic math;
+ *  - DP_CU_TR_MATH_TF32: TF32 tensor cores (operands rounded to 10 mantissa bits, FP32 accumulation) in
+ *    cuDNN and cuBLAS, as PyTorch's allow_tf32;
+ *  - DP_CU_TR_MATH_BF16: the pointwise convs (most of the network's FLOPs) as cuBLAS GEMMs with BF16 operands
+ *    (CUBLAS_COMPUTE_32F_FAST_16BF: rounded to BF16 inside cuBLAS, FP32 accumulation and output); the other
+ *    cuDNN convs in TF32. Mixed precision without a loss scale: BF16 has FP32's exponent range.
+ * Clears the algorithm cache. DISOPT_ERR_INVALID_ARGUMENT for another value. */
+#define DP_CU_TR_MATH_FP32 0
+#define DP_CU_TR_MATH_TF32 1
+#define DP_CU_TR_MATH_BF16 2
+DP_CU_TR_API disopt_status dp_cu_tr_set_math(dp_cu_tr_ctx *c, int math);
 /* grows the context's workspace (cuDNN, explicit padding) and scratch (reductions) to at least these sizes */
 DP_CU_TR_API disopt_status dp_cu_tr_reserve(dp_cu_tr_ctx *c, size_t ws_bytes, size_t scratch_bytes);
 /* device memory of the context's device (256-byte aligned) */

@@ -27,6 +27,12 @@ extern "C" {
 #define DISOPT_MAX_GPUS 16
 
 typedef enum disopt_optimizer { DISOPT_OPTIM_SGD = 1, DISOPT_OPTIM_ADAMW = 2 } disopt_optimizer;
+/* the math of the convolutions and GEMMs when training on CUDA; every tensor stays float32 in memory */
+typedef enum disopt_train_math {
+    DISOPT_TRAIN_MATH_FP32 = 0, /* exact float32 (no TF32) */
+    DISOPT_TRAIN_MATH_TF32 = 1, /* TF32 tensor cores, float32 accumulation */
+    DISOPT_TRAIN_MATH_BF16 = 2  /* the pointwise convs with bfloat16 operands, float32 accumulation; others TF32 */
+} disopt_train_math;
 
 typedef void (*disopt_train_log_fn)(void *user, const char *line);
 
@@ -53,6 +59,7 @@ typedef struct disopt_train_options {
     int f64;                    /* debugging: the whole run in double */
     disopt_backend_kind device; /* CPU, or CUDA (float32; the trainer on GPU `gpu`) */
     int gpu;                    /* CUDA device index (0) */
+    disopt_train_math math;     /* CUDA only: FP32 (exact, the default), TF32 or BF16 math */
     int n_gpus;                 /* >= 1: data parallelism over gpus[0..n_gpus) through NCCL (gpu ignored): one rank
                                  * per GPU, each batch split evenly (batch % n_gpus == 0); 1: the same path with one
                                  * rank (gives the plain run's result, bit for bit) */

@@ -145,6 +145,8 @@ static void same_bits(const char *what, const float *a, const float *b, size_t n
 #define TOL_CHAIN 1e-4
 
 /* ---------------------------------------------------------------- convolution */
+static double g_tol_conv = TOL_CONV; /* the conv bound of conv_case (test_conv_math widens it) */
+
 static void conv_case(int n, int cin, int cout, int h, int w, int k, int s, int d, int g, int pt, int pb, int pl,
                       int pr, int bias) {
     dp_conv_params p = {cin, cout, k, k, s, s, d, d, g, pt, pb, pl, pr};
@@ -176,7 +178,7 @@ static void conv_case(int n, int cin, int cout, int h, int w, int k, int s, int 
     for (int i = 0; i < 6; i++) {
         snprintf(what, sizeof what, "conv n%d %d->%d %dx%d k%d s%d d%d g%d pad %d%d%d%d%s: %s", n, cin, cout, h, w, k,
                  s, d, g, pt, pb, pl, pr, bias ? " bias" : "", tag[i]);
-        check(what, gp[i], cp[i], cnt[i], i == 3 ? TOL_RED : TOL_CONV);
+        check(what, gp[i], cp[i], cnt[i], i == 3 ? TOL_RED : g_tol_conv);
     }
     release();
 }
@@ -193,6 +195,33 @@ static void test_conv(void **st) {
     conv_case(1, 8, 3, 20, 24, 3, 2, 2, 1, 1, 2, 2, 1, 1);        /* stride 2, dilation 2, odd asymmetric pad */
     conv_case(2, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1);         /* SE reduce on 1x1 maps */
     conv_case(2, 96, 96, 12, 12, 3, 1, 2, 96, 2, 2, 2, 2, 0);     /* dilated depthwise (stage 5) */
+}
+
+/* The TF32 and BF16 math modes (dp_cu_tr_set_math) against the CPU's float32: the same cases with the bound of
+ * the operands' rounding (TF32: 10 mantissa bits, about 5e-4 relative per product; BF16: 7 bits, 4e-3), which
+ * random signs average down; a wrong layout or a missing term still gives errors of order 1. The bias
+ * gradient (our own reduction) keeps its bound. The context goes back to FP32 at the end. */
+static void test_conv_math(void **st) {
+    (void)st;
+    const int modes[2] = {DP_CU_TR_MATH_TF32, DP_CU_TR_MATH_BF16};
+    const double tol[2] = {4e-3, 3e-2};
+    for (int m = 0; m < 2; m++) {
+        printf("# math mode %s\n", m ? "BF16" : "TF32");
+        OK(dp_cu_tr_set_math(g_ctx, modes[m]));
+        g_tol_conv = tol[m];
+        conv_case(2, 16, 24, 33, 29, 1, 1, 1, 1, 0, 0, 0, 0, 1);   /* 1x1: cuBLAS */
+        conv_case(2, 144, 48, 20, 20, 1, 1, 1, 1, 0, 0, 0, 0, 0);  /* 1x1 projection, K = 144 */
+        conv_case(2, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1);      /* on 1x1 maps */
+        conv_case(2, 4, 40, 64, 48, 3, 2, 1, 1, 0, 1, 0, 1, 0);    /* stem: cuDNN, asymmetric padding */
+        conv_case(1, 64, 32, 24, 24, 3, 1, 2, 1, 2, 2, 2, 2, 1);   /* dense 3x3 dilated (ASPP-like) */
+        conv_case(1, 24, 24, 31, 37, 3, 1, 1, 24, 1, 1, 1, 1, 0);  /* depthwise */
+    }
+    g_tol_conv = TOL_CONV;
+    OK(dp_cu_tr_set_math(g_ctx, DP_CU_TR_MATH_FP32));
+    disopt_clear_error();
+    assert_int_equal(dp_cu_tr_set_math(g_ctx, 3), DISOPT_ERR_INVALID_ARGUMENT);
+    assert_true(*disopt_last_error());
+    conv_case(2, 144, 48, 20, 20, 1, 1, 1, 1, 0, 0, 0, 0, 0); /* FP32 again: the exact bound */
 }
 
 /* ---------------------------------------------------------------- batch norm */
@@ -816,7 +845,7 @@ int main(void) {
     const char *skip_these = getenv("DISOPT_TEST_SKIP"); /* the opposite */
     if (skip_these && *skip_these) cmocka_set_skip_filter(skip_these);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conv),   cmocka_unit_test(test_bn),     cmocka_unit_test(test_eltwise),
+        cmocka_unit_test(test_conv),   cmocka_unit_test(test_conv_math), cmocka_unit_test(test_bn),     cmocka_unit_test(test_eltwise),
         cmocka_unit_test(test_masks),  cmocka_unit_test(test_losses), cmocka_unit_test(test_stage2),
         cmocka_unit_test(test_optim),  cmocka_unit_test(test_chain),  cmocka_unit_test(test_errors),
     };

@@ -146,10 +146,13 @@ static size_t sample_idx(size_t n, int k, int j) {
  * against the same PyTorch fixtures; the float64 ones stay on the CPU (the reference). Without a CUDA
  * device the tests skip. */
 static int g_cuda;
+static int g_math; /* the CUDA trainers' math (dp_trainer_math; test_student_step_math) */
 
 static disopt_status create(dp_trainer_config *cfg, const char *w, const char *tw, dp_trainer **out) {
-    if (g_cuda && !cfg->f64)
+    if (g_cuda && !cfg->f64) {
         cfg->cuda = 1;
+        cfg->cuda_math = g_math;
+    }
     disopt_status s = dp_trainer_create(cfg, w, tw, out);
     if (s == DISOPT_ERR_UNSUPPORTED && cfg->cuda) {
         printf("# no CUDA trainer: %s\n", disopt_last_error());
@@ -611,6 +614,42 @@ static void test_student_step_f32(void **state) {
     assert_f32(&E);
 }
 
+/* CUDA only: the student's step with TF32 and with BF16 math in the convs and GEMMs (dp_trainer_math), against
+ * the same PyTorch fixtures, with bounds for the operands' rounding (TF32 10 mantissa bits, BF16 7) carried
+ * through the network: the loss terms (relative to PyTorch float32) and every gradient (of its max|g|, against
+ * float64). A wrong algorithm or layout gives errors of order 1. */
+static void test_student_step_math(void **state) {
+    (void)state;
+    static const char *name[2] = {"TF32", "BF16"};
+    static const double tol_loss[2] = {5e-3, 3e-2}, tol_grad[2] = {0.1, 0.3};
+    for (int m = 0; m < 2; m++) {
+        errs E;
+        g_math = m == 0 ? DP_TRAINER_MATH_TF32 : DP_TRAINER_MATH_BF16;
+        printf("  math %s:\n", name[m]);
+        one_step("student-b3", "step_student_b3", 0, &E);
+        g_math = DP_TRAINER_MATH_FP32;
+        printf("  math %s: loss terms %.2e (bound %.0e), gradients %.2e of max|g| (bound %.0e; float32 %.2e)\n",
+               name[m], E.loss, tol_loss[m], E.grad, tol_grad[m], E.grad_pt32);
+        assert_true(E.loss <= tol_loss[m]);
+        assert_true(E.grad <= tol_grad[m]);
+    }
+}
+
+/* TF32 / BF16 math is for CUDA: the CPU trainer refuses it */
+static void test_math_on_cpu(void **state) {
+    (void)state;
+    disopt_model_config mc;
+    assert_int_equal(disopt_model_config_parse("teacher-b0", &mc), DISOPT_OK);
+    dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, 32, 32);
+    cfg.cuda_math = DP_TRAINER_MATH_BF16;
+    dp_trainer *t = NULL;
+    disopt_clear_error();
+    assert_int_equal(dp_trainer_create(&cfg, NULL, NULL, &t), DISOPT_ERR_UNSUPPORTED);
+    assert_null(t);
+    printf("  %s\n", disopt_last_error());
+    assert_non_null(strstr(disopt_last_error(), "math mode"));
+}
+
 static void test_teacher_step_f64(void **state) {
     (void)state;
     errs E;
@@ -1055,9 +1094,10 @@ int main(void) {
         cmocka_unit_test(test_student_step_f32),  cmocka_unit_test(test_random_step),
         cmocka_unit_test(test_load_weights),      cmocka_unit_test(test_student_curve_f64),
         cmocka_unit_test(test_student_curve_f32), cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_math_on_cpu),
     };
     if (g_cuda) { /* data parallelism only exists on the GPU */
-        const struct CMUnitTest cu[] = {cmocka_unit_test(test_data_parallel)};
+        const struct CMUnitTest cu[] = {cmocka_unit_test(test_data_parallel), cmocka_unit_test(test_student_step_math)};
         const int rc = cmocka_run_group_tests(cu, NULL, NULL);
         return rc ? rc : cmocka_run_group_tests(tests, NULL, NULL);
     }

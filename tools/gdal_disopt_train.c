@@ -24,7 +24,7 @@ static void usage(FILE *f) {
             "         --stage optical|distill [--teacher T.safetensors] [--val LIST] [--init FILE] [--resume CKPT]\n"
             "         [--arch b0..b7] [--epochs N] [--batch N] [--crop N] [--lr X] [--optimizer sgd|adamw]\n"
             "         [--weight-decay X] [--momentum X] [--threads N] [--loader-threads N] [--seed N]\n"
-            "         [--precision fp32|fp64] [--device cpu|cuda[:N[,N...]]] [--steps-per-epoch N] [--no-dropout]\n"
+            "         [--precision fp32|fp64|tf32|bf16] [--device cpu|cuda[:N[,N...]]] [--steps-per-epoch N] [--no-dropout]\n"
             "         [--no-drop-connect] [--rotate180 column|yes|no] [--sar-bands B,B,B,B] [--optical-bands B,B,B,B]\n"
             "         [--complex error|db|intensity|amplitude] [--min-area M2] [--log LOG.csv]\n"
             "         LIST.csv OUTPUT.safetensors\n"
@@ -251,11 +251,15 @@ int main(int argc, char **argv) {
             if (rc)
                 break;
             if (EQUAL(v, "fp32"))
-                o.f64 = 0;
+                o.f64 = 0, o.math = DISOPT_TRAIN_MATH_FP32;
             else if (EQUAL(v, "fp64"))
-                o.f64 = 1;
+                o.f64 = 1, o.math = DISOPT_TRAIN_MATH_FP32;
+            else if (EQUAL(v, "tf32"))
+                o.f64 = 0, o.math = DISOPT_TRAIN_MATH_TF32;
+            else if (EQUAL(v, "bf16"))
+                o.f64 = 0, o.math = DISOPT_TRAIN_MATH_BF16;
             else {
-                fprintf(stderr, "ERROR 1: --precision %s: the CPU trainer runs fp32 (or fp64 for debugging)\n", v);
+                fprintf(stderr, "ERROR 1: --precision %s: fp32, fp64 (CPU, for debugging), tf32 or bf16 (CUDA)\n", v);
                 rc = 1;
             }
         } else if (!strcmp(a, "--device")) {

@@ -470,6 +470,10 @@ static disopt_status step_all(run_ctx *R, const dp_batch *B, double lr, dp_train
     return DISOPT_OK;
 }
 
+static const char *math_name(int m) {
+    return m == DP_TRAINER_MATH_TF32 ? "tf32 math" : m == DP_TRAINER_MATH_BF16 ? "bf16 math (fp32 storage)" : "fp32";
+}
+
 /* ranks 1.. (rank 0 is R->t, already made and initialised), the communicators, rank 0's state everywhere */
 static disopt_status ranks_create(run_ctx *R, const dp_trainer_config *tc0) {
     const disopt_train_options *o = R->o;
@@ -555,6 +559,7 @@ static disopt_status run(run_ctx *R) {
     tc.nthreads = o->threads;
     tc.cuda = o->device == DISOPT_BACKEND_CUDA;
     tc.cuda_device = o->n_gpus >= 1 ? o->gpus[0] : o->gpu;
+    tc.cuda_math = (int)o->math;
     if (o->optimizer == DISOPT_OPTIM_ADAMW) {
         tc.optim = dp_optim_config_adamw(o->lr, o->weight_decay);
     } else {
@@ -568,10 +573,10 @@ static disopt_status run(run_ctx *R) {
     if (s != DISOPT_OK)
         return s;
     if (tc.cuda && o->n_gpus >= 1)
-        logf_(o, "trainer: %d CUDA devices (data parallel through NCCL, %d images per GPU per step), fp32", R->nr,
-              rank_batch);
+        logf_(o, "trainer: %d CUDA devices (data parallel through NCCL, %d images per GPU per step), %s", R->nr,
+              rank_batch, math_name(tc.cuda_math));
     else if (tc.cuda)
-        logf_(o, "trainer: CUDA device %d, fp32", tc.cuda_device);
+        logf_(o, "trainer: CUDA device %d, %s", tc.cuda_device, math_name(tc.cuda_math));
     else
         logf_(o, "trainer: CPU, %d thread%s, %s", tc.nthreads, tc.nthreads == 1 ? "" : "s", tc.f64 ? "fp64" : "fp32");
 

@@ -22,6 +22,10 @@
 #include <string.h>
 #include <time.h>
 
+_Static_assert(DP_TRAINER_MATH_FP32 == DP_CU_TR_MATH_FP32 && DP_TRAINER_MATH_TF32 == DP_CU_TR_MATH_TF32 &&
+                   DP_TRAINER_MATH_BF16 == DP_CU_TR_MATH_BF16,
+               "trainer.h's math modes are train_ops.h's");
+
 static size_t al16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* One network: its graph, weights (owned arenas), activations and what backward needs. The arenas hold
@@ -736,8 +740,13 @@ disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weight
     disopt_status s = DISOPT_OK;
     if (cfg->cuda && cfg->f64)
         s = dp_error(DISOPT_ERR_UNSUPPORTED, "trainer: CUDA trains in float32 (f64 is the CPU's reference mode)");
+    if (s == DISOPT_OK && (cfg->cuda_math < DP_TRAINER_MATH_FP32 || cfg->cuda_math > DP_TRAINER_MATH_BF16 ||
+                           (cfg->cuda_math != DP_TRAINER_MATH_FP32 && !cfg->cuda)))
+        s = dp_error(DISOPT_ERR_UNSUPPORTED, "trainer: math mode %d (TF32 and BF16 are for CUDA)", cfg->cuda_math);
     if (s == DISOPT_OK && cfg->cuda)
         s = dp_tr_cu_open(cfg->cuda_device, &t->cu);
+    if (s == DISOPT_OK && cfg->cuda && cfg->cuda_math != DP_TRAINER_MATH_FP32)
+        s = t->cu->f.set_math(t->cu->ctx, (int)cfg->cuda_math);
     if (s == DISOPT_OK && cfg->nthreads > 1 && !cfg->cuda)
         s = dp_pool_create(cfg->nthreads, &t->pool);
     if (s == DISOPT_OK)

@@ -40,6 +40,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* cfg.cuda_math (the values of train_ops.h's DP_CU_TR_MATH_*; see dp_cu_tr_set_math): FP32 exact, TF32 or BF16
+ * tensor-core math in the convs and pointwise GEMMs, every tensor FP32 in memory. The CPU trains in FP32 (or
+ * double) only: another value with cfg.cuda == 0 is an error. */
+typedef enum dp_trainer_math { DP_TRAINER_MATH_FP32 = 0, DP_TRAINER_MATH_TF32 = 1, DP_TRAINER_MATH_BF16 = 2 } dp_trainer_math;
+
 typedef struct dp_trainer_config {
     disopt_model_config model; /* teacher-bN: stage 1; student-bN: stage 2 */
     int n, h, w;               /* batch and crop size of every step */
@@ -51,6 +56,7 @@ typedef struct dp_trainer_config {
     int cuda;                  /* nonzero: every arena on CUDA device cuda_device, the module's training ops
                                 * (float32 only; see "CUDA" below) */
     int cuda_device;
+    int cuda_math;             /* DP_TRAINER_MATH_*: the convs' and GEMMs' math on CUDA (0: exact FP32) */
     dp_optim_config optim;
     dp_loss_weights loss;
 } dp_trainer_config;
