@@ -277,6 +277,8 @@ static void test_bn(void **st) {
     bn_case(1, 3, 65536 + 77, 1e-3); /* several reduction blocks per channel */
     bn_case(4, 16, 1, 1e-5);         /* 1x1 maps */
     bn_case(3, 5, 3, 1e-5);
+    bn_case(2, 24, 32 * 32, 1e-3); /* planes of 4k floats: the 16-byte plane kernels */
+    bn_case(8, 6, 20, 1e-5);       /* a reduction block longer than a plane: (n, r) stepped across planes */
 }
 
 /* ---------------------------------------------------------------- element-wise and channel ops */

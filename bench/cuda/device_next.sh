@@ -8,8 +8,13 @@
 #   3. bench_train (student B3 + frozen teacher B3, batch 8, 512^2, 10 steps): cuDNN's vs our depthwise
 #      convs (forward and backward), alternating, two rounds each;
 #   4. inference tiles/s: main vs alt module (device_variants.sh, FP16/BF16/FP32 b32, two rounds).
+#   5. (session 9) the trainer's math modes: test_train_step on CUDA includes test_student_step_math (TF32, BF16
+#      against the PyTorch fixtures), test_cuda_grad test_conv_math; bench_train -math fp32|tf32|bf16.
+# PARTS (default "infer train"): infer = 1 and 4, train = 2, 3 and 5 (each part fits one 600 s call).
 # Key lines to stdout, logs to $OUT/next.tgz.
 set -u
+PARTS=${PARTS:-infer train}
+has() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
 REAL_OUT=$OUT; L=/tmp/dnext; rm -rf $L; mkdir -p $L
 [ -d .cudarun ] || tar xJf .whl/cudapack/cudarun.tar.xz || { echo "no .cudarun"; exit 1; }
 . bench/cuda/device_env.sh
@@ -17,9 +22,12 @@ ALT=$R/.cudarun/lib/alt/libdisopt_cuda.so.0
 pack() { tar czf $REAL_OUT/next.tgz -C $L . 2>/dev/null; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 res() { grep -E "^\[ +(PASSED|FAILED|  ERROR) +\]" "$1" | tr '\n' ' '; echo; }
+if has infer; then
 echo "== 1. test_cuda"; $B/bin/test_cuda > $L/test_cuda.log 2>&1; echo "main rc $? $(res $L/test_cuda.log)"
 [ -f $ALT ] && { DISOPT_CUDA_MODULE=$ALT $B/bin/test_cuda > $L/test_cuda_alt.log 2>&1; echo "alt rc $? $(res $L/test_cuda_alt.log)"; }
 pack
+fi
+if has train; then
 echo "== 2. training ops"
 $B/bin/test_cuda_grad > $L/grad_cudnn.log 2>&1; echo "test_cuda_grad (cuDNN dw) rc $? $(res $L/grad_cudnn.log)"
 DISOPT_CUDA_TR_DW=own $B/bin/test_cuda_grad > $L/grad_own.log 2>&1; echo "test_cuda_grad (own dw) rc $? $(res $L/grad_own.log)"
@@ -27,15 +35,23 @@ grep -iE "depthwise" $L/grad_own.log | head -8
 DISOPT_CUDA_TR_DW=own DISOPT_TEST_BACKEND=cuda timeout 200 $B/bin/test_train_step > $L/tts_own.log 2>&1
 echo "test_train_step CUDA (own dw) rc $? $(res $L/tts_own.log)"
 pack
-echo "== 3. bench_train b8 512"
-for r in 1 2; do for v in cudnn own; do
-  E=""; [ $v = own ] && E="DISOPT_CUDA_TR_DW=own"
-  env $E timeout 200 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 10 -warmup 3 -device cuda \
-    > $L/bt_${v}_$r.log 2>&1
-  echo "round $r $v: $(grep -oE "ms_step_median=[0-9.]+ ms_step_min=[0-9.]+" $L/bt_${v}_$r.log)"
+awk '/RUN.*test_conv_math/,/(OK|FAILED).*test_conv_math/' $L/grad_cudnn.log | grep -E ": (y|dx|dw)  |math mode|FAILED|ERROR" \
+  | awk '{print $NF=="" ? $0 : $0}' | cut -c1-110 | head -48
+grep -E "^  math|FAILED|ERROR" $L/tts_own.log | head
+echo "== 3. bench_train b8 512: fp32/tf32/bf16 math x cuDNN/own depthwise"
+for r in 1 2; do for v in fp32:cudnn fp32:own tf32:cudnn bf16:cudnn bf16:own; do
+  m=${v%%:*}; d=${v#*:}; E=""; [ $d = own ] && E="DISOPT_CUDA_TR_DW=own"
+  env $E timeout 100 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 10 -warmup 3 -device cuda \
+    -math $m > $L/bt_${m}_${d}_$r.log 2>&1
+  echo "round $r $m $d: $(grep -oE "ms_step_median=[0-9.]+ ms_step_min=[0-9.]+" $L/bt_${m}_${d}_$r.log)"
 done; done
 pack
-if [ -f $ALT ]; then
+DISOPT_CUDA_TR_DW=own timeout 100 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 3 -warmup 2 \
+  -device cuda -math bf16 -profile > $L/bt_prof_bf16_own.log 2>&1
+grep -E "ms +[0-9.]+%" $L/bt_prof_bf16_own.log | head -24
+pack
+fi
+if has infer && [ -f $ALT ]; then
   echo "== 4. inference, main vs alt module"
   OUT=$L VARIANTS="main: alt:DISOPT_CUDA_MODULE=$ALT" CASES="fp16:32 bf16:32 fp32:32" bash bench/cuda/device_variants.sh 2>&1 \
     | grep -E "^round" | tee $L/variants_stdout.log
