@@ -450,6 +450,10 @@ static void test_eltwise(void **st) {
     act_case(DP_ACT_RELU, "relu", 2 * 5 * 17 * 13);
     act_case(DP_ACT_SWISH, "swish", 100003);
     act_case(DP_ACT_SIGMOID, "sigmoid", 3 * 64 * 64);
+    /* counts of whole 16-byte vectors: the vector kernels */
+    act_case(DP_ACT_NONE, "identity", 4 * 3001);
+    act_case(DP_ACT_RELU, "relu", 4 * 3001);
+    act_case(DP_ACT_SWISH, "swish", 8 * 24 * 32 * 32);
     chan_case(2, 7, 33 * 31);
     chan_case(1, 3, 100 * 90); /* large planes */
     chan_case(3, 700, 4);      /* many small planes */
