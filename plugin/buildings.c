@@ -711,8 +711,10 @@ GDALDatasetH disopt_bld_create_copy(const char *filename, GDALDatasetH src, int 
         }
     }
     char *msg = run_status != DISOPT_OK ? CPLStrdup(disopt_last_error()) : NULL;
+    const double t_rel = bld_now();
     disopt_tiler_destroy(tiler);
     bld_model_free(&m);
+    CPLDebug("BUILDINGS", "CreateCopy: tiler and engine released in %.2f s", bld_now() - t_rel);
     if (!ok) {
         if (dst) { /* no output is left behind */
             GDALClose(dst);

@@ -235,7 +235,8 @@ for c0 in $cases; do for plug in $PLUGS; do
       -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs ${BIG_CONFIG:-} $XCFG --config CPL_DEBUG BUILDINGS --config CPL_TIMESTAMP ON \
       --config GDAL_CACHEMAX "${BIG_CACHEMAX:-256}" "$BIGSRC" "$W/big_out.tif" 2>>"$LOG" | tail -1)
   echo "  -> $MEAS" >> "$LOG"
-  grep -E 'BUILDINGS: (model:|CreateCopy:|tiler run:)' "$LOG" | tail -4 | sed "s/^/   $plug $dev $prec b$bs: /" >> "$BENCH"
+  grep -E 'BUILDINGS: (model:|CreateCopy:|tiler run:)' "$LOG" | tail -5 | sed "s/^/   $plug $dev $prec b$bs: /" >> "$BENCH"
+  echo "   $plug $dev $prec b$bs: process $(grep -oE 'start=[0-9:.]+ end=[0-9:.]+' <<< "$MEAS")" >> "$BENCH"
   SECS=$(sed -n 's/.*wall_s=\([0-9.]*\).*/\1/p' <<< "$MEAS"); RC=$(sed -n 's/.*rc=\([0-9-]*\).*/\1/p' <<< "$MEAS")
   RSS=$(sed -n 's/.*peak_rss_mib=\([0-9]*\).*/\1/p' <<< "$MEAS"); BUSY=$(sed -n 's/.*gpu_busy=\([0-9.na]*\).*/\1/p' <<< "$MEAS")
   [ -n "$SECS" ] || { SECS=1; RC=99; }

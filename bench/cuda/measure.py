@@ -3,7 +3,8 @@
 
     python3 measure.py [--ld LD_LIBRARY_PATH] [--gpu N] -- CMD ARGS...
 
-Prints one line `wall_s=.. peak_rss_mib=.. gpu_busy=.. gpu_samples=.. rc=..` on stdout.
+Prints one line `wall_s=.. peak_rss_mib=.. gpu_busy=.. gpu_samples=.. rc=.. start=HH:MM:SS.mmm end=..` on
+stdout (start and end: local wall-clock times, to place the command's CPL_TIMESTAMP log lines in its run).
 - peak RSS: the child's ru_maxrss (getrusage(RUSAGE_CHILDREN) after it exits): the largest resident
   set the process had at any time;
 - GPU busy: `nvidia-smi --query-gpu=utilization.gpu -lms 100` sampled while the command runs; each
@@ -19,6 +20,11 @@ import subprocess
 import sys
 import threading
 import time
+
+
+def clock(t):
+    """HH:MM:SS.mmm of an epoch time, local time"""
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f"{t % 1:.3f}"[1:]
 
 
 def main():
@@ -58,9 +64,11 @@ def main():
     env = dict(os.environ)
     if ld:
         env["LD_LIBRARY_PATH"] = ld + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    e0 = time.time()
     t0 = time.monotonic()
     rc = subprocess.call(cmd, env=env)
     t1 = time.monotonic()
+    e1 = time.time()
     if smi:
         smi.terminate()
         smi.wait()
@@ -69,7 +77,7 @@ def main():
     run = [u for (t, u) in samples if t0 <= t <= t1 + 0.05]
     busy = sum(run) / (100.0 * len(run)) if run else float("nan")
     print(f"wall_s={t1 - t0:.2f} peak_rss_mib={rss_kib / 1024:.0f} gpu_busy={busy:.3f} "
-          f"gpu_samples={len(run)} rc={rc}", flush=True)
+          f"gpu_samples={len(run)} rc={rc} start={clock(e0)} end={clock(e1)}", flush=True)
     return rc
 
 
