@@ -15,7 +15,7 @@
 # DEVICE=CPU FP32; for trying the script without a GPU), BUDGET (540: seconds after which the
 # remaining timed runs of b are skipped, the device tool stops a command at 600), WORK (/tmp/e2e:
 # scratch, ~4.3 GB at 16384), GDALRUN (/tmp/gdalrun: where the bundle is unpacked), BUNDLE
-# (.gdalrun/gdal.tar.xz).
+# (.gdalrun/gdal.tar.xz), ALT_MODULE (see below), SMALLCASES / BIGCASES (the runs of a / b).
 set -u
 T0=$(date +%s.%N)
 R=$PWD
@@ -34,6 +34,12 @@ NV=$(python3 -c 'import nvidia.cudnn,nvidia.cublas,os;print(os.path.dirname(nvid
 GLD=$G/lib:/usr/local/cuda/lib64${NV:+:$NV}
 export GDAL_DRIVER_PATH=$G/plugins GDAL_DATA=$G/share/gdal PROJ_DATA=$G/share/proj PROJ_LIB=$G/share/proj
 export DISOPT_CUDA_MODULE=$G/lib/libdisopt_cuda.so.0 GDAL_CACHEMAX=${GDAL_CACHEMAX:-2048}
+# ALT_MODULE=path/to/libdisopt_cuda.so.0[.xz]: every run with that CUDA module instead of the bundle's (e.g.
+# .whl/altmod/libdisopt_cuda_alt.so.0.xz, a module built from another branch against the same interface)
+if [ -n "${ALT_MODULE:-}" ]; then
+  case "$ALT_MODULE" in *.xz) xz -dc "$ALT_MODULE" > "$GR/alt_module.so" ;; *) cp "$ALT_MODULE" "$GR/alt_module.so" ;; esac
+  export DISOPT_CUDA_MODULE=$GR/alt_module.so; echo "CUDA module: $ALT_MODULE" | tee -a "$SUM"
+fi
 # only the bundle's programs get the bundle's libraries (python3 and the shell keep the system's)
 gd() { LD_LIBRARY_PATH=$GLD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} "$@"; }
 # run NAME CMD...: logs the command and its output, sets $RC and $SECS
