@@ -4,8 +4,9 @@
  * on fresh random inputs (SAR-like and optical-like values, random 2-class targets), with the authors'
  * settings (dropout, drop-connect, SGD momentum 0.9 Nesterov, weight decay 1e-4, lr 5e-3).
  *   bench_train [-model student-b3] [-batch 8] [-size 512] [-steps 10] [-warmup 3] [-device cpu|cuda[:N]]
- *               [-threads N] [-math fp32|tf32|bf16] [-deterministic] [-profile]
+ *               [-threads N] [-math fp32|tf32|bf16] [-unfused] [-deterministic] [-profile]
  * -math: the convs' and GEMMs' math on CUDA (dp_trainer_math; fp32: exact, the default).
+ * -unfused: CUDA without the fused BN + activation pairs (cfg.cuda_unfused; the same bits, for A/B timing).
  * -profile: one more step after the timed ones, node by node (waiting for each), by op category.
  * Prints the memory plan (dp_trainer_memory), every timed step's loss and time, and one summary line:
  *   model=... device=... math=... batch=... size=... ms_step_median=... ms_step_min=... planned_gib=...
@@ -40,11 +41,12 @@ static float urand(uint64_t *s) {
 
 int main(int argc, char **argv) {
     const char *model = "student-b3", *device = "cpu", *math = "fp32";
-    int batch = 8, size = 512, steps = 10, warmup = 3, threads = 1, random_on = 1, profile = 0;
+    int batch = 8, size = 512, steps = 10, warmup = 3, threads = 1, random_on = 1, profile = 0, unfused = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-deterministic")) { random_on = 0; continue; }
         if (!strcmp(a, "-profile")) { profile = 1; continue; }
+        if (!strcmp(a, "-unfused")) { unfused = 1; continue; }
         if (!v) { fprintf(stderr, "bench_train: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "-model")) model = v;
         else if (!strcmp(a, "-batch")) batch = atoi(v);
@@ -69,6 +71,7 @@ int main(int argc, char **argv) {
     dp_trainer_config cfg = dp_trainer_config_authors(&mc, batch, size, size);
     cfg.dropout = cfg.drop_connect = random_on;
     cfg.nthreads = threads;
+    cfg.cuda_unfused = unfused;
     if (!strncmp(device, "cuda", 4)) {
         cfg.cuda = 1;
         cfg.cuda_device = device[4] == ':' ? atoi(device + 5) : 0;
@@ -134,9 +137,9 @@ int main(int argc, char **argv) {
         dp_trainer_set_profiling(t, 0);
     }
     qsort(ms, (size_t)steps, sizeof *ms, cmp);
-    printf("model=%s device=%s math=%s batch=%d size=%d dropout=%s ms_step_median=%.2f ms_step_min=%.2f "
+    printf("model=%s device=%s math=%s%s batch=%d size=%d dropout=%s ms_step_median=%.2f ms_step_min=%.2f "
            "planned_gib=%.3f\n",
-           model, device, math, batch, size, random_on ? "on" : "off", ms[steps / 2], ms[0], mi.total_bytes / G);
+           model, device, math, unfused ? " unfused" : "", batch, size, random_on ? "on" : "off", ms[steps / 2], ms[0], mi.total_bytes / G);
     dp_trainer_destroy(t);
     free(x);
     free(xt);

@@ -269,6 +269,38 @@ __host__ __device__ inline void e_act_bwd(size_t i, int act, const float *x, con
     dx[i] = radd(dx[i], d);
 }
 
+// the fused BN + activation pairs (act 0 none, 1 ReLU, 2 swish): e_act_fwd's value, and the gradient that
+// e_act_bwd adds into a zeroed buffer (radd(0, d): -0 becomes +0 there too)
+__host__ __device__ inline float act_val(int act, float v) {
+    return act == 1 ? (v > 0.0f ? v : 0.0f) : act == 2 ? rmul(v, sigm(v)) : v;
+}
+__host__ __device__ inline float act_grad0(int act, float dz, float y) {
+    float d;
+    if (act == 1) {
+        d = y > 0.0f ? dz : 0.0f;
+    } else if (act == 2) {
+        const float s = sigm(y);
+        d = rmul(dz, rmul(s, radd(1.0f, rmul(y, rsub(1.0f, s)))));
+    } else {
+        d = dz;
+    }
+    return radd(0.0f, d);
+}
+__host__ __device__ inline void e_bn_act_apply(size_t i, int act, float *y, float *z, const float *x,
+                                               const float *alpha, const float *shift, int C, size_t HW) {
+    const int ch = (int)((i / HW) % (size_t)C);
+    const float v = radd(rmul(x[i], alpha[ch]), shift[ch]);
+    y[i] = v;
+    z[i] = act_val(act, v);
+}
+__host__ __device__ inline void e_bn_act_bwd_apply(size_t i, int act, float *dx, const float *x, const float *y,
+                                                   const float *dz, const float *coef, int C, size_t HW) {
+    const int ch = (int)((i / HW) % (size_t)C);
+    const float tm = coef[4 * ch], k = coef[4 * ch + 1], gm = coef[4 * ch + 2], wi = coef[4 * ch + 3];
+    const float g = act_grad0(act, dz[i], y[i]);
+    dx[i] = radd(dx[i], rmul(rsub(rsub(g, gm), rmul(rsub(x[i], tm), k)), wi));
+}
+
 __host__ __device__ inline void e_gap_bwd(size_t i, size_t HW, const float *dy, float *dx) {
     dx[i] = radd(dx[i], (float)((double)dy[i / HW] / (double)HW));
 }
@@ -461,6 +493,11 @@ K(e_bn_apply, (float *y, const float *x, const float *alpha, const float *shift,
   (y, x, alpha, shift, C, HW))
 K(e_bn_bwd_apply, (float *dx, const float *x, const float *dy, const float *coef, int C, size_t HW),
   (dx, x, dy, coef, C, HW))
+K(e_bn_act_apply, (int act, float *y, float *z, const float *x, const float *alpha, const float *shift, int C, size_t HW),
+  (act, y, z, x, alpha, shift, C, HW))
+K(e_bn_act_bwd_apply,
+  (int act, float *dx, const float *x, const float *y, const float *dz, const float *coef, int C, size_t HW),
+  (act, dx, x, y, dz, coef, C, HW))
 K(e_fill, (float *x, float v), (x, v))
 
 // Activations over 16-byte vectors, the activation a template argument (no switch per element): the same float
@@ -497,6 +534,38 @@ template <int ACT> __global__ void k_act_bwd_v4(size_t n4, const float4 *x, cons
         const float4 yv = ACT == 3 ? y[j] : make_float4(0.f, 0.f, 0.f, 0.f);
         dx[j] = make_float4(act_bwd1<ACT>(g.x, xv.x, yv.x, d.x), act_bwd1<ACT>(g.y, xv.y, yv.y, d.y),
                             act_bwd1<ACT>(g.z, xv.z, yv.z, d.z), act_bwd1<ACT>(g.w, xv.w, yv.w, d.w));
+    }
+}
+
+// DPTK_RED_BN of (x, g), g = act_grad0(ACT, dz, y): dptk_bn_act_reduce (the blocks and order of k_chan_reduce)
+template <int ACT>
+__global__ void k_bn_act_reduce(double *part, int C, size_t HW, size_t M, int parts, const float *x, const float *y,
+                                const float *dz, const float *mean) {
+    __shared__ double sh[TPB];
+    const size_t blk = blockIdx.x;
+    const int ch = (int)(blk / (size_t)parts), piece = (int)(blk % (size_t)parts);
+    const size_t m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
+    const double mu = (double)mean[ch];
+    double s0 = 0.0, s1 = 0.0;
+    const size_t first = m0 + threadIdx.x, sn = blockDim.x / HW, sr = blockDim.x % HW;
+    size_t n = first / HW, r = first % HW;
+    for (size_t m = first; m < m1; m += blockDim.x) {
+        const size_t i = (n * (size_t)C + (size_t)ch) * HW + r;
+        const double g = (double)act_grad0(ACT, dz[i], y[i]);
+        s0 += g;
+        s1 += g * ((double)x[i] - mu);
+        n += sn;
+        r += sr;
+        if (r >= HW) {
+            r -= HW;
+            n++;
+        }
+    }
+    s0 = block_sum(s0, sh);
+    s1 = block_sum(s1, sh);
+    if (threadIdx.x == 0) {
+        part[blk * 2] = s0;
+        part[blk * 2 + 1] = s1;
     }
 }
 
@@ -546,6 +615,33 @@ __global__ void k_bn_bwd_apply_planes(float *dx, const float *x, const float *dy
             const size_t i = plane * HW + j;
             dx[i] = bn_bwd_one(dx[i], x[i], dy[i], tm, k, gm, wi);
         }
+    }
+}
+// the fused pairs' element-wise passes over planes (plane_grid), ACT a template argument: e_bn_act_apply and
+// e_bn_act_bwd_apply's operations
+template <int ACT>
+__global__ void k_bn_act_apply_planes(float *y, float *z, const float *x, const float *alpha, const float *shift, int C,
+                                      size_t HW) {
+    const size_t plane = blockIdx.y + (size_t)gridDim.y * blockIdx.z;
+    const int ch = (int)(plane % (size_t)C);
+    const float a = alpha[ch], sh = shift[ch];
+    const size_t base = plane * HW;
+    for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < HW; j += (size_t)gridDim.x * blockDim.x) {
+        const float v = radd(rmul(x[base + j], a), sh);
+        y[base + j] = v;
+        z[base + j] = act_val(ACT, v);
+    }
+}
+template <int ACT>
+__global__ void k_bn_act_bwd_apply_planes(float *dx, const float *x, const float *y, const float *dz, const float *coef,
+                                          int C, size_t HW) {
+    const size_t plane = blockIdx.y + (size_t)gridDim.y * blockIdx.z;
+    const int ch = (int)(plane % (size_t)C);
+    const float tm = coef[4 * ch], k = coef[4 * ch + 1], gm = coef[4 * ch + 2], wi = coef[4 * ch + 3];
+    const size_t base = plane * HW;
+    for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < HW; j += (size_t)gridDim.x * blockDim.x) {
+        const size_t i = base + j;
+        dx[i] = bn_bwd_one(dx[i], x[i], act_grad0(ACT, dz[i], y[i]), tm, k, gm, wi);
     }
 }
 // the grid of the plane kernels: y * z = planes (z only past 65535 planes), x enough blocks for ~4 waves in all
@@ -788,6 +884,74 @@ int dptk_bn_apply(void *stream, float *y, const float *x, const float *alpha, co
 int dptk_bn_bwd_fin(void *stream, const double *part, int C, int parts, size_t M, const float *save_mean,
                     const float *save_invstd, const float *gamma, float *dgamma, float *dbeta, float *coef) {
     RUN((size_t)C, c_bn_bwd_fin, part, parts, M, save_mean, save_invstd, gamma, dgamma, dbeta, coef);
+}
+
+int dptk_bn_act_apply(void *stream, int act, float *y, float *z, const float *x, const float *alpha,
+                      const float *shift, int N, int C, size_t HW) {
+    if (act < 0 || act > 2) return (int)cudaErrorInvalidValue;
+#ifndef DPTK_HOST_CHECK
+    dim3 g;
+    unsigned th;
+    if (plane_grid((size_t)N * C, HW, &g, &th)) {
+        cudaStream_t st = (cudaStream_t)stream;
+        if (act == 1) k_bn_act_apply_planes<1><<<g, th, 0, st>>>(y, z, x, alpha, shift, C, HW);
+        else if (act == 2) k_bn_act_apply_planes<2><<<g, th, 0, st>>>(y, z, x, alpha, shift, C, HW);
+        else k_bn_act_apply_planes<0><<<g, th, 0, st>>>(y, z, x, alpha, shift, C, HW);
+        return (int)cudaGetLastError();
+    }
+#endif
+    RUN((size_t)N * C * HW, e_bn_act_apply, act, y, z, x, alpha, shift, C, HW);
+}
+
+int dptk_bn_act_reduce(void *stream, int act, double *part, int N, int C, size_t HW, const float *x, const float *y,
+                       const float *dz, const float *mean) {
+    if (act < 0 || act > 2) return (int)cudaErrorInvalidValue;
+    const size_t M = (size_t)N * HW;
+    const int parts = dptk_red_parts(N, HW);
+    const size_t nb = (size_t)C * parts;
+    if (nb > 0x7fffffffu) return (int)cudaErrorInvalidConfiguration;
+#ifdef DPTK_HOST_CHECK
+    (void)stream;
+    for (size_t blk = 0; blk < nb; blk++) { /* each block's elements in order */
+        const int ch = (int)(blk / (size_t)parts), piece = (int)(blk % (size_t)parts);
+        const size_t m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
+        const double mu = (double)mean[ch];
+        double s0 = 0.0, s1 = 0.0;
+        for (size_t m = m0; m < m1; m++) {
+            const size_t i = red_idx(m, C, ch, HW);
+            const double g = (double)act_grad0(act, dz[i], y[i]);
+            s0 += g;
+            s1 += g * ((double)x[i] - mu);
+        }
+        part[blk * 2] = s0;
+        part[blk * 2 + 1] = s1;
+    }
+    return 0;
+#else
+    const unsigned th = red_threads(M < RED_CHUNK ? M : RED_CHUNK);
+    cudaStream_t st = (cudaStream_t)stream;
+    if (act == 1) k_bn_act_reduce<1><<<(unsigned)nb, th, 0, st>>>(part, C, HW, M, parts, x, y, dz, mean);
+    else if (act == 2) k_bn_act_reduce<2><<<(unsigned)nb, th, 0, st>>>(part, C, HW, M, parts, x, y, dz, mean);
+    else k_bn_act_reduce<0><<<(unsigned)nb, th, 0, st>>>(part, C, HW, M, parts, x, y, dz, mean);
+    return (int)cudaGetLastError();
+#endif
+}
+
+int dptk_bn_act_bwd_apply(void *stream, int act, float *dx, const float *x, const float *y, const float *dz,
+                          const float *coef, int N, int C, size_t HW) {
+    if (act < 0 || act > 2) return (int)cudaErrorInvalidValue;
+#ifndef DPTK_HOST_CHECK
+    dim3 g;
+    unsigned th;
+    if (plane_grid((size_t)N * C, HW, &g, &th)) {
+        cudaStream_t st = (cudaStream_t)stream;
+        if (act == 1) k_bn_act_bwd_apply_planes<1><<<g, th, 0, st>>>(dx, x, y, dz, coef, C, HW);
+        else if (act == 2) k_bn_act_bwd_apply_planes<2><<<g, th, 0, st>>>(dx, x, y, dz, coef, C, HW);
+        else k_bn_act_bwd_apply_planes<0><<<g, th, 0, st>>>(dx, x, y, dz, coef, C, HW);
+        return (int)cudaGetLastError();
+    }
+#endif
+    RUN((size_t)N * C * HW, e_bn_act_bwd_apply, act, dx, x, y, dz, coef, C, HW);
 }
 
 int dptk_bn_bwd_apply(void *stream, float *dx, const float *x, const float *dy, const float *coef, int N, int C,

@@ -121,6 +121,25 @@ DP_CU_TR_API disopt_status dp_cu_tr_bn_bwd_eval(dp_cu_tr_ctx *c, int n, int ch, 
                                                 const float *run_var, double eps, float *dx, float *dgamma,
                                                 float *dbeta);
 
+/* Batch norm fused with the activation that follows it (act: DP_ACT_NONE, DP_ACT_RELU or DP_ACT_SWISH; sigmoid:
+ * DISOPT_ERR_INVALID_ARGUMENT), for the trainer's BN + activation pairs whose BN output feeds only the
+ * activation. Each gives the bits of the unfused calls, in fewer passes over memory:
+ *  - fwd_train / fwd_eval: y = BN(x) and z = act(y) (bn_fwd_* then act_fwd), the statistics as bn_fwd_*;
+ *  - bwd_train: from dz (the gradient of z) and y: dx, dgamma, dbeta += what act_bwd into a zeroed dy and then
+ *    bn_bwd_train would add, without materialising dy. */
+DP_CU_TR_API disopt_status dp_cu_tr_bn_act_fwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x,
+                                                     const float *gamma, const float *beta, double eps,
+                                                     double momentum, float *run_mean, float *run_var,
+                                                     float *save_mean, float *save_invstd, dp_act act, float *y,
+                                                     float *z);
+DP_CU_TR_API disopt_status dp_cu_tr_bn_act_fwd_eval(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x,
+                                                    const float *gamma, const float *beta, const float *run_mean,
+                                                    const float *run_var, double eps, dp_act act, float *y, float *z);
+DP_CU_TR_API disopt_status dp_cu_tr_bn_act_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x,
+                                                     const float *y, const float *dz, const float *gamma,
+                                                     const float *save_mean, const float *save_invstd, dp_act act,
+                                                     float *dx, float *dgamma, float *dbeta);
+
 /* ---------------------------------------------------------------- element-wise and channel ops */
 DP_CU_TR_API disopt_status dp_cu_tr_act_fwd(dp_cu_tr_ctx *c, dp_act a, size_t count, const float *x, float *y);
 /* dx += dy * act'(x); reads x for ReLU and swish, y for sigmoid (the other may be NULL) */

@@ -281,6 +281,57 @@ static void test_bn(void **st) {
     bn_case(8, 6, 20, 1e-5);       /* a reduction block longer than a plane: (n, r) stepped across planes */
 }
 
+/* BN fused with its activation (dp_cu_tr_bn_act_*) against the two ops on the GPU: the same bits */
+static void bn_act_case(int n, int c, size_t hw, dp_act act) {
+    const size_t cnt = (size_t)n * c * hw;
+    const double eps = 1e-3, mom = 0.01;
+    float *x = rnd(cnt, -3, 5), *gamma = rnd((size_t)c, 0.5f, 1.5f), *beta = rnd((size_t)c, -0.5f, 0.5f);
+    float *rm0 = rnd((size_t)c, -0.5f, 0.5f), *rv0 = rnd((size_t)c, 0.5f, 2), *dz = rnd(cnt, -1, 1);
+    float *dx0 = rnd(cnt, -1, 1), *dg0 = rnd((size_t)c, -1, 1), *db0 = rnd((size_t)c, -1, 1);
+    float *X = dupf(x, cnt), *G = dupf(gamma, c), *Bt = dupf(beta, c), *DZ = dupf(dz, cnt);
+    /* two ops */
+    float *RM = dupf(rm0, c), *RV = dupf(rv0, c), *SM = poison(c), *SI = poison(c), *Y = poison(cnt), *Z = poison(cnt);
+    float *DY = dalloc(cnt * sizeof(float)), *DX = dupf(dx0, cnt), *DG = dupf(dg0, c), *DB = dupf(db0, c);
+    float *YE = poison(cnt), *ZE = poison(cnt);
+    OK(dp_cu_tr_bn_fwd_train(g_ctx, n, c, hw, X, G, Bt, eps, mom, RM, RV, SM, SI, Y));
+    OK(dp_cu_tr_act_fwd(g_ctx, act, cnt, Y, Z));
+    OK(dp_cu_tr_zero(g_ctx, DY, cnt * sizeof(float)));
+    OK(dp_cu_tr_act_bwd(g_ctx, act, cnt, Y, Z, DZ, DY));
+    OK(dp_cu_tr_bn_bwd_train(g_ctx, n, c, hw, X, DY, G, SM, SI, DX, DG, DB));
+    OK(dp_cu_tr_bn_fwd_eval(g_ctx, n, c, hw, X, G, Bt, dupf(rm0, c), dupf(rv0, c), eps, YE));
+    OK(dp_cu_tr_act_fwd(g_ctx, act, cnt, YE, ZE));
+    /* fused */
+    float *RM2 = dupf(rm0, c), *RV2 = dupf(rv0, c), *SM2 = poison(c), *SI2 = poison(c), *Y2 = poison(cnt);
+    float *Z2 = poison(cnt), *DX2 = dupf(dx0, cnt), *DG2 = dupf(dg0, c), *DB2 = dupf(db0, c);
+    float *YE2 = poison(cnt), *ZE2 = poison(cnt);
+    OK(dp_cu_tr_bn_act_fwd_train(g_ctx, n, c, hw, X, G, Bt, eps, mom, RM2, RV2, SM2, SI2, act, Y2, Z2));
+    OK(dp_cu_tr_bn_act_bwd_train(g_ctx, n, c, hw, X, Y2, DZ, G, SM2, SI2, act, DX2, DG2, DB2));
+    OK(dp_cu_tr_bn_act_fwd_eval(g_ctx, n, c, hw, X, G, Bt, dupf(rm0, c), dupf(rv0, c), eps, act, YE2, ZE2));
+    char what[128];
+    const char *tag[9] = {"y", "z", "running mean", "running var", "dx", "dgamma", "dbeta", "eval y", "eval z"};
+    const float *u[9] = {Y, Z, RM, RV, DX, DG, DB, YE, ZE}, *f[9] = {Y2, Z2, RM2, RV2, DX2, DG2, DB2, YE2, ZE2};
+    const size_t ct[9] = {cnt, cnt, c, c, cnt, c, c, cnt, cnt};
+    for (int i = 0; i < 9; i++) {
+        snprintf(what, sizeof what, "bn + act %d n%d c%d hw%zu, fused vs two ops: %s", (int)act, n, c, hw, tag[i]);
+        same_bits(what, u[i], f[i], ct[i]);
+    }
+    disopt_clear_error();
+    assert_int_equal(dp_cu_tr_bn_act_fwd_eval(g_ctx, n, c, hw, X, G, Bt, RM, RV, eps, DP_ACT_SIGMOID, YE2, ZE2),
+                     DISOPT_ERR_INVALID_ARGUMENT);
+    release();
+}
+
+static void test_bn_act(void **st) {
+    (void)st;
+    const dp_act acts[3] = {DP_ACT_NONE, DP_ACT_RELU, DP_ACT_SWISH};
+    for (int k = 0; k < 3; k++) {
+        bn_act_case(2, 8, 17 * 13, acts[k]);
+        bn_act_case(1, 3, 65536 + 77, acts[k]); /* several reduction blocks per channel */
+        bn_act_case(2, 24, 32 * 32, acts[k]);
+        bn_act_case(8, 5, 1, acts[k]); /* 1x1 maps */
+    }
+}
+
 /* ---------------------------------------------------------------- element-wise and channel ops */
 static void act_case(dp_act a, const char *name, size_t cnt) {
     float *x = rnd(cnt, -6, 6), *dy = rnd(cnt, -1, 1), *dx0 = rnd(cnt, -1, 1);
@@ -851,7 +902,7 @@ int main(void) {
     const char *skip_these = getenv("DISOPT_TEST_SKIP"); /* the opposite */
     if (skip_these && *skip_these) cmocka_set_skip_filter(skip_these);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conv),   cmocka_unit_test(test_conv_math), cmocka_unit_test(test_bn),     cmocka_unit_test(test_eltwise),
+        cmocka_unit_test(test_conv),   cmocka_unit_test(test_conv_math), cmocka_unit_test(test_bn), cmocka_unit_test(test_bn_act),     cmocka_unit_test(test_eltwise),
         cmocka_unit_test(test_masks),  cmocka_unit_test(test_losses), cmocka_unit_test(test_stage2),
         cmocka_unit_test(test_optim),  cmocka_unit_test(test_chain),  cmocka_unit_test(test_errors),
     };

@@ -132,6 +132,66 @@ static void test_bn(void **st) {
 }
 
 /* ---------------------------------------------------------------- element-wise and channel ops */
+/* BN fused with the activation after it (dptk_bn_act_*, the trainer's BN + ReLU / swish / identity pairs on CUDA)
+ * against the CPU's two ops: y and z of the forward, and dx, dgamma, dbeta of the backward from dz, where the
+ * CPU first puts the activation's gradient into a zeroed dy: bit for bit (tol 0) when a channel is one
+ * reduction block */
+static void bn_act_case(int n, int c, size_t hw, dp_act act, double tol) {
+    const size_t cnt = (size_t)n * c * hw, M = (size_t)n * hw;
+    const double eps = 1e-3, mom = 0.01;
+    float *x = rnd(cnt, -3, 5), *gamma = rnd(c, 0.5f, 1.5f), *beta = rnd(c, -0.5f, 0.5f), *rm0 = rnd(c, -0.5f, 0.5f);
+    float *rv0 = rnd(c, 0.5f, 2), *dz = rnd(cnt, -1, 1), *dx0 = rnd(cnt, -1, 1), *dg0 = rnd(c, -1, 1);
+    float *db0 = rnd(c, -1, 1);
+    /* CPU: BN, activation; the activation's backward into a zeroed dy, BN's backward */
+    float *y = zalloc(cnt * 4), *z = zalloc(cnt * 4), *sm = zalloc(c * 4), *si = zalloc(c * 4);
+    float *rm = fdup(rm0, c), *rv = fdup(rv0, c), *dy = zalloc(cnt * 4), *dx = fdup(dx0, cnt), *dg = fdup(dg0, c);
+    float *db = fdup(db0, c), *ye = zalloc(cnt * 4), *ze = zalloc(cnt * 4);
+    OK(dp_tr_bn_fwd_train_f32(n, c, hw, x, gamma, beta, eps, mom, rm, rv, sm, si, y));
+    OK(dp_tr_act_fwd_f32(act, cnt, y, z));
+    OK(dp_tr_act_bwd_f32(act, cnt, y, z, dz, dy));
+    OK(dp_tr_bn_bwd_train_f32(n, c, hw, x, dy, gamma, sm, si, dx, dg, db));
+    OK(dp_tr_bn_fwd_eval_f32(n, c, hw, x, gamma, beta, rm0, rv0, eps, ye));
+    OK(dp_tr_act_fwd_f32(act, cnt, ye, ze));
+    /* the fused twins, driven as train_ops.c does */
+    const int parts = dptk_red_parts(n, hw);
+    double *part = zalloc(dptk_red_bytes(n, c, hw)), *mean = zalloc((size_t)c * 8);
+    float *alpha = zalloc(c * 4), *shift = zalloc(c * 4), *coef = zalloc((size_t)c * 16);
+    float *Y = zalloc(cnt * 4), *Z = zalloc(cnt * 4), *SM = zalloc(c * 4), *SI = zalloc(c * 4);
+    float *RM = fdup(rm0, c), *RV = fdup(rv0, c), *DX = fdup(dx0, cnt), *DG = fdup(dg0, c), *DB = fdup(db0, c);
+    float *YE = zalloc(cnt * 4), *ZE = zalloc(cnt * 4);
+    K0(dptk_chan_reduce(NULL, DPTK_RED_SUM, part, n, c, hw, x, NULL, NULL));
+    K0(dptk_bn_fin_mean(NULL, part, c, parts, M, mean));
+    K0(dptk_chan_reduce(NULL, DPTK_RED_SQDEV, part, n, c, hw, x, NULL, mean));
+    K0(dptk_bn_fin_var(NULL, part, c, parts, M, mean, gamma, beta, eps, mom, RM, RV, SM, SI, alpha, shift));
+    K0(dptk_bn_act_apply(NULL, (int)act, Y, Z, x, alpha, shift, n, c, hw));
+    K0(dptk_bn_act_reduce(NULL, (int)act, part, n, c, hw, x, Y, dz, SM));
+    K0(dptk_bn_bwd_fin(NULL, part, c, parts, M, SM, SI, gamma, DG, DB, coef));
+    K0(dptk_bn_act_bwd_apply(NULL, (int)act, DX, x, Y, dz, coef, n, c, hw));
+    K0(dptk_bn_eval_coef(NULL, c, gamma, beta, rm0, rv0, eps, alpha, shift));
+    K0(dptk_bn_act_apply(NULL, (int)act, YE, ZE, x, alpha, shift, n, c, hw));
+    const char *tag[7] = {"y", "z", "dx", "dgamma", "dbeta", "eval y", "eval z"};
+    const float *a[7] = {Y, Z, DX, DG, DB, YE, ZE}, *b[7] = {y, z, dx, dg, db, ye, ze};
+    const size_t ct[7] = {cnt, cnt, cnt, c, c, cnt, cnt};
+    char what[96];
+    for (int i = 0; i < 7; i++) {
+        snprintf(what, sizeof what, "bn + act %d n%d c%d hw%zu: %s", (int)act, n, c, hw, tag[i]);
+        check(what, a[i], b[i], ct[i], tol);
+    }
+    assert_int_not_equal(dptk_bn_act_apply(NULL, (int)DP_ACT_SIGMOID, Y, Z, x, alpha, shift, n, c, hw), 0);
+    release();
+}
+
+static void test_bn_act(void **st) {
+    (void)st;
+    const dp_act acts[3] = {DP_ACT_NONE, DP_ACT_RELU, DP_ACT_SWISH};
+    for (int k = 0; k < 3; k++) {
+        bn_act_case(2, 8, 17 * 13, acts[k], 0);
+        bn_act_case(8, 5, 1, acts[k], 0); /* 1x1 maps */
+        /* several reduction blocks per channel: the CPU sums each channel in one order (as in test_bn) */
+        bn_act_case(1, 3, 65536 + 77, acts[k], 1e-6);
+    }
+}
+
 static void test_eltwise(void **st) {
     (void)st;
     const int n = 2, c = 7;
@@ -498,7 +558,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bn),     cmocka_unit_test(test_eltwise), cmocka_unit_test(test_concat_crop),
         cmocka_unit_test(test_upsample), cmocka_unit_test(test_masks), cmocka_unit_test(test_losses),
-        cmocka_unit_test(test_optim),   cmocka_unit_test(test_dw_bwd),
+        cmocka_unit_test(test_optim),   cmocka_unit_test(test_dw_bwd),   cmocka_unit_test(test_bn_act),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -147,11 +147,13 @@ static size_t sample_idx(size_t n, int k, int j) {
  * device the tests skip. */
 static int g_cuda;
 static int g_math; /* the CUDA trainers' math (dp_trainer_math; test_student_step_math) */
+static int g_unfused; /* the CUDA trainers without fused BN + activation pairs (test_fused_pairs) */
 
 static disopt_status create(dp_trainer_config *cfg, const char *w, const char *tw, dp_trainer **out) {
     if (g_cuda && !cfg->f64) {
         cfg->cuda = 1;
         cfg->cuda_math = g_math;
+        cfg->cuda_unfused = g_unfused;
     }
     disopt_status s = dp_trainer_create(cfg, w, tw, out);
     if (s == DISOPT_ERR_UNSUPPORTED && cfg->cuda) {
@@ -977,6 +979,41 @@ static int same_state(dp_trainer *a, dp_trainer *b) {
            memcmp(sa.opt_state, sb.opt_state, (size_t)sa.n_opt_state * sa.n_params * sa.esz) == 0;
 }
 
+/* CUDA only: the fused BN + activation pairs give the same bits as the two ops: two stage-2 steps of student
+ * B3 (with its frozen teacher) fused and unfused: parameters, BN buffers and optimizer state bit-identical */
+static void test_fused_pairs(void **state) {
+    (void)state;
+    fixture f;
+    fx_open(&f, "step_student_b3");
+    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
+    int32_t *y = fx_target(&f);
+    run r[2];
+    for (int k = 0; k < 2; k++) {
+        g_unfused = k;
+        run_make(&r[k], "student-b3", 0, 0, 7);
+        g_unfused = 0;
+    }
+    const int pairs = dp_trainer_fused_pairs(r[0].t), none = dp_trainer_fused_pairs(r[1].t);
+    printf("  fused BN + activation pairs: %d (unfused trainer: %d)\n", pairs, none);
+    assert_true(pairs > 50 && none == 0);
+    for (int k = 0; k < 2; k++)
+        for (int step = 0; step < 2; step++) {
+            dp_trainer_loss L;
+            if (dp_trainer_forward_backward(r[k].t, x, xt, y, NULL, &L) != DISOPT_OK ||
+                dp_trainer_update(r[k].t, 0.01) != DISOPT_OK)
+                fail_msg("step: %s", disopt_last_error());
+        }
+    const int eq = same_state(r[0].t, r[1].t);
+    printf("  2 steps fused vs unfused: %s\n", eq ? "bit-identical" : "DIFFERENT");
+    assert_true(eq);
+    dp_trainer_destroy(r[0].t);
+    dp_trainer_destroy(r[1].t);
+    free(x);
+    free(xt);
+    free(y);
+    disopt_st_close(f.st);
+}
+
 static void test_data_parallel(void **state) {
     (void)state;
     fixture f;
@@ -1097,7 +1134,8 @@ int main(void) {
         cmocka_unit_test(test_math_on_cpu),
     };
     if (g_cuda) { /* data parallelism only exists on the GPU */
-        const struct CMUnitTest cu[] = {cmocka_unit_test(test_data_parallel), cmocka_unit_test(test_student_step_math)};
+        const struct CMUnitTest cu[] = {cmocka_unit_test(test_data_parallel), cmocka_unit_test(test_fused_pairs),
+                                        cmocka_unit_test(test_student_step_math)};
         const int rc = cmocka_run_group_tests(cu, NULL, NULL);
         return rc ? rc : cmocka_run_group_tests(tests, NULL, NULL);
     }

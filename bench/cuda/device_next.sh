@@ -8,8 +8,9 @@
 #   3. bench_train (student B3 + frozen teacher B3, batch 8, 512^2, 10 steps): cuDNN's vs our depthwise
 #      convs (forward and backward), alternating, two rounds each;
 #   4. inference tiles/s: main vs alt module (device_variants.sh, FP16/BF16/FP32 b32, two rounds).
-#   5. (session 9) the trainer's math modes: test_train_step on CUDA includes test_student_step_math (TF32, BF16
-#      against the PyTorch fixtures), test_cuda_grad test_conv_math; bench_train -math fp32|tf32|bf16.
+#   5. (session 9) the trainer's math modes and fused BN + activation pairs: test_train_step on CUDA includes
+#      test_student_step_math (TF32, BF16 against the PyTorch fixtures) and test_fused_pairs (fused vs unfused,
+#      bit for bit), test_cuda_grad test_conv_math and test_bn_act; bench_train -math fp32|tf32|bf16 [-unfused].
 # PARTS (default "infer train"): infer = 1 and 4, train = 2, 3 and 5 (each part fits one 600 s call).
 # Key lines to stdout, logs to $OUT/next.tgz.
 set -u
@@ -32,18 +33,19 @@ echo "== 2. training ops"
 $B/bin/test_cuda_grad > $L/grad_cudnn.log 2>&1; echo "test_cuda_grad (cuDNN dw) rc $? $(res $L/grad_cudnn.log)"
 DISOPT_CUDA_TR_DW=own $B/bin/test_cuda_grad > $L/grad_own.log 2>&1; echo "test_cuda_grad (own dw) rc $? $(res $L/grad_own.log)"
 grep -iE "depthwise" $L/grad_own.log | head -8
-DISOPT_CUDA_TR_DW=own DISOPT_TEST_BACKEND=cuda timeout 200 $B/bin/test_train_step > $L/tts_own.log 2>&1
+DISOPT_CUDA_TR_DW=own DISOPT_TEST_BACKEND=cuda timeout 250 $B/bin/test_train_step > $L/tts_own.log 2>&1
 echo "test_train_step CUDA (own dw) rc $? $(res $L/tts_own.log)"
 pack
 awk '/RUN.*test_conv_math/,/(OK|FAILED).*test_conv_math/' $L/grad_cudnn.log | grep -E ": (y|dx|dw)  |math mode|FAILED|ERROR" \
   | awk '{print $NF=="" ? $0 : $0}' | cut -c1-110 | head -48
-grep -E "^  math|FAILED|ERROR" $L/tts_own.log | head
-echo "== 3. bench_train b8 512: fp32/tf32/bf16 math x cuDNN/own depthwise"
-for r in 1 2; do for v in fp32:cudnn fp32:own tf32:cudnn bf16:cudnn bf16:own; do
-  m=${v%%:*}; d=${v#*:}; E=""; [ $d = own ] && E="DISOPT_CUDA_TR_DW=own"
+grep -E "^  math|fused|FAILED|ERROR" $L/tts_own.log | head
+grep -E "fused vs two ops.*DIFFERENT|FAILED" $L/grad_cudnn.log | head -5
+echo "== 3. bench_train b8 512: math (fp32/tf32/bf16) x depthwise (cuDNN/own) x BN+act fused/unfused"
+for r in 1 2; do for v in ${BT_VARIANTS:-fp32:cudnn:unfused fp32:cudnn fp32:own tf32:own bf16:own bf16:cudnn}; do
+  IFS=: read -r m d u <<< "$v"; E=""; [ $d = own ] && E="DISOPT_CUDA_TR_DW=own"; U=""; [ "${u:-}" = unfused ] && U=-unfused
   env $E timeout 100 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 10 -warmup 3 -device cuda \
-    -math $m > $L/bt_${m}_${d}_$r.log 2>&1
-  echo "round $r $m $d: $(grep -oE "ms_step_median=[0-9.]+ ms_step_min=[0-9.]+" $L/bt_${m}_${d}_$r.log)"
+    -math $m $U > $L/bt_${m}_${d}${u:+_$u}_$r.log 2>&1
+  echo "round $r $v: $(grep -oE "ms_step_median=[0-9.]+ ms_step_min=[0-9.]+ planned_gib=[0-9.]+" $L/bt_${m}_${d}${u:+_$u}_$r.log)"
 done; done
 pack
 DISOPT_CUDA_TR_DW=own timeout 100 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 3 -warmup 2 \

@@ -53,6 +53,8 @@ typedef struct dp_net {
     uint8_t *mask; /* dropout / drop-connect nodes at m_off */
     size_t *m_off, n_mask;
     double *eps; /* per node: BN eps as the decimal PyTorch has (1e-3 / 1e-5) */
+    uint8_t *fuse; /* CUDA nets, per node: 1 = a BN whose output only node i + 1, a ReLU / swish / identity
+                    * activation, reads (not a loss input): the pair runs as one op (find_fusions); NULL: none */
     void *ws;
     size_t ws_elems;
     dp_pool *pool; /* the trainer's (not owned); NULL: the caller's thread */
@@ -218,6 +220,7 @@ static void net_free(dp_net *m) {
     free(m->mask);
     free(m->m_off);
     free(m->eps);
+    free(m->fuse);
     free(m->ws);
     memset(m, 0, sizeof *m);
 }
@@ -448,6 +451,43 @@ static disopt_status to_device(dp_tr_cu *cu, void **arena, void **host, size_t b
     return DISOPT_OK;
 }
 
+/* The BN + activation pairs a CUDA net runs as one op (m->fuse; train_ops.h's dp_cu_tr_bn_act_*, the same bits as
+ * the two ops): node i a BN, node i + 1 a ReLU, swish or identity activation of its output, which nothing else
+ * reads and which is none of the loss's inputs (their gradient comes from the loss too), and the two outputs
+ * either the same arena range or disjoint ones (the fused forward writes both, element by element). */
+static size_t count_(const dp_net *m, int t);
+static disopt_status find_fusions(dp_net *m) {
+    const dp_graph *g = &m->g;
+    int *uses = calloc((size_t)g->n_tensors, sizeof *uses);
+    m->fuse = calloc((size_t)g->n_nodes + 1, 1);
+    if (!uses || !m->fuse) {
+        free(uses);
+        return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "trainer: out of memory");
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            uses[g->nodes[i].in[k]]++;
+    static const char *const loss_in[9] = {"logits", "logit_sar", "logit_rgb", "p4", "p5", "decoder_rgb",
+                                           "f4", "f5", "decoder"};
+    for (int k = 0; k < 9; k++) {
+        const int t = dp_graph_find_tensor(g, loss_in[k]);
+        if (t >= 0)
+            uses[t] += 1000; /* never fused */
+    }
+    for (int i = 0; i + 1 < g->n_nodes; i++) {
+        const dp_node *b = &g->nodes[i], *a = &g->nodes[i + 1];
+        if (b->op != DP_OP_BN || a->op != DP_OP_ACT || a->n_in != 1 || a->in[0] != b->out || uses[b->out] != 1 ||
+            (a->act != DP_ACT_NONE && a->act != DP_ACT_RELU && a->act != DP_ACT_SWISH))
+            continue;
+        const size_t y0 = m->t_off[b->out], z0 = m->t_off[a->out], len = count_(m, b->out);
+        if (y0 != z0 && y0 < z0 + len && z0 < y0 + len)
+            continue; /* partly overlapping */
+        m->fuse[i] = 1;
+    }
+    free(uses);
+    return DISOPT_OK;
+}
+
 static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, int h, int w, int trained, int f64,
                               dp_pool *pool, dp_tr_cu *cu, const char *weights) {
     disopt_status s = DISOPT_OK;
@@ -566,6 +606,8 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
         m->n_unplanned = 2 * m->n_act;
         DP_TRY(plan_train(m, roots, nr));
     }
+    if (cu && s == DISOPT_OK)
+        s = find_fusions(m);
     if (cu) { /* on the device: the weights moved there (host copies kept), the rest made there; the
                * training context owns its convolution workspace */
         m->cu = cu;
@@ -665,6 +707,10 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #define TR_COPY(m, d, src, bytes) (memcpy((d), (src), (bytes)), DISOPT_OK)
 #define TR_DROPOUT_MASK(m, rng, p, n, mk) dp_tr_dropout_mask(rng, p, n, mk)
 #define TR_DC_MASK(m, rng, p, n, mk) dp_tr_drop_connect_mask(rng, p, n, mk)
+#define TR_FUSE 0 /* the CPU runs every node on its own */
+#define TR_BN_ACT_FWD_TRAIN(m, ...) DISOPT_ERR_INTERNAL
+#define TR_BN_ACT_FWD_EVAL(m, ...) DISOPT_ERR_INTERNAL
+#define TR_BN_ACT_BWD_TRAIN(m, ...) DISOPT_ERR_INTERNAL
 
 #define TR_T float
 #define TR_S f32
@@ -714,6 +760,10 @@ static disopt_status tr_loss2_cu(dp_trainer *t, const dp_stage2_in_f32 *in, dp_s
 #define TR_COPY(m, d, src, bytes) (m)->cu->f.copy((m)->cu->ctx, (d), (src), (bytes))
 #define TR_DROPOUT_MASK(m, rng, p, n, mk) (m)->cu->f.dropout_mask((m)->cu->ctx, rng, p, n, mk)
 #define TR_DC_MASK(m, rng, p, n, mk) (m)->cu->f.drop_connect_mask((m)->cu->ctx, rng, p, n, mk)
+#define TR_FUSE 1
+#define TR_BN_ACT_FWD_TRAIN(m, ...) (m)->cu->f.bn_act_fwd_train((m)->cu->ctx, __VA_ARGS__)
+#define TR_BN_ACT_FWD_EVAL(m, ...) (m)->cu->f.bn_act_fwd_eval((m)->cu->ctx, __VA_ARGS__)
+#define TR_BN_ACT_BWD_TRAIN(m, ...) (m)->cu->f.bn_act_bwd_train((m)->cu->ctx, __VA_ARGS__)
 #define TR_T float
 #define TR_S cu
 #define TR_L f32
@@ -758,6 +808,11 @@ disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weight
         t->teacher.teacher = 1;
         if (s != DISOPT_OK)
             s = dp_error_prefix(s, "teacher");
+    }
+    if (cfg->cuda_unfused) { /* every node on its own (find_fusions' pairs run as two ops) */
+        free(t->net.fuse);
+        free(t->teacher.fuse);
+        t->net.fuse = t->teacher.fuse = NULL;
     }
     /* optimizer segments: the trainable parameters the forward pass uses */
     if (s == DISOPT_OK) {
@@ -1015,6 +1070,15 @@ static disopt_status sync_arenas(dp_trainer *t, int to_device) {
 disopt_status dp_trainer_pull(dp_trainer *t) { return sync_arenas(t, 0); }
 
 disopt_status dp_trainer_push(dp_trainer *t) { return sync_arenas(t, 1); }
+
+static int count_fused(const dp_net *m) {
+    int k = 0;
+    for (int i = 0; m->fuse && i < m->g.n_nodes; i++)
+        k += m->fuse[i];
+    return k;
+}
+
+int dp_trainer_fused_pairs(const dp_trainer *t) { return t ? count_fused(&t->net) + count_fused(&t->teacher) : 0; }
 
 int dp_trainer_on_cuda(const dp_trainer *t) { return t && t->cu; }
 

@@ -57,6 +57,8 @@ typedef struct dp_trainer_config {
                                 * (float32 only; see "CUDA" below) */
     int cuda_device;
     int cuda_math;             /* DP_TRAINER_MATH_*: the convs' and GEMMs' math on CUDA (0: exact FP32) */
+    int cuda_unfused;          /* nonzero: no fused BN + activation pairs on CUDA (A/B runs and tests: the fused
+                                * pairs give the same bits) */
     dp_optim_config optim;
     dp_loss_weights loss;
 } dp_trainer_config;
@@ -153,6 +155,8 @@ disopt_status dp_trainer_push(dp_trainer *t);
 disopt_status dp_trainer_pull(dp_trainer *t);
 /* nonzero when the trainer runs on CUDA */
 int dp_trainer_on_cuda(const dp_trainer *t);
+/* the BN + activation pairs that run as one op (CUDA, unless cfg.cuda_unfused): trained net and teacher */
+int dp_trainer_fused_pairs(const dp_trainer *t);
 
 /* ---------------------------------------------------------------- data parallelism (CUDA, NCCL) */
 /* Ranks: n float32 CUDA trainers of the same configuration, seed and weights, each on its own device

@@ -27,7 +27,7 @@
     X(add_fwd) X(add_bwd) X(concat_fwd) X(concat_bwd) X(upsample_fwd) X(upsample_bwd) X(softmax_fwd) X(softmax_bwd)    \
     X(dropout_mask) X(drop_connect_mask) X(dropout_fwd) X(dropout_bwd) X(drop_connect_fwd) X(drop_connect_bwd)        \
     X(loss_stage1) X(loss_stage2) X(optim_update) X(device) X(comm_init_all) X(comm_destroy) X(allreduce_avg)          \
-    X(broadcast) X(set_math)
+    X(broadcast) X(set_math) X(bn_act_fwd_train) X(bn_act_fwd_eval) X(bn_act_bwd_train)
 
 typedef struct dp_tr_cu {
     void *module;       /* dlopen handle */
