@@ -453,8 +453,8 @@ static disopt_status to_device(dp_tr_cu *cu, void **arena, void **host, size_t b
 
 /* The BN + activation pairs a CUDA net runs as one op (m->fuse; train_ops.h's dp_cu_tr_bn_act_*, the same bits as
  * the two ops): node i a BN, node i + 1 a ReLU, swish or identity activation of its output, which nothing else
- * reads and which is none of the loss's inputs (their gradient comes from the loss too), and the two outputs
- * either the same arena range or disjoint ones (the fused forward writes both, element by element). */
+ * reads and which is none of the loss's inputs (their gradient comes from the loss too), and x, y, z pairwise
+ * the same arena range or disjoint ones. */
 static size_t count_(const dp_net *m, int t);
 static disopt_status find_fusions(dp_net *m) {
     const dp_graph *g = &m->g;
@@ -479,9 +479,25 @@ static disopt_status find_fusions(dp_net *m) {
         if (b->op != DP_OP_BN || a->op != DP_OP_ACT || a->n_in != 1 || a->in[0] != b->out || uses[b->out] != 1 ||
             (a->act != DP_ACT_NONE && a->act != DP_ACT_RELU && a->act != DP_ACT_SWISH))
             continue;
-        const size_t y0 = m->t_off[b->out], z0 = m->t_off[a->out], len = count_(m, b->out);
-        if (y0 != z0 && y0 < z0 + len && z0 < y0 + len)
+        /* the fused forward reads x and writes y and z element by element: each pair of them the same range or
+         * disjoint (the plan may give z the range of x, which dies at the BN, e.g. in the teacher's) */
+        const size_t x0 = m->t_off[b->in[0]], y0 = m->t_off[b->out], z0 = m->t_off[a->out], len = count_(m, b->out);
+        if ((y0 != z0 && y0 < z0 + len && z0 < y0 + len) || (x0 != z0 && x0 < z0 + len && z0 < x0 + len) ||
+            (x0 != y0 && x0 < y0 + len && y0 < x0 + len))
             continue; /* partly overlapping */
+        if (m->g_off) { /* trained: the plan lets y and dz die at node i + 1's backward, where the fused backward
+                         * reads them at node i's: no gradient zeroed there may share their memory */
+            const long T = (long)g->n_nodes - 1 - i;
+            const size_t gz0 = m->g_off[a->out];
+            int clash = 0;
+            for (int k = m->z_start[T + 1]; k < m->z_start[T + 2]; k++) {
+                const int t = m->z_list[k];
+                const size_t r0 = m->g_off[t], rl = count_(m, t);
+                clash |= (r0 < y0 + len && y0 < r0 + rl) || (r0 < gz0 + len && gz0 < r0 + rl);
+            }
+            if (clash)
+                continue;
+        }
         m->fuse[i] = 1;
     }
     free(uses);
