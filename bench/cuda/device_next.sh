@@ -41,7 +41,7 @@ awk '/RUN.*test_conv_math/,/(OK|FAILED).*test_conv_math/' $L/grad_cudnn.log | gr
 grep -E "^  math|fused|FAILED|ERROR" $L/tts_own.log | head
 grep -E "fused vs two ops.*DIFFERENT|FAILED" $L/grad_cudnn.log | head -5
 echo "== 3. bench_train b8 512: math (fp32/tf32/bf16) x depthwise (cuDNN/own) x BN+act fused/unfused"
-for r in 1 2; do for v in ${BT_VARIANTS:-fp32:cudnn:unfused fp32:cudnn fp32:own tf32:own bf16:own bf16:cudnn}; do
+for r in $(seq 1 ${BT_ROUNDS:-2}); do for v in ${BT_VARIANTS:-fp32:cudnn:unfused fp32:cudnn fp32:own tf32:own bf16:own bf16:cudnn}; do
   IFS=: read -r m d u <<< "$v"; E=""; [ $d = own ] && E="DISOPT_CUDA_TR_DW=own"; U=""; [ "${u:-}" = unfused ] && U=-unfused
   env $E timeout 100 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 10 -warmup 3 -device cuda \
     -math $m $U > $L/bt_${m}_${d}${u:+_$u}_$r.log 2>&1
