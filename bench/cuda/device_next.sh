@@ -31,7 +31,7 @@ fi
 if has train; then
 echo "== 2. training ops"
 $B/bin/test_cuda_grad > $L/grad_cudnn.log 2>&1; echo "test_cuda_grad (cuDNN dw) rc $? $(res $L/grad_cudnn.log)"
-DISOPT_CUDA_TR_DW=own $B/bin/test_cuda_grad > $L/grad_own.log 2>&1; echo "test_cuda_grad (own dw) rc $? $(res $L/grad_own.log)"
+DISOPT_TEST_FILTER=${GRAD_OWN_FILTER:-*} DISOPT_CUDA_TR_DW=own $B/bin/test_cuda_grad > $L/grad_own.log 2>&1; echo "test_cuda_grad (own dw) rc $? $(res $L/grad_own.log)"
 grep -iE "depthwise" $L/grad_own.log | head -8
 DISOPT_CUDA_TR_DW=own DISOPT_TEST_BACKEND=cuda timeout 250 $B/bin/test_train_step > $L/tts_own.log 2>&1
 echo "test_train_step CUDA (own dw) rc $? $(res $L/tts_own.log)"
