@@ -92,11 +92,19 @@ __device__ inline float act_apply(int act, float x) {
 // 2^-11 / 2^-8 rounding of half / bfloat16 storage; a handful of instructions instead of a few
 // dozen): the activation of kernels whose storage type is half. For exp(-x) -> inf the quotient
 // goes to 0, the right limit.
+// exp(-x) as __expf computes it (ex2.approx of x * -log2(e)) but flushing results below 2^-126 to 0, which
+// saves __expf's three-instruction fix-up for them: 1 + e then rounds to 1 either way, so the
+// activations below are the same bits
+__device__ __forceinline__ float exp_neg_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * -1.4426950408889634f));
+    return y;
+}
 __device__ inline float act_fast(int act, float x) {
     switch (act) {
     case DPK_ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case DPK_ACT_SIGMOID: return __fdividef(1.0f, 1.0f + __expf(-x));
-    case DPK_ACT_SWISH: return __fdividef(x, 1.0f + __expf(-x));
+    case DPK_ACT_SIGMOID: return __fdividef(1.0f, 1.0f + exp_neg_ftz(x));
+    case DPK_ACT_SWISH: return __fdividef(x, 1.0f + exp_neg_ftz(x));
     default: return x;
     }
 }
@@ -211,7 +219,9 @@ __device__ inline void block_sum_store(double v, double *out) {
 // depthwise conv, tiled: a block computes a 32 x 32 output tile of one (n, c) plane from an input
 // tile staged in shared memory (float, zero padded); each thread computes 4 rows of one column
 // (consecutive rows when undilated, so that input rows are reused from registers).
-// Blocks: output tiles across, then down, then planes, all on grid x (N*C may exceed 65535).
+// Grid: (tiles of a plane, across then down; C; N), so that no block divides by C or by the tile count
+// (ncu, FP16: signed 32-bit divisions made ~90 of a warp's ~530 instructions); the one division left
+// (by the tiles across) is unsigned, the tile loads' by the row's vector count a multiply-shift.
 constexpr int DW_TW = 32, DW_TH = 32, DW_ROWS = 4; // block 32 x 8 threads
 // K, S > 0: kernel size and stride fixed at compile time (3x3 and 5x5, stride 1 and 2: every
 // depthwise conv of the network), so the tap loops unroll and the weights stay in registers
@@ -219,17 +229,18 @@ template <typename T, int K, int S, int A, int P>
 __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ w,
                                   const float *__restrict__ bias, int C, int H, int W, int Ho, int Wo, int kh_, int kw_,
                                   int sh_, int sw_, int dh, int dw, int pt, int pl, int act, int IH, int IW, int TWs,
-                                  int d0, int vec, double *__restrict__ gpart, const float *__restrict__ pre_b,
-                                  int pre_act) {
+                                  int d0, int vec, unsigned ntx, unsigned nv_inv, double *__restrict__ gpart,
+                                  const float *__restrict__ pre_b, int pre_act) {
     const int kh = K > 0 ? K : kh_, kw = K > 0 ? K : kw_, sh = S > 0 ? S : sh_, sw = S > 0 ? S : sw_;
     // IH x TWs input (row stride TWs >= IW; the window's first input column at d0), then kh*kw weights
     extern __shared__ float tile[];
     float *wsh = tile + IH * TWs;
-    const int ntx = (Wo + DW_TW - 1) / DW_TW, nty = (Ho + DW_TH - 1) / DW_TH;
-    const int bt = blockIdx.x % (ntx * nty), nc = blockIdx.x / (ntx * nty), c = nc % C;
-    const int ox0 = (bt % ntx) * DW_TW, oy0 = (bt / ntx) * DW_TH;
+    const unsigned bt = blockIdx.x, bty = bt / ntx, btx = bt - bty * ntx;
+    const int c = (int)blockIdx.y;
+    const size_t nc = (size_t)blockIdx.z * C + c;
+    const int ox0 = (int)btx * DW_TW, oy0 = (int)bty * DW_TH;
     const int ix0 = ox0 * sw - pl, iy0 = oy0 * sh - pt;
-    const T *xp = x + (size_t)nc * H * W;
+    const T *xp = x + nc * H * W;
     const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthr = blockDim.x * blockDim.y;
     const float pb = pre_b ? pre_b[c] : 0.0f;
     if (K > 0 && vec) {
@@ -240,7 +251,8 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
         const int ax0 = ix0 - d0, nv = TWs / VEC;
 #pragma unroll 2
         for (int i = tid; i < IHc * nv; i += nthr) {
-            const int ty = i / nv, v = i - ty * nv, yi = iy0 + ty, xi = ax0 + v * VEC;
+            // i / nv as (i * ceil(2^20 / nv)) >> 20: exact while i < 2^20 / nv (the launcher checks)
+            const int ty = (int)(((unsigned)i * nv_inv) >> 20), v = i - ty * nv, yi = iy0 + ty, xi = ax0 + v * VEC;
             float4 *dst = reinterpret_cast<float4 *>(tile + ty * TWs + v * VEC);
             if (yi >= 0 && yi < H && xi >= 0 && xi < W) {
                 float f[VEC];
@@ -307,11 +319,10 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                     }
                 }
             }
+            T *yp = y + (nc * Ho + (size_t)(oy0 + ly0)) * Wo + ox;
 #pragma unroll
-            for (int r = 0; r < DW_ROWS; r++) {
-                const int oy = oy0 + ly0 + r;
-                if (oy < Ho) {
-                    T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
+            for (int r = 0; r < DW_ROWS; r++, yp += Wo) {
+                if (oy0 + ly0 + r < Ho) {
                     const float v = act_k<T, A>(act, acc[r] + b);
                     st(yp, v);
                     if (gpart) gsum += rounded(yp, v);
@@ -329,7 +340,7 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
 #pragma unroll
                 for (int kj = 0; kj < K; kj++) acc += wr[ki * K + kj] * row[kj * dw];
             }
-            T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
+            T *yp = y + (nc * Ho + (size_t)oy) * Wo + ox;
             const float v = act_k<T, A>(act, acc + b);
             st(yp, v);
             if (gpart) gsum += rounded(yp, v);
@@ -344,13 +355,13 @@ __global__ void k_depthwise_tiled(T *__restrict__ y, const T *__restrict__ x, co
                 const float *row = tile + (ly * sh + ki * dh) * TWs + d0 + threadIdx.x * sw;
                 for (int kj = 0; kj < kw; kj++) acc += wsh[ki * kw + kj] * row[kj * dw];
             }
-            T *yp = y + (size_t)nc * Ho * Wo + (size_t)oy * Wo + ox;
+            T *yp = y + (nc * Ho + (size_t)oy) * Wo + ox;
             const float v = act_k<T, A>(act, acc + b);
             st(yp, v);
             if (gpart) gsum += rounded(yp, v);
         }
     }
-    if (gpart) block_sum_store(gsum, gpart + blockIdx.x);
+    if (gpart) block_sum_store(gsum, gpart + nc * gridDim.x + bt);
 }
 
 // SE pooling after the tiled depthwise conv: plane p's mean from its tiles' partial sums, summed
@@ -788,14 +799,14 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
     const int d0 = vec ? ((-pl) % VEC + VEC) % VEC : 0;
     const int TWs = vec ? (d0 + IW + VEC - 1) / VEC * VEC : IW;
     const size_t smem = ((size_t)IH * TWs + (size_t)kh * kw) * sizeof(float);
-    const size_t nblocks = (size_t)((Wo + DW_TW - 1) / DW_TW) * ((Ho + DW_TH - 1) / DW_TH) * N * C;
-    if (smem <= 48 * 1024 && nblocks <= 0x7fffffffu) {
+    const unsigned ntx = (unsigned)((Wo + DW_TW - 1) / DW_TW), tpp = ntx * (unsigned)((Ho + DW_TH - 1) / DW_TH);
+    const unsigned nv = (unsigned)(TWs / VEC), nv_inv = ((1u << 20) + nv - 1) / nv;
+    if (smem <= 48 * 1024 && C <= 65535 && N <= 65535 && (size_t)IH * nv * nv < ((size_t)1 << 20)) {
+        const dim3 grid(tpp, (unsigned)C, (unsigned)N);
 #define DW_GO(K, S, A, P)                                                                                      \
-    DISPATCH(dt, k_depthwise_tiled<T, K, S, A, P><<<(unsigned)nblocks, dim3(DW_TW, DW_TH / DW_ROWS), smem,                \
-                                              (cudaStream_t)stream>>>(TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh,  \
-                                                                      kw, sh, sw, dh, dw, pt, pl, act, IH, IW, TWs, \
-                                                                      d0, vec, gap ? gpart : nullptr, pre_b,     \
-                                                                      pre_act))
+    DISPATCH(dt, k_depthwise_tiled<T, K, S, A, P><<<grid, dim3(DW_TW, DW_TH / DW_ROWS), smem, (cudaStream_t)stream>>>( \
+                     TP(y), CTP(x), w, bias, C, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, act, IH, IW, TWs, d0, vec, \
+                     ntx, nv_inv, gap ? gpart : nullptr, pre_b, pre_act))
 #define DW_GO_KS(A, P)                                                                                         \
     do {                                                                                                       \
         if (sq && kh == 3 && sh == 1) DW_GO(3, 1, A, P)                                                        \
@@ -808,9 +819,9 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
 #undef DW_GO_KS
 #undef DW_GO
         if (gap) {
-            const int planes = N * C, ntiles = (int)(nblocks / (size_t)planes);
+            const int planes = N * C;
             DISPATCH(dt, k_gap_parts<T><<<(unsigned)((planes + TPB - 1) / TPB), TPB, 0, (cudaStream_t)stream>>>(
-                             TP(gap), gpart, ntiles, (double)Ho * Wo, planes))
+                             TP(gap), gpart, (int)tpp, (double)Ho * Wo, planes))
         }
         return cudaGetLastError();
     }
@@ -821,9 +832,9 @@ static int depthwise_go(void *stream, int dt, void *y, const void *x, const floa
 int dpk_depthwise_gap_ok(int N, int C, int Ho, int Wo, int kh, int kw, int sh, int sw, int dh, int dw) {
     const int IH = (DW_TH - 1) * sh + (kh - 1) * dh + 1, IW = (DW_TW - 1) * sw + (kw - 1) * dw + 1;
     // (with the widest vectorised tile row: up to 7 more columns for the alignment, rounded to 8)
-    const size_t smem = ((size_t)IH * ((IW + 7 + 7) / 8 * 8) + (size_t)kh * kw) * sizeof(float);
-    const size_t nblocks = (size_t)((Wo + DW_TW - 1) / DW_TW) * ((Ho + DW_TH - 1) / DW_TH) * N * C;
-    return smem <= 48 * 1024 && nblocks <= 0x7fffffffu;
+    const size_t TWs = (IW + 7 + 7) / 8 * 8, smem = ((size_t)IH * TWs + (size_t)kh * kw) * sizeof(float);
+    (void)Ho, (void)Wo;
+    return smem <= 48 * 1024 && C <= 65535 && N <= 65535 && (size_t)IH * TWs * TWs < ((size_t)1 << 20);
 }
 int dpk_conv_co_ok(int cin, int cout, int kh, int kw) { return cin * kh * kw <= CONV_CO_PATCH && cout > 0; }
 int dpk_conv_co(void *stream, int dt, void *y, const void *x, const float *w, const float *bias, int N, int Cin,
