@@ -886,19 +886,28 @@ int dptk_bn_bwd_fin(void *stream, const double *part, int C, int parts, size_t M
     RUN((size_t)C, c_bn_bwd_fin, part, parts, M, save_mean, save_invstd, gamma, dgamma, dbeta, coef);
 }
 
+#ifndef DPTK_HOST_CHECK
+// inside a launcher with `stream`: KERNEL<act>(args) over plane_grid(planes, per_plane) for act 0, 1, 2, then
+// returns the launch's status; falls through when the planes do not fit a grid (the caller's generic RUN)
+#define PLANES_ACT(act, planes, per_plane, KERNEL, ...)                                                       \
+    do {                                                                                                   \
+        dim3 g_;                                                                                           \
+        unsigned th_;                                                                                      \
+        if (plane_grid((planes), (per_plane), &g_, &th_)) {                                                \
+            cudaStream_t st_ = (cudaStream_t)stream;                                                       \
+            if ((act) == 1) KERNEL<1><<<g_, th_, 0, st_>>>(__VA_ARGS__);                                   \
+            else if ((act) == 2) KERNEL<2><<<g_, th_, 0, st_>>>(__VA_ARGS__);                              \
+            else KERNEL<0><<<g_, th_, 0, st_>>>(__VA_ARGS__);                                              \
+            return (int)cudaGetLastError();                                                                \
+        }                                                                                                  \
+    } while (0)
+#endif
+
 int dptk_bn_act_apply(void *stream, int act, float *y, float *z, const float *x, const float *alpha,
                       const float *shift, int N, int C, size_t HW) {
     if (act < 0 || act > 2) return (int)cudaErrorInvalidValue;
 #ifndef DPTK_HOST_CHECK
-    dim3 g;
-    unsigned th;
-    if (plane_grid((size_t)N * C, HW, &g, &th)) {
-        cudaStream_t st = (cudaStream_t)stream;
-        if (act == 1) k_bn_act_apply_planes<1><<<g, th, 0, st>>>(y, z, x, alpha, shift, C, HW);
-        else if (act == 2) k_bn_act_apply_planes<2><<<g, th, 0, st>>>(y, z, x, alpha, shift, C, HW);
-        else k_bn_act_apply_planes<0><<<g, th, 0, st>>>(y, z, x, alpha, shift, C, HW);
-        return (int)cudaGetLastError();
-    }
+    PLANES_ACT(act, (size_t)N * C, HW, k_bn_act_apply_planes, y, z, x, alpha, shift, C, HW);
 #endif
     RUN((size_t)N * C * HW, e_bn_act_apply, act, y, z, x, alpha, shift, C, HW);
 }
@@ -941,15 +950,7 @@ int dptk_bn_act_bwd_apply(void *stream, int act, float *dx, const float *x, cons
                           const float *coef, int N, int C, size_t HW) {
     if (act < 0 || act > 2) return (int)cudaErrorInvalidValue;
 #ifndef DPTK_HOST_CHECK
-    dim3 g;
-    unsigned th;
-    if (plane_grid((size_t)N * C, HW, &g, &th)) {
-        cudaStream_t st = (cudaStream_t)stream;
-        if (act == 1) k_bn_act_bwd_apply_planes<1><<<g, th, 0, st>>>(dx, x, y, dz, coef, C, HW);
-        else if (act == 2) k_bn_act_bwd_apply_planes<2><<<g, th, 0, st>>>(dx, x, y, dz, coef, C, HW);
-        else k_bn_act_bwd_apply_planes<0><<<g, th, 0, st>>>(dx, x, y, dz, coef, C, HW);
-        return (int)cudaGetLastError();
-    }
+    PLANES_ACT(act, (size_t)N * C, HW, k_bn_act_bwd_apply_planes, dx, x, y, dz, coef, C, HW);
 #endif
     RUN((size_t)N * C * HW, e_bn_act_bwd_apply, act, dx, x, y, dz, coef, C, HW);
 }
