@@ -217,13 +217,14 @@ __host__ __device__ inline void e_bn_apply(size_t i, float *y, const float *x, c
     y[i] = radd(rmul(x[i], alpha[ch]), shift[ch]);
 }
 
-// dx += (dy - gm - (x - tm) * k) * wi
+// dx += (dy - gm - (x - tm) * k) * wi, each operation rounded
+__host__ __device__ inline float bn_bwd_one(float dx, float x, float dy, float tm, float k, float gm, float wi) {
+    return radd(dx, rmul(rsub(rsub(dy, gm), rmul(rsub(x, tm), k)), wi));
+}
 __host__ __device__ inline void e_bn_bwd_apply(size_t i, float *dx, const float *x, const float *dy,
                                                const float *coef, int C, size_t HW) {
     const int ch = (int)((i / HW) % (size_t)C);
-    const float tm = coef[4 * ch], k = coef[4 * ch + 1], gm = coef[4 * ch + 2], wi = coef[4 * ch + 3];
-    const float t = rsub(rsub(dy[i], gm), rmul(rsub(x[i], tm), k));
-    dx[i] = radd(dx[i], rmul(t, wi));
+    dx[i] = bn_bwd_one(dx[i], x[i], dy[i], coef[4 * ch], coef[4 * ch + 1], coef[4 * ch + 2], coef[4 * ch + 3]);
 }
 
 __host__ __device__ inline void e_fill(size_t i, float *x, float v) { x[i] = v; }
@@ -242,63 +243,54 @@ __host__ __device__ inline void e_crop_add(size_t i, float *dx, const float *dxp
 
 __host__ __device__ inline float sigm(float v) { return rdiv(1.0f, radd(1.0f, expf(-v))); }
 
-__host__ __device__ inline void e_act_fwd(size_t i, int act, const float *x, float *y) {
-    const float v = x[i];
+// The activations (act 0 none, 1 ReLU, 2 swish, 3 sigmoid) of one value, and the term their backward adds:
+// dy * act'(x), from the input x (ReLU, swish) or the output y (sigmoid). Every kernel computes them here.
+__host__ __device__ inline float act_value(int act, float v) {
     switch (act) {
-    case 1: y[i] = v > 0.0f ? v : 0.0f; break; // ReLU
-    case 2: y[i] = rmul(v, sigm(v)); break;    // swish: x * sigmoid(x)
-    case 3: y[i] = sigm(v); break;             // sigmoid
-    default: y[i] = v; break;
+    case 1: return v > 0.0f ? v : 0.0f; // ReLU
+    case 2: return rmul(v, sigm(v));    // swish: x * sigmoid(x)
+    case 3: return sigm(v);             // sigmoid
+    default: return v;
+    }
+}
+__host__ __device__ inline float act_deriv(int act, float g, float x, float y) {
+    switch (act) {
+    case 1: return x > 0.0f ? g : 0.0f;
+    case 2: { // dy * (s * (1 + x * (1 - s)))
+        const float s = sigm(x);
+        return rmul(g, rmul(s, radd(1.0f, rmul(x, rsub(1.0f, s)))));
+    }
+    case 3: return rmul(rmul(g, rsub(1.0f, y)), y); // dy * (1 - y) * y
+    default: return g;
     }
 }
 
+__host__ __device__ inline void e_act_fwd(size_t i, int act, const float *x, float *y) { y[i] = act_value(act, x[i]); }
+
+// reads x for ReLU and swish, y for sigmoid (the other may be NULL)
 __host__ __device__ inline void e_act_bwd(size_t i, int act, const float *x, const float *y, const float *dy,
                                           float *dx) {
-    const float g = dy[i];
-    float d;
-    switch (act) {
-    case 1: d = x[i] > 0.0f ? g : 0.0f; break;
-    case 2: { // dy * (s * (1 + x * (1 - s)))
-        const float s = sigm(x[i]);
-        d = rmul(g, rmul(s, radd(1.0f, rmul(x[i], rsub(1.0f, s)))));
-        break;
-    }
-    case 3: d = rmul(rmul(g, rsub(1.0f, y[i])), y[i]); break; // dy * (1 - y) * y
-    default: d = g; break;
-    }
-    dx[i] = radd(dx[i], d);
+    const float xv = act == 1 || act == 2 ? x[i] : 0.0f, yv = act == 3 ? y[i] : 0.0f;
+    dx[i] = radd(dx[i], act_deriv(act, dy[i], xv, yv));
 }
 
-// the fused BN + activation pairs (act 0 none, 1 ReLU, 2 swish): e_act_fwd's value, and the gradient that
-// e_act_bwd adds into a zeroed buffer (radd(0, d): -0 becomes +0 there too)
-__host__ __device__ inline float act_val(int act, float v) {
-    return act == 1 ? (v > 0.0f ? v : 0.0f) : act == 2 ? rmul(v, sigm(v)) : v;
-}
+// the fused BN + activation pairs (act 0, 1, 2, applied to the BN output y): the gradient that e_act_bwd adds
+// into a zeroed buffer (radd(0, d): -0 becomes +0 there too)
 __host__ __device__ inline float act_grad0(int act, float dz, float y) {
-    float d;
-    if (act == 1) {
-        d = y > 0.0f ? dz : 0.0f;
-    } else if (act == 2) {
-        const float s = sigm(y);
-        d = rmul(dz, rmul(s, radd(1.0f, rmul(y, rsub(1.0f, s)))));
-    } else {
-        d = dz;
-    }
-    return radd(0.0f, d);
+    return radd(0.0f, act_deriv(act, dz, y, 0.0f));
 }
 __host__ __device__ inline void e_bn_act_apply(size_t i, int act, float *y, float *z, const float *x,
                                                const float *alpha, const float *shift, int C, size_t HW) {
     const int ch = (int)((i / HW) % (size_t)C);
     const float v = radd(rmul(x[i], alpha[ch]), shift[ch]);
     y[i] = v;
-    z[i] = act_val(act, v);
+    z[i] = act_value(act, v);
 }
 __host__ __device__ inline void e_bn_act_bwd_apply(size_t i, int act, float *dx, const float *x, const float *y,
                                                    const float *dz, const float *coef, int C, size_t HW) {
     const int ch = (int)((i / HW) % (size_t)C);
-    const float tm = coef[4 * ch], k = coef[4 * ch + 1], gm = coef[4 * ch + 2], wi = coef[4 * ch + 3];
-    const float g = act_grad0(act, dz[i], y[i]);
-    dx[i] = radd(dx[i], rmul(rsub(rsub(g, gm), rmul(rsub(x[i], tm), k)), wi));
+    dx[i] = bn_bwd_one(dx[i], x[i], act_grad0(act, dz[i], y[i]), coef[4 * ch], coef[4 * ch + 1], coef[4 * ch + 2],
+                       coef[4 * ch + 3]);
 }
 
 __host__ __device__ inline void e_gap_bwd(size_t i, size_t HW, const float *dy, float *dx) {
@@ -500,30 +492,14 @@ K(e_bn_act_bwd_apply,
   (act, dx, x, y, dz, coef, C, HW))
 K(e_fill, (float *x, float v), (x, v))
 
-// Activations over 16-byte vectors, the activation a template argument (no switch per element): the same float
-// operations as e_act_fwd / e_act_bwd, so the same bits; used where the count is a multiple of 4 and the
-// tensors 16-byte aligned (the trainer's arena tensors are 256-byte aligned).
-template <int ACT> __device__ inline float act_fwd1(float v) {
-    return ACT == 1 ? (v > 0.0f ? v : 0.0f) : ACT == 2 ? rmul(v, sigm(v)) : ACT == 3 ? sigm(v) : v;
-}
-template <int ACT> __device__ inline float act_bwd1(float g, float x, float y, float dx) {
-    float d;
-    if (ACT == 1) {
-        d = x > 0.0f ? g : 0.0f;
-    } else if (ACT == 2) {
-        const float s = sigm(x);
-        d = rmul(g, rmul(s, radd(1.0f, rmul(x, rsub(1.0f, s)))));
-    } else if (ACT == 3) {
-        d = rmul(rmul(g, rsub(1.0f, y)), y);
-    } else {
-        d = g;
-    }
-    return radd(dx, d);
-}
+// Activations over 16-byte vectors, the activation a template argument (act_value / act_deriv with a constant,
+// folded: no switch per element): the same float operations as e_act_fwd / e_act_bwd, so the same bits; used
+// where the count is a multiple of 4 and the tensors 16-byte aligned (the trainer's arena tensors are 256-byte
+// aligned).
 template <int ACT> __global__ void k_act_fwd_v4(size_t n4, const float4 *x, float4 *y) {
     GRID_LOOP(j, n4) {
         const float4 v = x[j];
-        y[j] = make_float4(act_fwd1<ACT>(v.x), act_fwd1<ACT>(v.y), act_fwd1<ACT>(v.z), act_fwd1<ACT>(v.w));
+        y[j] = make_float4(act_value(ACT, v.x), act_value(ACT, v.y), act_value(ACT, v.z), act_value(ACT, v.w));
     }
 }
 // x is read for ReLU and swish, y for sigmoid (the other may be NULL)
@@ -532,8 +508,8 @@ template <int ACT> __global__ void k_act_bwd_v4(size_t n4, const float4 *x, cons
         const float4 g = dy[j], d = dx[j];
         const float4 xv = ACT == 3 ? make_float4(0.f, 0.f, 0.f, 0.f) : x[j];
         const float4 yv = ACT == 3 ? y[j] : make_float4(0.f, 0.f, 0.f, 0.f);
-        dx[j] = make_float4(act_bwd1<ACT>(g.x, xv.x, yv.x, d.x), act_bwd1<ACT>(g.y, xv.y, yv.y, d.y),
-                            act_bwd1<ACT>(g.z, xv.z, yv.z, d.z), act_bwd1<ACT>(g.w, xv.w, yv.w, d.w));
+        dx[j] = make_float4(radd(d.x, act_deriv(ACT, g.x, xv.x, yv.x)), radd(d.y, act_deriv(ACT, g.y, xv.y, yv.y)),
+                            radd(d.z, act_deriv(ACT, g.z, xv.z, yv.z)), radd(d.w, act_deriv(ACT, g.w, xv.w, yv.w)));
     }
 }
 
@@ -593,9 +569,6 @@ __global__ void k_bn_apply_planes(float *y, const float *x, const float *alpha, 
         }
     }
 }
-__device__ inline float bn_bwd_one(float dx, float x, float dy, float tm, float k, float gm, float wi) {
-    return radd(dx, rmul(rsub(rsub(dy, gm), rmul(rsub(x, tm), k)), wi));
-}
 template <int VEC>
 __global__ void k_bn_bwd_apply_planes(float *dx, const float *x, const float *dy, const float *coef, int C, size_t HW) {
     const size_t plane = blockIdx.y + (size_t)gridDim.y * blockIdx.z;
@@ -629,7 +602,7 @@ __global__ void k_bn_act_apply_planes(float *y, float *z, const float *x, const 
     for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < HW; j += (size_t)gridDim.x * blockDim.x) {
         const float v = radd(rmul(x[base + j], a), sh);
         y[base + j] = v;
-        z[base + j] = act_val(ACT, v);
+        z[base + j] = act_value(ACT, v);
     }
 }
 template <int ACT>

@@ -676,7 +676,6 @@ disopt_status dp_cu_tr_bn_act_fwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t h
                         z);
 }
 
-
 /* training backward; with dz: the BN's gradient is act's backward from dz and y (dp_cu_tr_bn_act_bwd_train) */
 static disopt_status bn_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x, const float *dy,
                                   const float *gamma, const float *save_mean, const float *save_invstd, float *dx,

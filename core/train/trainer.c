@@ -453,10 +453,10 @@ static disopt_status to_device(dp_tr_cu *cu, void **arena, void **host, size_t b
 
 /* The BN + activation pairs a CUDA net runs as one op (m->fuse; train_ops.h's dp_cu_tr_bn_act_*, the same bits as
  * the two ops): node i a BN, node i + 1 a ReLU, swish or identity activation of its output, which nothing else
- * reads and which is none of the loss's inputs (their gradient comes from the loss too), and x, y, z pairwise
- * the same arena range or disjoint ones. */
+ * reads and which is none of keep[0..nkeep) (the loss's inputs: their gradient comes from the loss too; the
+ * teacher's outputs), and x, y, z pairwise the same arena range or disjoint ones. */
 static size_t count_(const dp_net *m, int t);
-static disopt_status find_fusions(dp_net *m) {
+static disopt_status find_fusions(dp_net *m, const int *keep, int nkeep) {
     const dp_graph *g = &m->g;
     int *uses = calloc((size_t)g->n_tensors, sizeof *uses);
     m->fuse = calloc((size_t)g->n_nodes + 1, 1);
@@ -467,13 +467,8 @@ static disopt_status find_fusions(dp_net *m) {
     for (int i = 0; i < g->n_nodes; i++)
         for (int k = 0; k < g->nodes[i].n_in; k++)
             uses[g->nodes[i].in[k]]++;
-    static const char *const loss_in[9] = {"logits", "logit_sar", "logit_rgb", "p4", "p5", "decoder_rgb",
-                                           "f4", "f5", "decoder"};
-    for (int k = 0; k < 9; k++) {
-        const int t = dp_graph_find_tensor(g, loss_in[k]);
-        if (t >= 0)
-            uses[t] += 1000; /* never fused */
-    }
+    for (int k = 0; k < nkeep; k++)
+        uses[keep[k]] += 1000; /* never fused */
     for (int i = 0; i + 1 < g->n_nodes; i++) {
         const dp_node *b = &g->nodes[i], *a = &g->nodes[i + 1];
         if (b->op != DP_OP_BN || a->op != DP_OP_ACT || a->n_in != 1 || a->in[0] != b->out || uses[b->out] != 1 ||
@@ -504,8 +499,9 @@ static disopt_status find_fusions(dp_net *m) {
     return DISOPT_OK;
 }
 
+/* fuse: find the fused BN + activation pairs (CUDA nets) */
 static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, int h, int w, int trained, int f64,
-                              dp_pool *pool, dp_tr_cu *cu, const char *weights) {
+                              dp_pool *pool, dp_tr_cu *cu, int fuse, const char *weights) {
     disopt_status s = DISOPT_OK;
     memset(m, 0, sizeof *m);
     DP_TRY(dp_graph_build_train(cfg, &m->g));
@@ -608,6 +604,8 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
             kept[nk++] = ti;
         }
         DP_TRY(plan_forward(m, kept, nk));
+        if (fuse)
+            DP_TRY(find_fusions(m, kept, nk));
     }
     if (trained && s == DISOPT_OK) {
         /* the loss's inputs: the logits (and the student's feature pairs) */
@@ -621,9 +619,9 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
         }
         m->n_unplanned = 2 * m->n_act;
         DP_TRY(plan_train(m, roots, nr));
+        if (fuse)
+            DP_TRY(find_fusions(m, roots, nr));
     }
-    if (cu && s == DISOPT_OK)
-        s = find_fusions(m);
     if (cu) { /* on the device: the weights moved there (host copies kept), the rest made there; the
                * training context owns its convolution workspace */
         m->cu = cu;
@@ -815,20 +813,16 @@ disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weight
         s = t->cu->f.set_math(t->cu->ctx, (int)cfg->cuda_math);
     if (s == DISOPT_OK && cfg->nthreads > 1 && !cfg->cuda)
         s = dp_pool_create(cfg->nthreads, &t->pool);
+    const int fuse = cfg->cuda && !cfg->cuda_unfused; /* BN + activation pairs as one op (find_fusions) */
     if (s == DISOPT_OK)
-        s = net_init(&t->net, &cfg->model, cfg->n, cfg->h, cfg->w, 1, cfg->f64, t->pool, t->cu, weights);
+        s = net_init(&t->net, &cfg->model, cfg->n, cfg->h, cfg->w, 1, cfg->f64, t->pool, t->cu, fuse, weights);
     if (s == DISOPT_OK && t->stage == 2) {
         disopt_model_config tc = cfg->model;
         tc.arch = DISOPT_ARCH_TEACHER;
-        s = net_init(&t->teacher, &tc, cfg->n, cfg->h, cfg->w, 0, cfg->f64, t->pool, t->cu, teacher_weights);
+        s = net_init(&t->teacher, &tc, cfg->n, cfg->h, cfg->w, 0, cfg->f64, t->pool, t->cu, fuse, teacher_weights);
         t->teacher.teacher = 1;
         if (s != DISOPT_OK)
             s = dp_error_prefix(s, "teacher");
-    }
-    if (cfg->cuda_unfused) { /* every node on its own (find_fusions' pairs run as two ops) */
-        free(t->net.fuse);
-        free(t->teacher.fuse);
-        t->net.fuse = t->teacher.fuse = NULL;
     }
     /* optimizer segments: the trainable parameters the forward pass uses */
     if (s == DISOPT_OK) {
