@@ -20,6 +20,7 @@ static disopt_status cuda_create(disopt_engine *e, dp_backend **out) {
     const char *cands[3] = {getenv("DISOPT_CUDA_MODULE"), DISOPT_CUDA_MODULE_PATH, "libdisopt_cuda.so.0"};
     char why[512] = "";
     const char *loaded = NULL;
+    const double t0 = dp_now_s();
     for (int i = 0; i < 3 && !e->module; i++) {
         if (!cands[i] || !*cands[i]) continue;
         loaded = cands[i];
@@ -31,6 +32,7 @@ static disopt_status cuda_create(disopt_engine *e, dp_backend **out) {
     if (!e->module)
         return dp_error(DISOPT_ERR_UNSUPPORTED, "the CUDA backend module is not available (%s); build with the CUDA "
                         "toolkit, or set DISOPT_CUDA_MODULE", why);
+    dp_log(e, DISOPT_LOG_DEBUG, "engine: CUDA module %s loaded in %.3f s", loaded, dp_now_s() - t0);
     dp_cuda_create_fn fn;
     void *sym = dlsym(e->module, DP_CUDA_ENTRY);
     memcpy(&fn, &sym, sizeof fn);

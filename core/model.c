@@ -529,6 +529,7 @@ static disopt_status plan_build(disopt_model *m, int N, int H, int W) {
     dp_backend *be = m->engine->backend;
     if (m->plan.arena && m->plan.n == N && m->plan.h == H && m->plan.w == W) return DISOPT_OK;
     plan_free(m);
+    const double t0 = dp_now_s();
     DP_TRY(dp_graph_shapes(g, H, W));
     int T = g->n_tensors;
     int *last = malloc((size_t)T * sizeof *last);
@@ -609,8 +610,8 @@ static disopt_status plan_build(disopt_model *m, int N, int H, int W) {
     m->plan.n = N;
     m->plan.h = H;
     m->plan.w = W;
-    dp_log(m->engine, DISOPT_LOG_DEBUG, "plan %dx%dx%d: %.1f MB activations, %.1f MB workspace", N, H, W,
-           total / 1048576.0, ws / 1048576.0);
+    dp_log(m->engine, DISOPT_LOG_DEBUG, "plan %dx%dx%d: %.1f MB activations, %.1f MB workspace, made in %.3f s", N, H,
+           W, total / 1048576.0, ws / 1048576.0, dp_now_s() - t0);
 done:
     free(last);
     free(size);

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ALIGN256(x) (((x) + 255) & ~(size_t)255)
 #define MAX_ALGO_CACHE 8
@@ -106,6 +107,12 @@ static void rel_dnn(const cu_backend *cb, cudnnStatus_t e, const char *what) {
 static void rel_blas(const cu_backend *cb, cublasStatus_t e, const char *what) {
     if (e != CUBLAS_STATUS_SUCCESS)
         cb->host->log(cb->base.engine, DISOPT_LOG_WARNING, "cublas: %s: %s", what, cublasGetStatusString(e));
+}
+
+static double cu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static void cu_destroy(dp_backend *b) {
@@ -727,16 +734,20 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     cb->no_graph = ngr && *ngr && *ngr != '0';
     disopt_status s = DISOPT_OK;
     struct cudaDeviceProp prop;
+    const double t0 = cu_now();
     cudaError_t r = cudaSetDevice(device);
+    if (r == cudaSuccess) r = cudaFree(NULL); /* the context, now (cudaSetDevice may leave it for later) */
     if (r == cudaSuccess) r = cudaGetDeviceProperties(&prop, device);
     if (r == cudaSuccess) r = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking);
     if (r != cudaSuccess) s = cuda_fail(cb, r, "device setup");
+    const double t1 = cu_now();
     cudnnStatus_t d = CUDNN_STATUS_SUCCESS;
     if (s == DISOPT_OK) d = cudnnCreate(&cb->cudnn);
     if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnSetStream(cb->cudnn, cb->stream);
     if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->xdesc);
     if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->ydesc);
     if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = dp_dnn_status(cb->host, d, "cudnn setup");
+    const double t2 = cu_now();
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
     if (s == DISOPT_OK) bs = cublasCreate(&cb->cublas);
     if (s == DISOPT_OK && bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(cb->cublas, cb->stream);
@@ -758,12 +769,15 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
         cu_destroy(&cb->base);
         return s;
     }
-    host->log(e, DISOPT_LOG_INFO, "cuda backend: device %d %s (sm_%d%d), cuDNN %zu, %s", device, prop.name, prop.major,
-              prop.minor, cudnnGetVersion(),
+    host->log(e, DISOPT_LOG_INFO,
+              "cuda backend: device %d %s (sm_%d%d), cuDNN %zu, %s; set-up: context %.3f s, cuDNN %.3f s, "
+              "cuBLAS %.3f s",
+              device, prop.name, prop.major, prop.minor, cudnnGetVersion(),
               cb->dt == DPK_F16    ? "FP16 storage, float accumulation"
               : cb->dt == DPK_BF16 ? "BF16 storage, float accumulation"
               : cb->tf32           ? "TF32 tensor cores"
-                                   : "FP32 (FMA math, no TF32)");
+                                   : "FP32 (FMA math, no TF32)",
+              t1 - t0, t2 - t1, cu_now() - t2);
     *out = &cb->base;
     return DISOPT_OK;
 }

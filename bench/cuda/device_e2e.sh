@@ -15,7 +15,8 @@
 # DEVICE=CPU FP32; for trying the script without a GPU), BUDGET (540: seconds after which the
 # remaining timed runs of b are skipped, the device tool stops a command at 600), WORK (/tmp/e2e:
 # scratch, ~4.3 GB at 16384), GDALRUN (/tmp/gdalrun: where the bundle is unpacked), BUNDLE
-# (.gdalrun/gdal.tar.xz), ALT_MODULE (see below), SMALLCASES / BIGCASES (the runs of a / b).
+# (.gdalrun/gdal.tar.xz), ALT_MODULE (see below), SMALLCASES / BIGCASES (the runs of a / b), BIG_DEBUG (CPL_DEBUG
+# of the runs of b: BUILDINGS; ON adds GDAL's own timed messages), BIG_CONFIG (more --config options for b).
 set -u
 T0=$(date +%s.%N)
 R=$PWD
@@ -233,22 +234,26 @@ for c0 in $cases; do for plug in $PLUGS; do
   # a fourth field "nt": the run with --config GDAL_NUM_THREADS ALL_CPUS (GTiff then decodes the
   # source's tiles in threads too)
   XCFG=""; [ "${nt:-}" = nt ] && XCFG="--config GDAL_NUM_THREADS ALL_CPUS"
+  # "f0": the output left to GDAL's block cache until the final flush (DISOPT_FLUSH_MB=0), as before 2026-12-07
+  [ "${nt:-}" = f0 ] && XCFG="--config DISOPT_FLUSH_MB 0"
   if [ $(( $(elapsed) + last + 10 )) -gt "$BUDGET" ]; then say "b. $plug $dev $prec b$bs skipped: $(elapsed) s used of BUDGET=$BUDGET"; continue; fi
   rm -f "$W/big_out.tif"
   # through measure.py: wall time, peak RSS of gdal_translate, GPU busy fraction (nvidia-smi samples)
   echo "\$ [big $dev $prec b$bs] gdal_translate -of BUILDINGS ... $BIGSRC" >> "$LOG"
+  n0=$(wc -l < "$LOG")
   MEAS=$(python3 "$R/bench/cuda/measure.py" --ld "$GLD" -- "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="$M" \
-      -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs ${BIG_CONFIG:-} $XCFG --config CPL_DEBUG BUILDINGS --config CPL_TIMESTAMP ON \
+      -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs ${BIG_CONFIG:-} $XCFG --config CPL_DEBUG ${BIG_DEBUG:-BUILDINGS} --config CPL_TIMESTAMP ON \
       --config GDAL_CACHEMAX "${BIG_CACHEMAX:-256}" "$BIGSRC" "$W/big_out.tif" 2>>"$LOG" | tail -1)
   echo "  -> $MEAS" >> "$LOG"
-  grep -E 'BUILDINGS: (model:|CreateCopy:|tiler run:)' "$LOG" | tail -5 | sed "s/^/   $plug $dev $prec b$bs: /" >> "$BENCH"
+  # this run's timed lines (BIG_DEBUG=ON: GDAL's own debug messages too, e.g. GDALClose and GDALDestroy)
+  tail -n +$((n0 + 1)) "$LOG" | grep -E "BUILDINGS: (model:|CreateCopy:|tiler run:|cuda backend:|engine:|plan )${BIG_DEBUG:+|GDAL: }" | sed "s/^/   $plug${nt:+-$nt} $dev $prec b$bs: /" >> "$BENCH"
   echo "   $plug $dev $prec b$bs: process $(grep -oE 'start=[0-9:.]+ end=[0-9:.]+' <<< "$MEAS")" >> "$BENCH"
   SECS=$(sed -n 's/.*wall_s=\([0-9.]*\).*/\1/p' <<< "$MEAS"); RC=$(sed -n 's/.*rc=\([0-9-]*\).*/\1/p' <<< "$MEAS")
   RSS=$(sed -n 's/.*peak_rss_mib=\([0-9]*\).*/\1/p' <<< "$MEAS"); BUSY=$(sed -n 's/.*gpu_busy=\([0-9.na]*\).*/\1/p' <<< "$MEAS")
   [ -n "$SECS" ] || { SECS=1; RC=99; }
   last=${SECS%.*}
   awk -v d=$dev -v p=$prec -v b=$bs -v t=$SECS -v n=$SIZE -v c=$CELLS -v w=$WINS -v rc=$RC -v r="$RSS" -v g="$BUSY" \
-    -v pl=$plug 'BEGIN{printf "%-3s %-6s %-9s %5d  %7.2f  %6.2f  %7.2f  %8.2f  %6s  %8s   %d\n", pl, d, p, b, t, n*n/1e6/t, c/t, w/t, g, r, rc}' >> "$BENCH"
+    -v pl="$plug${nt:+-$nt}" 'BEGIN{printf "%-3s %-6s %-9s %5d  %7.2f  %6.2f  %7.2f  %8.2f  %6s  %8s   %d\n", pl, d, p, b, t, n*n/1e6/t, c/t, w/t, g, r, rc}' >> "$BENCH"
   say "b. $plug $dev $prec b$bs: $(tail -1 "$BENCH")"
   if [ $RC = 0 ]; then
     run "big stats" "$G/bin/gdalinfo" ${BIGSTATS:--approx_stats} "$W/big_out.tif"

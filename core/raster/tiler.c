@@ -659,6 +659,7 @@ struct run_pipe {
      * readers) and waiting for a free buffer; the network and its wait for read windows; the
      * caller's wait for inferred batches, storing, blending and the sink */
     double t_read, t_read_wait, t_infer, t_infer_wait, t_main_wait, t_store, t_blend, t_sink, t_write_wait;
+    double t_first_wait, t_first; /* the first batch: waiting for its windows, running it (plans, graph capture) */
     /* the writer: NSTEP buffers of one step's blended cells each, handed to the sink in order on
      * the writer's thread; steps [written, pushed) are queued; no_more: the caller pushed its last */
     disopt_tiler_sink sink;
@@ -747,6 +748,10 @@ static void *infer_main(void *arg) {
         const double t2 = dp_now_s();
         pthread_mutex_lock(&p->mu);
         p->t_infer += t2 - t1;
+        if (j == 0) {
+            p->t_first_wait = t1 - t0;
+            p->t_first = t2 - t1;
+        }
         if (st != DISOPT_OK) pipe_fail(p, st);
         else p->inferred[s] = 1;
         pthread_cond_broadcast(&p->cv);
@@ -980,6 +985,7 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     p->total = -1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    const double t_setup = dp_now_s();
     gen_init(t, &p->gen);
     if (p->gen.done) p->total = 0;
     disopt_status s = DISOPT_OK;
@@ -993,6 +999,7 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
             p->wband[i] = p->wty[i] + p->B;
         }
     }
+    const double t_batches = dp_now_s() - t_setup;
     for (int i = 0; i < NSTEP && s == DISOPT_OK; i++) {
         p->wbuf[i] = malloc((size_t)BAND_CELLS * t->step * t->step * sizeof(float));
         if (!p->wbuf[i]) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
@@ -1036,11 +1043,13 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     if (wstarted) pthread_join(wth, NULL);
     /* a stage's failure is why the caller's thread stopped: report it */
     if (p->err != DISOPT_OK) s = dp_error(p->err, "%s", p->msg);
+    const double t_end = dp_now_s();
     CPLDebug("BUILDINGS",
-             "tiler run: %.2f s, %ld windows in batches of %d, %d reader%s; readers: reading %.2f s, waiting for a "
+             "tiler run: set-up %.2f s (batch buffers %.2f s), first batch after %.2f s waiting + %.2f s running; "
+             "run %.2f s, %ld windows in batches of %d, %d reader%s; readers: reading %.2f s, waiting for a "
              "buffer %.2f s (summed); network %.2f s, waiting for read windows %.2f s; caller: waiting for the "
              "network %.2f s, storing %.2f s, blending %.2f s, waiting for the writer %.2f s; writer: sink %.2f s",
-             dp_now_s() - t_start, p->total, p->B, nr, nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer,
+             t_start - t_setup, t_batches, p->t_first_wait, p->t_first, t_end - t_start, p->total, p->B, nr, nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer,
              p->t_infer_wait, p->t_main_wait, p->t_store, p->t_blend, p->t_write_wait, p->t_sink);
     for (int i = 0; i < nr; i++) reader_free(&rr[i].rd);
     for (int i = 0; i < NSLOT; i++) {
@@ -1050,6 +1059,7 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     for (int i = 0; i < NSTEP; i++) free(p->wbuf[i]);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    CPLDebug("BUILDINGS", "tiler run: teardown %.2f s", dp_now_s() - t_end);
     free(p);
     free(rr);
     return s;
