@@ -39,7 +39,7 @@ int main(int argc, char **argv) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int M = shapes[s][0], K = shapes[s][1], P = shapes[s][2];
         float *A = falloc((size_t)M * K), *B = falloc((size_t)K * P), *C = falloc((size_t)M * P);
-        float *Ap = falloc(dp_gemm_packed_a_floats(M, K, mr)), *Bp = falloc((size_t)256 * (size_t)(panel + nr));
+        float *Ap = falloc(dp_gemm_packed_a_floats(M, K, mr)), *Bp = falloc((size_t)K * (size_t)(panel + nr));
         if (!A || !B || !C || !Ap || !Bp) {
             fprintf(stderr, "out of memory\n");
             return 1;
