@@ -233,9 +233,14 @@ for c0 in $cases; do for plug in $PLUGS; do
   IFS=: read -r dev prec bs nt <<< "$c"
   # a fourth field "nt": the run with --config GDAL_NUM_THREADS ALL_CPUS (GTiff then decodes the
   # source's tiles in threads too)
-  XCFG=""; [ "${nt:-}" = nt ] && XCFG="--config GDAL_NUM_THREADS ALL_CPUS"
-  # "f0": the output left to GDAL's block cache until the final flush (DISOPT_FLUSH_MB=0), as before 2026-12-07
-  [ "${nt:-}" = f0 ] && XCFG="--config DISOPT_FLUSH_MB 0"
+  # more variants in the fourth field, joined by "+": "f0": the output left to GDAL's block cache until the final
+  # flush (DISOPT_FLUSH_MB=0), "p0": a short last batch not padded (DISOPT_TILER_PAD=NO), as before 2026-12-07
+  XCFG=""
+  for tok in ${nt//+/ }; do case $tok in
+    nt) XCFG="$XCFG --config GDAL_NUM_THREADS ALL_CPUS" ;;
+    f0) XCFG="$XCFG --config DISOPT_FLUSH_MB 0" ;;
+    p0) XCFG="$XCFG --config DISOPT_TILER_PAD NO" ;;
+  esac; done
   if [ $(( $(elapsed) + last + 10 )) -gt "$BUDGET" ]; then say "b. $plug $dev $prec b$bs skipped: $(elapsed) s used of BUDGET=$BUDGET"; continue; fi
   rm -f "$W/big_out.tif"
   # through measure.py: wall time, peak RSS of gdal_translate, GPU busy fraction (nvidia-smi samples)

@@ -13,6 +13,7 @@
 
 #include <cpl_conv.h>
 #include <cpl_error.h>
+#include <cpl_string.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -660,6 +661,8 @@ struct run_pipe {
      * caller's wait for inferred batches, storing, blending and the sink */
     double t_read, t_read_wait, t_infer, t_infer_wait, t_main_wait, t_store, t_blend, t_sink, t_write_wait;
     double t_first_wait, t_first; /* the first batch: waiting for its windows, running it (plans, graph capture) */
+    int pad_last; /* pad a short last batch to B (DISOPT_TILER_PAD) */
+    int padded;   /* windows of padding computed */
     /* the writer: NSTEP buffers of one step's blended cells each, handed to the sink in order on
      * the writer's thread; steps [written, pushed) are queued; no_more: the caller pushed its last */
     disopt_tiler_sink sink;
@@ -744,7 +747,19 @@ static void *infer_main(void *arg) {
         p->t_infer_wait += t1 - t0;
         pthread_mutex_unlock(&p->mu);
         if (!go) return NULL;
-        const disopt_status st = infer_batch(p->t, &p->buf[s], n);
+        /* The run's last batch, when short, is padded to the full size (windows left from an earlier
+         * batch of this buffer, or zeros): a new batch size would make the model plan again and record
+         * new CUDA graphs (freeing the full size's) while the GPU idles; the padding's results are
+         * not used. Not when no full batch has run (a small raster computes only what it needs). */
+        int nrun = n;
+        if (n < p->B && j > 0 && p->pad_last) {
+            batch_buf *b = &p->buf[s];
+            const size_t win = (size_t)p->t->C * p->t->o.tile_size * p->t->o.tile_size;
+            if (j < NSLOT) memset(b->x + (size_t)n * win, 0, (size_t)(p->B - n) * win * sizeof(float));
+            nrun = p->B;
+            p->padded = p->B - n; /* (only this thread writes it; read after the join) */
+        }
+        const disopt_status st = infer_batch(p->t, &p->buf[s], nrun);
         const double t2 = dp_now_s();
         pthread_mutex_lock(&p->mu);
         p->t_infer += t2 - t1;
@@ -983,6 +998,11 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     p->t = t;
     p->B = t->o.batch_size;
     p->total = -1;
+    /* DISOPT_TILER_PAD: AUTO (on a GPU backend, where a new batch size costs plans and graphs; the CPU
+     * backend plans in microseconds and would only compute the padding), YES, NO */
+    const char *pad = CPLGetConfigOption("DISOPT_TILER_PAD", "AUTO");
+    p->pad_last = EQUAL(pad, "AUTO") ? strcmp(disopt_engine_backend_name(disopt_model_engine(t->model)), "cpu") != 0
+                                     : CPLTestBool(pad);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     const double t_setup = dp_now_s();
@@ -1046,10 +1066,10 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     const double t_end = dp_now_s();
     CPLDebug("BUILDINGS",
              "tiler run: set-up %.2f s (batch buffers %.2f s), first batch after %.2f s waiting + %.2f s running; "
-             "run %.2f s, %ld windows in batches of %d, %d reader%s; readers: reading %.2f s, waiting for a "
+             "run %.2f s, %ld windows in batches of %d (+%d of padding), %d reader%s; readers: reading %.2f s, waiting for a "
              "buffer %.2f s (summed); network %.2f s, waiting for read windows %.2f s; caller: waiting for the "
              "network %.2f s, storing %.2f s, blending %.2f s, waiting for the writer %.2f s; writer: sink %.2f s",
-             t_start - t_setup, t_batches, p->t_first_wait, p->t_first, t_end - t_start, p->total, p->B, nr, nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer,
+             t_start - t_setup, t_batches, p->t_first_wait, p->t_first, t_end - t_start, p->total, p->B, p->padded, nr, nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer,
              p->t_infer_wait, p->t_main_wait, p->t_store, p->t_blend, p->t_write_wait, p->t_sink);
     for (int i = 0; i < nr; i++) reader_free(&rr[i].rd);
     for (int i = 0; i < NSLOT; i++) {
