@@ -33,8 +33,10 @@ echo "== 2. training ops"
 $B/bin/test_cuda_grad > $L/grad_cudnn.log 2>&1; echo "test_cuda_grad (cuDNN dw) rc $? $(res $L/grad_cudnn.log)"
 DISOPT_TEST_FILTER=${GRAD_OWN_FILTER:-*} DISOPT_CUDA_TR_DW=own $B/bin/test_cuda_grad > $L/grad_own.log 2>&1; echo "test_cuda_grad (own dw) rc $? $(res $L/grad_own.log)"
 grep -iE "depthwise" $L/grad_own.log | head -8
-DISOPT_CUDA_TR_DW=own DISOPT_TEST_BACKEND=cuda timeout 250 $B/bin/test_train_step > $L/tts_own.log 2>&1
-echo "test_train_step CUDA (own dw) rc $? $(res $L/tts_own.log)"
+# TTS_DW (own): the depthwise convs of test_train_step on CUDA, own or cudnn (the trainer's default)
+TD=${TTS_DW:-own}
+env DISOPT_CUDA_TR_DW=$TD DISOPT_TEST_BACKEND=cuda timeout 250 $B/bin/test_train_step > $L/tts_own.log 2>&1
+echo "test_train_step CUDA ($TD dw) rc $? $(res $L/tts_own.log)"
 pack
 awk '/RUN.*test_conv_math/,/(OK|FAILED).*test_conv_math/' $L/grad_cudnn.log | grep -E ": (y|dx|dw)  |math mode|FAILED|ERROR" \
   | awk '{print $NF=="" ? $0 : $0}' | cut -c1-110 | head -48
