@@ -417,10 +417,11 @@ static void defer_acts(dp_graph *g) {
     }
 }
 
-static disopt_status model_from_st(disopt_engine *e, disopt_st *st, disopt_model **out) {
+/* The host part of a load: the graph, the parameters read and folded (BN into the convs). No engine:
+ * it can run while an engine is being created (disopt_model_parse_memory, disopt_model_bind). */
+static disopt_status model_parse(disopt_st *st, disopt_model **out) {
     disopt_model *m = calloc(1, sizeof *m);
     if (!m) return dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
-    m->engine = e;
     disopt_status s = detect_config(st, &m->info.config);
     if (s == DISOPT_OK) s = dp_graph_build(&m->info.config, &m->g);
     if (s == DISOPT_OK) s = load_params(m, st);
@@ -440,16 +441,35 @@ static disopt_status model_from_st(disopt_engine *e, disopt_st *st, disopt_model
     if (s == DISOPT_OK) s = fill_info(m);
     if (s == DISOPT_OK) s = weight_arena(&m->g);
     for (int i = 0; s == DISOPT_OK && i < m->g.n_nodes; i++) s = fold_node(&m->g, &m->g.nodes[i]);
-    if (s == DISOPT_OK) { /* the folded copies are all inference needs */
+    if (s == DISOPT_OK) /* the folded copies are all inference needs */
         for (int i = 0; i < m->g.n_params; i++) {
             free(m->g.params[i].data);
             m->g.params[i].data = NULL;
         }
-        dp_backend *be = e->backend;
-        if (be->vt->caps & DP_CAP_DW_PRE_ACT) defer_acts(&m->g);
-        for (int i = 0; s == DISOPT_OK && i < m->g.n_nodes; i++) s = be->vt->prepare_node(be, &m->g.nodes[i]);
-        m->prepared = 1;
+    if (s != DISOPT_OK) {
+        disopt_model_destroy(m);
+        return s;
     }
+    *out = m;
+    return DISOPT_OK;
+}
+
+disopt_status disopt_model_bind(disopt_model *m, disopt_engine *e) {
+    if (!m || !e) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_bind: NULL argument");
+    if (m->engine) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_bind: the model has an engine already");
+    m->engine = e;
+    dp_backend *be = e->backend;
+    if (be->vt->caps & DP_CAP_DW_PRE_ACT) defer_acts(&m->g);
+    m->prepared = 1; /* (release_node skips the nodes that were not prepared) */
+    disopt_status s = DISOPT_OK;
+    for (int i = 0; s == DISOPT_OK && i < m->g.n_nodes; i++) s = be->vt->prepare_node(be, &m->g.nodes[i]);
+    return s;
+}
+
+static disopt_status model_from_st(disopt_engine *e, disopt_st *st, disopt_model **out) {
+    disopt_model *m = NULL;
+    DP_TRY(model_parse(st, &m));
+    disopt_status s = disopt_model_bind(m, e);
     if (s != DISOPT_OK) {
         disopt_model_destroy(m);
         return s;
@@ -475,6 +495,16 @@ disopt_status disopt_model_load_memory(disopt_engine *e, const void *buf, size_t
     *out = NULL;
     DP_TRY(disopt_st_open_memory(buf, size, &st));
     disopt_status s = model_from_st(e, st, out);
+    disopt_st_close(st);
+    return s;
+}
+
+disopt_status disopt_model_parse_memory(const void *buf, size_t size, disopt_model **out) {
+    disopt_st *st;
+    if (!buf || !out) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_parse_memory: NULL argument");
+    *out = NULL;
+    DP_TRY(disopt_st_open_memory(buf, size, &st));
+    disopt_status s = model_parse(st, out);
     disopt_st_close(st);
     return s;
 }
@@ -729,6 +759,7 @@ static disopt_status nonfinite_error(const float *input, size_t total, int C, in
 disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int c, int h, int w,
                                  const disopt_outputs *o) {
     if (!m || !input || !o) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: NULL argument");
+    if (!m->engine) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: the model has no engine (bind it)");
     dp_graph *g = &m->g;
     dp_backend *be = m->engine->backend;
     if (c != g->in_channels)

@@ -143,8 +143,13 @@ DISOPT_API disopt_status disopt_model_load(disopt_engine *engine, const char *pa
 /* Same, from a safetensors image in memory (the bytes are copied as needed; buf may be freed after). */
 DISOPT_API disopt_status disopt_model_load_memory(disopt_engine *engine, const void *buf, size_t size,
                                                   disopt_model **out);
+/* disopt_model_load_memory in two halves, so that the host work can run while an engine is being created
+ * (a GPU's takes a few tenths of a second): parse reads the file image and folds the weights without an
+ * engine (info and metadata are then available; inference is not); bind uploads them to the engine (once). */
+DISOPT_API disopt_status disopt_model_parse_memory(const void *buf, size_t size, disopt_model **out);
+DISOPT_API disopt_status disopt_model_bind(disopt_model *model, disopt_engine *engine);
 DISOPT_API void disopt_model_destroy(disopt_model *model);
-/* The engine the model was loaded on. */
+/* The engine the model was loaded on (NULL while not bound). */
 DISOPT_API disopt_engine *disopt_model_engine(const disopt_model *model);
 DISOPT_API disopt_status disopt_model_get_info(const disopt_model *model, disopt_model_info *info);
 /* Value of a __metadata__ entry of the model file, or NULL. */

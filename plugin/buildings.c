@@ -361,6 +361,17 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
     else if (EVP_Digest(buf, (size_t)size, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
         fail = "could not be hashed (SHA-256 failed)";
     const double t1 = bld_now();
+    /* a safetensors image is parsed and folded here while the engine is still being made; a PyTorch
+     * checkpoint (.pth, .pth.tar: a zip) goes through the restricted reader of disopt_io.h later */
+    disopt_file_kind kind = fail ? DISOPT_FILE_UNKNOWN : disopt_file_kind_of(buf, (size_t)size);
+    disopt_model *parsed = NULL;
+    disopt_status ps = DISOPT_OK;
+    char pmsg[1024] = "";
+    if (!fail && kind != DISOPT_FILE_PTH_ZIP && kind != DISOPT_FILE_PTH_LEGACY) {
+        ps = disopt_model_parse_memory(buf, (size_t)size, &parsed);
+        if (ps != DISOPT_OK) snprintf(pmsg, sizeof pmsg, "%s", disopt_last_error());
+    }
+    const double t1p = bld_now();
     bld_engine_join(th, &job);
     if (fail) {
         disopt_engine_destroy(job.engine);
@@ -379,16 +390,26 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
     } else if (s != DISOPT_OK) {
         CPLError(CE_Failure, CPLE_NotSupported, "BUILDINGS: DEVICE=%s: %s",
                  o->device == 3 ? "CUDA:ALL" : o->device == 2 ? "CUDA" : "CPU", job.msg);
+        disopt_model_destroy(parsed);
         VSIFree(buf);
         return 0;
     }
     const double t2 = bld_now();
-    /* a PyTorch checkpoint (.pth, .pth.tar: a zip) goes through the restricted reader of disopt_io.h */
-    disopt_file_kind kind = disopt_file_kind_of(buf, (size_t)size);
-    if (s == DISOPT_OK && (kind == DISOPT_FILE_PTH_ZIP || kind == DISOPT_FILE_PTH_LEGACY))
+    if (s == DISOPT_OK && (kind == DISOPT_FILE_PTH_ZIP || kind == DISOPT_FILE_PTH_LEGACY)) {
         s = disopt_model_load_any(m->engine, o->model, &m->model);
-    else if (s == DISOPT_OK)
-        s = disopt_model_load_memory(m->engine, buf, (size_t)size, &m->model);
+    } else if (s == DISOPT_OK && ps != DISOPT_OK) {
+        s = ps;
+        CPLError(CE_Failure, CPLE_AppDefined, "BUILDINGS: model %s: %s", o->model, pmsg);
+        disopt_model_destroy(parsed);
+        VSIFree(buf);
+        bld_model_free(m);
+        return 0;
+    } else if (s == DISOPT_OK) {
+        s = disopt_model_bind(parsed, m->engine);
+        m->model = parsed; /* (freed with m, bound or not) */
+    } else {
+        disopt_model_destroy(parsed);
+    }
     if (s == DISOPT_OK && o->device == 3) s = bld_load_more(o, m, kind, buf, (size_t)size);
     VSIFree(buf);
     if (s == DISOPT_OK) s = disopt_model_get_info(m->model, &m->info);
@@ -397,8 +418,10 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
         bld_model_free(m);
         return 0;
     }
-    CPLDebug("BUILDINGS", "model: read + SHA-256 %.2f s, engine (%s) %.2f s on its own thread (ready %.2f s after the read), load %.2f s",
-             t1 - t0, disopt_engine_backend_name(m->engine), job.seconds, t2 - t1, bld_now() - t2);
+    CPLDebug("BUILDINGS",
+             "model: read + SHA-256 %.2f s, parse %.2f s, engine (%s) %.2f s on its own thread (ready %.2f s after the "
+             "parse), load %.2f s",
+             t1 - t0, t1p - t1, disopt_engine_backend_name(m->engine), job.seconds, t2 - t1p, bld_now() - t2);
     return 1;
 }
 

@@ -267,6 +267,55 @@ static void test_threads_and_batch(void **s) {
     free(x); free(b1); free(b4); free(one);
 }
 
+/* disopt_model_parse_memory + disopt_model_bind (the driver's overlap of the host work with the engine's
+ * creation) give the same model as disopt_model_load_memory: the same outputs, bit for bit; an unbound model
+ * reports its info but refuses to run or to be tiled; a model binds once; a bad image fails in the parse */
+static void test_parse_then_bind(void **s) {
+    (void)s;
+    const int H = 32, W = 48;
+    size_t per = 4 * (size_t)H * W, nl = 2 * (size_t)H * W;
+    float *x = malloc(per * 4), *a = malloc(nl * 4), *b = malloc(nl * 4);
+    tu_rng r = tu_rng_fresh();
+    tu_fill(&r, x, per, -2, 2);
+    tu_model_opts o = {0};
+    assert_int_equal(tu_write_model(g_path, "student-b0", &o), DISOPT_OK);
+    FILE *f = fopen(g_path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    const long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *img = malloc((size_t)size);
+    assert_int_equal(fread(img, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    disopt_model *ml, *mp;
+    assert_int_equal(disopt_model_load_memory(g_engine, img, (size_t)size, &ml), DISOPT_OK);
+    assert_int_equal(disopt_model_parse_memory(img, (size_t)size, &mp), DISOPT_OK);
+    assert_null(disopt_model_engine(mp));
+    disopt_model_info il, ip;
+    assert_int_equal(disopt_model_get_info(ml, &il), DISOPT_OK);
+    assert_int_equal(disopt_model_get_info(mp, &ip), DISOPT_OK);
+    assert_string_equal(il.name, ip.name);
+    disopt_outputs ob = {b, NULL, NULL, NULL, NULL, 0};
+    assert_int_equal(disopt_model_infer(mp, x, 1, 4, H, W, &ob), DISOPT_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(disopt_last_error(), "no engine"));
+    assert_int_equal(disopt_model_bind(mp, g_engine), DISOPT_OK);
+    assert_ptr_equal(disopt_model_engine(mp), g_engine);
+    assert_int_equal(disopt_model_bind(mp, g_engine), DISOPT_ERR_INVALID_ARGUMENT);
+    disopt_outputs oa = {a, NULL, NULL, NULL, NULL, 0};
+    assert_int_equal(disopt_model_infer(ml, x, 1, 4, H, W, &oa), DISOPT_OK);
+    assert_int_equal(disopt_model_infer(mp, x, 1, 4, H, W, &ob), DISOPT_OK);
+    assert_memory_equal(a, b, nl * 4);
+    disopt_model_destroy(ml);
+    disopt_model_destroy(mp);
+    /* an unbound model is destroyed without an engine; a truncated image fails in the parse */
+    assert_int_equal(disopt_model_parse_memory(img, (size_t)size, &mp), DISOPT_OK);
+    disopt_model_destroy(mp);
+    mp = (disopt_model *)1;
+    assert_int_not_equal(disopt_model_parse_memory(img, (size_t)size / 2, &mp), DISOPT_OK);
+    assert_null(mp);
+    free(img); free(x); free(a); free(b);
+}
+
 static int setup(void **s) {
     (void)s;
     tu_tmpname(g_path, sizeof g_path, "model");
@@ -289,7 +338,7 @@ int main(void) {
         cmocka_unit_test(test_wrong_shape),        cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_unsupported_dtype),  cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_dtypes_prefix_counts), cmocka_unit_test(test_detection_and_metadata),
-        cmocka_unit_test(test_threads_and_batch),
+        cmocka_unit_test(test_threads_and_batch), cmocka_unit_test(test_parse_then_bind),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -162,6 +162,7 @@ disopt_status disopt_tiler_create(disopt_model *model, GDALDatasetH src, const d
     if (!out) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler: NULL output handle");
     *out = NULL;
     if (!model || !src) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler: NULL model or source dataset");
+    if (!disopt_model_engine(model)) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "tiler: the model has no engine");
     disopt_tiler_options o;
     if (opt) o = *opt;
     else disopt_tiler_options_init(&o);
