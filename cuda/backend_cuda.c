@@ -27,6 +27,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
@@ -113,6 +114,24 @@ static double cu_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* cudnnCreate on its own thread (DISOPT_CUDA_PAR_SETUP) */
+typedef struct dnn_job {
+    int device;
+    cudnnHandle_t h;
+    cudnnStatus_t st;
+    cudaError_t ce;
+    double secs;
+} dnn_job;
+
+static void *dnn_create_main(void *arg) {
+    dnn_job *j = arg;
+    const double t0 = cu_now();
+    j->ce = cudaSetDevice(j->device);
+    if (j->ce == cudaSuccess) j->st = cudnnCreate(&j->h);
+    j->secs = cu_now() - t0;
+    return NULL;
 }
 
 static void cu_destroy(dp_backend *b) {
@@ -735,6 +754,12 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     disopt_status s = DISOPT_OK;
     struct cudaDeviceProp prop;
     const double t0 = cu_now();
+    /* DISOPT_CUDA_PAR_SETUP=1: cudnnCreate on a thread of its own, beside the context and cuBLAS (A/B of the
+     * engine's start-up time, bench/RESULTS.md 4.8) */
+    const char *par = getenv("DISOPT_CUDA_PAR_SETUP");
+    dnn_job job = {device, NULL, CUDNN_STATUS_SUCCESS, cudaSuccess, 0.0};
+    pthread_t dnn_th;
+    const int par_on = par && *par && *par != '0' && pthread_create(&dnn_th, NULL, dnn_create_main, &job) == 0;
     cudaError_t r = cudaSetDevice(device);
     if (r == cudaSuccess) r = cudaFree(NULL); /* the context, now (cudaSetDevice may leave it for later) */
     if (r == cudaSuccess) r = cudaGetDeviceProperties(&prop, device);
@@ -742,11 +767,13 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     if (r != cudaSuccess) s = cuda_fail(cb, r, "device setup");
     const double t1 = cu_now();
     cudnnStatus_t d = CUDNN_STATUS_SUCCESS;
-    if (s == DISOPT_OK) d = cudnnCreate(&cb->cudnn);
-    if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnSetStream(cb->cudnn, cb->stream);
-    if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->xdesc);
-    if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->ydesc);
-    if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = dp_dnn_status(cb->host, d, "cudnn setup");
+    if (!par_on) {
+        if (s == DISOPT_OK) d = cudnnCreate(&cb->cudnn);
+        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnSetStream(cb->cudnn, cb->stream);
+        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->xdesc);
+        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->ydesc);
+        if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = dp_dnn_status(cb->host, d, "cudnn setup");
+    }
     const double t2 = cu_now();
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
     if (s == DISOPT_OK) bs = cublasCreate(&cb->cublas);
@@ -765,19 +792,30 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     }
     if (s == DISOPT_OK && (bs = cublasSetWorkspace(cb->cublas, cb->blas_ws, blas_ws)) != CUBLAS_STATUS_SUCCESS)
         s = cublas_fail(cb, bs, "cublas workspace");
+    const double t3 = cu_now();
+    if (par_on) { /* the cuDNN handle made on its thread (destroyed with cb whatever happened here) */
+        pthread_join(dnn_th, NULL);
+        cb->cudnn = job.ce == cudaSuccess && job.st == CUDNN_STATUS_SUCCESS ? job.h : NULL;
+        if (s == DISOPT_OK && job.ce != cudaSuccess) s = cuda_fail(cb, job.ce, "device setup (cuDNN thread)");
+        d = job.st;
+        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnSetStream(cb->cudnn, cb->stream);
+        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->xdesc);
+        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->ydesc);
+        if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = dp_dnn_status(cb->host, d, "cudnn setup");
+    }
     if (s != DISOPT_OK) {
         cu_destroy(&cb->base);
         return s;
     }
     host->log(e, DISOPT_LOG_INFO,
-              "cuda backend: device %d %s (sm_%d%d), cuDNN %zu, %s; set-up: context %.3f s, cuDNN %.3f s, "
-              "cuBLAS %.3f s",
+              "cuda backend: device %d %s (sm_%d%d), cuDNN %zu, %s; set-up: context %.3f s, cuDNN %.3f s%s, "
+              "cuBLAS %.3f s, all %.3f s",
               device, prop.name, prop.major, prop.minor, cudnnGetVersion(),
               cb->dt == DPK_F16    ? "FP16 storage, float accumulation"
               : cb->dt == DPK_BF16 ? "BF16 storage, float accumulation"
               : cb->tf32           ? "TF32 tensor cores"
                                    : "FP32 (FMA math, no TF32)",
-              t1 - t0, t2 - t1, cu_now() - t2);
+              t1 - t0, par_on ? job.secs : t2 - t1, par_on ? " (on its own thread)" : "", t3 - t2, cu_now() - t0);
     *out = &cb->base;
     return DISOPT_OK;
 }

@@ -17,7 +17,7 @@ for part in ${PARTS:-e2e infer train}; do
     mkdir -p "$O/e2e"
     B=${E2E_BUDGET:-200}; [ $((B + 60)) -gt "$L" ] && B=$((L - 60))
     OUT=$O/e2e SMALLCASES="${E2E_SMALL:-CUDA:FP32:8 CUDA:FP16:8}" \
-      BIGCASES="${E2E_BIG:-CUDA:FP32:16 CUDA:FP32:16:f0+p0 CUDA:FP16:32 CUDA:FP16:32:f0+p0 CUDA:FP32:32}" \
+      BIGCASES="${E2E_BIG:-CUDA:FP32:16 CUDA:FP32:16:ps CUDA:FP32:16:f0+p0 CUDA:FP16:32 CUDA:FP16:32:f0+p0 CUDA:FP32:32}" \
       BIG_DEBUG=ON BUDGET=$B timeout $((B + 55)) bash bench/cuda/device_e2e.sh 2>&1 | grep -vE "^ *$" | tail -60 ;;
   infer)
     echo "== test_cuda ($L s left)"

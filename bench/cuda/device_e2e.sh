@@ -234,9 +234,11 @@ for c0 in $cases; do for plug in $PLUGS; do
   # a fourth field "nt": the run with --config GDAL_NUM_THREADS ALL_CPUS (GTiff then decodes the
   # source's tiles in threads too)
   # more variants in the fourth field, joined by "+": "f0": the output left to GDAL's block cache until the final
-  # flush (DISOPT_FLUSH_MB=0), "p0": a short last batch not padded (DISOPT_TILER_PAD=NO), as before 2026-12-07
-  XCFG=""
+  # flush (DISOPT_FLUSH_MB=0), "p0": a short last batch not padded (DISOPT_TILER_PAD=NO), as before 2026-12-07;
+  # "ps": cudnnCreate on its own thread (DISOPT_CUDA_PAR_SETUP=1)
+  XCFG=""; XENV="E2E_CASE=$c"
   for tok in ${nt//+/ }; do case $tok in
+    ps) XENV="$XENV DISOPT_CUDA_PAR_SETUP=1" ;; # cudnnCreate on its own thread
     nt) XCFG="$XCFG --config GDAL_NUM_THREADS ALL_CPUS" ;;
     f0) XCFG="$XCFG --config DISOPT_FLUSH_MB 0" ;;
     p0) XCFG="$XCFG --config DISOPT_TILER_PAD NO" ;;
@@ -246,7 +248,7 @@ for c0 in $cases; do for plug in $PLUGS; do
   # through measure.py: wall time, peak RSS of gdal_translate, GPU busy fraction (nvidia-smi samples)
   echo "\$ [big $dev $prec b$bs] gdal_translate -of BUILDINGS ... $BIGSRC" >> "$LOG"
   n0=$(wc -l < "$LOG")
-  MEAS=$(python3 "$R/bench/cuda/measure.py" --ld "$GLD" -- "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="$M" \
+  MEAS=$(env $XENV python3 "$R/bench/cuda/measure.py" --ld "$GLD" -- "$G/bin/gdal_translate" -q -of BUILDINGS -co MODEL="$M" \
       -co DEVICE=$dev -co PRECISION=$prec -co BATCH_SIZE=$bs ${BIG_CONFIG:-} $XCFG --config CPL_DEBUG ${BIG_DEBUG:-BUILDINGS} --config CPL_TIMESTAMP ON \
       --config GDAL_CACHEMAX "${BIG_CACHEMAX:-256}" "$BIGSRC" "$W/big_out.tif" 2>>"$LOG" | tail -1)
   echo "  -> $MEAS" >> "$LOG"
