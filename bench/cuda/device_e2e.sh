@@ -254,7 +254,7 @@ for c0 in $cases; do for plug in $PLUGS; do
   echo "  -> $MEAS" >> "$LOG"
   # this run's timed lines (BIG_DEBUG=ON: GDAL's own debug messages too, e.g. GDALClose and GDALDestroy)
   tail -n +$((n0 + 1)) "$LOG" | grep -E "BUILDINGS: (model:|CreateCopy:|tiler run:|cuda backend:|engine:|plan )${BIG_DEBUG:+|GDAL: }" | sed "s/^/   $plug${nt:+-$nt} $dev $prec b$bs: /" >> "$BENCH"
-  echo "   $plug $dev $prec b$bs: process $(grep -oE 'start=[0-9:.]+ end=[0-9:.]+' <<< "$MEAS")" >> "$BENCH"
+  echo "   $plug${nt:+-$nt} $dev $prec b$bs: process $(grep -oE 'start=[0-9:.]+ end=[0-9:.]+' <<< "$MEAS")" >> "$BENCH"
   SECS=$(sed -n 's/.*wall_s=\([0-9.]*\).*/\1/p' <<< "$MEAS"); RC=$(sed -n 's/.*rc=\([0-9-]*\).*/\1/p' <<< "$MEAS")
   RSS=$(sed -n 's/.*peak_rss_mib=\([0-9]*\).*/\1/p' <<< "$MEAS"); BUSY=$(sed -n 's/.*gpu_busy=\([0-9.na]*\).*/\1/p' <<< "$MEAS")
   [ -n "$SECS" ] || { SECS=1; RC=99; }
