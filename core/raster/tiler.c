@@ -1067,11 +1067,13 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     const double t_end = dp_now_s();
     CPLDebug("BUILDINGS",
              "tiler run: set-up %.2f s (batch buffers %.2f s), first batch after %.2f s waiting + %.2f s running; "
-             "run %.2f s, %ld windows in batches of %d (+%d of padding), %d reader%s; readers: reading %.2f s, waiting for a "
-             "buffer %.2f s (summed); network %.2f s, waiting for read windows %.2f s; caller: waiting for the "
-             "network %.2f s, storing %.2f s, blending %.2f s, waiting for the writer %.2f s; writer: sink %.2f s",
-             t_start - t_setup, t_batches, p->t_first_wait, p->t_first, t_end - t_start, p->total, p->B, p->padded, nr, nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer,
-             p->t_infer_wait, p->t_main_wait, p->t_store, p->t_blend, p->t_write_wait, p->t_sink);
+             "run %.2f s, %ld windows in batches of %d (+%d of padding), %d reader%s; readers: reading %.2f s, "
+             "waiting for a buffer %.2f s (summed); network %.2f s, waiting for read windows %.2f s; caller: waiting "
+             "for the network %.2f s, storing %.2f s, blending %.2f s, waiting for the writer %.2f s; writer: sink "
+             "%.2f s",
+             t_start - t_setup, t_batches, p->t_first_wait, p->t_first, t_end - t_start, p->total, p->B, p->padded, nr,
+             nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer, p->t_infer_wait, p->t_main_wait, p->t_store,
+             p->t_blend, p->t_write_wait, p->t_sink);
     for (int i = 0; i < nr; i++) reader_free(&rr[i].rd);
     for (int i = 0; i < NSLOT; i++) {
         batch_free(t, &p->buf[i]);
