@@ -766,14 +766,8 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     if (r == cudaSuccess) r = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking);
     if (r != cudaSuccess) s = cuda_fail(cb, r, "device setup");
     const double t1 = cu_now();
-    cudnnStatus_t d = CUDNN_STATUS_SUCCESS;
-    if (!par_on) {
-        if (s == DISOPT_OK) d = cudnnCreate(&cb->cudnn);
-        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnSetStream(cb->cudnn, cb->stream);
-        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->xdesc);
-        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->ydesc);
-        if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = dp_dnn_status(cb->host, d, "cudnn setup");
-    }
+    cudnnStatus_t d = CUDNN_STATUS_SUCCESS; /* the handle (here or on its thread); its set-up after cuBLAS */
+    if (!par_on && s == DISOPT_OK) d = cudnnCreate(&cb->cudnn);
     const double t2 = cu_now();
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
     if (s == DISOPT_OK) bs = cublasCreate(&cb->cublas);
@@ -793,16 +787,16 @@ __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(
     if (s == DISOPT_OK && (bs = cublasSetWorkspace(cb->cublas, cb->blas_ws, blas_ws)) != CUBLAS_STATUS_SUCCESS)
         s = cublas_fail(cb, bs, "cublas workspace");
     const double t3 = cu_now();
-    if (par_on) { /* the cuDNN handle made on its thread (destroyed with cb whatever happened here) */
+    if (par_on) { /* the handle made on its thread (destroyed with cb whatever happened here) */
         pthread_join(dnn_th, NULL);
         cb->cudnn = job.ce == cudaSuccess && job.st == CUDNN_STATUS_SUCCESS ? job.h : NULL;
         if (s == DISOPT_OK && job.ce != cudaSuccess) s = cuda_fail(cb, job.ce, "device setup (cuDNN thread)");
         d = job.st;
-        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnSetStream(cb->cudnn, cb->stream);
-        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->xdesc);
-        if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->ydesc);
-        if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = dp_dnn_status(cb->host, d, "cudnn setup");
     }
+    if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnSetStream(cb->cudnn, cb->stream);
+    if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->xdesc);
+    if (s == DISOPT_OK && d == CUDNN_STATUS_SUCCESS) d = cudnnCreateTensorDescriptor(&cb->ydesc);
+    if (s == DISOPT_OK && d != CUDNN_STATUS_SUCCESS) s = dp_dnn_status(cb->host, d, "cudnn setup");
     if (s != DISOPT_OK) {
         cu_destroy(&cb->base);
         return s;

@@ -395,26 +395,23 @@ static int bld_model_load(const bld_opts *o, bld_model *m) {
         return 0;
     }
     const double t2 = bld_now();
+    const char *why = NULL; /* the parse's message (the thread's last error may be the CPU engine's since) */
     if (s == DISOPT_OK && (kind == DISOPT_FILE_PTH_ZIP || kind == DISOPT_FILE_PTH_LEGACY)) {
         s = disopt_model_load_any(m->engine, o->model, &m->model);
     } else if (s == DISOPT_OK && ps != DISOPT_OK) {
         s = ps;
-        CPLError(CE_Failure, CPLE_AppDefined, "BUILDINGS: model %s: %s", o->model, pmsg);
-        disopt_model_destroy(parsed);
-        VSIFree(buf);
-        bld_model_free(m);
-        return 0;
+        why = pmsg;
     } else if (s == DISOPT_OK) {
         s = disopt_model_bind(parsed, m->engine);
         m->model = parsed; /* (freed with m, bound or not) */
-    } else {
-        disopt_model_destroy(parsed);
+        parsed = NULL;
     }
+    disopt_model_destroy(parsed);
     if (s == DISOPT_OK && o->device == 3) s = bld_load_more(o, m, kind, buf, (size_t)size);
     VSIFree(buf);
     if (s == DISOPT_OK) s = disopt_model_get_info(m->model, &m->info);
     if (s != DISOPT_OK) {
-        CPLError(CE_Failure, CPLE_AppDefined, "BUILDINGS: model %s: %s", o->model, disopt_last_error());
+        CPLError(CE_Failure, CPLE_AppDefined, "BUILDINGS: model %s: %s", o->model, why ? why : disopt_last_error());
         bld_model_free(m);
         return 0;
     }
