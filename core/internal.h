@@ -44,6 +44,11 @@ int dp_pool_size(const dp_pool *p);
 /* Runs fn(ctx, t, thread) for t in [0, ntasks) on the pool (the caller participates). Blocks until done. */
 void dp_pool_run(dp_pool *p, int ntasks, dp_task_fn fn, void *ctx);
 
+/* disopt_model_infer; device_out: the outputs' pointers (fused/sar/rgb logits, taps; no probability)
+ * are memory of the engine's device (backend download_device), written when this returns */
+disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int c, int h, int w,
+                                const disopt_outputs *o, int device_out);
+
 /* ---------------------------------------------------------------- graph */
 typedef enum dp_op {
     DP_OP_CONV = 0,  /* in[0] -> out; weights; optional bias; fused activation; optional in[1] (N,C,1,1):
@@ -192,6 +197,9 @@ typedef struct dp_backend_vtable {
      * the rest (the probability of the building class out of the softmax: half of what download
      * moves, and no host-side copy). */
     disopt_status (*download_planes)(dp_backend *b, float *dst, const dp_tview *src, int c0, int nc);
+    /* Optional: src as NCHW float32 into dst, memory of the backend's device (the CPU's: host memory),
+     * finished when it returns (the trainer reads the frozen teacher's outputs there, no host copy). */
+    disopt_status (*download_device)(dp_backend *b, float *dst, const dp_tview *src);
     unsigned caps;      /* DP_CAP_* */
 } dp_backend_vtable;
 
@@ -209,7 +217,7 @@ disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_bac
  * engine dlopens when a caller asks for CUDA, so that the library and the GDAL plugin load and run
  * on machines without the CUDA libraries. The module reports errors through the host's functions
  * (one thread-local message, the core's). */
-#define DP_CUDA_ABI 4
+#define DP_CUDA_ABI 5
 typedef struct dp_cuda_host {
     int abi;
     disopt_status (*error)(disopt_status s, const char *fmt, ...) DP_PRINTF(2, 3);

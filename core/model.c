@@ -758,6 +758,11 @@ static disopt_status nonfinite_error(const float *input, size_t total, int C, in
 
 disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int c, int h, int w,
                                  const disopt_outputs *o) {
+    return dp_model_infer_ex(m, input, n, c, h, w, o, 0);
+}
+
+disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int c, int h, int w,
+                                const disopt_outputs *o, int device_out) {
     if (!m || !input || !o) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: NULL argument");
     if (!m->engine) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: the model has no engine (bind it)");
     dp_graph *g = &m->g;
@@ -770,6 +775,11 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
     if ((o->sar_logits || o->rgb_logits) && g->out_sar < 0)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "the teacher has no SAR-only or pseudo-optical logits");
     if (o->num_taps < 0 || (o->num_taps > 0 && !o->taps)) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "bad taps");
+    if (device_out && (o->probability || !be->vt->download_device))
+        return dp_error(DISOPT_ERR_UNSUPPORTED, "%s", o->probability ? "no probability plane into device memory"
+                                                                     : "the backend cannot write into device memory");
+    disopt_status (*const dl)(dp_backend *, float *, const dp_tview *) =
+        device_out ? be->vt->download_device : be->vt->download;
     int C = g->in_channels;
     size_t total = (size_t)n * C * h * w;
     disopt_infer_timing *tm = &m->timing;
@@ -877,7 +887,7 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
     t0 = dp_now_s();
     for (int i = 0; s == DISOPT_OK && i < o->num_taps; i++) {
         dp_tview v = view_of(m, tapt[i]);
-        s = be->vt->download(be, o->taps[i].data, &v);
+        s = dl(be, o->taps[i].data, &v);
     }
     struct {
         float *dst;
@@ -886,7 +896,7 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
     for (int i = 0; s == DISOPT_OK && i < 3; i++)
         if (outs[i].dst) {
             dp_tview v = view_of(m, outs[i].t);
-            s = be->vt->download(be, outs[i].dst, &v);
+            s = dl(be, outs[i].dst, &v);
         }
     if (s == DISOPT_OK && o->probability) { /* the building plane only, into the caller's buffer */
         dp_tview v = view_of(m, sm);

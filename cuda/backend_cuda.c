@@ -265,6 +265,21 @@ static disopt_status cu_download(dp_backend *b, float *dst, const dp_tview *src)
     return DISOPT_OK;
 }
 
+/* into device memory of this device (the trainer's buffers for the frozen teacher's outputs): the
+ * conversion writes straight into dst */
+static disopt_status cu_download_device(dp_backend *b, float *dst, const dp_tview *src) {
+    cu_backend *cb = (cu_backend *)b;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    const size_t n = (size_t)src->n * src->c * src->h * src->w;
+    if (cb->dt != DPK_F32)
+        K_TRY(cb, dpk_to_f32(cb->stream, cb->dt, dst, src->data, n), "device download conversion");
+    else
+        CU_TRY(cb, cudaMemcpyAsync(dst, src->data, n * sizeof(float), cudaMemcpyDeviceToDevice, cb->stream),
+               "device download");
+    CU_TRY(cb, cudaStreamSynchronize(cb->stream), "device download");
+    return DISOPT_OK;
+}
+
 /* channels [c0, c0 + nc) of each image: one strided copy (after the half -> float32 conversion of
  * the whole tensor on the device, which costs a fraction of what the copy saves) */
 static disopt_status cu_download_planes(dp_backend *b, float *dst, const dp_tview *src, int c0, int nc) {
@@ -718,7 +733,7 @@ static const dp_backend_vtable CUDA_VT = {
     cu_prepare, cu_release, cu_workspace, cu_run, cu_sync, cu_run_conv_gap,
     cu_graph_begin, cu_graph_end, cu_graph_launch, cu_graph_destroy,
     cu_host_alloc, cu_host_free, cu_upload_checked, cu_nonfinite_result,
-    cu_download_planes,
+    cu_download_planes, cu_download_device,
     DP_CAP_DW_PRE_ACT,
 };
 

@@ -715,6 +715,98 @@ static void test_student_step_math(void **state) {
         free(d[m]);
 }
 
+/* The frozen teacher in the inference engine (cfg.teacher_engine = ENGINE: BN folded into the convs, the
+ * engine's kernels) against the trainer's own eval-mode forward (OWN) on the same stage-2 step of student B3
+ * (the 64 x 64 fixture's data, dwgen-1 weights): the teacher's four outputs, every loss term and the SGD step's
+ * change agree to float32 rounding. CI: both on the CPU; DISOPT_TEST_BACKEND=cuda: both trainers on the GPU
+ * (an FP32 engine). A float64 trainer refuses the engine. */
+static void test_teacher_engine(void **state) {
+    (void)state;
+    fixture f;
+    fx_open(&f, "step_student_b3");
+    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
+    int32_t *y = fx_target(&f);
+    disopt_model_config mc;
+    assert_int_equal(disopt_model_config_parse("student-b3", &mc), DISOPT_OK);
+    dp_trainer *t[2] = {NULL, NULL};
+    dp_trainer_loss L[2];
+    float *d[2];
+    size_t np = 0;
+    for (int k = 0; k < 2; k++) {
+        dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, 64, 64);
+        cfg.dropout = cfg.drop_connect = 0;
+        cfg.seed = 1;
+        cfg.optim.weight_decay = 0;
+        cfg.teacher_engine = k ? DP_TRAINER_TEACHER_ENGINE : DP_TRAINER_TEACHER_OWN;
+        if (create(&cfg, NULL, NULL, &t[k]) != DISOPT_OK)
+            fail_msg("trainer: %s", disopt_last_error());
+        dp_trainer_state st;
+        if (dp_trainer_get_state(t[k], &st) != DISOPT_OK)
+            fail_msg("state: %s", disopt_last_error());
+        np = st.n_params;
+        d[k] = malloc(np * sizeof *d[k]);
+        assert_non_null(d[k]);
+        memcpy(d[k], st.params, np * sizeof *d[k]);
+        if (dp_trainer_forward_backward(t[k], x, xt, y, NULL, &L[k]) != DISOPT_OK ||
+            dp_trainer_update(t[k], 0.01) != DISOPT_OK)
+            fail_msg("step: %s", disopt_last_error());
+        if (dp_trainer_get_state(t[k], &st) != DISOPT_OK || st.n_params != np)
+            fail_msg("state: %s", disopt_last_error());
+        for (size_t i = 0; i < np; i++)
+            d[k][i] = ((const float *)st.params)[i] - d[k][i];
+    }
+    static const char *const outs[4] = {"logits", "f4", "f5", "decoder"};
+    for (int j = 0; j < 4; j++) {
+        int c[2], h[2], w[2];
+        const float *o[2];
+        for (int k = 0; k < 2; k++)
+            o[k] = dp_trainer_tensor(t[k], 1, outs[j], &c[k], &h[k], &w[k]);
+        assert_non_null(o[0]);
+        assert_non_null(o[1]);
+        assert_true(c[0] == c[1] && h[0] == h[1] && w[0] == w[1]);
+        double m = 0, e = 0;
+        for (size_t i = 0; i < (size_t)2 * c[0] * h[0] * w[0]; i++) {
+            m = fmax(m, fabs((double)o[0][i]));
+            e = fmax(e, fabs((double)o[1][i] - (double)o[0][i]));
+        }
+        printf("  teacher %-7s (2 x %d x %d x %d): engine vs own forward %.2e of max|x| %.3g\n", outs[j], c[0], h[0],
+               w[0], e / m, m);
+        assert_true(m > 0 && e <= 1e-5 * m);
+    }
+    const double a[5] = {L[0].s2.kd_rgb, L[0].s2.mse[0], L[0].s2.mse[1], L[0].s2.mse[2], L[0].s2.total};
+    const double b[5] = {L[1].s2.kd_rgb, L[1].s2.mse[0], L[1].s2.mse[1], L[1].s2.mse[2], L[1].s2.total};
+    static const char *const tn[5] = {"kd_rgb", "mse p4/f4", "mse p5/f5", "mse decoder", "total"};
+    for (int j = 0; j < 5; j++) {
+        const double r = fabs(b[j] - a[j]) / fabs(a[j]);
+        printf("  loss %-11s own %.9g engine %.9g (relative %.2e)\n", tn[j], a[j], b[j], r);
+        assert_true(a[j] != 0 && r <= 1e-5);
+    }
+    double e = 0, n = 0;
+    for (size_t i = 0; i < np; i++) {
+        e += ((double)d[1][i] - d[0][i]) * ((double)d[1][i] - d[0][i]);
+        n += (double)d[0][i] * d[0][i];
+    }
+    printf("  SGD step's change: relative L2 %.2e (engine vs own teacher)\n", sqrt(e / n));
+    assert_true(n > 0 && sqrt(e / n) <= 1e-4);
+    for (int k = 0; k < 2; k++) {
+        dp_trainer_destroy(t[k]);
+        free(d[k]);
+    }
+    /* the float64 reference keeps its own teacher */
+    dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, 64, 64);
+    cfg.f64 = 1;
+    cfg.teacher_engine = DP_TRAINER_TEACHER_ENGINE;
+    dp_trainer *t64 = NULL;
+    disopt_clear_error();
+    assert_int_equal(dp_trainer_create(&cfg, NULL, NULL, &t64), DISOPT_ERR_UNSUPPORTED);
+    assert_null(t64);
+    assert_non_null(strstr(disopt_last_error(), "teacher mode"));
+    free(x);
+    free(xt);
+    free(y);
+    disopt_st_close(f.st);
+}
+
 /* TF32 / BF16 math is for CUDA: the CPU trainer refuses it */
 static void test_math_on_cpu(void **state) {
     (void)state;
@@ -1209,7 +1301,7 @@ int main(void) {
         cmocka_unit_test(test_student_step_f32),  cmocka_unit_test(test_random_step),
         cmocka_unit_test(test_load_weights),      cmocka_unit_test(test_student_curve_f64),
         cmocka_unit_test(test_student_curve_f32), cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_math_on_cpu),
+        cmocka_unit_test(test_math_on_cpu),       cmocka_unit_test(test_teacher_engine),
     };
     if (g_cuda) { /* data parallelism only exists on the GPU */
         const struct CMUnitTest cu[] = {cmocka_unit_test(test_data_parallel), cmocka_unit_test(test_fused_pairs),

@@ -85,9 +85,16 @@ struct dp_trainer {
     float *state_d, *state_h;
     int32_t *target_d;
     uint8_t *valid_d;
+    /* stage 2 with DP_TRAINER_TEACHER_ENGINE: the teacher's engine and model, and its outputs (logits, f4, f5,
+     * decoder: teacher_outs) as float32 in the trainer's memory (device memory on CUDA), tcount elements each */
+    disopt_engine *teng;
+    disopt_model *tmodel;
+    float *tout[DP_STAGE2_NFEAT + 1];
+    size_t tcount[DP_STAGE2_NFEAT + 1];
+    int tshape[DP_STAGE2_NFEAT + 1][4];
     struct {
         const dp_net *net;
-        int tensor;
+        int tensor; /* -1 - k: the engine teacher's output k */
         float *data;
     } hcopy[16];
     int n_hcopy;
@@ -652,6 +659,122 @@ static int find_t(const dp_net *m, const char *name) { return dp_graph_find_tens
 static size_t hw_(const dp_net *m, int t) { return (size_t)m->g.tensors[t].h * (size_t)m->g.tensors[t].w; }
 static size_t count_(const dp_net *m, int t) { return (size_t)m->n * (size_t)m->g.tensors[t].c * hw_(m, t); }
 
+/* ---------------------------------------------------------------- the teacher in the inference engine */
+/* the frozen teacher's outputs the stage-2 loss reads: its logits, then the features paired with p4, p5 and
+ * decoder_rgb */
+static const char *const teacher_outs[DP_STAGE2_NFEAT + 1] = {"logits", "f4", "f5", "decoder"};
+
+/* a safetensors image of the dwgen-1 teacher (no teacher weights given), for the engine's loader: the values
+ * net_init gives the trainer's own teacher, under the state dict's names */
+static disopt_status dwgen_teacher_image(const disopt_model_config *tc, void **buf, size_t *size) {
+    dp_graph g;
+    DP_TRY(dp_graph_build_train(tc, &g));
+    disopt_status s = DISOPT_OK;
+    for (int i = 0; s == DISOPT_OK && i < g.n_params; i++) {
+        dp_param *p = &g.params[i];
+        if (trainable_kind(p->kind) || p->kind == DISOPT_KEY_BN_MEAN || p->kind == DISOPT_KEY_BN_VAR)
+            p->data = zalloc((size_t)p->numel, sizeof(float), &s); /* dp_graph_free frees them */
+    }
+    disopt_st_writer *w = NULL;
+    if (s == DISOPT_OK) {
+        init_dwgen(&g);
+        s = disopt_st_writer_create(&w);
+    }
+    char variant[8];
+    snprintf(variant, sizeof variant, "b%d", tc->variant);
+    if (s == DISOPT_OK)
+        s = disopt_st_writer_set_metadata(w, "arch", "teacher");
+    if (s == DISOPT_OK)
+        s = disopt_st_writer_set_metadata(w, "variant", variant);
+    for (int i = 0; s == DISOPT_OK && i < g.n_params; i++) {
+        const dp_param *p = &g.params[i];
+        const float zero = 0.0f;
+        if (p->kind == DISOPT_KEY_BN_COUNT)
+            s = disopt_st_writer_add(w, p->key, DISOPT_DTYPE_I64, 0, p->shape, &zero);
+        else if (p->data)
+            s = disopt_st_writer_add(w, p->key, DISOPT_DTYPE_F32, p->ndim, p->shape, p->data);
+    }
+    if (s == DISOPT_OK)
+        s = disopt_st_writer_save_memory(w, buf, size);
+    disopt_st_writer_destroy(w);
+    dp_graph_free(&g);
+    return s;
+}
+
+/* the engine on the trainer's backend (CUDA: its device, the precision of cfg.cuda_math), the teacher loaded
+ * into it, and the trainer's buffers for its outputs */
+static disopt_status teacher_engine_init(dp_trainer *t, const disopt_model_config *tc, const char *weights) {
+    const dp_trainer_config *cfg = &t->cfg;
+    disopt_engine_options eo;
+    disopt_engine_options_init(&eo);
+    if (t->cu) {
+        eo.backend = DISOPT_BACKEND_CUDA;
+        eo.device = cfg->cuda_device;
+        eo.precision = cfg->cuda_math == DP_TRAINER_MATH_BF16   ? DISOPT_PRECISION_BF16
+                       : cfg->cuda_math == DP_TRAINER_MATH_TF32 ? DISOPT_PRECISION_TF32
+                                                                : DISOPT_PRECISION_FP32;
+    } else {
+        eo.num_threads = cfg->nthreads > 1 ? cfg->nthreads : 1;
+    }
+    DP_TRY(disopt_engine_create(&eo, &t->teng));
+    disopt_status s;
+    if (weights) {
+        s = disopt_model_load(t->teng, weights, &t->tmodel);
+    } else {
+        void *img = NULL;
+        size_t sz = 0;
+        s = dwgen_teacher_image(tc, &img, &sz);
+        if (s == DISOPT_OK)
+            s = disopt_model_load_memory(t->teng, img, sz, &t->tmodel);
+        disopt_free(img);
+    }
+    disopt_model_info info;
+    if (s == DISOPT_OK)
+        s = disopt_model_get_info(t->tmodel, &info);
+    if (s == DISOPT_OK && (info.config.arch != DISOPT_ARCH_TEACHER || info.config.variant != tc->variant ||
+                           info.config.in_channels != tc->in_channels || info.config.num_classes != tc->num_classes))
+        s = dp_error(DISOPT_ERR_INVALID_ARGUMENT, "%s is %s, the student needs teacher-b%d (%d bands, %d classes)",
+                     weights ? weights : "(dwgen-1)", info.name, tc->variant, tc->in_channels, tc->num_classes);
+    for (int k = 0; s == DISOPT_OK && k <= DP_STAGE2_NFEAT; k++) {
+        int *sh = t->tshape[k];
+        if (k == 0) {
+            sh[0] = cfg->n, sh[1] = tc->num_classes, sh[2] = cfg->h, sh[3] = cfg->w;
+        } else {
+            s = disopt_model_tap_shape(t->tmodel, teacher_outs[k], cfg->n, cfg->h, cfg->w, sh);
+            if (s != DISOPT_OK)
+                break;
+        }
+        t->tcount[k] = (size_t)sh[0] * (size_t)sh[1] * (size_t)sh[2] * (size_t)sh[3];
+        t->tout[k] = t->cu ? dzalloc(t->cu, t->tcount[k] * sizeof(float), &s)
+                           : zalloc(t->tcount[k], sizeof(float), &s);
+    }
+    return s;
+}
+
+/* the teacher's forward through the engine: its four outputs into tout */
+static disopt_status teacher_engine_forward(dp_trainer *t, const float *x_teacher) {
+    const double t0 = t->net.prof ? dp_now_s() : 0.0;
+    if (t->cu) /* the last step's kernels that read tout are done before the engine (its own stream) writes */
+        DP_TRY(t->cu->f.sync(t->cu->ctx));
+    disopt_tap taps[DP_STAGE2_NFEAT];
+    for (int k = 0; k < DP_STAGE2_NFEAT; k++) {
+        taps[k].name = teacher_outs[k + 1];
+        taps[k].data = t->tout[k + 1];
+    }
+    disopt_outputs o;
+    memset(&o, 0, sizeof o);
+    o.fused_logits = t->tout[0];
+    o.taps = taps;
+    o.num_taps = DP_STAGE2_NFEAT;
+    disopt_status s = dp_model_infer_ex(t->tmodel, x_teacher, t->cfg.n, t->cfg.model.in_channels, t->cfg.h, t->cfg.w,
+                                        &o, 1);
+    if (s != DISOPT_OK)
+        return dp_error_prefix(s, "teacher");
+    if (t->net.prof)
+        t->prof[DP_TR_PROF_TEACHER] += dp_now_s() - t0;
+    return DISOPT_OK;
+}
+
 /* ---------------------------------------------------------------- profiling */
 static const char *const tr_prof_names[DP_TR_PROF_N] = {
     "teacher forward", "conv depthwise fwd", "conv 1x1 fwd", "conv kxk fwd", "conv on 1x1 maps fwd",
@@ -727,6 +850,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #define TR_BN_ACT_BWD_TRAIN(m, ...) DISOPT_ERR_INTERNAL
 
 #define TR_T float
+#define TR_TEACHER_ENGINE 1
 #define TR_S f32
 #define TR_L f32
 #define TR_INPUT(m, d, x, n) tr_input_f32(d, x, n)
@@ -734,6 +858,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #define TR_LOSS2(t, ...) dp_loss_stage2_f32(__VA_ARGS__)
 #include "trainer.inc"
 #undef TR_T /* (the CPU's memory macros stay for the double instantiation) */
+#undef TR_TEACHER_ENGINE
 #undef TR_S
 #undef TR_L
 #undef TR_INPUT
@@ -741,6 +866,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #undef TR_LOSS2
 
 #define TR_T double
+#define TR_TEACHER_ENGINE 0
 #define TR_S f64
 #define TR_L f64
 #define TR_INPUT(m, d, x, n) tr_input_f64(d, x, n)
@@ -779,6 +905,7 @@ static disopt_status tr_loss2_cu(dp_trainer *t, const dp_stage2_in_f32 *in, dp_s
 #define TR_BN_ACT_FWD_EVAL(m, ...) (m)->cu->f.bn_act_fwd_eval((m)->cu->ctx, __VA_ARGS__)
 #define TR_BN_ACT_BWD_TRAIN(m, ...) (m)->cu->f.bn_act_bwd_train((m)->cu->ctx, __VA_ARGS__)
 #define TR_T float
+#define TR_TEACHER_ENGINE 1
 #define TR_S cu
 #define TR_L f32
 #define TR_INPUT(m, d, x, n) (m)->cu->f.upload((m)->cu->ctx, (d), (x), (n) * sizeof(float))
@@ -816,10 +943,20 @@ disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weight
     const int fuse = cfg->cuda && !cfg->cuda_unfused; /* BN + activation pairs as one op (find_fusions) */
     if (s == DISOPT_OK)
         s = net_init(&t->net, &cfg->model, cfg->n, cfg->h, cfg->w, 1, cfg->f64, t->pool, t->cu, fuse, weights);
+    if (s == DISOPT_OK && (cfg->teacher_engine < DP_TRAINER_TEACHER_AUTO || cfg->teacher_engine > DP_TRAINER_TEACHER_ENGINE ||
+                           (cfg->teacher_engine == DP_TRAINER_TEACHER_ENGINE && cfg->f64)))
+        s = dp_error(DISOPT_ERR_UNSUPPORTED, "trainer: teacher mode %d (the engine's teacher is for float32 runs)",
+                     cfg->teacher_engine);
     if (s == DISOPT_OK && t->stage == 2) {
         disopt_model_config tc = cfg->model;
         tc.arch = DISOPT_ARCH_TEACHER;
-        s = net_init(&t->teacher, &tc, cfg->n, cfg->h, cfg->w, 0, cfg->f64, t->pool, t->cu, fuse, teacher_weights);
+        const int engine = cfg->teacher_engine == DP_TRAINER_TEACHER_ENGINE ||
+                           (cfg->teacher_engine == DP_TRAINER_TEACHER_AUTO && cfg->cuda &&
+                            cfg->cuda_math != DP_TRAINER_MATH_FP32);
+        if (engine)
+            s = teacher_engine_init(t, &tc, teacher_weights);
+        else
+            s = net_init(&t->teacher, &tc, cfg->n, cfg->h, cfg->w, 0, cfg->f64, t->pool, t->cu, fuse, teacher_weights);
         t->teacher.teacher = 1;
         if (s != DISOPT_OK)
             s = dp_error_prefix(s, "teacher");
@@ -871,6 +1008,14 @@ void dp_trainer_destroy(dp_trainer *t) {
         return;
     net_free(&t->net);
     net_free(&t->teacher);
+    for (int k = 0; k <= DP_STAGE2_NFEAT; k++) {
+        if (t->cu && t->tout[k])
+            t->cu->f.free(t->cu->ctx, t->tout[k]);
+        else
+            free(t->tout[k]);
+    }
+    disopt_model_destroy(t->tmodel);
+    disopt_engine_destroy(t->teng);
     if (t->cu) {
         void *dev[3] = {t->state_d, t->target_d, t->valid_d};
         for (int i = 0; i < 3; i++)
@@ -993,9 +1138,51 @@ double *dp_trainer_param_f64(dp_trainer *t, const char *key, double **grad, int6
     return (double *)(tr ? t->net.params : t->net.bufs) + off;
 }
 
+/* host memory for a copy of a device tensor, by (net, tensor), kept until the trainer goes; NULL when full */
+static float *hcopy_slot(const dp_trainer *t, const dp_net *m, int tensor, size_t count) {
+    dp_trainer *tm = (dp_trainer *)(uintptr_t)t; /* the copies' table only */
+    int k = 0;
+    while (k < tm->n_hcopy && !(tm->hcopy[k].net == m && tm->hcopy[k].tensor == tensor))
+        k++;
+    if (k == tm->n_hcopy) {
+        if (k == (int)(sizeof tm->hcopy / sizeof tm->hcopy[0]))
+            return NULL;
+        tm->hcopy[k].data = malloc(count * sizeof(float) + 1);
+        if (!tm->hcopy[k].data)
+            return NULL;
+        tm->hcopy[k].net = m;
+        tm->hcopy[k].tensor = tensor;
+        tm->n_hcopy++;
+    }
+    return tm->hcopy[k].data;
+}
+
+/* the engine teacher's output by name (host memory; a copy, made again on every call, on CUDA) */
+static const void *teacher_engine_tensor(const dp_trainer *t, const char *name, int *c, int *h, int *w) {
+    int k = 0;
+    while (k <= DP_STAGE2_NFEAT && strcmp(name, teacher_outs[k]) != 0)
+        k++;
+    if (k > DP_STAGE2_NFEAT)
+        return NULL;
+    if (c)
+        *c = t->tshape[k][1];
+    if (h)
+        *h = t->tshape[k][2];
+    if (w)
+        *w = t->tshape[k][3];
+    if (!t->cu)
+        return t->tout[k];
+    float *d = hcopy_slot(t, &t->teacher, -1 - k, t->tcount[k]);
+    if (!d || t->cu->f.download(t->cu->ctx, d, t->tout[k], t->tcount[k] * sizeof(float)) != DISOPT_OK)
+        return NULL;
+    return d;
+}
+
 static const void *tensor_at(const dp_trainer *t, int teacher, const char *name, int *c, int *h, int *w) {
     if (!t || !name)
         return NULL;
+    if (teacher && t->tmodel)
+        return teacher_engine_tensor(t, name, c, h, w);
     const dp_net *m = teacher ? &t->teacher : &t->net;
     if (!m->act)
         return NULL;
@@ -1009,24 +1196,11 @@ static const void *tensor_at(const dp_trainer *t, int teacher, const char *name,
     if (w)
         *w = m->g.tensors[i].w;
     if (m->cu) { /* a host copy, made again on every call (kept until the trainer goes) */
-        dp_trainer *tm = (dp_trainer *)(uintptr_t)t; /* the copies' table only */
-        int k = 0;
-        while (k < tm->n_hcopy && !(tm->hcopy[k].net == m && tm->hcopy[k].tensor == i))
-            k++;
-        if (k == tm->n_hcopy) {
-            if (k == (int)(sizeof tm->hcopy / sizeof tm->hcopy[0]))
-                return NULL;
-            tm->hcopy[k].net = m;
-            tm->hcopy[k].tensor = i;
-            tm->hcopy[k].data = malloc(count_(m, i) * sizeof(float) + 1);
-            if (!tm->hcopy[k].data)
-                return NULL;
-            tm->n_hcopy++;
-        }
-        if (m->cu->f.download(m->cu->ctx, tm->hcopy[k].data, (const float *)m->act + m->t_off[i],
-                              count_(m, i) * sizeof(float)) != DISOPT_OK)
+        float *d = hcopy_slot(t, m, i, count_(m, i));
+        if (!d || m->cu->f.download(m->cu->ctx, d, (const float *)m->act + m->t_off[i], count_(m, i) * sizeof(float)) !=
+                      DISOPT_OK)
             return NULL;
-        return tm->hcopy[k].data;
+        return d;
     }
     return (const char *)m->act + m->t_off[i] * m->esz;
 }
@@ -1055,6 +1229,8 @@ void dp_trainer_memory(const dp_trainer *t, dp_trainer_memory_info *mi) {
     mi->saved_bytes = m->n_save * e + m->n_mask;
     mi->workspace_bytes = m->ws_elems * e;
     mi->teacher_bytes = (tt->n_params + tt->n_bufs + tt->n_act + tt->n_save + tt->ws_elems) * e;
+    for (int k = 0; k <= DP_STAGE2_NFEAT; k++)
+        mi->teacher_bytes += t->tcount[k] * sizeof(float);
     mi->total_bytes = mi->params_bytes + mi->grads_bytes + mi->state_bytes + mi->buffers_bytes + mi->arena_bytes +
                       mi->saved_bytes + mi->workspace_bytes + mi->teacher_bytes;
 }

@@ -45,6 +45,18 @@
  * double) only: another value with cfg.cuda == 0 is an error. */
 typedef enum dp_trainer_math { DP_TRAINER_MATH_FP32 = 0, DP_TRAINER_MATH_TF32 = 1, DP_TRAINER_MATH_BF16 = 2 } dp_trainer_math;
 
+/* cfg.teacher_engine. OWN: the trainer's eval-mode forward (BN as its own op, every tensor float32: the exact
+ * reference). ENGINE: the inference engine (core/model.c) on the trainer's backend and device, BN folded into
+ * the convs, CUDA graphs, own fused kernels; its outputs (logits, f4, f5, decoder) are written as float32
+ * into the trainer's memory (on the device for CUDA; no host copy). The engine's precision follows
+ * cfg.cuda_math: FP32, TF32, or BF16 activations and weights for BF16. AUTO (0): ENGINE on CUDA with
+ * TF32 / BF16 math, OWN otherwise. float32 trainers only (f64 runs use OWN). */
+typedef enum dp_trainer_teacher {
+    DP_TRAINER_TEACHER_AUTO = 0,
+    DP_TRAINER_TEACHER_OWN = 1,
+    DP_TRAINER_TEACHER_ENGINE = 2
+} dp_trainer_teacher;
+
 typedef struct dp_trainer_config {
     disopt_model_config model; /* teacher-bN: stage 1; student-bN: stage 2 */
     int n, h, w;               /* batch and crop size of every step */
@@ -59,6 +71,7 @@ typedef struct dp_trainer_config {
     int cuda_math;             /* DP_TRAINER_MATH_*: the convs' and GEMMs' math on CUDA (0: exact FP32) */
     int cuda_unfused;          /* nonzero: no fused BN + activation pairs on CUDA (A/B runs and tests: the fused
                                 * pairs give the same bits) */
+    int teacher_engine;        /* stage 2, DP_TRAINER_TEACHER_*: where the frozen teacher's forward runs */
     dp_optim_config optim;
     dp_loss_weights loss;
 } dp_trainer_config;
@@ -78,7 +91,8 @@ typedef struct dp_trainer_memory_info {
     size_t unplanned_bytes; /* for comparison: every activation and tensor gradient of the step kept */
     size_t saved_bytes;     /* BN batch statistics and masks */
     size_t workspace_bytes;
-    size_t teacher_bytes; /* the frozen teacher: weights, buffers, activations (stage 2) */
+    size_t teacher_bytes; /* the frozen teacher: weights, buffers, activations (stage 2; with
+                           * DP_TRAINER_TEACHER_ENGINE only the four outputs, the engine's own memory not counted) */
     size_t total_bytes;
 } dp_trainer_memory_info;
 
