@@ -40,7 +40,7 @@ static float urand(uint64_t *s) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = "student-b3", *device = "cpu", *math = "fp32";
+    const char *model = "student-b3", *device = "cpu", *math = "fp32", *teacher = "auto";
     int batch = 8, size = 512, steps = 10, warmup = 3, threads = 1, random_on = 1, profile = 0, unfused = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -56,6 +56,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-device")) device = v;
         else if (!strcmp(a, "-threads")) threads = atoi(v);
         else if (!strcmp(a, "-math")) math = v;
+        else if (!strcmp(a, "-teacher")) teacher = v;
         else { fprintf(stderr, "bench_train: unknown option %s\n", a); return 2; }
         i++;
     }
@@ -79,6 +80,9 @@ int main(int argc, char **argv) {
     if (!strcmp(math, "tf32")) cfg.cuda_math = DP_TRAINER_MATH_TF32;
     else if (!strcmp(math, "bf16")) cfg.cuda_math = DP_TRAINER_MATH_BF16;
     else if (strcmp(math, "fp32")) { fprintf(stderr, "bench_train: -math fp32|tf32|bf16\n"); return 2; }
+    if (!strcmp(teacher, "own")) cfg.teacher_engine = DP_TRAINER_TEACHER_OWN;
+    else if (!strcmp(teacher, "engine")) cfg.teacher_engine = DP_TRAINER_TEACHER_ENGINE;
+    else if (strcmp(teacher, "auto")) { fprintf(stderr, "bench_train: -teacher auto|own|engine\n"); return 2; }
     dp_trainer *t = NULL;
     const double t0 = now();
     if (dp_trainer_create(&cfg, NULL, NULL, &t) != DISOPT_OK) {
