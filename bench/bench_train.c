@@ -5,8 +5,12 @@
  * settings (dropout, drop-connect, SGD momentum 0.9 Nesterov, weight decay 1e-4, lr 5e-3).
  *   bench_train [-model student-b3] [-batch 8] [-size 512] [-steps 10] [-warmup 3] [-device cpu|cuda[:N]]
  *               [-threads N] [-math fp32|tf32|bf16] [-unfused] [-deterministic] [-profile]
+ *               [-teacher auto|own|engine] [-resident]
  * -math: the convs' and GEMMs' math on CUDA (dp_trainer_math; fp32: exact, the default).
  * -unfused: CUDA without the fused BN + activation pairs (cfg.cuda_unfused; the same bits, for A/B timing).
+ * -teacher: where stage 2's frozen teacher runs (cfg.teacher_engine; auto: the inference engine with tf32/bf16).
+ * -resident: each step's batch put into the trainer's memory first (dp_trainer_set_batch, timed apart), so the
+ *   timed step has no host-to-device transfer, as in bench_torch_train.py (its batch stays on the device).
  * -profile: one more step after the timed ones, node by node (waiting for each), by op category.
  * Prints the memory plan (dp_trainer_memory), every timed step's loss and time, and one summary line:
  *   model=... device=... math=... batch=... size=... ms_step_median=... ms_step_min=... planned_gib=...
@@ -42,11 +46,15 @@ static float urand(uint64_t *s) {
 int main(int argc, char **argv) {
     const char *model = "student-b3", *device = "cpu", *math = "fp32", *teacher = "auto";
     int batch = 8, size = 512, steps = 10, warmup = 3, threads = 1, random_on = 1, profile = 0, unfused = 0;
+    int resident = 0; /* -resident: each step's batch put in the trainer's memory first (dp_trainer_set_batch,
+                       * timed apart): the step runs without transfers, as PyTorch's benchmark keeps its batch on
+                       * the device */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-deterministic")) { random_on = 0; continue; }
         if (!strcmp(a, "-profile")) { profile = 1; continue; }
         if (!strcmp(a, "-unfused")) { unfused = 1; continue; }
+        if (!strcmp(a, "-resident")) { resident = 1; continue; }
         if (!v) { fprintf(stderr, "bench_train: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "-model")) model = v;
         else if (!strcmp(a, "-batch")) batch = atoi(v);
@@ -101,8 +109,8 @@ int main(int argc, char **argv) {
     const size_t px = (size_t)batch * size * size, nx = px * (size_t)mc.in_channels;
     float *x = malloc(nx * sizeof *x), *xt = malloc(px * 4 * sizeof *xt);
     int32_t *y = malloc(px * sizeof *y);
-    double *ms = malloc((size_t)steps * sizeof *ms);
-    if (!x || !xt || !y || !ms) {
+    double *ms = malloc((size_t)steps * sizeof *ms), *up = calloc((size_t)steps, sizeof *up);
+    if (!x || !xt || !y || !ms || !up) {
         fprintf(stderr, "bench_train: out of memory\n");
         return 1;
     }
@@ -114,8 +122,20 @@ int main(int argc, char **argv) {
         const int ph = (int)(urand(&seed) * 64);
         for (size_t i = 0; i < px; i++) y[i] = (int32_t)((((i % size) + ph) / 37 + (i / size % size) / 41) % 2);
         dp_trainer_loss L;
+        const float *sx = x, *sxt = mc.arch == DISOPT_ARCH_STUDENT ? xt : NULL;
+        const int32_t *sy = y;
+        if (resident) {
+            const double u = now();
+            if (dp_trainer_set_batch(t, sx, sxt, sy, NULL) != DISOPT_OK) {
+                fprintf(stderr, "bench_train: batch %d: %s\n", s, disopt_last_error());
+                return 1;
+            }
+            if (s >= 0) up[s] = (now() - u) * 1e3;
+            sx = sxt = NULL;
+            sy = NULL;
+        }
         const double a = now();
-        if (dp_trainer_step(t, x, mc.arch == DISOPT_ARCH_STUDENT ? xt : NULL, y, NULL, 5e-3, &L) != DISOPT_OK) {
+        if (dp_trainer_step(t, sx, sxt, sy, NULL, 5e-3, &L) != DISOPT_OK) {
             fprintf(stderr, "bench_train: step %d: %s\n", s, disopt_last_error());
             return 1;
         }
@@ -141,13 +161,19 @@ int main(int argc, char **argv) {
         dp_trainer_set_profiling(t, 0);
     }
     qsort(ms, (size_t)steps, sizeof *ms, cmp);
-    printf("model=%s device=%s math=%s%s batch=%d size=%d dropout=%s ms_step_median=%.2f ms_step_min=%.2f "
-           "planned_gib=%.3f\n",
-           model, device, math, unfused ? " unfused" : "", batch, size, random_on ? "on" : "off", ms[steps / 2], ms[0], mi.total_bytes / G);
+    qsort(up, (size_t)steps, sizeof *up, cmp);
+    printf("model=%s device=%s math=%s%s teacher=%s%s batch=%d size=%d dropout=%s ms_step_median=%.2f "
+           "ms_step_min=%.2f planned_gib=%.3f",
+           model, device, math, unfused ? " unfused" : "", teacher, resident ? " resident" : "", batch, size,
+           random_on ? "on" : "off", ms[steps / 2], ms[0], mi.total_bytes / G);
+    if (resident)
+        printf(" (set_batch median %.2f ms, not in the step)", up[steps / 2]);
+    printf("\n");
     dp_trainer_destroy(t);
     free(x);
     free(xt);
     free(y);
     free(ms);
+    free(up);
     return 0;
 }

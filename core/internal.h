@@ -44,10 +44,13 @@ int dp_pool_size(const dp_pool *p);
 /* Runs fn(ctx, t, thread) for t in [0, ntasks) on the pool (the caller participates). Blocks until done. */
 void dp_pool_run(dp_pool *p, int ntasks, dp_task_fn fn, void *ctx);
 
-/* disopt_model_infer; device_out: the outputs' pointers (fused/sar/rgb logits, taps; no probability)
- * are memory of the engine's device (backend download_device), written when this returns */
+/* disopt_model_infer with flags: DP_INFER_DEVICE_OUT: the outputs' pointers (fused/sar/rgb logits, taps; no
+ * probability) are memory of the engine's device (backend download_device), written when this returns;
+ * DP_INFER_DEVICE_IN: the input is there (backend upload_device; not checked for NaN/Inf) */
+#define DP_INFER_DEVICE_OUT 1
+#define DP_INFER_DEVICE_IN 2
 disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int c, int h, int w,
-                                const disopt_outputs *o, int device_out);
+                                const disopt_outputs *o, int flags);
 
 /* ---------------------------------------------------------------- graph */
 typedef enum dp_op {
@@ -200,6 +203,8 @@ typedef struct dp_backend_vtable {
     /* Optional: src as NCHW float32 into dst, memory of the backend's device (the CPU's: host memory),
      * finished when it returns (the trainer reads the frozen teacher's outputs there, no host copy). */
     disopt_status (*download_device)(dp_backend *b, float *dst, const dp_tview *src);
+    /* Optional: the input from NCHW float32 in the backend's device memory (no NaN/Inf check: the caller's) */
+    disopt_status (*upload_device)(dp_backend *b, const dp_tview *dst, const float *src);
     unsigned caps;      /* DP_CAP_* */
 } dp_backend_vtable;
 

@@ -762,7 +762,8 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
 }
 
 disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int c, int h, int w,
-                                const disopt_outputs *o, int device_out) {
+                                const disopt_outputs *o, int flags) {
+    const int device_out = flags & DP_INFER_DEVICE_OUT, device_in = flags & DP_INFER_DEVICE_IN;
     if (!m || !input || !o) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: NULL argument");
     if (!m->engine) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: the model has no engine (bind it)");
     dp_graph *g = &m->g;
@@ -775,6 +776,8 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
     if ((o->sar_logits || o->rgb_logits) && g->out_sar < 0)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "the teacher has no SAR-only or pseudo-optical logits");
     if (o->num_taps < 0 || (o->num_taps > 0 && !o->taps)) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "bad taps");
+    if (device_in && !be->vt->upload_device)
+        return dp_error(DISOPT_ERR_UNSUPPORTED, "the backend cannot read its input from device memory");
     if (device_out && (o->probability || !be->vt->download_device))
         return dp_error(DISOPT_ERR_UNSUPPORTED, "%s", o->probability ? "no probability plane into device memory"
                                                                      : "the backend cannot write into device memory");
@@ -787,8 +790,8 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
     double t_start = dp_now_s(), t0 = t_start;
     /* NaN/Inf are refused: on the device when the backend can count them during the upload,
      * otherwise by a scan here first */
-    const int dev_check = be->vt->upload_checked && be->vt->nonfinite_result;
-    if (!dev_check && has_nonfinite(input, total)) return nonfinite_error(input, total, C, h, w);
+    const int dev_check = !device_in && be->vt->upload_checked && be->vt->nonfinite_result;
+    if (!device_in && !dev_check && has_nonfinite(input, total)) return nonfinite_error(input, total, C, h, w);
     tm->check_s = dp_now_s() - t0;
     /* which nodes are needed for what was asked */
     int T = g->n_tensors;
@@ -820,7 +823,9 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
     if (s == DISOPT_OK) {
         dp_tview in = view_of(m, g->input);
         t0 = dp_now_s();
-        s = dev_check ? be->vt->upload_checked(be, &in, input) : be->vt->upload(be, &in, input);
+        s = device_in   ? be->vt->upload_device(be, &in, input)
+            : dev_check ? be->vt->upload_checked(be, &in, input)
+                        : be->vt->upload(be, &in, input);
         tm->upload_s = dp_now_s() - t0;
     }
     t0 = dp_now_s();

@@ -202,6 +202,19 @@ static disopt_status cu_upload(dp_backend *b, const dp_tview *dst, const float *
     return DISOPT_OK;
 }
 
+/* from float32 in device memory of this device (the trainer's resident batch), in stream order */
+static disopt_status cu_upload_device(dp_backend *b, const dp_tview *dst, const float *src) {
+    cu_backend *cb = (cu_backend *)b;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    const size_t n = (size_t)dst->n * dst->c * dst->h * dst->w;
+    if (cb->dt == DPK_F32)
+        CU_TRY(cb, cudaMemcpyAsync(dst->data, src, n * sizeof(float), cudaMemcpyDeviceToDevice, cb->stream),
+               "device upload");
+    else
+        K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, src, n), "device upload conversion");
+    return DISOPT_OK;
+}
+
 /* The upload, with the NaN/Inf values of the float32 source counted on the device (in stream order,
  * before the half conversion). */
 static disopt_status cu_upload_checked(dp_backend *b, const dp_tview *dst, const float *src) {
@@ -733,7 +746,7 @@ static const dp_backend_vtable CUDA_VT = {
     cu_prepare, cu_release, cu_workspace, cu_run, cu_sync, cu_run_conv_gap,
     cu_graph_begin, cu_graph_end, cu_graph_launch, cu_graph_destroy,
     cu_host_alloc, cu_host_free, cu_upload_checked, cu_nonfinite_result,
-    cu_download_planes, cu_download_device,
+    cu_download_planes, cu_download_device, cu_upload_device,
     DP_CAP_DW_PRE_ACT,
 };
 

@@ -1149,6 +1149,62 @@ static int same_state(dp_trainer *a, dp_trainer *b) {
            memcmp(sa.opt_state, sb.opt_state, (size_t)sa.n_opt_state * sa.n_params * sa.esz) == 0;
 }
 
+/* The resident batch (dp_trainer_set_batch, then steps with every input NULL) gives the same bits as passing
+ * the batch to each step, with the trainer's own teacher and with the engine's, a validity mask included; a
+ * step with no inputs and no batch set is refused. (With DISOPT_TEST_BACKEND=cuda: on the GPU, where the batch
+ * is uploaded once and the teacher's engine reads it from device memory.) */
+static void test_resident_batch(void **state) {
+    (void)state;
+    fixture f;
+    fx_open(&f, "step_student_b3");
+    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
+    int32_t *y = fx_target(&f);
+    uint8_t *valid = malloc((size_t)2 * 64 * 64);
+    assert_non_null(valid);
+    for (size_t i = 0; i < (size_t)2 * 64 * 64; i++)
+        valid[i] = (uint8_t)(i % 7 != 3);
+    disopt_model_config mc;
+    assert_int_equal(disopt_model_config_parse("student-b3", &mc), DISOPT_OK);
+    for (int te = 0; te < 2; te++) {
+        dp_trainer *t[2] = {NULL, NULL};
+        double tot[2] = {0, 0};
+        for (int k = 0; k < 2; k++) {
+            dp_trainer_config cfg = dp_trainer_config_authors(&mc, 2, 64, 64);
+            cfg.dropout = cfg.drop_connect = 0;
+            cfg.seed = 3;
+            cfg.teacher_engine = te ? DP_TRAINER_TEACHER_ENGINE : DP_TRAINER_TEACHER_OWN;
+            if (create(&cfg, NULL, NULL, &t[k]) != DISOPT_OK)
+                fail_msg("trainer: %s", disopt_last_error());
+            if (k == 1) {
+                disopt_clear_error();
+                assert_int_equal(dp_trainer_forward_backward(t[k], NULL, NULL, NULL, NULL, NULL),
+                                 DISOPT_ERR_INVALID_ARGUMENT);
+                assert_non_null(strstr(disopt_last_error(), "no batch set"));
+                assert_int_equal(dp_trainer_set_batch(t[k], x, xt, y, valid), DISOPT_OK);
+            }
+            for (int step = 0; step < 2; step++) {
+                dp_trainer_loss L;
+                const disopt_status s = k ? dp_trainer_step(t[k], NULL, NULL, NULL, NULL, 0.01, &L)
+                                          : dp_trainer_step(t[k], x, xt, y, valid, 0.01, &L);
+                if (s != DISOPT_OK)
+                    fail_msg("step: %s", disopt_last_error());
+                tot[k] += L.s2.total;
+            }
+        }
+        const int eq = same_state(t[0], t[1]);
+        printf("  %s teacher: 2 steps from the resident batch vs inputs each step: loss %.9g / %.9g, state %s\n",
+               te ? "engine" : "own", tot[1], tot[0], eq ? "bit-identical" : "DIFFERENT");
+        assert_true(eq && tot[0] == tot[1]);
+        dp_trainer_destroy(t[0]);
+        dp_trainer_destroy(t[1]);
+    }
+    free(valid);
+    free(x);
+    free(xt);
+    free(y);
+    disopt_st_close(f.st);
+}
+
 /* CUDA only: the fused BN + activation pairs give the same bits as the two ops: two stage-2 steps of student
  * B3 (with its frozen teacher) fused and unfused: parameters, BN buffers and optimizer state bit-identical */
 static void test_fused_pairs(void **state) {
@@ -1302,6 +1358,7 @@ int main(void) {
         cmocka_unit_test(test_load_weights),      cmocka_unit_test(test_student_curve_f64),
         cmocka_unit_test(test_student_curve_f32), cmocka_unit_test(test_threads),
         cmocka_unit_test(test_math_on_cpu),       cmocka_unit_test(test_teacher_engine),
+        cmocka_unit_test(test_resident_batch),
     };
     if (g_cuda) { /* data parallelism only exists on the GPU */
         const struct CMUnitTest cu[] = {cmocka_unit_test(test_data_parallel), cmocka_unit_test(test_fused_pairs),

@@ -142,7 +142,7 @@ static const dp_backend_vtable CPU_VT = {
     NULL, NULL, NULL, NULL, /* no graphs */
     NULL, NULL, NULL, NULL, /* ordinary host memory; the model checks inputs on the host */
     cpu_download_planes,
-    cpu_download,           /* the device is the host */
+    cpu_download, cpu_upload, /* the device is the host */
     0,                      /* no deferred activations */
 };
 

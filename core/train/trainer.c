@@ -87,6 +87,12 @@ struct dp_trainer {
     uint8_t *valid_d;
     /* stage 2 with DP_TRAINER_TEACHER_ENGINE: the teacher's engine and model, and its outputs (logits, f4, f5,
      * decoder: teacher_outs) as float32 in the trainer's memory (device memory on CUDA), tcount elements each */
+    /* the resident batch (dp_trainer_set_batch): inputs, labels and validity (have_valid) in the trainer's memory
+     * (CUDA: on the device, the labels in target_d / valid_d); resident: a step runs from it */
+    float *bx, *bxt;
+    int32_t *by;
+    uint8_t *bv;
+    int batch_set, have_valid, resident;
     disopt_engine *teng;
     disopt_model *tmodel;
     float *tout[DP_STAGE2_NFEAT + 1];
@@ -767,7 +773,7 @@ static disopt_status teacher_engine_forward(dp_trainer *t, const float *x_teache
     o.taps = taps;
     o.num_taps = DP_STAGE2_NFEAT;
     disopt_status s = dp_model_infer_ex(t->tmodel, x_teacher, t->cfg.n, t->cfg.model.in_channels, t->cfg.h, t->cfg.w,
-                                        &o, 1);
+                                        &o, DP_INFER_DEVICE_OUT | (t->resident ? DP_INFER_DEVICE_IN : 0));
     if (s != DISOPT_OK)
         return dp_error_prefix(s, "teacher");
     if (t->net.prof)
@@ -854,6 +860,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #define TR_S f32
 #define TR_L f32
 #define TR_INPUT(m, d, x, n) tr_input_f32(d, x, n)
+#define TR_INPUT_DEV(m, d, x, n) tr_input_f32(d, x, n)
 #define TR_LOSS1(t, ...) dp_loss_stage1_f32(__VA_ARGS__)
 #define TR_LOSS2(t, ...) dp_loss_stage2_f32(__VA_ARGS__)
 #include "trainer.inc"
@@ -862,6 +869,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #undef TR_S
 #undef TR_L
 #undef TR_INPUT
+#undef TR_INPUT_DEV
 #undef TR_LOSS1
 #undef TR_LOSS2
 
@@ -870,6 +878,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #define TR_S f64
 #define TR_L f64
 #define TR_INPUT(m, d, x, n) tr_input_f64(d, x, n)
+#define TR_INPUT_DEV(m, d, x, n) tr_input_f64(d, x, n)
 #define TR_LOSS1(t, ...) dp_loss_stage1_f64(__VA_ARGS__)
 #define TR_LOSS2(t, ...) dp_loss_stage2_f64(__VA_ARGS__)
 #include "trainer.inc"
@@ -877,6 +886,8 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 
 /* CUDA: the loss's host targets and masks go to the device first */
 static disopt_status tr_upload_labels(dp_trainer *t, dp_lshape sh, const int32_t *target, const uint8_t *valid) {
+    if (t->resident) /* already in target_d / valid_d */
+        return DISOPT_OK;
     const size_t px = (size_t)sh.n * (size_t)sh.h * (size_t)sh.w;
     DP_TRY(t->cu->f.upload(t->cu->ctx, t->target_d, target, px * sizeof *target));
     return valid ? t->cu->f.upload(t->cu->ctx, t->valid_d, valid, px) : DISOPT_OK;
@@ -909,6 +920,7 @@ static disopt_status tr_loss2_cu(dp_trainer *t, const dp_stage2_in_f32 *in, dp_s
 #define TR_S cu
 #define TR_L f32
 #define TR_INPUT(m, d, x, n) (m)->cu->f.upload((m)->cu->ctx, (d), (x), (n) * sizeof(float))
+#define TR_INPUT_DEV(m, d, x, n) (m)->cu->f.copy((m)->cu->ctx, (d), (x), (n) * sizeof(float))
 #define TR_LOSS1(t, ...) tr_loss1_cu(t, __VA_ARGS__)
 #define TR_LOSS2(t, ...) tr_loss2_cu(t, __VA_ARGS__)
 #include "trainer.inc"
@@ -1014,6 +1026,17 @@ void dp_trainer_destroy(dp_trainer *t) {
         else
             free(t->tout[k]);
     }
+    if (t->cu) {
+        if (t->bx)
+            t->cu->f.free(t->cu->ctx, t->bx);
+        if (t->bxt)
+            t->cu->f.free(t->cu->ctx, t->bxt);
+    } else {
+        free(t->bx);
+        free(t->bxt);
+        free(t->by);
+        free(t->bv);
+    }
     disopt_model_destroy(t->tmodel);
     disopt_engine_destroy(t->teng);
     if (t->cu) {
@@ -1033,21 +1056,83 @@ void dp_trainer_destroy(dp_trainer *t) {
     free(t);
 }
 
-disopt_status dp_trainer_forward_backward(dp_trainer *t, const float *x, const float *x_teacher, const int32_t *target,
-                                          const uint8_t *valid, dp_trainer_loss *loss) {
+disopt_status dp_trainer_set_batch(dp_trainer *t, const float *x, const float *x_teacher, const int32_t *target,
+                                   const uint8_t *valid) {
     if (!t || !x || !target)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
     if (t->stage == 2 && !x_teacher)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: stage 2 needs the teacher's input");
+    const size_t px = (size_t)t->cfg.n * (size_t)t->cfg.h * (size_t)t->cfg.w;
+    const size_t nx = px * (size_t)t->cfg.model.in_channels;
+    disopt_status s = DISOPT_OK;
+    t->batch_set = 0;
+    if (!t->bx) {
+        if (t->cu) {
+            t->bx = dzalloc(t->cu, nx * sizeof(float), &s);
+            if (t->stage == 2)
+                t->bxt = dzalloc(t->cu, nx * sizeof(float), &s);
+            t->by = t->target_d;
+            t->bv = t->valid_d;
+        } else {
+            t->bx = zalloc(nx, sizeof(float), &s);
+            if (t->stage == 2)
+                t->bxt = zalloc(nx, sizeof(float), &s);
+            t->by = zalloc(px, sizeof(int32_t), &s);
+            t->bv = zalloc(px, 1, &s);
+        }
+        DP_TRY(s);
+    }
+    if (t->cu) {
+        DP_TRY(t->cu->f.upload(t->cu->ctx, t->bx, x, nx * sizeof(float)));
+        if (t->stage == 2)
+            DP_TRY(t->cu->f.upload(t->cu->ctx, t->bxt, x_teacher, nx * sizeof(float)));
+        DP_TRY(t->cu->f.upload(t->cu->ctx, t->by, target, px * sizeof(int32_t)));
+        if (valid)
+            DP_TRY(t->cu->f.upload(t->cu->ctx, t->bv, valid, px));
+        DP_TRY(t->cu->f.sync(t->cu->ctx));
+    } else {
+        memcpy(t->bx, x, nx * sizeof(float));
+        if (t->stage == 2)
+            memcpy(t->bxt, x_teacher, nx * sizeof(float));
+        memcpy(t->by, target, px * sizeof(int32_t));
+        if (valid)
+            memcpy(t->bv, valid, px);
+    }
+    t->have_valid = valid != NULL;
+    t->batch_set = 1;
+    return DISOPT_OK;
+}
+
+disopt_status dp_trainer_forward_backward(dp_trainer *t, const float *x, const float *x_teacher, const int32_t *target,
+                                          const uint8_t *valid, dp_trainer_loss *loss) {
+    if (!t)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    const int resident = !x && !x_teacher && !target && !valid;
+    if (resident && !t->batch_set)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: no inputs given and no batch set (dp_trainer_set_batch)");
+    if (!resident && (!x || !target))
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
+    if (!resident && t->stage == 2 && !x_teacher)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: stage 2 needs the teacher's input");
+    if (resident) {
+        x = t->bx;
+        x_teacher = t->bxt;
+        target = t->by;
+        valid = t->have_valid ? t->bv : NULL;
+    }
     dp_trainer_loss L;
     memset(&L, 0, sizeof L);
     L.stage = t->stage;
+    t->resident = resident;
+    disopt_status s;
     if (t->cu)
-        DP_TRY(fwd_bwd_cu(t, x, x_teacher, target, valid, &L));
+        s = fwd_bwd_cu(t, x, x_teacher, target, valid, &L);
     else if (t->cfg.f64)
-        DP_TRY(fwd_bwd_f64(t, x, x_teacher, target, valid, &L));
+        s = fwd_bwd_f64(t, x, x_teacher, target, valid, &L);
     else
-        DP_TRY(fwd_bwd_f32(t, x, x_teacher, target, valid, &L));
+        s = fwd_bwd_f32(t, x, x_teacher, target, valid, &L);
+    t->resident = 0;
+    DP_TRY(s);
     t->forwards++;
     if (loss)
         *loss = L;
@@ -1461,8 +1546,8 @@ disopt_status dp_trainer_forward_eval(dp_trainer *t, const float *x) {
     if (!t || !x)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
     if (t->cu)
-        return net_forward_cu(&t->net, x, 0, 0, 0, &t->rng);
+        return net_forward_cu(&t->net, x, 0, 0, 0, 0, &t->rng);
     if (t->cfg.f64)
-        return net_forward_f64(&t->net, x, 0, 0, 0, &t->rng);
-    return net_forward_f32(&t->net, x, 0, 0, 0, &t->rng);
+        return net_forward_f64(&t->net, x, 0, 0, 0, 0, &t->rng);
+    return net_forward_f32(&t->net, x, 0, 0, 0, 0, &t->rng);
 }

@@ -111,6 +111,12 @@ void dp_trainer_destroy(dp_trainer *t);
  * input (stage 2; same shape); target: n x h x w class indices; valid: NULL or one byte per pixel. */
 disopt_status dp_trainer_forward_backward(dp_trainer *t, const float *x, const float *x_teacher, const int32_t *target,
                                           const uint8_t *valid, dp_trainer_loss *loss);
+/* The resident batch: x, x_teacher (stage 2), target and valid (NULL: every pixel) copied into the trainer's
+ * memory (uploaded on CUDA), where they stay until the next call. forward_backward / step with x, x_teacher,
+ * target and valid all NULL run from it (no transfer in the step: the way PyTorch's benchmark keeps its batch on
+ * the device, and what a loader that fills the next batch while a step runs needs). */
+disopt_status dp_trainer_set_batch(dp_trainer *t, const float *x, const float *x_teacher, const int32_t *target,
+                                   const uint8_t *valid);
 /* One optimizer update of every used parameter with the gradients of the last forward_backward. */
 disopt_status dp_trainer_update(dp_trainer *t, double lr);
 /* forward_backward + update */
