@@ -49,8 +49,12 @@ void dp_pool_run(dp_pool *p, int ntasks, dp_task_fn fn, void *ctx);
  * DP_INFER_DEVICE_IN: the input is there (backend upload_device; not checked for NaN/Inf) */
 #define DP_INFER_DEVICE_OUT 1
 #define DP_INFER_DEVICE_IN 2
+/* with DEVICE_OUT: return once the work is queued on the engine's stream; dp_model_infer_wait (or the next
+ * inference) waits for it and checks the input (which must stay valid until then) */
+#define DP_INFER_ASYNC 4
 disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int c, int h, int w,
                                 const disopt_outputs *o, int flags);
+disopt_status dp_model_infer_wait(disopt_model *m);
 
 /* ---------------------------------------------------------------- graph */
 typedef enum dp_op {
@@ -201,7 +205,8 @@ typedef struct dp_backend_vtable {
      * moves, and no host-side copy). */
     disopt_status (*download_planes)(dp_backend *b, float *dst, const dp_tview *src, int c0, int nc);
     /* Optional: src as NCHW float32 into dst, memory of the backend's device (the CPU's: host memory),
-     * finished when it returns (the trainer reads the frozen teacher's outputs there, no host copy). */
+     * in the backend's order: done after the next synchronize (the trainer reads the frozen teacher's outputs
+     * there, no host copy). */
     disopt_status (*download_device)(dp_backend *b, float *dst, const dp_tview *src);
     /* Optional: the input from NCHW float32 in the backend's device memory (no NaN/Inf check: the caller's) */
     disopt_status (*upload_device)(dp_backend *b, const dp_tview *dst, const float *src);

@@ -43,6 +43,12 @@ struct disopt_model {
     dp_plan plan;
     int prepared;
     disopt_infer_timing timing; /* of the last inference */
+    /* an inference started with DP_INFER_ASYNC, not yet waited for (dp_model_infer_wait): its input check */
+    struct {
+        int on, dev_check, c, h, w;
+        const float *input;
+        size_t total;
+    } pend;
 };
 
 /* ---------------------------------------------------------------- configs */
@@ -761,9 +767,31 @@ disopt_status disopt_model_infer(disopt_model *m, const float *input, int n, int
     return dp_model_infer_ex(m, input, n, c, h, w, o, 0);
 }
 
+/* the end of an inference: the backend idle, then the device's count of NaN/Inf in the input */
+static disopt_status infer_finish(disopt_model *m, const float *input, size_t total, int C, int h, int w,
+                                  int dev_check) {
+    dp_backend *be = m->engine->backend;
+    disopt_status s = be->vt->synchronize(be);
+    if (s == DISOPT_OK && dev_check) {
+        unsigned long long bad = 0;
+        s = be->vt->nonfinite_result(be, &bad);
+        if (s == DISOPT_OK && bad) s = nonfinite_error(input, total, C, h, w);
+    }
+    return s;
+}
+
+disopt_status dp_model_infer_wait(disopt_model *m) {
+    if (!m || !m->pend.on) return DISOPT_OK;
+    m->pend.on = 0;
+    return infer_finish(m, m->pend.input, m->pend.total, m->pend.c, m->pend.h, m->pend.w, m->pend.dev_check);
+}
+
 disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int c, int h, int w,
                                 const disopt_outputs *o, int flags) {
+    DP_TRY(dp_model_infer_wait(m)); /* (an earlier DP_INFER_ASYNC one) */
     const int device_out = flags & DP_INFER_DEVICE_OUT, device_in = flags & DP_INFER_DEVICE_IN;
+    if ((flags & DP_INFER_ASYNC) && !device_out)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "an asynchronous inference writes into device memory only");
     if (!m || !input || !o) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: NULL argument");
     if (!m->engine) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: the model has no engine (bind it)");
     dp_graph *g = &m->g;
@@ -882,12 +910,8 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
         }
     }
     if (s == DISOPT_OK && graph) s = be->vt->graph_launch(be, graph);
-    if (s == DISOPT_OK) s = be->vt->synchronize(be);
-    if (s == DISOPT_OK && dev_check) {
-        unsigned long long bad = 0;
-        s = be->vt->nonfinite_result(be, &bad);
-        if (s == DISOPT_OK && bad) s = nonfinite_error(input, total, C, h, w);
-    }
+    /* (into device memory: the copies follow in stream order, and the wait comes after them) */
+    if (s == DISOPT_OK && !device_out) s = infer_finish(m, input, total, C, h, w, dev_check);
     tm->compute_s = dp_now_s() - t0;
     t0 = dp_now_s();
     for (int i = 0; s == DISOPT_OK && i < o->num_taps; i++) {
@@ -906,6 +930,17 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
     if (s == DISOPT_OK && o->probability) { /* the building plane only, into the caller's buffer */
         dp_tview v = view_of(m, sm);
         s = be->vt->download_planes(be, o->probability, &v, g->num_classes > 1 ? 1 : 0, 1);
+    }
+    if (s == DISOPT_OK && device_out) {
+        if (flags & DP_INFER_ASYNC) {
+            m->pend.on = 1, m->pend.dev_check = dev_check, m->pend.c = C, m->pend.h = h, m->pend.w = w;
+            m->pend.input = input;
+            m->pend.total = total;
+        } else {
+            s = infer_finish(m, input, total, C, h, w, dev_check);
+        }
+    } else if (s != DISOPT_OK && device_out) {
+        (void)be->vt->synchronize(be); /* nothing left running on a failure; the first error stays */
     }
     tm->download_s = dp_now_s() - t0;
     tm->total_s = dp_now_s() - t_start;

@@ -279,7 +279,7 @@ static disopt_status cu_download(dp_backend *b, float *dst, const dp_tview *src)
 }
 
 /* into device memory of this device (the trainer's buffers for the frozen teacher's outputs): the
- * conversion writes straight into dst */
+ * conversion writes straight into dst, queued on the stream */
 static disopt_status cu_download_device(dp_backend *b, float *dst, const dp_tview *src) {
     cu_backend *cb = (cu_backend *)b;
     CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
@@ -289,8 +289,7 @@ static disopt_status cu_download_device(dp_backend *b, float *dst, const dp_tvie
     else
         CU_TRY(cb, cudaMemcpyAsync(dst, src->data, n * sizeof(float), cudaMemcpyDeviceToDevice, cb->stream),
                "device download");
-    CU_TRY(cb, cudaStreamSynchronize(cb->stream), "device download");
-    return DISOPT_OK;
+    return DISOPT_OK; /* (stream order; the caller synchronizes) */
 }
 
 /* channels [c0, c0 + nc) of each image: one strided copy (after the half -> float32 conversion of

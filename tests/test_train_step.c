@@ -1165,7 +1165,7 @@ static void test_resident_batch(void **state) {
         valid[i] = (uint8_t)(i % 7 != 3);
     disopt_model_config mc;
     assert_int_equal(disopt_model_config_parse("student-b3", &mc), DISOPT_OK);
-    for (int te = 0; te < 2; te++) {
+    for (int te = 0; te < 3; te++) { /* own teacher; engine; engine serial (per-step inputs) vs beside (resident) */
         dp_trainer *t[2] = {NULL, NULL};
         double tot[2] = {0, 0};
         for (int k = 0; k < 2; k++) {
@@ -1173,6 +1173,7 @@ static void test_resident_batch(void **state) {
             cfg.dropout = cfg.drop_connect = 0;
             cfg.seed = 3;
             cfg.teacher_engine = te ? DP_TRAINER_TEACHER_ENGINE : DP_TRAINER_TEACHER_OWN;
+            cfg.teacher_serial = te == 2 && k == 0;
             if (create(&cfg, NULL, NULL, &t[k]) != DISOPT_OK)
                 fail_msg("trainer: %s", disopt_last_error());
             if (k == 1) {
@@ -1192,8 +1193,9 @@ static void test_resident_batch(void **state) {
             }
         }
         const int eq = same_state(t[0], t[1]);
+        static const char *const tname[3] = {"own", "engine", "engine (serial vs beside)"};
         printf("  %s teacher: 2 steps from the resident batch vs inputs each step: loss %.9g / %.9g, state %s\n",
-               te ? "engine" : "own", tot[1], tot[0], eq ? "bit-identical" : "DIFFERENT");
+               tname[te], tot[1], tot[0], eq ? "bit-identical" : "DIFFERENT");
         assert_true(eq && tot[0] == tot[1]);
         dp_trainer_destroy(t[0]);
         dp_trainer_destroy(t[1]);

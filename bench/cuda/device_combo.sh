@@ -26,7 +26,7 @@ for part in ${PARTS:-e2e infer train}; do
   train)
     echo "== training ($L s left)"
     export BT_ROUNDS=${BT_ROUNDS:-1} GRAD_OWN_FILTER=${GRAD_OWN_FILTER:-test_bn_act} TTS_DW=${TTS_DW:-cudnn}
-    export BT_VARIANTS=${BT_VARIANTS:-"bf16:cudnn bf16:cudnn:res bf16:cudnn:town tf32:cudnn fp32:cudnn fp32:cudnn:res"}
+    export BT_VARIANTS=${BT_VARIANTS:-"bf16:cudnn bf16:cudnn:res bf16:cudnn:res+tser bf16:cudnn:town tf32:cudnn fp32:cudnn fp32:cudnn:res"}
     PARTS=train OUT="$O" timeout $((L - 5)) bash bench/cuda/device_next.sh ;;
   esac
 done

@@ -757,9 +757,12 @@ static disopt_status teacher_engine_init(dp_trainer *t, const disopt_model_confi
     return s;
 }
 
-/* the teacher's forward through the engine: its four outputs into tout */
+/* the teacher's forward through the engine: its four outputs into tout. Queued on the engine's stream, so that
+ * the student's forward (the trainer's stream) runs beside it, unless cfg.teacher_serial or profiling (then it
+ * is waited for here); teacher_engine_wait before the loss reads tout. */
 static disopt_status teacher_engine_forward(dp_trainer *t, const float *x_teacher) {
     const double t0 = t->net.prof ? dp_now_s() : 0.0;
+    const int serial = t->cfg.teacher_serial || t->net.prof;
     if (t->cu) /* the last step's kernels that read tout are done before the engine (its own stream) writes */
         DP_TRY(t->cu->f.sync(t->cu->ctx));
     disopt_tap taps[DP_STAGE2_NFEAT];
@@ -773,12 +776,18 @@ static disopt_status teacher_engine_forward(dp_trainer *t, const float *x_teache
     o.taps = taps;
     o.num_taps = DP_STAGE2_NFEAT;
     disopt_status s = dp_model_infer_ex(t->tmodel, x_teacher, t->cfg.n, t->cfg.model.in_channels, t->cfg.h, t->cfg.w,
-                                        &o, DP_INFER_DEVICE_OUT | (t->resident ? DP_INFER_DEVICE_IN : 0));
+                                        &o, DP_INFER_DEVICE_OUT | (t->resident ? DP_INFER_DEVICE_IN : 0) |
+                                                (serial ? 0 : DP_INFER_ASYNC));
     if (s != DISOPT_OK)
         return dp_error_prefix(s, "teacher");
     if (t->net.prof)
         t->prof[DP_TR_PROF_TEACHER] += dp_now_s() - t0;
     return DISOPT_OK;
+}
+
+static disopt_status teacher_engine_wait(dp_trainer *t) {
+    disopt_status s = dp_model_infer_wait(t->tmodel);
+    return s == DISOPT_OK ? s : dp_error_prefix(s, "teacher");
 }
 
 /* ---------------------------------------------------------------- profiling */

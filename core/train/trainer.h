@@ -72,6 +72,8 @@ typedef struct dp_trainer_config {
     int cuda_unfused;          /* nonzero: no fused BN + activation pairs on CUDA (A/B runs and tests: the fused
                                 * pairs give the same bits) */
     int teacher_engine;        /* stage 2, DP_TRAINER_TEACHER_*: where the frozen teacher's forward runs */
+    int teacher_serial;        /* ENGINE: nonzero waits for the teacher before the student's forward starts (default:
+                                * both queued at once, on CUDA they run side by side on two streams) */
     dp_optim_config optim;
     dp_loss_weights loss;
 } dp_trainer_config;
