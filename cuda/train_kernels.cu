@@ -279,17 +279,20 @@ __host__ __device__ inline void e_act_bwd(size_t i, int act, const float *x, con
 __host__ __device__ inline float act_grad0(int act, float dz, float y) {
     return radd(0.0f, act_deriv(act, dz, y, 0.0f));
 }
+// (y may be NULL: not stored; the backward recomputes it from x, alpha and shift, the same operations)
 __host__ __device__ inline void e_bn_act_apply(size_t i, int act, float *y, float *z, const float *x,
                                                const float *alpha, const float *shift, int C, size_t HW) {
     const int ch = (int)((i / HW) % (size_t)C);
     const float v = radd(rmul(x[i], alpha[ch]), shift[ch]);
-    y[i] = v;
+    if (y) y[i] = v;
     z[i] = act_value(act, v);
 }
-__host__ __device__ inline void e_bn_act_bwd_apply(size_t i, int act, float *dx, const float *x, const float *y,
-                                                   const float *dz, const float *coef, int C, size_t HW) {
+__host__ __device__ inline void e_bn_act_bwd_apply(size_t i, int act, float *dx, const float *x, const float *alpha,
+                                                   const float *shift, const float *dz, const float *coef, int C,
+                                                   size_t HW) {
     const int ch = (int)((i / HW) % (size_t)C);
-    dx[i] = bn_bwd_one(dx[i], x[i], act_grad0(act, dz[i], y[i]), coef[4 * ch], coef[4 * ch + 1], coef[4 * ch + 2],
+    const float xv = x[i], y = radd(rmul(xv, alpha[ch]), shift[ch]);
+    dx[i] = bn_bwd_one(dx[i], xv, act_grad0(act, dz[i], y), coef[4 * ch], coef[4 * ch + 1], coef[4 * ch + 2],
                        coef[4 * ch + 3]);
 }
 
@@ -488,8 +491,9 @@ K(e_bn_bwd_apply, (float *dx, const float *x, const float *dy, const float *coef
 K(e_bn_act_apply, (int act, float *y, float *z, const float *x, const float *alpha, const float *shift, int C, size_t HW),
   (act, y, z, x, alpha, shift, C, HW))
 K(e_bn_act_bwd_apply,
-  (int act, float *dx, const float *x, const float *y, const float *dz, const float *coef, int C, size_t HW),
-  (act, dx, x, y, dz, coef, C, HW))
+  (int act, float *dx, const float *x, const float *alpha, const float *shift, const float *dz, const float *coef,
+   int C, size_t HW),
+  (act, dx, x, alpha, shift, dz, coef, C, HW))
 K(e_fill, (float *x, float v), (x, v))
 
 // Activations over 16-byte vectors, the activation a template argument (act_value / act_deriv with a constant,
@@ -513,23 +517,26 @@ template <int ACT> __global__ void k_act_bwd_v4(size_t n4, const float4 *x, cons
     }
 }
 
-// DPTK_RED_BN of (x, g), g = act_grad0(ACT, dz, y): dptk_bn_act_reduce (the blocks and order of k_chan_reduce)
+// DPTK_RED_BN of (x, g), g = act_grad0(ACT, dz, y), y = x * alpha + shift recomputed: dptk_bn_act_reduce (the
+// blocks and order of k_chan_reduce)
 template <int ACT>
-__global__ void k_bn_act_reduce(double *part, int C, size_t HW, size_t M, int parts, const float *x, const float *y,
-                                const float *dz, const float *mean) {
+__global__ void k_bn_act_reduce(double *part, int C, size_t HW, size_t M, int parts, const float *x,
+                                const float *alpha, const float *shift, const float *dz, const float *mean) {
     __shared__ double sh[TPB];
     const size_t blk = blockIdx.x;
     const int ch = (int)(blk / (size_t)parts), piece = (int)(blk % (size_t)parts);
     const size_t m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
     const double mu = (double)mean[ch];
+    const float a = alpha[ch], b = shift[ch];
     double s0 = 0.0, s1 = 0.0;
     const size_t first = m0 + threadIdx.x, sn = blockDim.x / HW, sr = blockDim.x % HW;
     size_t n = first / HW, r = first % HW;
     for (size_t m = first; m < m1; m += blockDim.x) {
         const size_t i = (n * (size_t)C + (size_t)ch) * HW + r;
-        const double g = (double)act_grad0(ACT, dz[i], y[i]);
+        const float xv = x[i];
+        const double g = (double)act_grad0(ACT, dz[i], radd(rmul(xv, a), b));
         s0 += g;
-        s1 += g * ((double)x[i] - mu);
+        s1 += g * ((double)xv - mu);
         n += sn;
         r += sr;
         if (r >= HW) {
@@ -601,20 +608,22 @@ __global__ void k_bn_act_apply_planes(float *y, float *z, const float *x, const 
     const size_t base = plane * HW;
     for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < HW; j += (size_t)gridDim.x * blockDim.x) {
         const float v = radd(rmul(x[base + j], a), sh);
-        y[base + j] = v;
+        if (y) y[base + j] = v;
         z[base + j] = act_value(ACT, v);
     }
 }
 template <int ACT>
-__global__ void k_bn_act_bwd_apply_planes(float *dx, const float *x, const float *y, const float *dz, const float *coef,
-                                          int C, size_t HW) {
+__global__ void k_bn_act_bwd_apply_planes(float *dx, const float *x, const float *alpha, const float *shift,
+                                          const float *dz, const float *coef, int C, size_t HW) {
     const size_t plane = blockIdx.y + (size_t)gridDim.y * blockIdx.z;
     const int ch = (int)(plane % (size_t)C);
     const float tm = coef[4 * ch], k = coef[4 * ch + 1], gm = coef[4 * ch + 2], wi = coef[4 * ch + 3];
+    const float a = alpha[ch], b = shift[ch];
     const size_t base = plane * HW;
     for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < HW; j += (size_t)gridDim.x * blockDim.x) {
         const size_t i = base + j;
-        dx[i] = bn_bwd_one(dx[i], x[i], act_grad0(ACT, dz[i], y[i]), tm, k, gm, wi);
+        const float xv = x[i];
+        dx[i] = bn_bwd_one(dx[i], xv, act_grad0(ACT, dz[i], radd(rmul(xv, a), b)), tm, k, gm, wi);
     }
 }
 // the grid of the plane kernels: y * z = planes (z only past 65535 planes), x enough blocks for ~4 waves in all
@@ -885,8 +894,8 @@ int dptk_bn_act_apply(void *stream, int act, float *y, float *z, const float *x,
     RUN((size_t)N * C * HW, e_bn_act_apply, act, y, z, x, alpha, shift, C, HW);
 }
 
-int dptk_bn_act_reduce(void *stream, int act, double *part, int N, int C, size_t HW, const float *x, const float *y,
-                       const float *dz, const float *mean) {
+int dptk_bn_act_reduce(void *stream, int act, double *part, int N, int C, size_t HW, const float *x,
+                       const float *alpha, const float *shift, const float *dz, const float *mean) {
     if (act < 0 || act > 2) return (int)cudaErrorInvalidValue;
     const size_t M = (size_t)N * HW;
     const int parts = dptk_red_parts(N, HW);
@@ -901,7 +910,7 @@ int dptk_bn_act_reduce(void *stream, int act, double *part, int N, int C, size_t
         double s0 = 0.0, s1 = 0.0;
         for (size_t m = m0; m < m1; m++) {
             const size_t i = red_idx(m, C, ch, HW);
-            const double g = (double)act_grad0(act, dz[i], y[i]);
+            const double g = (double)act_grad0(act, dz[i], radd(rmul(x[i], alpha[ch]), shift[ch]));
             s0 += g;
             s1 += g * ((double)x[i] - mu);
         }
@@ -912,20 +921,21 @@ int dptk_bn_act_reduce(void *stream, int act, double *part, int N, int C, size_t
 #else
     const unsigned th = red_threads(M < RED_CHUNK ? M : RED_CHUNK);
     cudaStream_t st = (cudaStream_t)stream;
-    if (act == 1) k_bn_act_reduce<1><<<(unsigned)nb, th, 0, st>>>(part, C, HW, M, parts, x, y, dz, mean);
-    else if (act == 2) k_bn_act_reduce<2><<<(unsigned)nb, th, 0, st>>>(part, C, HW, M, parts, x, y, dz, mean);
-    else k_bn_act_reduce<0><<<(unsigned)nb, th, 0, st>>>(part, C, HW, M, parts, x, y, dz, mean);
+    if (act == 1) k_bn_act_reduce<1><<<(unsigned)nb, th, 0, st>>>(part, C, HW, M, parts, x, alpha, shift, dz, mean);
+    else if (act == 2)
+        k_bn_act_reduce<2><<<(unsigned)nb, th, 0, st>>>(part, C, HW, M, parts, x, alpha, shift, dz, mean);
+    else k_bn_act_reduce<0><<<(unsigned)nb, th, 0, st>>>(part, C, HW, M, parts, x, alpha, shift, dz, mean);
     return (int)cudaGetLastError();
 #endif
 }
 
-int dptk_bn_act_bwd_apply(void *stream, int act, float *dx, const float *x, const float *y, const float *dz,
-                          const float *coef, int N, int C, size_t HW) {
+int dptk_bn_act_bwd_apply(void *stream, int act, float *dx, const float *x, const float *alpha, const float *shift,
+                          const float *dz, const float *coef, int N, int C, size_t HW) {
     if (act < 0 || act > 2) return (int)cudaErrorInvalidValue;
 #ifndef DPTK_HOST_CHECK
-    PLANES_ACT(act, (size_t)N * C, HW, k_bn_act_bwd_apply_planes, dx, x, y, dz, coef, C, HW);
+    PLANES_ACT(act, (size_t)N * C, HW, k_bn_act_bwd_apply_planes, dx, x, alpha, shift, dz, coef, C, HW);
 #endif
-    RUN((size_t)N * C * HW, e_bn_act_bwd_apply, act, dx, x, y, dz, coef, C, HW);
+    RUN((size_t)N * C * HW, e_bn_act_bwd_apply, act, dx, x, alpha, shift, dz, coef, C, HW);
 }
 
 int dptk_bn_bwd_apply(void *stream, float *dx, const float *x, const float *dy, const float *coef, int N, int C,

@@ -57,16 +57,18 @@ int dptk_bn_bwd_apply(void *stream, float *dx, const float *x, const float *dy, 
                       size_t HW);
 /* Batch norm with the activation that follows it (act: 0 none, 1 ReLU, 2 swish; not sigmoid), for the trainer's
  * fused BN + activation pairs. Each gives the bits of the unfused kernels:
- *  - dptk_bn_act_apply: y = x * alpha + shift and z = act(y) (dptk_bn_apply, then dptk_act_fwd on y), one pass;
+ *  - dptk_bn_act_apply: y = x * alpha + shift (not stored when y is NULL) and z = act(y) (dptk_bn_apply, then
+ *    dptk_act_fwd on y), one pass;
  *  - dptk_bn_act_reduce: the DPTK_RED_BN partials of (x, g) with g = the gradient that dptk_act_bwd adds into a
- *    zeroed buffer from dz and y (0 + dz * act'(y)), without that buffer;
+ *    zeroed buffer from dz and y (0 + dz * act'(y)), without that buffer, y recomputed from x and the forward's
+ *    alpha and shift (the same two rounded operations, so the same bits as the stored y);
  *  - dptk_bn_act_bwd_apply: dx += (g - gm - (x - tm) * k) * wi with the same g. */
 int dptk_bn_act_apply(void *stream, int act, float *y, float *z, const float *x, const float *alpha,
                       const float *shift, int N, int C, size_t HW);
-int dptk_bn_act_reduce(void *stream, int act, double *part, int N, int C, size_t HW, const float *x, const float *y,
-                       const float *dz, const float *mean);
-int dptk_bn_act_bwd_apply(void *stream, int act, float *dx, const float *x, const float *y, const float *dz,
-                          const float *coef, int N, int C, size_t HW);
+int dptk_bn_act_reduce(void *stream, int act, double *part, int N, int C, size_t HW, const float *x,
+                       const float *alpha, const float *shift, const float *dz, const float *mean);
+int dptk_bn_act_bwd_apply(void *stream, int act, float *dx, const float *x, const float *alpha, const float *shift,
+                          const float *dz, const float *coef, int N, int C, size_t HW);
 /* eval backward: dgamma += (float)(dot * invstd), dbeta += (float)sdy, invstd = 1 / sqrt(run_var + eps) */
 int dptk_bn_eval_bwd_fin(void *stream, const double *part, int C, int parts, const float *run_var, double eps,
                          float *dgamma, float *dbeta);

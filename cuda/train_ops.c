@@ -627,11 +627,13 @@ static disopt_status bn_args(dp_cu_tr_ctx *c, const char *what, int n, int ch, s
 /* the fused pairs' activations: none, ReLU, swish (the kernels' 0, 1, 2) */
 static int fusable_act(dp_act a) { return a == DP_ACT_NONE || a == DP_ACT_RELU || a == DP_ACT_SWISH; }
 
-/* training forward; with z: z = act(y) in the same pass (dp_cu_tr_bn_act_fwd_train) */
+/* training forward; with z: z = act(y) in the same pass, y optional, alpha / shift kept in save_coef (2 ch) when
+ * given (dp_cu_tr_bn_act_fwd_train) */
 static disopt_status bn_fwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x, const float *gamma,
                                   const float *beta, double eps, double momentum, float *run_mean, float *run_var,
-                                  float *save_mean, float *save_invstd, float *y, dp_act act, float *z) {
-    TRY(bn_args(c, "batch norm forward (training)", n, ch, hw, x, y, gamma, eps));
+                                  float *save_mean, float *save_invstd, float *y, dp_act act, float *z,
+                                  float *save_coef) {
+    TRY(bn_args(c, "batch norm forward (training)", n, ch, hw, x, z ? z : y, gamma, eps));
     if (!beta || !save_mean || !save_invstd || !run_mean != !run_var)
         return BAD(c, "batch norm forward (training): NULL tensor");
     const size_t M = (size_t)n * hw;
@@ -643,7 +645,7 @@ static disopt_status bn_fwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, con
     TRY(need_scratch(c, total));
     char *s = c->scratch;
     double *part = (double *)s, *mean = (double *)(s + o_mean);
-    float *alpha = (float *)(s + o_alpha), *shift = (float *)(s + o_shift);
+    float *alpha = save_coef ? save_coef : (float *)(s + o_alpha), *shift = save_coef ? save_coef + ch : (float *)(s + o_shift);
     K_TRY(c, dptk_chan_reduce(c->stream, DPTK_RED_SUM, part, n, ch, hw, x, NULL, NULL), "bn mean");
     K_TRY(c, dptk_bn_fin_mean(c->stream, part, ch, parts, M, mean), "bn mean");
     K_TRY(c, dptk_chan_reduce(c->stream, DPTK_RED_SQDEV, part, n, ch, hw, x, NULL, mean), "bn variance");
@@ -662,24 +664,25 @@ disopt_status dp_cu_tr_bn_fwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, c
                                     float *save_mean, float *save_invstd, float *y) {
     ENTER(c);
     return bn_fwd_train(c, n, ch, hw, x, gamma, beta, eps, momentum, run_mean, run_var, save_mean, save_invstd, y,
-                        DP_ACT_NONE, NULL);
+                        DP_ACT_NONE, NULL, NULL);
 }
 
 disopt_status dp_cu_tr_bn_act_fwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x, const float *gamma,
                                         const float *beta, double eps, double momentum, float *run_mean,
-                                        float *run_var, float *save_mean, float *save_invstd, dp_act act, float *y,
-                                        float *z) {
+                                        float *run_var, float *save_mean, float *save_invstd, float *save_coef,
+                                        dp_act act, float *y, float *z) {
     ENTER(c);
-    if (!z) return BAD(c, "batch norm + activation forward (training): NULL tensor");
+    if (!z || !save_coef) return BAD(c, "batch norm + activation forward (training): NULL tensor");
     if (!fusable_act(act)) return BAD(c, "batch norm + activation: activation %d not fusable", (int)act);
     return bn_fwd_train(c, n, ch, hw, x, gamma, beta, eps, momentum, run_mean, run_var, save_mean, save_invstd, y, act,
-                        z);
+                        z, save_coef);
 }
 
-/* training backward; with dz: the BN's gradient is act's backward from dz and y (dp_cu_tr_bn_act_bwd_train) */
+/* training backward; with dz: the BN's gradient is act's backward from dz and y, y recomputed from x and the
+ * forward's alpha / shift in save_coef (dp_cu_tr_bn_act_bwd_train) */
 static disopt_status bn_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x, const float *dy,
                                   const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
-                                  float *dgamma, float *dbeta, dp_act act, const float *y, const float *dz) {
+                                  float *dgamma, float *dbeta, dp_act act, const float *save_coef, const float *dz) {
     TRY(bn_args(c, "batch norm backward (training)", n, ch, hw, x, dz ? dz : dy, gamma, 1));
     if (!save_mean || !save_invstd) return BAD(c, "batch norm backward (training): NULL saved statistics");
     const int parts = dptk_red_parts(n, hw);
@@ -688,14 +691,16 @@ static disopt_status bn_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, con
     double *part = c->scratch;
     float *coef = (float *)((char *)c->scratch + o_coef);
     if (dz)
-        K_TRY(c, dptk_bn_act_reduce(c->stream, (int)act, part, n, ch, hw, x, y, dz, save_mean), "bn + act backward");
+        K_TRY(c, dptk_bn_act_reduce(c->stream, (int)act, part, n, ch, hw, x, save_coef, save_coef + ch, dz, save_mean),
+              "bn + act backward");
     else
         K_TRY(c, dptk_chan_reduce(c->stream, DPTK_RED_BN, part, n, ch, hw, x, dy, save_mean), "bn backward");
     K_TRY(c, dptk_bn_bwd_fin(c->stream, part, ch, parts, (size_t)n * hw, save_mean, save_invstd, gamma, dgamma, dbeta,
                              coef),
           "bn backward");
     if (dx && dz)
-        K_TRY(c, dptk_bn_act_bwd_apply(c->stream, (int)act, dx, x, y, dz, coef, n, ch, hw), "bn + act backward");
+        K_TRY(c, dptk_bn_act_bwd_apply(c->stream, (int)act, dx, x, save_coef, save_coef + ch, dz, coef, n, ch, hw),
+              "bn + act backward");
     else if (dx)
         K_TRY(c, dptk_bn_bwd_apply(c->stream, dx, x, dy, coef, n, ch, hw), "bn backward");
     return DISOPT_OK;
@@ -709,19 +714,20 @@ disopt_status dp_cu_tr_bn_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, c
                         NULL);
 }
 
-disopt_status dp_cu_tr_bn_act_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x, const float *y,
-                                        const float *dz, const float *gamma, const float *save_mean,
-                                        const float *save_invstd, dp_act act, float *dx, float *dgamma, float *dbeta) {
+disopt_status dp_cu_tr_bn_act_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x,
+                                        const float *save_coef, const float *dz, const float *gamma,
+                                        const float *save_mean, const float *save_invstd, dp_act act, float *dx,
+                                        float *dgamma, float *dbeta) {
     ENTER(c);
-    if (!y || !dz) return BAD(c, "batch norm + activation backward (training): NULL tensor");
+    if (!save_coef || !dz) return BAD(c, "batch norm + activation backward (training): NULL tensor");
     if (!fusable_act(act)) return BAD(c, "batch norm + activation: activation %d not fusable", (int)act);
-    return bn_bwd_train(c, n, ch, hw, x, NULL, gamma, save_mean, save_invstd, dx, dgamma, dbeta, act, y, dz);
+    return bn_bwd_train(c, n, ch, hw, x, NULL, gamma, save_mean, save_invstd, dx, dgamma, dbeta, act, save_coef, dz);
 }
 
 static disopt_status bn_fwd_eval(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x, const float *gamma,
                                  const float *beta, const float *run_mean, const float *run_var, double eps, float *y,
                                  dp_act act, float *z) {
-    TRY(bn_args(c, "batch norm forward (eval)", n, ch, hw, x, y, gamma, eps));
+    TRY(bn_args(c, "batch norm forward (eval)", n, ch, hw, x, z ? z : y, gamma, eps));
     if (!beta || !run_mean || !run_var) return BAD(c, "batch norm forward (eval): NULL tensor");
     TRY(need_scratch(c, 2 * ALIGN256((size_t)ch * 4)));
     float *alpha = c->scratch, *shift = (float *)((char *)c->scratch + ALIGN256((size_t)ch * 4));

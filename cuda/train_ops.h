@@ -125,19 +125,22 @@ DP_CU_TR_API disopt_status dp_cu_tr_bn_bwd_eval(dp_cu_tr_ctx *c, int n, int ch, 
 /* Batch norm fused with the activation that follows it (act: DP_ACT_NONE, DP_ACT_RELU or DP_ACT_SWISH; sigmoid:
  * DISOPT_ERR_INVALID_ARGUMENT), for the trainer's BN + activation pairs whose BN output feeds only the
  * activation. Each gives the bits of the unfused calls, in fewer passes over memory:
- *  - fwd_train / fwd_eval: y = BN(x) and z = act(y) (bn_fwd_* then act_fwd), the statistics as bn_fwd_*;
- *  - bwd_train: from dz (the gradient of z) and y: dx, dgamma, dbeta += what act_bwd into a zeroed dy and then
- *    bn_bwd_train would add, without materialising dy. */
+ *  - fwd_train / fwd_eval: y = BN(x) and z = act(y) (bn_fwd_* then act_fwd), the statistics as bn_fwd_*; y is
+ *    not stored when NULL; fwd_train keeps the per-channel alpha (gamma * invstd) and shift in save_coef
+ *    (2 ch floats: alpha, then shift);
+ *  - bwd_train: from dz (the gradient of z), x and save_coef (y = x * alpha + shift recomputed: the forward's
+ *    bits): dx, dgamma, dbeta += what act_bwd into a zeroed dy and then bn_bwd_train would add, without
+ *    materialising dy or reading y. */
 DP_CU_TR_API disopt_status dp_cu_tr_bn_act_fwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x,
                                                      const float *gamma, const float *beta, double eps,
                                                      double momentum, float *run_mean, float *run_var,
-                                                     float *save_mean, float *save_invstd, dp_act act, float *y,
-                                                     float *z);
+                                                     float *save_mean, float *save_invstd, float *save_coef,
+                                                     dp_act act, float *y, float *z);
 DP_CU_TR_API disopt_status dp_cu_tr_bn_act_fwd_eval(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x,
                                                     const float *gamma, const float *beta, const float *run_mean,
                                                     const float *run_var, double eps, dp_act act, float *y, float *z);
 DP_CU_TR_API disopt_status dp_cu_tr_bn_act_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x,
-                                                     const float *y, const float *dz, const float *gamma,
+                                                     const float *save_coef, const float *dz, const float *gamma,
                                                      const float *save_mean, const float *save_invstd, dp_act act,
                                                      float *dx, float *dgamma, float *dbeta);
 

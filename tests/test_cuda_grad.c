@@ -303,15 +303,22 @@ static void bn_act_case(int n, int c, size_t hw, dp_act act) {
     /* fused */
     float *RM2 = dupf(rm0, c), *RV2 = dupf(rv0, c), *SM2 = poison(c), *SI2 = poison(c), *Y2 = poison(cnt);
     float *Z2 = poison(cnt), *DX2 = dupf(dx0, cnt), *DG2 = dupf(dg0, c), *DB2 = dupf(db0, c);
-    float *YE2 = poison(cnt), *ZE2 = poison(cnt);
-    OK(dp_cu_tr_bn_act_fwd_train(g_ctx, n, c, hw, X, G, Bt, eps, mom, RM2, RV2, SM2, SI2, act, Y2, Z2));
-    OK(dp_cu_tr_bn_act_bwd_train(g_ctx, n, c, hw, X, Y2, DZ, G, SM2, SI2, act, DX2, DG2, DB2));
+    float *YE2 = poison(cnt), *ZE2 = poison(cnt), *SC2 = poison(2 * (size_t)c);
+    /* y stored (compared), and not stored (the trainer's way: z alone; the backward recomputes y from SC2) */
+    float *RM3 = dupf(rm0, c), *RV3 = dupf(rv0, c), *SM3 = poison(c), *SI3 = poison(c), *Z3 = poison(cnt);
+    float *ZE3 = poison(cnt);
+    OK(dp_cu_tr_bn_act_fwd_train(g_ctx, n, c, hw, X, G, Bt, eps, mom, RM3, RV3, SM3, SI3, SC2, act, NULL, Z3));
+    OK(dp_cu_tr_bn_act_fwd_train(g_ctx, n, c, hw, X, G, Bt, eps, mom, RM2, RV2, SM2, SI2, SC2, act, Y2, Z2));
+    OK(dp_cu_tr_bn_act_bwd_train(g_ctx, n, c, hw, X, SC2, DZ, G, SM2, SI2, act, DX2, DG2, DB2));
     OK(dp_cu_tr_bn_act_fwd_eval(g_ctx, n, c, hw, X, G, Bt, dupf(rm0, c), dupf(rv0, c), eps, act, YE2, ZE2));
+    OK(dp_cu_tr_bn_act_fwd_eval(g_ctx, n, c, hw, X, G, Bt, dupf(rm0, c), dupf(rv0, c), eps, act, NULL, ZE3));
     char what[128];
-    const char *tag[9] = {"y", "z", "running mean", "running var", "dx", "dgamma", "dbeta", "eval y", "eval z"};
-    const float *u[9] = {Y, Z, RM, RV, DX, DG, DB, YE, ZE}, *f[9] = {Y2, Z2, RM2, RV2, DX2, DG2, DB2, YE2, ZE2};
-    const size_t ct[9] = {cnt, cnt, c, c, cnt, c, c, cnt, cnt};
-    for (int i = 0; i < 9; i++) {
+    const char *tag[11] = {"y", "z", "running mean", "running var", "dx", "dgamma", "dbeta", "eval y", "eval z",
+                           "z (y not stored)", "eval z (y not stored)"};
+    const float *u[11] = {Y, Z, RM, RV, DX, DG, DB, YE, ZE, Z, ZE};
+    const float *f[11] = {Y2, Z2, RM2, RV2, DX2, DG2, DB2, YE2, ZE2, Z3, ZE3};
+    const size_t ct[11] = {cnt, cnt, c, c, cnt, c, c, cnt, cnt, cnt, cnt};
+    for (int i = 0; i < 11; i++) {
         snprintf(what, sizeof what, "bn + act %d n%d c%d hw%zu, fused vs two ops: %s", (int)act, n, c, hw, tag[i]);
         same_bits(what, u[i], f[i], ct[i]);
     }

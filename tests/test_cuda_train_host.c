@@ -163,17 +163,20 @@ static void bn_act_case(int n, int c, size_t hw, dp_act act, double tol) {
     K0(dptk_bn_fin_mean(NULL, part, c, parts, M, mean));
     K0(dptk_chan_reduce(NULL, DPTK_RED_SQDEV, part, n, c, hw, x, NULL, mean));
     K0(dptk_bn_fin_var(NULL, part, c, parts, M, mean, gamma, beta, eps, mom, RM, RV, SM, SI, alpha, shift));
+    float *Z3 = zalloc(cnt * 4);
     K0(dptk_bn_act_apply(NULL, (int)act, Y, Z, x, alpha, shift, n, c, hw));
-    K0(dptk_bn_act_reduce(NULL, (int)act, part, n, c, hw, x, Y, dz, SM));
+    K0(dptk_bn_act_apply(NULL, (int)act, NULL, Z3, x, alpha, shift, n, c, hw)); /* y not stored */
+    /* the backward recomputes y from x, alpha and shift */
+    K0(dptk_bn_act_reduce(NULL, (int)act, part, n, c, hw, x, alpha, shift, dz, SM));
     K0(dptk_bn_bwd_fin(NULL, part, c, parts, M, SM, SI, gamma, DG, DB, coef));
-    K0(dptk_bn_act_bwd_apply(NULL, (int)act, DX, x, Y, dz, coef, n, c, hw));
+    K0(dptk_bn_act_bwd_apply(NULL, (int)act, DX, x, alpha, shift, dz, coef, n, c, hw));
     K0(dptk_bn_eval_coef(NULL, c, gamma, beta, rm0, rv0, eps, alpha, shift));
     K0(dptk_bn_act_apply(NULL, (int)act, YE, ZE, x, alpha, shift, n, c, hw));
-    const char *tag[7] = {"y", "z", "dx", "dgamma", "dbeta", "eval y", "eval z"};
-    const float *a[7] = {Y, Z, DX, DG, DB, YE, ZE}, *b[7] = {y, z, dx, dg, db, ye, ze};
-    const size_t ct[7] = {cnt, cnt, cnt, c, c, cnt, cnt};
+    const char *tag[8] = {"y", "z", "dx", "dgamma", "dbeta", "eval y", "eval z", "z (y not stored)"};
+    const float *a[8] = {Y, Z, DX, DG, DB, YE, ZE, Z3}, *b[8] = {y, z, dx, dg, db, ye, ze, z};
+    const size_t ct[8] = {cnt, cnt, cnt, c, c, cnt, cnt, cnt};
     char what[96];
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         snprintf(what, sizeof what, "bn + act %d n%d c%d hw%zu: %s", (int)act, n, c, hw, tag[i]);
         check(what, a[i], b[i], ct[i], tol);
     }

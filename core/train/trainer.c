@@ -48,7 +48,8 @@ typedef struct dp_net {
     size_t n_unplanned; /* every activation and gradient kept (for dp_trainer_memory) */
     size_t *g_off;
     int *z_start, *z_list;
-    void *save; /* BN nodes: batch mean, then 1/std (c each) at s_off */
+    void *save; /* BN nodes: batch mean, then 1/std (c each) at s_off; CUDA nets with fused pairs: then the forward's
+                 * alpha and shift (c each), from which the fused backward recomputes the BN output */
     size_t *s_off, n_save;
     uint8_t *mask; /* dropout / drop-connect nodes at m_off */
     size_t *m_off, n_mask;
@@ -592,8 +593,8 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
             char buf[32];
             snprintf(buf, sizeof buf, "%.6g", (double)nd->bn_eps);
             m->eps[i] = strtod(buf, NULL);
-            m->s_off[i] = m->n_save;
-            m->n_save += al16(2 * (size_t)a->c);
+            m->s_off[i] = m->n_save; /* mean, 1/std; CUDA nets that fuse: alpha, shift too (dp_cu_tr_bn_act_*) */
+            m->n_save += al16((cu && fuse ? 4 : 2) * (size_t)a->c);
         } else if (nd->op == DP_OP_DROPOUT) {
             m->m_off[i] = m->n_mask;
             m->n_mask += al16((size_t)n * (size_t)a->c * (size_t)a->h * (size_t)a->w);
