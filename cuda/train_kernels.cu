@@ -287,13 +287,14 @@ __host__ __device__ inline void e_bn_act_apply(size_t i, int act, float *y, floa
     if (y) y[i] = v;
     z[i] = act_value(act, v);
 }
-__host__ __device__ inline void e_bn_act_bwd_apply(size_t i, int act, float *dx, const float *x, const float *alpha,
-                                                   const float *shift, const float *dz, const float *coef, int C,
-                                                   size_t HW) {
+// (fresh: dx as if zeroed, not read: it may be dz's memory, each dz[i] read before dx[i] is written)
+__host__ __device__ inline void e_bn_act_bwd_apply(size_t i, int act, float *dx, int fresh, const float *x,
+                                                   const float *alpha, const float *shift, const float *dz,
+                                                   const float *coef, int C, size_t HW) {
     const int ch = (int)((i / HW) % (size_t)C);
     const float xv = x[i], y = radd(rmul(xv, alpha[ch]), shift[ch]);
-    dx[i] = bn_bwd_one(dx[i], xv, act_grad0(act, dz[i], y), coef[4 * ch], coef[4 * ch + 1], coef[4 * ch + 2],
-                       coef[4 * ch + 3]);
+    const float g = act_grad0(act, dz[i], y), d0 = fresh ? 0.0f : dx[i];
+    dx[i] = bn_bwd_one(d0, xv, g, coef[4 * ch], coef[4 * ch + 1], coef[4 * ch + 2], coef[4 * ch + 3]);
 }
 
 __host__ __device__ inline void e_gap_bwd(size_t i, size_t HW, const float *dy, float *dx) {
@@ -491,9 +492,9 @@ K(e_bn_bwd_apply, (float *dx, const float *x, const float *dy, const float *coef
 K(e_bn_act_apply, (int act, float *y, float *z, const float *x, const float *alpha, const float *shift, int C, size_t HW),
   (act, y, z, x, alpha, shift, C, HW))
 K(e_bn_act_bwd_apply,
-  (int act, float *dx, const float *x, const float *alpha, const float *shift, const float *dz, const float *coef,
-   int C, size_t HW),
-  (act, dx, x, alpha, shift, dz, coef, C, HW))
+  (int act, float *dx, int fresh, const float *x, const float *alpha, const float *shift, const float *dz,
+   const float *coef, int C, size_t HW),
+  (act, dx, fresh, x, alpha, shift, dz, coef, C, HW))
 K(e_fill, (float *x, float v), (x, v))
 
 // Activations over 16-byte vectors, the activation a template argument (act_value / act_deriv with a constant,
@@ -613,7 +614,7 @@ __global__ void k_bn_act_apply_planes(float *y, float *z, const float *x, const 
     }
 }
 template <int ACT>
-__global__ void k_bn_act_bwd_apply_planes(float *dx, const float *x, const float *alpha, const float *shift,
+__global__ void k_bn_act_bwd_apply_planes(float *dx, int fresh, const float *x, const float *alpha, const float *shift,
                                           const float *dz, const float *coef, int C, size_t HW) {
     const size_t plane = blockIdx.y + (size_t)gridDim.y * blockIdx.z;
     const int ch = (int)(plane % (size_t)C);
@@ -622,8 +623,8 @@ __global__ void k_bn_act_bwd_apply_planes(float *dx, const float *x, const float
     const size_t base = plane * HW;
     for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < HW; j += (size_t)gridDim.x * blockDim.x) {
         const size_t i = base + j;
-        const float xv = x[i];
-        dx[i] = bn_bwd_one(dx[i], xv, act_grad0(ACT, dz[i], radd(rmul(xv, a), b)), tm, k, gm, wi);
+        const float xv = x[i], g = act_grad0(ACT, dz[i], radd(rmul(xv, a), b)), d0 = fresh ? 0.0f : dx[i];
+        dx[i] = bn_bwd_one(d0, xv, g, tm, k, gm, wi);
     }
 }
 // the grid of the plane kernels: y * z = planes (z only past 65535 planes), x enough blocks for ~4 waves in all
@@ -929,13 +930,13 @@ int dptk_bn_act_reduce(void *stream, int act, double *part, int N, int C, size_t
 #endif
 }
 
-int dptk_bn_act_bwd_apply(void *stream, int act, float *dx, const float *x, const float *alpha, const float *shift,
-                          const float *dz, const float *coef, int N, int C, size_t HW) {
+int dptk_bn_act_bwd_apply(void *stream, int act, float *dx, int fresh, const float *x, const float *alpha,
+                          const float *shift, const float *dz, const float *coef, int N, int C, size_t HW) {
     if (act < 0 || act > 2) return (int)cudaErrorInvalidValue;
 #ifndef DPTK_HOST_CHECK
-    PLANES_ACT(act, (size_t)N * C, HW, k_bn_act_bwd_apply_planes, dx, x, alpha, shift, dz, coef, C, HW);
+    PLANES_ACT(act, (size_t)N * C, HW, k_bn_act_bwd_apply_planes, dx, fresh, x, alpha, shift, dz, coef, C, HW);
 #endif
-    RUN((size_t)N * C * HW, e_bn_act_bwd_apply, act, dx, x, alpha, shift, dz, coef, C, HW);
+    RUN((size_t)N * C * HW, e_bn_act_bwd_apply, act, dx, fresh, x, alpha, shift, dz, coef, C, HW);
 }
 
 int dptk_bn_bwd_apply(void *stream, float *dx, const float *x, const float *dy, const float *coef, int N, int C,

@@ -62,13 +62,14 @@ int dptk_bn_bwd_apply(void *stream, float *dx, const float *x, const float *dy, 
  *  - dptk_bn_act_reduce: the DPTK_RED_BN partials of (x, g) with g = the gradient that dptk_act_bwd adds into a
  *    zeroed buffer from dz and y (0 + dz * act'(y)), without that buffer, y recomputed from x and the forward's
  *    alpha and shift (the same two rounded operations, so the same bits as the stored y);
- *  - dptk_bn_act_bwd_apply: dx += (g - gm - (x - tm) * k) * wi with the same g. */
+ *  - dptk_bn_act_bwd_apply: dx += (g - gm - (x - tm) * k) * wi with the same g (fresh: dx = 0 + ..., dx not read;
+ *    then dx may be dz's memory). */
 int dptk_bn_act_apply(void *stream, int act, float *y, float *z, const float *x, const float *alpha,
                       const float *shift, int N, int C, size_t HW);
 int dptk_bn_act_reduce(void *stream, int act, double *part, int N, int C, size_t HW, const float *x,
                        const float *alpha, const float *shift, const float *dz, const float *mean);
-int dptk_bn_act_bwd_apply(void *stream, int act, float *dx, const float *x, const float *alpha, const float *shift,
-                          const float *dz, const float *coef, int N, int C, size_t HW);
+int dptk_bn_act_bwd_apply(void *stream, int act, float *dx, int fresh, const float *x, const float *alpha,
+                          const float *shift, const float *dz, const float *coef, int N, int C, size_t HW);
 /* eval backward: dgamma += (float)(dot * invstd), dbeta += (float)sdy, invstd = 1 / sqrt(run_var + eps) */
 int dptk_bn_eval_bwd_fin(void *stream, const double *part, int C, int parts, const float *run_var, double eps,
                          float *dgamma, float *dbeta);

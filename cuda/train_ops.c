@@ -682,7 +682,8 @@ disopt_status dp_cu_tr_bn_act_fwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t h
  * forward's alpha / shift in save_coef (dp_cu_tr_bn_act_bwd_train) */
 static disopt_status bn_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x, const float *dy,
                                   const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
-                                  float *dgamma, float *dbeta, dp_act act, const float *save_coef, const float *dz) {
+                                  float *dgamma, float *dbeta, dp_act act, const float *save_coef, const float *dz,
+                                  int dx_fresh) {
     TRY(bn_args(c, "batch norm backward (training)", n, ch, hw, x, dz ? dz : dy, gamma, 1));
     if (!save_mean || !save_invstd) return BAD(c, "batch norm backward (training): NULL saved statistics");
     const int parts = dptk_red_parts(n, hw);
@@ -699,7 +700,8 @@ static disopt_status bn_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, con
                              coef),
           "bn backward");
     if (dx && dz)
-        K_TRY(c, dptk_bn_act_bwd_apply(c->stream, (int)act, dx, x, save_coef, save_coef + ch, dz, coef, n, ch, hw),
+        K_TRY(c, dptk_bn_act_bwd_apply(c->stream, (int)act, dx, dx_fresh, x, save_coef, save_coef + ch, dz, coef, n,
+                                       ch, hw),
               "bn + act backward");
     else if (dx)
         K_TRY(c, dptk_bn_bwd_apply(c->stream, dx, x, dy, coef, n, ch, hw), "bn backward");
@@ -711,17 +713,20 @@ disopt_status dp_cu_tr_bn_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, c
                                     float *dgamma, float *dbeta) {
     ENTER(c);
     return bn_bwd_train(c, n, ch, hw, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, DP_ACT_NONE, NULL,
-                        NULL);
+                        NULL, 0);
 }
 
 disopt_status dp_cu_tr_bn_act_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x,
                                         const float *save_coef, const float *dz, const float *gamma,
                                         const float *save_mean, const float *save_invstd, dp_act act, float *dx,
-                                        float *dgamma, float *dbeta) {
+                                        int dx_fresh, float *dgamma, float *dbeta) {
     ENTER(c);
     if (!save_coef || !dz) return BAD(c, "batch norm + activation backward (training): NULL tensor");
     if (!fusable_act(act)) return BAD(c, "batch norm + activation: activation %d not fusable", (int)act);
-    return bn_bwd_train(c, n, ch, hw, x, NULL, gamma, save_mean, save_invstd, dx, dgamma, dbeta, act, save_coef, dz);
+    if (dx && (const float *)dx == dz && !dx_fresh)
+        return BAD(c, "batch norm + activation backward (training): dx in dz's memory must be written fresh");
+    return bn_bwd_train(c, n, ch, hw, x, NULL, gamma, save_mean, save_invstd, dx, dgamma, dbeta, act, save_coef, dz,
+                        dx_fresh);
 }
 
 static disopt_status bn_fwd_eval(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x, const float *gamma,

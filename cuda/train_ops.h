@@ -130,7 +130,8 @@ DP_CU_TR_API disopt_status dp_cu_tr_bn_bwd_eval(dp_cu_tr_ctx *c, int n, int ch, 
  *    (2 ch floats: alpha, then shift);
  *  - bwd_train: from dz (the gradient of z), x and save_coef (y = x * alpha + shift recomputed: the forward's
  *    bits): dx, dgamma, dbeta += what act_bwd into a zeroed dy and then bn_bwd_train would add, without
- *    materialising dy or reading y. */
+ *    materialising dy or reading y; dx_fresh: dx is written as if it had been zeroed (not read), and may then be
+ *    dz's own memory (each element of dz is read before its dx is written, by the same thread). */
 DP_CU_TR_API disopt_status dp_cu_tr_bn_act_fwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x,
                                                      const float *gamma, const float *beta, double eps,
                                                      double momentum, float *run_mean, float *run_var,
@@ -142,7 +143,7 @@ DP_CU_TR_API disopt_status dp_cu_tr_bn_act_fwd_eval(dp_cu_tr_ctx *c, int n, int 
 DP_CU_TR_API disopt_status dp_cu_tr_bn_act_bwd_train(dp_cu_tr_ctx *c, int n, int ch, size_t hw, const float *x,
                                                      const float *save_coef, const float *dz, const float *gamma,
                                                      const float *save_mean, const float *save_invstd, dp_act act,
-                                                     float *dx, float *dgamma, float *dbeta);
+                                                     float *dx, int dx_fresh, float *dgamma, float *dbeta);
 
 /* ---------------------------------------------------------------- element-wise and channel ops */
 DP_CU_TR_API disopt_status dp_cu_tr_act_fwd(dp_cu_tr_ctx *c, dp_act a, size_t count, const float *x, float *y);

@@ -309,16 +309,26 @@ static void bn_act_case(int n, int c, size_t hw, dp_act act) {
     float *ZE3 = poison(cnt);
     OK(dp_cu_tr_bn_act_fwd_train(g_ctx, n, c, hw, X, G, Bt, eps, mom, RM3, RV3, SM3, SI3, SC2, act, NULL, Z3));
     OK(dp_cu_tr_bn_act_fwd_train(g_ctx, n, c, hw, X, G, Bt, eps, mom, RM2, RV2, SM2, SI2, SC2, act, Y2, Z2));
-    OK(dp_cu_tr_bn_act_bwd_train(g_ctx, n, c, hw, X, SC2, DZ, G, SM2, SI2, act, DX2, DG2, DB2));
+    OK(dp_cu_tr_bn_act_bwd_train(g_ctx, n, c, hw, X, SC2, DZ, G, SM2, SI2, act, DX2, 0, DG2, DB2));
+    /* dx written fresh in dz's own memory (the trainer's mode 2) against two ops into a zeroed dx */
+    float *DXZ = dalloc(cnt * sizeof(float)), *DZ4 = dupf(dz, cnt), *DG4 = dupf(dg0, c), *DB4 = dupf(db0, c);
+    float *DG5 = dupf(dg0, c), *DB5 = dupf(db0, c);
+    OK(dp_cu_tr_zero(g_ctx, DXZ, cnt * sizeof(float)));
+    OK(dp_cu_tr_bn_bwd_train(g_ctx, n, c, hw, X, DY, G, SM, SI, DXZ, DG5, DB5));
+    OK(dp_cu_tr_bn_act_bwd_train(g_ctx, n, c, hw, X, SC2, DZ4, G, SM2, SI2, act, DZ4, 1, DG4, DB4));
+    disopt_clear_error();
+    assert_int_equal(dp_cu_tr_bn_act_bwd_train(g_ctx, n, c, hw, X, SC2, DZ4, G, SM2, SI2, act, DZ4, 0, DG4, DB4),
+                     DISOPT_ERR_INVALID_ARGUMENT);
     OK(dp_cu_tr_bn_act_fwd_eval(g_ctx, n, c, hw, X, G, Bt, dupf(rm0, c), dupf(rv0, c), eps, act, YE2, ZE2));
     OK(dp_cu_tr_bn_act_fwd_eval(g_ctx, n, c, hw, X, G, Bt, dupf(rm0, c), dupf(rv0, c), eps, act, NULL, ZE3));
     char what[128];
-    const char *tag[11] = {"y", "z", "running mean", "running var", "dx", "dgamma", "dbeta", "eval y", "eval z",
-                           "z (y not stored)", "eval z (y not stored)"};
-    const float *u[11] = {Y, Z, RM, RV, DX, DG, DB, YE, ZE, Z, ZE};
-    const float *f[11] = {Y2, Z2, RM2, RV2, DX2, DG2, DB2, YE2, ZE2, Z3, ZE3};
-    const size_t ct[11] = {cnt, cnt, c, c, cnt, c, c, cnt, cnt, cnt, cnt};
-    for (int i = 0; i < 11; i++) {
+    const char *tag[14] = {"y", "z", "running mean", "running var", "dx", "dgamma", "dbeta", "eval y", "eval z",
+                           "z (y not stored)", "eval z (y not stored)", "dx fresh in dz", "dgamma (dx in dz)",
+                           "dbeta (dx in dz)"};
+    const float *u[14] = {Y, Z, RM, RV, DX, DG, DB, YE, ZE, Z, ZE, DXZ, DG5, DB5};
+    const float *f[14] = {Y2, Z2, RM2, RV2, DX2, DG2, DB2, YE2, ZE2, Z3, ZE3, DZ4, DG4, DB4};
+    const size_t ct[14] = {cnt, cnt, c, c, cnt, c, c, cnt, cnt, cnt, cnt, cnt, c, c};
+    for (int i = 0; i < 14; i++) {
         snprintf(what, sizeof what, "bn + act %d n%d c%d hw%zu, fused vs two ops: %s", (int)act, n, c, hw, tag[i]);
         same_bits(what, u[i], f[i], ct[i]);
     }

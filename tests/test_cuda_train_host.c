@@ -169,14 +169,18 @@ static void bn_act_case(int n, int c, size_t hw, dp_act act, double tol) {
     /* the backward recomputes y from x, alpha and shift */
     K0(dptk_bn_act_reduce(NULL, (int)act, part, n, c, hw, x, alpha, shift, dz, SM));
     K0(dptk_bn_bwd_fin(NULL, part, c, parts, M, SM, SI, gamma, DG, DB, coef));
-    K0(dptk_bn_act_bwd_apply(NULL, (int)act, DX, x, alpha, shift, dz, coef, n, c, hw));
+    K0(dptk_bn_act_bwd_apply(NULL, (int)act, DX, 0, x, alpha, shift, dz, coef, n, c, hw));
+    /* dx written fresh in dz's memory (the trainer's mode 2) = the CPU's BN backward into a zeroed dx */
+    float *DZ4 = fdup(dz, cnt), *dxz = zalloc(cnt * 4), *dgz = fdup(dg0, c), *dbz = fdup(db0, c);
+    OK(dp_tr_bn_bwd_train_f32(n, c, hw, x, dy, gamma, sm, si, dxz, dgz, dbz));
+    K0(dptk_bn_act_bwd_apply(NULL, (int)act, DZ4, 1, x, alpha, shift, DZ4, coef, n, c, hw));
     K0(dptk_bn_eval_coef(NULL, c, gamma, beta, rm0, rv0, eps, alpha, shift));
     K0(dptk_bn_act_apply(NULL, (int)act, YE, ZE, x, alpha, shift, n, c, hw));
-    const char *tag[8] = {"y", "z", "dx", "dgamma", "dbeta", "eval y", "eval z", "z (y not stored)"};
-    const float *a[8] = {Y, Z, DX, DG, DB, YE, ZE, Z3}, *b[8] = {y, z, dx, dg, db, ye, ze, z};
-    const size_t ct[8] = {cnt, cnt, cnt, c, c, cnt, cnt, cnt};
+    const char *tag[9] = {"y", "z", "dx", "dgamma", "dbeta", "eval y", "eval z", "z (y not stored)", "dx fresh in dz"};
+    const float *a[9] = {Y, Z, DX, DG, DB, YE, ZE, Z3, DZ4}, *b[9] = {y, z, dx, dg, db, ye, ze, z, dxz};
+    const size_t ct[9] = {cnt, cnt, cnt, c, c, cnt, cnt, cnt, cnt};
     char what[96];
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 9; i++) {
         snprintf(what, sizeof what, "bn + act %d n%d c%d hw%zu: %s", (int)act, n, c, hw, tag[i]);
         check(what, a[i], b[i], ct[i], tol);
     }

@@ -55,7 +55,8 @@ typedef struct dp_net {
     size_t *m_off, n_mask;
     double *eps; /* per node: BN eps as the decimal PyTorch has (1e-3 / 1e-5) */
     uint8_t *fuse; /* CUDA nets, per node: 1 = a BN whose output only node i + 1, a ReLU / swish / identity
-                    * activation, reads (not a loss input): the pair runs as one op (find_fusions); NULL: none */
+                    * activation, reads (not a loss input): the pair runs as one op (find_fusions); 2: the same,
+                    * its input's gradient in dz's memory; NULL: none */
     void *ws;
     size_t ws_elems;
     dp_pool *pool; /* the trainer's (not owned); NULL: the caller's thread */
@@ -468,7 +469,8 @@ static disopt_status to_device(dp_tr_cu *cu, void **arena, void **host, size_t b
 /* The BN + activation pairs a CUDA net runs as one op (m->fuse; train_ops.h's dp_cu_tr_bn_act_*, the same bits as
  * the two ops): node i a BN, node i + 1 a ReLU, swish or identity activation of its output, which nothing else
  * reads and which is none of keep[0..nkeep) (the loss's inputs: their gradient comes from the loss too; the
- * teacher's outputs), and x, y, z pairwise the same arena range or disjoint ones. */
+ * teacher's outputs), and x, y, z pairwise the same arena range or disjoint ones. fuse[i] = 2: the BN input's
+ * gradient shares dz's memory (written in place, not zeroed first). */
 static size_t count_(const dp_net *m, int t);
 static disopt_status find_fusions(dp_net *m, const int *keep, int nkeep) {
     const dp_graph *g = &m->g;
@@ -494,20 +496,29 @@ static disopt_status find_fusions(dp_net *m, const int *keep, int nkeep) {
         if ((y0 != z0 && y0 < z0 + len && z0 < y0 + len) || (x0 != z0 && x0 < z0 + len && z0 < x0 + len) ||
             (x0 != y0 && x0 < y0 + len && y0 < x0 + len))
             continue; /* partly overlapping */
-        if (m->g_off) { /* trained: the plan lets y and dz die at node i + 1's backward, where the fused backward
-                         * reads them at node i's: no gradient zeroed there may share their memory */
+        int mode = 1;
+        if (m->g_off) { /* trained: the plan lets dz die at node i + 1's backward, where the fused backward reads it
+                         * at node i's (y is not read there: recomputed from x): no gradient zeroed there may share
+                         * its memory, except the BN input's own gradient dx on exactly dz's range (the plan's usual
+                         * reuse): then dx is not zeroed, and the fused backward writes it element by element in
+                         * place of dz (mode 2, dx_fresh) */
             const long T = (long)g->n_nodes - 1 - i;
             const size_t gz0 = m->g_off[a->out];
             int clash = 0;
             for (int k = m->z_start[T + 1]; k < m->z_start[T + 2]; k++) {
                 const int t = m->z_list[k];
                 const size_t r0 = m->g_off[t], rl = count_(m, t);
-                clash |= (r0 < y0 + len && y0 < r0 + rl) || (r0 < gz0 + len && gz0 < r0 + rl);
+                if (!(r0 < gz0 + len && gz0 < r0 + rl))
+                    continue;
+                if (t == b->in[0] && r0 == gz0 && rl == len)
+                    mode = 2;
+                else
+                    clash = 1;
             }
             if (clash)
                 continue;
         }
-        m->fuse[i] = 1;
+        m->fuse[i] = (uint8_t)mode;
     }
     free(uses);
     return DISOPT_OK;
@@ -1355,7 +1366,7 @@ disopt_status dp_trainer_push(dp_trainer *t) { return sync_arenas(t, 1); }
 static int count_fused(const dp_net *m) {
     int k = 0;
     for (int i = 0; m->fuse && i < m->g.n_nodes; i++)
-        k += m->fuse[i];
+        k += m->fuse[i] != 0;
     return k;
 }
 
