@@ -748,6 +748,46 @@ __global__ void k_dw_bwd_filter(double *part, dptk_dw_geo g, int parts, const fl
     s = block_sum(s, sh);
     if (threadIdx.x == 0) part[blk] = s;
 }
+
+// Every tap of a channel in one block (ch, piece): the same pixels in the same per-thread order as k_dw_bwd_filter
+// (a padding tap adds nothing, so skipping it keeps the bits) and the same block_sum per tap, into the same
+// part[(ch * taps + tap) * parts + piece]: the same bits, with dy read once instead of once per tap, x from the
+// neighbouring taps' cache lines, and one index decomposition per pixel
+template <int KH, int KW>
+__global__ void k_dw_bwd_filter_all(double *part, dptk_dw_geo g, int parts, const float *x, const float *dy) {
+    __shared__ double sh[TPB];
+    const size_t blk = blockIdx.x;
+    const int ch = (int)(blk / (size_t)parts), piece = (int)(blk % (size_t)parts);
+    const size_t M = (size_t)g.N * g.OH * g.OW, m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
+    double s[KH * KW];
+#pragma unroll
+    for (int t = 0; t < KH * KW; t++) s[t] = 0.0;
+    for (size_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
+        const int ow = (int)(m % (size_t)g.OW);
+        const size_t r = m / (size_t)g.OW, n = r / (size_t)g.OH;
+        const int oh = (int)(r % (size_t)g.OH);
+        const size_t nc = n * (size_t)g.C + (size_t)ch;
+        const float d = dy[(nc * g.OH + oh) * g.OW + ow];
+        const float *X = x + nc * (size_t)g.H * g.W;
+        const int ih0 = oh * g.sh - g.pt, iw0 = ow * g.sw - g.pl;
+#pragma unroll
+        for (int ki = 0; ki < KH; ki++) {
+            const int ih = ih0 + ki * g.dh;
+            if (ih < 0 || ih >= g.H) continue;
+#pragma unroll
+            for (int kj = 0; kj < KW; kj++) {
+                const int iw = iw0 + kj * g.dw;
+                if (iw < 0 || iw >= g.W) continue;
+                s[ki * KW + kj] += (double)rmul(X[(size_t)ih * g.W + iw], d);
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < KH * KW; t++) {
+        const double v = block_sum(s[t], sh);
+        if (threadIdx.x == 0) part[((size_t)ch * (KH * KW) + t) * parts + piece] = v;
+    }
+}
 #endif
 
 } // namespace
@@ -823,7 +863,13 @@ int dptk_dw_bwd_filter(void *stream, const dptk_dw_geo *g, double *part, const f
     }
 #else
     const unsigned th = red_threads(M < RED_CHUNK ? M : RED_CHUNK);
-    k_dw_bwd_filter<<<(unsigned)nb, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
+    const size_t nbc = (size_t)g->C * parts; /* all taps of a channel per block, for the 3x3 and 5x5 kernels */
+    if (g->kh == 3 && g->kw == 3)
+        k_dw_bwd_filter_all<3, 3><<<(unsigned)nbc, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
+    else if (g->kh == 5 && g->kw == 5)
+        k_dw_bwd_filter_all<5, 5><<<(unsigned)nbc, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
+    else
+        k_dw_bwd_filter<<<(unsigned)nb, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
     const int e = (int)cudaGetLastError();
     if (e) return e;
 #endif
