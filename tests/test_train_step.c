@@ -1404,6 +1404,26 @@ static void test_data_parallel(void **state) {
     disopt_st_close(f.st);
 }
 
+/* DISOPT_TEST_ONLY=name,name,...: only these tests (device runs short of time); the kept ones moved to the front */
+static size_t only_tests(struct CMUnitTest *t, size_t n) {
+    const char *only = getenv("DISOPT_TEST_ONLY");
+    if (!only || !*only)
+        return n;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const size_t len = strlen(t[i].name);
+        const char *p = only;
+        int hit = 0;
+        while (!hit && (p = strstr(p, t[i].name)) != NULL) {
+            hit = (p == only || p[-1] == ',') && (p[len] == '\0' || p[len] == ',');
+            p += len;
+        }
+        if (hit)
+            t[k++] = t[i];
+    }
+    return k;
+}
+
 int main(void) {
     const char *be = getenv("DISOPT_TEST_BACKEND");
     g_cuda = be && strcmp(be, "cuda") == 0;
@@ -1436,7 +1456,7 @@ int main(void) {
         };
         return cmocka_run_group_tests(full, NULL, NULL);
     }
-    const struct CMUnitTest tests[] = {
+    struct CMUnitTest tests[] = {
         cmocka_unit_test(test_training_graph),    cmocka_unit_test(test_teacher_step_f64),
         cmocka_unit_test(test_teacher_step_f32),  cmocka_unit_test(test_student_step_f64),
         cmocka_unit_test(test_student_step_f32),  cmocka_unit_test(test_random_step),
@@ -1446,11 +1466,13 @@ int main(void) {
         cmocka_unit_test(test_resident_batch),
     };
     if (g_cuda) { /* data parallelism only exists on the GPU */
-        const struct CMUnitTest cu[] = {cmocka_unit_test(test_data_parallel), cmocka_unit_test(test_fused_pairs),
-                                        cmocka_unit_test(test_student_step_math)};
-        const int rc = cmocka_run_group_tests(cu, NULL, NULL); /* (and the rest whatever its result) */
-        const int rc2 = cmocka_run_group_tests(tests, NULL, NULL);
+        struct CMUnitTest cu[] = {cmocka_unit_test(test_data_parallel), cmocka_unit_test(test_fused_pairs),
+                                  cmocka_unit_test(test_student_step_math)};
+        const size_t ncu = only_tests(cu, sizeof cu / sizeof cu[0]), nt = only_tests(tests, sizeof tests / sizeof tests[0]);
+        const int rc = ncu ? _cmocka_run_group_tests("cuda", cu, ncu, NULL, NULL) : 0; /* (the rest regardless) */
+        const int rc2 = nt ? _cmocka_run_group_tests("tests", tests, nt, NULL, NULL) : 0;
         return rc ? rc : rc2;
     }
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const size_t nt = only_tests(tests, sizeof tests / sizeof tests[0]);
+    return _cmocka_run_group_tests("tests", tests, nt, NULL, NULL);
 }
