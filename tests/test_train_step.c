@@ -148,12 +148,14 @@ static size_t sample_idx(size_t n, int k, int j) {
 static int g_cuda;
 static int g_math; /* the CUDA trainers' math (dp_trainer_math; test_student_step_math) */
 static int g_unfused; /* the CUDA trainers without fused BN + activation pairs (test_fused_pairs) */
+static int g_inplace; /* the CUDA trainers with the in-place fused pairs (cfg.cuda_fuse_inplace; test_fused_pairs) */
 
 static disopt_status create(dp_trainer_config *cfg, const char *w, const char *tw, dp_trainer **out) {
     if (g_cuda && !cfg->f64) {
         cfg->cuda = 1;
         cfg->cuda_math = g_math;
         cfg->cuda_unfused = g_unfused;
+        cfg->cuda_fuse_inplace = g_inplace;
     }
     disopt_status s = dp_trainer_create(cfg, w, tw, out);
     if (s == DISOPT_ERR_UNSUPPORTED && cfg->cuda) {
@@ -1298,27 +1300,30 @@ static void test_fused_pairs(void **state) {
     fx_open(&f, "step_student_b3");
     float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
     int32_t *y = fx_target(&f);
-    run r[2];
-    for (int k = 0; k < 2; k++) {
-        g_unfused = k;
+    run r[3]; /* fused, unfused, fused with the in-place pairs (cfg.cuda_fuse_inplace) */
+    for (int k = 0; k < 3; k++) {
+        g_unfused = k == 1;
+        g_inplace = k == 2;
         run_make(&r[k], "student-b3", 0, 0, 7);
-        g_unfused = 0;
+        g_unfused = g_inplace = 0;
     }
     const int pairs = dp_trainer_fused_pairs(r[0].t), none = dp_trainer_fused_pairs(r[1].t);
-    printf("  fused BN + activation pairs: %d (unfused trainer: %d)\n", pairs, none);
-    assert_true(pairs > 50 && none == 0);
-    for (int k = 0; k < 2; k++)
+    const int more = dp_trainer_fused_pairs(r[2].t);
+    printf("  fused BN + activation pairs: %d (unfused trainer: %d; with the in-place pairs: %d)\n", pairs, none, more);
+    assert_true(pairs > 50 && none == 0 && more > pairs);
+    for (int k = 0; k < 3; k++)
         for (int step = 0; step < 2; step++) {
             dp_trainer_loss L;
             if (dp_trainer_forward_backward(r[k].t, x, xt, y, NULL, &L) != DISOPT_OK ||
                 dp_trainer_update(r[k].t, 0.01) != DISOPT_OK)
                 fail_msg("step: %s", disopt_last_error());
         }
-    const int eq = same_state(r[0].t, r[1].t);
-    printf("  2 steps fused vs unfused: %s\n", eq ? "bit-identical" : "DIFFERENT");
-    assert_true(eq);
-    dp_trainer_destroy(r[0].t);
-    dp_trainer_destroy(r[1].t);
+    const int eq = same_state(r[0].t, r[1].t), eq2 = same_state(r[2].t, r[1].t);
+    printf("  2 steps fused vs unfused: %s; in-place pairs too vs unfused: %s\n", eq ? "bit-identical" : "DIFFERENT",
+           eq2 ? "bit-identical" : "DIFFERENT");
+    assert_true(eq && eq2);
+    for (int k = 0; k < 3; k++)
+        dp_trainer_destroy(r[k].t);
     free(x);
     free(xt);
     free(y);

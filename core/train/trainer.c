@@ -469,10 +469,10 @@ static disopt_status to_device(dp_tr_cu *cu, void **arena, void **host, size_t b
 /* The BN + activation pairs a CUDA net runs as one op (m->fuse; train_ops.h's dp_cu_tr_bn_act_*, the same bits as
  * the two ops): node i a BN, node i + 1 a ReLU, swish or identity activation of its output, which nothing else
  * reads and which is none of keep[0..nkeep) (the loss's inputs: their gradient comes from the loss too; the
- * teacher's outputs), and x, y, z pairwise the same arena range or disjoint ones. fuse[i] = 2: the BN input's
- * gradient shares dz's memory (written in place, not zeroed first). */
+ * teacher's outputs), and x, y, z pairwise the same arena range or disjoint ones. fuse[i] = 2 (only with inplace,
+ * cfg.cuda_fuse_inplace): the BN input's gradient shares dz's memory (written in place, not zeroed first). */
 static size_t count_(const dp_net *m, int t);
-static disopt_status find_fusions(dp_net *m, const int *keep, int nkeep) {
+static disopt_status find_fusions(dp_net *m, const int *keep, int nkeep, int inplace) {
     const dp_graph *g = &m->g;
     int *uses = calloc((size_t)g->n_tensors, sizeof *uses);
     m->fuse = calloc((size_t)g->n_nodes + 1, 1);
@@ -510,7 +510,7 @@ static disopt_status find_fusions(dp_net *m, const int *keep, int nkeep) {
                 const size_t r0 = m->g_off[t], rl = count_(m, t);
                 if (!(r0 < gz0 + len && gz0 < r0 + rl))
                     continue;
-                if (t == b->in[0] && r0 == gz0 && rl == len)
+                if (inplace && t == b->in[0] && r0 == gz0 && rl == len)
                     mode = 2;
                 else
                     clash = 1;
@@ -524,7 +524,7 @@ static disopt_status find_fusions(dp_net *m, const int *keep, int nkeep) {
     return DISOPT_OK;
 }
 
-/* fuse: find the fused BN + activation pairs (CUDA nets) */
+/* fuse: find the fused BN + activation pairs (CUDA nets; 2: with the in-place mode) */
 static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, int h, int w, int trained, int f64,
                               dp_pool *pool, dp_tr_cu *cu, int fuse, const char *weights) {
     disopt_status s = DISOPT_OK;
@@ -630,7 +630,7 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
         }
         DP_TRY(plan_forward(m, kept, nk));
         if (fuse)
-            DP_TRY(find_fusions(m, kept, nk));
+            DP_TRY(find_fusions(m, kept, nk, fuse == 2));
     }
     if (trained && s == DISOPT_OK) {
         /* the loss's inputs: the logits (and the student's feature pairs) */
@@ -645,7 +645,7 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
         m->n_unplanned = 2 * m->n_act;
         DP_TRY(plan_train(m, roots, nr));
         if (fuse)
-            DP_TRY(find_fusions(m, roots, nr));
+            DP_TRY(find_fusions(m, roots, nr, fuse == 2));
     }
     if (cu) { /* on the device: the weights moved there (host copies kept), the rest made there; the
                * training context owns its convolution workspace */
@@ -973,7 +973,8 @@ disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weight
         s = t->cu->f.set_math(t->cu->ctx, (int)cfg->cuda_math);
     if (s == DISOPT_OK && cfg->nthreads > 1 && !cfg->cuda)
         s = dp_pool_create(cfg->nthreads, &t->pool);
-    const int fuse = cfg->cuda && !cfg->cuda_unfused; /* BN + activation pairs as one op (find_fusions) */
+    /* BN + activation pairs as one op (find_fusions), 2: also where dx takes dz's memory */
+    const int fuse = cfg->cuda && !cfg->cuda_unfused ? (cfg->cuda_fuse_inplace ? 2 : 1) : 0;
     if (s == DISOPT_OK)
         s = net_init(&t->net, &cfg->model, cfg->n, cfg->h, cfg->w, 1, cfg->f64, t->pool, t->cu, fuse, weights);
     if (s == DISOPT_OK && (cfg->teacher_engine < DP_TRAINER_TEACHER_AUTO || cfg->teacher_engine > DP_TRAINER_TEACHER_ENGINE ||
