@@ -939,8 +939,10 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
         } else {
             s = infer_finish(m, input, total, C, h, w, dev_check);
         }
-    } else if (s != DISOPT_OK && device_out) {
-        (void)be->vt->synchronize(be); /* nothing left running on a failure; the first error stays */
+    } else if (s != DISOPT_OK && device_out) { /* nothing left running on a failure; its message kept */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", disopt_last_error());
+        if (be->vt->synchronize(be) != DISOPT_OK) s = dp_error(s, "%s", msg);
     }
     tm->download_s = dp_now_s() - t0;
     tm->total_s = dp_now_s() - t_start;

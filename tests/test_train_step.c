@@ -1245,9 +1245,13 @@ static void test_resident_batch(void **state) {
     float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
     int32_t *y = fx_target(&f);
     uint8_t *valid = malloc((size_t)2 * 64 * 64);
+    int32_t *y2 = malloc((size_t)2 * 64 * 64 * sizeof *y2);
     assert_non_null(valid);
-    for (size_t i = 0; i < (size_t)2 * 64 * 64; i++)
+    assert_non_null(y2);
+    for (size_t i = 0; i < (size_t)2 * 64 * 64; i++) {
         valid[i] = (uint8_t)(i % 7 != 3);
+        y2[i] = 1 - y[i];
+    }
     disopt_model_config mc;
     assert_int_equal(disopt_model_config_parse("student-b3", &mc), DISOPT_OK);
     for (int te = 0; te < 3; te++) { /* own teacher; engine; engine serial (per-step inputs) vs beside (resident) */
@@ -1270,6 +1274,11 @@ static void test_resident_batch(void **state) {
             }
             for (int step = 0; step < 2; step++) {
                 dp_trainer_loss L;
+                if (step == 1) { /* (both) a step given other inputs in between: the resident batch stays as it was */
+                    dp_trainer_loss L2;
+                    if (dp_trainer_forward_backward(t[k], xt, x, y2, NULL, &L2) != DISOPT_OK)
+                        fail_msg("step: %s", disopt_last_error());
+                }
                 const disopt_status s = k ? dp_trainer_step(t[k], NULL, NULL, NULL, NULL, 0.01, &L)
                                           : dp_trainer_step(t[k], x, xt, y, valid, 0.01, &L);
                 if (s != DISOPT_OK)
@@ -1286,6 +1295,7 @@ static void test_resident_batch(void **state) {
         dp_trainer_destroy(t[1]);
     }
     free(valid);
+    free(y2);
     free(x);
     free(xt);
     free(y);

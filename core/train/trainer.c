@@ -90,7 +90,7 @@ struct dp_trainer {
     /* stage 2 with DP_TRAINER_TEACHER_ENGINE: the teacher's engine and model, and its outputs (logits, f4, f5,
      * decoder: teacher_outs) as float32 in the trainer's memory (device memory on CUDA), tcount elements each */
     /* the resident batch (dp_trainer_set_batch): inputs, labels and validity (have_valid) in the trainer's memory
-     * (CUDA: on the device, the labels in target_d / valid_d); resident: a step runs from it */
+     * (CUDA: on the device); resident: a step runs from it */
     float *bx, *bxt;
     int32_t *by;
     uint8_t *bv;
@@ -907,7 +907,7 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 
 /* CUDA: the loss's host targets and masks go to the device first */
 static disopt_status tr_upload_labels(dp_trainer *t, dp_lshape sh, const int32_t *target, const uint8_t *valid) {
-    if (t->resident) /* already in target_d / valid_d */
+    if (t->resident) /* already on the device (by, bv) */
         return DISOPT_OK;
     const size_t px = (size_t)sh.n * (size_t)sh.h * (size_t)sh.w;
     DP_TRY(t->cu->f.upload(t->cu->ctx, t->target_d, target, px * sizeof *target));
@@ -915,15 +915,17 @@ static disopt_status tr_upload_labels(dp_trainer *t, dp_lshape sh, const int32_t
 }
 static disopt_status tr_loss1_cu(dp_trainer *t, dp_lshape sh, const float *logits, const int32_t *target,
                                  const uint8_t *valid, dp_loss_weights w, dp_stage1_terms *terms, float *glogits) {
-    DP_TRY(tr_upload_labels(t, sh, target, valid));
-    return t->cu->f.loss_stage1(t->cu->ctx, sh, logits, t->target_d, valid ? t->valid_d : NULL, w, terms, glogits);
+    DP_TRY(tr_upload_labels(t, sh, target, valid)); /* (a resident batch's are on the device already) */
+    const int32_t *td = t->resident ? target : t->target_d;
+    const uint8_t *vd = valid ? (t->resident ? valid : t->valid_d) : NULL;
+    return t->cu->f.loss_stage1(t->cu->ctx, sh, logits, td, vd, w, terms, glogits);
 }
 static disopt_status tr_loss2_cu(dp_trainer *t, const dp_stage2_in_f32 *in, dp_stage2_terms *terms,
                                  const dp_stage2_grad_f32 *grad) {
     DP_TRY(tr_upload_labels(t, in->shape, in->target, in->valid));
     dp_stage2_in_f32 d = *in;
-    d.target = t->target_d;
-    d.valid = in->valid ? t->valid_d : NULL;
+    d.target = t->resident ? in->target : t->target_d;
+    d.valid = in->valid ? (t->resident ? in->valid : t->valid_d) : NULL;
     return t->cu->f.loss_stage2(t->cu->ctx, &d, terms, grad);
 }
 #define TR_CTX(m) ((m)->cu)
@@ -1049,10 +1051,10 @@ void dp_trainer_destroy(dp_trainer *t) {
             free(t->tout[k]);
     }
     if (t->cu) {
-        if (t->bx)
-            t->cu->f.free(t->cu->ctx, t->bx);
-        if (t->bxt)
-            t->cu->f.free(t->cu->ctx, t->bxt);
+        void *dev[4] = {t->bx, t->bxt, t->by, t->bv};
+        for (int i = 0; i < 4; i++)
+            if (dev[i])
+                t->cu->f.free(t->cu->ctx, dev[i]);
     } else {
         free(t->bx);
         free(t->bxt);
@@ -1093,8 +1095,8 @@ disopt_status dp_trainer_set_batch(dp_trainer *t, const float *x, const float *x
             t->bx = dzalloc(t->cu, nx * sizeof(float), &s);
             if (t->stage == 2)
                 t->bxt = dzalloc(t->cu, nx * sizeof(float), &s);
-            t->by = t->target_d;
-            t->bv = t->valid_d;
+            t->by = dzalloc(t->cu, px * sizeof(int32_t), &s); /* (not target_d: steps given inputs upload there) */
+            t->bv = dzalloc(t->cu, px, &s);
         } else {
             t->bx = zalloc(nx, sizeof(float), &s);
             if (t->stage == 2)
