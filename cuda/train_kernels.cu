@@ -790,6 +790,162 @@ __global__ void k_dw_bwd_filter_all(double *part, dptk_dw_geo g, int parts, cons
 }
 #endif
 
+// ------------------------------------------------------------------ depthwise fast paths
+#ifdef __CUDA_ARCH__
+#define DPTK_UNROLL _Pragma("unroll")
+#else
+#define DPTK_UNROLL
+#endif
+// 3x3 / 5x5 kernels, stride S (1 or 2) both ways, dilation 1 (EfficientNet's depthwise convs): the bodies above
+// with the kernel size and stride compiled in and 32-bit indices within a plane (p = n * C + c, j = the
+// element's index in its plane): the same operations in the same order, so the same bits (the generic bodies'
+// integer divisions and modulos by runtime strides and dilations were most of their instructions)
+template <int KH, int KW, int S>
+__host__ __device__ inline void t_dw_fwd(int p, int j, const dptk_dw_geo &g, const float *x, const float *wt,
+                                         const float *b, float *y) {
+    const int oh = j / g.OW, ow = j - oh * g.OW, c = p % g.C;
+    const float *X = x + (size_t)p * g.H * g.W, *wk = wt + c * (KH * KW);
+    const int ih0 = oh * S - g.pt, iw0 = ow * S - g.pl;
+    float acc = 0.0f;
+    DPTK_UNROLL
+    for (int ki = 0; ki < KH; ki++) {
+        const int ih = ih0 + ki;
+        if (ih < 0 || ih >= g.H) continue;
+    DPTK_UNROLL
+        for (int kj = 0; kj < KW; kj++) {
+            const int iw = iw0 + kj;
+            if (iw < 0 || iw >= g.W) continue;
+            acc = radd(acc, rmul(wk[ki * KW + kj], X[ih * g.W + iw]));
+        }
+    }
+    y[(size_t)p * g.OH * g.OW + j] = b ? radd(acc, b[c]) : acc;
+}
+
+// c_dw_bwd_data's order: oh ascending is ki descending (oh = (ih + pt - ki) / S), then kj ascending
+template <int KH, int KW, int S>
+__host__ __device__ inline void t_dw_bwd_data(int p, int j, const dptk_dw_geo &g, const float *dy, const float *wt,
+                                              float *dx) {
+    const int ih = j / g.W, iw = j - ih * g.W, c = p % g.C;
+    const float *dY = dy + (size_t)p * g.OH * g.OW, *wk = wt + c * (KH * KW);
+    const int top = ih + g.pt, left = iw + g.pl;
+    float *o = dx + (size_t)p * g.H * g.W + j;
+    float acc = *o;
+    DPTK_UNROLL
+    for (int ki = KH - 1; ki >= 0; ki--) {
+        const int ohs = top - ki;
+        if (ohs < 0 || (S == 2 && (ohs & 1))) continue;
+        const int oh = ohs / S;
+        if (oh >= g.OH) continue;
+    DPTK_UNROLL
+        for (int kj = 0; kj < KW; kj++) {
+            const int t = left - kj;
+            if (t < 0 || (S == 2 && (t & 1))) continue;
+            const int ow = t / S;
+            if (ow >= g.OW) continue;
+            acc = radd(acc, rmul(wk[ki * KW + kj], dY[oh * g.OW + ow]));
+        }
+    }
+    *o = acc;
+}
+
+#ifndef DPTK_HOST_CHECK
+template <int KH, int KW, int S>
+__global__ void k_dw_fwd_t(dptk_dw_geo g, int planes, const float *x, const float *wt, const float *b, float *y) {
+    const int j = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (j >= g.OH * g.OW) return;
+    for (int p = (int)blockIdx.y; p < planes; p += (int)gridDim.y) t_dw_fwd<KH, KW, S>(p, j, g, x, wt, b, y);
+}
+template <int KH, int KW, int S>
+__global__ void k_dw_bwd_data_t(dptk_dw_geo g, int planes, const float *dy, const float *wt, float *dx) {
+    const int j = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (j >= g.H * g.W) return;
+    for (int p = (int)blockIdx.y; p < planes; p += (int)gridDim.y) t_dw_bwd_data<KH, KW, S>(p, j, g, dy, wt, dx);
+}
+
+// k_dw_bwd_filter_all with the stride compiled in and 32-bit pixel indices (M < 2^31): the same pixels in the
+// same per-thread order, the same sums, so the same bits
+template <int KH, int KW, int S>
+__global__ void k_dw_bwd_filter_t(double *part, dptk_dw_geo g, int parts, const float *x, const float *dy) {
+    __shared__ double sh[TPB];
+    const int ch = (int)(blockIdx.x / (unsigned)parts), piece = (int)(blockIdx.x % (unsigned)parts);
+    const unsigned OW = (unsigned)g.OW, OH = (unsigned)g.OH, M = (unsigned)g.N * OH * OW;
+    const unsigned m0 = (unsigned)piece * (unsigned)RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + (unsigned)RED_CHUNK;
+    double s[KH * KW];
+#pragma unroll
+    for (int t = 0; t < KH * KW; t++) s[t] = 0.0;
+    for (unsigned m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
+        const unsigned r = m / OW, n = r / OH;
+        const int ow = (int)(m - r * OW), oh = (int)(r - n * OH);
+        const size_t nc = (size_t)n * g.C + (size_t)ch;
+        const float d = dy[nc * OH * OW + (unsigned)oh * OW + (unsigned)ow];
+        const float *X = x + nc * (size_t)g.H * g.W;
+        const int ih0 = oh * S - g.pt, iw0 = ow * S - g.pl;
+#pragma unroll
+        for (int ki = 0; ki < KH; ki++) {
+            const int ih = ih0 + ki;
+            if (ih < 0 || ih >= g.H) continue;
+#pragma unroll
+            for (int kj = 0; kj < KW; kj++) {
+                const int iw = iw0 + kj;
+                if (iw < 0 || iw >= g.W) continue;
+                s[ki * KW + kj] += (double)rmul(X[ih * g.W + iw], d);
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < KH * KW; t++) {
+        const double v = block_sum(s[t], sh);
+        if (threadIdx.x == 0) part[((size_t)ch * (KH * KW) + t) * parts + piece] = v;
+    }
+}
+#endif
+
+// the fast path's (KH, KW, S) as one code, 0 when the shape has none (other kernel sizes, strides, dilations,
+// unequal strides, planes of 2^31 elements or more)
+inline int dw_fast_code(const dptk_dw_geo *g) {
+    if (g->dh != 1 || g->dw != 1 || g->sh != g->sw || (g->sh != 1 && g->sh != 2) || g->kh != g->kw) return 0;
+    if (g->kh != 3 && g->kh != 5) return 0;
+    if ((size_t)g->H * g->W >= 0x7fffffffu || (size_t)g->OH * g->OW >= 0x7fffffffu) return 0;
+    if ((size_t)g->N * g->OH * g->OW >= 0x7fffffffu || (size_t)g->N * g->C >= 0x7fffffffu) return 0;
+    return g->kh * 10 + g->sh;
+}
+
+// runs the fast path of kind F (0 forward, 1 data gradient) for code; false when code has none
+#ifdef DPTK_HOST_CHECK
+#define DW_FAST_CASE(KH, S)                                                                                    \
+    case KH * 10 + S:                                                                                          \
+        for (int p = 0; p < planes; p++)                                                                       \
+            for (int j = 0; j < per; j++) {                                                                    \
+                if (F == 0) t_dw_fwd<KH, KH, S>(p, j, *g, a, wt, b, out);                                       \
+                else t_dw_bwd_data<KH, KH, S>(p, j, *g, a, wt, out);                                             \
+            }                                                                                                  \
+        return true;
+#else
+#define DW_FAST_CASE(KH, S)                                                                                    \
+    case KH * 10 + S:                                                                                          \
+        if (F == 0) k_dw_fwd_t<KH, KH, S><<<grid, TPB, 0, (cudaStream_t)stream>>>(*g, planes, a, wt, b, out);    \
+        else k_dw_bwd_data_t<KH, KH, S><<<grid, TPB, 0, (cudaStream_t)stream>>>(*g, planes, a, wt, out);         \
+        return true;
+#endif
+template <int F>
+bool dw_fast(void *stream, const dptk_dw_geo *g, const float *a, const float *wt, const float *b, float *out) {
+    const int code = dw_fast_code(g), planes = g->N * g->C;
+    const int per = F == 0 ? g->OH * g->OW : g->H * g->W;
+#ifndef DPTK_HOST_CHECK
+    const dim3 grid((unsigned)((per + TPB - 1) / TPB), (unsigned)(planes < 65535 ? planes : 65535));
+#else
+    (void)stream;
+#endif
+    switch (code) {
+        DW_FAST_CASE(3, 1)
+        DW_FAST_CASE(3, 2)
+        DW_FAST_CASE(5, 1)
+        DW_FAST_CASE(5, 2)
+    default: return false;
+    }
+}
+#undef DW_FAST_CASE
+
 } // namespace
 
 // RUN: train_launch.h
@@ -835,9 +991,25 @@ int dptk_chan_reduce(void *stream, int kind, double *part, int N, int C, size_t 
 }
 
 int dptk_dw_fwd(void *stream, const dptk_dw_geo *g, const float *x, const float *wt, const float *b, float *y) {
+    if ((size_t)g->N * g->C * g->OH * g->OW == 0) return 0;
+    if (dw_fast<0>(stream, g, x, wt, b, y)) {
+#ifdef DPTK_HOST_CHECK
+        return 0;
+#else
+        return (int)cudaGetLastError();
+#endif
+    }
     RUN((size_t)g->N * g->C * g->OH * g->OW, c_dw_fwd, *g, x, wt, b, y);
 }
 int dptk_dw_bwd_data(void *stream, const dptk_dw_geo *g, const float *dy, const float *wt, float *dx) {
+    if ((size_t)g->N * g->C * g->H * g->W == 0) return 0;
+    if (dw_fast<1>(stream, g, dy, wt, NULL, dx)) {
+#ifdef DPTK_HOST_CHECK
+        return 0;
+#else
+        return (int)cudaGetLastError();
+#endif
+    }
     RUN((size_t)g->N * g->C * g->H * g->W, c_dw_bwd_data, *g, dy, wt, dx);
 }
 int dptk_dw_bwd_filter_parts(const dptk_dw_geo *g) {
@@ -864,12 +1036,20 @@ int dptk_dw_bwd_filter(void *stream, const dptk_dw_geo *g, double *part, const f
 #else
     const unsigned th = red_threads(M < RED_CHUNK ? M : RED_CHUNK);
     const size_t nbc = (size_t)g->C * parts; /* all taps of a channel per block, for the 3x3 and 5x5 kernels */
+    cudaStream_t st = (cudaStream_t)stream;
+    switch (dw_fast_code(g)) {
+    case 31: k_dw_bwd_filter_t<3, 3, 1><<<(unsigned)nbc, th, 0, st>>>(part, *g, parts, x, dy); break;
+    case 32: k_dw_bwd_filter_t<3, 3, 2><<<(unsigned)nbc, th, 0, st>>>(part, *g, parts, x, dy); break;
+    case 51: k_dw_bwd_filter_t<5, 5, 1><<<(unsigned)nbc, th, 0, st>>>(part, *g, parts, x, dy); break;
+    case 52: k_dw_bwd_filter_t<5, 5, 2><<<(unsigned)nbc, th, 0, st>>>(part, *g, parts, x, dy); break;
+    default:
     if (g->kh == 3 && g->kw == 3)
         k_dw_bwd_filter_all<3, 3><<<(unsigned)nbc, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
     else if (g->kh == 5 && g->kw == 5)
         k_dw_bwd_filter_all<5, 5><<<(unsigned)nbc, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
     else
         k_dw_bwd_filter<<<(unsigned)nb, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
+    }
     const int e = (int)cudaGetLastError();
     if (e) return e;
 #endif
