@@ -55,10 +55,11 @@ for r in $(seq 1 ${BT_ROUNDS:-2}); do for v in ${BT_VARIANTS:-fp32:cudnn:unfused
   echo "round $r $v: $(grep -oE "ms_step_median=[0-9.]+ ms_step_min=[0-9.]+ planned_gib=[0-9.]+( \(set_batch median [0-9.]+)?" $L/bt_${m}_${d}${u:+_$u}_$r.log)"
 done; done
 pack
+# PROF_DW, PROF_MATH, PROF_FLAGS (bench_train flags, e.g. "-resident -fuse-inplace"): the profiled run
 PD=${PROF_DW:-cudnn}; PM=${PROF_MATH:-bf16}; E=""; [ $PD = own ] && E="DISOPT_CUDA_TR_DW=own"
 env $E timeout 100 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 3 -warmup 2 \
-  -device cuda -math $PM -profile > $L/bt_prof_${PM}_$PD.log 2>&1
-echo "profile: math $PM, depthwise $PD"; grep -E "ms +[0-9.]+%" $L/bt_prof_${PM}_$PD.log | head -24
+  -device cuda -math $PM ${PROF_FLAGS:-} -profile > $L/bt_prof_${PM}_$PD.log 2>&1
+echo "profile: math $PM, depthwise $PD, flags ${PROF_FLAGS:-none}"; grep -E "ms +[0-9.]+%" $L/bt_prof_${PM}_$PD.log | head -24
 pack
 fi
 if has infer && [ -f $ALT ]; then
