@@ -435,14 +435,34 @@ static int32_t *fx_target(fixture *f) {
     return t;
 }
 
+/* a fixture's batch: the SAR input x, the teacher's optical input x_teacher where the fixture has one (else
+ * NULL), the class targets y; batch_close frees them and closes the fixture */
+typedef struct batch {
+    fixture f;
+    float *x, *xt;
+    int32_t *y;
+} batch;
+static void batch_open(batch *b, const char *base) {
+    fx_open(&b->f, base);
+    b->x = fx_read_f32(&b->f, "x", NULL);
+    b->xt = disopt_st_find(b->f.st, "x_teacher") ? fx_read_f32(&b->f, "x_teacher", NULL) : NULL;
+    b->y = fx_target(&b->f);
+}
+static void batch_close(batch *b) {
+    free(b->x);
+    free(b->xt);
+    free(b->y);
+    disopt_st_close(b->f.st);
+}
+
 /* one step of model on fixture in one precision */
 static void one_step(const char *model, const char *fixture_base, int f64, errs *E) {
-    fixture f;
-    fx_open(&f, fixture_base);
+    batch fb;
+    batch_open(&fb, fixture_base);
+    fixture *f = &fb.f;
     const char *P = f64 ? "f64." : "f32.";
-    float *x = fx_read_f32(&f, "x", NULL);
-    float *xt = disopt_st_find(f.st, "x_teacher") ? fx_read_f32(&f, "x_teacher", NULL) : NULL;
-    int32_t *y = fx_target(&f);
+    float *x = fb.x, *xt = fb.xt;
+    int32_t *y = fb.y;
     run r;
     run_make(&r, model, f64, 0, 1);
     printf("  %s, %s:\n", model, f64 ? "double vs PyTorch float64" : "float vs PyTorch float32 / float64");
@@ -454,50 +474,47 @@ static void one_step(const char *model, const char *fixture_base, int f64, errs 
     if (L.stage == 2) {
         static const char *tf[3] = {"f4", "f5", "decoder"}, *sf[3] = {"p4", "p5", "decoder_rgb"};
         char fx[64];
-        E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 1, "logits", "fwd.teacher.logits"));
+        E->fwd = fmax(E->fwd, check_fwd(&r, f, P, 1, "logits", "fwd.teacher.logits"));
         for (int k = 0; k < 3; k++) {
             snprintf(fx, sizeof fx, "fwd.teacher.feat%d", k);
-            E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 1, tf[k], fx));
+            E->fwd = fmax(E->fwd, check_fwd(&r, f, P, 1, tf[k], fx));
             snprintf(fx, sizeof fx, "fwd.feat%d", k);
-            E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, sf[k], fx));
+            E->fwd = fmax(E->fwd, check_fwd(&r, f, P, 0, sf[k], fx));
         }
-        E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, "logit_sar", "fwd.logit_sar"));
-        E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, "logit_rgb", "fwd.logit_rgb"));
-        E->fwd = fmax(E->fwd, check_fwd(&r, &f, P, 0, "logits", "fwd.logits"));
+        E->fwd = fmax(E->fwd, check_fwd(&r, f, P, 0, "logit_sar", "fwd.logit_sar"));
+        E->fwd = fmax(E->fwd, check_fwd(&r, f, P, 0, "logit_rgb", "fwd.logit_rgb"));
+        E->fwd = fmax(E->fwd, check_fwd(&r, f, P, 0, "logits", "fwd.logits"));
         if (!f64) {
             printf("    the same float forward against PyTorch float64:\n");
-            check_fwd(&r, &f, "f64.", 0, "logit_sar", "fwd.logit_sar");
-            check_fwd(&r, &f, "f64.", 0, "logit_rgb", "fwd.logit_rgb");
-            check_fwd(&r, &f, "f64.", 0, "logits", "fwd.logits");
+            check_fwd(&r, f, "f64.", 0, "logit_sar", "fwd.logit_sar");
+            check_fwd(&r, f, "f64.", 0, "logit_rgb", "fwd.logit_rgb");
+            check_fwd(&r, f, "f64.", 0, "logits", "fwd.logits");
         }
         const dp_stage2_terms *s = &L.s2;
-        E->loss = fmax(E->loss, check_loss(&f, P, "ce_sar", s->ce_sar));
-        E->loss = fmax(E->loss, check_loss(&f, P, "dice_sar", s->dice_sar));
-        E->loss = fmax(E->loss, check_loss(&f, P, "ce_rgb", s->ce_rgb));
-        E->loss = fmax(E->loss, check_loss(&f, P, "dice_rgb", s->dice_rgb));
-        E->loss = fmax(E->loss, check_loss(&f, P, "kd_rgb", s->kd_rgb));
-        E->loss = fmax(E->loss, check_loss(&f, P, "ce_fused", s->ce_fused));
-        E->loss = fmax(E->loss, check_loss(&f, P, "dice_fused", s->dice_fused));
-        E->loss = fmax(E->loss, check_loss(&f, P, "mse0", s->mse[0]));
-        E->loss = fmax(E->loss, check_loss(&f, P, "mse1", s->mse[1]));
-        E->loss = fmax(E->loss, check_loss(&f, P, "mse2", s->mse[2]));
-        E->loss = fmax(E->loss, check_loss(&f, P, "total", s->total));
+        E->loss = fmax(E->loss, check_loss(f, P, "ce_sar", s->ce_sar));
+        E->loss = fmax(E->loss, check_loss(f, P, "dice_sar", s->dice_sar));
+        E->loss = fmax(E->loss, check_loss(f, P, "ce_rgb", s->ce_rgb));
+        E->loss = fmax(E->loss, check_loss(f, P, "dice_rgb", s->dice_rgb));
+        E->loss = fmax(E->loss, check_loss(f, P, "kd_rgb", s->kd_rgb));
+        E->loss = fmax(E->loss, check_loss(f, P, "ce_fused", s->ce_fused));
+        E->loss = fmax(E->loss, check_loss(f, P, "dice_fused", s->dice_fused));
+        E->loss = fmax(E->loss, check_loss(f, P, "mse0", s->mse[0]));
+        E->loss = fmax(E->loss, check_loss(f, P, "mse1", s->mse[1]));
+        E->loss = fmax(E->loss, check_loss(f, P, "mse2", s->mse[2]));
+        E->loss = fmax(E->loss, check_loss(f, P, "total", s->total));
     } else {
-        E->fwd = check_fwd(&r, &f, P, 0, "logits", "fwd.logits");
+        E->fwd = check_fwd(&r, f, P, 0, "logits", "fwd.logits");
         if (!f64) {
             printf("    the same float forward against PyTorch float64:\n");
-            check_fwd(&r, &f, "f64.", 0, "logits", "fwd.logits");
+            check_fwd(&r, f, "f64.", 0, "logits", "fwd.logits");
         }
-        E->loss = fmax(E->loss, check_loss(&f, P, "ce", L.s1.ce));
-        E->loss = fmax(E->loss, check_loss(&f, P, "dice", L.s1.dice));
-        E->loss = fmax(E->loss, check_loss(&f, P, "total", L.s1.total));
+        E->loss = fmax(E->loss, check_loss(f, P, "ce", L.s1.ce));
+        E->loss = fmax(E->loss, check_loss(f, P, "dice", L.s1.dice));
+        E->loss = fmax(E->loss, check_loss(f, P, "total", L.s1.total));
     }
-    check_step(&r, &f, P, E);
+    check_step(&r, f, P, E);
     dp_trainer_destroy(r.t);
-    free(x);
-    free(xt);
-    free(y);
-    disopt_st_close(f.st);
+    batch_close(&fb);
 }
 
 /* double: the math, to rounding; float: the tolerances */
@@ -807,10 +824,10 @@ static void test_student_step_math(void **state) {
  * (an FP32 engine). A float64 trainer refuses the engine. */
 static void test_teacher_engine(void **state) {
     (void)state;
-    fixture f;
-    fx_open(&f, "step_student_b3");
-    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
-    int32_t *y = fx_target(&f);
+    batch fb;
+    batch_open(&fb, "step_student_b3");
+    float *x = fb.x, *xt = fb.xt;
+    int32_t *y = fb.y;
     disopt_model_config mc;
     assert_int_equal(disopt_model_config_parse("student-b3", &mc), DISOPT_OK);
     dp_trainer *t[2] = {NULL, NULL};
@@ -886,10 +903,7 @@ static void test_teacher_engine(void **state) {
     assert_int_equal(dp_trainer_create(&cfg, NULL, NULL, &t64), DISOPT_ERR_UNSUPPORTED);
     assert_null(t64);
     assert_non_null(strstr(disopt_last_error(), "teacher mode"));
-    free(x);
-    free(xt);
-    free(y);
-    disopt_st_close(f.st);
+    batch_close(&fb);
 }
 
 /* TF32 / BF16 math is for CUDA: the CPU trainer refuses it */
@@ -952,22 +966,23 @@ static void read_curves(fixture *f, const char *P, const char *const *terms, int
 }
 
 static void curve(int f64) {
-    fixture f;
-    fx_open(&f, "step_student_b3");
-    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
-    int32_t *y = fx_target(&f);
+    batch fb;
+    batch_open(&fb, "step_student_b3");
+    fixture *f = &fb.f;
+    float *x = fb.x, *xt = fb.xt;
+    int32_t *y = fb.y;
     run r;
     run_make(&r, "student-b3", f64, 0, 1);
     static const char *const terms[] = {"ce_sar",     "dice_sar", "ce_rgb", "dice_rgb", "kd_rgb", "ce_fused",
                                         "dice_fused", "mse0",     "mse1",   "mse2",     "total"};
     enum { NT = sizeof terms / sizeof terms[0], STEPS = 10 };
     double r64[NT][STEPS], r32[NT][STEPS], lrs[STEPS], ours[NT][STEPS];
-    read_curves(&f, "f64.", terms, NT, r64);
-    read_curves(&f, "f32.", terms, NT, r32);
-    assert_int_equal(parse_list(disopt_st_metadata(f.st, "curve.lr"), lrs, STEPS), STEPS);
-    const int epochs = (int)fx_meta(&f, "curve.epochs"), iters = (int)fx_meta(&f, "curve.iters_per_epoch");
+    read_curves(f, "f64.", terms, NT, r64);
+    read_curves(f, "f32.", terms, NT, r32);
+    assert_int_equal(parse_list(disopt_st_metadata(f->st, "curve.lr"), lrs, STEPS), STEPS);
+    const int epochs = (int)fx_meta(f, "curve.epochs"), iters = (int)fx_meta(f, "curve.iters_per_epoch");
     for (int g = 0; g < STEPS; g++) {
-        double lr = dp_lr_authors(fx_meta(&f, "curve.base_lr"), epochs, iters, g);
+        double lr = dp_lr_authors(fx_meta(f, "curve.base_lr"), epochs, iters, g);
         assert_true(fabs(lr - lrs[g]) <= 1e-15 * lrs[g]);
         dp_trainer_loss L;
         if (dp_trainer_step(r.t, x, xt, y, NULL, lr, &L) != DISOPT_OK)
@@ -1013,10 +1028,7 @@ static void curve(int f64) {
     else
         assert_true(worst <= fmax(1e-3, 3.0 * worst_pt));
     dp_trainer_destroy(r.t);
-    free(x);
-    free(xt);
-    free(y);
-    disopt_st_close(f.st);
+    batch_close(&fb);
 }
 
 static void test_student_curve_f64(void **state) {
@@ -1034,10 +1046,10 @@ static void test_student_curve_f32(void **state) {
  * the same step */
 static void test_load_weights(void **state) {
     (void)state;
-    fixture f;
-    fx_open(&f, "step_student_b3");
-    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
-    int32_t *y = fx_target(&f);
+    batch fb;
+    batch_open(&fb, "step_student_b3");
+    float *x = fb.x, *xt = fb.xt;
+    int32_t *y = fb.y;
     char sp[256], tp[256];
     tu_tmpname(sp, sizeof sp, "trainer_student");
     tu_tmpname(tp, sizeof tp, "trainer_teacher");
@@ -1106,19 +1118,16 @@ static void test_load_weights(void **state) {
     dp_trainer_destroy(a.t);
     remove(sp);
     remove(tp);
-    free(x);
-    free(xt);
-    free(y);
-    disopt_st_close(f.st);
+    batch_close(&fb);
 }
 
 /* the same step on 1 and 3 threads: every parameter, gradient and running statistic bitwise equal */
 static void test_threads(void **state) {
     (void)state;
-    fixture f;
-    fx_open(&f, "step_student_b3");
-    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
-    int32_t *y = fx_target(&f);
+    batch fb;
+    batch_open(&fb, "step_student_b3");
+    float *x = fb.x, *xt = fb.xt;
+    int32_t *y = fb.y;
     disopt_model_config mc;
     assert_int_equal(disopt_model_config_parse("student-b3", &mc), DISOPT_OK);
     dp_trainer *t[2];
@@ -1153,20 +1162,17 @@ static void test_threads(void **state) {
     disopt_keylist_destroy(kl);
     dp_trainer_destroy(t[0]);
     dp_trainer_destroy(t[1]);
-    free(x);
-    free(xt);
-    free(y);
-    disopt_st_close(f.st);
+    batch_close(&fb);
 }
 
 /* dropout and drop-connect on: a seeded step is reproducible, another seed or switching them off
  * changes it, and the loss stays finite */
 static void test_random_step(void **state) {
     (void)state;
-    fixture f;
-    fx_open(&f, "step_teacher_b3");
-    float *x = fx_read_f32(&f, "x", NULL);
-    int32_t *y = fx_target(&f);
+    batch fb;
+    batch_open(&fb, "step_teacher_b3");
+    float *x = fb.x;
+    int32_t *y = fb.y;
     double loss[4];
     float g0[4];
     const uint64_t seeds[4] = {7, 7, 8, 7};
@@ -1190,9 +1196,7 @@ static void test_random_step(void **state) {
     assert_true(loss[0] == loss[1] && g0[0] == g0[1]);
     assert_true(loss[0] != loss[2]);
     assert_true(loss[0] != loss[3]);
-    free(x);
-    free(y);
-    disopt_st_close(f.st);
+    batch_close(&fb);
 }
 
 /* DISOPT_TEST_BACKEND=cuda: data parallelism through NCCL (dp_trainer_comm_*). One rank: the all-reduce and
@@ -1240,10 +1244,10 @@ static int same_state(dp_trainer *a, dp_trainer *b) {
  * is uploaded once and the teacher's engine reads it from device memory.) */
 static void test_resident_batch(void **state) {
     (void)state;
-    fixture f;
-    fx_open(&f, "step_student_b3");
-    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
-    int32_t *y = fx_target(&f);
+    batch fb;
+    batch_open(&fb, "step_student_b3");
+    float *x = fb.x, *xt = fb.xt;
+    int32_t *y = fb.y;
     uint8_t *valid = malloc((size_t)2 * 64 * 64);
     int32_t *y2 = malloc((size_t)2 * 64 * 64 * sizeof *y2);
     assert_non_null(valid);
@@ -1296,20 +1300,17 @@ static void test_resident_batch(void **state) {
     }
     free(valid);
     free(y2);
-    free(x);
-    free(xt);
-    free(y);
-    disopt_st_close(f.st);
+    batch_close(&fb);
 }
 
 /* CUDA only: the fused BN + activation pairs give the same bits as the two ops: two stage-2 steps of student
  * B3 (with its frozen teacher) fused and unfused: parameters, BN buffers and optimizer state bit-identical */
 static void test_fused_pairs(void **state) {
     (void)state;
-    fixture f;
-    fx_open(&f, "step_student_b3");
-    float *x = fx_read_f32(&f, "x", NULL), *xt = fx_read_f32(&f, "x_teacher", NULL);
-    int32_t *y = fx_target(&f);
+    batch fb;
+    batch_open(&fb, "step_student_b3");
+    float *x = fb.x, *xt = fb.xt;
+    int32_t *y = fb.y;
     run r[3]; /* fused, unfused, fused with the in-place pairs (cfg.cuda_fuse_inplace) */
     for (int k = 0; k < 3; k++) {
         g_unfused = k == 1;
@@ -1334,18 +1335,15 @@ static void test_fused_pairs(void **state) {
     assert_true(eq && eq2);
     for (int k = 0; k < 3; k++)
         dp_trainer_destroy(r[k].t);
-    free(x);
-    free(xt);
-    free(y);
-    disopt_st_close(f.st);
+    batch_close(&fb);
 }
 
 static void test_data_parallel(void **state) {
     (void)state;
-    fixture f;
-    fx_open(&f, "step_teacher_b3");
-    float *x = fx_read_f32(&f, "x", NULL);
-    int32_t *y = fx_target(&f);
+    batch fb;
+    batch_open(&fb, "step_teacher_b3");
+    float *x = fb.x;
+    int32_t *y = fb.y;
     run plain, one;
     run_make(&plain, "teacher-b3", 0, 0, 7);
     run_make(&one, "teacher-b3", 0, 0, 7);
@@ -1355,9 +1353,7 @@ static void test_data_parallel(void **state) {
         printf("# no NCCL: %s\n", disopt_last_error());
         dp_trainer_destroy(plain.t);
         dp_trainer_destroy(one.t);
-        free(x);
-        free(y);
-        disopt_st_close(f.st);
+        batch_close(&fb);
         skip();
     }
     if (s != DISOPT_OK)
@@ -1414,9 +1410,7 @@ static void test_data_parallel(void **state) {
         dp_trainer_destroy(t2[1]);
     }
     dp_trainer_destroy(plain.t);
-    free(x);
-    free(y);
-    disopt_st_close(f.st);
+    batch_close(&fb);
 }
 
 /* DISOPT_TEST_ONLY=name,name,...: only these tests (device runs short of time); the kept ones moved to the front */

@@ -26,6 +26,10 @@ _Static_assert(DP_TRAINER_MATH_FP32 == DP_CU_TR_MATH_FP32 && DP_TRAINER_MATH_TF3
                    DP_TRAINER_MATH_BF16 == DP_CU_TR_MATH_BF16,
                "trainer.h's math modes are train_ops.h's");
 
+/* the frozen teacher's outputs the stage-2 loss reads: its logits, then the features paired with p4, p5 and
+ * decoder_rgb (the tensors its plan keeps, and what the inference engine's teacher writes) */
+static const char *const teacher_outs[DP_STAGE2_NFEAT + 1] = {"logits", "f4", "f5", "decoder"};
+
 static size_t al16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* One network: its graph, weights (owned arenas), activations and what backward needs. The arenas hold
@@ -620,12 +624,11 @@ static disopt_status net_init(dp_net *m, const disopt_model_config *cfg, int n, 
     }
     if (!trained && s == DISOPT_OK) {
         /* the teacher's outputs the stage-2 loss reads */
-        int kept[4], nk = 0;
-        static const char *knames[4] = {"logits", "f4", "f5", "decoder"};
-        for (int k = 0; k < 4; k++) {
-            int ti = dp_graph_find_tensor(g, knames[k]);
+        int kept[DP_STAGE2_NFEAT + 1], nk = 0;
+        for (int k = 0; k <= DP_STAGE2_NFEAT; k++) {
+            int ti = dp_graph_find_tensor(g, teacher_outs[k]);
             if (ti < 0)
-                return dp_error(DISOPT_ERR_INTERNAL, "trainer: tensor %s missing", knames[k]);
+                return dp_error(DISOPT_ERR_INTERNAL, "trainer: tensor %s missing", teacher_outs[k]);
             kept[nk++] = ti;
         }
         DP_TRY(plan_forward(m, kept, nk));
@@ -678,9 +681,21 @@ static size_t hw_(const dp_net *m, int t) { return (size_t)m->g.tensors[t].h * (
 static size_t count_(const dp_net *m, int t) { return (size_t)m->n * (size_t)m->g.tensors[t].c * hw_(m, t); }
 
 /* ---------------------------------------------------------------- the teacher in the inference engine */
-/* the frozen teacher's outputs the stage-2 loss reads: its logits, then the features paired with p4, p5 and
- * decoder_rgb */
-static const char *const teacher_outs[DP_STAGE2_NFEAT + 1] = {"logits", "f4", "f5", "decoder"};
+
+/* the state dict's header (arch, variant) and one parameter or buffer of it: BN's num_batches_tracked as int64
+ * `count`, every other kind as float32 `data` (skipped when NULL); shared by dwgen_teacher_image and
+ * dp_trainer_add_state_dict */
+static disopt_status st_header(disopt_st_writer *w, const char *arch, int variant) {
+    char v[16];
+    snprintf(v, sizeof v, "b%d", variant);
+    DP_TRY(disopt_st_writer_set_metadata(w, "arch", arch));
+    return disopt_st_writer_set_metadata(w, "variant", v);
+}
+static disopt_status st_param(disopt_st_writer *w, const dp_param *p, const float *data, float count) {
+    if (p->kind == DISOPT_KEY_BN_COUNT)
+        return disopt_st_writer_add(w, p->key, DISOPT_DTYPE_I64, 0, p->shape, &count);
+    return data ? disopt_st_writer_add(w, p->key, DISOPT_DTYPE_F32, p->ndim, p->shape, data) : DISOPT_OK;
+}
 
 /* a safetensors image of the dwgen-1 teacher (no teacher weights given), for the engine's loader: the values
  * net_init gives the trainer's own teacher, under the state dict's names */
@@ -698,20 +713,10 @@ static disopt_status dwgen_teacher_image(const disopt_model_config *tc, void **b
         init_dwgen(&g);
         s = disopt_st_writer_create(&w);
     }
-    char variant[8];
-    snprintf(variant, sizeof variant, "b%d", tc->variant);
     if (s == DISOPT_OK)
-        s = disopt_st_writer_set_metadata(w, "arch", "teacher");
-    if (s == DISOPT_OK)
-        s = disopt_st_writer_set_metadata(w, "variant", variant);
-    for (int i = 0; s == DISOPT_OK && i < g.n_params; i++) {
-        const dp_param *p = &g.params[i];
-        const float zero = 0.0f;
-        if (p->kind == DISOPT_KEY_BN_COUNT)
-            s = disopt_st_writer_add(w, p->key, DISOPT_DTYPE_I64, 0, p->shape, &zero);
-        else if (p->data)
-            s = disopt_st_writer_add(w, p->key, DISOPT_DTYPE_F32, p->ndim, p->shape, p->data);
-    }
+        s = st_header(w, "teacher", tc->variant);
+    for (int i = 0; s == DISOPT_OK && i < g.n_params; i++)
+        s = st_param(w, &g.params[i], g.params[i].data, 0.0f);
     if (s == DISOPT_OK)
         s = disopt_st_writer_save_memory(w, buf, size);
     disopt_st_writer_destroy(w);
@@ -1495,20 +1500,15 @@ disopt_status dp_trainer_add_state_dict(const dp_trainer *t, disopt_st_writer *w
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "trainer: NULL argument");
     const dp_net *m = &t->net;
     const dp_graph *g = &m->g;
-    char variant[8];
-    snprintf(variant, sizeof variant, "b%d", t->cfg.model.variant);
     disopt_status s = dp_trainer_pull((dp_trainer *)(uintptr_t)t); /* CUDA: the host copies (no-op on the CPU) */
     if (s == DISOPT_OK)
-        s = disopt_st_writer_set_metadata(w, "arch", t->stage == 2 ? "student" : "teacher");
-    if (s == DISOPT_OK)
-        s = disopt_st_writer_set_metadata(w, "variant", variant);
+        s = st_header(w, t->stage == 2 ? "student" : "teacher", t->cfg.model.variant);
     float *tmp = NULL;
     size_t tmp_n = 0;
     for (int i = 0; s == DISOPT_OK && i < g->n_params; i++) {
         const dp_param *p = &g->params[i];
         if (p->kind == DISOPT_KEY_BN_COUNT) {
-            const float count = (float)t->forwards;
-            s = disopt_st_writer_add(w, p->key, DISOPT_DTYPE_I64, 0, p->shape, &count);
+            s = st_param(w, p, NULL, (float)t->forwards);
             continue;
         }
         if (m->p_off[i] == SIZE_MAX)
@@ -1531,7 +1531,7 @@ disopt_status dp_trainer_add_state_dict(const dp_trainer *t, disopt_st_writer *w
                 tmp[j] = (float)((const double *)(const void *)src)[j];
             data = tmp;
         }
-        s = disopt_st_writer_add(w, p->key, DISOPT_DTYPE_F32, p->ndim, p->shape, data);
+        s = st_param(w, p, data, 0.0f);
     }
     free(tmp);
     return s;
