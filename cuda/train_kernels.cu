@@ -35,6 +35,8 @@ constexpr size_t RED_CHUNK = 16384; // elements of a channel per reduction block
 // rmul / radd / rsub / rdiv: train_launch.h
 
 #ifndef DPTK_HOST_CHECK /* (device only: the host build runs the bodies directly) */
+constexpr int RED_UNROLL = 8; // elements whose loads a reduction thread issues together
+
 // sum of v over the block (blockDim.x a power of two <= TPB); every thread gets the result
 __device__ inline double block_sum(double v, double *sh) {
     sh[threadIdx.x] = v;
@@ -60,21 +62,30 @@ __host__ __device__ inline size_t red_idx(size_t m, int C, int ch, size_t HW) {
 }
 #endif
 
+// whether KIND reads b
+template <int KIND> __host__ __device__ constexpr bool red_has_b() { return KIND == DPTK_RED_DOT || KIND == DPTK_RED_BN; }
+
+// adds an element's values av (and bv) to s0 (and s1)
+template <int KIND>
+__host__ __device__ inline void red_add_v(float av, float bv, double mu, double *s0, double *s1) {
+    if (KIND == DPTK_RED_SUM) {
+        *s0 += (double)av;
+    } else if (KIND == DPTK_RED_DOT) {
+        *s0 += (double)rmul(av, bv);
+    } else if (KIND == DPTK_RED_SQDEV) {
+        const double d = (double)av - mu;
+        *s0 += d * d;
+    } else {
+        const double g = (double)bv;
+        *s0 += g;
+        *s1 += g * ((double)av - mu);
+    }
+}
+
 // adds element idx's value(s) to s0 (and s1)
 template <int KIND>
 __host__ __device__ inline void red_add(size_t idx, const float *a, const float *b, double mu, double *s0, double *s1) {
-    if (KIND == DPTK_RED_SUM) {
-        *s0 += (double)a[idx];
-    } else if (KIND == DPTK_RED_DOT) {
-        *s0 += (double)rmul(a[idx], b[idx]);
-    } else if (KIND == DPTK_RED_SQDEV) {
-        const double d = (double)a[idx] - mu;
-        *s0 += d * d;
-    } else {
-        const double g = (double)b[idx];
-        *s0 += g;
-        *s1 += g * ((double)a[idx] - mu);
-    }
+    red_add_v<KIND>(a[idx], red_has_b<KIND>() ? b[idx] : 0.0f, mu, s0, s1);
 }
 
 template <int KIND> __host__ __device__ inline double red_mean(const void *mean, int ch) {
@@ -96,9 +107,32 @@ __global__ void k_chan_reduce(double *part, int C, size_t HW, size_t M, int part
     double s0 = 0.0, s1 = 0.0;
     // element m = n * HW + r of the channel: (n, r) stepped by blockDim.x without a division per element (the
     // same elements in the same order as red_idx(m) for m = m0 + threadIdx.x, m0 + threadIdx.x + blockDim.x, ...)
-    const size_t first = m0 + threadIdx.x, sn = blockDim.x / HW, sr = blockDim.x % HW;
-    size_t n = first / HW, r = first % HW;
-    for (size_t m = first; m < m1; m += blockDim.x) {
+    const size_t first = m0 + threadIdx.x, sn = blockDim.x / HW, sr = blockDim.x % HW, bd = blockDim.x;
+    size_t n = first / HW, r = first % HW, m = first;
+    // RED_UNROLL elements' loads issued before their adds (more bytes in flight per thread: the loop was bound by
+    // memory latency, one 4-byte load per dependent double add); the adds keep their order, so the same bits
+    for (; m + (RED_UNROLL - 1) * bd < m1; m += RED_UNROLL * bd) {
+        size_t idx[RED_UNROLL];
+#pragma unroll
+        for (int k = 0; k < RED_UNROLL; k++) {
+            idx[k] = (n * (size_t)C + (size_t)ch) * HW + r;
+            n += sn;
+            r += sr;
+            if (r >= HW) {
+                r -= HW;
+                n++;
+            }
+        }
+        float va[RED_UNROLL], vb[RED_UNROLL];
+#pragma unroll
+        for (int k = 0; k < RED_UNROLL; k++) {
+            va[k] = a[idx[k]];
+            vb[k] = red_has_b<KIND>() ? b[idx[k]] : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < RED_UNROLL; k++) red_add_v<KIND>(va[k], vb[k], mu, &s0, &s1);
+    }
+    for (; m < m1; m += bd) {
         red_add<KIND>((n * (size_t)C + (size_t)ch) * HW + r, a, b, mu, &s0, &s1);
         n += sn;
         r += sr;
@@ -530,9 +564,30 @@ __global__ void k_bn_act_reduce(double *part, int C, size_t HW, size_t M, int pa
     const double mu = (double)mean[ch];
     const float a = alpha[ch], b = shift[ch];
     double s0 = 0.0, s1 = 0.0;
-    const size_t first = m0 + threadIdx.x, sn = blockDim.x / HW, sr = blockDim.x % HW;
-    size_t n = first / HW, r = first % HW;
-    for (size_t m = first; m < m1; m += blockDim.x) {
+    const size_t first = m0 + threadIdx.x, sn = blockDim.x / HW, sr = blockDim.x % HW, bd = blockDim.x;
+    size_t n = first / HW, r = first % HW, m = first;
+    for (; m + (RED_UNROLL - 1) * bd < m1; m += RED_UNROLL * bd) { /* loads first, as in k_chan_reduce */
+        float xv[RED_UNROLL], dv[RED_UNROLL];
+#pragma unroll
+        for (int k = 0; k < RED_UNROLL; k++) {
+            const size_t i = (n * (size_t)C + (size_t)ch) * HW + r;
+            xv[k] = x[i];
+            dv[k] = dz[i];
+            n += sn;
+            r += sr;
+            if (r >= HW) {
+                r -= HW;
+                n++;
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < RED_UNROLL; k++) {
+            const double g = (double)act_grad0(ACT, dv[k], radd(rmul(xv[k], a), b));
+            s0 += g;
+            s1 += g * ((double)xv[k] - mu);
+        }
+    }
+    for (; m < m1; m += bd) {
         const size_t i = (n * (size_t)C + (size_t)ch) * HW + r;
         const float xv = x[i];
         const double g = (double)act_grad0(ACT, dz[i], radd(rmul(xv, a), b));
