@@ -364,6 +364,12 @@ __host__ __device__ inline void e_scse_bwd_dsg(size_t t, int C, size_t HW, const
 __host__ __device__ inline void e_add(size_t i, const float *a, const float *b, float *y) { y[i] = radd(a[i], b[i]); }
 
 __host__ __device__ inline void e_acc(size_t i, const float *dy, float *dx) { dx[i] = radd(dx[i], dy[i]); }
+// dx[i] += part[0][i], then part[1][i], ... (parts `stride` floats apart), each add rounded on its own
+__host__ __device__ inline void e_acc_parts(size_t i, const float *part, size_t stride, int count, float *dx) {
+    float acc = dx[i];
+    for (int k = 0; k < count; k++) acc = radd(acc, part[(size_t)k * stride + i]);
+    dx[i] = acc;
+}
 
 __host__ __device__ inline void e_concat_part(size_t i, int Cx, int Cy, int c0, size_t HW, const float *x, float *y) {
     const size_t p = i % HW, c = (i / HW) % (size_t)Cx, n = i / (HW * (size_t)Cx);
@@ -713,6 +719,7 @@ K(e_scse_bwd_dx, (int C, size_t HW, const float *cg, const float *sg, const floa
 K(e_scse_bwd_dsg, (int C, size_t HW, const float *x, const float *dy, float *dsg), (C, HW, x, dy, dsg))
 K(e_add, (const float *a, const float *b, float *y), (a, b, y))
 K(e_acc, (const float *dy, float *dx), (dy, dx))
+K(e_acc_parts, (const float *part, size_t stride, int count, float *dx), (part, stride, count, dx))
 K(e_concat_part, (int Cx, int Cy, int c0, size_t HW, const float *x, float *y), (Cx, Cy, c0, HW, x, y))
 K(e_split_part, (int Cx, int Cy, int c0, size_t HW, const float *dy, float *dx), (Cx, Cy, c0, HW, dy, dx))
 K(e_up_fwd, (int h, int w, int f, const float *x, float *y), (h, w, f, x, y))
@@ -851,10 +858,11 @@ __global__ void k_dw_bwd_filter_all(double *part, dptk_dw_geo g, int parts, cons
 #else
 #define DPTK_UNROLL
 #endif
-// 3x3 / 5x5 kernels, stride S (1 or 2) both ways, dilation 1 (EfficientNet's depthwise convs): the bodies above
-// with the kernel size and stride compiled in and 32-bit indices within a plane (p = n * C + c, j = the
-// element's index in its plane): the same operations in the same order, so the same bits (the generic bodies'
-// integer divisions and modulos by runtime strides and dilations were most of their instructions)
+// 3x3 / 5x5 kernels, stride S (1 or 2) both ways, any dilation with stride 1, dilation 1 with stride 2
+// (EfficientNet's depthwise convs, the dilated ones of its output-stride-16 stages, ASPP's separable convs): the
+// bodies above with the kernel size and stride compiled in and 32-bit indices within a plane (p = n * C + c,
+// j = the element's index in its plane): the same operations in the same order, so the same bits (the generic
+// bodies' integer divisions and modulos by runtime strides and dilations were most of their instructions)
 template <int KH, int KW, int S>
 __host__ __device__ inline void t_dw_fwd(int p, int j, const dptk_dw_geo &g, const float *x, const float *wt,
                                          const float *b, float *y) {
@@ -864,11 +872,11 @@ __host__ __device__ inline void t_dw_fwd(int p, int j, const dptk_dw_geo &g, con
     float acc = 0.0f;
     DPTK_UNROLL
     for (int ki = 0; ki < KH; ki++) {
-        const int ih = ih0 + ki;
+        const int ih = ih0 + ki * g.dh;
         if (ih < 0 || ih >= g.H) continue;
     DPTK_UNROLL
         for (int kj = 0; kj < KW; kj++) {
-            const int iw = iw0 + kj;
+            const int iw = iw0 + kj * g.dw;
             if (iw < 0 || iw >= g.W) continue;
             acc = radd(acc, rmul(wk[ki * KW + kj], X[ih * g.W + iw]));
         }
@@ -876,7 +884,7 @@ __host__ __device__ inline void t_dw_fwd(int p, int j, const dptk_dw_geo &g, con
     y[(size_t)p * g.OH * g.OW + j] = b ? radd(acc, b[c]) : acc;
 }
 
-// c_dw_bwd_data's order: oh ascending is ki descending (oh = (ih + pt - ki) / S), then kj ascending
+// c_dw_bwd_data's order: oh ascending is ki descending (oh = (ih + pt - ki * dh) / S), then kj ascending
 template <int KH, int KW, int S>
 __host__ __device__ inline void t_dw_bwd_data(int p, int j, const dptk_dw_geo &g, const float *dy, const float *wt,
                                               float *dx) {
@@ -887,13 +895,13 @@ __host__ __device__ inline void t_dw_bwd_data(int p, int j, const dptk_dw_geo &g
     float acc = *o;
     DPTK_UNROLL
     for (int ki = KH - 1; ki >= 0; ki--) {
-        const int ohs = top - ki;
+        const int ohs = top - ki * g.dh;
         if (ohs < 0 || (S == 2 && (ohs & 1))) continue;
         const int oh = ohs / S;
         if (oh >= g.OH) continue;
     DPTK_UNROLL
         for (int kj = 0; kj < KW; kj++) {
-            const int t = left - kj;
+            const int t = left - kj * g.dw;
             if (t < 0 || (S == 2 && (t & 1))) continue;
             const int ow = t / S;
             if (ow >= g.OW) continue;
@@ -937,11 +945,11 @@ __global__ void k_dw_bwd_filter_t(double *part, dptk_dw_geo g, int parts, const 
         const int ih0 = oh * S - g.pt, iw0 = ow * S - g.pl;
 #pragma unroll
         for (int ki = 0; ki < KH; ki++) {
-            const int ih = ih0 + ki;
+            const int ih = ih0 + ki * g.dh;
             if (ih < 0 || ih >= g.H) continue;
 #pragma unroll
             for (int kj = 0; kj < KW; kj++) {
-                const int iw = iw0 + kj;
+                const int iw = iw0 + kj * g.dw;
                 if (iw < 0 || iw >= g.W) continue;
                 s[ki * KW + kj] += (double)rmul(X[ih * g.W + iw], d);
             }
@@ -955,10 +963,11 @@ __global__ void k_dw_bwd_filter_t(double *part, dptk_dw_geo g, int parts, const 
 }
 #endif
 
-// the fast path's (KH, KW, S) as one code, 0 when the shape has none (other kernel sizes, strides, dilations,
-// unequal strides, planes of 2^31 elements or more)
+// the fast path's (KH = KW, S) as one code, 0 when the shape has none (other kernel sizes or strides, unequal
+// strides or dilations, dilation with stride 2, planes of 2^31 elements or more)
 inline int dw_fast_code(const dptk_dw_geo *g) {
-    if (g->dh != 1 || g->dw != 1 || g->sh != g->sw || (g->sh != 1 && g->sh != 2) || g->kh != g->kw) return 0;
+    if (g->sh != g->sw || (g->sh != 1 && g->sh != 2) || g->kh != g->kw || g->dh != g->dw || g->dh < 1) return 0;
+    if (g->sh == 2 && g->dh != 1) return 0;
     if (g->kh != 3 && g->kh != 5) return 0;
     if ((size_t)g->H * g->W >= 0x7fffffffu || (size_t)g->OH * g->OW >= 0x7fffffffu) return 0;
     if ((size_t)g->N * g->OH * g->OW >= 0x7fffffffu || (size_t)g->N * g->C >= 0x7fffffffu) return 0;
@@ -1316,6 +1325,9 @@ int dptk_scse_bwd_dsg(void *stream, int N, int C, size_t HW, const float *x, con
 int dptk_add(void *stream, size_t n, const float *a, const float *b, float *y) { RUN(n, e_add, a, b, y); }
 
 int dptk_acc(void *stream, size_t n, const float *dy, float *dx) { RUN(n, e_acc, dy, dx); }
+int dptk_acc_parts(void *stream, size_t n, const float *part, int count, float *dx) {
+    RUN(n, e_acc_parts, part, n, count, dx);
+}
 
 int dptk_concat_part(void *stream, int N, int Cx, int Cy, int c0, size_t HW, const float *x, float *y) {
     RUN((size_t)N * Cx * HW, e_concat_part, Cx, Cy, c0, HW, x, y);

@@ -495,6 +495,7 @@ static disopt_status pw_bwd_data(dp_cu_tr_ctx *c, const dp_conv_params *p, int n
 }
 
 /* dw += sum over images of dy_n x_n^T, the images in order */
+#define PW_PARTS_MAX_BYTES ((size_t)256 << 20)
 static disopt_status pw_bwd_filter(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int hw, const float *x,
                                    const float *dy, float *dw) {
     const float one = 1.0f;
@@ -502,7 +503,19 @@ static disopt_status pw_bwd_filter(dp_cu_tr_ctx *c, const dp_conv_params *p, int
         BLAS_TRY(c, gemm(c, CUBLAS_OP_N, CUBLAS_OP_T, p->cin, p->cout, n, &one, x, p->cin, dy, p->cout,
                                 &one, dw, p->cin),
                  "pointwise conv filter gradient");
-    else /* dW^T (Cin x Cout) += X_n (Cin x HW) dY_n^T (HW x Cout) */
+    else if (n > 1 && (size_t)n * p->cin * p->cout * sizeof(float) <= PW_PARTS_MAX_BYTES) {
+        /* one strided-batched GEMM for every image's dW_n^T (Cin x Cout) = X_n dY_n^T into the workspace (the
+         * images' GEMMs run side by side: each alone is a small output with a long reduction), then added to dw
+         * image by image in order (deterministic) */
+        const size_t per = (size_t)p->cin * p->cout;
+        const float zero = 0.0f;
+        TRY(need_ws(c, (size_t)n * per * sizeof(float)));
+        float *part = c->ws;
+        BLAS_TRY(c, gemm_sb(c, CUBLAS_OP_T, CUBLAS_OP_N, p->cin, p->cout, hw, &one, x, hw, (long long)p->cin * hw, dy,
+                            hw, (long long)p->cout * hw, &zero, part, p->cin, (long long)per, n),
+                 "pointwise conv filter gradient");
+        K_TRY(c, dptk_acc_parts(c->stream, per, part, n, dw), "pointwise conv filter gradient");
+    } else /* dW^T (Cin x Cout) += X_n (Cin x HW) dY_n^T (HW x Cout) */
         for (int i = 0; i < n; i++)
             BLAS_TRY(c, gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, p->cin, p->cout, hw, &one,
                                     x + (size_t)i * p->cin * hw, hw, dy + (size_t)i * p->cout * hw, hw, &one, dw,
