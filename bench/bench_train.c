@@ -155,7 +155,7 @@ int main(int argc, char **argv) {
         printf("# step %3d%s: %.2f ms, loss %.6f\n", s, s < 0 ? " (warm-up)" : "", dt, total);
     }
     if (profile) {
-        char rep[4096];
+        char rep[8192];
         dp_trainer_set_profiling(t, 1);
         dp_trainer_loss L;
         if (dp_trainer_step(t, x, mc.arch == DISOPT_ARCH_STUDENT ? xt : NULL, y, NULL, 5e-3, &L) != DISOPT_OK) {

@@ -69,6 +69,7 @@ typedef struct dp_net {
     dp_tr_cu *cu;
     void *hparams, *hgrads, *hbufs;
     double *prof; /* profiling: seconds per category (the trainer's table; NULL: off) */
+    double *prof_node; /* profiling: seconds per node, forward [2 i], backward [2 i + 1] (owned; NULL: off) */
     int teacher;  /* the frozen teacher (its forward is one category) */
 } dp_net;
 
@@ -209,6 +210,8 @@ static disopt_status load_weights(dp_graph *g, const char *path) {
 
 /* ---------------------------------------------------------------- network setup */
 static void net_free(dp_net *m) {
+    free(m->prof_node);
+    m->prof_node = NULL;
     dp_graph_free(&m->g);
     if (m->cu) { /* an arena with a host copy is on the device (to_device); act, save, mask always are */
         void **arena[3] = {&m->params, &m->grads, &m->bufs}, **host[3] = {&m->hparams, &m->hgrads, &m->hbufs};
@@ -842,6 +845,52 @@ void dp_trainer_set_profiling(dp_trainer *t, int on) {
         return;
     memset(t->prof, 0, sizeof t->prof);
     t->net.prof = t->teacher.prof = on ? t->prof : NULL;
+    free(t->net.prof_node);
+    t->net.prof_node = on ? calloc((size_t)t->net.g.n_nodes * 2, sizeof(double)) : NULL; /* NULL: no per-node list */
+}
+
+/* the student's slowest nodes (forward and backward apart) after the categories: at most PROF_TOP lines */
+#define PROF_TOP 24
+static size_t prof_top_nodes(const dp_net *m, char *buf, size_t len) {
+    size_t o = 0;
+    if (!m->prof_node || !len)
+        return 0;
+    const size_t ne = (size_t)m->g.n_nodes * 2;
+    int taken[PROF_TOP];
+    int nt = 0;
+    o += (size_t)snprintf(buf + o, len - o, "  slowest nodes of the student (op, input -> output, ms):\n");
+    while (nt < PROF_TOP && o < len) {
+        size_t best = ne;
+        for (size_t e = 0; e < ne; e++) {
+            int used = 0;
+            for (int k = 0; k < nt; k++)
+                used |= (size_t)taken[k] == e;
+            if (!used && m->prof_node[e] > 0 && (best == ne || m->prof_node[e] > m->prof_node[best]))
+                best = e;
+        }
+        if (best == ne)
+            break;
+        taken[nt++] = (int)best;
+        const dp_node *nd = &m->g.nodes[best / 2];
+        const dp_tensor *in = nd->n_in > 0 ? &m->g.tensors[nd->in[0]] : NULL, *out = &m->g.tensors[nd->out];
+        char what[96];
+        if (nd->op == DP_OP_CONV)
+            snprintf(what, sizeof what, "conv %dx%d s%d d%d g%d", nd->conv.kh, nd->conv.kw, nd->conv.sh, nd->conv.dh,
+                     nd->conv.groups);
+        else {
+            static const char *const names[] = {"conv", "bn", "act", "gap", "scale_ch", "scse", "add", "concat",
+                                                "upsample", "broadcast", "softmax"};
+            const int op = (int)nd->op;
+            if (op >= 0 && op < (int)(sizeof names / sizeof names[0]))
+                snprintf(what, sizeof what, "%s", names[op]);
+            else
+                snprintf(what, sizeof what, "op %d", op);
+        }
+        o += (size_t)snprintf(buf + o, len - o, "    %s %-24s %4dx%-4dx%-4d -> %4dx%-4dx%-4d %8.3f\n",
+                              best % 2 ? "bwd" : "fwd", what, in ? in->c : 0, in ? in->h : 0, in ? in->w : 0, out->c,
+                              out->h, out->w, 1e3 * m->prof_node[best]);
+    }
+    return o < len ? o : len;
 }
 
 void dp_trainer_profile_report(dp_trainer *t, char *buf, size_t len) {
@@ -856,8 +905,12 @@ void dp_trainer_profile_report(dp_trainer *t, char *buf, size_t len) {
             o += (size_t)snprintf(buf + o, len - o, "  %-22s %9.2f ms %5.1f%%\n", tr_prof_names[i], 1e3 * t->prof[i],
                                   total > 0 ? 100.0 * t->prof[i] / total : 0.0);
     if (o < len)
-        snprintf(buf + o, len - o, "  %-22s %9.2f ms\n", "total", 1e3 * total);
+        o += (size_t)snprintf(buf + o, len - o, "  %-22s %9.2f ms\n", "total", 1e3 * total);
+    if (o < len)
+        prof_top_nodes(&t->net, buf + o, len - o);
     memset(t->prof, 0, sizeof t->prof);
+    if (t->net.prof_node)
+        memset(t->net.prof_node, 0, (size_t)t->net.g.n_nodes * 2 * sizeof(double));
 }
 
 /* the typed half: forward, backward, the loss (trainer.inc's macros) */
