@@ -5,12 +5,12 @@
  * settings (dropout, drop-connect, SGD momentum 0.9 Nesterov, weight decay 1e-4, lr 5e-3).
  *   bench_train [-model student-b3] [-batch 8] [-size 512] [-steps 10] [-warmup 3] [-device cpu|cuda[:N]]
  *               [-threads N] [-math fp32|tf32|bf16] [-unfused] [-deterministic] [-profile]
- *               [-teacher auto|own|engine] [-teacher-serial] [-resident] [-fuse-inplace]
+ *               [-teacher auto|own|engine] [-teacher-serial] [-resident] [-no-inplace]
  * -math: the convs' and GEMMs' math on CUDA (dp_trainer_math; fp32: exact, the default).
  * -unfused: CUDA without the fused BN + activation pairs (cfg.cuda_unfused; the same bits, for A/B timing).
  * -teacher: where stage 2's frozen teacher runs (cfg.teacher_engine; auto: the inference engine with tf32/bf16).
  * -teacher-serial: the engine's teacher waited for before the student's forward (cfg.teacher_serial; A/B).
- * -fuse-inplace: also the BN + activation pairs whose dx takes dz's memory (cfg.cuda_fuse_inplace).
+ * -no-inplace: not the BN + activation pairs whose dx takes dz's memory (cfg.cuda_fuse_no_inplace; A/B runs).
  * -resident: each step's batch put into the trainer's memory first (dp_trainer_set_batch, timed apart), so the
  *   timed step has no host-to-device transfer, as in bench_torch_train.py (its batch stays on the device).
  * -profile: one more step after the timed ones, node by node (waiting for each), by op category.
@@ -48,7 +48,7 @@ static float urand(uint64_t *s) {
 int main(int argc, char **argv) {
     const char *model = "student-b3", *device = "cpu", *math = "fp32", *teacher = "auto";
     int batch = 8, size = 512, steps = 10, warmup = 3, threads = 1, random_on = 1, profile = 0, unfused = 0;
-    int resident = 0, tserial = 0, inplace = 0; /* -resident: each step's batch put in the trainer's memory first (dp_trainer_set_batch,
+    int resident = 0, tserial = 0, noinplace = 0; /* -resident: each step's batch put in the trainer's memory first (dp_trainer_set_batch,
                        * timed apart): the step runs without transfers, as PyTorch's benchmark keeps its batch on
                        * the device */
     for (int i = 1; i < argc; i++) {
@@ -58,7 +58,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "-unfused")) { unfused = 1; continue; }
         if (!strcmp(a, "-resident")) { resident = 1; continue; }
         if (!strcmp(a, "-teacher-serial")) { tserial = 1; continue; }
-        if (!strcmp(a, "-fuse-inplace")) { inplace = 1; continue; }
+        if (!strcmp(a, "-no-inplace")) { noinplace = 1; continue; }
         if (!v) { fprintf(stderr, "bench_train: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "-model")) model = v;
         else if (!strcmp(a, "-batch")) batch = atoi(v);
@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
     cfg.nthreads = threads;
     cfg.cuda_unfused = unfused;
     cfg.teacher_serial = tserial;
-    cfg.cuda_fuse_inplace = inplace;
+    cfg.cuda_fuse_no_inplace = noinplace;
     if (!strncmp(device, "cuda", 4)) {
         cfg.cuda = 1;
         cfg.cuda_device = device[4] == ':' ? atoi(device + 5) : 0;
@@ -170,7 +170,7 @@ int main(int argc, char **argv) {
     qsort(up, (size_t)steps, sizeof *up, cmp);
     printf("model=%s device=%s math=%s%s%s teacher=%s%s%s batch=%d size=%d dropout=%s ms_step_median=%.2f "
            "ms_step_min=%.2f planned_gib=%.3f",
-           model, device, math, unfused ? " unfused" : "", inplace ? " fuse-inplace" : "", teacher, tserial ? " serial" : "", resident ? " resident" : "",
+           model, device, math, unfused ? " unfused" : "", noinplace ? " no-inplace" : "", teacher, tserial ? " serial" : "", resident ? " resident" : "",
            batch, size,
            random_on ? "on" : "off", ms[steps / 2], ms[0], mi.total_bytes / G);
     if (resident)

@@ -58,7 +58,7 @@ DP_CU_TR_API int dp_cu_tr_device(const dp_cu_tr_ctx *c);
 /* waits for every queued operation; reports an asynchronous kernel error if one happened */
 DP_CU_TR_API disopt_status dp_cu_tr_sync(dp_cu_tr_ctx *c);
 /* The math of the convolutions and pointwise GEMMs (cuDNN, cuBLAS); our own kernels (BN, activations, losses,
- * reductions, the optimizer, DISOPT_CUDA_TR_DW=own's depthwise convs) are FP32 with double reductions in every
+ * reductions, the optimizer, the depthwise convs (ours unless DISOPT_CUDA_TR_DW=cudnn)) are FP32 with double reductions in every
  * mode, and every tensor stays FP32 in memory (parameters, activations, gradients):
  *  - DP_CU_TR_MATH_FP32 (a new context's): exact FP32, cuDNN FMA math, cuBLAS pedantic math;
  *  - DP_CU_TR_MATH_TF32: TF32 tensor cores (operands rounded to 10 mantissa bits, FP32 accumulation) in

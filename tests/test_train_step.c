@@ -148,14 +148,14 @@ static size_t sample_idx(size_t n, int k, int j) {
 static int g_cuda;
 static int g_math; /* the CUDA trainers' math (dp_trainer_math; test_student_step_math) */
 static int g_unfused; /* the CUDA trainers without fused BN + activation pairs (test_fused_pairs) */
-static int g_inplace; /* the CUDA trainers with the in-place fused pairs (cfg.cuda_fuse_inplace; test_fused_pairs) */
+static int g_noinplace; /* the CUDA trainers without the in-place fused pairs (cfg.cuda_fuse_no_inplace; test_fused_pairs) */
 
 static disopt_status create(dp_trainer_config *cfg, const char *w, const char *tw, dp_trainer **out) {
     if (g_cuda && !cfg->f64) {
         cfg->cuda = 1;
         cfg->cuda_math = g_math;
         cfg->cuda_unfused = g_unfused;
-        cfg->cuda_fuse_inplace = g_inplace;
+        cfg->cuda_fuse_no_inplace = g_noinplace;
     }
     disopt_status s = dp_trainer_create(cfg, w, tw, out);
     if (s == DISOPT_ERR_UNSUPPORTED && cfg->cuda) {
@@ -820,9 +820,10 @@ static void test_student_step_math(void **state) {
     static const char *name[V] = {"FP32/own", "FP32/engine", "TF32/own", "TF32/engine", "BF16/own", "BF16/engine"};
     static const int math[V] = {0, 0, 1, 1, 2, 2};
     /* bounds: the loss total (relative), the heads' step (relative L2: see test_step_conditioning; TF32 / BF16
-     * round operands at 2^-11 / 2^-8), the whole step (relative L2; O(1) from the fixture's conditioning in reduced
+     * round operands at 2^-11 / 2^-8; measured on the H100: 7.0e-3 in both, cuBLAS's FAST_16BF GEMMs taking TF32
+     * kernels), the whole step (relative L2; O(1) from the fixture's conditioning in reduced
      * math, so only a garbage gradient's ~1.4 and more is caught there) */
-    static const double tol_loss[V] = {0, 1e-5, 1e-2, 1e-2, 3e-2, 3e-2}, tol_h[V] = {0, 1e-4, 1e-2, 1e-2, 3e-2, 3e-2};
+    static const double tol_loss[V] = {0, 1e-5, 1e-2, 1e-2, 3e-2, 3e-2}, tol_h[V] = {0, 1e-4, 2e-2, 2e-2, 5e-2, 5e-2};
     static const double tol_d[V] = {0, 1e-3, 1.0, 1.0, 1.0, 1.0};
     size_t n[V];
     double loss[V];
@@ -1384,12 +1385,12 @@ static void test_fused_pairs(void **state) {
     batch_open(&fb, "step_student_b3");
     float *x = fb.x, *xt = fb.xt;
     int32_t *y = fb.y;
-    run r[3]; /* fused, unfused, fused with the in-place pairs (cfg.cuda_fuse_inplace) */
+    run r[3]; /* fused without the in-place pairs (cfg.cuda_fuse_no_inplace), unfused, fused (the default) */
     for (int k = 0; k < 3; k++) {
         g_unfused = k == 1;
-        g_inplace = k == 2;
+        g_noinplace = k == 0;
         run_make(&r[k], "student-b3", 0, 0, 7);
-        g_unfused = g_inplace = 0;
+        g_unfused = g_noinplace = 0;
     }
     const int pairs = dp_trainer_fused_pairs(r[0].t), none = dp_trainer_fused_pairs(r[1].t);
     const int more = dp_trainer_fused_pairs(r[2].t);

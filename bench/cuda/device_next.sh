@@ -30,7 +30,7 @@ pack
 fi
 if has train; then
 echo "== 2. training ops"
-$B/bin/test_cuda_grad > $L/grad_cudnn.log 2>&1; echo "test_cuda_grad (cuDNN dw) rc $? $(res $L/grad_cudnn.log)"
+DISOPT_CUDA_TR_DW=cudnn $B/bin/test_cuda_grad > $L/grad_cudnn.log 2>&1; echo "test_cuda_grad (cuDNN dw) rc $? $(res $L/grad_cudnn.log)"
 DISOPT_TEST_FILTER=${GRAD_OWN_FILTER:-*} DISOPT_CUDA_TR_DW=own $B/bin/test_cuda_grad > $L/grad_own.log 2>&1; echo "test_cuda_grad (own dw) rc $? $(res $L/grad_own.log)"
 grep -iE "depthwise" $L/grad_own.log | head -8
 # TTS_DW (own): the depthwise convs of test_train_step on CUDA, own or cudnn (the trainer's default)
@@ -47,16 +47,16 @@ for r in $(seq 1 ${BT_ROUNDS:-2}); do for v in ${BT_VARIANTS:-fp32:cudnn:unfused
   # the third field: flags joined by +: unfused (BN + act as two ops), town / teng (the teacher's forward in the
   # trainer / in the inference engine; default: the engine with tf32 / bf16), res (the batch put on the device
   # before each timed step: dp_trainer_set_batch, bench_train -resident), tser (the engine's teacher not beside
-  # the student's forward), inpl (cfg.cuda_fuse_inplace)
-  IFS=: read -r m d u <<< "$v"; E=""; [ $d = own ] && E="DISOPT_CUDA_TR_DW=own"; U=""
-  for fl in ${u//+/ }; do case $fl in unfused) U="$U -unfused";; town) U="$U -teacher own";; teng) U="$U -teacher engine";; res) U="$U -resident";; tser) U="$U -teacher-serial";; inpl) U="$U -fuse-inplace";; esac; done
+  # the student's forward), noinpl (cfg.cuda_fuse_no_inplace; inpl, the default since session 12, is accepted)
+  IFS=: read -r m d u <<< "$v"; E="DISOPT_CUDA_TR_DW=$d"; U=""
+  for fl in ${u//+/ }; do case $fl in unfused) U="$U -unfused";; town) U="$U -teacher own";; teng) U="$U -teacher engine";; res) U="$U -resident";; tser) U="$U -teacher-serial";; noinpl) U="$U -no-inplace";; inpl) ;; esac; done
   env $E timeout 100 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 10 -warmup 3 -device cuda \
     -math $m $U > $L/bt_${m}_${d}${u:+_$u}_$r.log 2>&1
   echo "round $r $v: $(grep -oE "ms_step_median=[0-9.]+ ms_step_min=[0-9.]+ planned_gib=[0-9.]+( \(set_batch median [0-9.]+)?" $L/bt_${m}_${d}${u:+_$u}_$r.log)"
 done; done
 pack
-# PROF_DW, PROF_MATH, PROF_FLAGS (bench_train flags, e.g. "-resident -fuse-inplace"): the profiled run
-PD=${PROF_DW:-cudnn}; PM=${PROF_MATH:-bf16}; E=""; [ $PD = own ] && E="DISOPT_CUDA_TR_DW=own"
+# PROF_DW, PROF_MATH, PROF_FLAGS (bench_train flags, e.g. "-resident"): the profiled run
+PD=${PROF_DW:-own}; PM=${PROF_MATH:-bf16}; E="DISOPT_CUDA_TR_DW=$PD"
 env $E timeout 100 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 3 -warmup 2 \
   -device cuda -math $PM ${PROF_FLAGS:-} -profile > $L/bt_prof_${PM}_$PD.log 2>&1
 echo "profile: math $PM, depthwise $PD, flags ${PROF_FLAGS:-none}"; grep -E "ms +[0-9.]+%" $L/bt_prof_${PM}_$PD.log | head -24

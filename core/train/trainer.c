@@ -477,7 +477,7 @@ static disopt_status to_device(dp_tr_cu *cu, void **arena, void **host, size_t b
  * the two ops): node i a BN, node i + 1 a ReLU, swish or identity activation of its output, which nothing else
  * reads and which is none of keep[0..nkeep) (the loss's inputs: their gradient comes from the loss too; the
  * teacher's outputs), and x, y, z pairwise the same arena range or disjoint ones. fuse[i] = 2 (only with inplace,
- * cfg.cuda_fuse_inplace): the BN input's gradient shares dz's memory (written in place, not zeroed first). */
+ * unless cfg.cuda_fuse_no_inplace): the BN input's gradient shares dz's memory (written in place, not zeroed first). */
 static size_t count_(const dp_net *m, int t);
 static disopt_status find_fusions(dp_net *m, const int *keep, int nkeep, int inplace) {
     const dp_graph *g = &m->g;
@@ -1034,7 +1034,7 @@ disopt_status dp_trainer_create(const dp_trainer_config *cfg, const char *weight
     if (s == DISOPT_OK && cfg->nthreads > 1 && !cfg->cuda)
         s = dp_pool_create(cfg->nthreads, &t->pool);
     /* BN + activation pairs as one op (find_fusions), 2: also where dx takes dz's memory */
-    const int fuse = cfg->cuda && !cfg->cuda_unfused ? (cfg->cuda_fuse_inplace ? 2 : 1) : 0;
+    const int fuse = cfg->cuda && !cfg->cuda_unfused ? (cfg->cuda_fuse_no_inplace ? 1 : 2) : 0;
     if (s == DISOPT_OK)
         s = net_init(&t->net, &cfg->model, cfg->n, cfg->h, cfg->w, 1, cfg->f64, t->pool, t->cu, fuse, weights);
     if (s == DISOPT_OK && (cfg->teacher_engine < DP_TRAINER_TEACHER_AUTO || cfg->teacher_engine > DP_TRAINER_TEACHER_ENGINE ||

@@ -71,9 +71,10 @@ typedef struct dp_trainer_config {
     int cuda_math;             /* DP_TRAINER_MATH_*: the convs' and GEMMs' math on CUDA (0: exact FP32) */
     int cuda_unfused;          /* nonzero: no fused BN + activation pairs on CUDA (A/B runs and tests: the fused
                                 * pairs give the same bits) */
-    int cuda_fuse_inplace;     /* nonzero: also fuse the pairs whose BN input gradient the plan puts in the memory of
-                                * the activation's output gradient (written in place; 87 more pairs in student B3).
-                                * Off until checked on a GPU (test_fused_pairs) */
+    int cuda_fuse_no_inplace;  /* nonzero: fuse only the pairs whose BN input gradient has memory of its own, not those
+                                * whose gradient the plan puts in the activation's output gradient's memory (by
+                                * default those are fused too, written in place: 163 pairs in student B3 + teacher
+                                * instead of 79, the same bits, test_fused_pairs); for A/B runs */
     int teacher_engine;        /* stage 2, DP_TRAINER_TEACHER_*: where the frozen teacher's forward runs */
     int teacher_serial;        /* ENGINE: nonzero waits for the teacher before the student's forward starts (default:
                                 * both queued at once, on CUDA they run side by side on two streams) */
