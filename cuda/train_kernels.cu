@@ -1010,6 +1010,130 @@ bool dw_fast(void *stream, const dptk_dw_geo *g, const float *a, const float *wt
 }
 #undef DW_FAST_CASE
 
+// ------------------------------------------------------------------ 3x3 convs with few output channels
+// The segmentation heads (256 -> 2 classes, 3x3, stride 1): cuDNN's implicit GEMMs spend ~0.5 ms forward and
+// ~0.8 ms backward on each at 128 x 128 x 8 for ~0.05 ms of memory traffic (one output channel per GEMM column,
+// two columns). Here one thread does one pixel for every output channel (CO <= 4, compiled in): the forward and
+// the data gradient read each input / output-gradient value once per tap from L1, the filter gradient sums
+// x * dy per (co, ci, tap) in double per block of pixels, the blocks added in order (deterministic).
+// Each output: the taps of ci = 0, 1, ... in (ki, kj) order, then the bias; each float operation rounded on
+// its own (no FMA), so FP32 semantics in every math mode. Host twins (DPTK_HOST_CHECK): the same bodies.
+template <int CO>
+__host__ __device__ inline void t_sc_fwd(size_t i, const dptk_sc_geo &g, const float *x, const float *wt,
+                                         const float *b, float *y) {
+    const int P = g.OH * g.OW, n = (int)(i / (size_t)P), j = (int)(i - (size_t)n * P);
+    const int oh = j / g.OW, ow = j - oh * g.OW;
+    float acc[CO];
+    DPTK_UNROLL
+    for (int co = 0; co < CO; co++) acc[co] = 0.0f;
+    for (int ci = 0; ci < g.Cin; ci++) {
+        const float *X = x + ((size_t)n * g.Cin + ci) * g.H * g.W;
+        DPTK_UNROLL
+        for (int ki = 0; ki < 3; ki++) {
+            const int ih = oh - g.pt + ki;
+            if (ih < 0 || ih >= g.H) continue;
+            DPTK_UNROLL
+            for (int kj = 0; kj < 3; kj++) {
+                const int iw = ow - g.pl + kj;
+                if (iw < 0 || iw >= g.W) continue;
+                const float v = X[ih * g.W + iw];
+                DPTK_UNROLL
+                for (int co = 0; co < CO; co++)
+                    acc[co] = radd(acc[co], rmul(wt[(((size_t)co * g.Cin + ci) * 3 + ki) * 3 + kj], v));
+            }
+        }
+    }
+    DPTK_UNROLL
+    for (int co = 0; co < CO; co++)
+        y[((size_t)n * CO + co) * P + j] = b ? radd(acc[co], b[co]) : acc[co];
+}
+
+// dx[n, ci, ih, iw] += sum over (co, ki, kj) of w * dy[n, co, ih + pt - ki, iw + pl - kj]: the output gradient's
+// window (CO x 9 values, 0 outside) read once per pixel, then every input channel in turn
+template <int CO>
+__host__ __device__ inline void t_sc_bwd_data(size_t i, const dptk_sc_geo &g, const float *dy, const float *wt,
+                                              float *dx) {
+    const int P = g.H * g.W, n = (int)(i / (size_t)P), j = (int)(i - (size_t)n * P);
+    const int ih = j / g.W, iw = j - ih * g.W;
+    float d[CO * 9];
+    DPTK_UNROLL
+    for (int ki = 0; ki < 3; ki++) {
+        const int oh = ih + g.pt - ki;
+        DPTK_UNROLL
+        for (int kj = 0; kj < 3; kj++) {
+            const int ow = iw + g.pl - kj;
+            const bool in = oh >= 0 && oh < g.OH && ow >= 0 && ow < g.OW;
+            DPTK_UNROLL
+            for (int co = 0; co < CO; co++)
+                d[co * 9 + ki * 3 + kj] = in ? dy[(((size_t)n * CO + co) * g.OH + oh) * g.OW + ow] : 0.0f;
+        }
+    }
+    for (int ci = 0; ci < g.Cin; ci++) {
+        float *o = dx + ((size_t)n * g.Cin + ci) * P + j;
+        float acc = *o;
+        DPTK_UNROLL
+        for (int co = 0; co < CO; co++) {
+            const float *wk = wt + ((size_t)co * g.Cin + ci) * 9;
+            DPTK_UNROLL
+            for (int t = 0; t < 9; t++) acc = radd(acc, rmul(wk[t], d[co * 9 + t]));
+        }
+        *o = acc;
+    }
+}
+
+// the filter gradient's terms of pixel m = (n, oh, ow) for input channel ci: s[co * 9 + tap] += x * dy
+template <int CO>
+__host__ __device__ inline void t_sc_filter_terms(unsigned m, const dptk_sc_geo &g, int ci, const float *x,
+                                                  const float *dy, double *s) {
+    const unsigned P = (unsigned)(g.OH * g.OW), n = m / P, r = m - n * P;
+    const int oh = (int)(r / (unsigned)g.OW), ow = (int)(r - (unsigned)oh * (unsigned)g.OW);
+    float d[CO];
+    DPTK_UNROLL
+    for (int co = 0; co < CO; co++) d[co] = dy[((size_t)n * CO + co) * P + r];
+    const float *X = x + ((size_t)n * g.Cin + ci) * g.H * g.W;
+    DPTK_UNROLL
+    for (int ki = 0; ki < 3; ki++) {
+        const int ih = oh - g.pt + ki;
+        if (ih < 0 || ih >= g.H) continue;
+        DPTK_UNROLL
+        for (int kj = 0; kj < 3; kj++) {
+            const int iw = ow - g.pl + kj;
+            if (iw < 0 || iw >= g.W) continue;
+            const float v = X[ih * g.W + iw];
+            DPTK_UNROLL
+            for (int co = 0; co < CO; co++) s[co * 9 + ki * 3 + kj] += (double)rmul(v, d[co]);
+        }
+    }
+}
+
+#ifndef DPTK_HOST_CHECK
+template <int CO>
+__global__ void k_sc_fwd(size_t total, dptk_sc_geo g, const float *x, const float *wt, const float *b, float *y) {
+    GRID_LOOP(i, total) t_sc_fwd<CO>(i, g, x, wt, b, y);
+}
+template <int CO>
+__global__ void k_sc_bwd_data(size_t total, dptk_sc_geo g, const float *dy, const float *wt, float *dx) {
+    GRID_LOOP(i, total) t_sc_bwd_data<CO>(i, g, dy, wt, dx);
+}
+// block (ci, piece): pixels [piece * RED_CHUNK, ...); part[((co * Cin + ci) * 9 + tap) * parts + piece]
+template <int CO>
+__global__ void k_sc_bwd_filter(double *part, dptk_sc_geo g, int parts, const float *x, const float *dy) {
+    __shared__ double sh[TPB];
+    const int ci = (int)(blockIdx.x / (unsigned)parts), piece = (int)(blockIdx.x % (unsigned)parts);
+    const unsigned M = (unsigned)g.N * (unsigned)(g.OH * g.OW), m0 = (unsigned)piece * (unsigned)RED_CHUNK;
+    const unsigned m1 = M - m0 < RED_CHUNK ? M : m0 + (unsigned)RED_CHUNK;
+    double s[CO * 9];
+#pragma unroll
+    for (int t = 0; t < CO * 9; t++) s[t] = 0.0;
+    for (unsigned m = m0 + threadIdx.x; m < m1; m += blockDim.x) t_sc_filter_terms<CO>(m, g, ci, x, dy, s);
+#pragma unroll
+    for (int t = 0; t < CO * 9; t++) {
+        const double v = block_sum(s[t], sh);
+        if (threadIdx.x == 0) part[(((size_t)(t / 9) * g.Cin + ci) * 9 + t % 9) * parts + piece] = v;
+    }
+}
+#endif
+
 } // namespace
 
 // RUN: train_launch.h
@@ -1361,5 +1485,88 @@ int dptk_drop_connect(void *stream, size_t n, size_t per, float keep, const uint
                       int accumulate) {
     RUN(n, e_drop_connect, per, keep, mask, x, y, accumulate);
 }
+
+int dptk_sc_ok(const dptk_sc_geo *g) {
+    return g->Cout >= 1 && g->Cout <= 4 && g->N >= 1 && g->Cin >= 1 && (size_t)g->H * g->W < 0x7fffffffu &&
+           (size_t)g->N * g->OH * g->OW < 0x7fffffffu;
+}
+#define SC_SWITCH(CALL)                                                                                        \
+    switch (g->Cout) {                                                                                         \
+    case 1: CALL(1); break;                                                                                    \
+    case 2: CALL(2); break;                                                                                    \
+    case 3: CALL(3); break;                                                                                    \
+    case 4: CALL(4); break;                                                                                    \
+    default: return (int)cudaErrorInvalidValue;                                                                \
+    }
+int dptk_sc_fwd(void *stream, const dptk_sc_geo *g, const float *x, const float *wt, const float *b, float *y) {
+    if (!dptk_sc_ok(g)) return (int)cudaErrorInvalidValue;
+    const size_t n = (size_t)g->N * g->OH * g->OW;
+    if (n == 0) return 0;
+#ifdef DPTK_HOST_CHECK
+    (void)stream;
+#define SC_FWD(CO) for (size_t i = 0; i < n; i++) t_sc_fwd<CO>(i, *g, x, wt, b, y)
+#else
+#define SC_FWD(CO) k_sc_fwd<CO><<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>(n, *g, x, wt, b, y)
+#endif
+    SC_SWITCH(SC_FWD)
+#undef SC_FWD
+#ifdef DPTK_HOST_CHECK
+    return 0;
+#else
+    return (int)cudaGetLastError();
+#endif
+}
+int dptk_sc_bwd_data(void *stream, const dptk_sc_geo *g, const float *dy, const float *wt, float *dx) {
+    if (!dptk_sc_ok(g)) return (int)cudaErrorInvalidValue;
+    const size_t n = (size_t)g->N * g->H * g->W;
+    if (n == 0) return 0;
+#ifdef DPTK_HOST_CHECK
+    (void)stream;
+#define SC_DATA(CO) for (size_t i = 0; i < n; i++) t_sc_bwd_data<CO>(i, *g, dy, wt, dx)
+#else
+#define SC_DATA(CO) k_sc_bwd_data<CO><<<blocks_for(n), TPB, 0, (cudaStream_t)stream>>>(n, *g, dy, wt, dx)
+#endif
+    SC_SWITCH(SC_DATA)
+#undef SC_DATA
+#ifdef DPTK_HOST_CHECK
+    return 0;
+#else
+    return (int)cudaGetLastError();
+#endif
+}
+int dptk_sc_bwd_filter_parts(const dptk_sc_geo *g) {
+    const size_t M = (size_t)g->N * g->OH * g->OW;
+    return (int)(M == 0 ? 1 : (M + RED_CHUNK - 1) / RED_CHUNK);
+}
+size_t dptk_sc_bwd_filter_bytes(const dptk_sc_geo *g) {
+    return (size_t)g->Cout * g->Cin * 9 * (size_t)dptk_sc_bwd_filter_parts(g) * sizeof(double);
+}
+int dptk_sc_bwd_filter(void *stream, const dptk_sc_geo *g, double *part, const float *x, const float *dy, float *dw) {
+    if (!dptk_sc_ok(g)) return (int)cudaErrorInvalidValue;
+    const int parts = dptk_sc_bwd_filter_parts(g);
+    const size_t M = (size_t)g->N * g->OH * g->OW, nb = (size_t)g->Cin * parts;
+    if (nb > 0x7fffffffu) return (int)cudaErrorInvalidConfiguration;
+#ifdef DPTK_HOST_CHECK
+    for (size_t blk = 0; blk < nb; blk++) { /* each block's pixels in order */
+        const int ci = (int)(blk / (size_t)parts), piece = (int)(blk % (size_t)parts);
+        const size_t m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
+        double s[4 * 9] = {0};
+#define SC_FILT(CO) for (size_t m = m0; m < m1; m++) t_sc_filter_terms<CO>((unsigned)m, *g, ci, x, dy, s)
+        SC_SWITCH(SC_FILT)
+#undef SC_FILT
+        for (int t = 0; t < g->Cout * 9; t++)
+            part[(((size_t)(t / 9) * g->Cin + ci) * 9 + t % 9) * parts + piece] = s[t];
+    }
+#else
+    const unsigned th = red_threads(M < RED_CHUNK ? M : RED_CHUNK);
+#define SC_FILT(CO) k_sc_bwd_filter<CO><<<(unsigned)nb, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy)
+    SC_SWITCH(SC_FILT)
+#undef SC_FILT
+    const int e = (int)cudaGetLastError();
+    if (e) return e;
+#endif
+    RUN((size_t)g->Cout * g->Cin * 9, c_fin_sum, part, parts, dw, 1, 1.0);
+}
+#undef SC_SWITCH
 
 } // extern "C"

@@ -166,6 +166,25 @@ int dptk_dw_bwd_filter_parts(const dptk_dw_geo *g);
 size_t dptk_dw_bwd_filter_bytes(const dptk_dw_geo *g);
 int dptk_dw_bwd_filter(void *stream, const dptk_dw_geo *g, double *part, const float *x, const float *dy, float *dw);
 
+/* ---------------------------------------------------------------- 3x3 convs with few output channels */
+/* A dense conv (groups 1) with 1..4 output channels, 3x3, stride 1, dilation 1 (the segmentation heads): x N x Cin x
+ * H x W, y / dy N x Cout x OH x OW, weights Cout x Cin x 3 x 3; top / left zero padding pt, pl (bottom / right
+ * implied by OH / OW). One thread per pixel for every output channel; float sums with each operation rounded on
+ * its own, the input channels in order; the filter gradient in double per block of pixels, blocks in order. */
+typedef struct dptk_sc_geo {
+    int N, Cin, Cout, H, W, OH, OW, pt, pl;
+} dptk_sc_geo;
+/* whether the launchers below take g (Cout 1..4, 32-bit pixel indices) */
+int dptk_sc_ok(const dptk_sc_geo *g);
+/* y = conv(x, wt) + b (b may be NULL) */
+int dptk_sc_fwd(void *stream, const dptk_sc_geo *g, const float *x, const float *wt, const float *b, float *y);
+/* dx += conv_transpose(dy, wt) */
+int dptk_sc_bwd_data(void *stream, const dptk_sc_geo *g, const float *dy, const float *wt, float *dx);
+/* dw += sum over pixels of x * dy: part holds dptk_sc_bwd_filter_bytes(g) of partial sums */
+int dptk_sc_bwd_filter_parts(const dptk_sc_geo *g);
+size_t dptk_sc_bwd_filter_bytes(const dptk_sc_geo *g);
+int dptk_sc_bwd_filter(void *stream, const dptk_sc_geo *g, double *part, const float *x, const float *dy, float *dw);
+
 /* ---------------------------------------------------------------- optimizer (train_loss.cu) */
 typedef struct dptk_seg {
     size_t offset, count, start; /* start: elements of the segments before this one */

@@ -51,6 +51,7 @@ struct dp_cu_tr_ctx {
     cublasHandle_t blas; /* pointwise convs as GEMMs (FP32 mode: pedantic math, no TF32) */
     int math;            /* DP_CU_TR_MATH_*: the convs' and GEMMs' math (dp_cu_tr_set_math) */
     int own_dw;          /* depthwise convs (forward, backward) by our kernels (dptk_dw_*); DISOPT_CUDA_TR_DW=cudnn: by cuDNN */
+    int own_sc;          /* 3x3 convs with 1..4 output channels by our kernels (dptk_sc_*); DISOPT_CUDA_TR_HEADS=cudnn: cuDNN */
 };
 
 #define CU_TRY(c, expr, what) DP_CU_TRY((c)->host, expr, what)
@@ -112,6 +113,8 @@ disopt_status dp_cu_tr_ctx_create(const dp_cuda_host *host, int device, dp_cu_tr
     c->device = device;
     const char *dwk = getenv("DISOPT_CUDA_TR_DW");
     c->own_dw = !(dwk && !strcmp(dwk, "cudnn")); /* ours by default: faster than cuDNN's in every math mode (§7.6) */
+    const char *hk = getenv("DISOPT_CUDA_TR_HEADS");
+    c->own_sc = !(hk && !strcmp(hk, "cudnn"));
     disopt_status s = DISOPT_OK;
     cudaError_t r = cudaSetDevice(device);
     if (r == cudaSuccess) r = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
@@ -435,6 +438,17 @@ static dptk_dw_geo dw_geo(const dp_conv_params *p, int n, int h, int w, const co
  * bench_train -profile, RESULTS.md). Row-major NCHW tensors are read as column-major matrices: image n of x
  * is X_n (Cin x HW) row-major = X_n^T (HW x Cin) column-major, lda HW; W (Cout x Cin) row-major = W^T
  * (Cin x Cout) column-major, lda Cin. On 1x1 maps (HW = 1) the batch is one GEMM dimension instead. */
+/* 3x3 convs with 1..4 output channels (the segmentation heads) run by our kernels (dptk_sc_*) */
+static int small_cout(const dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int h, int w, const conv_geo *g,
+                      dptk_sc_geo *sg) {
+    if (!c->own_sc || p->groups != 1 || p->cout < 1 || p->cout > 4 || p->kh != 3 || p->kw != 3 || p->sh != 1 ||
+        p->sw != 1 || p->dh != 1 || p->dw != 1)
+        return 0;
+    const dptk_sc_geo s = {n, p->cin, p->cout, h, w, g->oh, g->ow, p->pt, p->pl};
+    *sg = s;
+    return dptk_sc_ok(sg);
+}
+
 static int pointwise(const dp_conv_params *p) {
     return p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->groups == 1 && p->pt == 0 && p->pb == 0 &&
            p->pl == 0 && p->pr == 0;
@@ -541,6 +555,11 @@ disopt_status dp_cu_tr_conv_fwd(dp_cu_tr_ctx *c, const dp_conv_params *p, int n,
         K_TRY(c, dptk_dw_fwd(c->stream, &dg, x, wt, b, y), "depthwise forward");
         return DISOPT_OK;
     }
+    dptk_sc_geo sg;
+    if (small_cout(c, p, n, h, w, &g, &sg)) { /* the bias included */
+        K_TRY(c, dptk_sc_fwd(c->stream, &sg, x, wt, b, y), "conv forward (few output channels)");
+        return DISOPT_OK;
+    }
     int algo = 0;
     size_t aws = 0;
     TRY(choose(c, 0, p, n, h, w, &algo, &aws));
@@ -571,6 +590,11 @@ disopt_status dp_cu_tr_conv_bwd_data(dp_cu_tr_ctx *c, const dp_conv_params *p, i
         K_TRY(c, dptk_dw_bwd_data(c->stream, &dg, dy, wt, dx), "depthwise backward data");
         return DISOPT_OK;
     }
+    dptk_sc_geo sg;
+    if (small_cout(c, p, n, h, w, &g, &sg)) {
+        K_TRY(c, dptk_sc_bwd_data(c->stream, &sg, dy, wt, dx), "conv backward data (few output channels)");
+        return DISOPT_OK;
+    }
     int algo = 0;
     size_t aws = 0;
     TRY(choose(c, 1, p, n, h, w, &algo, &aws));
@@ -597,12 +621,16 @@ disopt_status dp_cu_tr_conv_bwd_filter(dp_cu_tr_ctx *c, const dp_conv_params *p,
     if (!x || !dy) return BAD(c, "conv backward filter: NULL tensor");
     conv_geo g;
     TRY(conv_setup(c, p, n, h, w, &g));
+    dptk_sc_geo sg;
     if (dw && pointwise(p)) {
         TRY(pw_bwd_filter(c, p, n, h * w, x, dy, dw));
     } else if (dw && c->own_dw && depthwise(p)) {
         const dptk_dw_geo dg = dw_geo(p, n, h, w, &g);
         TRY(need_scratch(c, dptk_dw_bwd_filter_bytes(&dg)));
         K_TRY(c, dptk_dw_bwd_filter(c->stream, &dg, c->scratch, x, dy, dw), "depthwise backward filter");
+    } else if (dw && small_cout(c, p, n, h, w, &g, &sg)) {
+        TRY(need_scratch(c, dptk_sc_bwd_filter_bytes(&sg)));
+        K_TRY(c, dptk_sc_bwd_filter(c->stream, &sg, c->scratch, x, dy, dw), "conv backward filter (few output channels)");
     } else if (dw) {
         int algo = 0;
         size_t aws = 0;

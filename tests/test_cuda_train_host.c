@@ -397,6 +397,48 @@ static void test_dw_bwd(void **st) {
     dw_case(1, 1, 1, 1, 3, 1, 1, 1, 1, 1, 1);      /* one pixel */
 }
 
+/* ---------------------------------------------------------------- 3x3 convs with few output channels */
+/* the segmentation heads' kernels (dptk_sc_*) against the CPU's conv (another summation order: within 1e-5 of
+ * max|y|; the filter gradient's double sums within 1e-6) */
+static void sc_case(int n, int cin, int cout, int h, int w, int pt, int pb, int pl, int pr, int bias) {
+    const dp_conv_params p = {cin, cout, 3, 3, 1, 1, 1, 1, 1, pt, pb, pl, pr};
+    const int oh = h + pt + pb - 2, ow = w + pl + pr - 2;
+    const size_t nx = (size_t)n * cin * h * w, ny = (size_t)n * cout * oh * ow, nw = (size_t)cout * cin * 9;
+    float *x = rnd(nx, -2, 2), *dy = rnd(ny, -1, 1), *wt = rnd(nw, -0.5f, 0.5f);
+    float *dx = rnd(nx, -1, 1), *DX = fdup(dx, nx), *dw = rnd(nw, -1, 1), *DW = fdup(dw, nw);
+    const size_t wse = dp_tr_conv_ws_elems(&p, h, w);
+    float *ws = zalloc((wse ? wse : 1) * sizeof(float));
+    float *b = bias ? rnd((size_t)cout, -1, 1) : NULL, *y = zalloc(ny * sizeof(float)), *Y = zalloc(ny * sizeof(float));
+    OK(dp_tr_conv_fwd_f32(&p, n, h, w, x, wt, b, y, ws, wse));
+    OK(dp_tr_conv_bwd_data_f32(&p, n, h, w, dy, wt, dx, ws, wse));
+    OK(dp_tr_conv_bwd_filter_f32(&p, n, h, w, x, dy, dw, NULL, ws, wse));
+    const dptk_sc_geo g = {n, cin, cout, h, w, oh, ow, pt, pl};
+    assert_true(dptk_sc_ok(&g));
+    double *part = zalloc(dptk_sc_bwd_filter_bytes(&g));
+    K0(dptk_sc_fwd(NULL, &g, x, wt, b, Y));
+    K0(dptk_sc_bwd_data(NULL, &g, dy, wt, DX));
+    K0(dptk_sc_bwd_filter(NULL, &g, part, x, dy, DW));
+    char what[112];
+    snprintf(what, sizeof what, "3x3 conv n%d %d->%d %dx%d pad %d%d%d%d%s: forward", n, cin, cout, h, w, pt, pb, pl, pr,
+             bias ? " + bias" : "");
+    check(what, Y, y, ny, 1e-5);
+    snprintf(what, sizeof what, "3x3 conv n%d %d->%d %dx%d: data gradient", n, cin, cout, h, w);
+    check(what, DX, dx, nx, 1e-5);
+    snprintf(what, sizeof what, "3x3 conv n%d %d->%d %dx%d: filter gradient (%d partial sums)", n, cin, cout, h, w,
+             dptk_sc_bwd_filter_parts(&g));
+    check(what, DW, dw, nw, 1e-6);
+    release();
+}
+
+static void test_small_cout(void **st) {
+    (void)st;
+    sc_case(2, 24, 2, 17, 13, 1, 1, 1, 1, 1); /* a head: 2 classes, pad 1, bias */
+    sc_case(1, 7, 1, 9, 11, 1, 1, 1, 1, 0);   /* 1 output channel, no bias */
+    sc_case(2, 5, 3, 12, 10, 0, 0, 0, 0, 1);  /* 3 outputs, unpadded */
+    sc_case(1, 4, 4, 8, 9, 2, 0, 1, 1, 1);    /* 4 outputs, asymmetric pad */
+    sc_case(1, 3, 2, 150, 120, 1, 1, 1, 1, 1); /* several filter blocks (N*OH*OW > 16384) */
+}
+
 /* ---------------------------------------------------------------- masks, dropout, drop-connect */
 static void test_masks(void **st) {
     (void)st;
@@ -565,7 +607,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bn),     cmocka_unit_test(test_eltwise), cmocka_unit_test(test_concat_crop),
         cmocka_unit_test(test_upsample), cmocka_unit_test(test_masks), cmocka_unit_test(test_losses),
-        cmocka_unit_test(test_optim),   cmocka_unit_test(test_dw_bwd),   cmocka_unit_test(test_bn_act),
+        cmocka_unit_test(test_optim),   cmocka_unit_test(test_dw_bwd), cmocka_unit_test(test_small_cout),   cmocka_unit_test(test_bn_act),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,9 +47,10 @@ for r in $(seq 1 ${BT_ROUNDS:-2}); do for v in ${BT_VARIANTS:-fp32:cudnn:unfused
   # the third field: flags joined by +: unfused (BN + act as two ops), town / teng (the teacher's forward in the
   # trainer / in the inference engine; default: the engine with tf32 / bf16), res (the batch put on the device
   # before each timed step: dp_trainer_set_batch, bench_train -resident), tser (the engine's teacher not beside
-  # the student's forward), noinpl (cfg.cuda_fuse_no_inplace; inpl, the default since session 12, is accepted)
+  # the student's forward), noinpl (cfg.cuda_fuse_no_inplace; inpl, the default since session 12, is accepted),
+  # cheads (the few-output-channel 3x3 convs by cuDNN: DISOPT_CUDA_TR_HEADS=cudnn)
   IFS=: read -r m d u <<< "$v"; E="DISOPT_CUDA_TR_DW=$d"; U=""
-  for fl in ${u//+/ }; do case $fl in unfused) U="$U -unfused";; town) U="$U -teacher own";; teng) U="$U -teacher engine";; res) U="$U -resident";; tser) U="$U -teacher-serial";; noinpl) U="$U -no-inplace";; inpl) ;; esac; done
+  for fl in ${u//+/ }; do case $fl in unfused) U="$U -unfused";; town) U="$U -teacher own";; teng) U="$U -teacher engine";; res) U="$U -resident";; tser) U="$U -teacher-serial";; noinpl) U="$U -no-inplace";; inpl) ;; cheads) E="$E DISOPT_CUDA_TR_HEADS=cudnn";; esac; done
   env $E timeout 100 $B/bin/bench_train -model student-b3 -batch 8 -size 512 -steps 10 -warmup 3 -device cuda \
     -math $m $U > $L/bt_${m}_${d}${u:+_$u}_$r.log 2>&1
   echo "round $r $v: $(grep -oE "ms_step_median=[0-9.]+ ms_step_min=[0-9.]+ planned_gib=[0-9.]+( \(set_batch median [0-9.]+)?" $L/bt_${m}_${d}${u:+_$u}_$r.log)"
