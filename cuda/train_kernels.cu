@@ -1010,6 +1010,190 @@ bool dw_fast(void *stream, const dptk_dw_geo *g, const float *a, const float *wt
 }
 #undef DW_FAST_CASE
 
+// Stride 1, dilation D (1 or 2, compiled in), DW_R outputs of a row per thread: each input row segment the DW_R
+// outputs need is read once (DW_R + (K - 1) D values) instead of K values per output, the index arithmetic and
+// bounds tests once per segment. Each output's operations and their order are t_dw_fwd's / t_dw_bwd_data's; a
+// tap outside the input adds rmul(w, 0) = +-0 instead of being skipped, which leaves a sum unchanged (the sums
+// start at +0 or at a gradient's value, and x + (+-0) = x, +0 + (-0) = +0), so the same bits.
+constexpr int DW_R = 4;
+template <int K, int D>
+__host__ __device__ inline void t_dw_fwd_s1(int p, int oh, int ow0, const dptk_dw_geo &g, const float *x,
+                                            const float *wt, const float *b, float *y) {
+    constexpr int L = DW_R + (K - 1) * D;
+    const int c = p % g.C;
+    const float *X = x + (size_t)p * g.H * g.W, *wk = wt + c * (K * K);
+    const int base = ow0 - g.pl; // seg[s] = X[ih][base + s]
+    float acc[DW_R];
+    DPTK_UNROLL
+    for (int r = 0; r < DW_R; r++) acc[r] = 0.0f;
+    DPTK_UNROLL
+    for (int ki = 0; ki < K; ki++) {
+        const int ih = oh - g.pt + ki * D;
+        if (ih < 0 || ih >= g.H) continue;
+        float seg[L];
+        DPTK_UNROLL
+        for (int s = 0; s < L; s++) {
+            const int iw = base + s;
+            seg[s] = iw >= 0 && iw < g.W ? X[ih * g.W + iw] : 0.0f;
+        }
+        DPTK_UNROLL
+        for (int r = 0; r < DW_R; r++)
+            DPTK_UNROLL
+            for (int kj = 0; kj < K; kj++) acc[r] = radd(acc[r], rmul(wk[ki * K + kj], seg[r + kj * D]));
+    }
+    float *o = y + (size_t)p * g.OH * g.OW + (size_t)oh * g.OW;
+    DPTK_UNROLL
+    for (int r = 0; r < DW_R; r++)
+        if (ow0 + r < g.OW) o[ow0 + r] = b ? radd(acc[r], b[c]) : acc[r];
+}
+template <int K, int D>
+__host__ __device__ inline void t_dw_bwd_data_s1(int p, int ih, int iw0, const dptk_dw_geo &g, const float *dy,
+                                                 const float *wt, float *dx) {
+    constexpr int L = DW_R + (K - 1) * D;
+    const int c = p % g.C;
+    const float *dY = dy + (size_t)p * g.OH * g.OW, *wk = wt + c * (K * K);
+    float *o = dx + (size_t)p * g.H * g.W + (size_t)ih * g.W;
+    const int top = ih + g.pt, base = iw0 + g.pl - (K - 1) * D; // seg[s] = dY[oh][base + s]
+    float acc[DW_R];
+    DPTK_UNROLL
+    for (int r = 0; r < DW_R; r++) acc[r] = iw0 + r < g.W ? o[iw0 + r] : 0.0f;
+    DPTK_UNROLL
+    for (int ki = K - 1; ki >= 0; ki--) {
+        const int oh = top - ki * D;
+        if (oh < 0 || oh >= g.OH) continue;
+        float seg[L];
+        DPTK_UNROLL
+        for (int s = 0; s < L; s++) {
+            const int ow = base + s;
+            seg[s] = ow >= 0 && ow < g.OW ? dY[oh * g.OW + ow] : 0.0f;
+        }
+        DPTK_UNROLL
+        for (int r = 0; r < DW_R; r++)
+            DPTK_UNROLL
+            for (int kj = 0; kj < K; kj++) acc[r] = radd(acc[r], rmul(wk[ki * K + kj], seg[r + (K - 1 - kj) * D]));
+    }
+    DPTK_UNROLL
+    for (int r = 0; r < DW_R; r++)
+        if (iw0 + r < g.W) o[iw0 + r] = acc[r];
+}
+#ifndef DPTK_HOST_CHECK
+// F 0: forward (rows of y), 1: data gradient (rows of dx); j = (row, group of DW_R) within plane blockIdx.y...
+template <int F, int K, int D>
+__global__ void k_dw_s1(dptk_dw_geo g, int planes, const float *a, const float *wt, const float *b, float *out) {
+    const int rows = F == 0 ? g.OH : g.H, cols = F == 0 ? g.OW : g.W, q = (cols + DW_R - 1) / DW_R;
+    const int j = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (j >= rows * q) return;
+    const int row = j / q, c0 = (j - row * q) * DW_R;
+    for (int p = (int)blockIdx.y; p < planes; p += (int)gridDim.y) {
+        if (F == 0) t_dw_fwd_s1<K, D>(p, row, c0, g, a, wt, b, out);
+        else t_dw_bwd_data_s1<K, D>(p, row, c0, g, a, wt, out);
+    }
+}
+#endif
+// the row-tiled path for g (stride 1, dilation 1 or 2, 3x3 / 5x5): true when it ran
+template <int F>
+bool dw_s1(void *stream, const dptk_dw_geo *g, const float *a, const float *wt, const float *b, float *out) {
+    const int code = dw_fast_code(g);
+    if (code != 31 && code != 51) return false;
+    if (g->dh != 1 && g->dh != 2) return false;
+    const int planes = g->N * g->C, rows = F == 0 ? g->OH : g->H, cols = F == 0 ? g->OW : g->W;
+    const int q = (cols + DW_R - 1) / DW_R;
+    if ((size_t)rows * q >= 0x7fffffffu) return false;
+    const int sel = code * 10 + g->dh; // 311, 312, 511, 512
+#ifdef DPTK_HOST_CHECK
+    (void)stream;
+    for (int p = 0; p < planes; p++)
+        for (int row = 0; row < rows; row++)
+            for (int c0 = 0; c0 < cols; c0 += DW_R) {
+                switch (sel) {
+#define DW_S1_HOST(KK, DD)                                                                                     \
+    case KK * 100 + 10 + DD:                                                                                   \
+        if (F == 0) t_dw_fwd_s1<KK, DD>(p, row, c0, *g, a, wt, b, out);                                        \
+        else t_dw_bwd_data_s1<KK, DD>(p, row, c0, *g, a, wt, out);                                              \
+        break;
+                    DW_S1_HOST(3, 1)
+                    DW_S1_HOST(3, 2)
+                    DW_S1_HOST(5, 1)
+                    DW_S1_HOST(5, 2)
+#undef DW_S1_HOST
+                default: break;
+                }
+            }
+    return true;
+#else
+    const dim3 grid((unsigned)(((size_t)rows * q + TPB - 1) / TPB), (unsigned)(planes < 65535 ? planes : 65535));
+    cudaStream_t st = (cudaStream_t)stream;
+    switch (sel) {
+    case 311: k_dw_s1<F, 3, 1><<<grid, TPB, 0, st>>>(*g, planes, a, wt, b, out); break;
+    case 312: k_dw_s1<F, 3, 2><<<grid, TPB, 0, st>>>(*g, planes, a, wt, b, out); break;
+    case 511: k_dw_s1<F, 5, 1><<<grid, TPB, 0, st>>>(*g, planes, a, wt, b, out); break;
+    case 512: k_dw_s1<F, 5, 2><<<grid, TPB, 0, st>>>(*g, planes, a, wt, b, out); break;
+    default: return false;
+    }
+    return true;
+#endif
+}
+
+#ifndef DPTK_HOST_CHECK
+// The filter gradient at stride 1 (dilation D = 1 or 2): block (ch, piece) over groups of DW_R pixels of a row
+// (group gi = (n, oh, q): pixels ow = q DW_R + r), DW_GCHUNK groups per piece; a thread converts each x value of its
+// row segments and each dy value to double once and adds the exact double products x * dy (DFMA), instead of one
+// float product, one conversion and one double add per tap and pixel. Deterministic (fixed blocks, fixed per-thread
+// order, block_sum, the pieces added in order); the products are exact where k_dw_bwd_filter_t rounds them to float.
+constexpr int DW_GCHUNK = 4096;
+template <int K, int D>
+__global__ void k_dw_bwd_filter_s1(double *part, dptk_dw_geo g, int parts, const float *x, const float *dy) {
+    __shared__ double sh[TPB];
+    constexpr int L = DW_R + (K - 1) * D;
+    const int ch = (int)(blockIdx.x / (unsigned)parts), piece = (int)(blockIdx.x % (unsigned)parts);
+    const unsigned Q = (unsigned)(g.OW + DW_R - 1) / DW_R, G = (unsigned)g.N * (unsigned)g.OH * Q;
+    const unsigned g0 = (unsigned)piece * DW_GCHUNK, g1 = G - g0 < DW_GCHUNK ? G : g0 + DW_GCHUNK;
+    double s[K * K];
+#pragma unroll
+    for (int t = 0; t < K * K; t++) s[t] = 0.0;
+    for (unsigned gi = g0 + threadIdx.x; gi < g1; gi += blockDim.x) {
+        const unsigned r2 = gi / Q, n = r2 / (unsigned)g.OH;
+        const int ow0 = (int)(gi - r2 * Q) * DW_R, oh = (int)(r2 - n * (unsigned)g.OH);
+        const size_t nc = (size_t)n * g.C + (size_t)ch;
+        const float *dr = dy + (nc * g.OH + oh) * g.OW;
+        const float *X = x + nc * (size_t)g.H * g.W;
+        double dv[DW_R];
+#pragma unroll
+        for (int r = 0; r < DW_R; r++) dv[r] = ow0 + r < g.OW ? (double)dr[ow0 + r] : 0.0;
+        const int base = ow0 - g.pl;
+#pragma unroll
+        for (int ki = 0; ki < K; ki++) {
+            const int ih = oh - g.pt + ki * D;
+            if (ih < 0 || ih >= g.H) continue;
+            double seg[L];
+#pragma unroll
+            for (int q = 0; q < L; q++) {
+                const int iw = base + q;
+                seg[q] = iw >= 0 && iw < g.W ? (double)X[ih * g.W + iw] : 0.0;
+            }
+#pragma unroll
+            for (int r = 0; r < DW_R; r++)
+#pragma unroll
+                for (int kj = 0; kj < K; kj++) s[ki * K + kj] = fma(seg[r + kj * D], dv[r], s[ki * K + kj]);
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < K * K; t++) {
+        const double v = block_sum(s[t], sh);
+        if (threadIdx.x == 0) part[((size_t)ch * (K * K) + t) * parts + piece] = v;
+    }
+}
+#endif
+#ifndef DPTK_HOST_CHECK
+// whether the filter gradient of g takes k_dw_bwd_filter_s1 (the device build; the host twins keep the generic
+// per-tap sums)
+inline bool dw_filter_s1(const dptk_dw_geo *g) {
+    const int code = dw_fast_code(g);
+    return (code == 31 || code == 51) && (g->dh == 1 || g->dh == 2) &&
+           (size_t)g->N * g->OH * ((g->OW + DW_R - 1) / DW_R) < 0x7fffffffu;
+}
+#endif
+
 // ------------------------------------------------------------------ 3x3 convs with few output channels
 // The segmentation heads (256 -> 2 classes, 3x3, stride 1): cuDNN's implicit GEMMs spend ~0.5 ms forward and
 // ~0.8 ms backward on each at 128 x 128 x 8 for ~0.05 ms of memory traffic (one output channel per GEMM column,
@@ -1180,7 +1364,7 @@ int dptk_chan_reduce(void *stream, int kind, double *part, int N, int C, size_t 
 
 int dptk_dw_fwd(void *stream, const dptk_dw_geo *g, const float *x, const float *wt, const float *b, float *y) {
     if ((size_t)g->N * g->C * g->OH * g->OW == 0) return 0;
-    if (dw_fast<0>(stream, g, x, wt, b, y)) {
+    if (dw_s1<0>(stream, g, x, wt, b, y) || dw_fast<0>(stream, g, x, wt, b, y)) {
 #ifdef DPTK_HOST_CHECK
         return 0;
 #else
@@ -1191,7 +1375,7 @@ int dptk_dw_fwd(void *stream, const dptk_dw_geo *g, const float *x, const float 
 }
 int dptk_dw_bwd_data(void *stream, const dptk_dw_geo *g, const float *dy, const float *wt, float *dx) {
     if ((size_t)g->N * g->C * g->H * g->W == 0) return 0;
-    if (dw_fast<1>(stream, g, dy, wt, NULL, dx)) {
+    if (dw_s1<1>(stream, g, dy, wt, NULL, dx) || dw_fast<1>(stream, g, dy, wt, NULL, dx)) {
 #ifdef DPTK_HOST_CHECK
         return 0;
 #else
@@ -1201,6 +1385,12 @@ int dptk_dw_bwd_data(void *stream, const dptk_dw_geo *g, const float *dy, const 
     RUN((size_t)g->N * g->C * g->H * g->W, c_dw_bwd_data, *g, dy, wt, dx);
 }
 int dptk_dw_bwd_filter_parts(const dptk_dw_geo *g) {
+#ifndef DPTK_HOST_CHECK
+    if (dw_filter_s1(g)) {
+        const size_t G = (size_t)g->N * g->OH * ((g->OW + DW_R - 1) / DW_R);
+        return (int)((G + DW_GCHUNK - 1) / DW_GCHUNK);
+    }
+#endif
     const size_t M = (size_t)g->N * g->OH * g->OW;
     return (int)(M == 0 ? 1 : (M + RED_CHUNK - 1) / RED_CHUNK);
 }
@@ -1225,7 +1415,14 @@ int dptk_dw_bwd_filter(void *stream, const dptk_dw_geo *g, double *part, const f
     const unsigned th = red_threads(M < RED_CHUNK ? M : RED_CHUNK);
     const size_t nbc = (size_t)g->C * parts; /* all taps of a channel per block, for the 3x3 and 5x5 kernels */
     cudaStream_t st = (cudaStream_t)stream;
-    switch (dw_fast_code(g)) {
+    const int s1 = dw_filter_s1(g) ? dw_fast_code(g) * 10 + g->dh : 0;
+    const size_t G = (size_t)g->N * g->OH * ((g->OW + DW_R - 1) / DW_R);
+    const unsigned ths = red_threads(G < (size_t)DW_GCHUNK ? G : (size_t)DW_GCHUNK);
+    switch (s1 ? s1 : dw_fast_code(g)) {
+    case 311: k_dw_bwd_filter_s1<3, 1><<<(unsigned)nbc, ths, 0, st>>>(part, *g, parts, x, dy); break;
+    case 312: k_dw_bwd_filter_s1<3, 2><<<(unsigned)nbc, ths, 0, st>>>(part, *g, parts, x, dy); break;
+    case 511: k_dw_bwd_filter_s1<5, 1><<<(unsigned)nbc, ths, 0, st>>>(part, *g, parts, x, dy); break;
+    case 512: k_dw_bwd_filter_s1<5, 2><<<(unsigned)nbc, ths, 0, st>>>(part, *g, parts, x, dy); break;
     case 31: k_dw_bwd_filter_t<3, 3, 1><<<(unsigned)nbc, th, 0, st>>>(part, *g, parts, x, dy); break;
     case 32: k_dw_bwd_filter_t<3, 3, 2><<<(unsigned)nbc, th, 0, st>>>(part, *g, parts, x, dy); break;
     case 51: k_dw_bwd_filter_t<5, 5, 1><<<(unsigned)nbc, th, 0, st>>>(part, *g, parts, x, dy); break;

@@ -195,6 +195,10 @@ static void test_conv(void **st) {
     conv_case(1, 8, 3, 20, 24, 3, 2, 2, 1, 1, 2, 2, 1, 1);        /* stride 2, dilation 2, odd asymmetric pad */
     conv_case(2, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1);         /* SE reduce on 1x1 maps */
     conv_case(2, 96, 96, 12, 12, 3, 1, 2, 96, 2, 2, 2, 2, 0);     /* dilated depthwise (stage 5) */
+    conv_case(2, 16, 16, 20, 18, 5, 1, 2, 16, 4, 4, 4, 4, 0);     /* 5x5 dilated depthwise (stage 6) */
+    conv_case(1, 8, 8, 23, 21, 5, 1, 1, 8, 2, 2, 2, 2, 1);        /* 5x5 depthwise, odd width, bias */
+    conv_case(2, 4, 4, 96, 90, 3, 1, 1, 4, 1, 1, 1, 1, 0);        /* several filter-gradient pieces per channel */
+    conv_case(2, 40, 3, 21, 19, 3, 1, 1, 1, 1, 1, 1, 1, 1);       /* 3 output channels (own kernels), bias */
 }
 
 /* The TF32 and BF16 math modes (dp_cu_tr_set_math) against the CPU's float32: the same cases with the bound of
