@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "train_kernels.h"
 
@@ -364,6 +365,18 @@ __host__ __device__ inline void e_scse_bwd_dsg(size_t t, int C, size_t HW, const
 __host__ __device__ inline void e_add(size_t i, const float *a, const float *b, float *y) { y[i] = radd(a[i], b[i]); }
 
 __host__ __device__ inline void e_acc(size_t i, const float *dy, float *dx) { dx[i] = radd(dx[i], dy[i]); }
+// float -> bfloat16, round to nearest even (NaN kept a quiet NaN): __float2bfloat16_rn's result, as bits
+__host__ __device__ inline void e_to_bf16(size_t i, const float *x, uint16_t *y) {
+    const float f = x[i];
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        y[i] = (uint16_t)((u >> 16) | 0x40u);
+        return;
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    y[i] = (uint16_t)(u >> 16);
+}
 // dx[i] += part[0][i], then part[1][i], ... (parts `stride` floats apart), each add rounded on its own
 __host__ __device__ inline void e_acc_parts(size_t i, const float *part, size_t stride, int count, float *dx) {
     float acc = dx[i];
@@ -719,6 +732,7 @@ K(e_scse_bwd_dx, (int C, size_t HW, const float *cg, const float *sg, const floa
 K(e_scse_bwd_dsg, (int C, size_t HW, const float *x, const float *dy, float *dsg), (C, HW, x, dy, dsg))
 K(e_add, (const float *a, const float *b, float *y), (a, b, y))
 K(e_acc, (const float *dy, float *dx), (dy, dx))
+K(e_to_bf16, (const float *x, uint16_t *y), (x, y))
 K(e_acc_parts, (const float *part, size_t stride, int count, float *dx), (part, stride, count, dx))
 K(e_concat_part, (int Cx, int Cy, int c0, size_t HW, const float *x, float *y), (Cx, Cy, c0, HW, x, y))
 K(e_split_part, (int Cx, int Cy, int c0, size_t HW, const float *dy, float *dx), (Cx, Cy, c0, HW, dy, dx))
@@ -1646,6 +1660,7 @@ int dptk_scse_bwd_dsg(void *stream, int N, int C, size_t HW, const float *x, con
 int dptk_add(void *stream, size_t n, const float *a, const float *b, float *y) { RUN(n, e_add, a, b, y); }
 
 int dptk_acc(void *stream, size_t n, const float *dy, float *dx) { RUN(n, e_acc, dy, dx); }
+int dptk_to_bf16(void *stream, size_t n, const float *x, uint16_t *y) { RUN(n, e_to_bf16, x, y); }
 int dptk_acc_parts(void *stream, size_t n, const float *part, int count, float *dx) {
     RUN(n, e_acc_parts, part, n, count, dx);
 }

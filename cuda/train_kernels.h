@@ -101,6 +101,8 @@ int dptk_acc(void *stream, size_t n, const float *dy, float *dx);
 /* dx[i] += part[0][i] + part[1][i] + ... + part[count - 1][i] (parts n floats apart), added in that order, each
  * add rounded on its own */
 int dptk_acc_parts(void *stream, size_t n, const float *part, int count, float *dx);
+/* y[i] = x[i] as bfloat16 bits, rounded to nearest even (__float2bfloat16_rn) */
+int dptk_to_bf16(void *stream, size_t n, const float *x, uint16_t *y);
 /* concat: y[n, c0 + c] = x[n, c] (x: N x Cx x HW, y: N x Cy x HW); split: dx[n, c] += dy[n, c0 + c] */
 int dptk_concat_part(void *stream, int N, int Cx, int Cy, int c0, size_t HW, const float *x, float *y);
 int dptk_split_part(void *stream, int N, int Cx, int Cy, int c0, size_t HW, const float *dy, float *dx);

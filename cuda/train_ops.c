@@ -455,39 +455,65 @@ static int pointwise(const dp_conv_params *p) {
 }
 
 /* C = alpha op(A) op(B) + beta C in the context's math: FP32 and TF32 modes through cublasSgemm (the handle's
- * math mode: pedantic FP32, or TF32 tensor ops); BF16 mode through cublasGemmEx with FP32 matrices and
- * CUBLAS_COMPUTE_32F_FAST_16BF (operands rounded to BF16 inside cuBLAS, FP32 accumulation and output). */
+ * math mode: pedantic FP32, or TF32 tensor ops) on float A and B; BF16 mode through cublasGemmEx on bfloat16 A and
+ * B (pw_operands' copies) with FP32 accumulation and a float C (CUBLAS_COMPUTE_32F). */
 static cublasStatus_t gemm(dp_cu_tr_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                           const float *alpha, const float *a, int lda, const float *b, int ldb, const float *beta,
+                           const float *alpha, const void *a, int lda, const void *b, int ldb, const float *beta,
                            float *cm, int ldc) {
     if (c->math != DP_CU_TR_MATH_BF16)
-        return cublasSgemm(c->blas, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cm, ldc);
-    return cublasGemmEx(c->blas, ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb, beta, cm, CUDA_R_32F,
-                        ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);
+        return cublasSgemm(c->blas, ta, tb, m, n, k, alpha, (const float *)a, lda, (const float *)b, ldb, beta, cm,
+                           ldc);
+    return cublasGemmEx(c->blas, ta, tb, m, n, k, alpha, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, beta, cm,
+                        CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 }
 static cublasStatus_t gemm_sb(dp_cu_tr_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                              const float *alpha, const float *a, int lda, long long sa, const float *b, int ldb,
+                              const float *alpha, const void *a, int lda, long long sa, const void *b, int ldb,
                               long long sb, const float *beta, float *cm, int ldc, long long sc, int count) {
     if (c->math != DP_CU_TR_MATH_BF16)
-        return cublasSgemmStridedBatched(c->blas, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, cm, ldc, sc,
-                                         count);
-    return cublasGemmStridedBatchedEx(c->blas, ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, sa, b, CUDA_R_32F, ldb, sb,
-                                      beta, cm, CUDA_R_32F, ldc, sc, count, CUBLAS_COMPUTE_32F_FAST_16BF,
+        return cublasSgemmStridedBatched(c->blas, ta, tb, m, n, k, alpha, (const float *)a, lda, sa,
+                                         (const float *)b, ldb, sb, beta, cm, ldc, sc, count);
+    return cublasGemmStridedBatchedEx(c->blas, ta, tb, m, n, k, alpha, a, CUDA_R_16BF, lda, sa, b, CUDA_R_16BF, ldb,
+                                      sb, beta, cm, CUDA_R_32F, ldc, sc, count, CUBLAS_COMPUTE_32F,
                                       CUBLAS_GEMM_DEFAULT);
+}
+
+/* The two operands of a pointwise conv's GEMM as the context's math wants them: the float tensors themselves
+ * (FP32, TF32), or (BF16) bfloat16 copies of all na / nb elements made in the workspace (rounded to nearest even);
+ * *extra (may be NULL): extra_bytes more of the workspace after them. at(): element e of such an operand. */
+static disopt_status pw_operands(dp_cu_tr_ctx *c, const float *a, size_t na, const float *b, size_t nb,
+                                 size_t extra_bytes, const void **oa, const void **ob, void **extra) {
+    const int bf = c->math == DP_CU_TR_MATH_BF16;
+    const size_t pb = bf ? ALIGN256(na * 2) : 0, pe = bf ? pb + ALIGN256(nb * 2) : 0;
+    TRY(need_ws(c, pe + extra_bytes));
+    *oa = a;
+    *ob = b;
+    if (bf) {
+        uint16_t *ha = (uint16_t *)c->ws, *hb = (uint16_t *)(void *)((char *)c->ws + pb);
+        K_TRY(c, dptk_to_bf16(c->stream, na, a, ha), "pointwise conv: bfloat16 operand");
+        K_TRY(c, dptk_to_bf16(c->stream, nb, b, hb), "pointwise conv: bfloat16 operand");
+        *oa = ha;
+        *ob = hb;
+    }
+    if (extra) *extra = (char *)c->ws + pe;
+    return DISOPT_OK;
+}
+static const void *at(const dp_cu_tr_ctx *c, const void *p, size_t e) {
+    return (const char *)p + e * (c->math == DP_CU_TR_MATH_BF16 ? 2 : 4);
 }
 
 /* y = conv(x) (no bias) */
 static disopt_status pw_fwd(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int hw, const float *x, const float *wt,
                             float *y) {
     const float one = 1.0f, zero = 0.0f;
+    const void *X, *Wt;
+    TRY(pw_operands(c, x, (size_t)n * p->cin * hw, wt, (size_t)p->cout * p->cin, 0, &X, &Wt, NULL));
     if (hw == 1) /* Y^T (Cout x N) = W (Cout x Cin) X^T (Cin x N) */
-        BLAS_TRY(c, gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, p->cout, n, p->cin, &one, wt, p->cin, x, p->cin,
-                                &zero, y, p->cout),
+        BLAS_TRY(c, gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, p->cout, n, p->cin, &one, Wt, p->cin, X, p->cin, &zero, y,
+                         p->cout),
                  "pointwise conv");
     else /* per image: Y_n^T (HW x Cout) = X_n^T (HW x Cin) W^T (Cin x Cout) */
-        BLAS_TRY(c, gemm_sb(c, CUBLAS_OP_N, CUBLAS_OP_N, hw, p->cout, p->cin, &one, x, hw,
-                                              (long long)p->cin * hw, wt, p->cin, 0, &zero, y, hw,
-                                              (long long)p->cout * hw, n),
+        BLAS_TRY(c, gemm_sb(c, CUBLAS_OP_N, CUBLAS_OP_N, hw, p->cout, p->cin, &one, X, hw, (long long)p->cin * hw, Wt,
+                            p->cin, 0, &zero, y, hw, (long long)p->cout * hw, n),
                  "pointwise conv");
     return DISOPT_OK;
 }
@@ -496,14 +522,15 @@ static disopt_status pw_fwd(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int
 static disopt_status pw_bwd_data(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int hw, const float *dy,
                                  const float *wt, float *dx) {
     const float one = 1.0f;
+    const void *DY, *Wt;
+    TRY(pw_operands(c, dy, (size_t)n * p->cout * hw, wt, (size_t)p->cout * p->cin, 0, &DY, &Wt, NULL));
     if (hw == 1) /* dX^T (Cin x N) += W^T (Cin x Cout) dY^T (Cout x N) */
-        BLAS_TRY(c, gemm(c, CUBLAS_OP_N, CUBLAS_OP_N, p->cin, n, p->cout, &one, wt, p->cin, dy, p->cout,
-                                &one, dx, p->cin),
+        BLAS_TRY(c, gemm(c, CUBLAS_OP_N, CUBLAS_OP_N, p->cin, n, p->cout, &one, Wt, p->cin, DY, p->cout, &one, dx,
+                         p->cin),
                  "pointwise conv data gradient");
     else /* per image: dX_n^T (HW x Cin) += dY_n^T (HW x Cout) W (Cout x Cin) */
-        BLAS_TRY(c, gemm_sb(c, CUBLAS_OP_N, CUBLAS_OP_T, hw, p->cin, p->cout, &one, dy, hw,
-                                              (long long)p->cout * hw, wt, p->cin, 0, &one, dx, hw,
-                                              (long long)p->cin * hw, n),
+        BLAS_TRY(c, gemm_sb(c, CUBLAS_OP_N, CUBLAS_OP_T, hw, p->cin, p->cout, &one, DY, hw, (long long)p->cout * hw, Wt,
+                            p->cin, 0, &one, dx, hw, (long long)p->cin * hw, n),
                  "pointwise conv data gradient");
     return DISOPT_OK;
 }
@@ -513,27 +540,30 @@ static disopt_status pw_bwd_data(dp_cu_tr_ctx *c, const dp_conv_params *p, int n
 static disopt_status pw_bwd_filter(dp_cu_tr_ctx *c, const dp_conv_params *p, int n, int hw, const float *x,
                                    const float *dy, float *dw) {
     const float one = 1.0f;
+    const size_t per = (size_t)p->cin * p->cout;
+    const int batched = hw > 1 && n > 1 && (size_t)n * per * sizeof(float) <= PW_PARTS_MAX_BYTES;
+    const void *X, *DY;
+    void *extra = NULL;
+    TRY(pw_operands(c, x, (size_t)n * p->cin * hw, dy, (size_t)n * p->cout * hw,
+                    batched ? (size_t)n * per * sizeof(float) : 0, &X, &DY, &extra));
     if (hw == 1) /* dW^T (Cin x Cout) += X^T (Cin x N) dY (N x Cout) */
-        BLAS_TRY(c, gemm(c, CUBLAS_OP_N, CUBLAS_OP_T, p->cin, p->cout, n, &one, x, p->cin, dy, p->cout,
-                                &one, dw, p->cin),
+        BLAS_TRY(c, gemm(c, CUBLAS_OP_N, CUBLAS_OP_T, p->cin, p->cout, n, &one, X, p->cin, DY, p->cout, &one, dw,
+                         p->cin),
                  "pointwise conv filter gradient");
-    else if (n > 1 && (size_t)n * p->cin * p->cout * sizeof(float) <= PW_PARTS_MAX_BYTES) {
+    else if (batched) {
         /* one strided-batched GEMM for every image's dW_n^T (Cin x Cout) = X_n dY_n^T into the workspace (the
          * images' GEMMs run side by side: each alone is a small output with a long reduction), then added to dw
          * image by image in order (deterministic) */
-        const size_t per = (size_t)p->cin * p->cout;
         const float zero = 0.0f;
-        TRY(need_ws(c, (size_t)n * per * sizeof(float)));
-        float *part = c->ws;
-        BLAS_TRY(c, gemm_sb(c, CUBLAS_OP_T, CUBLAS_OP_N, p->cin, p->cout, hw, &one, x, hw, (long long)p->cin * hw, dy,
+        float *part = extra;
+        BLAS_TRY(c, gemm_sb(c, CUBLAS_OP_T, CUBLAS_OP_N, p->cin, p->cout, hw, &one, X, hw, (long long)p->cin * hw, DY,
                             hw, (long long)p->cout * hw, &zero, part, p->cin, (long long)per, n),
                  "pointwise conv filter gradient");
         K_TRY(c, dptk_acc_parts(c->stream, per, part, n, dw), "pointwise conv filter gradient");
     } else /* dW^T (Cin x Cout) += X_n (Cin x HW) dY_n^T (HW x Cout) */
         for (int i = 0; i < n; i++)
-            BLAS_TRY(c, gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, p->cin, p->cout, hw, &one,
-                                    x + (size_t)i * p->cin * hw, hw, dy + (size_t)i * p->cout * hw, hw, &one, dw,
-                                    p->cin),
+            BLAS_TRY(c, gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, p->cin, p->cout, hw, &one, at(c, X, (size_t)i * p->cin * hw),
+                             hw, at(c, DY, (size_t)i * p->cout * hw), hw, &one, dw, p->cin),
                      "pointwise conv filter gradient");
     return DISOPT_OK;
 }

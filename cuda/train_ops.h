@@ -63,10 +63,11 @@ DP_CU_TR_API disopt_status dp_cu_tr_sync(dp_cu_tr_ctx *c);
  *  - DP_CU_TR_MATH_FP32 (a new context's): exact FP32, cuDNN FMA math, cuBLAS pedantic math;
  *  - DP_CU_TR_MATH_TF32: TF32 tensor cores (operands rounded to 10 mantissa bits, FP32 accumulation) in
  *    cuDNN and cuBLAS, as PyTorch's allow_tf32;
- *  - DP_CU_TR_MATH_BF16: the pointwise convs (most of the network's FLOPs) as cuBLAS GEMMs with
- *    CUBLAS_COMPUTE_32F_FAST_16BF (FP32 matrices whose operands cuBLAS may round to BF16 or to TF32, its choice;
- *    FP32 accumulation and output); the other cuDNN convs in TF32. No loss scale is needed either way (both
- *    have FP32's exponent range). Measured on the H100 (RESULTS §7.4), the errors look like TF32's.
+ *  - DP_CU_TR_MATH_BF16: the pointwise convs (most of the network's FLOPs) as cuBLAS GEMMs on bfloat16 operands
+ *    (both the activation / gradient and the weights rounded to nearest even into the workspace just before the
+ *    GEMM; FP32 accumulation, CUBLAS_COMPUTE_32F, FP32 output), the other cuDNN convs in TF32; the master weights,
+ *    activations and gradients stay FP32 in memory. No loss scale is needed (bfloat16 has FP32's exponent range).
+ *    (Until session 12 this mode passed FP32 matrices with CUBLAS_COMPUTE_32F_FAST_16BF, which cuBLAS ran as TF32.)
  * Clears the algorithm cache. DISOPT_ERR_INVALID_ARGUMENT for another value. */
 #define DP_CU_TR_MATH_FP32 0
 #define DP_CU_TR_MATH_TF32 1

@@ -221,6 +221,21 @@ static void test_conv_math(void **st) {
         conv_case(1, 24, 24, 31, 37, 3, 1, 1, 24, 1, 1, 1, 1, 0);  /* depthwise */
     }
     g_tol_conv = TOL_CONV;
+    /* the operands' rounding, exactly: a 1x1 conv of 16 channels of x = 1 + 2^-10 with weights 1 (one image of 4
+     * pixels) is 16 + 2^-6 where the operands keep 10 mantissa bits (FP32, TF32) and 16 where they are rounded to
+     * bfloat16's 7 (1 + 2^-10 -> 1): BF16 mode does give the GEMM bfloat16 operands */
+    const dp_conv_params pw = {16, 2, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0};
+    float hx[64], hw[32];
+    for (int i = 0; i < 64; i++) hx[i] = 1.0f + 0x1p-10f;
+    for (int i = 0; i < 32; i++) hw[i] = 1.0f;
+    for (int m = 0; m < 3; m++) {
+        OK(dp_cu_tr_set_math(g_ctx, m));
+        float *X = dupf(hx, 64), *W = dupf(hw, 32), *Y = poison(8);
+        OK(dp_cu_tr_conv_fwd(g_ctx, &pw, 1, 2, 2, X, W, NULL, Y));
+        const float *y = down(Y, 8), want = m == DP_CU_TR_MATH_BF16 ? 16.0f : 16.0f + 0x1p-6f;
+        printf("# pointwise conv of 1 + 2^-10 in math mode %d: %.9g (want %.9g)\n", m, (double)y[0], (double)want);
+        for (int i = 0; i < 8; i++) assert_true(y[i] == want);
+    }
     OK(dp_cu_tr_set_math(g_ctx, DP_CU_TR_MATH_FP32));
     disopt_clear_error();
     assert_int_equal(dp_cu_tr_set_math(g_ctx, 3), DISOPT_ERR_INVALID_ARGUMENT);

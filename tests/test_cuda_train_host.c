@@ -439,6 +439,22 @@ static void test_small_cout(void **st) {
     sc_case(1, 3, 2, 150, 120, 1, 1, 1, 1, 1); /* several filter blocks (N*OH*OW > 16384) */
 }
 
+/* ---------------------------------------------------------------- bfloat16 operands (BF16 math) */
+static void test_to_bf16(void **st) {
+    (void)st;
+    const uint32_t in[8] = {0x3f800000u, 0x3f800800u /* 1 + 2^-10 */, 0xc0200000u /* -2.5 */, 0x3f810000u,
+                            0x3f808000u /* tie, even below */, 0x3f818000u /* tie, even above */, 0x7f7fffffu /* max */,
+                            0x7fc00001u /* NaN */};
+    const uint16_t want[8] = {0x3f80, 0x3f80, 0xc020, 0x3f81, 0x3f80, 0x3f82, 0x7f80, 0x7fc0};
+    float x[8];
+    uint16_t y[8];
+    memcpy(x, in, sizeof x);
+    K0(dptk_to_bf16(NULL, 8, x, y));
+    for (int i = 0; i < 8; i++) {
+        if (y[i] != want[i]) fail_msg("bfloat16 of 0x%08x: 0x%04x, want 0x%04x", in[i], y[i], want[i]);
+    }
+}
+
 /* ---------------------------------------------------------------- masks, dropout, drop-connect */
 static void test_masks(void **st) {
     (void)st;
@@ -607,7 +623,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bn),     cmocka_unit_test(test_eltwise), cmocka_unit_test(test_concat_crop),
         cmocka_unit_test(test_upsample), cmocka_unit_test(test_masks), cmocka_unit_test(test_losses),
-        cmocka_unit_test(test_optim),   cmocka_unit_test(test_dw_bwd), cmocka_unit_test(test_small_cout),   cmocka_unit_test(test_bn_act),
+        cmocka_unit_test(test_optim),   cmocka_unit_test(test_dw_bwd), cmocka_unit_test(test_small_cout), cmocka_unit_test(test_to_bf16),   cmocka_unit_test(test_bn_act),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
