@@ -822,9 +822,9 @@ static void test_student_step_math(void **state) {
     /* bounds: the loss total (relative), the heads' step (relative L2: see test_step_conditioning; TF32 / BF16
      * round operands at 2^-11 / 2^-8; measured on the H100: TF32 7.0e-3; BF16 7.0e-3 too while the mode let
      * cuBLAS choose (FAST_16BF, TF32 kernels), bfloat16 operands since), the whole step (relative L2; O(1) from the fixture's conditioning in reduced
-     * math, so only a garbage gradient's ~1.4 and more is caught there) */
+     * math, so only a garbage gradient's ~1.4 and more is caught there; measured TF32 0.58, BF16 0.91) */
     static const double tol_loss[V] = {0, 1e-5, 1e-2, 1e-2, 3e-2, 3e-2}, tol_h[V] = {0, 1e-4, 2e-2, 2e-2, 0.15, 0.15};
-    static const double tol_d[V] = {0, 1e-3, 1.0, 1.0, 1.0, 1.0};
+    static const double tol_d[V] = {0, 1e-3, 1.0, 1.0, 1.2, 1.2};
     size_t n[V];
     double loss[V];
     float *d[V];
