@@ -1,6 +1,8 @@
 // train_kernels.cu - the training ops' own kernels (issue 5): per-channel reductions and batch norm, activations,
 // GAP, broadcast, channel scale, SCSE, add, concat/split, bilinear upsampling, softmax, dropout, drop-connect;
-// float32 only. cuDNN does the convolutions (train_ops.c); masks, losses and the optimizer are in train_loss.cu.
+// float32 only; the depthwise convs and the 3x3 convs with 1-4 output channels (the trainer's defaults since session
+// 12: faster than cuDNN's, bench/RESULTS.md §7.6); cuDNN and cuBLAS do the other convolutions (train_ops.c); masks,
+// losses and the optimizer are in train_loss.cu.
 //
 // Conventions (see train_kernels.h):
 //  - every launcher is extern "C", takes the context's stream, launches, returns cudaGetLastError();
