@@ -827,45 +827,6 @@ __global__ void k_dw_bwd_filter(double *part, dptk_dw_geo g, int parts, const fl
     if (threadIdx.x == 0) part[blk] = s;
 }
 
-// Every tap of a channel in one block (ch, piece): the same pixels in the same per-thread order as k_dw_bwd_filter
-// (a padding tap adds nothing, so skipping it keeps the bits) and the same block_sum per tap, into the same
-// part[(ch * taps + tap) * parts + piece]: the same bits, with dy read once instead of once per tap, x from the
-// neighbouring taps' cache lines, and one index decomposition per pixel
-template <int KH, int KW>
-__global__ void k_dw_bwd_filter_all(double *part, dptk_dw_geo g, int parts, const float *x, const float *dy) {
-    __shared__ double sh[TPB];
-    const size_t blk = blockIdx.x;
-    const int ch = (int)(blk / (size_t)parts), piece = (int)(blk % (size_t)parts);
-    const size_t M = (size_t)g.N * g.OH * g.OW, m0 = (size_t)piece * RED_CHUNK, m1 = M - m0 < RED_CHUNK ? M : m0 + RED_CHUNK;
-    double s[KH * KW];
-#pragma unroll
-    for (int t = 0; t < KH * KW; t++) s[t] = 0.0;
-    for (size_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
-        const int ow = (int)(m % (size_t)g.OW);
-        const size_t r = m / (size_t)g.OW, n = r / (size_t)g.OH;
-        const int oh = (int)(r % (size_t)g.OH);
-        const size_t nc = n * (size_t)g.C + (size_t)ch;
-        const float d = dy[(nc * g.OH + oh) * g.OW + ow];
-        const float *X = x + nc * (size_t)g.H * g.W;
-        const int ih0 = oh * g.sh - g.pt, iw0 = ow * g.sw - g.pl;
-#pragma unroll
-        for (int ki = 0; ki < KH; ki++) {
-            const int ih = ih0 + ki * g.dh;
-            if (ih < 0 || ih >= g.H) continue;
-#pragma unroll
-            for (int kj = 0; kj < KW; kj++) {
-                const int iw = iw0 + kj * g.dw;
-                if (iw < 0 || iw >= g.W) continue;
-                s[ki * KW + kj] += (double)rmul(X[(size_t)ih * g.W + iw], d);
-            }
-        }
-    }
-#pragma unroll
-    for (int t = 0; t < KH * KW; t++) {
-        const double v = block_sum(s[t], sh);
-        if (threadIdx.x == 0) part[((size_t)ch * (KH * KW) + t) * parts + piece] = v;
-    }
-}
 #endif
 
 // ------------------------------------------------------------------ depthwise fast paths
@@ -941,8 +902,10 @@ __global__ void k_dw_bwd_data_t(dptk_dw_geo g, int planes, const float *dy, cons
     for (int p = (int)blockIdx.y; p < planes; p += (int)gridDim.y) t_dw_bwd_data<KH, KW, S>(p, j, g, dy, wt, dx);
 }
 
-// k_dw_bwd_filter_all with the stride compiled in and 32-bit pixel indices (M < 2^31): the same pixels in the
-// same per-thread order, the same sums, so the same bits
+// Every tap of a channel in one block (ch, piece), the stride compiled in, 32-bit pixel indices (M < 2^31): the
+// same pixels in the same per-thread order as k_dw_bwd_filter (a padding tap adds nothing, so skipping it keeps the
+// bits) and the same block_sum per tap, into the same part[(ch * taps + tap) * parts + piece]: the same bits, with
+// dy read once instead of once per tap
 template <int KH, int KW, int S>
 __global__ void k_dw_bwd_filter_t(double *part, dptk_dw_geo g, int parts, const float *x, const float *dy) {
     __shared__ double sh[TPB];
@@ -1218,6 +1181,20 @@ inline bool dw_filter_s1(const dptk_dw_geo *g) {
 // x * dy per (co, ci, tap) in double per block of pixels, the blocks added in order (deterministic).
 // Each output: the taps of ci = 0, 1, ... in (ki, kj) order, then the bias; each float operation rounded on
 // its own (no FMA), so FP32 semantics in every math mode. Host twins (DPTK_HOST_CHECK): the same bodies.
+// the 3x3 window of plane X around output pixel (oh, ow) in tap order, 0 outside the input: a tap outside adds
+// rmul(w, 0) = +-0 to a sum, which leaves it unchanged (the sums start at +0; x + (+-0) = x, +0 + (-0) = +0)
+__host__ __device__ inline void sc_window(const dptk_sc_geo &g, const float *X, int oh, int ow, float v[9]) {
+    DPTK_UNROLL
+    for (int ki = 0; ki < 3; ki++) {
+        const int ih = oh - g.pt + ki;
+        DPTK_UNROLL
+        for (int kj = 0; kj < 3; kj++) {
+            const int iw = ow - g.pl + kj;
+            v[ki * 3 + kj] = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W ? X[ih * g.W + iw] : 0.0f;
+        }
+    }
+}
+
 template <int CO>
 __host__ __device__ inline void t_sc_fwd(size_t i, const dptk_sc_geo &g, const float *x, const float *wt,
                                          const float *b, float *y) {
@@ -1227,21 +1204,12 @@ __host__ __device__ inline void t_sc_fwd(size_t i, const dptk_sc_geo &g, const f
     DPTK_UNROLL
     for (int co = 0; co < CO; co++) acc[co] = 0.0f;
     for (int ci = 0; ci < g.Cin; ci++) {
-        const float *X = x + ((size_t)n * g.Cin + ci) * g.H * g.W;
+        float v[9];
+        sc_window(g, x + ((size_t)n * g.Cin + ci) * g.H * g.W, oh, ow, v);
         DPTK_UNROLL
-        for (int ki = 0; ki < 3; ki++) {
-            const int ih = oh - g.pt + ki;
-            if (ih < 0 || ih >= g.H) continue;
+        for (int t = 0; t < 9; t++)
             DPTK_UNROLL
-            for (int kj = 0; kj < 3; kj++) {
-                const int iw = ow - g.pl + kj;
-                if (iw < 0 || iw >= g.W) continue;
-                const float v = X[ih * g.W + iw];
-                DPTK_UNROLL
-                for (int co = 0; co < CO; co++)
-                    acc[co] = radd(acc[co], rmul(wt[(((size_t)co * g.Cin + ci) * 3 + ki) * 3 + kj], v));
-            }
-        }
+            for (int co = 0; co < CO; co++) acc[co] = radd(acc[co], rmul(wt[((size_t)co * g.Cin + ci) * 9 + t], v[t]));
     }
     DPTK_UNROLL
     for (int co = 0; co < CO; co++)
@@ -1287,23 +1255,14 @@ __host__ __device__ inline void t_sc_filter_terms(unsigned m, const dptk_sc_geo 
                                                   const float *dy, double *s) {
     const unsigned P = (unsigned)(g.OH * g.OW), n = m / P, r = m - n * P;
     const int oh = (int)(r / (unsigned)g.OW), ow = (int)(r - (unsigned)oh * (unsigned)g.OW);
-    float d[CO];
+    float d[CO], v[9];
     DPTK_UNROLL
     for (int co = 0; co < CO; co++) d[co] = dy[((size_t)n * CO + co) * P + r];
-    const float *X = x + ((size_t)n * g.Cin + ci) * g.H * g.W;
+    sc_window(g, x + ((size_t)n * g.Cin + ci) * g.H * g.W, oh, ow, v);
     DPTK_UNROLL
-    for (int ki = 0; ki < 3; ki++) {
-        const int ih = oh - g.pt + ki;
-        if (ih < 0 || ih >= g.H) continue;
+    for (int t = 0; t < 9; t++)
         DPTK_UNROLL
-        for (int kj = 0; kj < 3; kj++) {
-            const int iw = ow - g.pl + kj;
-            if (iw < 0 || iw >= g.W) continue;
-            const float v = X[ih * g.W + iw];
-            DPTK_UNROLL
-            for (int co = 0; co < CO; co++) s[co * 9 + ki * 3 + kj] += (double)rmul(v, d[co]);
-        }
-    }
+        for (int co = 0; co < CO; co++) s[co * 9 + t] += (double)rmul(v[t], d[co]);
 }
 
 #ifndef DPTK_HOST_CHECK
@@ -1429,7 +1388,7 @@ int dptk_dw_bwd_filter(void *stream, const dptk_dw_geo *g, double *part, const f
     }
 #else
     const unsigned th = red_threads(M < RED_CHUNK ? M : RED_CHUNK);
-    const size_t nbc = (size_t)g->C * parts; /* all taps of a channel per block, for the 3x3 and 5x5 kernels */
+    const size_t nbc = (size_t)g->C * parts; /* all taps of a channel per block (the fast paths) */
     cudaStream_t st = (cudaStream_t)stream;
     const int s1 = dw_filter_s1(g) ? dw_fast_code(g) * 10 + g->dh : 0;
     const size_t G = (size_t)g->N * g->OH * ((g->OW + DW_R - 1) / DW_R);
@@ -1443,13 +1402,7 @@ int dptk_dw_bwd_filter(void *stream, const dptk_dw_geo *g, double *part, const f
     case 32: k_dw_bwd_filter_t<3, 3, 2><<<(unsigned)nbc, th, 0, st>>>(part, *g, parts, x, dy); break;
     case 51: k_dw_bwd_filter_t<5, 5, 1><<<(unsigned)nbc, th, 0, st>>>(part, *g, parts, x, dy); break;
     case 52: k_dw_bwd_filter_t<5, 5, 2><<<(unsigned)nbc, th, 0, st>>>(part, *g, parts, x, dy); break;
-    default:
-    if (g->kh == 3 && g->kw == 3)
-        k_dw_bwd_filter_all<3, 3><<<(unsigned)nbc, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
-    else if (g->kh == 5 && g->kw == 5)
-        k_dw_bwd_filter_all<5, 5><<<(unsigned)nbc, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
-    else
-        k_dw_bwd_filter<<<(unsigned)nb, th, 0, (cudaStream_t)stream>>>(part, *g, parts, x, dy);
+    default: k_dw_bwd_filter<<<(unsigned)nb, th, 0, st>>>(part, *g, parts, x, dy); /* one block per (channel, tap) */
     }
     const int e = (int)cudaGetLastError();
     if (e) return e;

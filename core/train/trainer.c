@@ -963,27 +963,32 @@ static disopt_status tr_input_f64(double *d, const float *x, size_t n) {
 #include "trainer.inc"
 #include "trainer_undef.inc"
 
-/* CUDA: the loss's host targets and masks go to the device first */
-static disopt_status tr_upload_labels(dp_trainer *t, dp_lshape sh, const int32_t *target, const uint8_t *valid) {
-    if (t->resident) /* already on the device (by, bv) */
+/* CUDA: the loss's targets and mask in device memory: *td, *vd (NULL without a mask) = the resident batch's, already
+ * there, or the host ones uploaded into target_d / valid_d */
+static disopt_status tr_device_labels(dp_trainer *t, dp_lshape sh, const int32_t *target, const uint8_t *valid,
+                                      const int32_t **td, const uint8_t **vd) {
+    if (t->resident) { /* (by, bv) */
+        *td = target;
+        *vd = valid;
         return DISOPT_OK;
+    }
     const size_t px = (size_t)sh.n * (size_t)sh.h * (size_t)sh.w;
+    *td = t->target_d;
+    *vd = valid ? t->valid_d : NULL;
     DP_TRY(t->cu->f.upload(t->cu->ctx, t->target_d, target, px * sizeof *target));
     return valid ? t->cu->f.upload(t->cu->ctx, t->valid_d, valid, px) : DISOPT_OK;
 }
 static disopt_status tr_loss1_cu(dp_trainer *t, dp_lshape sh, const float *logits, const int32_t *target,
                                  const uint8_t *valid, dp_loss_weights w, dp_stage1_terms *terms, float *glogits) {
-    DP_TRY(tr_upload_labels(t, sh, target, valid)); /* (a resident batch's are on the device already) */
-    const int32_t *td = t->resident ? target : t->target_d;
-    const uint8_t *vd = valid ? (t->resident ? valid : t->valid_d) : NULL;
+    const int32_t *td;
+    const uint8_t *vd;
+    DP_TRY(tr_device_labels(t, sh, target, valid, &td, &vd));
     return t->cu->f.loss_stage1(t->cu->ctx, sh, logits, td, vd, w, terms, glogits);
 }
 static disopt_status tr_loss2_cu(dp_trainer *t, const dp_stage2_in_f32 *in, dp_stage2_terms *terms,
                                  const dp_stage2_grad_f32 *grad) {
-    DP_TRY(tr_upload_labels(t, in->shape, in->target, in->valid));
     dp_stage2_in_f32 d = *in;
-    d.target = t->resident ? in->target : t->target_d;
-    d.valid = in->valid ? (t->resident ? in->valid : t->valid_d) : NULL;
+    DP_TRY(tr_device_labels(t, in->shape, in->target, in->valid, &d.target, &d.valid));
     return t->cu->f.loss_stage2(t->cu->ctx, &d, terms, grad);
 }
 #define TR_CTX(m) ((m)->cu)
