@@ -55,6 +55,19 @@ void dp_pool_run(dp_pool *p, int ntasks, dp_task_fn fn, void *ctx);
 disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int c, int h, int w,
                                 const disopt_outputs *o, int flags);
 disopt_status dp_model_infer_wait(disopt_model *m);
+/* DP_INFER_PREPARE: no input (NULL) and nothing run: the plan for this shape is made and, on a backend with
+ * graphs, the graph for these outputs recorded, so that the first real call of that shape only runs it (a
+ * pipeline does this while its first batch is read) */
+#define DP_INFER_PREPARE 8
+/* Starts copying input (n x c x h x w, host memory from disopt_engine_host_alloc) to the model's device now,
+ * beside whatever the device is running; the next disopt_model_infer of exactly that input and shape then
+ * uses the copy (same bits). input must not change until then. Does nothing on a backend without it. */
+disopt_status dp_model_prefetch(disopt_model *m, const float *input, int n, int c, int h, int w);
+/* how many inputs of m's engine a prefetch has served so far (0 without the feature) */
+long dp_model_prefetch_hits(const disopt_model *m);
+/* uploads a prefetch served in the tiler's last bulk run (core/raster/tiler.c; tests, benchmarks) */
+struct disopt_tiler;
+long dp_tiler_last_prefetch_hits(const struct disopt_tiler *t);
 
 /* ---------------------------------------------------------------- graph */
 typedef enum dp_op {
@@ -211,6 +224,13 @@ typedef struct dp_backend_vtable {
     /* Optional: the input from NCHW float32 in the backend's device memory (no NaN/Inf check: the caller's) */
     disopt_status (*upload_device)(dp_backend *b, const dp_tview *dst, const float *src);
     unsigned caps;      /* DP_CAP_* */
+    /* Optional: starts copying n floats of host memory (page-locked: host_alloc) to the device now,
+     * on a stream of its own beside the running work, so that the next upload / upload_checked of
+     * exactly that src and size waits for that copy instead of making its own (the other uploads
+     * copy as usual). The caller must not change src until that upload has been made. */
+    disopt_status (*prefetch)(dp_backend *b, const float *src, size_t n);
+    /* Optional: how many uploads a prefetch has served so far (benchmarks, tests) */
+    long (*prefetch_hits)(dp_backend *b);
 } dp_backend_vtable;
 
 /* the backend's depthwise conv can apply its input producer's bias + activation (dp_node.pre) */
@@ -227,7 +247,7 @@ disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_bac
  * engine dlopens when a caller asks for CUDA, so that the library and the GDAL plugin load and run
  * on machines without the CUDA libraries. The module reports errors through the host's functions
  * (one thread-local message, the core's). */
-#define DP_CUDA_ABI 5
+#define DP_CUDA_ABI 6
 typedef struct dp_cuda_host {
     int abi;
     disopt_status (*error)(disopt_status s, const char *fmt, ...) DP_PRINTF(2, 3);

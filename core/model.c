@@ -780,6 +780,20 @@ static disopt_status infer_finish(disopt_model *m, const float *input, size_t to
     return s;
 }
 
+disopt_status dp_model_prefetch(disopt_model *m, const float *input, int n, int c, int h, int w) {
+    if (!m || !input || n < 1 || c < 1 || h < 1 || w < 1)
+        return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "prefetch: NULL input or empty shape");
+    if (!m->engine) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "prefetch: the model has no engine (bind it)");
+    dp_backend *be = m->engine->backend;
+    if (!be->vt->prefetch) return DISOPT_OK;
+    return be->vt->prefetch(be, input, (size_t)n * c * h * w);
+}
+
+long dp_model_prefetch_hits(const disopt_model *m) {
+    if (!m || !m->engine || !m->engine->backend->vt->prefetch_hits) return 0;
+    return m->engine->backend->vt->prefetch_hits(m->engine->backend);
+}
+
 disopt_status dp_model_infer_wait(disopt_model *m) {
     if (!m || !m->pend.on) return DISOPT_OK;
     m->pend.on = 0;
@@ -790,9 +804,10 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
                                 const disopt_outputs *o, int flags) {
     DP_TRY(dp_model_infer_wait(m)); /* (an earlier DP_INFER_ASYNC one) */
     const int device_out = flags & DP_INFER_DEVICE_OUT, device_in = flags & DP_INFER_DEVICE_IN;
+    const int prep = flags & DP_INFER_PREPARE;
     if ((flags & DP_INFER_ASYNC) && !device_out)
         return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "an asynchronous inference writes into device memory only");
-    if (!m || !input || !o) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: NULL argument");
+    if (!m || (!input && !prep) || !o) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: NULL argument");
     if (!m->engine) return dp_error(DISOPT_ERR_INVALID_ARGUMENT, "disopt_model_infer: the model has no engine (bind it)");
     dp_graph *g = &m->g;
     dp_backend *be = m->engine->backend;
@@ -819,7 +834,7 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
     /* NaN/Inf are refused: on the device when the backend can count them during the upload,
      * otherwise by a scan here first */
     const int dev_check = !device_in && be->vt->upload_checked && be->vt->nonfinite_result;
-    if (!device_in && !dev_check && has_nonfinite(input, total)) return nonfinite_error(input, total, C, h, w);
+    if (!prep && !device_in && !dev_check && has_nonfinite(input, total)) return nonfinite_error(input, total, C, h, w);
     tm->check_s = dp_now_s() - t0;
     /* which nodes are needed for what was asked */
     int T = g->n_tensors;
@@ -848,7 +863,7 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
         if (want[g->nodes[i].out])
             for (int k = 0; k < g->nodes[i].n_in; k++) want[g->nodes[i].in[k]] = 1;
     if (s == DISOPT_OK) s = plan_build(m, n, h, w);
-    if (s == DISOPT_OK) {
+    if (s == DISOPT_OK && !prep) {
         dp_tview in = view_of(m, g->input);
         t0 = dp_now_s();
         s = device_in   ? be->vt->upload_device(be, &in, input)
@@ -867,7 +882,8 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
         if (!graph && be->vt->graph_begin(be) == DISOPT_OK) recording = 1;
         disopt_clear_error();
     }
-    for (int i = 0; s == DISOPT_OK && !graph && i < g->n_nodes; i++) {
+    /* preparing: with a graph to record (or one recorded), record it only; otherwise the plan was all */
+    for (int i = 0; s == DISOPT_OK && !graph && (!prep || recording) && i < g->n_nodes; i++) {
         const dp_node *nd = &g->nodes[i];
         if (!want[nd->out]) continue;
         dp_tview ins[DP_MAX_IN], out = view_of(m, nd->out);
@@ -908,6 +924,11 @@ disopt_status dp_model_infer_ex(disopt_model *m, const float *input, int n, int 
                 s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "out of memory");
             }
         }
+    }
+    if (prep) { /* nothing was run: nothing to wait for or read back */
+        free(want);
+        free(tapt);
+        return s;
     }
     if (s == DISOPT_OK && graph) s = be->vt->graph_launch(be, graph);
     /* (into device memory: the copies follow in stream order, and the wait comes after them) */

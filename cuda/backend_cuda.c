@@ -73,6 +73,19 @@ typedef struct cu_backend {
     cudnnTensorDescriptor_t xdesc, ydesc;
     cublasHandle_t cublas;
     unsigned long long *nonfinite; /* device counter of upload_checked */
+    /* prefetched inputs (cu_prefetch): float32 copies made on copy_stream while stream computes */
+    cudaStream_t copy_stream;
+    struct cu_pre {
+        float *dev;          /* the copy */
+        size_t cap;          /* its capacity, floats */
+        const float *host;   /* what it holds a copy of (NULL: nothing to serve) */
+        size_t n;            /* floats */
+        cudaEvent_t ready;   /* the copy done (recorded on copy_stream) */
+        cudaEvent_t used;    /* its last reader done (recorded on stream) */
+        int used_set;        /* used has been recorded */
+    } pre[2];
+    int pre_next;
+    long pre_hits;
 } cu_backend;
 
 
@@ -144,6 +157,13 @@ static void cu_destroy(dp_backend *b) {
     if (cb->blas_ws) rel_cu(cb, cudaFree(cb->blas_ws), "free the cuBLAS workspace");
     if (cb->stage) rel_cu(cb, cudaFree(cb->stage), "free the staging buffer");
     if (cb->nonfinite) rel_cu(cb, cudaFree(cb->nonfinite), "free the input check counter");
+    if (cb->copy_stream) rel_cu(cb, cudaStreamSynchronize(cb->copy_stream), "wait for the prefetch copies");
+    for (int i = 0; i < 2; i++) {
+        if (cb->pre[i].dev) rel_cu(cb, cudaFree(cb->pre[i].dev), "free a prefetch buffer");
+        if (cb->pre[i].ready) rel_cu(cb, cudaEventDestroy(cb->pre[i].ready), "destroy a prefetch event");
+        if (cb->pre[i].used) rel_cu(cb, cudaEventDestroy(cb->pre[i].used), "destroy a prefetch event");
+    }
+    if (cb->copy_stream) rel_cu(cb, cudaStreamDestroy(cb->copy_stream), "destroy the copy stream");
     if (cb->stream) rel_cu(cb, cudaStreamDestroy(cb->stream), "destroy the stream");
     free(cb);
 }
@@ -187,10 +207,87 @@ static void cu_free(dp_backend *b, void *p) {
     rel_cu(cb, cudaFree(p), "free device memory");
 }
 
+/* ---- prefetch: the next batch's host-to-device copy on copy_stream while stream computes this one.
+ * Two buffers alternate; a buffer is written again only after its last reader on stream is done
+ * (event 'used'), and read on stream only after its copy is (event 'ready'). Only the thread that
+ * runs the model calls these (the engine's one-thread-at-a-time rule). */
+static disopt_status cu_prefetch(dp_backend *b, const float *src, size_t n) {
+    cu_backend *cb = (cu_backend *)b;
+    if (!src || !n) return DISOPT_OK;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    if (!cb->copy_stream)
+        CU_TRY(cb, cudaStreamCreateWithFlags(&cb->copy_stream, cudaStreamNonBlocking), "prefetch: copy stream");
+    for (int i = 0; i < 2; i++) /* an older copy of the same memory is stale from now on */
+        if (cb->pre[i].host == src) cb->pre[i].host = NULL;
+    struct cu_pre *p = &cb->pre[cb->pre_next];
+    cb->pre_next ^= 1;
+    if (!p->ready) CU_TRY(cb, cudaEventCreateWithFlags(&p->ready, cudaEventDisableTiming), "prefetch: event");
+    if (!p->used) CU_TRY(cb, cudaEventCreateWithFlags(&p->used, cudaEventDisableTiming), "prefetch: event");
+    if (n > p->cap) {
+        if (p->dev) {
+            if (p->used_set) CU_TRY(cb, cudaEventSynchronize(p->used), "prefetch: wait for the buffer");
+            CU_TRY(cb, cudaStreamSynchronize(cb->copy_stream), "prefetch: wait for the copies");
+            CU_TRY(cb, cudaFree(p->dev), "prefetch: free");
+            p->dev = NULL;
+            p->cap = 0;
+        }
+        CU_TRY(cb, cudaMalloc((void **)&p->dev, n * sizeof(float)), "prefetch buffer");
+        p->cap = n;
+    }
+    if (p->used_set) CU_TRY(cb, cudaStreamWaitEvent(cb->copy_stream, p->used, 0), "prefetch: wait for the buffer");
+    CU_TRY(cb, cudaMemcpyAsync(p->dev, src, n * sizeof(float), cudaMemcpyHostToDevice, cb->copy_stream), "prefetch");
+    CU_TRY(cb, cudaEventRecord(p->ready, cb->copy_stream), "prefetch: event");
+    p->host = src;
+    p->n = n;
+    return DISOPT_OK;
+}
+
+static long cu_prefetch_hits(dp_backend *b) { return ((cu_backend *)b)->pre_hits; }
+
+/* The prefetched copy of src (n floats) if there is one, with stream made to wait for it; NULL otherwise.
+ * The caller queues its reads of it on stream, then calls pre_done. */
+static const float *pre_take(cu_backend *cb, const float *src, size_t n, struct cu_pre **out, disopt_status *st) {
+    *out = NULL;
+    *st = DISOPT_OK;
+    for (int i = 0; i < 2; i++) {
+        struct cu_pre *p = &cb->pre[i];
+        if (p->host != src || !src) continue;
+        p->host = NULL; /* served once */
+        if (p->n != n) return NULL;
+        const cudaError_t e = cudaStreamWaitEvent(cb->stream, p->ready, 0);
+        if (e != cudaSuccess) {
+            *st = cuda_fail(cb, e, "prefetch: wait for the copy");
+            return NULL;
+        }
+        *out = p;
+        return p->dev;
+    }
+    return NULL;
+}
+
+static disopt_status pre_done(cu_backend *cb, struct cu_pre *p) {
+    CU_TRY(cb, cudaEventRecord(p->used, cb->stream), "prefetch: event");
+    p->used_set = 1;
+    cb->pre_hits++;
+    return DISOPT_OK;
+}
+
 static disopt_status cu_upload(dp_backend *b, const dp_tview *dst, const float *src) {
     cu_backend *cb = (cu_backend *)b;
     CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
     const size_t n = (size_t)dst->n * dst->c * dst->h * dst->w;
+    struct cu_pre *pre;
+    disopt_status ps;
+    const float *dsrc = pre_take(cb, src, n, &pre, &ps);
+    if (ps != DISOPT_OK) return ps;
+    if (dsrc) { /* from the prefetched copy, in stream order */
+        if (cb->dt == DPK_F32)
+            CU_TRY(cb, cudaMemcpyAsync(dst->data, dsrc, n * sizeof(float), cudaMemcpyDeviceToDevice, cb->stream),
+                   "upload (prefetched)");
+        else
+            K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, dsrc, n), "upload conversion (prefetched)");
+        return pre_done(cb, pre);
+    }
     if (cb->dt == DPK_F32) {
         CU_TRY(cb, cudaMemcpyAsync(dst->data, src, n * sizeof(float), cudaMemcpyHostToDevice, cb->stream), "upload");
         return DISOPT_OK;
@@ -223,6 +320,19 @@ static disopt_status cu_upload_checked(dp_backend *b, const dp_tview *dst, const
     const size_t n = (size_t)dst->n * dst->c * dst->h * dst->w;
     if (!cb->nonfinite) CU_TRY(cb, cudaMalloc((void **)&cb->nonfinite, sizeof *cb->nonfinite), "counter");
     CU_TRY(cb, cudaMemsetAsync(cb->nonfinite, 0, sizeof *cb->nonfinite, cb->stream), "counter");
+    struct cu_pre *pre;
+    disopt_status ps;
+    const float *dsrc = pre_take(cb, src, n, &pre, &ps);
+    if (ps != DISOPT_OK) return ps;
+    if (dsrc) { /* the prefetched copy: counted where it is, then copied or converted into dst */
+        K_TRY(cb, dpk_count_nonfinite(cb->stream, dsrc, n, cb->nonfinite), "input check");
+        if (cb->dt == DPK_F32)
+            CU_TRY(cb, cudaMemcpyAsync(dst->data, dsrc, n * sizeof(float), cudaMemcpyDeviceToDevice, cb->stream),
+                   "upload (prefetched)");
+        else
+            K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, dsrc, n), "upload conversion (prefetched)");
+        return pre_done(cb, pre);
+    }
     float *f = (float *)dst->data;
     if (cb->dt != DPK_F32) {
         disopt_status s = stage_reserve(cb, n * sizeof(float));
@@ -747,6 +857,7 @@ static const dp_backend_vtable CUDA_VT = {
     cu_host_alloc, cu_host_free, cu_upload_checked, cu_nonfinite_result,
     cu_download_planes, cu_download_device, cu_upload_device,
     DP_CAP_DW_PRE_ACT,
+    cu_prefetch, cu_prefetch_hits,
 };
 
 __attribute__((visibility("default"))) disopt_status disopt_cuda_backend_create(const dp_cuda_host *host,

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "disopt_raster.h"
+#include "internal.h"
 
 #ifndef DISOPT_MODEL_FILE
 #define DISOPT_MODEL_FILE "default.safetensors"
@@ -31,6 +32,7 @@ static char g_path[256];
 static disopt_engine *g_engine;
 static disopt_model *g_model;
 static float *g_ref; /* lazy read of the whole raster */
+static int g_cuda;   /* DISOPT_TEST_BACKEND=cuda: the same runs on the GPU (FP32) */
 
 static void fill(GDALDatasetH ds) {
     float *v = malloc(sizeof(float) * RW * RH);
@@ -75,6 +77,10 @@ static int setup(void **s) {
     disopt_engine_options eo;
     disopt_engine_options_init(&eo);
     eo.num_threads = 2;
+    if (g_cuda) {
+        eo.backend = DISOPT_BACKEND_CUDA;
+        eo.precision = DISOPT_PRECISION_FP32;
+    }
     assert_int_equal(disopt_engine_create(&eo, &g_engine), DISOPT_OK);
     assert_int_equal(disopt_model_load(g_engine, DISOPT_MODEL_FILE, &g_model), DISOPT_OK);
     return 0;
@@ -126,8 +132,9 @@ static int bits_differ(const float *a, const float *b, size_t n) {
     return d;
 }
 
-/* a bulk run of src with the given options; every pixel handed out exactly once */
-static float *bulk(GDALDatasetH src, int batch, int io) {
+/* a bulk run of src with the given options; every pixel handed out exactly once; *hits: the uploads a
+ * prefetch served */
+static float *bulk_hits(GDALDatasetH src, int batch, int io, long *hits) {
     disopt_tiler_options o;
     small_opts(&o, batch, io);
     disopt_tiler *t = NULL;
@@ -135,6 +142,7 @@ static float *bulk(GDALDatasetH src, int batch, int io) {
     sink_state st = {calloc((size_t)RW * RH, sizeof(float)), calloc((size_t)RW * RH, 1), 0, -1, 0};
     const disopt_status s = disopt_tiler_run(t, sink, &st, NULL, NULL);
     if (s != DISOPT_OK) fail_msg("tiler_run: %s", disopt_last_error());
+    if (hits) *hits = dp_tiler_last_prefetch_hits(t);
     disopt_tiler_destroy(t);
     assert_int_equal(st.bad, 0);
     int wrong = 0;
@@ -144,6 +152,8 @@ static float *bulk(GDALDatasetH src, int batch, int io) {
     free(st.seen);
     return st.out;
 }
+
+static float *bulk(GDALDatasetH src, int batch, int io) { return bulk_hits(src, batch, io, NULL); }
 
 /* the reference: the lazy path, the whole raster in one read */
 static void test_lazy_reference(void **s) {
@@ -203,6 +213,46 @@ static void test_bulk_equals_lazy(void **s) {
         free(out);
     }
     GDALClose(mem);
+    GDALClose(tif);
+}
+
+/* The first batch prepared ahead (plan and graph while the buffers are allocated and the windows
+ * read) and the prefetch (batch j + 1 copied to the device while batch j runs) change no bit. On a
+ * backend with prefetch (CUDA), WAIT makes every full batch after the first go through it: 60
+ * windows in batches of 5 are 12 full batches, 11 prefetched; in batches of 7, 8 full and a short
+ * last one (padded on a GPU, uploaded when it runs), 7 prefetched. Without (the CPU), none. */
+static void test_prepare_prefetch(void **s) {
+    (void)s;
+    GDALDatasetH tif = GDALOpen(g_path, GA_ReadOnly);
+    assert_non_null(tif);
+    const int batches[] = {5, 7, 64}, expect[] = {11, 7, 0};
+    for (int b = 0; b < 3; b++) {
+        long hits = -1;
+        CPLSetConfigOption("DISOPT_TILER_PREFETCH", "NO");
+        CPLSetConfigOption("DISOPT_TILER_PREPARE", "NO");
+        float *ref = bulk_hits(tif, batches[b], 2, &hits);
+        assert_int_equal(hits, 0);
+        CPLSetConfigOption("DISOPT_TILER_PREPARE", NULL);
+        const char *modes[] = {"NO", "WAIT", "YES"};
+        for (int m = 0; m < 3; m++) {
+            CPLSetConfigOption("DISOPT_TILER_PREFETCH", modes[m]);
+            float *out = bulk_hits(tif, batches[b], m == 2 ? 3 : 2, &hits);
+            const int d = bits_differ(out, ref, (size_t)RW * RH);
+            print_message("# batch %d, prepared, prefetch %s: %ld uploads prefetched, %d pixels differ from the run with neither\n",
+                          batches[b], modes[m], hits, d);
+            assert_int_equal(d, 0);
+            if (m == 0) assert_int_equal(hits, 0);
+            if (m == 1) assert_int_equal(hits, g_cuda ? expect[b] : 0);
+            if (m == 2) assert_true(hits >= 0 && hits <= expect[b]);
+            free(out);
+        }
+        CPLSetConfigOption("DISOPT_TILER_PREFETCH", NULL);
+        if (!g_cuda) { /* (the CPU's windows do not depend on their batch: the lazy read's bits too) */
+            assert_non_null(g_ref);
+            assert_int_equal(bits_differ(ref, g_ref, (size_t)RW * RH), 0);
+        }
+        free(ref);
+    }
     GDALClose(tif);
 }
 
@@ -273,11 +323,34 @@ static void test_reader_failure(void **s) {
 }
 
 int main(void) {
+    const char *be = getenv("DISOPT_TEST_BACKEND");
+    g_cuda = be && strcmp(be, "cuda") == 0;
+    if (g_cuda) { /* no GPU (CI): skipped, with the reason */
+        disopt_engine_options eo;
+        disopt_engine_options_init(&eo);
+        eo.backend = DISOPT_BACKEND_CUDA;
+        disopt_engine *e = NULL;
+        if (disopt_engine_create(&eo, &e) != DISOPT_OK) {
+            printf("# CUDA backend unavailable, skipped: %s\n", disopt_last_error());
+            return 77;
+        }
+        disopt_engine_destroy(e);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lazy_reference),
         cmocka_unit_test(test_bulk_equals_lazy),
+        cmocka_unit_test(test_prepare_prefetch),
         cmocka_unit_test(test_cancel_and_sink_failure),
         cmocka_unit_test(test_reader_failure),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    /* on the GPU, windows computed in batches of different sizes may differ in their last bits (the
+     * convolutions' algorithms depend on the batch): the bulk == lazy test is the CPU's; the runs
+     * compared on the GPU share their batch size */
+    const struct CMUnitTest tests_gpu[] = {
+        cmocka_unit_test(test_lazy_reference),
+        cmocka_unit_test(test_prepare_prefetch),
+        cmocka_unit_test(test_cancel_and_sink_failure),
+        cmocka_unit_test(test_reader_failure),
+    };
+    return g_cuda ? cmocka_run_group_tests(tests_gpu, setup, teardown) : cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -27,7 +27,7 @@ R=$PWD
 # whose png_sig_cmp the PNG driver's Identify calls on every file it is shown (a stub's 0 = "is a PNG");
 # libheif, whose heif_check_filetype HEIF's Identify calls, with libaom and libde265, which libheif's
 # plugin registration calls (aom_codec_version, de265_init); its x265 and dav1d stay stubs
-KEEP='libgdal\.so|libstdc\+\+\.so|libgcc_s\.so|libz\.so|libtiff\.so|libgeotiff\.so|libjpeg\.so|libdeflate\.so|liblzma\.so|libzstd\.so|libLerc\.so|libjbig\.so|libwebp\.so|libsharpyuv\.so|libproj\.so|libsqlite3\.so|libjson-c\.so|libblis\.so|libcrypto\.so|libnetcdf\.so|libblosc\.so|libspatialite\.so|libpng16\.so|libheif\.so|libaom\.so|libde265\.so|libgeos_c\.so|libgeos\.so'
+KEEP='libgdal\.so|libstdc\+\+\.so|libgcc_s\.so|libz\.so|libtiff\.so|libgeotiff\.so|libjpeg\.so|libdeflate\.so|liblzma\.so|libzstd\.so|libLerc\.so|libjbig\.so|libwebp\.so|libsharpyuv\.so|libproj\.so|libsqlite3\.so|libjson-c\.so|libblis\.so|libcrypto\.so|libnetcdf\.so|libblosc\.so|libspatialite\.so|libpng16\.so|libheif\.so|libaom\.so|libde265\.so|libgeos_c\.so|libgeos\.so|libcmocka\.so'
 [ -n "${KEEP_EXTRA:-}" ] && KEEP="$KEEP|$KEEP_EXTRA"
 GLIBC='^(libc|libm|libpthread|libdl|librt|libresolv|libutil|libnsl|libanl|libmvec|libBrokenLocale|libthread_db|libc_malloc_debug|libnss_[a-z]+|ld-linux-x86-64)\.so'
 # on the device, not packed
@@ -43,6 +43,8 @@ TOOLS=""
 for t in gdal_disopt_train gdal_disopt_eval gdal_disopt_synth gdal_disopt_model; do
   [ -x "$B/tools/$t" ] && { cp -L "$B/tools/$t" "$G/bin/"; TOOLS="$TOOLS $B/tools/$t"; }
 done
+# the tiler's test (GDAL sources, the CUDA engine with DISOPT_TEST_BACKEND=cuda: device_e2e.sh runs it)
+[ -x "$B/tests/test_tiler" ] && { cp -L "$B/tests/test_tiler" "$G/bin/"; TOOLS="$TOOLS $B/tests/test_tiler"; }
 cp -L "$B"/plugin/gdal_BUILDINGS.so "$G/plugins/"
 cp -L "$B"/core/libdisopt.so.0 "$B"/cuda/libdisopt_cuda.so.0 "$G/lib/"
 roots="$bins $B/plugin/gdal_BUILDINGS.so $B/core/libdisopt.so.0 $B/tools/disopt_run $B/tools/disopt_testmodel $B/cuda/libdisopt_cuda.so.0$TOOLS"

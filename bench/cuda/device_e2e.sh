@@ -138,6 +138,16 @@ EOF
 
 # ---- a. CPU vs CUDA
 DEVS="CUDA"; [ "$SKIP_CUDA" = 1 ] && DEVS="CPU"
+# test_tiler on the GPU (when bundled): bulk runs with the first batch prepared ahead and batches prefetched vs
+# neither, bit for bit; its model path is the build's (/work/main/build-gdalrun/testmodel_b3.safetensors)
+if [ -x "$G/bin/test_tiler" ] && [ "$SKIP_CUDA" != 1 ]; then
+  [ -e /work/main ] || { mkdir -p /work && ln -s "$R" /work/main; }
+  mkdir -p /work/main/build-gdalrun && ln -sf "$M" /work/main/build-gdalrun/testmodel_b3.safetensors
+  DISOPT_TEST_BACKEND=cuda CMOCKA_MESSAGE_OUTPUT=stdout timeout 120 env LD_LIBRARY_PATH=$GLD "$G/bin/test_tiler" \
+    > "$OUT/test_tiler_cuda.log" 2>&1
+  say "a. test_tiler CUDA: rc $? $(grep -E '^\[ +(PASSED|FAILED|  ERROR|  SKIPPED) +\]' "$OUT/test_tiler_cuda.log" | tr '\n' ' ')"
+  grep -E "^# batch" "$OUT/test_tiler_cuda.log" | head -12 | tee -a "$SUM"
+fi
 cp "$G/sar_masked.tif" "$W/sar.tif"
 # SCENES=none: part b only
 [ "${SCENES:-}" = none ] || python3 "$W/e2e.py" make "$W/small.raw" "$SMALL" || say "cannot make the small scene"
@@ -237,13 +247,16 @@ for c0 in $cases; do for plug in $PLUGS; do
   # source's tiles in threads too)
   # more variants in the fourth field, joined by "+": "f0": the output left to GDAL's block cache until the final
   # flush (DISOPT_FLUSH_MB=0), "p0": a short last batch not padded (DISOPT_TILER_PAD=NO), as before 2026-12-07;
-  # "ps": cudnnCreate on its own thread (DISOPT_CUDA_PAR_SETUP=1)
+  # "ps": cudnnCreate on its own thread (DISOPT_CUDA_PAR_SETUP=1); "nf" / "np": no prefetch / no first batch
+  # prepared ahead (the tiler before 2026-12-07)
   XCFG=""; XENV="E2E_CASE=$c"
   for tok in ${nt//+/ }; do case $tok in
     ps) XENV="$XENV DISOPT_CUDA_PAR_SETUP=1" ;; # cudnnCreate on its own thread
     nt) XCFG="$XCFG --config GDAL_NUM_THREADS ALL_CPUS" ;;
     f0) XCFG="$XCFG --config DISOPT_FLUSH_MB 0" ;;
     p0) XCFG="$XCFG --config DISOPT_TILER_PAD NO" ;;
+    nf) XCFG="$XCFG --config DISOPT_TILER_PREFETCH NO" ;; # no prefetch of batch j + 1 while j runs (2026-12-07)
+    np) XCFG="$XCFG --config DISOPT_TILER_PREPARE NO" ;;  # the first batch not prepared ahead (2026-12-07)
   esac; done
   if [ $(( $(elapsed) + last + 10 )) -gt "$BUDGET" ]; then say "b. $plug $dev $prec b$bs skipped: $(elapsed) s used of BUDGET=$BUDGET"; continue; fi
   rm -f "$W/big_out.tif"

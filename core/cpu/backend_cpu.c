@@ -144,6 +144,7 @@ static const dp_backend_vtable CPU_VT = {
     cpu_download_planes,
     cpu_download, cpu_upload, /* the device is the host */
     0,                      /* no deferred activations */
+    NULL, NULL,             /* no prefetch: nothing to copy */
 };
 
 disopt_status dp_backend_cpu_create(const disopt_engine *e, int nthreads, dp_backend **out) {

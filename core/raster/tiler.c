@@ -69,7 +69,10 @@ struct disopt_tiler {
     tile_slot *slots;
     int nslots;
     unsigned long clock;
+    long last_prefetch_hits; /* uploads served by a prefetch in the last bulk run */
 };
+
+long dp_tiler_last_prefetch_hits(const disopt_tiler *t) { return t ? t->last_prefetch_hits : 0; }
 
 void disopt_tiler_options_init(disopt_tiler_options *o) {
     memset(o, 0, sizeof *o);
@@ -403,20 +406,63 @@ static void *share_run(void *arg) {
     return NULL;
 }
 
+/* The shares of a batch of n windows: G models (the first G of the tiler's), model g taking
+ * windows [k0[g], k0[g] + cnt[g]) */
+static int batch_shares(const disopt_tiler *t, int n, int *k0, int *cnt) {
+    const int G = t->n_more + 1 < n ? t->n_more + 1 : n;
+    for (int g = 0, k = 0; g < G; g++) {
+        cnt[g] = n / G + (g < n % G);
+        k0[g] = k;
+        k += cnt[g];
+    }
+    return G;
+}
+
+static disopt_model *share_model(const disopt_tiler *t, int g) { return g == 0 ? t->model : t->more[g - 1]; }
+
+/* Makes each model's plan and graph for its share of a batch of n windows before any is read (the
+ * first batch then only runs). A failure here is left to the real run to report. */
+static void prepare_batch(const disopt_tiler *t, int n) {
+    int k0[TILER_MAX_MODELS], cnt[TILER_MAX_MODELS];
+    const int G = batch_shares(t, n, k0, cnt);
+    float dummy = 0.0f;
+    disopt_outputs outs;
+    memset(&outs, 0, sizeof outs);
+    outs.probability = &dummy; /* (what is wanted; nothing is written) */
+    for (int g = 0; g < G; g++)
+        if (dp_model_infer_ex(share_model(t, g), NULL, cnt[g], t->C, t->o.tile_size, t->o.tile_size, &outs,
+                              DP_INFER_PREPARE) != DISOPT_OK)
+            disopt_clear_error();
+}
+
+/* Starts the copy of b's n windows to each model's device while the device runs the batch before. */
+static void prefetch_batch(const disopt_tiler *t, const batch_buf *b, int n) {
+    int k0[TILER_MAX_MODELS], cnt[TILER_MAX_MODELS];
+    const int G = batch_shares(t, n, k0, cnt);
+    const size_t T2 = (size_t)t->o.tile_size * t->o.tile_size;
+    for (int g = 0; g < G; g++)
+        if (dp_model_prefetch(share_model(t, g), b->x + (size_t)k0[g] * t->C * T2, cnt[g], t->C, t->o.tile_size,
+                              t->o.tile_size) != DISOPT_OK)
+            disopt_clear_error(); /* (then that share is uploaded when it runs) */
+}
+
+static long prefetch_hits(const disopt_tiler *t) {
+    long h = dp_model_prefetch_hits(t->model);
+    for (int g = 0; g < t->n_more; g++) h += dp_model_prefetch_hits(t->more[g]);
+    return h;
+}
+
 /* Runs windows [0, n) of b: on the model alone, or split into contiguous shares over the model
  * and the added ones (one thread each; every window's result is the same whichever device
  * computes it). */
 static disopt_status infer_batch(const disopt_tiler *t, batch_buf *b, int n) {
-    const int G = t->n_more + 1 < n ? t->n_more + 1 : n;
+    int k0[TILER_MAX_MODELS], cnt[TILER_MAX_MODELS];
+    const int G = batch_shares(t, n, k0, cnt);
     if (G <= 1) return infer_split(t, t->model, b, 0, n);
     share w[TILER_MAX_MODELS];
     pthread_t th[TILER_MAX_MODELS];
     int started[TILER_MAX_MODELS] = {0};
-    for (int g = 0, k0 = 0; g < G; g++) {
-        const int cnt = n / G + (g < n % G);
-        w[g] = (share){t, g == 0 ? t->model : t->more[g - 1], b, k0, cnt, DISOPT_OK, ""};
-        k0 += cnt;
-    }
+    for (int g = 0; g < G; g++) w[g] = (share){t, share_model(t, g), b, k0[g], cnt[g], DISOPT_OK, ""};
     for (int g = 1; g < G; g++) started[g] = pthread_create(&th[g], NULL, share_run, &w[g]) == 0;
     for (int g = 1; g < G; g++) /* a share whose thread could not start runs here */
         if (!started[g]) share_run(&w[g]);
@@ -663,6 +709,11 @@ struct run_pipe {
     double t_read, t_read_wait, t_infer, t_infer_wait, t_main_wait, t_store, t_blend, t_sink, t_write_wait;
     double t_first_wait, t_first; /* the first batch: waiting for its windows, running it (plans, graph capture) */
     int pad_last; /* pad a short last batch to B (DISOPT_TILER_PAD) */
+    int prepare_n;               /* windows of the first batch, prepared before it is read (0: not) */
+    double t_prepare;            /* that preparation (inference thread) */
+    int prefetch;                /* copy batch j + 1 to the device while batch j runs (DISOPT_TILER_PREFETCH) */
+    int prefetched[NSLOT];       /* the buffer's batch has been prefetched (inference thread only) */
+    long prefetches, hits0;      /* batches prefetched; the engines' hit count at the start */
     int padded;   /* windows of padding computed */
     /* the writer: NSTEP buffers of one step's blended cells each, handed to the sink in order on
      * the writer's thread; steps [written, pushed) are queued; no_more: the caller pushed its last */
@@ -733,21 +784,41 @@ static void *reader_main(void *arg) {
 
 static void *infer_main(void *arg) {
     run_pipe *p = arg;
+    if (p->prepare_n > 0) { /* plans and graphs while the readers read the first batch */
+        const double t0 = dp_now_s();
+        prepare_batch(p->t, p->prepare_n);
+        p->t_prepare = dp_now_s() - t0; /* (only this thread writes it; read after the join) */
+    }
     for (long j = 0;; j++) {
-        const int s = (int)(j % NSLOT);
-        int n;
+        const int s = (int)(j % NSLOT), s1 = (int)((j + 1) % NSLOT);
+        int n, pre1 = 0;
         const double t0 = dp_now_s();
         pthread_mutex_lock(&p->mu);
         for (;;) {
             n = batch_n(p, j);
-            if (p->stop || n == 0 || (p->slot_batch[s] == j && p->loaded[s] == n)) break;
+            const int ready = p->slot_batch[s] == j && p->loaded[s] == n;
+            /* (WAIT, for tests: a full next batch is waited for, so that every one is prefetched) */
+            const int n1 = batch_n(p, j + 1);
+            const int wait1 = p->prefetch == 2 && !p->prefetched[s1] && n1 == p->B &&
+                              !(p->slot_batch[s1] == j + 1 && p->loaded[s1] == n1);
+            if (p->stop || n == 0 || (ready && !wait1)) break;
             pthread_cond_wait(&p->cv, &p->mu);
         }
         const int go = !p->stop && n > 0;
+        /* the next batch, when it is full and read already: its copy to the device goes beside this one's
+         * run (a short last batch is padded below when it runs, so it is uploaded then) */
+        if (go && p->prefetch && !p->prefetched[s1] && batch_n(p, j + 1) == p->B && p->slot_batch[s1] == j + 1 &&
+            p->loaded[s1] == p->B)
+            pre1 = 1;
         const double t1 = dp_now_s();
         p->t_infer_wait += t1 - t0;
         pthread_mutex_unlock(&p->mu);
         if (!go) return NULL;
+        if (pre1) {
+            prefetch_batch(p->t, &p->buf[s1], p->B);
+            p->prefetched[s1] = 1;
+            p->prefetches++;
+        }
         /* The run's last batch, when short, is padded to the full size (windows left from an earlier
          * batch of this buffer, or zeros): a new batch size would make the model plan again and record
          * new CUDA graphs (freeing the full size's) while the GPU idles; the padding's results are
@@ -761,6 +832,7 @@ static void *infer_main(void *arg) {
             p->padded = p->B - n; /* (only this thread writes it; read after the join) */
         }
         const disopt_status st = infer_batch(p->t, &p->buf[s], nrun);
+        p->prefetched[s] = 0; /* (the buffer's next batch is j + NSLOT) */
         const double t2 = dp_now_s();
         pthread_mutex_lock(&p->mu);
         p->t_infer += t2 - t1;
@@ -979,6 +1051,19 @@ static disopt_status run_cells(run_pipe *p, GDALProgressFunc progress, void *pro
     return stop ? DISOPT_ERR_CANCELLED : DISOPT_OK;
 }
 
+/* the run's windows, counted by running its sequence */
+static long count_windows(const disopt_tiler *t) {
+    seq_gen g;
+    gen_init(t, &g);
+    long c = 0;
+    int band, tx, ty;
+    while (!g.done) {
+        gen_next(t, &g, &band, &tx, &ty);
+        c++;
+    }
+    return c;
+}
+
 static int auto_io_threads(void) {
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     return c < 1 ? 1 : c > 8 ? 8 : (int)c;
@@ -1004,14 +1089,28 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     const char *pad = CPLGetConfigOption("DISOPT_TILER_PAD", "AUTO");
     p->pad_last = EQUAL(pad, "AUTO") ? strcmp(disopt_engine_backend_name(disopt_model_engine(t->model)), "cpu") != 0
                                      : CPLTestBool(pad);
+    /* DISOPT_TILER_PREPARE / DISOPT_TILER_PREFETCH (YES; NO for A/B runs): the first batch's plan and graph
+     * made while the buffers are allocated and the first windows read; batch j + 1 copied to the device
+     * while batch j runs when it is read by then (WAIT, for tests: batch j waits for batch j + 1) */
+    const char *pf = CPLGetConfigOption("DISOPT_TILER_PREFETCH", "YES");
+    p->prefetch = EQUAL(pf, "WAIT") ? 2 : CPLTestBool(pf);
+    p->hits0 = prefetch_hits(t);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     const double t_setup = dp_now_s();
     gen_init(t, &p->gen);
     if (p->gen.done) p->total = 0;
+    if (CPLTestBool(CPLGetConfigOption("DISOPT_TILER_PREPARE", "YES"))) {
+        const long nwin = count_windows(t);
+        p->prepare_n = nwin < p->B ? (int)nwin : p->B;
+    }
+    for (int i = 0; i < NSLOT; i++) p->slot_batch[i] = i;
     disopt_status s = DISOPT_OK;
+    pthread_t rth[MAX_READERS], ith, wth;
+    int rstarted = 0, istarted = 0, wstarted = 0;
+    /* the inference thread first: it prepares while the rest is set up (it waits for read windows) */
+    if (p->prepare_n > 0) istarted = pthread_create(&ith, NULL, infer_main, p) == 0;
     for (int i = 0; i < NSLOT && s == DISOPT_OK; i++) {
-        p->slot_batch[i] = i;
         s = batch_reserve(t, &p->buf[i], p->B);
         p->wtx[i] = malloc(3 * (size_t)p->B * sizeof(int));
         if (s == DISOPT_OK && !p->wtx[i]) s = dp_error(DISOPT_ERR_OUT_OF_MEMORY, "tiler: out of memory");
@@ -1043,12 +1142,10 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     for (int i = 0; i < t->nslots; i++) t->slots[i].seq = -1;
     if (s == DISOPT_OK && progress && !progress(0.0, NULL, progress_arg))
         s = dp_error(DISOPT_ERR_CANCELLED, "cancelled by the caller");
-    pthread_t rth[MAX_READERS], ith, wth;
-    int rstarted = 0, istarted = 0, wstarted = 0;
     if (s == DISOPT_OK) {
         for (; rstarted < nr; rstarted++)
             if (pthread_create(&rth[rstarted], NULL, reader_main, &rr[rstarted]) != 0) break;
-        istarted = pthread_create(&ith, NULL, infer_main, p) == 0;
+        if (!istarted) istarted = pthread_create(&ith, NULL, infer_main, p) == 0;
         wstarted = pthread_create(&wth, NULL, writer_main, p) == 0;
         if (!rstarted || !istarted || !wstarted)
             s = dp_error(DISOPT_ERR_INTERNAL, "tiler: could not start the pipeline threads");
@@ -1065,15 +1162,16 @@ disopt_status disopt_tiler_run(disopt_tiler *t, disopt_tiler_sink sink, void *si
     /* a stage's failure is why the caller's thread stopped: report it */
     if (p->err != DISOPT_OK) s = dp_error(p->err, "%s", p->msg);
     const double t_end = dp_now_s();
+    t->last_prefetch_hits = prefetch_hits(t) - p->hits0;
     CPLDebug("BUILDINGS",
-             "tiler run: set-up %.2f s (batch buffers %.2f s), first batch after %.2f s waiting + %.2f s running; "
-             "run %.2f s, %ld windows in batches of %d (+%d of padding), %d reader%s; readers: reading %.2f s, "
-             "waiting for a buffer %.2f s (summed); network %.2f s, waiting for read windows %.2f s; caller: waiting "
-             "for the network %.2f s, storing %.2f s, blending %.2f s, waiting for the writer %.2f s; writer: sink "
-             "%.2f s",
-             t_start - t_setup, t_batches, p->t_first_wait, p->t_first, t_end - t_start, p->total, p->B, p->padded, nr,
-             nr == 1 ? "" : "s", p->t_read, p->t_read_wait, p->t_infer, p->t_infer_wait, p->t_main_wait, p->t_store,
-             p->t_blend, p->t_write_wait, p->t_sink);
+             "tiler run: set-up %.2f s (batch buffers %.2f s; beside them, the first batch prepared in %.2f s), first "
+             "batch after %.2f s waiting + %.2f s running; run %.2f s, %ld windows in batches of %d (+%d of padding), "
+             "%ld batches prefetched (%ld uploads served), %d reader%s; readers: reading %.2f s, waiting for a buffer "
+             "%.2f s (summed); network %.2f s, waiting for read windows %.2f s; caller: waiting for the network %.2f s, "
+             "storing %.2f s, blending %.2f s, waiting for the writer %.2f s; writer: sink %.2f s",
+             t_start - t_setup, t_batches, p->t_prepare, p->t_first_wait, p->t_first, t_end - t_start, p->total, p->B,
+             p->padded, p->prefetches, t->last_prefetch_hits, nr, nr == 1 ? "" : "s", p->t_read, p->t_read_wait,
+             p->t_infer, p->t_infer_wait, p->t_main_wait, p->t_store, p->t_blend, p->t_write_wait, p->t_sink);
     for (int i = 0; i < nr; i++) reader_free(&rr[i].rd);
     for (int i = 0; i < NSLOT; i++) {
         batch_free(t, &p->buf[i]);
