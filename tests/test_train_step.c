@@ -530,10 +530,16 @@ static void assert_f64(const errs *E) {
 
 static void assert_f32(const errs *E) {
     assert_true(E->loss <= TOL_LOSS);
-    /* every gradient as close to float64 as PyTorch's own float32 (with a margin), or within 1e-4 */
-    assert_true(E->grad <= fmax(TOL_GRAD, 2.0 * E->grad_pt32));
+    /* every gradient as close to float64 as PyTorch's own float32 (with a margin), or within 1e-4. The margin
+     * is 4x: the fixtures' deep gradients amplify rounding, so the float32 error is the luck of the summation
+     * order. Measured on one machine (a Zen 5 EPYC), the same teacher step with two BLIS kernel choices (its
+     * own detection; BLIS_ARCH_TYPE set): max err / max|g| 3.0e-2 and 2.0e-3, relative L2 1.6e-2 and 9.1e-4,
+     * against PyTorch float32's 1.3e-2 and 5.5e-3. The float64 runs check the math to 1e-7. */
+    assert_true(E->grad <= fmax(TOL_GRAD, 4.0 * E->grad_pt32));
     assert_true(E->zero <= fmax(1e-6, 2.0 * E->zero_pt32));
-    assert_true(E->rm <= TOL_GRAD && E->rv <= TOL_GRAD);
+    /* the running statistics against PyTorch float32 (no float64 twin in the fixtures): 3e-4, as rounding
+     * moves them too (the Zen 5 runs above: mean 1.5e-4 and 6.7e-5, variance 1.1e-5 and 6.0e-6) */
+    assert_true(E->rm <= 3e-4 && E->rv <= 3e-4);
 }
 
 /* ---------------------------------------------------------------- graph structure */
