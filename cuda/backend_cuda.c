@@ -369,7 +369,11 @@ static disopt_status cu_host_alloc(dp_backend *b, size_t bytes, void **out) {
 }
 
 static void cu_host_free(dp_backend *b, void *p) {
-    if (p) rel_cu((const cu_backend *)b, cudaFreeHost(p), "free pinned host memory");
+    const cu_backend *cb = (const cu_backend *)b;
+    if (!p) return;
+    /* a prefetch copy may still read it (a run that stopped before using its last prefetch) */
+    if (cb->copy_stream) rel_cu(cb, cudaStreamSynchronize(cb->copy_stream), "wait for the prefetch copies");
+    rel_cu(cb, cudaFreeHost(p), "free pinned host memory");
 }
 
 static disopt_status cu_download(dp_backend *b, float *dst, const dp_tview *src) {
