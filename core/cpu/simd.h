@@ -154,6 +154,10 @@ __attribute__((target("avx2,fma"))) static inline __m256 act256(__m256 v, dp_act
 __attribute__((target("avx512f,fma"))) static inline __attribute__((always_inline)) void dp_rcp512_n(__m512 *d,
                                                                                                      const int N) {
     const __m512 one = _mm512_set1_ps(1.0f);
+#ifdef DP_RCP512_DIV /* (A/B builds, issue 9: a true division, interleaved, as the AVX2 code does; same bits) */
+    DP_ACTN_STEP(d[i] = _mm512_div_ps(one, d[i]));
+    return;
+#endif
     const __m512i mant = _mm512_set1_epi32(0x7fffff);
     __m512 y[DP_ACT_NMAX];
     DP_ACTN_STEP(y[i] = _mm512_rcp14_ps(d[i]));
