@@ -272,33 +272,6 @@ static disopt_status pre_done(cu_backend *cb, struct cu_pre *p) {
     return DISOPT_OK;
 }
 
-static disopt_status cu_upload(dp_backend *b, const dp_tview *dst, const float *src) {
-    cu_backend *cb = (cu_backend *)b;
-    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
-    const size_t n = (size_t)dst->n * dst->c * dst->h * dst->w;
-    struct cu_pre *pre;
-    disopt_status ps;
-    const float *dsrc = pre_take(cb, src, n, &pre, &ps);
-    if (ps != DISOPT_OK) return ps;
-    if (dsrc) { /* from the prefetched copy, in stream order */
-        if (cb->dt == DPK_F32)
-            CU_TRY(cb, cudaMemcpyAsync(dst->data, dsrc, n * sizeof(float), cudaMemcpyDeviceToDevice, cb->stream),
-                   "upload (prefetched)");
-        else
-            K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, dsrc, n), "upload conversion (prefetched)");
-        return pre_done(cb, pre);
-    }
-    if (cb->dt == DPK_F32) {
-        CU_TRY(cb, cudaMemcpyAsync(dst->data, src, n * sizeof(float), cudaMemcpyHostToDevice, cb->stream), "upload");
-        return DISOPT_OK;
-    }
-    disopt_status s = stage_reserve(cb, n * sizeof(float));
-    if (s != DISOPT_OK) return s;
-    CU_TRY(cb, cudaMemcpyAsync(cb->stage, src, n * sizeof(float), cudaMemcpyHostToDevice, cb->stream), "upload");
-    K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, cb->stage, n), "upload conversion");
-    return DISOPT_OK;
-}
-
 /* from float32 in device memory of this device (the trainer's resident batch), in stream order */
 static disopt_status cu_upload_device(dp_backend *b, const dp_tview *dst, const float *src) {
     cu_backend *cb = (cu_backend *)b;
@@ -309,6 +282,29 @@ static disopt_status cu_upload_device(dp_backend *b, const dp_tview *dst, const 
                "device upload");
     else
         K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, src, n), "device upload conversion");
+    return DISOPT_OK;
+}
+
+static disopt_status cu_upload(dp_backend *b, const dp_tview *dst, const float *src) {
+    cu_backend *cb = (cu_backend *)b;
+    CU_TRY(cb, cudaSetDevice(cb->device), "cudaSetDevice");
+    const size_t n = (size_t)dst->n * dst->c * dst->h * dst->w;
+    struct cu_pre *pre;
+    disopt_status ps;
+    const float *dsrc = pre_take(cb, src, n, &pre, &ps);
+    if (ps != DISOPT_OK) return ps;
+    if (dsrc) { /* from the prefetched copy, in stream order */
+        const disopt_status s = cu_upload_device(b, dst, dsrc);
+        return s != DISOPT_OK ? s : pre_done(cb, pre);
+    }
+    if (cb->dt == DPK_F32) {
+        CU_TRY(cb, cudaMemcpyAsync(dst->data, src, n * sizeof(float), cudaMemcpyHostToDevice, cb->stream), "upload");
+        return DISOPT_OK;
+    }
+    disopt_status s = stage_reserve(cb, n * sizeof(float));
+    if (s != DISOPT_OK) return s;
+    CU_TRY(cb, cudaMemcpyAsync(cb->stage, src, n * sizeof(float), cudaMemcpyHostToDevice, cb->stream), "upload");
+    K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, cb->stage, n), "upload conversion");
     return DISOPT_OK;
 }
 
@@ -326,12 +322,8 @@ static disopt_status cu_upload_checked(dp_backend *b, const dp_tview *dst, const
     if (ps != DISOPT_OK) return ps;
     if (dsrc) { /* the prefetched copy: counted where it is, then copied or converted into dst */
         K_TRY(cb, dpk_count_nonfinite(cb->stream, dsrc, n, cb->nonfinite), "input check");
-        if (cb->dt == DPK_F32)
-            CU_TRY(cb, cudaMemcpyAsync(dst->data, dsrc, n * sizeof(float), cudaMemcpyDeviceToDevice, cb->stream),
-                   "upload (prefetched)");
-        else
-            K_TRY(cb, dpk_from_f32(cb->stream, cb->dt, dst->data, dsrc, n), "upload conversion (prefetched)");
-        return pre_done(cb, pre);
+        const disopt_status s = cu_upload_device(b, dst, dsrc);
+        return s != DISOPT_OK ? s : pre_done(cb, pre);
     }
     float *f = (float *)dst->data;
     if (cb->dt != DPK_F32) {
