@@ -782,6 +782,12 @@ static void *reader_main(void *arg) {
     return NULL;
 }
 
+/* batch j's windows all read into its buffer (under mu) */
+static int batch_read(const run_pipe *p, long j) {
+    const int s = (int)(j % NSLOT);
+    return p->slot_batch[s] == j && p->loaded[s] == batch_n(p, j);
+}
+
 static void *infer_main(void *arg) {
     run_pipe *p = arg;
     if (p->prepare_n > 0) { /* plans and graphs while the readers read the first batch */
@@ -791,25 +797,21 @@ static void *infer_main(void *arg) {
     }
     for (long j = 0;; j++) {
         const int s = (int)(j % NSLOT), s1 = (int)((j + 1) % NSLOT);
-        int n, pre1 = 0;
+        int n, pre1;
         const double t0 = dp_now_s();
         pthread_mutex_lock(&p->mu);
         for (;;) {
             n = batch_n(p, j);
-            const int ready = p->slot_batch[s] == j && p->loaded[s] == n;
             /* (WAIT, for tests: a full next batch is waited for, so that every one is prefetched) */
-            const int n1 = batch_n(p, j + 1);
-            const int wait1 = p->prefetch == 2 && !p->prefetched[s1] && n1 == p->B &&
-                              !(p->slot_batch[s1] == j + 1 && p->loaded[s1] == n1);
-            if (p->stop || n == 0 || (ready && !wait1)) break;
+            const int wait1 =
+                p->prefetch == 2 && !p->prefetched[s1] && batch_n(p, j + 1) == p->B && !batch_read(p, j + 1);
+            if (p->stop || n == 0 || (batch_read(p, j) && !wait1)) break;
             pthread_cond_wait(&p->cv, &p->mu);
         }
         const int go = !p->stop && n > 0;
         /* the next batch, when it is full and read already: its copy to the device goes beside this one's
          * run (a short last batch is padded below when it runs, so it is uploaded then) */
-        if (go && p->prefetch && !p->prefetched[s1] && batch_n(p, j + 1) == p->B && p->slot_batch[s1] == j + 1 &&
-            p->loaded[s1] == p->B)
-            pre1 = 1;
+        pre1 = go && p->prefetch && !p->prefetched[s1] && batch_n(p, j + 1) == p->B && batch_read(p, j + 1);
         const double t1 = dp_now_s();
         p->t_infer_wait += t1 - t0;
         pthread_mutex_unlock(&p->mu);
