@@ -14,12 +14,12 @@ B=${1:-build-ort} E=${2:-.whl/onnx}
 cd "$(dirname "$0")/../.."
 D=.whl/ortrun
 mkdir -p $D/bin $D/lib $D/onnx $D/whl
-for t in bench/bench_cpu bench/bench_owngemm bench/golden_compare tools/disopt_testmodel; do cp "$B/$t" $D/bin/; done
+for t in bench/bench_cpu bench/bench_owngemm bench/bench_act bench/golden_compare tools/disopt_testmodel; do cp "$B/$t" $D/bin/; done
 gcc -O2 -std=c11 -Wall -Werror -Iinclude bench/onnx/dump_fused.c -o $D/bin/dump_fused -L"$B"/core -ldisopt
 # test_ops: the CPU kernels against the scalar reference, bit for bit across ISAs (the device has AVX-512)
 cp "$B"/tests/test_ops $D/bin/ && cp -L /lib/x86_64-linux-gnu/libcmocka.so.0 $D/lib/
 if [ -n "${OLD_BUILD:-}" ]; then # a second build (the code before a change) timed as "old"
-  mkdir -p $D/old && cp "$OLD_BUILD/bench/bench_cpu" $D/old/ && { [ ! -x "$OLD_BUILD/bench/bench_owngemm" ] || cp "$OLD_BUILD/bench/bench_owngemm" $D/old/; } && cp -L "$OLD_BUILD/core/libdisopt.so.0" $D/old/
+  mkdir -p $D/old && cp "$OLD_BUILD/bench/bench_cpu" $D/old/ && { [ ! -x "$OLD_BUILD/bench/bench_owngemm" ] || cp "$OLD_BUILD/bench/bench_owngemm" $D/old/; } && { [ ! -x "$OLD_BUILD/bench/bench_act" ] || cp "$OLD_BUILD/bench/bench_act" $D/old/; } && cp -L "$OLD_BUILD/core/libdisopt.so.0" $D/old/
 fi
 cp -L "$B"/core/libdisopt.so.0 $D/lib/
 cp -L /usr/lib/x86_64-linux-gnu/blis-serial/libblis.so.4 /lib/x86_64-linux-gnu/libjson-c.so.5 $D/lib/

@@ -29,6 +29,10 @@ if [ -x $D/bin/bench_owngemm ]; then # our SGEMM alone, one thread, new (and old
   { for r in 1 2; do echo "== new, round $r"; $D/bin/bench_owngemm 1024 3
       [ ! -x $D/old/bench_owngemm ] || { echo "== old, round $r"; $D/old/bench_owngemm 1024 3; }; done; } 2>&1 | tee $OUT/owngemm.log
 fi
+if [ -x $D/bin/bench_act ]; then # the vector activations alone, one thread, new (and old) alternating
+  { for r in 1 2; do echo "== new, round $r"; $D/bin/bench_act 2
+      [ ! -x $D/old/bench_act ] || { echo "== old, round $r"; $D/old/bench_act 2; }; done; } 2>&1 | tee $OUT/act.log
+fi
 if [ -d $D/old ]; then
   printf '#!/bin/sh\nLD_LIBRARY_PATH=%s:$LD_LIBRARY_PATH exec %s "$@"\n' $D/old $D/old/bench_cpu > $W/old.sh; chmod +x $W/old.sh
   OURS="$OURS old=$W/old.sh"

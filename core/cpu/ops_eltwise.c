@@ -9,26 +9,33 @@
 #include <math.h>
 #include <string.h>
 
-/* exp(x) for the activations, written so that the compiler vectorises it: Cephes' expf
- * (range reduction by ln 2 in two parts, degree-6 polynomial), about 1 ulp. Inputs are clamped to
- * [-87.3, 80]: 1 / (1 + e^80) is still a normal float, so sigmoid and swish never produce
- * subnormals (slow on every x86) where the exact result would be below 1e-34 anyway.
- * The activations only ever see finite values (inputs are checked). */
-static inline float dp_expf(float x) {
-    x = x > -87.3f ? x : -87.3f;
-    x = x < 80.0f ? x : 80.0f;
-    float fx = x * 1.44269504088896341f;
-    fx = (fx + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = x - fx * 0.693359375f;
-    r = r + fx * 2.12194440e-4f;
-    float z = r * r;
-    float y = ((((1.9875691500E-4f * r + 1.3981999507E-3f) * r + 8.3334519073E-3f) * r + 4.1665795894E-2f) * r +
-               1.6666665459E-1f) * r + 5.0000001201E-1f;
-    y = y * z + r + 1.0f;
-    int32_t e = ((int32_t)fx + 127) << 23;
+/* d = 1 + e^-v, the denominator of sigmoid and swish. e^-v is Cephes' expf (range reduction by ln 2 in two
+ * parts, degree-6 polynomial, about 1 ulp), evaluated with fused multiply-adds: fewer operations and
+ * roundings than separate ones. v is clamped to [-80, 87.3] first, so e^-v lies in [e^-87.3, e^80] (normal
+ * floats: 1 / (1 + e^80) is still normal, so sigmoid and swish never produce subnormals, slow on every
+ * x86, where the exact result would be below 1e-34 anyway). The clamps are written as x86's maxps/minps
+ * (a > b ? a : b), and 2^n is applied as one exact product, so simd.h's vector code (which uses
+ * vscalefps on AVX-512) gives these bits exactly. The activations only ever see finite values (inputs
+ * are checked). fmaf is one instruction in the x86-64-v3/v4 clones (and on arm64); the baseline clone
+ * (pre-Haswell x86, BLAS path) calls libm's exact fmaf. */
+static inline float act_denominator(float v) {
+    float u = v > -80.0f ? v : -80.0f;
+    u = u < 87.3f ? u : 87.3f;
+    float fx = u * -1.44269504088896341f;           /* -v log2(e) */
+    fx = (fx + 12582912.0f) - 12582912.0f;          /* round to nearest even (|fx| < 2^22) */
+    float r = fmaf(-fx, 0.693359375f, -u);          /* -v - fx ln2_hi (fx ln2_hi is exact) */
+    r = fmaf(fx, 2.12194440e-4f, r);                /* - fx ln2_lo */
+    const float z = r * r;
+    float y = fmaf(1.9875691500E-4f, r, 1.3981999507E-3f);
+    y = fmaf(y, r, 8.3334519073E-3f);
+    y = fmaf(y, r, 4.1665795894E-2f);
+    y = fmaf(y, r, 1.6666665459E-1f);
+    y = fmaf(y, r, 5.0000001201E-1f);
+    y = fmaf(y, z, r) + 1.0f;                       /* e^r */
+    const int32_t e = ((int32_t)fx + 127) << 23;    /* 2^fx, fx in [-126, 115]: a normal float */
     float scale;
     memcpy(&scale, &e, 4);
-    return y * scale;
+    return 1.0f + y * scale;
 }
 
 DP_CLONES void dp_cpu_act(dp_act act, float *x, size_t n) {
@@ -39,10 +46,10 @@ DP_CLONES void dp_cpu_act(dp_act act, float *x, size_t n) {
         for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
         break;
     case DP_ACT_SIGMOID:
-        for (size_t i = 0; i < n; i++) x[i] = 1.0f / (1.0f + dp_expf(-x[i]));
+        for (size_t i = 0; i < n; i++) x[i] = 1.0f / act_denominator(x[i]);
         break;
-    case DP_ACT_SWISH: /* x * sigmoid(x), as efficientnet_pytorch's MemoryEfficientSwish */
-        for (size_t i = 0; i < n; i++) x[i] = x[i] * (1.0f / (1.0f + dp_expf(-x[i])));
+    case DP_ACT_SWISH: /* x * sigmoid(x), as efficientnet_pytorch's MemoryEfficientSwish, as one division */
+        for (size_t i = 0; i < n; i++) x[i] = x[i] / act_denominator(x[i]);
         break;
     }
 }
