@@ -3,6 +3,8 @@
  * interleaved, as the depthwise pass and the GEMM epilogue call them) on one L1-resident buffer of 4096
  * floats in [-4.8, 4.8], one thread: ns per element for swish and sigmoid on each ISA this CPU has. Header-only
  * code, so building this file against an older tree's simd.h times the older activations (issue 9's A/B).
+ * "swish-nt" times, for comparison only, the same expf followed by rcp14 + two Newton steps and a multiply
+ * instead of the division (not the product's bits: it shows whether the divider limits this CPU).
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 199309L
@@ -38,6 +40,39 @@ __attribute__((target("avx512f,fma"))) static void run512(float *x, dp_act act) 
         }
 }
 
+#ifdef DP_ROUND512
+/* act512_n's swish with the division replaced by rcp14 + two Newton steps + a multiply (timing only) */
+__attribute__((target("avx512f,fma"))) static void run512_newton(float *x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int r = 0; r < REPS; r++)
+        for (int i = 0; i < NEL; i += 64) {
+            __m512 v[4], d[4], y[4];
+            for (int j = 0; j < 4; j++) v[j] = _mm512_load_ps(x + i + 16 * j);
+            for (int j = 0; j < 4; j++) d[j] = v[j];
+            act512_n(d, 4, DP_ACT_NONE); /* (no-op: keeps the call shape) */
+            for (int j = 0; j < 4; j++) {
+                const __m512 u = _mm512_min_ps(_mm512_max_ps(v[j], _mm512_set1_ps(-80.0f)), _mm512_set1_ps(87.3f));
+                const __m512 fx = DP_ROUND512(_mm512_mul_ps(u, _mm512_set1_ps(-1.44269504088896341f)));
+                __m512 rr = _mm512_fnmsub_ps(fx, _mm512_set1_ps(0.693359375f), u);
+                rr = _mm512_fmadd_ps(fx, _mm512_set1_ps(2.12194440e-4f), rr);
+                const __m512 z = _mm512_mul_ps(rr, rr);
+                __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500E-4f), rr, _mm512_set1_ps(1.3981999507E-3f));
+                p = _mm512_fmadd_ps(p, rr, _mm512_set1_ps(8.3334519073E-3f));
+                p = _mm512_fmadd_ps(p, rr, _mm512_set1_ps(4.1665795894E-2f));
+                p = _mm512_fmadd_ps(p, rr, _mm512_set1_ps(1.6666665459E-1f));
+                p = _mm512_fmadd_ps(p, rr, _mm512_set1_ps(5.0000001201E-1f));
+                p = _mm512_add_ps(_mm512_fmadd_ps(p, z, rr), one);
+                d[j] = _mm512_add_ps(one, _mm512_scalef_ps(p, fx));
+            }
+            for (int j = 0; j < 4; j++) y[j] = _mm512_rcp14_ps(d[j]);
+            for (int j = 0; j < 4; j++) y[j] = _mm512_fmadd_ps(y[j], _mm512_fnmadd_ps(d[j], y[j], one), y[j]);
+            for (int j = 0; j < 4; j++) y[j] = _mm512_fmadd_ps(y[j], _mm512_fnmadd_ps(d[j], y[j], one), y[j]);
+            for (int j = 0; j < 4; j++) _mm512_store_ps(x + i + 16 * j, _mm512_sub_ps(_mm512_mul_ps(v[j], y[j]), _mm512_set1_ps(0.25f)));
+        }
+}
+
+#endif
+
 __attribute__((target("avx2,fma"))) static void run256(float *x, dp_act act) {
     for (int r = 0; r < REPS; r++)
         for (int i = 0; i < NEL; i += 32) {
@@ -71,6 +106,13 @@ int main(int argc, char **argv) {
                 printf("round %d  avx2   %-7s %.3f ns  (x[7] %g)\n", r + 1, nm, t / NEL / REPS * 1e9, x[7]);
             }
         }
+#ifdef DP_ROUND512 /* this tree's simd.h (FMA expf); an older one lacks the macros used above */
+        if (has512) {
+            double t0;
+            fill(x), t0 = now_s(), run512_newton(x);
+            printf("round %d  avx512 swish-nt %.3f ns  (x[7] %g)\n", r + 1, (now_s() - t0) / NEL / REPS * 1e9, x[7]);
+        }
+#endif
     }
     free(x);
 #else
