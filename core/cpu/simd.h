@@ -23,8 +23,9 @@
  * Markstein's correction (~41 operations per vector on AVX-512), then a multiply by v. Now: FMAs in the
  * range reduction and the polynomial, vscalefps for 2^n (AVX-512; AVX2 builds 2^n from the integer),
  * and swish = v / d as one division: ~18 operations and a division, which the divider runs beside the
- * other pipes when 4 vectors are interleaved (swish throughput on AVX-512: 0.32 -> 0.135 ns/element on
- * a Zen 5 core; bench/RESULTS.md §5). */
+ * other pipes when 4 vectors are interleaved (swish throughput on AVX-512, bench_act: 0.34 -> 0.14
+ * ns/element on a Zen 5 core, 0.61-0.85 -> 0.31-0.36 on the lent Xeon, where rcp14 + Newton steps in place
+ * of the division took 0.36-0.56; bench/RESULTS.md §5). */
 #define DP_ACT_NMAX 4
 #define DP_ACTN_STEP(stmt) _Pragma("GCC unroll 4") for (int i = 0; i < N; i++) stmt
 
