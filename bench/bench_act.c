@@ -48,8 +48,6 @@ __attribute__((target("avx512f,fma"))) static void run512_newton(float *x) {
         for (int i = 0; i < NEL; i += 64) {
             __m512 v[4], d[4], y[4];
             for (int j = 0; j < 4; j++) v[j] = _mm512_load_ps(x + i + 16 * j);
-            for (int j = 0; j < 4; j++) d[j] = v[j];
-            act512_n(d, 4, DP_ACT_NONE); /* (no-op: keeps the call shape) */
             for (int j = 0; j < 4; j++) {
                 const __m512 u = _mm512_min_ps(_mm512_max_ps(v[j], _mm512_set1_ps(-80.0f)), _mm512_set1_ps(87.3f));
                 const __m512 fx = DP_ROUND512(_mm512_mul_ps(u, _mm512_set1_ps(-1.44269504088896341f)));
